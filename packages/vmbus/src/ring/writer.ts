@@ -1,0 +1,282 @@
+/**
+ * RingWriter: the producer end of one ring (the host's outbound ring, or a guest's
+ * guest-to-host ring). Mirrors Linux hv_ringbuffer_write and hv_signal_on_write:
+ *
+ * - a packet is written only if it fits with a gap left (free > total), so read == write
+ *   always means empty;
+ * - the packet bytes are stored, then write_index is published with a sequentially consistent
+ *   store, which orders the data before the index for a reader on another thread and is the
+ *   full barrier Linux puts between publishing write_index and reading interrupt_mask;
+ * - the reader is signalled only when the ring went from empty to non-empty (the old write
+ *   index equals the reader's published read_index) and its interrupt_mask is clear;
+ * - inside `batch()`, packets are published once at the end and the reader signalled at most
+ *   once.
+ *
+ * The write index is private: the copy in the control page is only ever written. The
+ * reader's read_index is guest-writable and is validated on every use.
+ */
+import { HostUsageError, silentLogger, type Logger } from '@hvemu/common';
+import { RingCorruptError } from './errors.js';
+import {
+  FEAT_PENDING_SEND_SZ,
+  RING_FEATURE_BITS,
+  RING_INTERRUPT_MASK,
+  RING_PENDING_SEND_SZ,
+  RING_READ_INDEX,
+  RING_WRITE_INDEX,
+  VMBUS_MAX_PACKET_SIZE,
+  VMBUS_PKT_TRAILER,
+  VMPACKET_DESCRIPTOR_SIZE,
+} from './protocol.js';
+import { bytesToRead, bytesToWrite, type RingBuffer } from './ring-buffer.js';
+
+/** A packet to write. Reuse one object across calls to keep the hot path allocation-free. */
+export interface OutgoingPacket {
+  /** VM_PKT_* */
+  type: number;
+  /** VMBUS_DATA_PACKET_FLAG_* */
+  flags?: number;
+  /** Echoed in the completion; 0 for unsolicited host packets. */
+  transactionId?: bigint | number;
+  /** Bytes between the descriptor and the payload (GPA ranges, transfer-page ranges); multiple of 8. */
+  header?: Uint8Array;
+  /** The payload, one buffer or several gathered in order. */
+  payload?: Uint8Array | readonly Uint8Array[];
+}
+
+export interface RingEndOptions {
+  /** Raise the other end's interrupt (the channel's signal). */
+  signal: () => void;
+  /** Where protocol violations are reported. */
+  logger?: Logger;
+  /** A name for log records (e.g. "relid 5 outbound"). */
+  name?: string;
+}
+
+const EMPTY = new Uint8Array(0);
+const TWO_POW_32 = 2 ** 32;
+
+export class RingWriter {
+  readonly ring: RingBuffer;
+  private readonly control: Uint32Array;
+  private readonly size: number;
+  private readonly signalReader: () => void;
+  private readonly logger: Logger;
+  private readonly name: string;
+  /** Next byte to write (private; never read back from the control page). */
+  private writeIndex: number;
+  /** The write index the reader can see. */
+  private publishedWrite: number;
+  /** The reader's read_index as last validated: it may only move forward, up to publishedWrite. */
+  private lastRead: number;
+  private batchDepth = 0;
+  private brokenBy: RingCorruptError | null = null;
+  /** Statistics. */
+  packetsWritten = 0;
+  signals = 0;
+
+  constructor(ring: RingBuffer, options: RingEndOptions) {
+    this.ring = ring;
+    this.control = ring.control;
+    this.size = ring.dataSize;
+    this.signalReader = options.signal;
+    this.logger = options.logger ?? silentLogger;
+    this.name = options.name ?? 'ring';
+    const write = Atomics.load(this.control, RING_WRITE_INDEX);
+    const read = Atomics.load(this.control, RING_READ_INDEX);
+    this.writeIndex = this.publishedWrite = 0;
+    this.lastRead = 0;
+    this.checkIndex(write, 'write-index-out-of-range');
+    this.checkIndex(read, 'read-index-out-of-range');
+    this.writeIndex = this.publishedWrite = write;
+    this.lastRead = read;
+  }
+
+  /** The error that broke this ring, if any. */
+  get broken(): RingCorruptError | null {
+    return this.brokenBy;
+  }
+
+  /** Bytes a packet with this header and payload length occupies in the ring, trailer included. */
+  static ringSpace(headerLength: number, payloadLength: number): number {
+    return ((VMPACKET_DESCRIPTOR_SIZE + headerLength + payloadLength + 7) & ~7) + VMBUS_PKT_TRAILER;
+  }
+
+  /** Free bytes now, per the reader's validated read_index (Linux hv_get_bytes_to_write). */
+  freeBytes(): number {
+    return bytesToWrite(this.writeIndex, this.readerIndex(), this.size);
+  }
+
+  /**
+   * Writes one packet. Returns false (writing nothing) when it does not fit; the caller may then
+   * `requestSpace()` and retry when the reader signals. Throws RingCorruptError if the reader
+   * broke the ring, HostUsageError for a packet that can never be written.
+   */
+  write(packet: OutgoingPacket): boolean {
+    if (this.brokenBy) throw this.brokenBy;
+    const header = packet.header ?? EMPTY;
+    const payload = packet.payload ?? EMPTY;
+    const payloadLength = payload instanceof Uint8Array ? payload.length : totalLength(payload);
+    if (header.length % 8 !== 0) throw new HostUsageError('packet header length must be a multiple of 8');
+    const headerEnd = VMPACKET_DESCRIPTOR_SIZE + header.length;
+    const unpadded = headerEnd + payloadLength;
+    const packetLength = (unpadded + 7) & ~7;
+    if (packetLength > VMBUS_MAX_PACKET_SIZE || headerEnd > VMBUS_MAX_PACKET_SIZE) {
+      throw new HostUsageError(`packet of ${unpadded} bytes exceeds the VMBus maximum`);
+    }
+    const total = packetLength + VMBUS_PKT_TRAILER;
+    if (total >= this.size) throw new HostUsageError(`packet of ${total} bytes can never fit a ${this.size}-byte ring`);
+    if (this.freeBytes() <= total) return false;
+
+    const start = this.writeIndex;
+    this.writeDescriptor(start, packet, headerEnd >>> 3, packetLength >>> 3);
+    let pos = this.advance(start, VMPACKET_DESCRIPTOR_SIZE);
+    if (header.length > 0) pos = this.copyIn(pos, header);
+    if (payload instanceof Uint8Array) {
+      if (payload.length > 0) pos = this.copyIn(pos, payload);
+    } else {
+      for (const part of payload) if (part.length > 0) pos = this.copyIn(pos, part);
+    }
+    pos = this.zeroFill(pos, packetLength - unpadded);
+    // Trailer: u64 previous write index << 32 (Linux hv_get_ring_bufferindices).
+    this.ring.data.setU32(pos, 0);
+    this.ring.data.setU32(pos + 4, start);
+    this.writeIndex = this.advance(pos, VMBUS_PKT_TRAILER);
+    this.packetsWritten++;
+    if (this.batchDepth === 0) this.publish();
+    return true;
+  }
+
+  /**
+   * Runs `fn` with publishing deferred: every packet it writes becomes visible at once when it
+   * returns (or throws), and the reader is signalled at most once.
+   */
+  batch<T>(fn: (writer: this) => T): T {
+    this.batchDepth++;
+    try {
+      return fn(this);
+    } finally {
+      if (--this.batchDepth === 0 && !this.brokenBy) this.publish();
+    }
+  }
+
+  /**
+   * Asks the reader to signal when more than `bytes` are free (pending_send_sz), then re-checks,
+   * closing the race with a reader that drained meanwhile. Returns true if the space is already
+   * there (pending_send_sz is cleared again). Without feat_pending_send_sz the reader never
+   * signals for space; the caller must poll.
+   */
+  requestSpace(bytes: number): boolean {
+    if (!Number.isInteger(bytes) || bytes <= 0 || bytes >= this.size) {
+      throw new HostUsageError(`cannot wait for ${bytes} free bytes in a ${this.size}-byte ring`);
+    }
+    if ((Atomics.load(this.control, RING_FEATURE_BITS) & FEAT_PENDING_SEND_SZ) === 0) {
+      return this.freeBytes() > bytes;
+    }
+    Atomics.store(this.control, RING_PENDING_SEND_SZ, bytes);
+    if (this.freeBytes() > bytes) {
+      Atomics.store(this.control, RING_PENDING_SEND_SZ, 0);
+      return true;
+    }
+    return false;
+  }
+
+  /** Clears pending_send_sz (after the reader signalled space). */
+  clearPendingSend(): void {
+    Atomics.store(this.control, RING_PENDING_SEND_SZ, 0);
+  }
+
+  /** Makes written packets visible and signals the reader if the protocol calls for it. */
+  private publish(): void {
+    const oldWrite = this.publishedWrite;
+    if (this.writeIndex === oldWrite) return;
+    // Sequentially consistent: the packet bytes are ordered before the index, and the index
+    // before the interrupt_mask load below (the twin of Linux's virt_mb in hv_signal_on_write).
+    Atomics.store(this.control, RING_WRITE_INDEX, this.writeIndex);
+    this.publishedWrite = this.writeIndex;
+    if (Atomics.load(this.control, RING_INTERRUPT_MASK) !== 0) return;
+    if (Atomics.load(this.control, RING_READ_INDEX) === oldWrite) {
+      this.signals++;
+      this.signalReader();
+    }
+  }
+
+  /** The reader's read_index, validated: in range, aligned, only moving forward to publishedWrite. */
+  private readerIndex(): number {
+    const read = Atomics.load(this.control, RING_READ_INDEX);
+    if (read === this.lastRead) return read;
+    this.checkIndex(read, 'read-index-out-of-range');
+    const usedBefore = bytesToRead(this.publishedWrite, this.lastRead, this.size);
+    const usedNow = bytesToRead(this.publishedWrite, read, this.size);
+    if (usedNow > usedBefore) {
+      this.fail('index-went-backwards', `read_index moved from ${this.lastRead} to ${read} (write ${this.publishedWrite})`, read);
+    }
+    this.lastRead = read;
+    return read;
+  }
+
+  private checkIndex(index: number, fault: 'read-index-out-of-range' | 'write-index-out-of-range'): void {
+    if (index >= this.size || index % 8 !== 0) {
+      this.fail(fault, `index ${index} is not an 8-aligned offset below ${this.size}`, index);
+    }
+  }
+
+  private fail(fault: RingCorruptError['fault'], detail: string, at: number): never {
+    this.brokenBy = new RingCorruptError(fault, detail, at);
+    this.logger.warn(`${this.name}: ${this.brokenBy.message}`, { fault, ring: this.name });
+    throw this.brokenBy;
+  }
+
+  private writeDescriptor(at: number, packet: OutgoingPacket, offset8: number, len8: number): void {
+    const data = this.ring.data;
+    data.setU16(at, packet.type);
+    data.setU16(at + 2, offset8);
+    data.setU16(at + 4, len8);
+    data.setU16(at + 6, packet.flags ?? 0);
+    const tid = packet.transactionId ?? 0;
+    // The second half of the descriptor may wrap to the start of the data area.
+    const second = this.advance(at, 8);
+    if (typeof tid === 'number') {
+      if (!(tid >= 0 && tid <= Number.MAX_SAFE_INTEGER) || tid % 1 !== 0) {
+        throw new HostUsageError(`transaction id ${tid} is not a safe unsigned integer`);
+      }
+      data.setU32(second, tid >>> 0);
+      data.setU32(second + 4, Math.floor(tid / TWO_POW_32));
+    } else {
+      if (tid < 0n || tid > 0xffff_ffff_ffff_ffffn) throw new HostUsageError(`transaction id ${tid} is not a u64`);
+      data.setU32(second, Number(tid & 0xffff_ffffn));
+      data.setU32(second + 4, Number(tid >> 32n));
+    }
+  }
+
+  private advance(pos: number, by: number): number {
+    const next = pos + by;
+    return next >= this.size ? next - this.size : next;
+  }
+
+  /** Copies `src` into the data area at `pos`, wrapping at the end; returns the next position. */
+  private copyIn(pos: number, src: Uint8Array): number {
+    const first = this.size - pos;
+    if (src.length <= first) {
+      this.ring.data.write(pos, src, 0, src.length);
+    } else {
+      this.ring.data.write(pos, src, 0, first);
+      this.ring.data.write(0, src, first, src.length - first);
+    }
+    return this.advance(pos, src.length);
+  }
+
+  private zeroFill(pos: number, length: number): number {
+    if (length === 0) return pos;
+    const first = Math.min(length, this.size - pos);
+    this.ring.data.fill(0, pos, first);
+    if (length > first) this.ring.data.fill(0, 0, length - first);
+    return this.advance(pos, length);
+  }
+}
+
+function totalLength(parts: readonly Uint8Array[]): number {
+  let n = 0;
+  for (const p of parts) n += p.length;
+  return n;
+}
