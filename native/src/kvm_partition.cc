@@ -1,0 +1,342 @@
+#include "kvm_partition.h"
+
+#include <fcntl.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "host_error.h"
+#include "kvm_vcpu.h"
+
+namespace hvemu {
+namespace {
+
+constexpr int kKvmApiVersion = 12;
+constexpr uint64_t kPageSize = 4096;
+// Guest-physical space we accept RAM in: 2^46 keeps clear of any host's MAXPHYADDR we expect.
+constexpr uint64_t kMaxGpa = 1ULL << 46;
+// IOAPIC, LAPIC, the VMX TSS/identity-map pages and the reset vector live here; RAM may not.
+constexpr uint64_t kPlatformHoleStart = 0xfec00000ULL;
+constexpr uint64_t kPlatformHoleEnd = 0x100000000ULL;
+constexpr uint64_t kTssAddr = 0xfeffd000ULL;
+constexpr uint32_t kMaxVcpus = 256;
+// Hyper-V synthetic MSRs: always handled in user space (TLFS range 0x40000000-0x400000FF).
+constexpr uint32_t kHvMsrBase = 0x40000000;
+constexpr uint32_t kHvMsrCount = 0x100;
+
+int OpenKvm() {
+  int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+  if (fd < 0) {
+    int err = errno;
+    throw HostError(kErrNoKvm, std::string("cannot open /dev/kvm: ") + std::strerror(err), err);
+  }
+  return fd;
+}
+
+void CheckApiVersion(int kvm_fd) {
+  int v = ioctl(kvm_fd, KVM_GET_API_VERSION, 0);
+  if (v != kKvmApiVersion) {
+    throw HostError(kErrApiVersion, "KVM API version is " + std::to_string(v) + ", hvemu needs " +
+                                        std::to_string(kKvmApiVersion));
+  }
+}
+
+void CloseAll(std::vector<int>& fds) {
+  for (int fd : fds) close(fd);
+  fds.clear();
+}
+
+}  // namespace
+
+KvmProbe ProbeKvm() {
+  try {
+    int fd = OpenKvm();
+    try {
+      CheckApiVersion(fd);
+    } catch (...) {
+      close(fd);
+      throw;
+    }
+    int vm = ioctl(fd, KVM_CREATE_VM, 0);
+    int err = errno;
+    close(fd);
+    if (vm < 0) return {false, kErrNoKvm, std::string("KVM_CREATE_VM failed: ") + std::strerror(err)};
+    close(vm);
+    return {true, "", ""};
+  } catch (const HostError& e) {
+    return {false, e.code(), e.what()};
+  }
+}
+
+std::unique_ptr<KvmPartition> KvmPartition::Create(const PartitionConfig& config) {
+  if (config.vcpu_count == 0 || config.vcpu_count > kMaxVcpus) {
+    throw HostError(kErrUsage, "vCPU count " + std::to_string(config.vcpu_count) + " is not in 1.." +
+                                   std::to_string(kMaxVcpus));
+  }
+  std::unique_ptr<KvmPartition> p(new KvmPartition(config));
+  p->OpenVm();
+  p->CheckCapabilities();
+  p->SetUpRam();
+  p->SetUpPlatform();
+  p->channel_ = std::make_shared<ExitChannel>(config.vcpu_count);
+  p->channel_->set_spin_iterations(config.spin_iterations);
+  p->CreateVcpus();
+  return p;
+}
+
+KvmPartition::~KvmPartition() {
+  StopAll();
+  vcpus_.clear();
+  CloseAll(eventfds_);
+  if (vm_fd_ >= 0) close(vm_fd_);
+  if (kvm_fd_ >= 0) close(kvm_fd_);
+  // ram_ and channel_ may outlive us: JS ArrayBuffers keep their own references.
+}
+
+void KvmPartition::OpenVm() {
+  kvm_fd_ = OpenKvm();
+  CheckApiVersion(kvm_fd_);
+  vm_fd_ = ioctl(kvm_fd_, KVM_CREATE_VM, 0);
+  if (vm_fd_ < 0) {
+    int err = errno;
+    throw HostError(kErrNoKvm, std::string("KVM_CREATE_VM failed: ") + std::strerror(err), err);
+  }
+  int size = ioctl(kvm_fd_, KVM_GET_VCPU_MMAP_SIZE, 0);
+  if (size < static_cast<int>(sizeof(kvm_run))) ThrowErrno("KVM_GET_VCPU_MMAP_SIZE");
+  run_size_ = static_cast<size_t>(size);
+}
+
+void KvmPartition::CheckCapabilities() {
+  struct Cap {
+    int id;
+    const char* name;
+  };
+  static const Cap kRequired[] = {
+      {KVM_CAP_IRQCHIP, "KVM_CAP_IRQCHIP"},
+      {KVM_CAP_USER_MEMORY, "KVM_CAP_USER_MEMORY"},
+      {KVM_CAP_X86_USER_SPACE_MSR, "KVM_CAP_X86_USER_SPACE_MSR"},
+      {KVM_CAP_X86_MSR_FILTER, "KVM_CAP_X86_MSR_FILTER"},
+      {KVM_CAP_SIGNAL_MSI, "KVM_CAP_SIGNAL_MSI"},
+      {KVM_CAP_IMMEDIATE_EXIT, "KVM_CAP_IMMEDIATE_EXIT"},
+      {KVM_CAP_VCPU_EVENTS, "KVM_CAP_VCPU_EVENTS"},
+      {KVM_CAP_EXT_CPUID, "KVM_CAP_EXT_CPUID"},
+  };
+  for (const Cap& cap : kRequired) {
+    if (ioctl(vm_fd_, KVM_CHECK_EXTENSION, cap.id) <= 0) {
+      throw HostError(kErrCapability, std::string("KVM lacks required capability ") + cap.name);
+    }
+  }
+  int max_vcpus = ioctl(vm_fd_, KVM_CHECK_EXTENSION, KVM_CAP_MAX_VCPUS);
+  if (max_vcpus > 0 && config_.vcpu_count > static_cast<uint32_t>(max_vcpus)) {
+    throw HostError(kErrCapability, "KVM allows at most " + std::to_string(max_vcpus) + " vCPUs");
+  }
+}
+
+void KvmPartition::SetUpRam() {
+  std::vector<RamSpec> sorted = config_.ram;
+  if (sorted.empty()) throw HostError(kErrMemoryMap, "the memory map has no RAM regions");
+  std::sort(sorted.begin(), sorted.end(), [](const RamSpec& a, const RamSpec& b) { return a.gpa < b.gpa; });
+  int max_slots = ioctl(vm_fd_, KVM_CHECK_EXTENSION, KVM_CAP_NR_MEMSLOTS);
+  if (max_slots > 0 && sorted.size() > static_cast<size_t>(max_slots)) {
+    throw HostError(kErrMemoryMap, "the memory map has more regions than KVM's " + std::to_string(max_slots) + " slots");
+  }
+  for (size_t i = 0; i < sorted.size(); i++) {
+    const RamSpec& r = sorted[i];
+    std::string where = "RAM region at GPA 0x" + [&] { char b[32]; snprintf(b, sizeof b, "%llx", (unsigned long long)r.gpa); return std::string(b); }();
+    if (r.gpa % kPageSize != 0 || r.size % kPageSize != 0 || r.size == 0) {
+      throw HostError(kErrMemoryMap, where + " is not a non-empty, page-aligned range");
+    }
+    if (r.gpa >= kMaxGpa || r.size > kMaxGpa - r.gpa) {
+      throw HostError(kErrMemoryMap, where + " extends beyond the 2^46 guest-physical limit");
+    }
+    if (r.gpa < kPlatformHoleEnd && r.gpa + r.size > kPlatformHoleStart) {
+      throw HostError(kErrMemoryMap, where + " overlaps the platform hole 0xfec00000-0xffffffff (IOAPIC, LAPIC)");
+    }
+    if (i > 0 && r.gpa < sorted[i - 1].gpa + sorted[i - 1].size) {
+      throw HostError(kErrMemoryMap, where + " overlaps the previous region");
+    }
+  }
+  // Keep the caller's order for ram_ so JS can pair buffers with its specs.
+  for (size_t i = 0; i < config_.ram.size(); i++) {
+    const RamSpec& r = config_.ram[i];
+    auto region = GuestRam::Create(r.gpa, r.size);
+    kvm_userspace_memory_region mr = {};
+    mr.slot = static_cast<uint32_t>(i);
+    mr.guest_phys_addr = r.gpa;
+    mr.memory_size = r.size;
+    mr.userspace_addr = reinterpret_cast<uint64_t>(region->host());
+    if (ioctl(vm_fd_, KVM_SET_USER_MEMORY_REGION, &mr) != 0) ThrowErrno("KVM_SET_USER_MEMORY_REGION");
+    ram_.push_back(std::move(region));
+  }
+}
+
+void KvmPartition::SetUpPlatform() {
+  // Only VMX hosts need the real-mode TSS; other KVMs may refuse it, which is harmless.
+  ioctl(vm_fd_, KVM_SET_TSS_ADDR, kTssAddr);
+  if (ioctl(vm_fd_, KVM_CREATE_IRQCHIP, 0) != 0) ThrowErrno("KVM_CREATE_IRQCHIP");
+  kvm_enable_cap cap = {};
+  cap.cap = KVM_CAP_X86_USER_SPACE_MSR;
+  // UNKNOWN: MSRs KVM does not implement come to us instead of a silent #GP (our default
+  // answer is still #GP). FILTER: MSRs in the filter below come to us even if KVM knows them.
+  cap.args[0] = KVM_MSR_EXIT_REASON_UNKNOWN | KVM_MSR_EXIT_REASON_FILTER;
+  if (ioctl(vm_fd_, KVM_ENABLE_CAP, &cap) != 0) ThrowErrno("KVM_ENABLE_CAP(KVM_CAP_X86_USER_SPACE_MSR)");
+  SetUserMsrs(config_.user_msrs);
+}
+
+void KvmPartition::SetUserMsrs(const std::vector<uint32_t>& user_msrs) {
+  std::vector<uint32_t> msrs;
+  for (uint32_t m : user_msrs) {
+    if (m >= kHvMsrBase && m < kHvMsrBase + kHvMsrCount) continue;  // already covered
+    if (m >= 0x800 && m <= 0x8ff) {
+      throw HostError(kErrUsage, "x2APIC MSRs (0x800-0x8ff) belong to the in-kernel LAPIC and cannot be trapped");
+    }
+    msrs.push_back(m);
+  }
+  std::sort(msrs.begin(), msrs.end());
+  msrs.erase(std::unique(msrs.begin(), msrs.end()), msrs.end());
+  if (msrs.size() > KVM_MSR_FILTER_MAX_RANGES - 1) {
+    throw HostError(kErrUsage, "at most " + std::to_string(KVM_MSR_FILTER_MAX_RANGES - 1) + " extra MSRs can be trapped");
+  }
+  // A clear bitmap bit means "deny", which with KVM_MSR_EXIT_REASON_FILTER means "exit to us".
+  static const uint8_t kDenyAll[kHvMsrCount / 8] = {};
+  kvm_msr_filter filter = {};
+  filter.flags = KVM_MSR_FILTER_DEFAULT_ALLOW;
+  filter.ranges[0] = {KVM_MSR_FILTER_READ | KVM_MSR_FILTER_WRITE, kHvMsrCount, kHvMsrBase, const_cast<uint8_t*>(kDenyAll)};
+  for (size_t i = 0; i < msrs.size(); i++) {
+    filter.ranges[i + 1] = {KVM_MSR_FILTER_READ | KVM_MSR_FILTER_WRITE, 1, msrs[i], const_cast<uint8_t*>(kDenyAll)};
+  }
+  if (ioctl(vm_fd_, KVM_X86_SET_MSR_FILTER, &filter) != 0) ThrowErrno("KVM_X86_SET_MSR_FILTER");
+  config_.user_msrs = msrs;
+}
+
+void KvmPartition::CreateVcpus() {
+  for (uint32_t i = 0; i < config_.vcpu_count; i++) {
+    int fd = ioctl(vm_fd_, KVM_CREATE_VCPU, i);
+    if (fd < 0) ThrowErrno("KVM_CREATE_VCPU");
+    void* run = mmap(nullptr, run_size_, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (run == MAP_FAILED) {
+      int err = errno;
+      close(fd);
+      errno = err;
+      ThrowErrno("mmap of the vCPU run page");
+    }
+    vcpus_.push_back(std::make_unique<KvmVcpu>(*this, i, fd, static_cast<kvm_run*>(run), run_size_));
+  }
+}
+
+KvmVcpu& KvmPartition::vcpu(uint32_t index) {
+  if (index >= vcpus_.size()) throw HostError(kErrUsage, "no vCPU " + std::to_string(index));
+  return *vcpus_[index];
+}
+
+std::vector<kvm_cpuid_entry2> KvmPartition::SupportedCpuid() const {
+  for (uint32_t n = 128; n <= 4096; n *= 2) {
+    std::vector<uint8_t> buf(sizeof(kvm_cpuid2) + n * sizeof(kvm_cpuid_entry2));
+    auto* c = reinterpret_cast<kvm_cpuid2*>(buf.data());
+    c->nent = n;
+    if (ioctl(kvm_fd_, KVM_GET_SUPPORTED_CPUID, c) == 0) {
+      return std::vector<kvm_cpuid_entry2>(c->entries, c->entries + c->nent);
+    }
+    if (errno != E2BIG) ThrowErrno("KVM_GET_SUPPORTED_CPUID");
+  }
+  throw HostError(kErrSystem, "KVM_GET_SUPPORTED_CPUID returned too many entries");
+}
+
+int KvmPartition::SignalMsi(uint64_t address, uint32_t data) {
+  kvm_msi msi = {};
+  msi.address_lo = static_cast<uint32_t>(address);
+  msi.address_hi = static_cast<uint32_t>(address >> 32);
+  msi.data = data;
+  int r = ioctl(vm_fd_, KVM_SIGNAL_MSI, &msi);
+  if (r < 0) ThrowErrno("KVM_SIGNAL_MSI");
+  return r;  // >0 delivered, 0 blocked by the guest (e.g. LAPIC disabled)
+}
+
+int KvmPartition::AddIrqfdMsi(uint64_t address, uint32_t data) {
+  if (ioctl(vm_fd_, KVM_CHECK_EXTENSION, KVM_CAP_IRQFD) <= 0) {
+    throw HostError(kErrCapability, "KVM lacks KVM_CAP_IRQFD");
+  }
+  kvm_irq_routing_entry e = {};
+  e.gsi = next_gsi_;
+  e.type = KVM_IRQ_ROUTING_MSI;
+  e.u.msi.address_lo = static_cast<uint32_t>(address);
+  e.u.msi.address_hi = static_cast<uint32_t>(address >> 32);
+  e.u.msi.data = data;
+  // KVM_SET_GSI_ROUTING replaces the whole table, which on x86 starts with the default
+  // IOAPIC/PIC routes. We keep only our MSI routes; GSIs 0-23 are then unrouted, which is
+  // fine while no device uses IOAPIC pins (revisit when one does).
+  std::vector<kvm_irq_routing_entry> routes = msi_routes_;
+  routes.push_back(e);
+  std::vector<uint8_t> buf(sizeof(kvm_irq_routing) + routes.size() * sizeof(kvm_irq_routing_entry));
+  auto* table = reinterpret_cast<kvm_irq_routing*>(buf.data());
+  table->nr = static_cast<uint32_t>(routes.size());
+  std::memcpy(table->entries, routes.data(), routes.size() * sizeof(kvm_irq_routing_entry));
+  if (ioctl(vm_fd_, KVM_SET_GSI_ROUTING, table) != 0) ThrowErrno("KVM_SET_GSI_ROUTING");
+  int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (efd < 0) ThrowErrno("eventfd");
+  kvm_irqfd irqfd = {};
+  irqfd.fd = static_cast<uint32_t>(efd);
+  irqfd.gsi = e.gsi;
+  if (ioctl(vm_fd_, KVM_IRQFD, &irqfd) != 0) {
+    int err = errno;
+    close(efd);
+    errno = err;
+    ThrowErrno("KVM_IRQFD");
+  }
+  msi_routes_ = std::move(routes);
+  next_gsi_++;
+  eventfds_.push_back(efd);
+  return efd;
+}
+
+int KvmPartition::AddIoeventfd(uint64_t addr, uint32_t len, bool pio, bool has_datamatch, uint64_t datamatch) {
+  if (ioctl(vm_fd_, KVM_CHECK_EXTENSION, KVM_CAP_IOEVENTFD) <= 0) {
+    throw HostError(kErrCapability, "KVM lacks KVM_CAP_IOEVENTFD");
+  }
+  if (len != 0 && len != 1 && len != 2 && len != 4 && len != 8) {
+    throw HostError(kErrUsage, "ioeventfd length must be 0, 1, 2, 4 or 8");
+  }
+  if (pio && addr > 0xffff) throw HostError(kErrUsage, "ioeventfd port must be below 0x10000");
+  for (const auto& r : ram_) {
+    if (!pio && r->Contains(addr, len == 0 ? 1 : len)) {
+      throw HostError(kErrUsage, "ioeventfd address lies in guest RAM; guest writes there never exit");
+    }
+  }
+  int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (efd < 0) ThrowErrno("eventfd");
+  kvm_ioeventfd io = {};
+  io.addr = addr;
+  io.len = len;
+  io.fd = efd;
+  io.datamatch = datamatch;
+  io.flags = (pio ? KVM_IOEVENTFD_FLAG_PIO : 0) | (has_datamatch ? KVM_IOEVENTFD_FLAG_DATAMATCH : 0);
+  if (ioctl(vm_fd_, KVM_IOEVENTFD, &io) != 0) {
+    int err = errno;
+    close(efd);
+    errno = err;
+    ThrowErrno("KVM_IOEVENTFD");
+  }
+  eventfds_.push_back(efd);
+  return efd;
+}
+
+bool KvmPartition::ReadGuest(uint64_t gpa, void* out, uint64_t len) const {
+  for (const auto& r : ram_) {
+    if (r->Contains(gpa, len)) {
+      std::memcpy(out, r->host() + (gpa - r->gpa()), len);
+      return true;
+    }
+  }
+  return false;
+}
+
+void KvmPartition::StopAll() {
+  for (auto& v : vcpus_) v->RequestStop();
+  for (auto& v : vcpus_) v->Join();
+}
+
+}  // namespace hvemu

@@ -1,0 +1,89 @@
+// KvmPartition: one KVM VM with its guest RAM, in-kernel irqchip, MSR filter and vCPUs.
+#pragma once
+#include <linux/kvm.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "exit_channel.h"
+#include "guest_ram.h"
+
+namespace hvemu {
+
+class KvmVcpu;
+
+struct RamSpec {
+  uint64_t gpa;
+  uint64_t size;
+};
+
+struct PartitionConfig {
+  uint32_t vcpu_count = 1;
+  std::vector<RamSpec> ram;
+  std::vector<uint32_t> user_msrs;  // MSRs (besides 0x40000000-0x400000FF) that exit to user space
+  int32_t hypercall_port = -1;      // byte OUT to this port becomes a hypercall exit (-1: none)
+  bool int3_fixup = true;           // finish int3 emulation failures by injecting #BP
+  uint32_t spin_iterations = 4000;  // vCPU-side spin before sleeping on an unanswered exit
+};
+
+// Result of probing /dev/kvm without throwing.
+struct KvmProbe {
+  bool ok;
+  const char* code;  // host_error.h code when !ok
+  std::string message;
+};
+KvmProbe ProbeKvm();
+
+class KvmPartition {
+ public:
+  static std::unique_ptr<KvmPartition> Create(const PartitionConfig& config);
+  ~KvmPartition();
+  KvmPartition(const KvmPartition&) = delete;
+  KvmPartition& operator=(const KvmPartition&) = delete;
+
+  const std::vector<std::shared_ptr<GuestRam>>& ram() const { return ram_; }
+  std::shared_ptr<ExitChannel> channel() const { return channel_; }
+  const PartitionConfig& config() const { return config_; }
+  uint32_t vcpu_count() const { return static_cast<uint32_t>(vcpus_.size()); }
+  KvmVcpu& vcpu(uint32_t index);
+
+  // CPUID entries KVM can offer (system-wide KVM_GET_SUPPORTED_CPUID).
+  std::vector<kvm_cpuid_entry2> SupportedCpuid() const;
+  // Re-programs the MSR filter: the Hyper-V range plus `user_msrs`.
+  void SetUserMsrs(const std::vector<uint32_t>& user_msrs);
+
+  // Interrupts and doorbells.
+  int SignalMsi(uint64_t address, uint32_t data);
+  // Creates an eventfd that, when written, injects MSI {address, data}. Returns the eventfd.
+  int AddIrqfdMsi(uint64_t address, uint32_t data);
+  // Creates an eventfd that counts guest writes to `addr` (MMIO, or port when `pio`).
+  int AddIoeventfd(uint64_t addr, uint32_t len, bool pio, bool has_datamatch, uint64_t datamatch);
+
+  // Copies guest bytes; false when the range is not entirely RAM (never touches other memory).
+  bool ReadGuest(uint64_t gpa, void* out, uint64_t len) const;
+
+  void StopAll();  // asks every vCPU thread to stop and joins them
+
+ private:
+  explicit KvmPartition(const PartitionConfig& config) : config_(config) {}
+  void OpenVm();
+  void CheckCapabilities();
+  void SetUpRam();
+  void SetUpPlatform();
+  void CreateVcpus();
+
+  PartitionConfig config_;
+  int kvm_fd_ = -1;
+  int vm_fd_ = -1;
+  size_t run_size_ = 0;
+  std::vector<std::shared_ptr<GuestRam>> ram_;
+  std::shared_ptr<ExitChannel> channel_;
+  std::vector<std::unique_ptr<KvmVcpu>> vcpus_;
+  std::vector<int> eventfds_;
+  std::vector<kvm_irq_routing_entry> msi_routes_;
+  uint32_t next_gsi_ = 24;  // GSIs below 24 belong to the IOAPIC pins
+};
+
+}  // namespace hvemu

@@ -1,0 +1,68 @@
+// KvmVcpu: one vCPU fd, its run page, and the native thread that runs it.
+#pragma once
+#include <linux/kvm.h>
+#include <pthread.h>
+
+#include <atomic>
+#include <cstdint>
+#include <thread>
+#include <vector>
+
+#include "exit_channel.h"
+
+namespace hvemu {
+
+class KvmPartition;
+
+class KvmVcpu {
+ public:
+  KvmVcpu(KvmPartition& partition, uint32_t index, int fd, kvm_run* run, size_t run_size);
+  ~KvmVcpu();
+  KvmVcpu(const KvmVcpu&) = delete;
+  KvmVcpu& operator=(const KvmVcpu&) = delete;
+
+  uint32_t index() const { return index_; }
+
+  void Start();        // spawns the run thread
+  void RequestStop();  // makes the thread leave KVM_RUN and end; does not wait
+  void Join();
+  bool running() const { return running_.load(); }
+
+  // State access. Only while the vCPU is parked: not started, ended, or stopped at a posted exit.
+  kvm_regs GetRegs();
+  void SetRegs(const kvm_regs& regs);
+  kvm_sregs GetSregs();
+  void SetSregs(const kvm_sregs& sregs);
+  void SetMpState(uint32_t state);
+  void SetCpuid(const std::vector<kvm_cpuid_entry2>& entries);
+
+ private:
+  void CheckParked() const;
+  void ThreadMain();
+  // Each returns false when the vCPU must stop (handler said so, or stop requested).
+  bool HandleExit();
+  bool HandleIo();
+  bool HandleMmio();
+  bool HandleMsr(bool write);
+  bool HandleHypercall();
+  bool HandleInternalError();
+  bool PostFatal(uint32_t kind, uint64_t code, uint64_t detail, uint64_t detail2);
+  bool TryFinishInt3();
+  bool Post();  // posts the prepared slot; false when the vCPU must stop
+  void DumpState();
+  uint32_t FetchInsn(uint8_t* out, uint32_t max);
+  uint8_t* slot() const;
+
+  KvmPartition& partition_;
+  uint32_t index_;
+  int fd_;
+  kvm_run* run_;
+  size_t run_size_;
+  std::thread thread_;
+  pthread_t native_ = {};
+  std::atomic<bool> running_{false};
+  std::atomic<bool> stop_{false};
+  bool handler_stop_ = false;
+};
+
+}  // namespace hvemu
