@@ -58,12 +58,11 @@ enum ExitKind : uint32_t {
   kExitUnrecoverable = 9,
 };
 
-enum ExitFlags : uint32_t {
-  kFlagWrite = 1,      // io out / mmio write
-  kFlagString = 2,     // string I/O: data in the slot's data page
-  kFlagRegsValid = 4,  // register dump present
-  kFlagInsnValid = 8,  // instruction bytes present
-};
+// Exit flags (slot kSlotFlags); plain constants because they are OR-ed together.
+constexpr uint32_t kFlagWrite = 1;      // io out / mmio write
+constexpr uint32_t kFlagString = 2;     // string I/O: data in the slot's data page
+constexpr uint32_t kFlagRegsValid = 4;  // register dump present
+constexpr uint32_t kFlagInsnValid = 8;  // instruction bytes present
 
 enum AnswerStatus : uint32_t {
   kAnswerContinue = 0,

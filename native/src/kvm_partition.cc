@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "host_error.h"
+#include "kvm_abi.h"
 #include "kvm_vcpu.h"
 
 namespace hvemu {
@@ -235,11 +236,11 @@ KvmVcpu& KvmPartition::vcpu(uint32_t index) {
 
 std::vector<kvm_cpuid_entry2> KvmPartition::SupportedCpuid() const {
   for (uint32_t n = 128; n <= 4096; n *= 2) {
-    std::vector<uint8_t> buf(sizeof(kvm_cpuid2) + n * sizeof(kvm_cpuid_entry2));
-    auto* c = reinterpret_cast<kvm_cpuid2*>(buf.data());
-    c->nent = n;
-    if (ioctl(kvm_fd_, KVM_GET_SUPPORTED_CPUID, c) == 0) {
-      return std::vector<kvm_cpuid_entry2>(c->entries, c->entries + c->nent);
+    FlexBuffer<CpuidListHeader, kvm_cpuid_entry2> buf(n);
+    buf.header()->nent = n;
+    if (ioctl(kvm_fd_, kKvmGetSupportedCpuid, buf.data()) == 0) {
+      uint32_t got = buf.header()->nent < n ? buf.header()->nent : n;
+      return std::vector<kvm_cpuid_entry2>(buf.entries(), buf.entries() + got);
     }
     if (errno != E2BIG) ThrowErrno("KVM_GET_SUPPORTED_CPUID");
   }
@@ -271,11 +272,10 @@ int KvmPartition::AddIrqfdMsi(uint64_t address, uint32_t data) {
   // fine while no device uses IOAPIC pins (revisit when one does).
   std::vector<kvm_irq_routing_entry> routes = msi_routes_;
   routes.push_back(e);
-  std::vector<uint8_t> buf(sizeof(kvm_irq_routing) + routes.size() * sizeof(kvm_irq_routing_entry));
-  auto* table = reinterpret_cast<kvm_irq_routing*>(buf.data());
-  table->nr = static_cast<uint32_t>(routes.size());
-  std::memcpy(table->entries, routes.data(), routes.size() * sizeof(kvm_irq_routing_entry));
-  if (ioctl(vm_fd_, KVM_SET_GSI_ROUTING, table) != 0) ThrowErrno("KVM_SET_GSI_ROUTING");
+  FlexBuffer<IrqRoutingHeader, kvm_irq_routing_entry> table(routes.size());
+  table.header()->nr = static_cast<uint32_t>(routes.size());
+  std::memcpy(table.entries(), routes.data(), routes.size() * sizeof(kvm_irq_routing_entry));
+  if (ioctl(vm_fd_, kKvmSetGsiRouting, table.data()) != 0) ThrowErrno("KVM_SET_GSI_ROUTING");
   int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (efd < 0) ThrowErrno("eventfd");
   kvm_irqfd irqfd = {};

@@ -1,0 +1,458 @@
+// hvemu_native: the Node-API face of the native core. Argument checking and conversion only;
+// the work is in kvm_partition.cc / kvm_vcpu.cc / exit_channel.cc.
+#include <napi.h>
+
+#include <cstring>
+#include <memory>
+
+#include "exit_slot.h"
+#include "host_error.h"
+#include "kvm_partition.h"
+#include "kvm_vcpu.h"
+
+namespace hvemu {
+namespace {
+
+constexpr uint32_t kCpuidWords = 7;  // function, index, flags, eax, ebx, ecx, edx
+constexpr uint32_t kRegWords = 18;
+constexpr uint32_t kSregWords = 35;
+
+[[noreturn]] void ThrowJs(Napi::Env env, const HostError& e) {
+  Napi::Error err = Napi::Error::New(env, e.what());
+  err.Set("code", Napi::String::New(env, e.code()));
+  if (e.error_number() != 0) err.Set("errno", Napi::Number::New(env, e.error_number()));
+  throw err;
+}
+
+[[noreturn]] void Usage(Napi::Env env, const std::string& msg) { ThrowJs(env, HostError(kErrUsage, msg)); }
+
+// Accepts a non-negative safe integer Number or a BigInt that fits in 64 bits.
+uint64_t ToU64(Napi::Env env, const Napi::Value& v, const char* what) {
+  if (v.IsBigInt()) {
+    bool lossless = false;
+    uint64_t r = v.As<Napi::BigInt>().Uint64Value(&lossless);
+    if (!lossless) Usage(env, std::string(what) + " does not fit in 64 bits");
+    return r;
+  }
+  if (v.IsNumber()) {
+    double d = v.As<Napi::Number>().DoubleValue();
+    if (!(d >= 0 && d <= 9007199254740991.0) || d != static_cast<double>(static_cast<uint64_t>(d))) {
+      Usage(env, std::string(what) + " must be a non-negative safe integer");
+    }
+    return static_cast<uint64_t>(d);
+  }
+  Usage(env, std::string(what) + " must be a number or bigint");
+}
+
+uint32_t ToU32(Napi::Env env, const Napi::Value& v, const char* what) {
+  uint64_t r = ToU64(env, v, what);
+  if (r > 0xffffffffULL) Usage(env, std::string(what) + " does not fit in 32 bits");
+  return static_cast<uint32_t>(r);
+}
+
+Napi::TypedArrayOf<uint64_t> BigU64Array(Napi::Env env, const Napi::Value& v, size_t len, const char* what) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_biguint64_array) {
+    Usage(env, std::string(what) + " must be a BigUint64Array");
+  }
+  auto a = v.As<Napi::TypedArrayOf<uint64_t>>();
+  if (a.ElementLength() != len) Usage(env, std::string(what) + " must have " + std::to_string(len) + " elements");
+  return a;
+}
+
+// Segment packing shared with packages/accel/src/native/registers.ts.
+void PackSegment(const kvm_segment& s, uint64_t* out) {
+  out[0] = s.base;
+  out[1] = s.limit;
+  out[2] = static_cast<uint64_t>(s.selector) | (static_cast<uint64_t>(s.type & 0xf) << 16) |
+           (static_cast<uint64_t>(s.present & 1) << 20) | (static_cast<uint64_t>(s.dpl & 3) << 21) |
+           (static_cast<uint64_t>(s.db & 1) << 23) | (static_cast<uint64_t>(s.s & 1) << 24) |
+           (static_cast<uint64_t>(s.l & 1) << 25) | (static_cast<uint64_t>(s.g & 1) << 26) |
+           (static_cast<uint64_t>(s.avl & 1) << 27) | (static_cast<uint64_t>(s.unusable & 1) << 28);
+}
+
+void UnpackSegment(const uint64_t* in, kvm_segment& s) {
+  s.base = in[0];
+  s.limit = static_cast<uint32_t>(in[1]);
+  uint64_t a = in[2];
+  s.selector = static_cast<uint16_t>(a & 0xffff);
+  s.type = (a >> 16) & 0xf;
+  s.present = (a >> 20) & 1;
+  s.dpl = (a >> 21) & 3;
+  s.db = (a >> 23) & 1;
+  s.s = (a >> 24) & 1;
+  s.l = (a >> 25) & 1;
+  s.g = (a >> 26) & 1;
+  s.avl = (a >> 27) & 1;
+  s.unusable = (a >> 28) & 1;
+}
+
+kvm_segment* SegmentAt(kvm_sregs& s, int i) {
+  kvm_segment* segs[8] = {&s.cs, &s.ds, &s.es, &s.fs, &s.gs, &s.ss, &s.tr, &s.ldt};
+  return segs[i];
+}
+
+// Holds the exit channel alive for as long as the threadsafe function may call into JS.
+struct TsfnContext {
+  std::shared_ptr<ExitChannel> channel;
+};
+
+void CallJs(Napi::Env env, Napi::Function callback, TsfnContext* ctx, void*) {
+  if (env == nullptr || callback.IsEmpty()) return;
+  // Clear before draining: a post that lands while JS drains must queue another call.
+  ctx->channel->ClearNotifyQueued();
+  callback.Call({});
+}
+
+using ExitTsfn = Napi::TypedThreadSafeFunction<TsfnContext, void, CallJs>;
+
+class PartitionWrap : public Napi::ObjectWrap<PartitionWrap>, public Notifier {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "KvmPartition",
+                       {
+                           InstanceMethod<&PartitionWrap::RamBuffers>("ramBuffers"),
+                           InstanceMethod<&PartitionWrap::ExitBuffer>("exitBuffer"),
+                           InstanceMethod<&PartitionWrap::SupportedCpuid>("supportedCpuid"),
+                           InstanceMethod<&PartitionWrap::SetCpuid>("setCpuid"),
+                           InstanceMethod<&PartitionWrap::SetUserMsrs>("setUserMsrs"),
+                           InstanceMethod<&PartitionWrap::GetRegs>("getRegs"),
+                           InstanceMethod<&PartitionWrap::SetRegs>("setRegs"),
+                           InstanceMethod<&PartitionWrap::GetSregs>("getSregs"),
+                           InstanceMethod<&PartitionWrap::SetSregs>("setSregs"),
+                           InstanceMethod<&PartitionWrap::SetMpState>("setMpState"),
+                           InstanceMethod<&PartitionWrap::Start>("start"),
+                           InstanceMethod<&PartitionWrap::Wake>("wake"),
+                           InstanceMethod<&PartitionWrap::RequestStop>("requestStop"),
+                           InstanceMethod<&PartitionWrap::Join>("join"),
+                           InstanceMethod<&PartitionWrap::Idle>("idle"),
+                           InstanceMethod<&PartitionWrap::SignalMsi>("signalMsi"),
+                           InstanceMethod<&PartitionWrap::AddIrqfdMsi>("addIrqfdMsi"),
+                           InstanceMethod<&PartitionWrap::AddIoeventfd>("addIoeventfd"),
+                           InstanceMethod<&PartitionWrap::Close>("close"),
+                       });
+  }
+
+  PartitionWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<PartitionWrap>(info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsFunction()) {
+      Usage(env, "new KvmPartition(config, onExitsPending)");
+    }
+    PartitionConfig config = ParseConfig(env, info[0].As<Napi::Object>());
+    try {
+      partition_ = KvmPartition::Create(config);
+    } catch (const HostError& e) {
+      ThrowJs(env, e);
+    }
+    channel_ = partition_->channel();
+    auto* ctx = new TsfnContext{channel_};
+    tsfn_ = ExitTsfn::New(env, info[1].As<Napi::Function>(), "hvemu-vcpu-exits", 0, 1, ctx,
+                          [](Napi::Env, void*, TsfnContext* c) { delete c; });
+    tsfn_.Unref(env);  // only running vCPUs keep the event loop alive (see Start/Idle)
+    channel_->set_notifier(this);
+  }
+
+  ~PartitionWrap() override { Shutdown(); }
+
+  void NotifyJs() override { tsfn_.NonBlockingCall(); }
+
+ private:
+  static PartitionConfig ParseConfig(Napi::Env env, Napi::Object o) {
+    PartitionConfig c;
+    c.vcpu_count = ToU32(env, o.Get("vcpuCount"), "vcpuCount");
+    Napi::Value ram = o.Get("ram");
+    if (!ram.IsArray()) Usage(env, "config.ram must be an array of {gpa, size}");
+    Napi::Array arr = ram.As<Napi::Array>();
+    for (uint32_t i = 0; i < arr.Length(); i++) {
+      Napi::Value e = arr.Get(i);
+      if (!e.IsObject()) Usage(env, "config.ram entries must be {gpa, size}");
+      Napi::Object r = e.As<Napi::Object>();
+      c.ram.push_back({ToU64(env, r.Get("gpa"), "ram.gpa"), ToU64(env, r.Get("size"), "ram.size")});
+    }
+    c.user_msrs = ParseMsrs(env, o.Get("userMsrs"));
+    Napi::Value hc = o.Get("hypercallPort");
+    if (!hc.IsUndefined() && !hc.IsNull()) {
+      uint32_t port = ToU32(env, hc, "hypercallPort");
+      if (port > 0xffff) Usage(env, "hypercallPort must be below 0x10000");
+      c.hypercall_port = static_cast<int32_t>(port);
+    }
+    Napi::Value int3 = o.Get("int3Fixup");
+    if (int3.IsBoolean()) c.int3_fixup = int3.As<Napi::Boolean>().Value();
+    Napi::Value spin = o.Get("spinIterations");
+    if (!spin.IsUndefined()) c.spin_iterations = ToU32(env, spin, "spinIterations");
+    return c;
+  }
+
+  static std::vector<uint32_t> ParseMsrs(Napi::Env env, Napi::Value v) {
+    std::vector<uint32_t> msrs;
+    if (v.IsUndefined() || v.IsNull()) return msrs;
+    if (!v.IsArray()) Usage(env, "userMsrs must be an array of MSR indices");
+    Napi::Array a = v.As<Napi::Array>();
+    for (uint32_t i = 0; i < a.Length(); i++) msrs.push_back(ToU32(env, a.Get(i), "MSR index"));
+    return msrs;
+  }
+
+  KvmPartition& Part(Napi::Env env) {
+    if (!partition_) Usage(env, "the partition is closed");
+    return *partition_;
+  }
+
+  KvmVcpu& Vcpu(const Napi::CallbackInfo& info) {
+    if (info.Length() < 1) Usage(info.Env(), "missing vCPU index");
+    return Part(info.Env()).vcpu(ToU32(info.Env(), info[0], "vCPU index"));
+  }
+
+  // Runs `fn`, turning HostError into a JS error with its code.
+  template <typename F>
+  auto Guard(Napi::Env env, F fn) -> decltype(fn()) {
+    try {
+      return fn();
+    } catch (const HostError& e) {
+      ThrowJs(env, e);
+    }
+  }
+
+  Napi::Value RamBuffers(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const auto& ram = Part(env).ram();
+    Napi::Array out = Napi::Array::New(env, ram.size());
+    for (uint32_t i = 0; i < ram.size(); i++) {
+      // Each buffer owns a reference to its mapping, so RAM outlives the partition while TS
+      // still holds views into it.
+      auto* keep = new std::shared_ptr<GuestRam>(ram[i]);
+      out.Set(i, Napi::ArrayBuffer::New(env, ram[i]->host(), ram[i]->size(),
+                                        [](Napi::Env, void*, std::shared_ptr<GuestRam>* k) { delete k; }, keep));
+    }
+    return out;
+  }
+
+  Napi::Value ExitBuffer(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Part(env);
+    auto* keep = new std::shared_ptr<ExitChannel>(channel_);
+    return Napi::ArrayBuffer::New(env, channel_->base(), channel_->size(),
+                                  [](Napi::Env, void*, std::shared_ptr<ExitChannel>* k) { delete k; }, keep);
+  }
+
+  Napi::Value SupportedCpuid(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto entries = Guard(env, [&] { return Part(env).SupportedCpuid(); });
+    auto out = Napi::Uint32Array::New(env, entries.size() * kCpuidWords);
+    for (size_t i = 0; i < entries.size(); i++) {
+      const auto& e = entries[i];
+      uint32_t w[kCpuidWords] = {e.function, e.index, e.flags, e.eax, e.ebx, e.ecx, e.edx};
+      std::memcpy(out.Data() + i * kCpuidWords, w, sizeof w);
+    }
+    return out;
+  }
+
+  Napi::Value SetCpuid(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 2 || !info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array) {
+      Usage(env, "setCpuid(vp, Uint32Array)");
+    }
+    auto words = info[1].As<Napi::Uint32Array>();
+    if (words.ElementLength() % kCpuidWords != 0) Usage(env, "CPUID entries are 7 words each");
+    std::vector<kvm_cpuid_entry2> entries(words.ElementLength() / kCpuidWords);
+    for (size_t i = 0; i < entries.size(); i++) {
+      const uint32_t* w = words.Data() + i * kCpuidWords;
+      kvm_cpuid_entry2 e = {};
+      e.function = w[0];
+      e.index = w[1];
+      e.flags = w[2];
+      e.eax = w[3];
+      e.ebx = w[4];
+      e.ecx = w[5];
+      e.edx = w[6];
+      entries[i] = e;
+    }
+    Guard(env, [&] { Vcpu(info).SetCpuid(entries); });
+    return env.Undefined();
+  }
+
+  Napi::Value SetUserMsrs(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto msrs = ParseMsrs(env, info.Length() > 0 ? info[0] : env.Undefined());
+    Guard(env, [&] { Part(env).SetUserMsrs(msrs); });
+    return env.Undefined();
+  }
+
+  Napi::Value GetRegs(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    kvm_regs r = Guard(env, [&] { return Vcpu(info).GetRegs(); });
+    auto out = Napi::TypedArrayOf<uint64_t>::New(env, kRegWords, napi_biguint64_array);
+    std::memcpy(out.Data(), &r, sizeof r);
+    return out;
+  }
+
+  Napi::Value SetRegs(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 2) Usage(env, "setRegs(vp, BigUint64Array)");
+    auto a = BigU64Array(env, info[1], kRegWords, "registers");
+    kvm_regs r;
+    std::memcpy(&r, a.Data(), sizeof r);
+    Guard(env, [&] { Vcpu(info).SetRegs(r); });
+    return env.Undefined();
+  }
+
+  Napi::Value GetSregs(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    kvm_sregs s = Guard(env, [&] { return Vcpu(info).GetSregs(); });
+    auto out = Napi::TypedArrayOf<uint64_t>::New(env, kSregWords, napi_biguint64_array);
+    uint64_t* w = out.Data();
+    for (int i = 0; i < 8; i++) PackSegment(*SegmentAt(s, i), w + i * 3);
+    w[24] = s.gdt.base;
+    w[25] = s.gdt.limit;
+    w[26] = s.idt.base;
+    w[27] = s.idt.limit;
+    const uint64_t cr[7] = {s.cr0, s.cr2, s.cr3, s.cr4, s.cr8, s.efer, s.apic_base};
+    std::memcpy(w + 28, cr, sizeof cr);
+    return out;
+  }
+
+  Napi::Value SetSregs(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 2) Usage(env, "setSregs(vp, BigUint64Array)");
+    auto a = BigU64Array(env, info[1], kSregWords, "special registers");
+    Guard(env, [&] {
+      KvmVcpu& v = Vcpu(info);
+      kvm_sregs s = v.GetSregs();  // keeps the interrupt bitmap KVM owns
+      const uint64_t* w = a.Data();
+      for (int i = 0; i < 8; i++) UnpackSegment(w + i * 3, *SegmentAt(s, i));
+      s.gdt.base = w[24];
+      s.gdt.limit = static_cast<uint16_t>(w[25]);
+      s.idt.base = w[26];
+      s.idt.limit = static_cast<uint16_t>(w[27]);
+      s.cr0 = w[28];
+      s.cr2 = w[29];
+      s.cr3 = w[30];
+      s.cr4 = w[31];
+      s.cr8 = w[32];
+      s.efer = w[33];
+      s.apic_base = w[34];
+      v.SetSregs(s);
+    });
+    return env.Undefined();
+  }
+
+  Napi::Value SetMpState(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 2) Usage(env, "setMpState(vp, state)");
+    uint32_t state = ToU32(env, info[1], "mp state");
+    Guard(env, [&] { Vcpu(info).SetMpState(state); });
+    return env.Undefined();
+  }
+
+  Napi::Value Start(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Guard(env, [&] { Vcpu(info).Start(); });
+    if (!refd_) {
+      tsfn_.Ref(env);
+      refd_ = true;
+    }
+    return env.Undefined();
+  }
+
+  // Called by JS after answering an exit whose slot said the vCPU thread sleeps.
+  Napi::Value Wake(const Napi::CallbackInfo& info) {
+    if (channel_) channel_->Wake(ToU32(info.Env(), info[0], "vCPU index"));
+    return info.Env().Undefined();
+  }
+
+  Napi::Value RequestStop(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (partition_) {
+      for (uint32_t i = 0; i < partition_->vcpu_count(); i++) partition_->vcpu(i).RequestStop();
+    }
+    return env.Undefined();
+  }
+
+  Napi::Value Join(const Napi::CallbackInfo& info) {
+    if (partition_) partition_->StopAll();
+    return info.Env().Undefined();
+  }
+
+  // JS saw every vCPU thread end: stop keeping the event loop alive.
+  Napi::Value Idle(const Napi::CallbackInfo& info) {
+    if (refd_) {
+      tsfn_.Unref(info.Env());
+      refd_ = false;
+    }
+    return info.Env().Undefined();
+  }
+
+  Napi::Value SignalMsi(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 2) Usage(env, "signalMsi(address, data)");
+    uint64_t addr = ToU64(env, info[0], "MSI address");
+    uint32_t data = ToU32(env, info[1], "MSI data");
+    return Napi::Number::New(env, Guard(env, [&] { return Part(env).SignalMsi(addr, data); }));
+  }
+
+  Napi::Value AddIrqfdMsi(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 2) Usage(env, "addIrqfdMsi(address, data)");
+    uint64_t addr = ToU64(env, info[0], "MSI address");
+    uint32_t data = ToU32(env, info[1], "MSI data");
+    return Napi::Number::New(env, Guard(env, [&] { return Part(env).AddIrqfdMsi(addr, data); }));
+  }
+
+  Napi::Value AddIoeventfd(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 3) Usage(env, "addIoeventfd(addr, len, pio, datamatch?)");
+    uint64_t addr = ToU64(env, info[0], "ioeventfd address");
+    uint32_t len = ToU32(env, info[1], "ioeventfd length");
+    bool pio = info[2].ToBoolean().Value();
+    bool has_match = info.Length() > 3 && !info[3].IsUndefined() && !info[3].IsNull();
+    uint64_t match = has_match ? ToU64(env, info[3], "ioeventfd datamatch") : 0;
+    return Napi::Number::New(env, Guard(env, [&] { return Part(env).AddIoeventfd(addr, len, pio, has_match, match); }));
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    Shutdown();
+    return info.Env().Undefined();
+  }
+
+  void Shutdown() {
+    if (partition_) {
+      partition_->StopAll();
+      partition_.reset();  // no vCPU thread can notify after this
+    }
+    if (!released_) {
+      released_ = true;
+      tsfn_.Release();
+    }
+  }
+
+  std::unique_ptr<KvmPartition> partition_;
+  std::shared_ptr<ExitChannel> channel_;
+  ExitTsfn tsfn_;
+  bool refd_ = false;
+  bool released_ = false;
+};
+
+Napi::Value Probe(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  KvmProbe p = ProbeKvm();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("ok", Napi::Boolean::New(env, p.ok));
+  o.Set("code", Napi::String::New(env, p.code));
+  o.Set("message", Napi::String::New(env, p.message));
+  return o;
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("probeKvm", Napi::Function::New(env, Probe));
+  exports.Set("KvmPartition", PartitionWrap::Init(env));
+  Napi::Object layout = Napi::Object::New(env);
+  layout.Set("headerSize", Napi::Number::New(env, kHeaderSize));
+  layout.Set("slotSize", Napi::Number::New(env, kSlotSize));
+  layout.Set("slotDataOffset", Napi::Number::New(env, kSlotDataOffset));
+  exports.Set("layout", layout);
+  return exports;
+}
+
+}  // namespace
+}  // namespace hvemu
+
+static Napi::Object InitModule(Napi::Env env, Napi::Object exports) { return hvemu::Init(env, exports); }
+NODE_API_MODULE(hvemu_native, InitModule)

@@ -1,0 +1,387 @@
+#include "kvm_vcpu.h"
+
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <mutex>
+
+#include "host_error.h"
+#include "kvm_abi.h"
+#include "kvm_partition.h"
+
+namespace hvemu {
+namespace {
+
+// The signal that kicks a vCPU thread out of KVM_RUN. A real-time signal, because Node,
+// libuv and V8 leave those alone.
+int KickSignal() { return SIGRTMIN + 6; }
+
+void NoopHandler(int) {}
+
+// Installs the kick handler once per process, without SA_RESTART so that KVM_RUN and
+// futex waits return EINTR.
+void InstallKickHandler() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct sigaction sa = {};
+    sa.sa_handler = NoopHandler;
+    sigemptyset(&sa.sa_mask);
+    sigaction(KickSignal(), &sa, nullptr);
+  });
+}
+
+constexpr uint8_t kInt3 = 0xcc;
+constexpr uint32_t kBpVector = 3;
+
+uint64_t* U64(uint8_t* p) { return reinterpret_cast<uint64_t*>(p); }
+uint32_t* U32(uint8_t* p) { return reinterpret_cast<uint32_t*>(p); }
+
+}  // namespace
+
+KvmVcpu::KvmVcpu(KvmPartition& partition, uint32_t index, int fd, kvm_run* run, size_t run_size)
+    : partition_(partition), index_(index), fd_(fd), run_(run), run_size_(run_size) {
+  InstallKickHandler();
+}
+
+KvmVcpu::~KvmVcpu() {
+  RequestStop();
+  Join();
+  munmap(run_, run_size_);
+  close(fd_);
+}
+
+uint8_t* KvmVcpu::slot() const { return partition_.channel()->slot(index_); }
+
+void KvmVcpu::Start() {
+  if (running_.load() || thread_.joinable()) throw HostError(kErrUsage, "vCPU " + std::to_string(index_) + " was already started");
+  stop_.store(false);
+  handler_stop_ = false;
+  partition_.channel()->Reset(index_);
+  __atomic_store_n(&run_->immediate_exit, 0, __ATOMIC_SEQ_CST);
+  running_.store(true);
+  thread_ = std::thread([this] { ThreadMain(); });
+  native_ = thread_.native_handle();
+}
+
+void KvmVcpu::RequestStop() {
+  // Order matters: the flag first, then immediate_exit (catches a thread about to enter
+  // KVM_RUN), then the signal (kicks one already inside), then the futex (one blocked on an
+  // unanswered exit).
+  stop_.store(true, std::memory_order_seq_cst);
+  if (!running_.load()) return;
+  __atomic_store_n(&run_->immediate_exit, 1, __ATOMIC_SEQ_CST);
+  pthread_kill(native_, KickSignal());
+  partition_.channel()->Wake(index_);
+}
+
+void KvmVcpu::Join() {
+  if (thread_.joinable()) thread_.join();
+}
+
+void KvmVcpu::CheckParked() const {
+  // A vCPU ioctl from the JS thread while the vCPU is in KVM_RUN would block on KVM's vCPU
+  // mutex until the guest exits, which may be never.
+  if (!running_.load()) return;
+  if (ExitChannel::Load32(slot() + kSlotState) == kPosted) return;
+  throw HostError(kErrUsage, "vCPU " + std::to_string(index_) + " registers are only accessible while it is stopped at an exit or not running");
+}
+
+kvm_regs KvmVcpu::GetRegs() {
+  CheckParked();
+  kvm_regs r;
+  if (ioctl(fd_, KVM_GET_REGS, &r) != 0) ThrowErrno("KVM_GET_REGS");
+  return r;
+}
+
+void KvmVcpu::SetRegs(const kvm_regs& r) {
+  CheckParked();
+  if (ioctl(fd_, KVM_SET_REGS, &r) != 0) ThrowErrno("KVM_SET_REGS");
+}
+
+kvm_sregs KvmVcpu::GetSregs() {
+  CheckParked();
+  kvm_sregs s;
+  if (ioctl(fd_, KVM_GET_SREGS, &s) != 0) ThrowErrno("KVM_GET_SREGS");
+  return s;
+}
+
+void KvmVcpu::SetSregs(const kvm_sregs& s) {
+  CheckParked();
+  if (ioctl(fd_, KVM_SET_SREGS, &s) != 0) ThrowErrno("KVM_SET_SREGS");
+}
+
+void KvmVcpu::SetMpState(uint32_t state) {
+  CheckParked();
+  kvm_mp_state mp = {state};
+  if (ioctl(fd_, KVM_SET_MP_STATE, &mp) != 0) ThrowErrno("KVM_SET_MP_STATE");
+}
+
+void KvmVcpu::SetCpuid(const std::vector<kvm_cpuid_entry2>& entries) {
+  CheckParked();
+  if (entries.size() > 1024) throw HostError(kErrUsage, "too many CPUID entries");
+  FlexBuffer<CpuidListHeader, kvm_cpuid_entry2> buf(entries.size());
+  buf.header()->nent = static_cast<uint32_t>(entries.size());
+  std::memcpy(buf.entries(), entries.data(), entries.size() * sizeof(kvm_cpuid_entry2));
+  if (ioctl(fd_, kKvmSetCpuid2, buf.data()) != 0) ThrowErrno("KVM_SET_CPUID2");
+}
+
+void KvmVcpu::ThreadMain() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, KickSignal());
+  pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
+  ExitCause cause = kCauseStopRequested;
+  uint64_t detail = 0;
+  while (!stop_.load(std::memory_order_seq_cst)) {
+    if (ioctl(fd_, KVM_RUN, 0) != 0) {
+      if (errno == EINTR || errno == EAGAIN) continue;  // kicked; the loop re-checks stop_
+      cause = kCauseHostError;
+      detail = static_cast<uint64_t>(errno);
+      break;
+    }
+    if (!HandleExit()) {
+      cause = handler_stop_ ? kCauseHandlerStop : kCauseStopRequested;
+      break;
+    }
+  }
+  running_.store(false);
+  partition_.channel()->MarkExited(index_, cause, detail);
+}
+
+bool KvmVcpu::Post() {
+  if (!partition_.channel()->PostAndWait(index_, stop_)) return false;
+  uint8_t* s = slot();
+  if (*U32(s + kSlotAnswerStatus) == kAnswerStop) {
+    handler_stop_ = true;
+    return false;
+  }
+  return true;
+}
+
+bool KvmVcpu::HandleExit() {
+  switch (run_->exit_reason) {
+    case KVM_EXIT_IO:
+      return HandleIo();
+    case KVM_EXIT_MMIO:
+      return HandleMmio();
+    case KVM_EXIT_X86_RDMSR:
+      return HandleMsr(false);
+    case KVM_EXIT_X86_WRMSR:
+      return HandleMsr(true);
+    case KVM_EXIT_HLT: {
+      uint8_t* s = slot();
+      *U32(s + kSlotKind) = kExitHalt;
+      *U32(s + kSlotFlags) = 0;
+      return Post();
+    }
+    case KVM_EXIT_INTR:
+      return true;
+    case KVM_EXIT_SHUTDOWN:
+      // On x86 KVM reports a triple fault this way.
+      return PostFatal(kExitShutdown, KVM_EXIT_SHUTDOWN, 0, 0);
+    case KVM_EXIT_SYSTEM_EVENT:
+      return PostFatal(kExitShutdown, KVM_EXIT_SYSTEM_EVENT, run_->system_event.type, 0);
+    case KVM_EXIT_INTERNAL_ERROR:
+      return HandleInternalError();
+    case KVM_EXIT_FAIL_ENTRY:
+      return PostFatal(kExitUnrecoverable, KVM_EXIT_FAIL_ENTRY, run_->fail_entry.hardware_entry_failure_reason, 0);
+    default:
+      return PostFatal(kExitUnrecoverable, run_->exit_reason, 0, 0);
+  }
+}
+
+bool KvmVcpu::HandleIo() {
+  // Everything in run_->io comes from the guest's instruction: check it before using it as
+  // an offset into the run page.
+  const auto& io = run_->io;
+  uint64_t bytes = static_cast<uint64_t>(io.size) * io.count;
+  bool size_ok = io.size == 1 || io.size == 2 || io.size == 4;
+  if (!size_ok || io.count == 0 || bytes > kSlotDataSize || io.data_offset > run_size_ ||
+      bytes > run_size_ - io.data_offset) {
+    return PostFatal(kExitUnrecoverable, KVM_EXIT_IO, 0x10000 | io.port, bytes);
+  }
+  bool out = io.direction == KVM_EXIT_IO_OUT;
+  int32_t hc_port = partition_.config().hypercall_port;
+  if (out && hc_port >= 0 && io.port == static_cast<uint32_t>(hc_port) && io.size == 1 && io.count == 1) {
+    return HandleHypercall();
+  }
+  uint8_t* data = reinterpret_cast<uint8_t*>(run_) + io.data_offset;
+  uint8_t* s = slot();
+  *U32(s + kSlotKind) = kExitIo;
+  *U32(s + kSlotFlags) = (out ? kFlagWrite : 0) | (io.count > 1 ? kFlagString : 0);
+  *U32(s + kSlotSize_) = io.size;
+  *U32(s + kSlotCount) = io.count;
+  *U64(s + kSlotA0) = io.port;
+  uint64_t first = 0;
+  std::memcpy(&first, data, io.size);
+  *U64(s + kSlotA1) = out ? first : 0;
+  if (out && io.count > 1) std::memcpy(s + kSlotDataOffset, data, bytes);
+  *U64(s + kSlotAnswer0) = 0;
+  if (!Post()) return false;
+  if (!out) {
+    if (io.count > 1) {
+      std::memcpy(data, s + kSlotDataOffset, bytes);
+    } else {
+      uint64_t v = *U64(s + kSlotAnswer0);
+      std::memcpy(data, &v, io.size);
+    }
+  }
+  return true;
+}
+
+bool KvmVcpu::HandleMmio() {
+  auto& m = run_->mmio;
+  if (m.len == 0 || m.len > 8) return PostFatal(kExitUnrecoverable, KVM_EXIT_MMIO, m.phys_addr, m.len);
+  uint8_t* s = slot();
+  *U32(s + kSlotKind) = kExitMmio;
+  *U32(s + kSlotFlags) = m.is_write ? kFlagWrite : 0;
+  *U32(s + kSlotSize_) = m.len;
+  *U32(s + kSlotCount) = 1;
+  *U64(s + kSlotA0) = m.phys_addr;
+  uint64_t v = 0;
+  if (m.is_write) std::memcpy(&v, m.data, m.len);
+  *U64(s + kSlotA1) = v;
+  *U64(s + kSlotAnswer0) = 0;
+  if (!Post()) return false;
+  if (!m.is_write) {
+    uint64_t r = *U64(s + kSlotAnswer0);
+    std::memcpy(m.data, &r, m.len);
+  }
+  return true;
+}
+
+bool KvmVcpu::HandleMsr(bool write) {
+  auto& msr = run_->msr;
+  uint8_t* s = slot();
+  *U32(s + kSlotKind) = write ? kExitMsrWrite : kExitMsrRead;
+  *U32(s + kSlotFlags) = write ? kFlagWrite : 0;
+  *U32(s + kSlotSize_) = 8;
+  *U32(s + kSlotCount) = 1;
+  *U64(s + kSlotA0) = msr.index;
+  *U64(s + kSlotA1) = write ? msr.data : 0;
+  *U64(s + kSlotA3) = msr.reason;
+  *U64(s + kSlotAnswer0) = 0;
+  if (!Post()) return false;
+  bool gp = *U32(s + kSlotAnswerStatus) == kAnswerGp;
+  msr.error = gp ? 1 : 0;
+  if (!write && !gp) msr.data = *U64(s + kSlotAnswer0);
+  return true;
+}
+
+// A byte OUT to the hypercall port, placed in the hypercall page by the hypercall layer:
+// the Hyper-V calling convention has the control word in RCX, input/output GPAs in RDX/R8,
+// and the status returns in RAX.
+bool KvmVcpu::HandleHypercall() {
+  kvm_regs regs;
+  if (ioctl(fd_, KVM_GET_REGS, &regs) != 0) return PostFatal(kExitUnrecoverable, KVM_EXIT_IO, 0x20000, errno);
+  uint8_t* s = slot();
+  *U32(s + kSlotKind) = kExitHypercall;
+  *U32(s + kSlotFlags) = 0;
+  *U32(s + kSlotSize_) = 0;
+  *U32(s + kSlotCount) = 1;
+  *U64(s + kSlotA0) = regs.rcx;
+  *U64(s + kSlotA1) = regs.rdx;
+  *U64(s + kSlotA2) = regs.r8;
+  *U64(s + kSlotAnswer0) = 0;
+  if (!Post()) return false;
+  // KVM finishes the OUT (advancing RIP) only on the next KVM_RUN; run once with
+  // immediate_exit so the OUT completes without entering the guest, then set RAX.
+  __atomic_store_n(&run_->immediate_exit, 1, __ATOMIC_SEQ_CST);
+  int r = ioctl(fd_, KVM_RUN, 0);
+  int err = errno;
+  if (!stop_.load()) __atomic_store_n(&run_->immediate_exit, 0, __ATOMIC_SEQ_CST);
+  if (r == 0 || err != EINTR) return PostFatal(kExitUnrecoverable, KVM_EXIT_IO, 0x20001, r == 0 ? run_->exit_reason : err);
+  if (ioctl(fd_, KVM_GET_REGS, &regs) != 0) return PostFatal(kExitUnrecoverable, KVM_EXIT_IO, 0x20002, errno);
+  regs.rax = *U64(s + kSlotAnswer0);
+  if (ioctl(fd_, KVM_SET_REGS, &regs) != 0) return PostFatal(kExitUnrecoverable, KVM_EXIT_IO, 0x20003, errno);
+  return true;
+}
+
+uint32_t KvmVcpu::FetchInsn(uint8_t* out, uint32_t max) {
+  const auto& ef = run_->emulation_failure;
+  if (run_->internal.suberror == KVM_INTERNAL_ERROR_EMULATION && ef.ndata >= 3 &&
+      (ef.flags & KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES) != 0) {
+    uint32_t n = ef.insn_size < max ? ef.insn_size : max;
+    if (n > sizeof(ef.insn_bytes)) n = sizeof(ef.insn_bytes);
+    std::memcpy(out, ef.insn_bytes, n);
+    if (n > 0) return n;
+  }
+  // Fall back to translating RIP and reading guest RAM ourselves (bounds-checked; a page
+  // boundary inside the instruction simply shortens what we report).
+  kvm_regs regs;
+  kvm_sregs sregs;
+  if (ioctl(fd_, KVM_GET_REGS, &regs) != 0 || ioctl(fd_, KVM_GET_SREGS, &sregs) != 0) return 0;
+  kvm_translation t = {};
+  t.linear_address = regs.rip + sregs.cs.base;
+  if (ioctl(fd_, KVM_TRANSLATE, &t) != 0 || !t.valid) return 0;
+  uint32_t in_page = static_cast<uint32_t>(4096 - (t.physical_address & 4095));
+  uint32_t n = max < in_page ? max : in_page;
+  while (n > 0 && !partition_.ReadGuest(t.physical_address, out, n)) n--;
+  return n;
+}
+
+bool KvmVcpu::TryFinishInt3() {
+  // This KVM's instruction emulator does not implement int3: it stops with an emulation
+  // failure at the int3. Finish it as the CPU would: RIP past the int3, then #BP (a trap,
+  // so the handler's return address is the next instruction).
+  kvm_regs regs;
+  kvm_vcpu_events ev;
+  if (ioctl(fd_, KVM_GET_REGS, &regs) != 0 || ioctl(fd_, KVM_GET_VCPU_EVENTS, &ev) != 0) return false;
+  if (ev.exception.injected || ev.exception.pending) return false;  // do not stack exceptions
+  regs.rip += 1;
+  if (ioctl(fd_, KVM_SET_REGS, &regs) != 0) return false;
+  ev.exception.injected = 1;
+  ev.exception.nr = kBpVector;
+  ev.exception.has_error_code = 0;
+  ev.exception.error_code = 0;
+  ev.flags = 0;
+  return ioctl(fd_, KVM_SET_VCPU_EVENTS, &ev) == 0;
+}
+
+bool KvmVcpu::HandleInternalError() {
+  uint32_t sub = run_->internal.suberror;
+  uint8_t* s = slot();
+  uint8_t insn[16] = {};
+  uint32_t n = sub == KVM_INTERNAL_ERROR_EMULATION ? FetchInsn(insn, 15) : 0;
+  if (n >= 1 && insn[0] == kInt3 && partition_.config().int3_fixup && TryFinishInt3()) return true;
+  std::memcpy(s + kSlotInsnBytes, insn, sizeof insn);
+  *U32(s + kSlotInsnLen) = n;
+  uint64_t data0 = run_->internal.ndata > 0 ? run_->internal.data[0] : 0;
+  return PostFatal(kExitUnrecoverable, KVM_EXIT_INTERNAL_ERROR, sub, data0);
+}
+
+void KvmVcpu::DumpState() {
+  uint8_t* s = slot();
+  kvm_regs r;
+  kvm_sregs sr;
+  if (ioctl(fd_, KVM_GET_REGS, &r) != 0 || ioctl(fd_, KVM_GET_SREGS, &sr) != 0) return;
+  // The same order as kvm_regs, which TypeScript decodes by name (exit-slot.ts REG_NAMES).
+  static_assert(sizeof(kvm_regs) == 18 * 8, "kvm_regs layout");
+  std::memcpy(s + kSlotRegs, &r, sizeof r);
+  const uint64_t sregs[7] = {sr.cr0, sr.cr2, sr.cr3, sr.cr4, sr.cr8, sr.efer, sr.apic_base};
+  std::memcpy(s + kSlotSregs, sregs, sizeof sregs);
+  *U32(s + kSlotFlags) |= kFlagRegsValid;
+}
+
+bool KvmVcpu::PostFatal(uint32_t kind, uint64_t code, uint64_t detail, uint64_t detail2) {
+  uint8_t* s = slot();
+  bool insn_valid = kind == kExitUnrecoverable && code == KVM_EXIT_INTERNAL_ERROR && *U32(s + kSlotInsnLen) > 0;
+  if (!insn_valid) *U32(s + kSlotInsnLen) = 0;
+  *U32(s + kSlotKind) = kind;
+  *U32(s + kSlotFlags) = insn_valid ? kFlagInsnValid : 0;
+  *U32(s + kSlotSize_) = 0;
+  *U32(s + kSlotCount) = 0;
+  *U64(s + kSlotA0) = 0;
+  *U64(s + kSlotA3) = code;
+  *U64(s + kSlotA1) = detail;
+  *U64(s + kSlotA4) = detail2;
+  DumpState();
+  // The default answer to a fatal exit is to stop; a handler may repair state and resume.
+  *U32(s + kSlotAnswerStatus) = kAnswerStop;
+  return Post();
+}
+
+}  // namespace hvemu

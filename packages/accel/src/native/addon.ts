@@ -1,0 +1,73 @@
+/**
+ * Loads hvemu_native.node (built from native/ by node-gyp) and describes its surface.
+ * Nothing outside src/native touches the addon object directly.
+ */
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { NativeAddonError } from '../errors.js';
+
+export interface NativePartitionConfig {
+  vcpuCount: number;
+  ram: { gpa: number; size: number }[];
+  userMsrs?: number[];
+  hypercallPort?: number;
+  int3Fixup?: boolean;
+  spinIterations?: number;
+}
+
+/** The KVM partition object of the addon (native/src/addon.cc PartitionWrap). */
+export interface NativePartition {
+  ramBuffers(): ArrayBuffer[];
+  exitBuffer(): ArrayBuffer;
+  supportedCpuid(): Uint32Array;
+  setCpuid(vp: number, words: Uint32Array): void;
+  setUserMsrs(msrs: number[]): void;
+  getRegs(vp: number): BigUint64Array;
+  setRegs(vp: number, regs: BigUint64Array): void;
+  getSregs(vp: number): BigUint64Array;
+  setSregs(vp: number, sregs: BigUint64Array): void;
+  setMpState(vp: number, state: number): void;
+  start(vp: number): void;
+  wake(vp: number): void;
+  requestStop(): void;
+  join(): void;
+  idle(): void;
+  signalMsi(address: number | bigint, data: number): number;
+  addIrqfdMsi(address: number | bigint, data: number): number;
+  addIoeventfd(addr: number | bigint, len: number, pio: boolean, datamatch?: number | bigint): number;
+  close(): void;
+}
+
+export interface NativeAddon {
+  probeKvm(): { ok: boolean; code: string; message: string };
+  KvmPartition: new (config: NativePartitionConfig, onExitsPending: () => void) => NativePartition;
+  layout: { headerSize: number; slotSize: number; slotDataOffset: number };
+}
+
+/** Where the addon is built: native/build/Release, two levels above this package's src/ or dist/. */
+export function addonPath(): string {
+  const override = process.env['HVEMU_NATIVE_ADDON'];
+  if (override) return override;
+  return fileURLToPath(new URL('../../../../native/build/Release/hvemu_native.node', import.meta.url));
+}
+
+let cached: NativeAddon | undefined;
+
+/**
+ * The addon, loaded once per process (a Node addon is process-wide by nature, so this cache
+ * is not per-partition state).
+ */
+export function loadAddon(): NativeAddon {
+  if (cached) return cached;
+  const path = addonPath();
+  if (!existsSync(path)) {
+    throw new NativeAddonError(`hvemu native addon not built: ${path} is missing (run \`npm run build:native -w @hvemu/accel\`)`);
+  }
+  try {
+    cached = createRequire(import.meta.url)(path) as NativeAddon;
+  } catch (e) {
+    throw new NativeAddonError(`cannot load hvemu native addon ${path}: ${(e as Error).message}`, { cause: e });
+  }
+  return cached;
+}
