@@ -1,1 +1,13 @@
-export {};
+/**
+ * `npm run bench`: every benchmark suite, measured side by side in one run (these machines
+ * are noisy, so ratios between things measured together are what to compare). The last line
+ * printed is one JSON object with every figure and ratio.
+ */
+import { benchRing } from './ring.js';
+
+const figures: Record<string, number | string> = {
+  node: process.version,
+  date: new Date().toISOString(),
+};
+Object.assign(figures, benchRing());
+console.log(JSON.stringify(figures));

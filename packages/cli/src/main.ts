@@ -1,1 +1,40 @@
-export {};
+#!/usr/bin/env node
+/**
+ * The `hvemu` command line. Verbs arrive with the layers that implement them
+ * (run, replay, trace); today: `demo`, the ring demo that `npm start` runs.
+ */
+import { runRingDemo } from './ring-demo.js';
+
+const USAGE = `usage: hvemu <command>
+
+commands:
+  demo     a simulated guest and host exchanging packets over a VMBus ring pair
+  help     this text
+`;
+
+function main(argv: string[]): number {
+  const [command = 'help'] = argv;
+  switch (command) {
+    case 'demo': {
+      const started = performance.now();
+      const print = (line: string): void => {
+        const t = (performance.now() - started).toFixed(3).padStart(8);
+        process.stdout.write(`[${t} ms] ${line}\n`);
+      };
+      print('hvemu ring demo (simulated guest; the KVM demo VM arrives with the VMBus issue)');
+      const r = runRingDemo({ print });
+      print(`done: ${r.requests} requests, ${r.completions} completions`);
+      return r.completions === r.requests ? 0 : 1;
+    }
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(USAGE);
+      return 0;
+    default:
+      process.stderr.write(`hvemu: unknown command '${command}'\n${USAGE}`);
+      return 2;
+  }
+}
+
+process.exitCode = main(process.argv.slice(2));

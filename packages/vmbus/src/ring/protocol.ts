@@ -64,6 +64,9 @@ export const RING_PACKET_TYPES: ReadonlySet<number> = new Set([
   VM_PKT_COMP,
 ]);
 
+/** RING_PACKET_TYPES as a bit mask (bit n set for type n), for a branch-free check on the hot path. */
+export const RING_PACKET_TYPE_MASK = [...RING_PACKET_TYPES].reduce((mask, t) => mask | (1 << t), 0);
+
 /** VMBUS_DATA_PACKET_FLAG_COMPLETION_REQUESTED */
 export const VMBUS_DATA_PACKET_FLAG_COMPLETION_REQUESTED = 1;
 

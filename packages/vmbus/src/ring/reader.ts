@@ -22,7 +22,7 @@ import {
   RING_FEATURE_BITS,
   RING_INTERRUPT_MASK,
   RING_PENDING_SEND_SZ,
-  RING_PACKET_TYPES,
+  RING_PACKET_TYPE_MASK,
   RING_READ_INDEX,
   RING_WRITE_INDEX,
   VM_PKT_DATA_USING_GPA_DIRECT,
@@ -179,6 +179,9 @@ export class RingReader {
   /** Where the current peeked packet ends (trailer included), or -1 if nothing is peeked. */
   private peekedEnd = -1;
   private scratch = new Uint8Array(256);
+  /** The data area's host buffer and offset when it is contiguous in host memory (the fast path), else null. */
+  private readonly flatBuffer: ArrayBufferLike | null;
+  private readonly flatBase: number;
   private brokenBy: RingCorruptError | null = null;
   packetsRead = 0;
   signals = 0;
@@ -191,6 +194,8 @@ export class RingReader {
     this.logger = options.logger ?? silentLogger;
     this.name = options.name ?? 'ring';
     this.view = new PacketView(this);
+    this.flatBuffer = ring.data.flat?.buffer ?? null;
+    this.flatBase = ring.data.flat?.byteOffset ?? 0;
     this.readIndex = this.publishedRead = this.lastWrite = 0;
     const read = Atomics.load(this.control, RING_READ_INDEX);
     const write = Atomics.load(this.control, RING_WRITE_INDEX);
@@ -204,20 +209,24 @@ export class RingReader {
     return this.brokenBy;
   }
 
-  /** Bytes the writer has published beyond the private read index (validated). */
+  /** Bytes the writer has published beyond the private read index (write_index loaded and validated now). */
   available(): number {
     if (this.brokenBy) throw this.brokenBy;
+    this.refreshWriteIndex();
+    return bytesToRead(this.lastWrite, this.readIndex, this.size);
+  }
+
+  /** Loads the writer's write_index and checks it: in range, aligned, available data never shrinking. */
+  private refreshWriteIndex(): void {
     const write = Atomics.load(this.control, RING_WRITE_INDEX);
-    if (write !== this.lastWrite) {
-      this.checkIndex(write, 'write-index-out-of-range');
-      const before = bytesToRead(this.lastWrite, this.readIndex, this.size);
-      const now = bytesToRead(write, this.readIndex, this.size);
-      if (now < before) {
-        this.fail('index-went-backwards', `write_index moved from ${this.lastWrite} to ${write} (read ${this.readIndex})`, write);
-      }
-      this.lastWrite = write;
+    if (write === this.lastWrite) return;
+    this.checkIndex(write, 'write-index-out-of-range');
+    const before = bytesToRead(this.lastWrite, this.readIndex, this.size);
+    const now = bytesToRead(write, this.readIndex, this.size);
+    if (now < before) {
+      this.fail('index-went-backwards', `write_index moved from ${this.lastWrite} to ${write} (read ${this.readIndex})`, write);
     }
-    return bytesToRead(write, this.readIndex, this.size);
+    this.lastWrite = write;
   }
 
   /**
@@ -225,11 +234,31 @@ export class RingReader {
    * RingCorruptError (and marks the ring broken) if the writer broke the protocol.
    */
   peek(): PacketView | null {
-    const avail = this.available();
+    if (this.brokenBy) throw this.brokenBy;
+    this.refreshWriteIndex();
+    return this.peekKnown();
+  }
+
+  /**
+   * peek() against the last validated write_index, reloading it only when everything up to it
+   * has been consumed: data below a write_index loaded with Atomics is already visible, so
+   * this saves an atomic load per packet inside a batch.
+   */
+  private peekKnown(): PacketView | null {
+    let avail = bytesToRead(this.lastWrite, this.readIndex, this.size);
     if (avail === 0) {
-      this.peekedEnd = -1;
-      return null;
+      this.refreshWriteIndex();
+      avail = bytesToRead(this.lastWrite, this.readIndex, this.size);
+      if (avail === 0) {
+        this.peekedEnd = -1;
+        return null;
+      }
     }
+    return this.parsePacket(avail);
+  }
+
+  /** Parses and validates the packet at the read index, with `avail` bytes published. */
+  private parsePacket(avail: number): PacketView {
     const at = this.readIndex;
     if (avail < VMPACKET_DESCRIPTOR_SIZE + VMBUS_PKT_TRAILER) {
       this.fail('truncated-packet', `${avail} bytes available, a packet needs at least 24`, at);
@@ -237,10 +266,13 @@ export class RingReader {
     const data = this.ring.data;
     const v = this.view;
     v.ringOffset = at;
-    v.type = data.getU16(at);
-    const offset8 = data.getU16(at + 2);
-    const len8 = data.getU16(at + 4);
-    v.flags = data.getU16(at + 6);
+    // Two u32 loads for the four u16 fields (type, offset8 | len8, flags).
+    const typeAndOffset = data.getU32(at);
+    const lenAndFlags = data.getU32(at + 4);
+    v.type = typeAndOffset & 0xffff;
+    const offset8 = typeAndOffset >>> 16;
+    const len8 = lenAndFlags & 0xffff;
+    v.flags = lenAndFlags >>> 16;
     const second = this.wrapAdd(at, 8);
     v.transactionIdLow = data.getU32(second);
     v.transactionIdHigh = data.getU32(second + 4);
@@ -252,7 +284,7 @@ export class RingReader {
     if (payloadOffset < VMPACKET_DESCRIPTOR_SIZE || payloadOffset > length) {
       this.fail('descriptor-offset', `offset8=${offset8} with len8=${len8}`, at);
     }
-    if (!RING_PACKET_TYPES.has(v.type)) this.fail('unknown-packet-type', `type ${v.type}`, at);
+    if (v.type > 31 || ((RING_PACKET_TYPE_MASK >>> v.type) & 1) === 0) this.fail('unknown-packet-type', `type ${v.type}`, at);
     v.length = length;
     v.payloadOffset = payloadOffset;
     this.peekedEnd = this.wrapAdd(at, length + VMBUS_PKT_TRAILER);
@@ -302,9 +334,11 @@ export class RingReader {
    */
   readBatch(fn: (packet: PacketView) => void, max = Infinity): number {
     let n = 0;
+    if (this.brokenBy) throw this.brokenBy;
     try {
+      this.refreshWriteIndex();
       while (n < max) {
-        const p = this.peek();
+        const p = this.peekKnown();
         if (p === null) break;
         fn(p);
         this.advance();
@@ -360,6 +394,8 @@ export class RingReader {
   packetBytes(p: PacketView, offset: number, length: number): Uint8Array {
     const start = this.wrapAdd(p.ringOffset, offset);
     if (start + length <= this.size) {
+      // Fast path: a view straight onto the flat data area (no copy, no method chain).
+      if (this.flatBuffer !== null) return new Uint8Array(this.flatBuffer, this.flatBase + start, length);
       const view = this.ring.data.view(start, length);
       if (view) return view;
     }
@@ -372,6 +408,10 @@ export class RingReader {
   copyPacketBytes(p: PacketView, offset: number, target: Uint8Array, targetOffset: number, length: number): void {
     if (!(offset >= 0 && length >= 0 && offset + length <= p.length)) throw new RangeError('copy outside the packet');
     const start = this.wrapAdd(p.ringOffset, offset);
+    if (this.flatBuffer !== null && start + length <= this.size) {
+      target.set(new Uint8Array(this.flatBuffer, this.flatBase + start, length), targetOffset);
+      return;
+    }
     const first = Math.min(length, this.size - start);
     this.ring.data.read(start, target, targetOffset, first);
     if (length > first) this.ring.data.read(0, target, targetOffset + first, length - first);

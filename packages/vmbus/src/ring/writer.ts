@@ -70,6 +70,9 @@ export class RingWriter {
   /** The reader's read_index as last validated: it may only move forward, up to publishedWrite. */
   private lastRead: number;
   private batchDepth = 0;
+  /** The data area as one view when it is contiguous in host memory (the fast path), else null. */
+  private readonly flatBytes: Uint8Array | null;
+  private readonly flatView: DataView | null;
   private brokenBy: RingCorruptError | null = null;
   /** Statistics. */
   packetsWritten = 0;
@@ -82,6 +85,8 @@ export class RingWriter {
     this.signalReader = options.signal;
     this.logger = options.logger ?? silentLogger;
     this.name = options.name ?? 'ring';
+    this.flatBytes = ring.data.flat;
+    this.flatView = this.flatBytes ? new DataView(this.flatBytes.buffer, this.flatBytes.byteOffset, this.flatBytes.byteLength) : null;
     const write = Atomics.load(this.control, RING_WRITE_INDEX);
     const read = Atomics.load(this.control, RING_READ_INDEX);
     this.writeIndex = this.publishedWrite = 0;
@@ -102,7 +107,7 @@ export class RingWriter {
     return ((VMPACKET_DESCRIPTOR_SIZE + headerLength + payloadLength + 7) & ~7) + VMBUS_PKT_TRAILER;
   }
 
-  /** Free bytes now, per the reader's validated read_index (Linux hv_get_bytes_to_write). */
+  /** Free bytes now, per the reader's freshly loaded and validated read_index (Linux hv_get_bytes_to_write). */
   freeBytes(): number {
     return bytesToWrite(this.writeIndex, this.readerIndex(), this.size);
   }
@@ -118,6 +123,7 @@ export class RingWriter {
     const payload = packet.payload ?? EMPTY;
     const payloadLength = payload instanceof Uint8Array ? payload.length : totalLength(payload);
     if (header.length % 8 !== 0) throw new HostUsageError('packet header length must be a multiple of 8');
+    RingWriter.checkFields(packet);
     const headerEnd = VMPACKET_DESCRIPTOR_SIZE + header.length;
     const unpadded = headerEnd + payloadLength;
     const packetLength = (unpadded + 7) & ~7;
@@ -126,9 +132,73 @@ export class RingWriter {
     }
     const total = packetLength + VMBUS_PKT_TRAILER;
     if (total >= this.size) throw new HostUsageError(`packet of ${total} bytes can never fit a ${this.size}-byte ring`);
-    if (this.freeBytes() <= total) return false;
+    // The cached read index is a safe under-estimate of free space (the reader only frees
+    // more); reload it only when the packet does not fit, saving an atomic load per packet.
+    if (bytesToWrite(this.writeIndex, this.lastRead, this.size) <= total && this.freeBytes() <= total) return false;
 
     const start = this.writeIndex;
+    if (this.flatView !== null && start + total <= this.size) {
+      this.writeFlat(start, packet, header, payload, headerEnd, unpadded, packetLength);
+    } else {
+      this.writeWrapping(start, packet, header, payload, headerEnd, unpadded, packetLength);
+    }
+    this.packetsWritten++;
+    if (this.batchDepth === 0) this.publish();
+    return true;
+  }
+
+  /**
+   * The fast path: the data area is one flat view and the packet does not wrap, so it is
+   * written with direct DataView stores and one TypedArray.set per buffer (no allocation).
+   */
+  private writeFlat(
+    start: number,
+    packet: OutgoingPacket,
+    header: Uint8Array,
+    payload: Uint8Array | readonly Uint8Array[],
+    headerEnd: number,
+    unpadded: number,
+    packetLength: number,
+  ): void {
+    const dv = this.flatView!;
+    const bytes = this.flatBytes!;
+    dv.setUint32(start, (packet.type & 0xffff) | (headerEnd << 13), true); // offset8 << 16 == headerEnd / 8 << 16
+    dv.setUint32(start + 4, ((packetLength >>> 3) | ((packet.flags ?? 0) << 16)) >>> 0, true);
+    const tid = packet.transactionId ?? 0;
+    if (typeof tid === 'number') {
+      dv.setUint32(start + 8, tid >>> 0, true);
+      dv.setUint32(start + 12, (tid - (tid >>> 0)) / TWO_POW_32, true);
+    } else {
+      dv.setBigUint64(start + 8, tid, true);
+    }
+    if (header.length > 0) bytes.set(header, start + VMPACKET_DESCRIPTOR_SIZE);
+    if (payload instanceof Uint8Array) {
+      if (payload.length > 0) bytes.set(payload, start + headerEnd);
+    } else {
+      let at = start + headerEnd;
+      for (const part of payload) {
+        bytes.set(part, at);
+        at += part.length;
+      }
+    }
+    for (let i = start + unpadded; i < start + packetLength; i++) bytes[i] = 0;
+    // Trailer: u64 previous write index << 32 (Linux hv_get_ring_bufferindices).
+    dv.setUint32(start + packetLength, 0, true);
+    dv.setUint32(start + packetLength + 4, start, true);
+    const next = start + packetLength + VMBUS_PKT_TRAILER;
+    this.writeIndex = next === this.size ? 0 : next;
+  }
+
+  /** The general path: any GuestBuffer, packets that wrap around the end of the data area. */
+  private writeWrapping(
+    start: number,
+    packet: OutgoingPacket,
+    header: Uint8Array,
+    payload: Uint8Array | readonly Uint8Array[],
+    headerEnd: number,
+    unpadded: number,
+    packetLength: number,
+  ): void {
     this.writeDescriptor(start, packet, headerEnd >>> 3, packetLength >>> 3);
     let pos = this.advance(start, VMPACKET_DESCRIPTOR_SIZE);
     if (header.length > 0) pos = this.copyIn(pos, header);
@@ -142,9 +212,6 @@ export class RingWriter {
     this.ring.data.setU32(pos, 0);
     this.ring.data.setU32(pos + 4, start);
     this.writeIndex = this.advance(pos, VMBUS_PKT_TRAILER);
-    this.packetsWritten++;
-    if (this.batchDepth === 0) this.publish();
-    return true;
   }
 
   /**
@@ -229,23 +296,34 @@ export class RingWriter {
 
   private writeDescriptor(at: number, packet: OutgoingPacket, offset8: number, len8: number): void {
     const data = this.ring.data;
-    data.setU16(at, packet.type);
-    data.setU16(at + 2, offset8);
-    data.setU16(at + 4, len8);
-    data.setU16(at + 6, packet.flags ?? 0);
+    // type | offset8 << 16 and len8 | flags << 16: two u32 stores (little-endian) instead of four u16.
+    data.setU32(at, (packet.type & 0xffff) | (offset8 << 16));
+    data.setU32(at + 4, (len8 | ((packet.flags ?? 0) << 16)) >>> 0);
     const tid = packet.transactionId ?? 0;
     // The second half of the descriptor may wrap to the start of the data area.
     const second = this.advance(at, 8);
     if (typeof tid === 'number') {
+      data.setU32(second, tid >>> 0);
+      data.setU32(second + 4, (tid - (tid >>> 0)) / TWO_POW_32);
+    } else {
+      data.setU32(second, Number(tid & 0xffff_ffffn));
+      data.setU32(second + 4, Number(tid >> 32n));
+    }
+  }
+
+  /** Throws HostUsageError for fields that do not fit the descriptor (checked before writing). */
+  private static checkFields(packet: OutgoingPacket): void {
+    const { type, flags, transactionId: tid } = packet;
+    if (!(type >= 0 && type <= 0xffff) || type % 1 !== 0) throw new HostUsageError(`packet type ${type} is not a u16`);
+    if (flags !== undefined && (!(flags >= 0 && flags <= 0xffff) || flags % 1 !== 0)) {
+      throw new HostUsageError(`packet flags ${flags} are not a u16`);
+    }
+    if (typeof tid === 'number') {
       if (!(tid >= 0 && tid <= Number.MAX_SAFE_INTEGER) || tid % 1 !== 0) {
         throw new HostUsageError(`transaction id ${tid} is not a safe unsigned integer`);
       }
-      data.setU32(second, tid >>> 0);
-      data.setU32(second + 4, Math.floor(tid / TWO_POW_32));
-    } else {
-      if (tid < 0n || tid > 0xffff_ffff_ffff_ffffn) throw new HostUsageError(`transaction id ${tid} is not a u64`);
-      data.setU32(second, Number(tid & 0xffff_ffffn));
-      data.setU32(second + 4, Number(tid >> 32n));
+    } else if (tid !== undefined && (tid < 0n || tid > 0xffff_ffff_ffff_ffffn)) {
+      throw new HostUsageError(`transaction id ${tid} is not a u64`);
     }
   }
 

@@ -125,7 +125,7 @@ export function ringGeometry(options: { minDataSize?: number; maxDataSize?: numb
   const max8 = Math.floor((options.maxDataSize ?? 3 * 4096) / 8);
   return fc
     .record({
-      size8: fc.oneof(fc.integer({ min: min8, max: Math.min(max8, 128) }), fc.integer({ min: min8, max: max8 })),
+      size8: fc.oneof(fc.integer({ min: min8, max: Math.max(min8, Math.min(max8, 128)) }), fc.integer({ min: min8, max: max8 })),
       startFraction: fc.double({ min: 0, max: 1, noNaN: true, maxExcluded: true }),
       scattered: fc.boolean(),
       dataOffset8: fc.integer({ min: 0, max: 511 }),

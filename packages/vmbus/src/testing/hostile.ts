@@ -195,7 +195,8 @@ export function applyCorruption(t: TestRing, h: HostileRing): void {
 export function exerciseCorruptedRing(t: TestRing, h: HostileRing): unknown {
   try {
     if (EXPECTED_FAULT[h.kind].end === 'reader') t.reader.readBatch(() => {});
-    else t.writer.write({ type: VM_PKT_DATA_INBAND, payload: new Uint8Array(8) });
+    // A writer reloads read_index when it needs space; freeBytes() asks for it now.
+    else t.writer.freeBytes();
     return null;
   } catch (error) {
     return error;

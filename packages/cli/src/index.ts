@@ -1,0 +1,1 @@
+export { runRingDemo, type DemoOptions } from './ring-demo.js';
