@@ -12,3 +12,4 @@ export {
   type StructLayout,
   type StructValue,
 } from './struct.js';
+export { type Clock, HV_CLOCK_HZ, MonotonicClock, ManualClock } from './clock.js';
