@@ -9,6 +9,7 @@ export default defineConfig({
     // transform) load the compiled dist/ that `npm test` builds first.
     alias: [
       { find: '@hvemu/vmbus/testing', replacement: pkg('vmbus/src/testing/index.ts') },
+      { find: '@hvemu/synic/testing', replacement: pkg('synic/src/testing/index.ts') },
       { find: /^@hvemu\/([a-z-]+)$/, replacement: pkg('$1/src/index.ts') },
     ],
   },
