@@ -1,0 +1,49 @@
+/**
+ * Where guest HvPostMessage and HvSignalEvent go: the connection ids vmbus (or any other
+ * service) registers. A message handler answers with an HV_STATUS (INSUFFICIENT_BUFFERS when
+ * its bounded queue is full); an event handler is told the flag number.
+ */
+import { HostUsageError } from '@hvemu/common';
+
+export interface MessageConnection {
+  /** A guest post: vp, message type, payload (a copy, at most 240 bytes). Returns an HV_STATUS. */
+  onMessage(vp: number, messageType: number, payload: Uint8Array): number;
+}
+
+export interface EventConnection {
+  /** A guest signal: vp and flag number. Returns an HV_STATUS. */
+  onSignal(vp: number, flagNumber: number): number;
+}
+
+/** Connection ids are 24 bits (HV_CONNECTION_ID). */
+export const HV_CONNECTION_ID_MASK = 0xff_ffff;
+
+export class ConnectionRegistry {
+  private readonly messages = new Map<number, MessageConnection>();
+  private readonly events = new Map<number, EventConnection>();
+
+  registerMessage(connectionId: number, handler: MessageConnection): () => void {
+    this.checkId(connectionId, this.messages);
+    this.messages.set(connectionId, handler);
+    return () => this.messages.delete(connectionId);
+  }
+
+  registerEvent(connectionId: number, handler: EventConnection): () => void {
+    this.checkId(connectionId, this.events);
+    this.events.set(connectionId, handler);
+    return () => this.events.delete(connectionId);
+  }
+
+  message(connectionId: number): MessageConnection | undefined {
+    return this.messages.get(connectionId);
+  }
+
+  event(connectionId: number): EventConnection | undefined {
+    return this.events.get(connectionId);
+  }
+
+  private checkId(id: number, map: Map<number, unknown>): void {
+    if (!Number.isInteger(id) || id < 0 || id > HV_CONNECTION_ID_MASK) throw new HostUsageError(`connection id ${id} is not 24 bits`);
+    if (map.has(id)) throw new HostUsageError(`connection id ${id} is already registered`);
+  }
+}

@@ -1,0 +1,11 @@
+export * from './control.js';
+export { ConnectionRegistry, HV_CONNECTION_ID_MASK, type EventConnection, type MessageConnection } from './connections.js';
+export {
+  HYPERCALLS,
+  HypercallDispatcher,
+  type DispatcherOptions,
+  type HypercallContext,
+  type HypercallDefinition,
+  type HypercallRegisters,
+  type HypercallStats,
+} from './dispatch.js';
