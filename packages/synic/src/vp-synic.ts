@@ -205,9 +205,11 @@ export class VpSynic {
     }
     const queue = this.queues[sint];
     if (queue.length >= this.queueLimit) throw new SynicQueueFull(this.vp, sint, this.queueLimit);
-    queue.push(message);
+    // The queue keeps its own copy: the caller may reuse its buffer as soon as this returns.
+    const entry: SynicMessage = { ...message, payload: message.payload.slice() };
+    queue.push(entry);
     this.tryDeliver(sint);
-    return queue.includes(message) ? 'queued' : 'delivered';
+    return queue.includes(entry) ? 'queued' : 'delivered';
   }
 
   /**

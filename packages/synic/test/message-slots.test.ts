@@ -88,6 +88,16 @@ describe('message slots', () => {
     expect(() => synic.postMessage(4, { type: 1, payload: new Uint8Array(241) })).toThrow(RangeError);
   });
 
+  it('copies a queued payload, so the caller may reuse its buffer at once', () => {
+    const s = hvemuSynicSystem();
+    const buffer = Uint8Array.of(1, 1);
+    s.synic.postMessage(1, { type: 5, payload: buffer });
+    s.synic.postMessage(1, { type: 6, payload: buffer.fill(2) }); // queued behind the first
+    buffer.fill(3);
+    s.consumeSlot(1);
+    expect(Array.from(s.readSlot(1)!.payload)).toEqual([2, 2]);
+  });
+
   it('an EOM with nothing pending changes nothing', () => {
     const s = hvemuSynicSystem();
     s.post(1, 5, Uint8Array.of(1));
