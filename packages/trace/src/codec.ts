@@ -1,0 +1,118 @@
+/**
+ * Encoding and decoding of length-delimited trace records, with every failure of a corrupt
+ * or truncated file reported as a TraceFormatError naming the byte offset.
+ */
+import { TraceFormatError } from './errors.js';
+import { RecordType, TRACE_MAGIC, type TraceDropped, type TraceEvent, type TraceFooter, type TraceHeader } from './schema.js';
+
+export type TraceRecord =
+  | { kind: 'header'; header: TraceHeader }
+  | { kind: 'event'; event: TraceEvent }
+  | { kind: 'dropped'; dropped: TraceDropped }
+  | { kind: 'footer'; footer: TraceFooter };
+
+/** Encodes one record with its varint length prefix. */
+export function encodeRecord(record: TraceRecord): Uint8Array {
+  const message = RecordType.fromObject(toWire(record));
+  const body = RecordType.encode(message).finish();
+  const prefix = varint(body.length);
+  const out = new Uint8Array(prefix.length + body.length);
+  out.set(prefix, 0);
+  out.set(body, prefix.length);
+  return out;
+}
+
+function toWire(record: TraceRecord): Record<string, unknown> {
+  switch (record.kind) {
+    case 'header':
+      return { header: record.header };
+    case 'dropped':
+      return { dropped: record.dropped };
+    case 'footer':
+      return { footer: record.footer };
+    case 'event': {
+      const { seq, time, vp, kind, ...rest } = record.event;
+      return { event: { seq, time, vp, [kind]: (rest as Record<string, unknown>)[kind] } };
+    }
+  }
+}
+
+function varint(n: number): Uint8Array {
+  const bytes: number[] = [];
+  let v = n;
+  while (v >= 0x80) {
+    bytes.push((v & 0x7f) | 0x80);
+    v = Math.floor(v / 128);
+  }
+  bytes.push(v);
+  return Uint8Array.from(bytes);
+}
+
+const EVENT_KINDS = [
+  'postMessage',
+  'signalEvent',
+  'synicMessage',
+  'synicEventFlag',
+  'interrupt',
+  'eom',
+  'gpadlCreated',
+  'gpadlTorndown',
+  'ringPacket',
+  'channelState',
+] as const;
+
+/** Largest record the reader accepts (a ring packet with referenced data): 64 MiB. */
+const MAX_RECORD_BYTES = 64 << 20;
+
+/** Reads every record of a trace file's bytes. Throws TraceFormatError on anything malformed. */
+export function* decodeRecords(bytes: Uint8Array): Generator<{ offset: number; record: TraceRecord }> {
+  if (bytes.length < TRACE_MAGIC.length || !TRACE_MAGIC.every((b, i) => bytes[i] === b)) {
+    throw new TraceFormatError(0, 'not an hvemu trace (bad magic)');
+  }
+  let at = TRACE_MAGIC.length;
+  while (at < bytes.length) {
+    const start = at;
+    let length = 0;
+    let shift = 1;
+    for (let i = 0; ; i++) {
+      if (at >= bytes.length) throw new TraceFormatError(start, 'truncated record length');
+      if (i >= 5) throw new TraceFormatError(start, 'record length varint too long');
+      const b = bytes[at++];
+      length += (b & 0x7f) * shift;
+      shift *= 128;
+      if ((b & 0x80) === 0) break;
+    }
+    if (length > MAX_RECORD_BYTES) throw new TraceFormatError(start, `record of ${length} bytes exceeds the limit`);
+    if (at + length > bytes.length) throw new TraceFormatError(start, `record of ${length} bytes truncated at ${bytes.length - at}`);
+    yield { offset: start, record: decodeOne(bytes.subarray(at, at + length), start) };
+    at += length;
+  }
+}
+
+function decodeOne(body: Uint8Array, offset: number): TraceRecord {
+  let obj: Record<string, unknown>;
+  try {
+    const message = RecordType.decode(body);
+    obj = RecordType.toObject(message, { longs: BigInt, enums: String, defaults: true, arrays: true, oneofs: true }) as Record<string, unknown>;
+  } catch (error) {
+    throw new TraceFormatError(offset, `undecodable record: ${(error as Error).message}`);
+  }
+  switch (obj.kind) {
+    case 'header':
+      return { kind: 'header', header: obj.header as TraceHeader };
+    case 'dropped':
+      return { kind: 'dropped', dropped: obj.dropped as TraceDropped };
+    case 'footer':
+      return { kind: 'footer', footer: obj.footer as TraceFooter };
+    case 'event':
+      return { kind: 'event', event: eventFromWire(obj.event as Record<string, unknown>, offset) };
+    default:
+      throw new TraceFormatError(offset, 'record of unknown kind');
+  }
+}
+
+function eventFromWire(e: Record<string, unknown>, offset: number): TraceEvent {
+  const kind = e.kind as string | undefined;
+  if (!kind || !(EVENT_KINDS as readonly string[]).includes(kind)) throw new TraceFormatError(offset, `event of unknown kind ${kind}`);
+  return { seq: e.seq as bigint, time: e.time as bigint, vp: e.vp as number, kind, [kind]: e[kind] } as unknown as TraceEvent;
+}

@@ -1,0 +1,20 @@
+export {
+  TRACE_MAGIC,
+  TRACE_SCHEMA_VERSION,
+  RecordType,
+  isGuestOriginated,
+  type ChannelStateKind,
+  type Direction,
+  type GpaRangeData,
+  type TraceDevice,
+  type TraceDropped,
+  type TraceEvent,
+  type TraceEventBody,
+  type TraceEventKind,
+  type TraceFooter,
+  type TraceHeader,
+} from './schema.js';
+export { TraceFormatError } from './errors.js';
+export { encodeRecord, decodeRecords, type TraceRecord } from './codec.js';
+export { TraceRecorder, FileOutput, MemoryOutput, disabledTraceSink, type TraceSink, type RecordOutput, type RecorderOptions } from './recorder.js';
+export { parseTrace, readTraceFile, type Trace } from './reader.js';

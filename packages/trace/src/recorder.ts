@@ -1,0 +1,136 @@
+/**
+ * Capture. Components that can be traced take a TraceSink and guard each record with
+ * `sink.enabled`, so a disabled trace costs one property read. TraceRecorder streams records
+ * to a file through a bounded buffer: when the disk falls behind by more than
+ * `maxBufferedBytes`, events are dropped, counted, and a Dropped record says how many before
+ * the next event that gets through; the footer repeats the totals.
+ */
+import { createWriteStream, type WriteStream } from 'node:fs';
+import type { Clock } from '@hvemu/common';
+import { encodeRecord, type TraceRecord } from './codec.js';
+import { TRACE_MAGIC, TRACE_SCHEMA_VERSION, type TraceEventBody, type TraceHeader } from './schema.js';
+
+export interface TraceSink {
+  readonly enabled: boolean;
+  /** Records one event on `vp` now. Call only when `enabled`. */
+  record(vp: number, body: TraceEventBody): void;
+}
+
+/** The sink every traceable component defaults to. */
+export const disabledTraceSink: TraceSink = Object.freeze({ enabled: false, record: () => {} });
+
+export interface RecorderOptions {
+  clock: Clock;
+  /** Bytes that may wait for the disk before events are dropped (default 8 MiB). */
+  maxBufferedBytes?: number;
+}
+
+/** Writes records somewhere; the file writer below, or memory for tests. */
+export interface RecordOutput {
+  /** Bytes accepted but not yet written. */
+  readonly pending: number;
+  write(bytes: Uint8Array): void;
+  close(): Promise<void>;
+}
+
+export class TraceRecorder implements TraceSink {
+  readonly enabled = true;
+  private seq = 0n;
+  private dropped = 0n;
+  private droppedSinceLast = 0n;
+  private firstDroppedSeq = 0n;
+  private closed = false;
+  private readonly maxBuffered: number;
+
+  constructor(
+    private readonly output: RecordOutput,
+    header: Omit<TraceHeader, 'schemaVersion' | 'createdUnixMs'> & Partial<Pick<TraceHeader, 'createdUnixMs'>>,
+    private readonly options: RecorderOptions,
+  ) {
+    this.maxBuffered = options.maxBufferedBytes ?? 8 << 20;
+    output.write(TRACE_MAGIC);
+    output.write(
+      encodeRecord({
+        kind: 'header',
+        header: { schemaVersion: TRACE_SCHEMA_VERSION, createdUnixMs: header.createdUnixMs ?? BigInt(Date.now()), ...header },
+      }),
+    );
+  }
+
+  /** A recorder streaming to `path`. */
+  static toFile(path: string, header: ConstructorParameters<typeof TraceRecorder>[1], options: RecorderOptions): TraceRecorder {
+    return new TraceRecorder(new FileOutput(path), header, options);
+  }
+
+  get eventsRecorded(): bigint {
+    return this.seq - this.dropped;
+  }
+  get eventsDropped(): bigint {
+    return this.dropped;
+  }
+
+  record(vp: number, body: TraceEventBody): void {
+    if (this.closed) return;
+    const seq = this.seq++;
+    const bytes = encodeRecord({ kind: 'event', event: { seq, time: this.options.clock.now(), vp, ...body } as never });
+    if (this.output.pending + bytes.length > this.maxBuffered) {
+      if (this.droppedSinceLast === 0n) this.firstDroppedSeq = seq;
+      this.droppedSinceLast++;
+      this.dropped++;
+      return;
+    }
+    if (this.droppedSinceLast > 0n) {
+      this.output.write(encodeRecord({ kind: 'dropped', dropped: { count: this.droppedSinceLast, firstSeq: this.firstDroppedSeq } }));
+      this.droppedSinceLast = 0n;
+    }
+    this.output.write(bytes);
+  }
+
+  /** Writes the footer and closes the output. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.droppedSinceLast > 0n) {
+      this.output.write(encodeRecord({ kind: 'dropped', dropped: { count: this.droppedSinceLast, firstSeq: this.firstDroppedSeq } }));
+    }
+    this.output.write(encodeRecord({ kind: 'footer', footer: { events: this.seq - this.dropped, dropped: this.dropped } }));
+    await this.output.close();
+  }
+}
+
+/** A RecordOutput over a file write stream; `pending` is what the stream still buffers. */
+export class FileOutput implements RecordOutput {
+  private readonly stream: WriteStream;
+  constructor(path: string) {
+    this.stream = createWriteStream(path);
+  }
+  get pending(): number {
+    return this.stream.writableLength;
+  }
+  write(bytes: Uint8Array): void {
+    this.stream.write(bytes);
+  }
+  close(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.stream.once('error', reject);
+      this.stream.end(() => resolve());
+    });
+  }
+}
+
+/** A RecordOutput in memory (tests, replay of a just-captured run). */
+export class MemoryOutput implements RecordOutput {
+  private readonly chunks: Uint8Array[] = [];
+  /** Bytes the test pretends the disk has not taken yet. */
+  stalledBytes = 0;
+  get pending(): number {
+    return this.stalledBytes;
+  }
+  write(bytes: Uint8Array): void {
+    this.chunks.push(bytes.slice());
+  }
+  async close(): Promise<void> {}
+  bytes(): Uint8Array {
+    return Buffer.concat(this.chunks);
+  }
+}
