@@ -28,3 +28,4 @@ export {
   type KvpValue,
 } from './services/kvp.js';
 export { GuestIcEndpoint, LINUX_IC_VERSIONS, type GuestIcKind, type ShutdownSeen, type TimeSampleSeen } from './guest/guest-ic.js';
+export { icRingTransport, bindIcToRings, type IcRingBinding } from './ring-transport.js';
