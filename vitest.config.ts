@@ -15,8 +15,6 @@ export default defineConfig({
   },
   test: {
     include: ['packages/*/test/**/*.test.ts', 'test/**/*.test.ts'],
-    // packages/accel joins the run when its native build is wired into `npm ci`.
-    exclude: ['**/node_modules/**', 'packages/accel/**'],
     testTimeout: 60_000,
     hookTimeout: 60_000,
   },

@@ -9,6 +9,7 @@
 #include "host_error.h"
 #include "kvm_partition.h"
 #include "kvm_vcpu.h"
+#include "page_map.h"
 
 namespace hvemu {
 namespace {
@@ -120,6 +121,8 @@ class PartitionWrap : public Napi::ObjectWrap<PartitionWrap>, public Notifier {
                            InstanceMethod<&PartitionWrap::GetSregs>("getSregs"),
                            InstanceMethod<&PartitionWrap::SetSregs>("setSregs"),
                            InstanceMethod<&PartitionWrap::SetMpState>("setMpState"),
+                           InstanceMethod<&PartitionWrap::GetXmm>("getXmm"),
+                           InstanceMethod<&PartitionWrap::SetXmm>("setXmm"),
                            InstanceMethod<&PartitionWrap::Start>("start"),
                            InstanceMethod<&PartitionWrap::Wake>("wake"),
                            InstanceMethod<&PartitionWrap::RequestStop>("requestStop"),
@@ -128,6 +131,7 @@ class PartitionWrap : public Napi::ObjectWrap<PartitionWrap>, public Notifier {
                            InstanceMethod<&PartitionWrap::SignalMsi>("signalMsi"),
                            InstanceMethod<&PartitionWrap::AddIrqfdMsi>("addIrqfdMsi"),
                            InstanceMethod<&PartitionWrap::AddIoeventfd>("addIoeventfd"),
+                           InstanceMethod<&PartitionWrap::MapPages>("mapPages"),
                            InstanceMethod<&PartitionWrap::Close>("close"),
                        });
   }
@@ -211,8 +215,10 @@ class PartitionWrap : public Napi::ObjectWrap<PartitionWrap>, public Notifier {
     }
   }
 
+  // Buffers are made once and cached: V8 builds may refuse two ArrayBuffers over one pointer.
   Napi::Value RamBuffers(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
+    if (!ram_buffers_.IsEmpty()) return ram_buffers_.Value();
     const auto& ram = Part(env).ram();
     Napi::Array out = Napi::Array::New(env, ram.size());
     for (uint32_t i = 0; i < ram.size(); i++) {
@@ -222,15 +228,19 @@ class PartitionWrap : public Napi::ObjectWrap<PartitionWrap>, public Notifier {
       out.Set(i, Napi::ArrayBuffer::New(env, ram[i]->host(), ram[i]->size(),
                                         [](Napi::Env, void*, std::shared_ptr<GuestRam>* k) { delete k; }, keep));
     }
+    ram_buffers_ = Napi::Persistent(out);
     return out;
   }
 
   Napi::Value ExitBuffer(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
+    if (!exit_buffer_.IsEmpty()) return exit_buffer_.Value();
     Part(env);
     auto* keep = new std::shared_ptr<ExitChannel>(channel_);
-    return Napi::ArrayBuffer::New(env, channel_->base(), channel_->size(),
-                                  [](Napi::Env, void*, std::shared_ptr<ExitChannel>* k) { delete k; }, keep);
+    Napi::ArrayBuffer b = Napi::ArrayBuffer::New(env, channel_->base(), channel_->size(),
+                                                 [](Napi::Env, void*, std::shared_ptr<ExitChannel>* k) { delete k; }, keep);
+    exit_buffer_ = Napi::Persistent(b);
+    return b;
   }
 
   Napi::Value SupportedCpuid(const Napi::CallbackInfo& info) {
@@ -334,6 +344,31 @@ class PartitionWrap : public Napi::ObjectWrap<PartitionWrap>, public Notifier {
     return env.Undefined();
   }
 
+  // XMM0-15 as 256 bytes (fast hypercall input/output lives in XMM0-5).
+  Napi::Value GetXmm(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    kvm_fpu f = Guard(env, [&] { return Vcpu(info).GetFpu(); });
+    auto out = Napi::Uint8Array::New(env, sizeof f.xmm);
+    std::memcpy(out.Data(), f.xmm, sizeof f.xmm);
+    return out;
+  }
+
+  Napi::Value SetXmm(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 2 || !info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array ||
+        info[1].As<Napi::Uint8Array>().ElementLength() != 256) {
+      Usage(env, "setXmm(vp, Uint8Array(256))");
+    }
+    auto a = info[1].As<Napi::Uint8Array>();
+    Guard(env, [&] {
+      KvmVcpu& v = Vcpu(info);
+      kvm_fpu f = v.GetFpu();  // keep x87 and MXCSR state
+      std::memcpy(f.xmm, a.Data(), sizeof f.xmm);
+      v.SetFpu(f);
+    });
+    return env.Undefined();
+  }
+
   Napi::Value SetMpState(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (info.Length() < 2) Usage(env, "setMpState(vp, state)");
@@ -407,6 +442,27 @@ class PartitionWrap : public Napi::ObjectWrap<PartitionWrap>, public Notifier {
     return Napi::Number::New(env, Guard(env, [&] { return Part(env).AddIoeventfd(addr, len, pio, has_match, match); }));
   }
 
+  // mapPages(Float64Array of PFNs) -> ArrayBuffer viewing those guest pages contiguously.
+  // Detaching the buffer (unmapPages) or its collection unmaps the view.
+  Napi::Value MapPages(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
+      Usage(env, "mapPages(Float64Array of PFNs)");
+    }
+    auto a = info[0].As<Napi::Float64Array>();
+    std::vector<uint64_t> pfns(a.ElementLength());
+    for (size_t i = 0; i < pfns.size(); i++) {
+      double d = a[i];
+      if (!(d >= 0 && d <= 9007199254740991.0) || d != static_cast<double>(static_cast<uint64_t>(d))) {
+        Usage(env, "PFN " + std::to_string(i) + " is not a non-negative integer");
+      }
+      pfns[i] = static_cast<uint64_t>(d);
+    }
+    std::unique_ptr<PageMap> map = Guard(env, [&] { return PageMap::Create(Part(env).ram(), pfns); });
+    PageMap* raw = map.release();
+    return Napi::ArrayBuffer::New(env, raw->data(), raw->size(), [](Napi::Env, void*, PageMap* m) { delete m; }, raw);
+  }
+
   Napi::Value Close(const Napi::CallbackInfo& info) {
     Shutdown();
     return info.Env().Undefined();
@@ -425,6 +481,8 @@ class PartitionWrap : public Napi::ObjectWrap<PartitionWrap>, public Notifier {
 
   std::unique_ptr<KvmPartition> partition_;
   std::shared_ptr<ExitChannel> channel_;
+  Napi::Reference<Napi::Array> ram_buffers_;
+  Napi::Reference<Napi::ArrayBuffer> exit_buffer_;
   ExitTsfn tsfn_;
   bool refd_ = false;
   bool released_ = false;
@@ -440,8 +498,17 @@ Napi::Value Probe(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// Detaches an ArrayBuffer made by mapPages, which runs its finalizer (the munmap) now.
+Napi::Value UnmapPages(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsArrayBuffer()) Usage(env, "unmapPages(ArrayBuffer)");
+  info[0].As<Napi::ArrayBuffer>().Detach();
+  return env.Undefined();
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("probeKvm", Napi::Function::New(env, Probe));
+  exports.Set("unmapPages", Napi::Function::New(env, UnmapPages));
   exports.Set("KvmPartition", PartitionWrap::Init(env));
   Napi::Object layout = Napi::Object::New(env);
   layout.Set("headerSize", Napi::Number::New(env, kHeaderSize));

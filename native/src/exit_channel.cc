@@ -5,6 +5,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <ctime>
 #include <cstring>
 
 #include "host_error.h"
@@ -21,6 +22,16 @@ void FutexWait(uint8_t* word, uint32_t expected) {
 void FutexWakeAll(uint8_t* word) {
   syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAKE_PRIVATE, INT32_MAX, nullptr, nullptr, 0);
 }
+
+}  // namespace
+
+uint64_t ExitChannel::NowNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ULL + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+namespace {
 
 inline void CpuRelax() { __builtin_ia32_pause(); }
 
@@ -39,6 +50,8 @@ ExitChannel::~ExitChannel() { munmap(base_, size_); }
 void ExitChannel::Reset(uint32_t vp) {
   uint8_t* s = slot(vp);
   Store32(s + kSlotSleeping, 0);
+  *reinterpret_cast<uint64_t*>(s + kSlotStatWaitNs) = 0;
+  *reinterpret_cast<uint64_t*>(s + kSlotStatRunNs) = 0;
   Store32(s + kSlotState, kRunning);
 }
 
@@ -51,6 +64,15 @@ void ExitChannel::NotifyJs() {
 }
 
 bool ExitChannel::PostAndWait(uint32_t vp, const std::atomic<bool>& stop) {
+  uint8_t* s = slot(vp);
+  uint64_t t0 = NowNs();
+  bool answered = WaitForAnswer(vp, stop);
+  // Statistics only the vCPU thread writes; JS reads them when the vCPU is parked or done.
+  *reinterpret_cast<uint64_t*>(s + kSlotStatWaitNs) += NowNs() - t0;
+  return answered;
+}
+
+bool ExitChannel::WaitForAnswer(uint32_t vp, const std::atomic<bool>& stop) {
   uint8_t* s = slot(vp);
   Store32(s + kSlotSeq, Load32(s + kSlotSeq) + 1);
   Store32(s + kSlotState, kPosted);

@@ -55,11 +55,13 @@ class ExitChannel {
   // JS thread: the notifier's callback is about to drain; later posts must notify again.
   void ClearNotifyQueued() { notify_queued_.store(false, std::memory_order_seq_cst); }
 
+  static uint64_t NowNs();
   static uint32_t Load32(const uint8_t* p) { return __atomic_load_n(reinterpret_cast<const uint32_t*>(p), __ATOMIC_SEQ_CST); }
   static void Store32(uint8_t* p, uint32_t v) { __atomic_store_n(reinterpret_cast<uint32_t*>(p), v, __ATOMIC_SEQ_CST); }
 
  private:
   void NotifyJs();
+  bool WaitForAnswer(uint32_t vp, const std::atomic<bool>& stop);
 
   uint32_t vcpu_count_;
   size_t size_;

@@ -39,10 +39,13 @@ constexpr size_t kSlotAnswer0 = 64;       // u64 x4: value (or cpuid eax, ebx, e
 constexpr size_t kSlotSeq = 96;           // u32 number of exits posted so far
 constexpr size_t kSlotWakeGen = 100;      // u32 futex word: bumped by every wake-up
 constexpr size_t kSlotA4 = 104;           // u64 extra payload (suberror detail)
+constexpr size_t kSlotStatWaitNs = 112;   // u64 total ns the vCPU thread waited for answers
+constexpr size_t kSlotStatRunNs = 120;    // u64 total ns spent inside KVM_RUN (guest + kernel)
 constexpr size_t kSlotRegs = 128;         // u64 x 18, kRegNames order (register dump)
 constexpr size_t kSlotSregs = 272;        // u64 x 7: cr0 cr2 cr3 cr4 cr8 efer apic_base
 constexpr size_t kSlotInsnLen = 328;      // u32
 constexpr size_t kSlotInsnBytes = 332;    // u8 x 16
+constexpr size_t kSlotXmm = 352;          // u8 x 6 x 16: XMM0-5 of a fast hypercall
 
 enum SlotState : uint32_t { kRunning = 0, kPosted = 1, kAnswered = 2, kExited = 3 };
 
@@ -63,6 +66,7 @@ constexpr uint32_t kFlagWrite = 1;      // io out / mmio write
 constexpr uint32_t kFlagString = 2;     // string I/O: data in the slot's data page
 constexpr uint32_t kFlagRegsValid = 4;  // register dump present
 constexpr uint32_t kFlagInsnValid = 8;  // instruction bytes present
+constexpr uint32_t kFlagXmmValid = 16;  // XMM0-5 present (fast hypercall)
 
 enum AnswerStatus : uint32_t {
   kAnswerContinue = 0,

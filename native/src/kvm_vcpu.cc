@@ -56,7 +56,8 @@ KvmVcpu::~KvmVcpu() {
 uint8_t* KvmVcpu::slot() const { return partition_.channel()->slot(index_); }
 
 void KvmVcpu::Start() {
-  if (running_.load() || thread_.joinable()) throw HostError(kErrUsage, "vCPU " + std::to_string(index_) + " was already started");
+  if (running_.load()) throw HostError(kErrUsage, "vCPU " + std::to_string(index_) + " is already running");
+  Join();  // a previous run's thread has ended; reap it before starting again
   stop_.store(false);
   handler_stop_ = false;
   partition_.channel()->Reset(index_);
@@ -113,6 +114,18 @@ void KvmVcpu::SetSregs(const kvm_sregs& s) {
   if (ioctl(fd_, KVM_SET_SREGS, &s) != 0) ThrowErrno("KVM_SET_SREGS");
 }
 
+kvm_fpu KvmVcpu::GetFpu() {
+  CheckParked();
+  kvm_fpu f;
+  if (ioctl(fd_, KVM_GET_FPU, &f) != 0) ThrowErrno("KVM_GET_FPU");
+  return f;
+}
+
+void KvmVcpu::SetFpu(const kvm_fpu& f) {
+  CheckParked();
+  if (ioctl(fd_, KVM_SET_FPU, &f) != 0) ThrowErrno("KVM_SET_FPU");
+}
+
 void KvmVcpu::SetMpState(uint32_t state) {
   CheckParked();
   kvm_mp_state mp = {state};
@@ -135,8 +148,12 @@ void KvmVcpu::ThreadMain() {
   pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
   ExitCause cause = kCauseStopRequested;
   uint64_t detail = 0;
+  uint64_t* run_ns = reinterpret_cast<uint64_t*>(slot() + kSlotStatRunNs);
   while (!stop_.load(std::memory_order_seq_cst)) {
-    if (ioctl(fd_, KVM_RUN, 0) != 0) {
+    uint64_t t0 = ExitChannel::NowNs();
+    int r = ioctl(fd_, KVM_RUN, 0);
+    *run_ns += ExitChannel::NowNs() - t0;
+    if (r != 0) {
       if (errno == EINTR || errno == EAGAIN) continue;  // kicked; the loop re-checks stop_
       cause = kCauseHostError;
       detail = static_cast<uint64_t>(errno);
@@ -280,6 +297,15 @@ bool KvmVcpu::HandleHypercall() {
   uint8_t* s = slot();
   *U32(s + kSlotKind) = kExitHypercall;
   *U32(s + kSlotFlags) = 0;
+  // A fast hypercall (control bit 16) may pass input in XMM0-5 beyond RDX/R8 (TLFS "XMM fast
+  // hypercall input"); fetch them only then, it costs an ioctl.
+  if ((regs.rcx >> 16) & 1) {
+    kvm_fpu fpu;
+    if (ioctl(fd_, KVM_GET_FPU, &fpu) == 0) {
+      std::memcpy(s + kSlotXmm, fpu.xmm, 6 * 16);
+      *U32(s + kSlotFlags) = kFlagXmmValid;
+    }
+  }
   *U32(s + kSlotSize_) = 0;
   *U32(s + kSlotCount) = 1;
   *U64(s + kSlotA0) = regs.rcx;

@@ -34,6 +34,8 @@ class KvmVcpu {
   kvm_sregs GetSregs();
   void SetSregs(const kvm_sregs& sregs);
   void SetMpState(uint32_t state);
+  kvm_fpu GetFpu();
+  void SetFpu(const kvm_fpu& fpu);
   void SetCpuid(const std::vector<kvm_cpuid_entry2>& entries);
 
  private:

@@ -28,6 +28,8 @@ export interface NativePartition {
   getSregs(vp: number): BigUint64Array;
   setSregs(vp: number, sregs: BigUint64Array): void;
   setMpState(vp: number, state: number): void;
+  getXmm(vp: number): Uint8Array;
+  setXmm(vp: number, xmm: Uint8Array): void;
   start(vp: number): void;
   wake(vp: number): void;
   requestStop(): void;
@@ -36,12 +38,16 @@ export interface NativePartition {
   signalMsi(address: number | bigint, data: number): number;
   addIrqfdMsi(address: number | bigint, data: number): number;
   addIoeventfd(addr: number | bigint, len: number, pio: boolean, datamatch?: number | bigint): number;
+  mapPages(pfns: Float64Array): ArrayBuffer;
   close(): void;
 }
 
 export interface NativeAddon {
   probeKvm(): { ok: boolean; code: string; message: string };
-  KvmPartition: new (config: NativePartitionConfig, onExitsPending: () => void) => NativePartition;
+  /** Detaches a mapPages() buffer, unmapping it now. */
+  unmapPages?(buffer: ArrayBuffer): void;
+  /** Absent where the addon was built as a stub (no backend for this platform yet). */
+  KvmPartition?: new (config: NativePartitionConfig, onExitsPending: () => void) => NativePartition;
   layout: { headerSize: number; slotSize: number; slotDataOffset: number };
 }
 
@@ -52,22 +58,15 @@ export function addonPath(): string {
   return fileURLToPath(new URL('../../../../native/build/Release/hvemu_native.node', import.meta.url));
 }
 
-let cached: NativeAddon | undefined;
-
-/**
- * The addon, loaded once per process (a Node addon is process-wide by nature, so this cache
- * is not per-partition state).
- */
+/** The addon. Node's require cache makes repeated calls cheap and returns the same module. */
 export function loadAddon(): NativeAddon {
-  if (cached) return cached;
   const path = addonPath();
   if (!existsSync(path)) {
     throw new NativeAddonError(`hvemu native addon not built: ${path} is missing (run \`npm run build:native -w @hvemu/accel\`)`);
   }
   try {
-    cached = createRequire(import.meta.url)(path) as NativeAddon;
+    return createRequire(import.meta.url)(path) as NativeAddon;
   } catch (e) {
     throw new NativeAddonError(`cannot load hvemu native addon ${path}: ${(e as Error).message}`, { cause: e });
   }
-  return cached;
 }

@@ -27,10 +27,13 @@ export const Off = {
   seq: 96,
   wakeGen: 100,
   a4: 104,
+  statWaitNs: 112,
+  statRunNs: 120,
   regs: 128,
   sregs: 272,
   insnLen: 328,
   insnBytes: 332,
+  xmm: 352,
 } as const;
 
 export const SlotState = { running: 0, posted: 1, answered: 2, exited: 3 } as const;
@@ -47,7 +50,7 @@ export const ExitKindCode = {
   unrecoverable: 9,
 } as const;
 
-export const ExitFlag = { write: 1, string: 2, regsValid: 4, insnValid: 8 } as const;
+export const ExitFlag = { write: 1, string: 2, regsValid: 4, insnValid: 8, xmmValid: 16 } as const;
 
 export const AnswerStatus = { continue: 0, gp: 1, stop: 2 } as const;
 

@@ -1,0 +1,620 @@
+/**
+ * Partition and Vcpu: the backend-neutral face of a VM. This file holds the KVM-backed
+ * implementation over the native addon; the exit model, device maps and register shapes it
+ * uses are shared with the backends to come (MSHV, WHPX, simulated).
+ *
+ * How exits reach TypeScript (README.md has the measured cost):
+ *   vCPU thread: fills its exit slot, publishes POSTED, spins briefly, then sleeps on a futex.
+ *   JS thread:   woken by a napi threadsafe function (or already polling after a previous
+ *                exit), decodes the slot into an Exit, runs the handler, writes the answer,
+ *                publishes ANSWERED and wakes the vCPU thread only if it went to sleep.
+ * A handler that returns a Promise keeps only its own vCPU waiting.
+ */
+import { writeSync, readSync } from 'node:fs';
+import { performance } from 'node:perf_hooks';
+import { silentLogger, type Logger } from '@hvemu/common';
+import { GuestMemory } from '@hvemu/memory';
+import { buildCpuidModel, decodeCpuid, encodeCpuid, type CpuidEntry } from './cpuid.js';
+import { RangeMap, type DeviceControl, type IoDevice, type MmioDevice, type MsrDevice } from './devices.js';
+import {
+  AccelUsageError,
+  ExitHandlerError,
+  GuestFatalError,
+  HostSystemError,
+  HypervisorUnavailableError,
+  native,
+  type FatalReason,
+} from './errors.js';
+import { decodeExit, encodeResponse } from './exit-decode.js';
+import type { Exit, ExitHandler, ExitResponse, HypercallExit, IoExit, MmioExit, MsrReadExit, MsrWriteExit } from './exits.js';
+import { loadAddon, type NativePartition } from './native/addon.js';
+import { ExitCause, HDR_JS_POLLING, Off, SlotState, SlotView } from './native/exit-slot.js';
+import {
+  formatRegisters,
+  packRegisters,
+  packSpecialRegisters,
+  unpackRegisters,
+  unpackSpecialRegisters,
+  type Registers,
+  type SpecialRegisters,
+} from './registers.js';
+
+export interface MemoryRegion {
+  readonly gpa: number;
+  readonly size: number;
+}
+
+export interface PartitionOptions {
+  /** Number of vCPUs (APIC ids 0..n-1). Default 1. */
+  readonly vcpuCount?: number;
+  /** Guest RAM regions; the gaps are MMIO space. */
+  readonly memory: readonly MemoryRegion[];
+  /** CPUID leaves 0x40000000-0x400000FF shown to the guest (replacing the hypervisor's). */
+  readonly hypervisorLeaves?: readonly CpuidEntry[];
+  /** Last say over each vCPU's CPUID list (see cpuid.ts). */
+  readonly customizeCpuid?: (entries: CpuidEntry[], vp: number) => CpuidEntry[];
+  /** MSRs outside 0x40000000-0x400000FF that must exit to TypeScript. */
+  readonly userMsrs?: readonly number[];
+  /** A byte OUT to this port is a hypercall exit (the hypercall page's exit sequence). */
+  readonly hypercallPort?: number;
+  /** Finish int3 emulation failures by injecting #BP (default true). */
+  readonly int3Fixup?: boolean;
+  /** How long the vCPU thread spins (pause iterations) before sleeping on an exit. */
+  readonly spinIterations?: number;
+  /** How long the JS thread keeps polling for the next exit after answering one (µs, default 50; 0 = never poll). */
+  readonly pollMicros?: number;
+  readonly logger?: Logger;
+}
+
+export type VcpuStatus = 'created' | 'running' | 'stopped';
+
+/** How a vCPU ended. `error` is set when the guest or a handler failed. */
+export interface VcpuOutcome {
+  readonly vp: number;
+  readonly cause: 'stop-requested' | 'handler-stop' | 'host-error';
+  readonly error: Error | undefined;
+  readonly exits: number;
+}
+
+/** KVM_MP_STATE_RUNNABLE: an application processor that runs without INIT/SIPI. */
+const MP_STATE_RUNNABLE = 0;
+const MSI_ADDRESS_BASE = 0xfee00000;
+const HV_STATUS_INVALID_HYPERCALL_CODE = 2n;
+/**
+ * After answering, the JS thread polls this long for the next exit before going back to the
+ * event loop. Back-to-back exits on this KVM are >= ~12 us apart, so 50 us keeps a burst of
+ * exits on the fast path; an idle guest costs at most 50 us of JS-thread spinning.
+ */
+const DEFAULT_POLL_MICROS = 50;
+
+/** Where a vCPU's time went since it was started (nanoseconds, from the vCPU thread). */
+export interface VcpuTimes {
+  /** Inside KVM_RUN: guest execution plus the kernel's own exit handling. */
+  readonly runNs: bigint;
+  /** Blocked on exits, from posting to seeing the answer (the user-space handling cost). */
+  readonly waitNs: bigint;
+}
+
+export class Vcpu {
+  /** Exits this vCPU has posted (including ones still being answered). */
+  exits = 0;
+  status: VcpuStatus = 'created';
+  /** Set when the vCPU stopped for a reason run() reports as failure. */
+  error: Error | undefined;
+
+  constructor(
+    private readonly nativePartition: NativePartition,
+    readonly index: number,
+    private readonly slot: SlotView,
+  ) {}
+
+  /** Time accounting; exact once the vCPU has stopped, approximate while it runs. */
+  times(): VcpuTimes {
+    return { runNs: this.slot.big(Off.statRunNs), waitNs: this.slot.big(Off.statWaitNs) };
+  }
+
+  /** General registers. Only while the vCPU is not running or is stopped at an exit (inside a handler). */
+  getRegisters(): Registers {
+    return unpackRegisters(native(() => this.nativePartition.getRegs(this.index)));
+  }
+  setRegisters(regs: Registers): void {
+    native(() => this.nativePartition.setRegs(this.index, packRegisters(regs)));
+  }
+  getSpecialRegisters(): SpecialRegisters {
+    return unpackSpecialRegisters(native(() => this.nativePartition.getSregs(this.index)));
+  }
+  setSpecialRegisters(sregs: SpecialRegisters): void {
+    native(() => this.nativePartition.setSregs(this.index, packSpecialRegisters(sregs)));
+  }
+  /** XMM0-15, 16 bytes each (little-endian), e.g. for XMM fast hypercall output. Parked only. */
+  getXmm(): Uint8Array {
+    return native(() => this.nativePartition.getXmm(this.index));
+  }
+  setXmm(xmm: Uint8Array): void {
+    native(() => this.nativePartition.setXmm(this.index, xmm));
+  }
+  /** Lets an application processor run without waiting for INIT/SIPI. */
+  makeRunnable(): void {
+    native(() => this.nativePartition.setMpState(this.index, MP_STATE_RUNNABLE));
+  }
+  setCpuid(entries: readonly CpuidEntry[]): void {
+    native(() => this.nativePartition.setCpuid(this.index, encodeCpuid(entries)));
+  }
+}
+
+/** An eventfd that injects an MSI when written (KVM irqfd): no ioctl per interrupt. */
+export interface Irqfd {
+  readonly fd: number;
+  trigger(): void;
+}
+
+/**
+ * Guest pages listed by PFN, seen as one flat host buffer (a second mapping of the same
+ * memfd pages): GPADL rings and buffers without a copy or a paged accessor.
+ */
+export interface PageListView {
+  readonly bytes: Uint8Array;
+  /** Unmaps now; `bytes` becomes empty. Without it the mapping goes when `bytes` is collected. */
+  unmap(): void;
+}
+
+/** An eventfd that counts guest writes to a doorbell address without a user-space exit. */
+export interface Ioeventfd {
+  readonly fd: number;
+  /** Reads and resets the count of guest writes since the last call. */
+  take(): bigint;
+}
+
+export class Partition {
+  readonly memory: GuestMemory;
+  readonly vcpus: readonly Vcpu[];
+  private readonly nativePartition: NativePartition;
+  private readonly slots: readonly SlotView[];
+  private readonly header: Int32Array;
+  private readonly inFlight: boolean[];
+  private readonly ended: boolean[];
+  private readonly ioDevices = new RangeMap<IoDevice>('I/O port');
+  private readonly mmioDevices = new RangeMap<MmioDevice>('MMIO');
+  private readonly msrDevices = new RangeMap<MsrDevice>('MSR');
+  private readonly userMsrs: number[];
+  private readonly pollMs: number;
+  private readonly logger: Logger;
+  private fallback: ExitHandler | undefined;
+  private hypercallHandler: ExitHandler<HypercallExit> | undefined;
+  private runWaiters: { resolve: (o: VcpuOutcome[]) => void; reject: (e: unknown) => void }[] = [];
+  private outcomes: (VcpuOutcome | undefined)[];
+  private closed = false;
+
+  private constructor(opts: PartitionOptions) {
+    const addon = loadAddon();
+    const KvmPartition = addon.KvmPartition;
+    if (!KvmPartition) throw new HypervisorUnavailableError(addon.probeKvm().message);
+    const vcpuCount = opts.vcpuCount ?? 1;
+    this.logger = opts.logger ?? silentLogger;
+    this.pollMs = (opts.pollMicros ?? DEFAULT_POLL_MICROS) / 1000;
+    this.userMsrs = [...(opts.userMsrs ?? [])];
+    const ram = opts.memory.map(({ gpa, size }) => ({ gpa, size }));
+    this.nativePartition = native(
+      () =>
+        new KvmPartition(
+          {
+            vcpuCount,
+            ram,
+            userMsrs: this.userMsrs,
+            hypercallPort: opts.hypercallPort,
+            int3Fixup: opts.int3Fixup ?? true,
+            spinIterations: opts.spinIterations,
+          },
+          () => this.drain(),
+        ),
+    );
+    try {
+      const buffers = this.nativePartition.ramBuffers();
+      this.memory = new GuestMemory(ram.map((r, i) => ({ gpa: r.gpa, size: r.size, buffer: buffers[i] })));
+      const exitBuffer = this.nativePartition.exitBuffer();
+      this.header = new Int32Array(exitBuffer, 0, 16);
+      this.slots = Array.from({ length: vcpuCount }, (_, vp) => new SlotView(exitBuffer, vp));
+      this.vcpus = this.slots.map((slot, vp) => new Vcpu(this.nativePartition, vp, slot));
+      this.inFlight = new Array<boolean>(vcpuCount).fill(false);
+      this.ended = new Array<boolean>(vcpuCount).fill(false);
+      this.outcomes = new Array<VcpuOutcome | undefined>(vcpuCount).fill(undefined);
+      this.programCpuid(opts);
+    } catch (e) {
+      this.nativePartition.close();
+      throw e;
+    }
+  }
+
+  /** Creates a KVM partition: VM, in-kernel irqchip, RAM, vCPUs with the conservative CPUID model. */
+  static create(opts: PartitionOptions): Partition {
+    return new Partition(opts);
+  }
+
+  /** Whether KVM is usable here (open + API 12 + a VM can be created), with the reason if not. */
+  static probe(): { ok: boolean; reason: string } {
+    try {
+      const p = loadAddon().probeKvm();
+      return { ok: p.ok, reason: p.message };
+    } catch (e) {
+      return { ok: false, reason: (e as Error).message };
+    }
+  }
+
+  private programCpuid(opts: PartitionOptions): void {
+    const supported = decodeCpuid(native(() => this.nativePartition.supportedCpuid()));
+    for (const v of this.vcpus) {
+      const entries = buildCpuidModel(supported, {
+        apicId: v.index,
+        hypervisorLeaves: opts.hypervisorLeaves,
+        customize: opts.customizeCpuid ? (e) => opts.customizeCpuid!(e, v.index) : undefined,
+      });
+      v.setCpuid(entries);
+    }
+  }
+
+  // ---- devices and handlers -------------------------------------------------------------
+
+  addIoDevice(device: IoDevice): void {
+    this.ioDevices.add(device.port, device.count, device);
+  }
+
+  addMmioDevice(device: MmioDevice): void {
+    for (const r of this.memory.regions) {
+      if (device.gpa < r.end && r.gpa < device.gpa + device.size) {
+        throw new AccelUsageError(`MMIO device at 0x${device.gpa.toString(16)} overlaps guest RAM`);
+      }
+    }
+    this.mmioDevices.add(device.gpa, device.size, device);
+  }
+
+  /** Handles MSR exits for [msr, msr+count). MSRs outside the Hyper-V range are added to the filter. */
+  addMsrDevice(device: MsrDevice): void {
+    const count = device.count ?? 1;
+    this.msrDevices.add(device.msr, count, device);
+    const extra: number[] = [];
+    for (let m = device.msr; m < device.msr + count; m++) if (m < 0x40000000 || m > 0x400000ff) extra.push(m);
+    if (extra.length > 0) {
+      this.userMsrs.push(...extra);
+      native(() => this.nativePartition.setUserMsrs(this.userMsrs));
+    }
+  }
+
+  /** Receives hypercall exits (see PartitionOptions.hypercallPort). */
+  onHypercall(handler: ExitHandler<HypercallExit>): void {
+    this.hypercallHandler = handler;
+  }
+
+  /** Receives every exit no device or specific handler took (including halt, shutdown, unrecoverable). */
+  onExit(handler: ExitHandler): void {
+    this.fallback = handler;
+  }
+
+  // ---- interrupts and doorbells --------------------------------------------------------
+
+  /** Fixed, edge-triggered interrupt `vector` to the vCPU with APIC id `vp`. True when delivered. */
+  interrupt(vp: number, vector: number): boolean {
+    const { address, data } = this.msiFor(vp, vector);
+    return native(() => this.nativePartition.signalMsi(address, data)) > 0;
+  }
+
+  /** Raw MSI (address/data as a device would write them). Returns KVM's answer (>0 delivered). */
+  signalMsi(address: number, data: number): number {
+    return native(() => this.nativePartition.signalMsi(address, data));
+  }
+
+  /** An eventfd that raises `vector` on vCPU `vp` when written. */
+  createIrqfd(vp: number, vector: number): Irqfd {
+    const { address, data } = this.msiFor(vp, vector);
+    const fd = native(() => this.nativePartition.addIrqfdMsi(address, data));
+    const one = new BigUint64Array([1n]);
+    return { fd, trigger: () => void writeSync(fd, one) };
+  }
+
+  /** An eventfd counting guest writes of `length` bytes (0: any) to an MMIO address or port. */
+  createIoeventfd(spec: { space: 'mmio' | 'pio'; address: number; length: number; datamatch?: bigint }): Ioeventfd {
+    const fd = native(() => this.nativePartition.addIoeventfd(spec.address, spec.length, spec.space === 'pio', spec.datamatch));
+    const buf = new BigUint64Array(1);
+    return {
+      fd,
+      take: () => {
+        try {
+          return readSync(fd, buf) === 8 ? buf[0] : 0n;
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code === 'EAGAIN') return 0n;
+          throw e;
+        }
+      },
+    };
+  }
+
+  /** Maps guest pages `pfns` (each must be RAM) side by side into one host view. */
+  mapPageList(pfns: ArrayLike<number>): PageListView {
+    const buffer = native(() => this.nativePartition.mapPages(Float64Array.from(pfns)));
+    const addon = loadAddon();
+    return {
+      bytes: new Uint8Array(buffer),
+      unmap: () => addon.unmapPages?.(buffer),
+    };
+  }
+
+  private msiFor(vp: number, vector: number): { address: number; data: number } {
+    if (!Number.isInteger(vp) || vp < 0 || vp > 255) throw new AccelUsageError(`APIC id ${vp} is out of range`);
+    if (!Number.isInteger(vector) || vector < 16 || vector > 255) throw new AccelUsageError(`interrupt vector ${vector} must be 16..255`);
+    // Physical destination mode, fixed delivery, edge: the whole message is dest id + vector.
+    return { address: MSI_ADDRESS_BASE + vp * 0x1000, data: vector };
+  }
+
+  // ---- running ---------------------------------------------------------------------------
+
+  /**
+   * Starts the given vCPUs (default: all) and resolves when every vCPU that was started has
+   * stopped, with the latest outcome of each; rejects with the first vCPU's error (a
+   * GuestFatalError, ExitHandlerError or HostSystemError) if any ended with one.
+   */
+  run(vps: readonly number[] = this.vcpus.map((v) => v.index)): Promise<VcpuOutcome[]> {
+    if (this.closed) throw new AccelUsageError('the partition is closed');
+    for (const vp of vps) {
+      const v = this.vcpus[vp];
+      if (!v) throw new AccelUsageError(`no vCPU ${vp}`);
+      if (v.status === 'running') throw new AccelUsageError(`vCPU ${vp} is already running`);
+    }
+    const done = new Promise<VcpuOutcome[]>((resolve, reject) => this.runWaiters.push({ resolve, reject }));
+    for (const vp of vps) {
+      const v = this.vcpus[vp];
+      this.ended[vp] = false;
+      this.outcomes[vp] = undefined;
+      v.error = undefined;
+      v.status = 'running';
+      native(() => this.nativePartition.start(vp));
+    }
+    // vCPUs never started count as ended, so run() resolves when the started ones stop.
+    this.vcpus.forEach((v) => {
+      if (v.status === 'created') this.ended[v.index] = true;
+    });
+    return done;
+  }
+
+  /** Asks every vCPU to stop; run() resolves once they have. */
+  stop(): void {
+    if (!this.closed) this.nativePartition.requestStop();
+  }
+
+  /** Stops and joins all vCPU threads and releases the VM. Guest memory views stay valid. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.nativePartition.close();
+    this.drain();  // collect EXITED slots so pending run() promises settle
+    this.settleIfDone(true);
+  }
+
+  // ---- exit dispatch (JS thread) ---------------------------------------------------------
+
+  private drain(): void {
+    if (this.pollMs <= 0) {
+      this.scan();
+      return;
+    }
+    // Keep polling while exits keep coming; the vCPU threads skip the wake-up meanwhile.
+    // The clock is read every few scans only: it costs more than a scan.
+    Atomics.exchange(this.header, HDR_JS_POLLING, 1);
+    let idleSince = performance.now();
+    for (let i = 1; ; i++) {
+      if (this.scan() > 0) {
+        idleSince = -1;
+      } else if ((i & 31) === 0) {
+        const now = performance.now();
+        if (idleSince < 0) idleSince = now;
+        else if (now - idleSince > this.pollMs || this.allEnded()) break;
+      }
+    }
+    Atomics.exchange(this.header, HDR_JS_POLLING, 0);
+    this.scan();  // anything posted while we were turning polling off
+  }
+
+  private allEnded(): boolean {
+    return this.ended.every((e) => e);
+  }
+
+  private scan(): number {
+    let handled = 0;
+    for (const slot of this.slots) {
+      const vp = slot.vp;
+      const state = slot.state();
+      if (state === SlotState.posted && !this.inFlight[vp]) {
+        this.handle(slot);
+        handled++;
+      } else if (state === SlotState.exited && !this.ended[vp] && this.vcpus[vp].status === 'running') {
+        this.onVcpuEnded(slot);
+        handled++;
+      }
+    }
+    return handled;
+  }
+
+  private handle(slot: SlotView): void {
+    const vcpu = this.vcpus[slot.vp];
+    vcpu.exits++;
+    let exit: Exit | undefined;
+    try {
+      exit = decodeExit(slot);
+      const response = this.dispatch(exit);
+      if (isPromise(response)) {
+        this.inFlight[slot.vp] = true;
+        const e = exit;
+        response.then(
+          (r) => this.complete(slot, e, r),
+          (err: unknown) => this.fail(slot, e, err),
+        );
+        return;
+      }
+      this.complete(slot, exit, response);
+    } catch (err) {
+      this.fail(slot, exit, err);
+    }
+  }
+
+  private complete(slot: SlotView, exit: Exit, response: ExitResponse | void): void {
+    this.inFlight[slot.vp] = false;
+    const stop = encodeResponse(slot, exit, response);
+    if (stop && (exit.kind === 'shutdown' || exit.kind === 'unrecoverable')) {
+      this.vcpus[slot.vp].error ??= fatalError(exit);
+    }
+    if (slot.publishAnswer()) this.nativePartition.wake(slot.vp);
+  }
+
+  private fail(slot: SlotView, exit: Exit | undefined, err: unknown): void {
+    const vcpu = this.vcpus[slot.vp];
+    const what = exit ? `${exit.kind} exit` : 'exit';
+    vcpu.error ??= new ExitHandlerError(`vCPU ${slot.vp}: handler for ${what} failed: ${(err as Error)?.message ?? String(err)}`, slot.vp, { cause: err });
+    this.logger.error('exit handler failed; stopping vCPU', { vp: slot.vp, kind: exit?.kind, error: String(err) });
+    this.complete(slot, exit ?? { kind: 'halt', vp: slot.vp }, { stop: true });
+  }
+
+  private onVcpuEnded(slot: SlotView): void {
+    const vp = slot.vp;
+    const vcpu = this.vcpus[vp];
+    const cause = Number(slot.big(Off.a3));
+    const detail = slot.big(Off.a1);
+    if (cause === ExitCause.hostError) {
+      vcpu.error ??= new HostSystemError(`vCPU ${vp}: KVM_RUN failed (errno ${detail})`, Number(detail));
+    }
+    vcpu.status = 'stopped';
+    this.ended[vp] = true;
+    this.outcomes[vp] = {
+      vp,
+      cause: cause === ExitCause.hostError ? 'host-error' : cause === ExitCause.handlerStop ? 'handler-stop' : 'stop-requested',
+      error: vcpu.error,
+      exits: vcpu.exits,
+    };
+    this.settleIfDone(false);
+  }
+
+  private settleIfDone(force: boolean): void {
+    if (!force && !this.allEnded()) return;
+    if (!this.closed) this.nativePartition.idle();
+    const outcomes = this.outcomes.filter((o): o is VcpuOutcome => o !== undefined);
+    const waiters = this.runWaiters;
+    this.runWaiters = [];
+    const failed = outcomes.find((o) => o.error);
+    for (const w of waiters) {
+      if (failed) w.reject(failed.error);
+      else w.resolve(outcomes);
+    }
+  }
+
+  private dispatch(exit: Exit): ExitResponse | void | Promise<ExitResponse | void> {
+    switch (exit.kind) {
+      case 'io':
+        return this.dispatchIo(exit);
+      case 'mmio':
+        return this.dispatchMmio(exit);
+      case 'msr-read':
+      case 'msr-write':
+        return this.dispatchMsr(exit);
+      case 'hypercall':
+        if (this.hypercallHandler) return this.hypercallHandler(exit);
+        return this.fallback ? this.fallback(exit) : { value: HV_STATUS_INVALID_HYPERCALL_CODE };
+      default:
+        return this.fallback ? this.fallback(exit) : undefined;
+    }
+  }
+
+  private dispatchIo(exit: IoExit): ExitResponse | void | Promise<ExitResponse | void> {
+    const dev = this.ioDevices.find(exit.port);  // a device owns ports, whatever the access width
+    if (!dev) return this.fallback ? this.fallback(exit) : exit.isWrite ? undefined : { value: allOnes(exit.size) };
+    if (exit.count > 1) return stringIo(dev, exit);
+    if (exit.isWrite) return control(dev.write?.(exit.port, exit.size, exit.data, exit.vp));
+    const v = dev.read ? dev.read(exit.port, exit.size, exit.vp) : allOnes(exit.size);
+    return isPromise(v) ? v.then((value) => ({ value })) : { value: v };
+  }
+
+  private dispatchMmio(exit: MmioExit): ExitResponse | void | Promise<ExitResponse | void> {
+    const dev = this.mmioDevices.find(exit.gpa, exit.size);
+    if (!dev) {
+      this.logger.debug('unclaimed MMIO access', { vp: exit.vp, gpa: exit.gpa, size: exit.size, write: exit.isWrite });
+      return this.fallback ? this.fallback(exit) : exit.isWrite ? undefined : { value: (1n << BigInt(exit.size * 8)) - 1n };
+    }
+    if (exit.isWrite) return control(dev.write?.(exit.gpa, exit.size, exit.data, exit.vp));
+    const v = dev.read ? dev.read(exit.gpa, exit.size, exit.vp) : (1n << BigInt(exit.size * 8)) - 1n;
+    return isPromise(v) ? v.then((value) => ({ value })) : { value: v };
+  }
+
+  private dispatchMsr(exit: MsrReadExit | MsrWriteExit): ExitResponse | void | Promise<ExitResponse | void> {
+    const dev = this.msrDevices.find(exit.msr);
+    if (!dev) return this.fallback ? this.fallback(exit) : { gp: true };
+    if (exit.kind === 'msr-read') {
+      const v = dev.read ? dev.read(exit.msr, exit.vp) : undefined;
+      const toResponse = (x: bigint | undefined): ExitResponse => (x === undefined ? { gp: true } : { value: x });
+      return isPromise(v) ? v.then(toResponse) : toResponse(v);
+    }
+    const ok = dev.write ? dev.write(exit.msr, exit.value, exit.vp) : false;
+    const toResponse = (x: boolean | void): ExitResponse => (x === false ? { gp: true } : {});
+    return isPromise(ok) ? ok.then(toResponse) : toResponse(ok);
+  }
+}
+
+function isPromise<T>(v: T | Promise<T>): v is Promise<T> {
+  return typeof (v as { then?: unknown } | undefined)?.then === 'function';
+}
+
+function allOnes(size: number): number {
+  return size === 4 ? 0xffffffff : (1 << (size * 8)) - 1;
+}
+
+function control(r: void | DeviceControl | Promise<void | DeviceControl>): ExitResponse | void | Promise<ExitResponse | void> {
+  if (isPromise(r)) return r.then((c) => (c?.stop ? { stop: true } : undefined));
+  return r?.stop ? { stop: true } : undefined;
+}
+
+/** String I/O against a per-element device: one call per element, in order. */
+async function stringIo(dev: IoDevice, exit: IoExit): Promise<ExitResponse> {
+  const n = exit.count;
+  if (exit.isWrite) {
+    const view = new DataView(exit.bytes.buffer, exit.bytes.byteOffset, exit.bytes.byteLength);
+    let stop = false;
+    for (let i = 0; i < n; i++) {
+      const c = await dev.write?.(exit.port, exit.size, readLe(view, i * exit.size, exit.size), exit.vp);
+      stop ||= c?.stop === true;
+    }
+    return { stop };
+  }
+  const out = new Uint8Array(n * exit.size);
+  const view = new DataView(out.buffer);
+  for (let i = 0; i < n; i++) {
+    const v = dev.read ? await dev.read(exit.port, exit.size, exit.vp) : allOnes(exit.size);
+    writeLe(view, i * exit.size, exit.size, v);
+  }
+  return { bytes: out };
+}
+
+function readLe(v: DataView, at: number, size: number): number {
+  return size === 1 ? v.getUint8(at) : size === 2 ? v.getUint16(at, true) : v.getUint32(at, true);
+}
+
+function writeLe(v: DataView, at: number, size: number, value: number): void {
+  if (size === 1) v.setUint8(at, value);
+  else if (size === 2) v.setUint16(at, value, true);
+  else v.setUint32(at, value >>> 0, true);
+}
+
+function fatalError(exit: Exit & { kind: 'shutdown' | 'unrecoverable' }): GuestFatalError {
+  const regs = exit.registers;
+  const where = regs ? ` at rip=0x${regs.rip.toString(16)}` : '';
+  const dump = regs ? `\n  registers: ${formatRegisters(regs)}` : '';
+  if (exit.kind === 'shutdown') {
+    const reason: FatalReason = exit.reason === 'triple-fault' ? 'triple-fault' : 'system-event';
+    const text = exit.reason === 'triple-fault' ? 'triple fault (shutdown)' : `system event ${exit.detail}`;
+    return new GuestFatalError(`vCPU ${exit.vp}: guest ${text}${where}${dump}`, exit.vp, reason, regs, undefined);
+  }
+  const bytes = exit.instructionBytes;
+  const insn = bytes && bytes.length > 0 ? `; instruction bytes at RIP: ${Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join(' ')}` : '';
+  const reason: FatalReason = exit.reason === 'bad-io' ? 'internal-error' : exit.reason === 'unknown' ? 'unknown' : exit.reason;
+  return new GuestFatalError(
+    `vCPU ${exit.vp}: unrecoverable exit (${exit.reason}, backend code ${exit.backendCode}, detail ${exit.detail})${where}${insn}${dump}`,
+    exit.vp,
+    reason,
+    regs,
+    bytes,
+  );
+}
