@@ -70,6 +70,8 @@ export class RingWriter {
   /** The reader's read_index as last validated: it may only move forward, up to publishedWrite. */
   private lastRead: number;
   private batchDepth = 0;
+  /** The sizes of the packet being written (one reused object: no allocation per packet). */
+  private readonly shape = { headerEnd: 0, unpadded: 0, packetLength: 0 };
   /** The data area as one view when it is contiguous in host memory (the fast path), else null. */
   private readonly flatBytes: Uint8Array | null;
   private readonly flatView: DataView | null;
@@ -137,11 +139,12 @@ export class RingWriter {
     if (bytesToWrite(this.writeIndex, this.lastRead, this.size) <= total && this.freeBytes() <= total) return false;
 
     const start = this.writeIndex;
-    if (this.flatView !== null && start + total <= this.size) {
-      this.writeFlat(start, packet, header, payload, headerEnd, unpadded, packetLength);
-    } else {
-      this.writeWrapping(start, packet, header, payload, headerEnd, unpadded, packetLength);
-    }
+    const shape = this.shape;
+    shape.headerEnd = headerEnd;
+    shape.unpadded = unpadded;
+    shape.packetLength = packetLength;
+    if (this.flatView !== null && start + total <= this.size) this.writeFlat(start, packet, header, payload);
+    else this.writeWrapping(start, packet, header, payload);
     this.packetsWritten++;
     if (this.batchDepth === 0) this.publish();
     return true;
@@ -151,15 +154,8 @@ export class RingWriter {
    * The fast path: the data area is one flat view and the packet does not wrap, so it is
    * written with direct DataView stores and one TypedArray.set per buffer (no allocation).
    */
-  private writeFlat(
-    start: number,
-    packet: OutgoingPacket,
-    header: Uint8Array,
-    payload: Uint8Array | readonly Uint8Array[],
-    headerEnd: number,
-    unpadded: number,
-    packetLength: number,
-  ): void {
+  private writeFlat(start: number, packet: OutgoingPacket, header: Uint8Array, payload: Uint8Array | readonly Uint8Array[]): void {
+    const { headerEnd, unpadded, packetLength } = this.shape;
     const dv = this.flatView!;
     const bytes = this.flatBytes!;
     dv.setUint32(start, (packet.type & 0xffff) | (headerEnd << 13), true); // offset8 << 16 == headerEnd / 8 << 16
@@ -190,15 +186,8 @@ export class RingWriter {
   }
 
   /** The general path: any GuestBuffer, packets that wrap around the end of the data area. */
-  private writeWrapping(
-    start: number,
-    packet: OutgoingPacket,
-    header: Uint8Array,
-    payload: Uint8Array | readonly Uint8Array[],
-    headerEnd: number,
-    unpadded: number,
-    packetLength: number,
-  ): void {
+  private writeWrapping(start: number, packet: OutgoingPacket, header: Uint8Array, payload: Uint8Array | readonly Uint8Array[]): void {
+    const { headerEnd, unpadded, packetLength } = this.shape;
     this.writeDescriptor(start, packet, headerEnd >>> 3, packetLength >>> 3);
     let pos = this.advance(start, VMPACKET_DESCRIPTOR_SIZE);
     if (header.length > 0) pos = this.copyIn(pos, header);
