@@ -9,3 +9,4 @@ export {
   type HypercallRegisters,
   type HypercallStats,
 } from './dispatch.js';
+export { hypercallPage, hypercallPageCode, type HypercallPageOptions } from './page.js';
