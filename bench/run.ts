@@ -3,6 +3,7 @@
  * are noisy, so ratios between things measured together are what to compare). The last line
  * printed is one JSON object with every figure and ratio.
  */
+import { benchAccel } from './accel.js';
 import { benchRing } from './ring.js';
 
 const figures: Record<string, number | string> = {
@@ -10,4 +11,5 @@ const figures: Record<string, number | string> = {
   date: new Date().toISOString(),
 };
 Object.assign(figures, benchRing());
+Object.assign(figures, await benchAccel());
 console.log(JSON.stringify(figures));

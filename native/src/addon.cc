@@ -181,6 +181,8 @@ class PartitionWrap : public Napi::ObjectWrap<PartitionWrap>, public Notifier {
     }
     Napi::Value int3 = o.Get("int3Fixup");
     if (int3.IsBoolean()) c.int3_fixup = int3.As<Napi::Boolean>().Value();
+    Napi::Value sync = o.Get("syncRegs");
+    if (sync.IsBoolean()) c.sync_regs = sync.As<Napi::Boolean>().Value();
     Napi::Value spin = o.Get("spinIterations");
     if (!spin.IsUndefined()) c.spin_iterations = ToU32(env, spin, "spinIterations");
     return c;

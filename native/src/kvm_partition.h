@@ -26,6 +26,7 @@ struct PartitionConfig {
   int32_t hypercall_port = -1;      // byte OUT to this port becomes a hypercall exit (-1: none)
   bool int3_fixup = true;           // finish int3 emulation failures by injecting #BP
   uint32_t spin_iterations = 4000;  // vCPU-side spin before sleeping on an unanswered exit
+  bool sync_regs = true;            // use KVM_CAP_SYNC_REGS (when KVM offers it) for register exits
 };
 
 // Result of probing /dev/kvm without throwing.
@@ -46,6 +47,8 @@ class KvmPartition {
   const std::vector<std::shared_ptr<GuestRam>>& ram() const { return ram_; }
   std::shared_ptr<ExitChannel> channel() const { return channel_; }
   const PartitionConfig& config() const { return config_; }
+  // True when vCPUs exchange general registers through kvm_run (KVM_CAP_SYNC_REGS).
+  bool sync_regs() const { return sync_regs_; }
   uint32_t vcpu_count() const { return static_cast<uint32_t>(vcpus_.size()); }
   KvmVcpu& vcpu(uint32_t index);
 
@@ -83,6 +86,7 @@ class KvmPartition {
   std::vector<std::unique_ptr<KvmVcpu>> vcpus_;
   std::vector<int> eventfds_;
   std::vector<kvm_irq_routing_entry> msi_routes_;
+  bool sync_regs_ = false;
   uint32_t next_gsi_ = 24;  // GSIs below 24 belong to the IOAPIC pins
 };
 

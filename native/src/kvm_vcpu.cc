@@ -100,6 +100,9 @@ kvm_regs KvmVcpu::GetRegs() {
 void KvmVcpu::SetRegs(const kvm_regs& r) {
   CheckParked();
   if (ioctl(fd_, KVM_SET_REGS, &r) != 0) ThrowErrno("KVM_SET_REGS");
+  // A handler may set registers while its exit is posted; with sync regs the vCPU thread
+  // writes run->s.regs back on re-entry (hypercall RAX), so that copy must not be stale.
+  if (partition_.sync_regs()) run_->s.regs.regs = r;
 }
 
 kvm_sregs KvmVcpu::GetSregs() {
@@ -149,6 +152,9 @@ void KvmVcpu::ThreadMain() {
   ExitCause cause = kCauseStopRequested;
   uint64_t detail = 0;
   uint64_t* run_ns = reinterpret_cast<uint64_t*>(slot() + kSlotStatRunNs);
+  // With sync regs KVM copies the general registers into run->s.regs at every exit (a
+  // memcpy in the kernel), and a hypercall exit needs no register ioctl at all.
+  if (partition_.sync_regs()) run_->kvm_valid_regs = KVM_SYNC_X86_REGS;
   while (!stop_.load(std::memory_order_seq_cst)) {
     uint64_t t0 = ExitChannel::NowNs();
     int r = ioctl(fd_, KVM_RUN, 0);
@@ -293,7 +299,11 @@ bool KvmVcpu::HandleMsr(bool write) {
 // and the status returns in RAX.
 bool KvmVcpu::HandleHypercall() {
   kvm_regs regs;
-  if (ioctl(fd_, KVM_GET_REGS, &regs) != 0) return PostFatal(kExitUnrecoverable, KVM_EXIT_IO, 0x20000, errno);
+  if (partition_.sync_regs()) {
+    regs = run_->s.regs.regs;
+  } else if (ioctl(fd_, KVM_GET_REGS, &regs) != 0) {
+    return PostFatal(kExitUnrecoverable, KVM_EXIT_IO, 0x20000, errno);
+  }
   uint8_t* s = slot();
   *U32(s + kSlotKind) = kExitHypercall;
   *U32(s + kSlotFlags) = 0;
@@ -313,6 +323,14 @@ bool KvmVcpu::HandleHypercall() {
   *U64(s + kSlotA2) = regs.r8;
   *U64(s + kSlotAnswer0) = 0;
   if (!Post()) return false;
+  if (partition_.sync_regs()) {
+    // KVM applies dirty sync regs at the start of the next KVM_RUN, before it completes the
+    // OUT (x86.c: sync_regs, then complete_userspace_io): RIP stays as it was at the exit,
+    // so the OUT is finished exactly as without RAX changing. No ioctl here.
+    run_->s.regs.regs.rax = *U64(s + kSlotAnswer0);
+    run_->kvm_dirty_regs |= KVM_SYNC_X86_REGS;
+    return true;
+  }
   // KVM finishes the OUT (advancing RIP) only on the next KVM_RUN; run once with
   // immediate_exit so the OUT completes without entering the guest, then set RAX.
   __atomic_store_n(&run_->immediate_exit, 1, __ATOMIC_SEQ_CST);

@@ -41,6 +41,7 @@ export {
   AccelError,
   AccelUsageError,
   ApiVersionError,
+  BootImageError,
   ExitHandlerError,
   GuestFatalError,
   HostSystemError,
@@ -50,7 +51,30 @@ export {
   NativeAddonError,
   type FatalReason,
 } from './errors.js';
-export { loadElf64, type LoadedElf } from './guest/elf.js';
+export { loadElf, loadElf64, type LoadedElf } from './guest/elf.js';
+export {
+  bootMultiboot,
+  parseMultibootHeader,
+  writeMultibootInfo,
+  multibootSpecialRegisters,
+  MultibootPlatform,
+  FwCfg,
+  IsaDebugExit,
+  MULTIBOOT_HEADER_MAGIC,
+  MULTIBOOT_BOOTLOADER_MAGIC,
+  MULTIBOOT_INFO_GPA,
+  MAX_COMMAND_LINE,
+  FW_CFG_PORT,
+  FW_CFG_SIGNATURE,
+  FW_CFG_ID,
+  FW_CFG_RAM_SIZE,
+  FW_CFG_NB_CPUS,
+  FW_CFG_MAX_CPUS,
+  ISA_DEBUG_EXIT_PORT,
+  type MultibootBoot,
+  type MultibootHeader,
+  type MultibootOptions,
+} from './guest/multiboot.js';
 export { enterLongMode, writeLongModeTables, longModeSpecialRegisters, LOADER_RESERVED_END } from './guest/long-mode.js';
 export {
   TestPlatform,
@@ -62,3 +86,4 @@ export {
   ASSERT_PORT,
   type GuestAssertion,
 } from './guest/platform.js';
+export { buildFreestandingImage, buildLongModeGuest, FREESTANDING_CFLAGS, GUEST_RUNTIME_DIR, type ImageSpec } from './guest/build.js';

@@ -61,6 +61,11 @@ export interface PartitionOptions {
   readonly int3Fixup?: boolean;
   /** How long the vCPU thread spins (pause iterations) before sleeping on an exit. */
   readonly spinIterations?: number;
+  /**
+   * Exchange general registers through the run page (KVM_CAP_SYNC_REGS) where KVM offers it
+   * (default true): a hypercall exit then needs no register ioctl. False is for comparison.
+   */
+  readonly syncRegs?: boolean;
   /** How long the JS thread keeps polling for the next exit after answering one (µs, default 50; 0 = never poll). */
   readonly pollMicros?: number;
   readonly logger?: Logger;
@@ -204,6 +209,7 @@ export class Partition {
             hypercallPort: opts.hypercallPort,
             int3Fixup: opts.int3Fixup ?? true,
             spinIterations: opts.spinIterations,
+            syncRegs: opts.syncRegs,
           },
           () => this.drain(),
         ),

@@ -166,6 +166,23 @@ describeKvm('KVM test guests', () => {
     expect(xmmLow).toEqual([undefined, [0x100n, 0x101n, 0x102n, 0x103n, 0x104n, 0x105n]]);
   });
 
+  for (const syncRegs of [true, false]) {
+    it(`keeps a handler's register writes during a hypercall and sets RAX (syncRegs: ${syncRegs})`, async () => {
+      const r = await run('hypercall-regs', {
+        hypercallPort: 0x99,
+        syncRegs,
+        setup: (p) =>
+          p.onHypercall((h) => {
+            const v = p.vcpus[h.vp];
+            v.setRegisters({ ...v.getRegisters(), rbx: 0xabc0n + h.input, rax: 0xdeadn });
+            return { value: 0x100n + h.input };  // the answer's RAX wins over the one just set
+          }),
+      });
+      expectExit(r, { 0: 0 });
+      expect(r.partition.vcpus[0].exits).toBe(4);  // three hypercalls and the debug exit
+    });
+  }
+
   it('reports a guest triple fault as a GuestFatalError with registers', async () => {
     const r = await run('triple');
     expect(r.error, summary(r)).toBeInstanceOf(GuestFatalError);

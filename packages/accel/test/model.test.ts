@@ -83,6 +83,20 @@ describe('exit slot decoding', () => {
   });
 });
 
+describe('exit slot answers', () => {
+  it('publishes ANSWERED only over POSTED: an EXITED slot (vCPU gave up on a stop request) stays EXITED', () => {
+    const slot = new SlotView(new ArrayBuffer(HEADER_SIZE + SLOT_SIZE), 0);
+    const stateWord = Off.state / 4;
+    slot.i32[stateWord] = 1;  // POSTED
+    slot.i32[Off.sleeping / 4] = 1;
+    expect(slot.publishAnswer()).toBe(true);  // answered, and the thread sleeps: wake it
+    expect(slot.state()).toBe(2);
+    slot.i32[stateWord] = 3;  // EXITED
+    expect(slot.publishAnswer()).toBe(false);  // nothing to wake
+    expect(slot.state()).toBe(3);
+  });
+});
+
 describe('device ranges', () => {
   it('finds devices by range and refuses overlaps', () => {
     const m = new RangeMap<string>('I/O port');

@@ -14,6 +14,7 @@ export interface NativePartitionConfig {
   hypercallPort?: number;
   int3Fixup?: boolean;
   spinIterations?: number;
+  syncRegs?: boolean;
 }
 
 /** The KVM partition object of the addon (native/src/addon.cc PartitionWrap). */

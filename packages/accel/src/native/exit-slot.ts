@@ -86,9 +86,15 @@ export class SlotView {
   setBig(off: number, v: bigint): void {
     this.u64[off / 8] = v;
   }
-  /** Publishes the answer (a full barrier, see exit_channel.h) and says whether to wake. */
+  /**
+   * Publishes the answer (a full barrier, see exit_channel.h) and says whether to wake.
+   * Only POSTED becomes ANSWERED: a vCPU thread asked to stop while its exit was being handled
+   * (e.g. by that very handler) gives up waiting and publishes EXITED, which must survive so
+   * that the scan reports the vCPU as ended.
+   */
   publishAnswer(): boolean {
-    Atomics.exchange(this.i32, Off.state / 4, SlotState.answered);
+    const previous = Atomics.compareExchange(this.i32, Off.state / 4, SlotState.posted, SlotState.answered);
+    if (previous !== SlotState.posted) return false;
     return Atomics.load(this.i32, Off.sleeping / 4) !== 0;
   }
 }
