@@ -4,3 +4,6 @@ export { RingBuffer, MIN_RING_DATA_SIZE, bytesToRead, bytesToWrite } from './rin
 export { RingWriter, type OutgoingPacket, type RingEndOptions } from './ring/writer.js';
 export { RingReader, PacketView, pfnsSpanned, type GpaRange, type TransferPageRange } from './ring/reader.js';
 export { ringPairFromPages, openRingEndpoint, type RingEndpoint, type RingPairLayout, type RingRole } from './ring/pair.js';
+export * from './protocol/index.js';
+export * from './server/index.js';
+export * from './client/index.js';

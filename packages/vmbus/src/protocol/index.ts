@@ -1,0 +1,3 @@
+export * from './constants.js';
+export { ChannelProtocolError, type ChannelProtocolFault } from './errors.js';
+export * from './messages.js';

@@ -1,0 +1,297 @@
+/**
+ * The thin wiring around the pure VmbusServer: guest HvPostMessage on message connections 1
+ * and 4 goes into `handle()`; the actions it returns are carried out here, in order:
+ * channel messages are posted on SINT 2 (hv_message type 1), devices are told about
+ * open/close/retarget, each channel's event connection routes HvSignalEvent to its device,
+ * and log actions go to the Logger.
+ *
+ * The SynIC and the hypercall connection table are reached through the small structural
+ * interfaces below (satisfied by @hvemu/synic's HyperV and @hvemu/hypercalls'
+ * ConnectionRegistry), so vmbus does not depend on either package.
+ */
+import { HostUsageError, silentLogger, type Logger } from '@hvemu/common';
+import type { GuestBuffer, GuestMemory } from '@hvemu/memory';
+import { openRingEndpoint, ringPairFromPages } from '../ring/pair.js';
+import {
+  MAX_CHANNEL_RELIDS,
+  VMBUS_EVENT_CONNECTION_ID,
+  VMBUS_MESSAGE_CONNECTION_ID,
+  VMBUS_MESSAGE_CONNECTION_ID_4,
+  VMBUS_MESSAGE_TYPE,
+} from '../protocol/constants.js';
+import { channelMessageName } from '../protocol/messages.js';
+import type { OpenRequest, ServerAction } from './actions.js';
+import { Channel, type ChannelHandler, type ChannelHost } from './channel.js';
+import { VmbusServer, type OfferSpec, type ServerOptions } from './server.js';
+
+const HV_STATUS_SUCCESS = 0;
+const PAGE_SIZE = 4096;
+/** The guest-to-host half of the pre-5.0 interrupt page (Linux send_int_page). */
+const SEND_INTERRUPT_HALF = PAGE_SIZE / 2;
+
+/** @hvemu/synic SynicPort, structurally. */
+export interface SynicPortLike {
+  postMessage(vp: number, sint: number, message: { type: number; payload: Uint8Array }): unknown;
+  signalEvent(vp: number, sint: number, flag: number): boolean;
+}
+
+/** @hvemu/hypercalls ConnectionRegistry, structurally. */
+export interface ConnectionRegistryLike {
+  registerMessage(connectionId: number, handler: { onMessage(vp: number, messageType: number, payload: Uint8Array): number }): () => void;
+  registerEvent(connectionId: number, handler: { onSignal(vp: number, flagNumber: number): number }): () => void;
+}
+
+export interface VmbusHostOptions extends Omit<ServerOptions, 'ram'> {
+  memory: GuestMemory;
+  synic: SynicPortLike;
+  connections: ConnectionRegistryLike;
+  logger?: Logger;
+  /** Every action the server produced, before it is carried out (traces, tests). */
+  onAction?(action: ServerAction): void;
+}
+
+export class VmbusHost {
+  readonly server: VmbusServer;
+  private readonly memory: GuestMemory;
+  private readonly synic: SynicPortLike;
+  private readonly connections: ConnectionRegistryLike;
+  private readonly logger: Logger;
+  private readonly channels = new Map<number, Channel>();
+  private readonly unregister = new Map<number, () => void>();
+  private readonly queue: ServerAction[] = [];
+  private draining = false;
+  private readonly disposers: (() => void)[] = [];
+  private readonly channelHost: ChannelHost;
+  /** Statistics. */
+  readonly stats = { messagesIn: 0, messagesOut: 0, messagesLost: 0, guestSignals: 0, spuriousSignals: 0 };
+
+  constructor(private readonly options: VmbusHostOptions) {
+    this.memory = options.memory;
+    this.synic = options.synic;
+    this.connections = options.connections;
+    this.logger = options.logger ?? silentLogger;
+    this.server = new VmbusServer({ ...options, ram: options.memory });
+    const onMessage = (vp: number, type: number, payload: Uint8Array): number => this.onGuestMessage(vp, type, payload);
+    for (const id of new Set([VMBUS_MESSAGE_CONNECTION_ID, VMBUS_MESSAGE_CONNECTION_ID_4, options.messageConnectionId ?? VMBUS_MESSAGE_CONNECTION_ID])) {
+      this.disposers.push(this.connections.registerMessage(id, { onMessage }));
+    }
+    // Pre-Win7 guests (and non-dedicated interrupts before 5.0) signal the shared event connection.
+    this.disposers.push(this.connections.registerEvent(VMBUS_EVENT_CONNECTION_ID, { onSignal: () => this.onSharedEvent() }));
+    this.channelHost = {
+      signalGuest: (relid) => this.signalGuest(relid),
+      gpadlBuffer: (relid, gpadl) => this.gpadlBuffer(relid, gpadl),
+      gpadlHandles: (relid) => this.server.gpadlsOf(relid).map((g) => g.handle),
+    };
+  }
+
+  /** Offers a device channel; the guest sees it at REQUESTOFFERS (or now, if it already asked). */
+  offerChannel(spec: OfferSpec, handler: ChannelHandler): Channel {
+    const { relid, actions } = this.server.addOffer(spec);
+    const channel = this.track(relid, handler);
+    this.run(actions);
+    return channel;
+  }
+
+  /** Offers `count` subchannels of `primary`; `handlerFor(index)` gives each its handler. */
+  offerSubchannels(primary: Channel, count: number, handlerFor: (subChannelIndex: number) => ChannelHandler): Channel[] {
+    const { relids, actions } = this.server.offerSubchannels(primary.relid, count);
+    const subs = relids.map((relid) => this.track(relid, handlerFor(this.server.channel(relid)!.subChannelIndex)));
+    this.run(actions);
+    return subs;
+  }
+
+  /** Removes a device's channel (and a primary's subchannels) while the guest runs. */
+  rescind(channel: Channel): void {
+    this.run(this.server.rescindOffer(channel.relid));
+  }
+
+  channel(relid: number): Channel | undefined {
+    return this.channels.get(relid);
+  }
+
+  /** Unregisters every connection (the VM is going away). */
+  dispose(): void {
+    for (const d of this.disposers.splice(0)) d();
+    for (const d of this.unregister.values()) d();
+    this.unregister.clear();
+  }
+
+  private track(relid: number, handler: ChannelHandler): Channel {
+    const ch = this.server.channel(relid)!;
+    const channel = new Channel(this.channelHost, relid, ch.connectionId, ch.spec, ch.subChannelIndex, handler);
+    this.channels.set(relid, channel);
+    this.unregister.set(relid, this.connections.registerEvent(ch.connectionId, { onSignal: () => this.onChannelSignal(relid) }));
+    return channel;
+  }
+
+  // ---- guest -> host
+
+  private onGuestMessage(vp: number, type: number, payload: Uint8Array): number {
+    this.stats.messagesIn++;
+    if (type !== VMBUS_MESSAGE_TYPE) {
+      this.logger.warn(`vmbus: message of hv_message type ${type} on a VMBus connection: dropped`, { vp, reason: 'bad-message-type' });
+      return HV_STATUS_SUCCESS;
+    }
+    this.run(this.server.handle({ vp, bytes: payload }));
+    return HV_STATUS_SUCCESS;
+  }
+
+  private onChannelSignal(relid: number): number {
+    this.stats.guestSignals++;
+    const channel = this.channels.get(relid);
+    if (!channel || !channel.isOpen || channel.failed) {
+      this.stats.spuriousSignals++;
+      return HV_STATUS_SUCCESS;
+    }
+    channel.guestSignals++;
+    try {
+      channel.handler.onSignal?.(channel);
+    } catch (error) {
+      this.failChannel(channel, error);
+    }
+    return HV_STATUS_SUCCESS;
+  }
+
+  /** A device threw while serving the guest (a broken ring): that channel stops, the rest go on. */
+  private failChannel(channel: Channel, error: unknown): void {
+    channel.failed = true;
+    this.logger.warn(`vmbus: relid ${channel.relid} failed`, { reason: 'channel-failed', error: String(error) });
+    try {
+      channel.handler.onClose?.(channel, 'failed');
+    } catch (e) {
+      this.logger.error(`vmbus: relid ${channel.relid} close handler threw`, { error: String(e) });
+    }
+  }
+
+  /** The shared event connection: relid bits in the send half of the interrupt page. */
+  private onSharedEvent(): number {
+    const page = this.server.connectionInfo?.interruptPage ?? 0;
+    if (page === 0) return HV_STATUS_SUCCESS;
+    const words = this.memory.u32Array(page + SEND_INTERRUPT_HALF, MAX_CHANNEL_RELIDS / 32);
+    for (let w = 0; w < words.length; w++) {
+      let bits = Atomics.exchange(words, w, 0);
+      while (bits !== 0) {
+        const bit = 31 - Math.clz32(bits);
+        bits &= ~(1 << bit);
+        const relid = w * 32 + bit;
+        if (relid !== 0) this.onChannelSignal(relid);
+      }
+    }
+    return HV_STATUS_SUCCESS;
+  }
+
+  // ---- host -> guest
+
+  private signalGuest(relid: number): void {
+    const target = this.server.signalTarget(relid);
+    if (!target) return;
+    if (target.interruptPage !== 0) {
+      // Before Win8 the guest finds the relid in the receive half of its interrupt page.
+      const words = this.memory.u32Array(target.interruptPage, MAX_CHANNEL_RELIDS / 32);
+      Atomics.or(words, relid >>> 5, 1 << (relid & 31));
+    }
+    this.synic.signalEvent(target.vp, target.sint, target.flag);
+  }
+
+  private gpadlBuffer(relid: number, handle: number): GuestBuffer {
+    const g = this.server.gpadl(handle);
+    if (!g || g.relid !== relid) throw new HostUsageError(`GPADL 0x${handle.toString(16)} is not a GPADL of relid ${relid}`);
+    if (g.ranges.length !== 1) throw new HostUsageError(`GPADL 0x${handle.toString(16)} has ${g.ranges.length} ranges; views need one`);
+    const r = g.ranges[0];
+    return this.memory.pageList(r.pfns, r.byteOffset, r.byteCount);
+  }
+
+  // ---- carrying out actions
+
+  /** Runs actions in order; actions produced meanwhile (completions, nested host calls) queue behind. */
+  private run(actions: readonly ServerAction[]): void {
+    this.queue.push(...actions);
+    if (this.draining) return;
+    this.draining = true;
+    try {
+      while (this.queue.length > 0) this.perform(this.queue.shift()!);
+    } finally {
+      this.draining = false;
+    }
+  }
+
+  private perform(action: ServerAction): void {
+    this.options.onAction?.(action);
+    switch (action.kind) {
+      case 'send':
+        this.stats.messagesOut++;
+        try {
+          this.synic.postMessage(action.vp, action.sint, { type: VMBUS_MESSAGE_TYPE, payload: action.bytes });
+        } catch (error) {
+          // The guest is not draining its message slot (bounded queue full): this answer is lost.
+          this.stats.messagesLost++;
+          this.logger.error(`vmbus: ${channelMessageName(action.msgtype)} to vp ${action.vp} lost`, { reason: 'message-queue-full', error: String(error) });
+        }
+        return;
+      case 'open':
+        return this.open(action.request);
+      case 'close': {
+        const channel = this.channels.get(action.relid);
+        if (!channel || !channel.isOpen) return;
+        channel.detach();
+        if (!channel.failed) this.callHandler(channel, () => channel.handler.onClose?.(channel, action.reason));
+        return;
+      }
+      case 'retarget': {
+        const channel = this.channels.get(action.relid);
+        if (!channel) return;
+        channel.retarget(action.targetVp);
+        this.callHandler(channel, () => channel.handler.onRetarget?.(channel, action.targetVp));
+        return;
+      }
+      case 'gpadl-created':
+        return;
+      case 'gpadl-torndown': {
+        const channel = this.channels.get(action.relid);
+        if (channel) this.callHandler(channel, () => channel.handler.onGpadlTorndown?.(channel, action.gpadl));
+        return;
+      }
+      case 'channel-freed':
+        this.unregister.get(action.relid)?.();
+        this.unregister.delete(action.relid);
+        this.channels.delete(action.relid);
+        return;
+      case 'connected':
+      case 'disconnected':
+      case 'tl-connect-request':
+        this.logger.info(`vmbus: ${action.kind}`, { ...action });
+        return;
+      case 'log':
+        this.logger[action.level](`vmbus: ${action.message}`, action.fields);
+        return;
+    }
+  }
+
+  /** OPENCHANNEL passed the server's checks: build the rings over the ring GPADL and ask the device. */
+  private open(request: OpenRequest): void {
+    const channel = this.channels.get(request.relid);
+    const generation = this.server.openGeneration(request.relid);
+    let accepted = false;
+    if (channel) {
+      try {
+        const layout = ringPairFromPages(this.memory, request.pfns, request.downstreamPageOffset);
+        const endpoint = openRingEndpoint(layout, 'host', () => channel.signalGuest(), { logger: this.logger, name: `relid ${request.relid}` });
+        channel.attach(endpoint, request.userData, request.targetVp);
+        accepted = channel.handler.onOpen(channel) !== false;
+      } catch (error) {
+        this.logger.warn(`vmbus: relid ${request.relid} open refused`, { reason: 'open-failed', error: String(error) });
+        accepted = false;
+      }
+      if (!accepted) channel.detach();
+    }
+    this.run(this.server.completeOpen(request.relid, accepted, generation));
+  }
+
+  private callHandler(channel: Channel, fn: () => void): void {
+    try {
+      fn();
+    } catch (error) {
+      this.logger.error(`vmbus: relid ${channel.relid} handler threw`, { error: String(error) });
+    }
+  }
+}
