@@ -1,0 +1,131 @@
+/**
+ * Hyper-V enlightenments on an accelerator without Hyper-V support (KVM here): the user-space
+ * SynIC, timers and synthetic MSRs of @hvemu/synic and the hypercall dispatch of
+ * @hvemu/hypercalls, attached to a Partition through its public hooks:
+ *
+ * - CPUID 0x40000000-0x4000000A from `hypervCpuidLeaves` (passed at partition creation);
+ * - every MSR in [0x40000000, 0x40000200) to HyperV (a MsrFault becomes #GP);
+ * - the hypercall page: enabling HV_X64_MSR_HYPERCALL writes `out imm8,%al; ret` there, and the
+ *   partition turns that OUT into a hypercall exit answered by the dispatcher;
+ * - SynIC interrupts as MSIs into the in-kernel LAPIC;
+ * - synthetic timers driven by a real-time timer on the injected Clock.
+ */
+import { MonotonicClock, silentLogger, type Clock, type Logger } from '@hvemu/common';
+import type { CpuidEntry, Partition } from '@hvemu/accel';
+import { HypercallDispatcher, hypercallPage } from '@hvemu/hypercalls';
+import { HyperV, hypervCpuidLeaves, MsrFault, type HyperVEvents, type HypervCpuidConfig, type TscModel } from '@hvemu/synic';
+
+/** The port the hypercall page's OUT names. */
+export const HYPERCALL_PORT = 0x99;
+const HV_MSR_FIRST = 0x40000000;
+/**
+ * Up to HV_X64_MSR_CRASH_CTL: the accelerator traps 0x40000000-0x400000FF as a range and each
+ * MSR past it individually (a handful of filter slots), so the span stops at the last one used.
+ */
+const HV_MSR_COUNT = 0x106;
+
+export interface EnlightenmentConfig {
+  cpuid?: HypervCpuidConfig;
+  hypercallPort?: number;
+}
+
+/** Options to spread into Partition.create so the guest sees Hyper-V. */
+export function enlightenedPartitionOptions(config: EnlightenmentConfig = {}): {
+  hypervisorLeaves: CpuidEntry[];
+  hypercallPort: number;
+} {
+  const leaves = hypervCpuidLeaves(config.cpuid).map((l) => ({ ...l, flags: 0 }));
+  return { hypervisorLeaves: leaves, hypercallPort: config.hypercallPort ?? HYPERCALL_PORT };
+}
+
+export interface AttachOptions {
+  clock?: Clock;
+  tsc?: TscModel;
+  events?: HyperVEvents;
+  logger?: Logger;
+  hypercallPort?: number;
+}
+
+export interface Enlightenments {
+  readonly hyperv: HyperV;
+  readonly hypercalls: HypercallDispatcher;
+  /** Stops the timer driver. */
+  dispose(): void;
+}
+
+export function attachHyperV(partition: Partition, options: AttachOptions = {}): Enlightenments {
+  const logger = options.logger ?? silentLogger;
+  const clock = options.clock ?? new MonotonicClock();
+  const port = options.hypercallPort ?? HYPERCALL_PORT;
+  const memory = partition.memory;
+  const driver = new TimerDriver(clock, () => hyperv);
+  const hyperv: HyperV = new HyperV({
+    memory,
+    vpCount: partition.vcpus.length,
+    clock,
+    tsc: options.tsc,
+    logger,
+    events: options.events,
+    sink: { raise: (vp, vector) => void partition.interrupt(vp, vector) },
+    installHypercallPage: (gpa) => memory.write(gpa, hypercallPage({ port })),
+  });
+  const hypercalls = new HypercallDispatcher({ memory, logger });
+  partition.addMsrDevice({
+    msr: HV_MSR_FIRST,
+    count: HV_MSR_COUNT,
+    read: (msr, vp) => faultAsUndefined(() => hyperv.readMsr(vp, msr)),
+    write: (msr, value, vp) => {
+      const ok = faultAsUndefined(() => (hyperv.writeMsr(vp, msr, value), true)) === true;
+      driver.reschedule();
+      return ok;
+    },
+  });
+  partition.onHypercall((exit) => ({ value: hypercalls.dispatch(exit.vp, { rcx: exit.control, rdx: exit.input, r8: exit.output }) }));
+  return { hyperv, hypercalls, dispose: () => driver.dispose() };
+}
+
+/** Runs an MSR access; a MsrFault (#GP) becomes undefined, which the partition injects as #GP. */
+function faultAsUndefined<T>(access: () => T): T | undefined {
+  try {
+    return access();
+  } catch (error) {
+    if (error instanceof MsrFault) return undefined;
+    throw error;
+  }
+}
+
+/**
+ * Fires synthetic timers on time: after any MSR write (a timer may have been armed) and after
+ * each expiry, a host timer is set for the earliest deadline.
+ */
+class TimerDriver {
+  private handle: NodeJS.Timeout | undefined;
+  private armedFor: bigint | null = null;
+
+  constructor(
+    private readonly clock: Clock,
+    private readonly hyperv: () => HyperV,
+  ) {}
+
+  reschedule(): void {
+    const next = this.hyperv().nextTimerDeadline();
+    if (next === this.armedFor) return;
+    if (this.handle) clearTimeout(this.handle);
+    this.handle = undefined;
+    this.armedFor = next;
+    if (next === null) return;
+    // Reference time is in 100 ns units.
+    const delayMs = Math.max(0, Number(next - this.clock.now()) / 10_000);
+    this.handle = setTimeout(() => {
+      this.handle = undefined;
+      this.armedFor = null;
+      this.hyperv().expireTimers();
+      this.reschedule();
+    }, Math.min(delayMs, 2 ** 31 - 1));
+  }
+
+  dispose(): void {
+    if (this.handle) clearTimeout(this.handle);
+    this.handle = undefined;
+  }
+}
