@@ -1,1 +1,2 @@
 export { runRingDemo, type DemoOptions } from './ring-demo.js';
+export { runVmDemo, type VmDemoResult } from './vm-demo.js';

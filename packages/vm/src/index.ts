@@ -6,3 +6,4 @@ export {
   type EnlightenmentConfig,
   type Enlightenments,
 } from './enlighten.js';
+export { SimulatedVm, SimulatedLinuxGuest, type IntegrationComponents, type SimulatedVmOptions, type TimelineEvent } from './sim.js';

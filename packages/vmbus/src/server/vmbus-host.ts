@@ -285,6 +285,12 @@ export class VmbusHost {
       if (!accepted) channel.detach();
     }
     this.run(this.server.completeOpen(request.relid, accepted, generation));
+    // A device that wrote during onOpen (an IC's NEGOTIATE) could not signal yet: the channel
+    // only becomes signalable when the open completes. Signal now if anything is waiting.
+    if (accepted && channel?.isOpen) {
+      const ring = channel.rings.outbound.ring.snapshot();
+      if (ring.writeIndex !== ring.readIndex) this.signalGuest(request.relid);
+    }
   }
 
   private callHandler(channel: Channel, fn: () => void): void {
