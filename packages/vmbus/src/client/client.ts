@@ -57,6 +57,8 @@ import type { GuestTransport } from './transport.js';
 
 const PAGE_SIZE = 4096;
 const HV_STATUS_SUCCESS = 0;
+/** struct hv_monitor_page: trigger_group[4] (pending u32, armed u32) at byte 8. */
+const MONITOR_TRIGGER_GROUP_OFFSET = 8;
 const HV_STATUS_INVALID_CONNECTION_ID = 0x12;
 
 /** The client could not complete a protocol step. */
@@ -261,7 +263,7 @@ export class VmbusClient {
       await this.teardownGpadl(relid, gpadl);
       throw new VmbusClientError(`OPENCHANNEL relid ${relid} refused (status 0x${result.status.toString(16)})`);
     }
-    const signalHost = (): number => this.transport.signal(offer.connection_id);
+    const signalHost = (): number => this.signal(offer);
     const channel: GuestChannel = {
       relid,
       offer,
@@ -272,6 +274,22 @@ export class VmbusClient {
     };
     this.open.set(relid, channel);
     return channel;
+  }
+
+  /**
+   * Signals the host for a channel as Linux vmbus_setevent does: a monitored channel
+   * (monitor_allocated, and monitor pages given at connect) only sets its bit in monitor page
+   * 2's trigger_group[monitorid / 32].pending, with no hypercall; any other channel makes a
+   * fast HvSignalEvent on its connection id.
+   */
+  private signal(offer: ClientOffer): number {
+    const monitorPage2 = this.options.monitorPages?.[1] ?? 0;
+    if (offer.monitor_allocated && monitorPage2 !== 0) {
+      const pending = this.memory.u32Array(monitorPage2 + MONITOR_TRIGGER_GROUP_OFFSET + (offer.monitorid >>> 5) * 8, 1);
+      Atomics.or(pending, 0, 1 << (offer.monitorid & 31));
+      return HV_STATUS_SUCCESS;
+    }
+    return this.transport.signal(offer.connection_id);
   }
 
   /** CLOSECHANNEL, then the ring GPADL's teardown (vmbus_close_internal); after a rescind, RELID_RELEASED instead. */

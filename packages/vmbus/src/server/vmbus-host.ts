@@ -28,6 +28,9 @@ const HV_STATUS_SUCCESS = 0;
 const PAGE_SIZE = 4096;
 /** The guest-to-host half of the pre-5.0 interrupt page (Linux send_int_page). */
 const SEND_INTERRUPT_HALF = PAGE_SIZE / 2;
+/** struct hv_monitor_page: trigger_group[4] of { pending u32, armed u32 } at byte 8. */
+const MONITOR_TRIGGER_GROUP_OFFSET = 8;
+const MONITOR_TRIGGER_GROUPS = 4;
 
 /** @hvemu/synic SynicPort, structurally. */
 export interface SynicPortLike {
@@ -60,6 +63,9 @@ export class VmbusHost {
   private readonly unregister = new Map<number, () => void>();
   private readonly queue: ServerAction[] = [];
   private draining = false;
+  /** monitorId -> relid of channels offered with monitored notification. */
+  private readonly monitored = new Map<number, number>();
+  private badMonitorPageLogged = false;
   private readonly disposers: (() => void)[] = [];
   private readonly channelHost: ChannelHost;
   /** Statistics. */
@@ -88,6 +94,7 @@ export class VmbusHost {
   offerChannel(spec: OfferSpec, handler: ChannelHandler): Channel {
     const { relid, actions } = this.server.addOffer(spec);
     const channel = this.track(relid, handler);
+    if (spec.monitorAllocated) this.monitored.set(spec.monitorId!, relid);
     this.run(actions);
     return channel;
   }
@@ -102,6 +109,7 @@ export class VmbusHost {
 
   /** Removes a device's channel (and a primary's subchannels) while the guest runs. */
   rescind(channel: Channel): void {
+    for (const [monitorId, relid] of this.monitored) if (relid === channel.relid) this.monitored.delete(monitorId);
     this.run(this.server.rescindOffer(channel.relid));
   }
 
@@ -161,6 +169,45 @@ export class VmbusHost {
     } catch (e) {
       this.logger.error(`vmbus: relid ${channel.relid} close handler threw`, { error: String(e) });
     }
+  }
+
+  /**
+   * Monitored notification (MNF). A channel offered with monitorAllocated signals the host by
+   * setting bit (monitorId % 32) of trigger_group[monitorId / 32].pending in monitor page 2,
+   * with no hypercall and so no exit. A write to guest RAM cannot be trapped here, so the host
+   * scans: this takes every group's pending bits (atomic exchange) and signals their channels.
+   * Call it from `startMonitorScan()`'s timer or wherever the VMM already runs; the latency of
+   * an MNF signal is the time to the next scan. Returns the channels signalled.
+   */
+  scanMonitorPage(): number {
+    const page = Number(this.server.connectionInfo?.monitorPage2 ?? 0n);
+    if (page === 0 || this.monitored.size === 0) return 0;
+    if (!this.memory.contains(page, PAGE_SIZE)) {
+      if (!this.badMonitorPageLogged) this.logger.warn('vmbus: monitor page 2 is not guest RAM; MNF signals are ignored', { gpa: page });
+      this.badMonitorPageLogged = true;
+      return 0;
+    }
+    const groups = this.memory.u32Array(page + MONITOR_TRIGGER_GROUP_OFFSET, MONITOR_TRIGGER_GROUPS * 2);
+    let signalled = 0;
+    for (let g = 0; g < MONITOR_TRIGGER_GROUPS; g++) {
+      let bits = Atomics.exchange(groups, g * 2, 0);
+      while (bits !== 0) {
+        const bit = 31 - Math.clz32(bits);
+        bits &= ~(1 << bit);
+        const relid = this.monitored.get(g * 32 + bit);
+        if (relid === undefined) continue; // a bit no offer owns: ignore it
+        this.onChannelSignal(relid);
+        signalled++;
+      }
+    }
+    return signalled;
+  }
+
+  /** Scans the monitor page every `periodMs` (default 1 ms); returns a function that stops it. */
+  startMonitorScan(periodMs = 1): () => void {
+    const timer = setInterval(() => this.scanMonitorPage(), periodMs);
+    timer.unref?.();
+    return () => clearInterval(timer);
   }
 
   /** The shared event connection: relid bits in the send half of the interrupt page. */
