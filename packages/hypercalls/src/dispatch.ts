@@ -119,8 +119,18 @@ export const HYPERCALLS: readonly HypercallDefinition[] = [
   { code: HVCALL_SIGNAL_EVENT, name: 'HvSignalEvent', allowFast: true, allowSlow: true, handler: signalEvent },
 ];
 
+/** One hypercall as it was made and answered (for traces and diagnostics). */
+export interface HypercallRecord {
+  vp: number;
+  regs: HypercallRegisters;
+  control: HypercallControl;
+  status: number;
+}
+
 export interface DispatcherOptions {
   memory: GuestMemory;
+  /** Called after every hypercall with what came in and the status that went back. */
+  onCall?(record: HypercallRecord): void;
   connections?: ConnectionRegistry;
   logger?: Logger;
   /** Extra or replacement hypercalls (by code). */
@@ -147,6 +157,7 @@ export class HypercallDispatcher {
   /** Handles one hypercall exit; returns the value for RAX. */
   dispatch(vp: number, regs: HypercallRegisters): bigint {
     const status = this.statusFor(vp, regs);
+    this.options.onCall?.({ vp, regs, control: decodeControl(regs.rcx), status });
     this.stats.calls++;
     this.stats.byStatus.set(status, (this.stats.byStatus.get(status) ?? 0) + 1);
     return encodeResult(status);

@@ -6,6 +6,7 @@ export {
   type DispatcherOptions,
   type HypercallContext,
   type HypercallDefinition,
+  type HypercallRecord,
   type HypercallRegisters,
   type HypercallStats,
 } from './dispatch.js';

@@ -29,7 +29,7 @@ import {
 } from './hv.js';
 import { tscPageParameters, writeTscPage, type TscModel } from './reference-tsc.js';
 import { VpStimers } from './stimer.js';
-import { VpSynic, type SynicInterruptSink, type SynicMessage } from './vp-synic.js';
+import { VpSynic, type SynicInterruptSink, type SynicMessage, type SynicObserver } from './vp-synic.js';
 
 /** What vmbus uses to reach the guest: the same interface whether hvemu or the hypervisor owns the SynIC. */
 export interface SynicPort {
@@ -59,6 +59,8 @@ export interface HyperVOptions {
   events?: HyperVEvents;
   logger?: Logger;
   queueLimit?: number;
+  /** Told of every message delivery, event flag, interrupt and EOM (traces). */
+  observer?: SynicObserver;
 }
 
 const HYPERCALL_RESERVED = 0xffcn; // bits 2..11
@@ -81,7 +83,7 @@ export class HyperV implements SynicPort {
     this.logger = options.logger ?? silentLogger;
     this.tsc = options.tsc ?? { frequencyHz: 1_000_000_000n, valueAtReferenceZero: 0n };
     this.synics = Array.from({ length: options.vpCount }, (_, vp) =>
-      new VpSynic(vp, options.memory, options.sink, { logger: this.logger, queueLimit: options.queueLimit }),
+      new VpSynic(vp, options.memory, options.sink, { logger: this.logger, queueLimit: options.queueLimit, observer: options.observer }),
     );
     this.timers = this.synics.map((s, vp) => new VpStimers(vp, s, options.sink, options.clock));
   }

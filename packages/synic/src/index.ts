@@ -1,6 +1,6 @@
 export * from './hv.js';
 export { MsrFault, SynicQueueFull } from './errors.js';
-export { VpSynic, type SynicInterruptSink, type SynicMessage, type VpSynicOptions } from './vp-synic.js';
+export { VpSynic, type SynicInterruptSink, type SynicMessage, type SynicObserver, type VpSynicOptions } from './vp-synic.js';
 export { VpStimers, type StimerEvent } from './stimer.js';
 export {
   tscPageParameters,

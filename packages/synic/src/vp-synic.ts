@@ -59,7 +59,16 @@ export interface SynicMessage {
   onDelivered?: () => void;
 }
 
+/** What the SynIC did, as it happened (traces, diagnostics). */
+export interface SynicObserver {
+  messageDelivered?(vp: number, sint: number, type: number, payload: Uint8Array): void;
+  eventFlagSet?(vp: number, sint: number, flag: number): void;
+  interruptRaised?(vp: number, vector: number, autoEoi: boolean): void;
+  eom?(vp: number): void;
+}
+
 export interface VpSynicOptions {
+  observer?: SynicObserver;
   /** Messages that may wait per SINT before postMessage throws SynicQueueFull. */
   queueLimit?: number;
   logger?: Logger;
@@ -83,6 +92,7 @@ export class VpSynic {
   private eventWords: Uint32Array | null = null;
   private readonly queueLimit: number;
   private readonly logger: Logger;
+  private readonly observer: SynicObserver | undefined;
   /** Statistics. */
   messagesDelivered = 0;
   interruptsRaised = 0;
@@ -94,6 +104,7 @@ export class VpSynic {
     options: VpSynicOptions = {},
   ) {
     this.queueLimit = options.queueLimit ?? 256;
+    this.observer = options.observer;
     this.logger = options.logger ?? silentLogger;
   }
 
@@ -141,6 +152,7 @@ export class VpSynic {
         return;
       case HV_X64_MSR_EOM:
         // End of message: the guest freed a slot that had msg_pending set.
+        this.observer?.eom?.(this.vp);
         this.retryAll();
         return;
       default:
@@ -234,6 +246,7 @@ export class VpSynic {
     const bit = 1 << (flag & 31);
     const old = Atomics.or(words, index, bit);
     if ((old & bit) !== 0) return false;
+    this.observer?.eventFlagSet?.(this.vp, sint, flag);
     if (this.sints[sint] & HV_SYNIC_SINT_MASKED) this.heldInterrupt[sint] = true;
     else this.interrupt(sint);
     return true;
@@ -270,6 +283,7 @@ export class VpSynic {
     const message = queue.shift()!;
     this.writeSlot(words, sint, message, queue.length > 0);
     this.messagesDelivered++;
+    this.observer?.messageDelivered?.(this.vp, sint, message.type, message.payload);
     message.onDelivered?.();
     if (!(this.sints[sint] & HV_SYNIC_SINT_POLLING)) this.interrupt(sint);
   }
@@ -291,6 +305,7 @@ export class VpSynic {
     const value = this.sints[sint];
     if (value & (HV_SYNIC_SINT_MASKED | HV_SYNIC_SINT_POLLING)) return;
     this.interruptsRaised++;
+    this.observer?.interruptRaised?.(this.vp, Number(value & 0xffn), (value & HV_SYNIC_SINT_AUTO_EOI) !== 0n);
     this.sink.raise(this.vp, Number(value & 0xffn), (value & HV_SYNIC_SINT_AUTO_EOI) !== 0n);
   }
 
