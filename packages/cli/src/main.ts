@@ -4,13 +4,18 @@
  * (run, replay, trace); today: `demo`, the ring demo that `npm start` runs.
  */
 import { runRingDemo } from './ring-demo.js';
+import { readTraceFile, TraceFormatError } from '@hvemu/trace';
+import { showTrace, type ShowFilter } from './trace-show.js';
 import { runVmDemo } from './vm-demo.js';
 
 const USAGE = `usage: hvemu <command>
 
 commands:
-  demo        a VM with the integration components and a Linux-like guest (simulated partition),
-              printed as a timeline
+  demo [--trace FILE]
+              a VM with the integration components and a Linux-like guest (simulated partition),
+              printed as a timeline; --trace captures a VMBus trace
+  trace show FILE [--json] [--relid N] [--direction guest-to-host|host-to-guest] [--from T] [--to T]
+              a trace as a readable timeline (times in reference-time seconds)
   ring-demo   a simulated guest and host exchanging packets over one VMBus ring pair
   help        this text
 `;
@@ -21,9 +26,11 @@ async function main(argv: string[]): Promise<number> {
     case 'demo': {
       process.stdout.write('hvemu demo: a VM with heartbeat, shutdown, timesync and KVP integration components\n');
       process.stdout.write('(simulated partition and a Linux-like TypeScript guest; the KVM demo guest arrives with the VMBus issue)\n\n');
-      const r = await runVmDemo((line) => process.stdout.write(`${line}\n`));
+      const r = await runVmDemo((line) => process.stdout.write(`${line}\n`), option(argv, '--trace'));
       return r.shutdownStatus === 0 && r.heartbeats === 3 ? 0 : 1;
     }
+    case 'trace':
+      return traceCommand(argv.slice(1));
     case 'ring-demo': {
       const started = performance.now();
       const print = (line: string): void => {
@@ -46,4 +53,43 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
+function option(argv: string[], name: string): string | undefined {
+  const i = argv.indexOf(name);
+  return i >= 0 ? argv[i + 1] : undefined;
+}
+
+function seconds(text: string | undefined): bigint | undefined {
+  return text === undefined ? undefined : BigInt(Math.round(Number(text) * 1e7));
+}
+
+function traceCommand(argv: string[]): number {
+  const [verb, file] = argv;
+  if (verb !== 'show' || !file) {
+    process.stderr.write(USAGE);
+    return 2;
+  }
+  try {
+    const trace = readTraceFile(file);
+    const relid = option(argv, '--relid');
+    const direction = option(argv, '--direction');
+    if (direction && direction !== 'guest-to-host' && direction !== 'host-to-guest') throw new Error(`--direction ${direction}`);
+    const filter: ShowFilter = {
+      relid: relid === undefined ? undefined : Number(relid),
+      direction: direction as ShowFilter['direction'],
+      from: seconds(option(argv, '--from')),
+      to: seconds(option(argv, '--to')),
+    };
+    showTrace(trace, filter, argv.includes('--json'), (line) => process.stdout.write(`${line}\n`));
+    return 0;
+  } catch (error) {
+    process.stderr.write(`hvemu: ${error instanceof TraceFormatError ? error.message : String((error as Error).message ?? error)}\n`);
+    return 1;
+  }
+}
+
+// `hvemu trace show x | head`: a closed pipe is the reader being done, not an error.
+process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+  if (error.code === 'EPIPE') process.exit(0);
+  throw error;
+});
 process.exitCode = await main(process.argv.slice(2));

@@ -4,7 +4,8 @@
  * has with it (heartbeats, a time sample, KVP, a shutdown request), printed as a timeline.
  */
 import { ManualClock } from '@hvemu/common';
-import { KVP_POOL_EXTERNAL } from '@hvemu/util';
+import { TraceRecorder } from '@hvemu/trace';
+import { IC_OFFERS, KVP_POOL_EXTERNAL, type IcKind } from '@hvemu/util';
 import { SimulatedVm } from '@hvemu/vm';
 
 export interface VmDemoResult {
@@ -18,9 +19,20 @@ function stamp(t: bigint): string {
   return `${(t / 10_000_000n).toString().padStart(3)}.${((t % 10_000_000n) / 10n).toString().padStart(6, '0')}s`;
 }
 
-export async function runVmDemo(print: (line: string) => void): Promise<VmDemoResult> {
+export async function runVmDemo(print: (line: string) => void, tracePath?: string): Promise<VmDemoResult> {
   const clock = new ManualClock();
-  const vm = new SimulatedVm({ clock, onEvent: (e) => print(`${stamp(e.time)}  ${e.who.padEnd(5)}  ${e.what}`) });
+  const recorder = tracePath
+    ? TraceRecorder.toFile(
+        tracePath,
+        {
+          vmbusVersion: 0x50003,
+          devices: (Object.keys(IC_OFFERS) as IcKind[]).map((name, i) => ({ name, classId: IC_OFFERS[name].interfaceType, instanceId: IC_OFFERS[name].interfaceInstance, relid: i + 1 })),
+          producer: 'hvemu demo (simulated partition)',
+        },
+        { clock },
+      )
+    : undefined;
+  const vm = new SimulatedVm({ clock, trace: recorder, onEvent: (e) => print(`${stamp(e.time)}  ${e.who.padEnd(5)}  ${e.what}`) });
   const host = (what: string): void => vm.hostEvent(what);
   await vm.guest.boot();
   await vm.settle();
@@ -50,6 +62,10 @@ export async function runVmDemo(print: (line: string) => void): Promise<VmDemoRe
   await vm.settle();
   const answer = await shutdown;
   host(`shutdown: guest answered 0x${(answer?.status ?? -1).toString(16)}${answer?.status === 0 ? ' (S_OK): powering off' : ''}`);
+  if (recorder) {
+    await recorder.close();
+    print(`trace: ${recorder.eventsRecorded} events written to ${tracePath}`);
+  }
   return {
     heartbeats: vm.guest.endpoint('heartbeat').heartbeats.length,
     shutdownStatus: answer?.status ?? null,

@@ -119,18 +119,19 @@ export const HYPERCALLS: readonly HypercallDefinition[] = [
   { code: HVCALL_SIGNAL_EVENT, name: 'HvSignalEvent', allowFast: true, allowSlow: true, handler: signalEvent },
 ];
 
-/** One hypercall as it was made and answered (for traces and diagnostics). */
+/** One hypercall as it was made (for traces and diagnostics). */
 export interface HypercallRecord {
   vp: number;
   regs: HypercallRegisters;
   control: HypercallControl;
-  status: number;
 }
 
 export interface DispatcherOptions {
   memory: GuestMemory;
-  /** Called after every hypercall with what came in and the status that went back. */
+  /** Called as each hypercall comes in, before it is handled (so traces keep cause before effect). */
   onCall?(record: HypercallRecord): void;
+  /** Called after each hypercall with the status that went back. */
+  onResult?(record: HypercallRecord, status: number): void;
   connections?: ConnectionRegistry;
   logger?: Logger;
   /** Extra or replacement hypercalls (by code). */
@@ -156,8 +157,10 @@ export class HypercallDispatcher {
 
   /** Handles one hypercall exit; returns the value for RAX. */
   dispatch(vp: number, regs: HypercallRegisters): bigint {
+    const record = this.options.onCall || this.options.onResult ? { vp, regs, control: decodeControl(regs.rcx) } : null;
+    if (record) this.options.onCall?.(record);
     const status = this.statusFor(vp, regs);
-    this.options.onCall?.({ vp, regs, control: decodeControl(regs.rcx), status });
+    if (record) this.options.onResult?.(record, status);
     this.stats.calls++;
     this.stats.byStatus.set(status, (this.stats.byStatus.get(status) ?? 0) + 1);
     return encodeResult(status);

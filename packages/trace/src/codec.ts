@@ -59,6 +59,7 @@ const EVENT_KINDS = [
   'gpadlTorndown',
   'ringPacket',
   'channelState',
+  'hypercallResult',
 ] as const;
 
 /** Largest record the reader accepts (a ring packet with referenced data): 64 MiB. */

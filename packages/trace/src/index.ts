@@ -18,3 +18,4 @@ export { TraceFormatError } from './errors.js';
 export { encodeRecord, decodeRecords, type TraceRecord } from './codec.js';
 export { TraceRecorder, FileOutput, MemoryOutput, disabledTraceSink, type TraceSink, type RecordOutput, type RecorderOptions } from './recorder.js';
 export { parseTrace, readTraceFile, type Trace } from './reader.js';
+export { firstDivergence, eventDifferences, type Divergence, type DiffOptions } from './diff.js';

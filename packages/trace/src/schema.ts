@@ -40,8 +40,9 @@ export interface GpaRangeData {
 
 /** One event's payload, by kind (the protobuf oneof). */
 export type TraceEventBody =
-  | { kind: 'postMessage'; postMessage: { connectionId: number; messageType: number; payload: Uint8Array; status: number } }
-  | { kind: 'signalEvent'; signalEvent: { connectionId: number; flagNumber: number; status: number } }
+  | { kind: 'postMessage'; postMessage: { connectionId: number; messageType: number; payload: Uint8Array } }
+  | { kind: 'signalEvent'; signalEvent: { connectionId: number; flagNumber: number; fast: boolean } }
+  | { kind: 'hypercallResult'; hypercallResult: { callCode: number; status: number } }
   | { kind: 'synicMessage'; synicMessage: { sint: number; messageType: number; payload: Uint8Array } }
   | { kind: 'synicEventFlag'; synicEventFlag: { sint: number; flag: number } }
   | { kind: 'interrupt'; interrupt: { vector: number; autoEoi: boolean } }

@@ -14,8 +14,9 @@ const guid = fc.uuid();
 
 /** Every event kind with arbitrary contents. */
 const eventBody: fc.Arbitrary<TraceEventBody> = fc.oneof(
-  fc.record({ connectionId: u32, messageType: u32, payload: bytes, status: fc.nat(0xffff) }).map((postMessage) => ({ kind: 'postMessage' as const, postMessage })),
-  fc.record({ connectionId: u32, flagNumber: fc.nat(0xffff), status: fc.nat(0xffff) }).map((signalEvent) => ({ kind: 'signalEvent' as const, signalEvent })),
+  fc.record({ connectionId: u32, messageType: u32, payload: bytes }).map((postMessage) => ({ kind: 'postMessage' as const, postMessage })),
+  fc.record({ connectionId: u32, flagNumber: fc.nat(0xffff), fast: fc.boolean() }).map((signalEvent) => ({ kind: 'signalEvent' as const, signalEvent })),
+  fc.record({ callCode: fc.nat(0xffff), status: fc.nat(0xffff) }).map((hypercallResult) => ({ kind: 'hypercallResult' as const, hypercallResult })),
   fc.record({ sint: fc.nat(15), messageType: u32, payload: bytes }).map((synicMessage) => ({ kind: 'synicMessage' as const, synicMessage })),
   fc.record({ sint: fc.nat(15), flag: fc.nat(2047) }).map((synicEventFlag) => ({ kind: 'synicEventFlag' as const, synicEventFlag })),
   fc.record({ vector: fc.nat(255), autoEoi: fc.boolean() }).map((interrupt) => ({ kind: 'interrupt' as const, interrupt })),
@@ -100,7 +101,7 @@ describe('trace format', () => {
   });
 
   it('reports a corrupt or truncated file as TraceFormatError with the offset, never anything else', () => {
-    const events = Array.from({ length: 5 }, (_, i): [number, TraceEventBody] => [0, { kind: 'postMessage', postMessage: { connectionId: 4, messageType: 1, payload: new Uint8Array(i * 10), status: 0 } }]);
+    const events = Array.from({ length: 5 }, (_, i): [number, TraceEventBody] => [0, { kind: 'postMessage', postMessage: { connectionId: 4, messageType: 1, payload: new Uint8Array(i * 10) } }]);
     const good = capture(events).bytes;
     // Every truncation point.
     for (let cut = 0; cut < good.length; cut++) {

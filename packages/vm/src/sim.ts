@@ -29,6 +29,9 @@ import {
   type IcKind,
 } from '@hvemu/util';
 
+import { disabledTraceSink, type TraceSink } from '@hvemu/trace';
+import { traceHooks } from './trace-capture.js';
+
 const VMBUS_SINT = 2;
 const VMBUS_VECTOR = 0xf3;
 /** Guest-physical layout of the simulated guest's own pages. */
@@ -42,6 +45,8 @@ export interface TimelineEvent {
 }
 
 export interface SimulatedVmOptions {
+  /** Where to capture a trace (default: none). */
+  trace?: TraceSink;
   vpCount?: number;
   ramBytes?: number;
   clock?: Clock;
@@ -72,15 +77,25 @@ export class SimulatedVm {
     this.clock = options.clock ?? new ManualClock();
     this.emit = (who, what) => options.onEvent?.({ time: this.clock.now(), who, what });
     this.memory = GuestMemory.createShared(options.ramBytes ?? 16 << 20);
+    const hooks = traceHooks(options.trace ?? disabledTraceSink, this.memory, () => this.vmbus?.server);
     this.hyperv = new HyperV({
+      observer: hooks.synic,
       memory: this.memory,
       vpCount,
       clock: this.clock,
       logger,
       sink: { raise: (vp) => queueMicrotask(() => this.guest.onInterrupt(vp)) },
     });
-    this.hypercalls = new HypercallDispatcher({ memory: this.memory, logger });
-    this.vmbus = new VmbusHost({ memory: this.memory, synic: this.hyperv, connections: this.hypercalls.connections, vpCount, logger });
+    this.hypercalls = new HypercallDispatcher({ memory: this.memory, logger, onCall: hooks.onCall, onResult: hooks.onResult });
+    this.vmbus = new VmbusHost({
+      memory: this.memory,
+      synic: this.hyperv,
+      connections: this.hypercalls.connections,
+      vpCount,
+      logger,
+      onAction: hooks.onAction,
+      onPacket: hooks.onPacket,
+    });
     const clock = this.clock;
     this.ics = {
       heartbeat: new IcDevice('heartbeat', (t) => new HeartbeatService(t, clock, logger)),

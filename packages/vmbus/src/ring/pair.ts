@@ -8,7 +8,7 @@ import { HostUsageError, type Logger } from '@hvemu/common';
 import type { GuestMemory } from '@hvemu/memory';
 import { RingReader } from './reader.js';
 import { RingBuffer } from './ring-buffer.js';
-import { RingWriter } from './writer.js';
+import { RingWriter, type RingTap } from './writer.js';
 
 export type RingRole = 'host' | 'guest';
 
@@ -46,12 +46,12 @@ export function openRingEndpoint(
   layout: RingPairLayout,
   role: RingRole,
   signalPeer: () => void,
-  options: { logger?: Logger; name?: string } = {},
+  options: { logger?: Logger; name?: string; inboundTap?: RingTap; outboundTap?: RingTap } = {},
 ): RingEndpoint {
   const [inRing, outRing] = role === 'host' ? [layout.guestToHost, layout.hostToGuest] : [layout.hostToGuest, layout.guestToHost];
   const name = options.name ?? role;
   return {
-    inbound: new RingReader(inRing, { signal: signalPeer, logger: options.logger, name: `${name} inbound` }),
-    outbound: new RingWriter(outRing, { signal: signalPeer, logger: options.logger, name: `${name} outbound` }),
+    inbound: new RingReader(inRing, { signal: signalPeer, logger: options.logger, name: `${name} inbound`, tap: options.inboundTap }),
+    outbound: new RingWriter(outRing, { signal: signalPeer, logger: options.logger, name: `${name} outbound`, tap: options.outboundTap }),
   };
 }

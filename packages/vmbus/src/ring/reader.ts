@@ -32,7 +32,7 @@ import {
   VMPACKET_DESCRIPTOR_SIZE,
 } from './protocol.js';
 import { bytesToRead, bytesToWrite, type RingBuffer } from './ring-buffer.js';
-import type { RingEndOptions } from './writer.js';
+import type { RingEndOptions, RingTap } from './writer.js';
 
 /** Offset of the range list in GPA-direct and transfer-page packets (after a 16-byte descriptor and 8-byte header). */
 const RANGES_OFFSET = 24;
@@ -169,6 +169,7 @@ export class RingReader {
   private readonly signalWriter: () => void;
   private readonly logger: Logger;
   private readonly name: string;
+  private readonly tap: RingTap | undefined;
   private readonly view: PacketView;
   /** Next byte to read (private; never read back from the control page). */
   private readIndex: number;
@@ -193,6 +194,7 @@ export class RingReader {
     this.signalWriter = options.signal;
     this.logger = options.logger ?? silentLogger;
     this.name = options.name ?? 'ring';
+    this.tap = options.tap;
     this.view = new PacketView(this);
     this.flatBuffer = ring.data.flat?.buffer ?? null;
     this.flatBase = ring.data.flat?.byteOffset ?? 0;
@@ -340,6 +342,7 @@ export class RingReader {
       while (n < max) {
         const p = this.peekKnown();
         if (p === null) break;
+        this.tap?.read?.(p);
         fn(p);
         this.advance();
         n++;

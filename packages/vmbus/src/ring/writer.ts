@@ -17,6 +17,7 @@
  */
 import { HostUsageError, silentLogger, type Logger } from '@hvemu/common';
 import { RingCorruptError } from './errors.js';
+import type { PacketView } from './reader.js';
 import {
   FEAT_PENDING_SEND_SZ,
   RING_FEATURE_BITS,
@@ -51,6 +52,14 @@ export interface RingEndOptions {
   logger?: Logger;
   /** A name for log records (e.g. "relid 5 outbound"). */
   name?: string;
+  /** Sees every packet this end writes (writer) or reads (reader): traces. Off by default. */
+  tap?: RingTap;
+}
+
+/** Packet taps for traces: the packet as written, or the view as read (valid during the call). */
+export interface RingTap {
+  written?(packet: OutgoingPacket): void;
+  read?(packet: PacketView): void;
 }
 
 const EMPTY = new Uint8Array(0);
@@ -63,6 +72,7 @@ export class RingWriter {
   private readonly signalReader: () => void;
   private readonly logger: Logger;
   private readonly name: string;
+  private readonly tap: RingTap | undefined;
   /** Next byte to write (private; never read back from the control page). */
   private writeIndex: number;
   /** The write index the reader can see. */
@@ -87,6 +97,7 @@ export class RingWriter {
     this.signalReader = options.signal;
     this.logger = options.logger ?? silentLogger;
     this.name = options.name ?? 'ring';
+    this.tap = options.tap;
     this.flatBytes = ring.data.flat;
     this.flatView = this.flatBytes ? new DataView(this.flatBytes.buffer, this.flatBytes.byteOffset, this.flatBytes.byteLength) : null;
     const write = Atomics.load(this.control, RING_WRITE_INDEX);
@@ -146,6 +157,7 @@ export class RingWriter {
     if (this.flatView !== null && start + total <= this.size) this.writeFlat(start, packet, header, payload);
     else this.writeWrapping(start, packet, header, payload);
     this.packetsWritten++;
+    this.tap?.written?.(packet);
     if (this.batchDepth === 0) this.publish();
     return true;
   }

@@ -12,6 +12,8 @@
 import { HostUsageError, silentLogger, type Logger } from '@hvemu/common';
 import type { GuestBuffer, GuestMemory } from '@hvemu/memory';
 import { openRingEndpoint, ringPairFromPages } from '../ring/pair.js';
+import type { PacketView } from '../ring/reader.js';
+import type { OutgoingPacket } from '../ring/writer.js';
 import {
   MAX_CHANNEL_RELIDS,
   VMBUS_EVENT_CONNECTION_ID,
@@ -51,6 +53,8 @@ export interface VmbusHostOptions extends Omit<ServerOptions, 'ram'> {
   logger?: Logger;
   /** Every action the server produced, before it is carried out (traces, tests). */
   onAction?(action: ServerAction): void;
+  /** Every ring packet of every channel, by direction (traces). The view is valid during the call. */
+  onPacket?(relid: number, direction: 'guest-to-host' | 'host-to-guest', packet: PacketView | OutgoingPacket): void;
 }
 
 export class VmbusHost {
@@ -322,7 +326,13 @@ export class VmbusHost {
     if (channel) {
       try {
         const layout = ringPairFromPages(this.memory, request.pfns, request.downstreamPageOffset);
-        const endpoint = openRingEndpoint(layout, 'host', () => channel.signalGuest(), { logger: this.logger, name: `relid ${request.relid}` });
+        const onPacket = this.options.onPacket;
+        const endpoint = openRingEndpoint(layout, 'host', () => channel.signalGuest(), {
+          logger: this.logger,
+          name: `relid ${request.relid}`,
+          inboundTap: onPacket && { read: (p) => onPacket(request.relid, 'guest-to-host', p) },
+          outboundTap: onPacket && { written: (p) => onPacket(request.relid, 'host-to-guest', p) },
+        });
         channel.attach(endpoint, request.userData, request.targetVp);
         accepted = channel.handler.onOpen(channel) !== false;
       } catch (error) {

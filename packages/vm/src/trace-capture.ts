@@ -1,0 +1,157 @@
+/**
+ * Trace capture: the observers that turn what each layer reports (hypercalls, SynIC
+ * deliveries, VMBus server actions, ring packets) into trace events on a TraceSink. Every hook
+ * checks `sink.enabled` first; with the disabled sink they cost one property read.
+ */
+import type { GuestMemory } from '@hvemu/memory';
+import type { HypercallRecord } from '@hvemu/hypercalls';
+import type { SynicObserver } from '@hvemu/synic';
+import type { TraceSink } from '@hvemu/trace';
+import {
+  CHANNELMSG_OFFERCHANNEL,
+  CHANNELMSG_RESCIND_CHANNELOFFER,
+  parseChannelMessage,
+  VMPACKET_DESCRIPTOR_SIZE,
+  type OutgoingPacket,
+  type PacketView,
+  type ServerAction,
+  type VmbusServer,
+} from '@hvemu/vmbus';
+
+const HVCALL_POST_MESSAGE = 0x5c;
+const HVCALL_SIGNAL_EVENT = 0x5d;
+
+export interface TraceHooks {
+  synic: SynicObserver;
+  onCall(record: HypercallRecord): void;
+  onResult(record: HypercallRecord, status: number): void;
+  onAction(action: ServerAction): void;
+  onPacket(relid: number, direction: 'guest-to-host' | 'host-to-guest', packet: PacketView | OutgoingPacket): void;
+}
+
+/** Hooks writing to `sink`; `server` is read for GPADL page lists. */
+export function traceHooks(sink: TraceSink, memory: GuestMemory, server: () => VmbusServer | undefined): TraceHooks {
+  return {
+    synic: {
+      messageDelivered: (vp, sint, messageType, payload) =>
+        sink.enabled && sink.record(vp, { kind: 'synicMessage', synicMessage: { sint, messageType, payload: payload.slice() } }),
+      eventFlagSet: (vp, sint, flag) => sink.enabled && sink.record(vp, { kind: 'synicEventFlag', synicEventFlag: { sint, flag } }),
+      interruptRaised: (vp, vector, autoEoi) => sink.enabled && sink.record(vp, { kind: 'interrupt', interrupt: { vector, autoEoi } }),
+      eom: (vp) => sink.enabled && sink.record(vp, { kind: 'eom', eom: {} }),
+    },
+    onCall: (record) => {
+      if (sink.enabled) recordHypercall(sink, memory, record);
+    },
+    onResult: (record, status) => {
+      if (sink.enabled && (record.control.code === HVCALL_POST_MESSAGE || record.control.code === HVCALL_SIGNAL_EVENT)) {
+        sink.record(record.vp, { kind: 'hypercallResult', hypercallResult: { callCode: record.control.code, status } });
+      }
+    },
+    onAction: (action) => {
+      if (sink.enabled) recordAction(sink, action, server());
+    },
+    onPacket: (relid, direction, packet) => {
+      if (!sink.enabled) return;
+      const bytes = 'bytes' in packet && typeof packet.bytes === 'function' ? packet.bytes() : encodeOutgoing(packet as OutgoingPacket);
+      sink.record(0, {
+        kind: 'ringPacket',
+        ringPacket: { relid, direction: direction === 'guest-to-host' ? 'GUEST_TO_HOST' : 'HOST_TO_GUEST', packet: bytes, ranges: [] },
+      });
+    },
+  };
+}
+
+function recordHypercall(sink: TraceSink, memory: GuestMemory, r: HypercallRecord): void {
+  const input = (length: number): DataView | null => {
+    if (r.control.fast) {
+      const b = new DataView(new ArrayBuffer(16));
+      b.setBigUint64(0, BigInt.asUintN(64, r.regs.rdx), true);
+      b.setBigUint64(8, BigInt.asUintN(64, r.regs.r8), true);
+      return b;
+    }
+    const gpa = Number(r.regs.rdx);
+    if (!Number.isSafeInteger(gpa) || !memory.contains(gpa, length)) return null;
+    const bytes = new Uint8Array(length);
+    memory.read(gpa, bytes);
+    return new DataView(bytes.buffer);
+  };
+  if (r.control.code === HVCALL_POST_MESSAGE && !r.control.fast) {
+    const v = input(16 + 240);
+    if (!v) return;
+    const size = Math.min(v.getUint32(12, true), 240);
+    const payload = new Uint8Array(v.buffer, 16, size).slice();
+    sink.record(r.vp, { kind: 'postMessage', postMessage: { connectionId: v.getUint32(0, true), messageType: v.getUint32(8, true), payload } });
+  } else if (r.control.code === HVCALL_SIGNAL_EVENT) {
+    const v = input(8);
+    if (!v) return;
+    sink.record(r.vp, { kind: 'signalEvent', signalEvent: { connectionId: v.getUint32(0, true), flagNumber: v.getUint16(4, true), fast: r.control.fast } });
+  }
+}
+
+function recordAction(sink: TraceSink, action: ServerAction, server: VmbusServer | undefined): void {
+  switch (action.kind) {
+    case 'send': {
+      const m = parseChannelMessage(action.bytes);
+      if (m instanceof Error) return;
+      if (m.msgtype === CHANNELMSG_OFFERCHANNEL) {
+        sink.record(action.vp, {
+          kind: 'channelState',
+          channelState: { relid: m.child_relid, state: 'OFFERED', classId: m.if_type, instanceId: m.if_instance, subchannelIndex: m.sub_channel_index },
+        });
+      } else if (m.msgtype === CHANNELMSG_RESCIND_CHANNELOFFER) {
+        sink.record(action.vp, { kind: 'channelState', channelState: { relid: m.child_relid, state: 'RESCINDED', classId: '', instanceId: '', subchannelIndex: 0 } });
+      }
+      return;
+    }
+    case 'open':
+      sink.record(action.request.targetVp, { kind: 'channelState', channelState: { relid: action.request.relid, state: 'OPENED', classId: '', instanceId: '', subchannelIndex: 0 } });
+      return;
+    case 'close':
+      sink.record(0, { kind: 'channelState', channelState: { relid: action.relid, state: 'CLOSED', classId: '', instanceId: '', subchannelIndex: 0 } });
+      return;
+    case 'gpadl-created': {
+      const g = server?.gpadl(action.gpadl);
+      const range = g?.ranges[0];
+      sink.record(0, {
+        kind: 'gpadlCreated',
+        gpadlCreated: {
+          relid: action.relid,
+          gpadl: action.gpadl,
+          byteOffset: range?.byteOffset ?? 0,
+          byteCount: range?.byteCount ?? 0,
+          pfns: (range?.pfns ?? []).map(BigInt),
+          status: 0,
+        },
+      });
+      return;
+    }
+    case 'gpadl-torndown':
+      sink.record(0, { kind: 'gpadlTorndown', gpadlTorndown: { relid: action.relid, gpadl: action.gpadl } });
+      return;
+    default:
+      return;
+  }
+}
+
+/** The bytes a written packet occupies in the ring (descriptor, header, padded payload), as a reader would see them. */
+function encodeOutgoing(p: OutgoingPacket): Uint8Array {
+  const header = p.header ?? new Uint8Array(0);
+  const parts = p.payload === undefined ? [] : p.payload instanceof Uint8Array ? [p.payload] : p.payload;
+  const payloadLength = parts.reduce((n, x) => n + x.length, 0);
+  const headerEnd = VMPACKET_DESCRIPTOR_SIZE + header.length;
+  const length = (headerEnd + payloadLength + 7) & ~7;
+  const out = new Uint8Array(length);
+  const dv = new DataView(out.buffer);
+  dv.setUint16(0, p.type, true);
+  dv.setUint16(2, headerEnd / 8, true);
+  dv.setUint16(4, length / 8, true);
+  dv.setUint16(6, p.flags ?? 0, true);
+  dv.setBigUint64(8, BigInt(p.transactionId ?? 0), true);
+  out.set(header, VMPACKET_DESCRIPTOR_SIZE);
+  let at = headerEnd;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length;
+  }
+  return out;
+}
