@@ -53,6 +53,8 @@ export function describeEvent(e: TraceEvent): string {
       return `guest HvPostMessage conn ${e.postMessage.connectionId}: ${channelMessageText(e.postMessage.payload)}`;
     case 'signalEvent':
       return `guest HvSignalEvent${e.signalEvent.fast ? ' (fast)' : ''} conn ${e.signalEvent.connectionId} flag ${e.signalEvent.flagNumber}`;
+    case 'msrWrite':
+      return `guest wrmsr 0x${e.msrWrite.msr.toString(16)} = 0x${e.msrWrite.value.toString(16)}`;
     case 'hypercallResult':
       return `host  hypercall 0x${e.hypercallResult.callCode.toString(16)} -> status 0x${e.hypercallResult.status.toString(16)}`;
     case 'synicMessage':

@@ -16,6 +16,7 @@ import {
   HV_X64_MSR_CRASH_CTL,
   HV_X64_MSR_CRASH_P0,
   HV_X64_MSR_CRASH_P4,
+  HV_X64_MSR_EOM,
   HV_X64_MSR_GUEST_IDLE,
   HV_X64_MSR_GUEST_OS_ID,
   HV_X64_MSR_HYPERCALL,
@@ -54,6 +55,12 @@ export interface HyperVOptions {
   /** The guest TSC against reference time; default 1 GHz from 0. */
   tsc?: TscModel;
   apicFrequencyHz?: bigint;
+  /**
+   * TIME_REF_COUNT as `vp` reads it. Default: the Clock. A backend with a real guest TSC
+   * passes the reference TSC page's formula applied to that vCPU's TSC (as KVM does), so the
+   * MSR and the page can never disagree.
+   */
+  referenceCounter?(vp: number): bigint;
   /** Installs the hypercall page contents at `gpa` (the hypercalls layer owns what goes there). */
   installHypercallPage?(gpa: number): void;
   events?: HyperVEvents;
@@ -148,7 +155,7 @@ export class HyperV implements SynicPort {
       case HV_X64_MSR_VP_RUNTIME:
         return this.options.clock.now();
       case HV_X64_MSR_TIME_REF_COUNT:
-        return this.options.clock.now();
+        return this.options.referenceCounter?.(vp) ?? this.options.clock.now();
       case HV_X64_MSR_REFERENCE_TSC:
         return this.referenceTsc;
       case HV_X64_MSR_TSC_FREQUENCY:
@@ -169,6 +176,8 @@ export class HyperV implements SynicPort {
   writeMsr(vp: number, msr: number, value: bigint): void {
     this.checkVp(vp);
     if (value < 0n || value > 0xffff_ffff_ffff_ffffn) throw new RangeError('MSR values are u64');
+    // Reported before it takes effect, so a trace has the cause before what it triggers (an EOM's redelivery).
+    if (msr !== HV_X64_MSR_EOM) this.options.observer?.msrWritten?.(vp, msr, value);
     if (VpSynic.owns(msr)) return this.synics[vp].writeMsr(msr, value);
     if (VpStimers.owns(msr)) return this.timers[vp].writeMsr(msr, value);
     switch (msr) {

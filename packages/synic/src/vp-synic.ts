@@ -65,6 +65,8 @@ export interface SynicObserver {
   eventFlagSet?(vp: number, sint: number, flag: number): void;
   interruptRaised?(vp: number, vector: number, autoEoi: boolean): void;
   eom?(vp: number): void;
+  /** A guest write of a synthetic MSR other than EOM, reported by HyperV before it takes effect (a write refused with #GP too). */
+  msrWritten?(vp: number, msr: number, value: bigint): void;
 }
 
 export interface VpSynicOptions {

@@ -60,6 +60,7 @@ const EVENT_KINDS = [
   'ringPacket',
   'channelState',
   'hypercallResult',
+  'msrWrite',
 ] as const;
 
 /** Largest record the reader accepts (a ring packet with referenced data): 64 MiB. */

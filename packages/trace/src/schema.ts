@@ -43,6 +43,7 @@ export type TraceEventBody =
   | { kind: 'postMessage'; postMessage: { connectionId: number; messageType: number; payload: Uint8Array } }
   | { kind: 'signalEvent'; signalEvent: { connectionId: number; flagNumber: number; fast: boolean } }
   | { kind: 'hypercallResult'; hypercallResult: { callCode: number; status: number } }
+  | { kind: 'msrWrite'; msrWrite: { msr: number; value: bigint } }
   | { kind: 'synicMessage'; synicMessage: { sint: number; messageType: number; payload: Uint8Array } }
   | { kind: 'synicEventFlag'; synicEventFlag: { sint: number; flag: number } }
   | { kind: 'interrupt'; interrupt: { vector: number; autoEoi: boolean } }
@@ -68,7 +69,7 @@ export interface TraceFooter {
 }
 
 /** Events originated by the guest (replay drives these) vs by the host (replay compares these). */
-export const GUEST_ORIGINATED: ReadonlySet<TraceEventKind> = new Set(['postMessage', 'signalEvent', 'eom']);
+export const GUEST_ORIGINATED: ReadonlySet<TraceEventKind> = new Set(['postMessage', 'signalEvent', 'eom', 'msrWrite']);
 
 export function isGuestOriginated(e: TraceEvent): boolean {
   if (e.kind === 'ringPacket') return e.ringPacket.direction === 'GUEST_TO_HOST';

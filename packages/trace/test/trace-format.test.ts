@@ -17,6 +17,7 @@ const eventBody: fc.Arbitrary<TraceEventBody> = fc.oneof(
   fc.record({ connectionId: u32, messageType: u32, payload: bytes }).map((postMessage) => ({ kind: 'postMessage' as const, postMessage })),
   fc.record({ connectionId: u32, flagNumber: fc.nat(0xffff), fast: fc.boolean() }).map((signalEvent) => ({ kind: 'signalEvent' as const, signalEvent })),
   fc.record({ callCode: fc.nat(0xffff), status: fc.nat(0xffff) }).map((hypercallResult) => ({ kind: 'hypercallResult' as const, hypercallResult })),
+  fc.record({ msr: u32, value: u64 }).map((msrWrite) => ({ kind: 'msrWrite' as const, msrWrite })),
   fc.record({ sint: fc.nat(15), messageType: u32, payload: bytes }).map((synicMessage) => ({ kind: 'synicMessage' as const, synicMessage })),
   fc.record({ sint: fc.nat(15), flag: fc.nat(2047) }).map((synicEventFlag) => ({ kind: 'synicEventFlag' as const, synicEventFlag })),
   fc.record({ vector: fc.nat(255), autoEoi: fc.boolean() }).map((interrupt) => ({ kind: 'interrupt' as const, interrupt })),

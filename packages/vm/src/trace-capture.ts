@@ -38,6 +38,7 @@ export function traceHooks(sink: TraceSink, memory: GuestMemory, server: () => V
       eventFlagSet: (vp, sint, flag) => sink.enabled && sink.record(vp, { kind: 'synicEventFlag', synicEventFlag: { sint, flag } }),
       interruptRaised: (vp, vector, autoEoi) => sink.enabled && sink.record(vp, { kind: 'interrupt', interrupt: { vector, autoEoi } }),
       eom: (vp) => sink.enabled && sink.record(vp, { kind: 'eom', eom: {} }),
+      msrWritten: (vp, msr, value) => sink.enabled && sink.record(vp, { kind: 'msrWrite', msrWrite: { msr, value } }),
     },
     onCall: (record) => {
       if (sink.enabled) recordHypercall(sink, memory, record);
