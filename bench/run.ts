@@ -5,6 +5,7 @@
  */
 import { benchAccel } from './accel.js';
 import { benchRing } from './ring.js';
+import { benchSynic } from './synic.js';
 import { benchVmbus } from './vmbus.js';
 
 const figures: Record<string, number | string> = {
@@ -13,5 +14,6 @@ const figures: Record<string, number | string> = {
 };
 Object.assign(figures, benchRing());
 Object.assign(figures, await benchAccel());
+Object.assign(figures, await benchSynic());
 Object.assign(figures, await benchVmbus());
 console.log(JSON.stringify(figures));

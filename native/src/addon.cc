@@ -123,6 +123,9 @@ class PartitionWrap : public Napi::ObjectWrap<PartitionWrap>, public Notifier {
                            InstanceMethod<&PartitionWrap::SetMpState>("setMpState"),
                            InstanceMethod<&PartitionWrap::GetXmm>("getXmm"),
                            InstanceMethod<&PartitionWrap::SetXmm>("setXmm"),
+                           InstanceMethod<&PartitionWrap::GetTscKhz>("getTscKhz"),
+                           InstanceMethod<&PartitionWrap::GetGuestTsc>("getGuestTsc"),
+                           InstanceMethod<&PartitionWrap::GetLapic>("getLapic"),
                            InstanceMethod<&PartitionWrap::Start>("start"),
                            InstanceMethod<&PartitionWrap::Wake>("wake"),
                            InstanceMethod<&PartitionWrap::RequestStop>("requestStop"),
@@ -131,6 +134,7 @@ class PartitionWrap : public Napi::ObjectWrap<PartitionWrap>, public Notifier {
                            InstanceMethod<&PartitionWrap::SignalMsi>("signalMsi"),
                            InstanceMethod<&PartitionWrap::AddIrqfdMsi>("addIrqfdMsi"),
                            InstanceMethod<&PartitionWrap::AddIoeventfd>("addIoeventfd"),
+                           InstanceMethod<&PartitionWrap::RemoveIoeventfd>("removeIoeventfd"),
                            InstanceMethod<&PartitionWrap::MapPages>("mapPages"),
                            InstanceMethod<&PartitionWrap::Close>("close"),
                        });
@@ -371,6 +375,27 @@ class PartitionWrap : public Napi::ObjectWrap<PartitionWrap>, public Notifier {
     return env.Undefined();
   }
 
+  Napi::Value GetTscKhz(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    uint32_t khz = Guard(env, [&] { return Vcpu(info).GetTscKhz(); });
+    return Napi::Number::New(env, khz);
+  }
+
+  Napi::Value GetGuestTsc(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    uint64_t tsc = Guard(env, [&] { return Vcpu(info).GetGuestTsc(); });
+    return Napi::BigInt::New(env, tsc);
+  }
+
+  // The LAPIC register page as KVM keeps it (1 KiB; ISR at 0x100, IRR at 0x200, 16-byte stride).
+  Napi::Value GetLapic(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    kvm_lapic_state s = Guard(env, [&] { return Vcpu(info).GetLapic(); });
+    auto out = Napi::Uint8Array::New(env, sizeof s.regs);
+    std::memcpy(out.Data(), s.regs, sizeof s.regs);
+    return out;
+  }
+
   Napi::Value SetMpState(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (info.Length() < 2) Usage(env, "setMpState(vp, state)");
@@ -442,6 +467,14 @@ class PartitionWrap : public Napi::ObjectWrap<PartitionWrap>, public Notifier {
     bool has_match = info.Length() > 3 && !info[3].IsUndefined() && !info[3].IsNull();
     uint64_t match = has_match ? ToU64(env, info[3], "ioeventfd datamatch") : 0;
     return Napi::Number::New(env, Guard(env, [&] { return Part(env).AddIoeventfd(addr, len, pio, has_match, match); }));
+  }
+
+  Napi::Value RemoveIoeventfd(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1) Usage(env, "removeIoeventfd(fd)");
+    int fd = static_cast<int>(ToU32(env, info[0], "ioeventfd fd"));
+    Guard(env, [&] { Part(env).RemoveIoeventfd(fd); });
+    return env.Undefined();
   }
 
   // mapPages(Float64Array of PFNs) -> ArrayBuffer viewing those guest pages contiguously.

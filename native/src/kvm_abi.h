@@ -22,10 +22,15 @@ struct IrqRoutingHeader {  // struct kvm_irq_routing without its entries
   uint32_t nr;
   uint32_t flags;
 };
-static_assert(sizeof(CpuidListHeader) == 8 && sizeof(IrqRoutingHeader) == 8, "uapi header sizes");
+struct MsrListHeader {  // struct kvm_msrs without its entries
+  uint32_t nmsrs;
+  uint32_t pad;
+};
+static_assert(sizeof(CpuidListHeader) == 8 && sizeof(IrqRoutingHeader) == 8 && sizeof(MsrListHeader) == 8, "uapi header sizes");
 
 constexpr unsigned long kKvmGetSupportedCpuid = _IOWR(KVMIO, 0x05, CpuidListHeader);
 constexpr unsigned long kKvmSetCpuid2 = _IOW(KVMIO, 0x90, CpuidListHeader);
+constexpr unsigned long kKvmGetMsrs = _IOWR(KVMIO, 0x88, MsrListHeader);
 constexpr unsigned long kKvmSetGsiRouting = _IOW(KVMIO, 0x6a, IrqRoutingHeader);
 
 // A header followed by `n` entries, laid out as the kernel expects.

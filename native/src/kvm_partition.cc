@@ -324,7 +324,24 @@ int KvmPartition::AddIoeventfd(uint64_t addr, uint32_t len, bool pio, bool has_d
     ThrowErrno("KVM_IOEVENTFD");
   }
   eventfds_.push_back(efd);
+  ioeventfds_[efd] = io;
   return efd;
+}
+
+void KvmPartition::RemoveIoeventfd(int fd) {
+  auto it = ioeventfds_.find(fd);
+  if (it == ioeventfds_.end()) throw HostError(kErrUsage, "not an ioeventfd of this partition");
+  kvm_ioeventfd io = it->second;
+  io.flags |= KVM_IOEVENTFD_FLAG_DEASSIGN;
+  if (ioctl(vm_fd_, KVM_IOEVENTFD, &io) != 0) ThrowErrno("KVM_IOEVENTFD(deassign)");
+  ioeventfds_.erase(it);
+  for (auto e = eventfds_.begin(); e != eventfds_.end(); ++e) {
+    if (*e == fd) {
+      eventfds_.erase(e);
+      break;
+    }
+  }
+  close(fd);
 }
 
 bool KvmPartition::ReadGuest(uint64_t gpa, void* out, uint64_t len) const {

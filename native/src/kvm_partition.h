@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <map>
 #include <vector>
 
 #include "exit_channel.h"
@@ -63,6 +64,8 @@ class KvmPartition {
   int AddIrqfdMsi(uint64_t address, uint32_t data);
   // Creates an eventfd that counts guest writes to `addr` (MMIO, or port when `pio`).
   int AddIoeventfd(uint64_t addr, uint32_t len, bool pio, bool has_datamatch, uint64_t datamatch);
+  // Deassigns an ioeventfd made by AddIoeventfd and closes it; later guest writes exit again.
+  void RemoveIoeventfd(int fd);
 
   // Copies guest bytes; false when the range is not entirely RAM (never touches other memory).
   bool ReadGuest(uint64_t gpa, void* out, uint64_t len) const;
@@ -85,6 +88,7 @@ class KvmPartition {
   std::shared_ptr<ExitChannel> channel_;
   std::vector<std::unique_ptr<KvmVcpu>> vcpus_;
   std::vector<int> eventfds_;
+  std::map<int, kvm_ioeventfd> ioeventfds_;  // by fd, to deassign
   std::vector<kvm_irq_routing_entry> msi_routes_;
   bool sync_regs_ = false;
   uint32_t next_gsi_ = 24;  // GSIs below 24 belong to the IOAPIC pins

@@ -144,6 +144,29 @@ void KvmVcpu::SetCpuid(const std::vector<kvm_cpuid_entry2>& entries) {
   if (ioctl(fd_, kKvmSetCpuid2, buf.data()) != 0) ThrowErrno("KVM_SET_CPUID2");
 }
 
+uint32_t KvmVcpu::GetTscKhz() {
+  int khz = ioctl(fd_, KVM_GET_TSC_KHZ, 0);
+  if (khz < 0) ThrowErrno("KVM_GET_TSC_KHZ");
+  return static_cast<uint32_t>(khz);
+}
+
+uint64_t KvmVcpu::GetGuestTsc() {
+  CheckParked();
+  constexpr uint32_t kMsrIa32Tsc = 0x10;
+  FlexBuffer<MsrListHeader, kvm_msr_entry> buf(1);
+  buf.header()->nmsrs = 1;
+  buf.entries()[0] = kvm_msr_entry{kMsrIa32Tsc, 0, 0};
+  if (ioctl(fd_, kKvmGetMsrs, buf.data()) != 1) ThrowErrno("KVM_GET_MSRS(IA32_TSC)");
+  return buf.entries()[0].data;
+}
+
+kvm_lapic_state KvmVcpu::GetLapic() {
+  CheckParked();
+  kvm_lapic_state s;
+  if (ioctl(fd_, KVM_GET_LAPIC, &s) != 0) ThrowErrno("KVM_GET_LAPIC");
+  return s;
+}
+
 void KvmVcpu::ThreadMain() {
   sigset_t set;
   sigemptyset(&set);

@@ -37,6 +37,12 @@ class KvmVcpu {
   kvm_fpu GetFpu();
   void SetFpu(const kvm_fpu& fpu);
   void SetCpuid(const std::vector<kvm_cpuid_entry2>& entries);
+  // The guest TSC frequency KVM runs this vCPU at (KVM_GET_TSC_KHZ); any time.
+  uint32_t GetTscKhz();
+  // The guest's IA32_TSC now (KVM_GET_MSRS); parked only.
+  uint64_t GetGuestTsc();
+  // The in-kernel LAPIC's register page (KVM_GET_LAPIC, 1 KiB); parked only.
+  kvm_lapic_state GetLapic();
 
  private:
   void CheckParked() const;

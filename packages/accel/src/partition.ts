@@ -138,6 +138,21 @@ export class Vcpu {
   setXmm(xmm: Uint8Array): void {
     native(() => this.nativePartition.setXmm(this.index, xmm));
   }
+  /** The guest TSC frequency in kHz as the backend runs this vCPU (KVM_GET_TSC_KHZ). */
+  tscKhz(): number {
+    return native(() => this.nativePartition.getTscKhz(this.index));
+  }
+  /** The guest's TSC (IA32_TSC) now. Parked only (not started, stopped, or inside an exit handler). */
+  guestTsc(): bigint {
+    return native(() => this.nativePartition.getGuestTsc(this.index));
+  }
+  /**
+   * The in-kernel LAPIC's 1 KiB register page (KVM_GET_LAPIC): register r at offset r*16 as
+   * in the xAPIC MMIO layout (ISR words at 0x100 + 16*i, IRR at 0x200 + 16*i). Parked only.
+   */
+  lapicRegisters(): Uint8Array {
+    return native(() => this.nativePartition.getLapic(this.index));
+  }
   /** Lets an application processor run without waiting for INIT/SIPI. */
   makeRunnable(): void {
     native(() => this.nativePartition.setMpState(this.index, MP_STATE_RUNNABLE));
@@ -168,6 +183,8 @@ export interface Ioeventfd {
   readonly fd: number;
   /** Reads and resets the count of guest writes since the last call. */
   take(): bigint;
+  /** Deassigns it: later guest writes exit to user space again. */
+  remove(): void;
 }
 
 export class Partition {
@@ -320,9 +337,16 @@ export class Partition {
   createIoeventfd(spec: { space: 'mmio' | 'pio'; address: number; length: number; datamatch?: bigint }): Ioeventfd {
     const fd = native(() => this.nativePartition.addIoeventfd(spec.address, spec.length, spec.space === 'pio', spec.datamatch));
     const buf = new BigUint64Array(1);
+    let removed = false;
     return {
       fd,
+      remove: () => {
+        if (removed || this.closed) return;
+        removed = true;
+        native(() => this.nativePartition.removeIoeventfd(fd));
+      },
       take: () => {
+        if (removed) return 0n;
         try {
           return readSync(fd, buf) === 8 ? buf[0] : 0n;
         } catch (e) {

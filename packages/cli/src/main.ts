@@ -6,14 +6,16 @@
 import { runRingDemo } from './ring-demo.js';
 import { readTraceFile, TraceFormatError } from '@hvemu/trace';
 import { showTrace, type ShowFilter } from './trace-show.js';
+import { kvmAvailable, runKvmDemo } from './kvm-demo.js';
 import { runVmDemo } from './vm-demo.js';
 
 const USAGE = `usage: hvemu <command>
 
 commands:
-  demo [--trace FILE]
-              a VM with the integration components and a Linux-like guest (simulated partition),
-              printed as a timeline; --trace captures a VMBus trace
+  demo [--sim] [--trace FILE]
+              a VM with the integration components and a Linux-like guest, printed as a timeline:
+              a KVM guest where /dev/kvm works, else (or with --sim) the simulated partition;
+              --trace captures a VMBus trace (simulated partition)
   trace show FILE [--json] [--relid N] [--direction guest-to-host|host-to-guest] [--from T] [--to T]
               a trace as a readable timeline (times in reference-time seconds)
   ring-demo   a simulated guest and host exchanging packets over one VMBus ring pair
@@ -24,9 +26,17 @@ async function main(argv: string[]): Promise<number> {
   const [command = 'help'] = argv;
   switch (command) {
     case 'demo': {
+      const trace = option(argv, '--trace');
+      const kvm = kvmAvailable();
+      if (kvm.ok && !argv.includes('--sim') && !trace) {
+        process.stdout.write('hvemu demo: a KVM guest (C, Linux-like VMBus and IC drivers) with heartbeat, shutdown, timesync and KVP offered\n\n');
+        const r = await runKvmDemo((line) => process.stdout.write(`${line}\n`));
+        return r.exitCode === 0 && r.shutdownStatus === 0 ? 0 : 1;
+      }
+      const why = trace ? 'tracing runs the simulated partition' : kvm.ok ? '--sim' : `no usable KVM here: ${kvm.reason}`;
       process.stdout.write('hvemu demo: a VM with heartbeat, shutdown, timesync and KVP integration components\n');
-      process.stdout.write('(simulated partition and a Linux-like TypeScript guest; the KVM demo guest arrives with the VMBus issue)\n\n');
-      const r = await runVmDemo((line) => process.stdout.write(`${line}\n`), option(argv, '--trace'));
+      process.stdout.write(`(simulated partition and a Linux-like TypeScript guest; ${why})\n\n`);
+      const r = await runVmDemo((line) => process.stdout.write(`${line}\n`), trace);
       return r.shutdownStatus === 0 && r.heartbeats === 3 ? 0 : 1;
     }
     case 'trace':

@@ -18,9 +18,16 @@ export interface EventConnection {
 /** Connection ids are 24 bits (HV_CONNECTION_ID). */
 export const HV_CONNECTION_ID_MASK = 0xff_ffff;
 
+/** Told when event connections come and go (a backend keeping a doorbell per connection). */
+export interface EventConnectionWatcher {
+  added(connectionId: number): void;
+  removed(connectionId: number): void;
+}
+
 export class ConnectionRegistry {
   private readonly messages = new Map<number, MessageConnection>();
   private readonly events = new Map<number, EventConnection>();
+  private readonly watchers = new Set<EventConnectionWatcher>();
 
   registerMessage(connectionId: number, handler: MessageConnection): () => void {
     this.checkId(connectionId, this.messages);
@@ -31,7 +38,20 @@ export class ConnectionRegistry {
   registerEvent(connectionId: number, handler: EventConnection): () => void {
     this.checkId(connectionId, this.events);
     this.events.set(connectionId, handler);
-    return () => this.events.delete(connectionId);
+    for (const w of this.watchers) w.added(connectionId);
+    return () => {
+      // Only the registration this closure made: a later re-registration is not undone.
+      if (this.events.get(connectionId) !== handler) return;
+      this.events.delete(connectionId);
+      for (const w of this.watchers) w.removed(connectionId);
+    };
+  }
+
+  /** Calls `watcher.added` for every event connection now and later, `removed` as they go. Returns an unsubscribe. */
+  watchEvents(watcher: EventConnectionWatcher): () => void {
+    this.watchers.add(watcher);
+    for (const id of this.events.keys()) watcher.added(id);
+    return () => this.watchers.delete(watcher);
   }
 
   message(connectionId: number): MessageConnection | undefined {

@@ -1,5 +1,5 @@
 export * from './control.js';
-export { ConnectionRegistry, HV_CONNECTION_ID_MASK, type EventConnection, type MessageConnection } from './connections.js';
+export { ConnectionRegistry, HV_CONNECTION_ID_MASK, type EventConnection, type EventConnectionWatcher, type MessageConnection } from './connections.js';
 export {
   HYPERCALLS,
   HypercallDispatcher,
@@ -10,4 +10,4 @@ export {
   type HypercallRegisters,
   type HypercallStats,
 } from './dispatch.js';
-export { hypercallPage, hypercallPageCode, type HypercallPageOptions } from './page.js';
+export { DOORBELL_HOST_STATUS, hypercallPage, hypercallPageCode, type HypercallPageOptions } from './page.js';

@@ -7,13 +7,21 @@
  * - every MSR in [0x40000000, 0x40000200) to HyperV (a MsrFault becomes #GP);
  * - the hypercall page: enabling HV_X64_MSR_HYPERCALL writes `out imm8,%al; ret` there, and the
  *   partition turns that OUT into a hypercall exit answered by the dispatcher;
- * - SynIC interrupts as MSIs into the in-kernel LAPIC;
+ * - a fast HvSignalEvent (flag 0) rings an ioeventfd doorbell instead of exiting
+ *   (signal-doorbell.ts), the exit path staying as fallback;
+ * - SynIC interrupts as MSIs into the in-kernel LAPIC. AutoEOI SINTs need nothing more on
+ *   this KVM: its LAPIC keeps no in-service state (measured; packages/synic/README.md);
+ * - reference time: the TSC model is measured from the backend (KVM_GET_TSC_KHZ and the
+ *   guest TSC against the Clock) and TIME_REF_COUNT is the TSC page's formula on the reading
+ *   vCPU's TSC (reference-time.ts);
  * - synthetic timers driven by a real-time timer on the injected Clock.
  */
 import { MonotonicClock, silentLogger, type Clock, type Logger } from '@hvemu/common';
 import type { CpuidEntry, Partition } from '@hvemu/accel';
 import { HypercallDispatcher, hypercallPage } from '@hvemu/hypercalls';
 import { HyperV, hypervCpuidLeaves, MsrFault, type HyperVEvents, type HypervCpuidConfig, type TscModel } from '@hvemu/synic';
+import { measureTscModel, tscReferenceCounter } from './reference-time.js';
+import { SIGNAL_DOORBELL_PORT, SignalDoorbell, type DoorbellStats } from './signal-doorbell.js';
 
 /** The port the hypercall page's OUT names. */
 export const HYPERCALL_PORT = 0x99;
@@ -40,7 +48,10 @@ export function enlightenedPartitionOptions(config: EnlightenmentConfig = {}): {
 
 export interface AttachOptions {
   clock?: Clock;
+  /** Default: measured from the partition (vCPU 0 must not have started yet). */
   tsc?: TscModel;
+  /** Port of the fast-HvSignalEvent doorbell; null: no doorbell, every hypercall exits. */
+  signalDoorbellPort?: number | null;
   events?: HyperVEvents;
   logger?: Logger;
   hypercallPort?: number;
@@ -49,7 +60,13 @@ export interface AttachOptions {
 export interface Enlightenments {
   readonly hyperv: HyperV;
   readonly hypercalls: HypercallDispatcher;
-  /** Stops the timer driver. */
+  /** The TSC model the reference TSC page and TIME_REF_COUNT use. */
+  readonly tsc: TscModel;
+  /** Doorbell counters, when the doorbell is on. */
+  readonly doorbell: DoorbellStats | undefined;
+  /** Delivers pending doorbell signals now (otherwise a 1 ms pump does). */
+  drainDoorbells(): void;
+  /** Stops the timer driver and the doorbell pump. */
   dispose(): void;
 }
 
@@ -57,19 +74,23 @@ export function attachHyperV(partition: Partition, options: AttachOptions = {}):
   const logger = options.logger ?? silentLogger;
   const clock = options.clock ?? new MonotonicClock();
   const port = options.hypercallPort ?? HYPERCALL_PORT;
+  const doorbellPort = options.signalDoorbellPort === undefined ? SIGNAL_DOORBELL_PORT : options.signalDoorbellPort;
   const memory = partition.memory;
+  const tsc = options.tsc ?? measureTscModel(partition, clock);
   const driver = new TimerDriver(clock, () => hyperv);
   const hyperv: HyperV = new HyperV({
     memory,
     vpCount: partition.vcpus.length,
     clock,
-    tsc: options.tsc,
+    tsc,
+    referenceCounter: tscReferenceCounter(partition, tsc),
     logger,
     events: options.events,
     sink: { raise: (vp, vector) => void partition.interrupt(vp, vector) },
-    installHypercallPage: (gpa) => memory.write(gpa, hypercallPage({ port })),
+    installHypercallPage: (gpa) => memory.write(gpa, hypercallPage({ port, doorbellPort: doorbellPort ?? undefined })),
   });
   const hypercalls = new HypercallDispatcher({ memory, logger });
+  const doorbell = doorbellPort === null ? undefined : new SignalDoorbell(partition, hypercalls, doorbellPort, logger);
   partition.addMsrDevice({
     msr: HV_MSR_FIRST,
     count: HV_MSR_COUNT,
@@ -81,7 +102,17 @@ export function attachHyperV(partition: Partition, options: AttachOptions = {}):
     },
   });
   partition.onHypercall((exit) => ({ value: hypercalls.dispatch(exit.vp, { rcx: exit.control, rdx: exit.input, r8: exit.output }) }));
-  return { hyperv, hypercalls, dispose: () => driver.dispose() };
+  return {
+    hyperv,
+    hypercalls,
+    tsc,
+    doorbell: doorbell?.stats,
+    drainDoorbells: () => doorbell?.drain(),
+    dispose: () => {
+      driver.dispose();
+      doorbell?.dispose();
+    },
+  };
 }
 
 /** Runs an MSR access; a MsrFault (#GP) becomes undefined, which the partition injects as #GP. */

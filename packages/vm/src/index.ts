@@ -6,5 +6,8 @@ export {
   type EnlightenmentConfig,
   type Enlightenments,
 } from './enlighten.js';
+export { measureTscModel, tscReferenceCounter } from './reference-time.js';
+export { SignalDoorbell, SIGNAL_DOORBELL_PORT, type DoorbellStats } from './signal-doorbell.js';
 export { SimulatedVm, SimulatedLinuxGuest, type IntegrationComponents, type SimulatedVmOptions, type TimelineEvent } from './sim.js';
 export { traceHooks, type TraceHooks } from './trace-capture.js';
+export { KvmVm, buildVmbusDemoGuest, type KvmVmOptions, type KvmRunResult, type IcExercise, type IcExerciseResult } from './kvm-vm.js';

@@ -31,6 +31,9 @@ export interface NativePartition {
   setMpState(vp: number, state: number): void;
   getXmm(vp: number): Uint8Array;
   setXmm(vp: number, xmm: Uint8Array): void;
+  getTscKhz(vp: number): number;
+  getGuestTsc(vp: number): bigint;
+  getLapic(vp: number): Uint8Array;
   start(vp: number): void;
   wake(vp: number): void;
   requestStop(): void;
@@ -39,6 +42,7 @@ export interface NativePartition {
   signalMsi(address: number | bigint, data: number): number;
   addIrqfdMsi(address: number | bigint, data: number): number;
   addIoeventfd(addr: number | bigint, len: number, pio: boolean, datamatch?: number | bigint): number;
+  removeIoeventfd(fd: number): void;
   mapPages(pfns: Float64Array): ArrayBuffer;
   close(): void;
 }

