@@ -6,7 +6,7 @@
 import { benchAccel } from './accel.js';
 import { benchRing } from './ring.js';
 import { benchSynic } from './synic.js';
-import { benchVmbus } from './vmbus.js';
+import { benchVmbus, benchVmbusKvm } from './vmbus.js';
 
 const figures: Record<string, number | string> = {
   node: process.version,
@@ -16,4 +16,5 @@ Object.assign(figures, benchRing());
 Object.assign(figures, await benchAccel());
 Object.assign(figures, await benchSynic());
 Object.assign(figures, await benchVmbus());
+Object.assign(figures, await benchVmbusKvm());
 console.log(JSON.stringify(figures));
