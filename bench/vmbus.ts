@@ -4,35 +4,12 @@
  * latency per channel and channels opened per second, the IC heartbeat round trip, and the
  * cost of one monitor-page (MNF) scan.
  */
-import { ManualClock } from '@hvemu/common';
-import { GuestMemory } from '@hvemu/memory';
-import { HypercallDispatcher } from '@hvemu/hypercalls';
-import { HyperV, HV_X64_MSR_EOM, HV_X64_MSR_SCONTROL, HV_X64_MSR_SIEFP, HV_X64_MSR_SIMP, HV_X64_MSR_SINT0 } from '@hvemu/synic';
-import { BumpPageAllocator, simpTransport, VmbusClient, VmbusHost } from '@hvemu/vmbus';
-import { SimulatedVm } from '@hvemu/vm';
+import { createSimulatedBus, SimulatedVm } from '@hvemu/vm';
 
 const CHANNELS = 64;
 
 function simulatedBus() {
-  const memory = GuestMemory.createShared(64 << 20);
-  const hv = new HyperV({ memory, vpCount: 1, clock: new ManualClock(), sink: { raise: () => {} } });
-  const dispatcher = new HypercallDispatcher({ memory });
-  const host = new VmbusHost({ memory, synic: hv, connections: dispatcher.connections, vpCount: 1 });
-  hv.writeMsr(0, 0x40000000, 0x8100n);
-  hv.writeMsr(0, HV_X64_MSR_SIMP, 0x1000n | 1n);
-  hv.writeMsr(0, HV_X64_MSR_SIEFP, 0x2000n | 1n);
-  hv.writeMsr(0, HV_X64_MSR_SINT0 + 2, 0xf3n);
-  hv.writeMsr(0, HV_X64_MSR_SCONTROL, 1n);
-  const transport = simpTransport({
-    memory,
-    vp: 0,
-    simpGpa: 0x1000,
-    inputPageGpa: 0x3000,
-    hypercall: (vp, rcx, rdx, r8) => dispatcher.dispatch(vp, { rcx, rdx, r8 }),
-    writeEom: (vp) => hv.writeMsr(vp, HV_X64_MSR_EOM, 0n),
-  });
-  const client = new VmbusClient({ transport, memory, pages: new BumpPageAllocator(0x10, 16000), vp: 0, monitorPages: [0x4000, 0x5000] });
-  return { host, client, memory };
+  return createSimulatedBus({ ramBytes: 64 << 20, client: { monitorPages: [0x4000, 0x5000] } });
 }
 
 async function channelSetup(): Promise<{ openUs: number; perSecond: number }> {

@@ -11,3 +11,4 @@ export { SignalDoorbell, SIGNAL_DOORBELL_PORT, type DoorbellStats } from './sign
 export { SimulatedVm, SimulatedLinuxGuest, type IntegrationComponents, type SimulatedVmOptions, type TimelineEvent } from './sim.js';
 export { traceHooks, type TraceHooks } from './trace-capture.js';
 export { KvmVm, buildVmbusDemoGuest, type KvmVmOptions, type KvmRunResult, type IcExercise, type IcExerciseResult } from './kvm-vm.js';
+export { createSimulatedBus, SIM_BUS_LAYOUT, type SimulatedBusOptions } from './sim-bus.js';

@@ -5,36 +5,15 @@
  * a device wrote to in onOpen gets its signal once the open completes.
  */
 import { describe, expect, it } from 'vitest';
-import { ManualClock, MemoryLogger } from '@hvemu/common';
-import { GuestMemory } from '@hvemu/memory';
-import { HyperV, HV_X64_MSR_EOM, HV_X64_MSR_SCONTROL, HV_X64_MSR_SIEFP, HV_X64_MSR_SIMP, HV_X64_MSR_SINT0 } from '@hvemu/synic';
-import { HypercallDispatcher } from '@hvemu/hypercalls';
-import { BumpPageAllocator, simpTransport, VERSION_WIN7, VM_PKT_DATA_INBAND, VMBUS_EVENT_CONNECTION_ID, VmbusClient, VmbusHost, type ChannelHandler } from '@hvemu/vmbus';
+import { VERSION_WIN7, VM_PKT_DATA_INBAND, VMBUS_EVENT_CONNECTION_ID, type ChannelHandler } from '@hvemu/vmbus';
+import { createSimulatedBus } from '@hvemu/vm';
 
 const INTERRUPT_PAGE = 0x6000;
 
 function setup(versions?: number[]) {
-  const memory = GuestMemory.createShared(4 << 20);
-  const logger = new MemoryLogger();
   const flags: number[] = [];
-  const hv = new HyperV({ memory, vpCount: 1, clock: new ManualClock(), sink: { raise: () => {} }, observer: { eventFlagSet: (_vp, _sint, flag) => flags.push(flag) } });
-  const dispatcher = new HypercallDispatcher({ memory, logger });
-  const host = new VmbusHost({ memory, synic: hv, connections: dispatcher.connections, vpCount: 1, logger });
-  hv.writeMsr(0, 0x40000000, 0x8100n);
-  hv.writeMsr(0, HV_X64_MSR_SIMP, 0x1000n | 1n);
-  hv.writeMsr(0, HV_X64_MSR_SIEFP, 0x2000n | 1n);
-  hv.writeMsr(0, HV_X64_MSR_SINT0 + 2, 0xf3n);
-  hv.writeMsr(0, HV_X64_MSR_SCONTROL, 1n);
-  const transport = simpTransport({
-    memory,
-    vp: 0,
-    simpGpa: 0x1000,
-    inputPageGpa: 0x3000,
-    hypercall: (vp, rcx, rdx, r8) => dispatcher.dispatch(vp, { rcx, rdx, r8 }),
-    writeEom: (vp) => hv.writeMsr(vp, HV_X64_MSR_EOM, 0n),
-  });
-  const client = new VmbusClient({ transport, memory, pages: new BumpPageAllocator(0x10, 500), vp: 0, versions, interruptPage: INTERRUPT_PAGE });
-  return { memory, dispatcher, host, client, flags };
+  const bus = createSimulatedBus({ client: { versions, interruptPage: INTERRUPT_PAGE }, observer: { eventFlagSet: (_vp, _sint, flag) => flags.push(flag) } });
+  return { ...bus, flags };
 }
 
 describe('pre-Win8 shared interrupt page', () => {

@@ -3,38 +3,13 @@
  * guest through monitor page 2 alone (no hypercall); the host finds it by scanning.
  */
 import { describe, expect, it } from 'vitest';
-import { ManualClock, MemoryLogger } from '@hvemu/common';
-import { GuestMemory } from '@hvemu/memory';
-import { HyperV, HV_X64_MSR_EOM, HV_X64_MSR_SCONTROL, HV_X64_MSR_SIEFP, HV_X64_MSR_SIMP, HV_X64_MSR_SINT0 } from '@hvemu/synic';
-import { HypercallDispatcher } from '@hvemu/hypercalls';
-import { BumpPageAllocator, simpTransport, VM_PKT_DATA_INBAND, VmbusClient, VmbusHost, type ChannelHandler } from '@hvemu/vmbus';
+import { VM_PKT_DATA_INBAND, type ChannelHandler } from '@hvemu/vmbus';
+import { createSimulatedBus } from '@hvemu/vm';
 
-const SIMP = 0x1000;
-const SIEFP = 0x2000;
-const INPUT = 0x3000;
 const MONITOR_PAGES = [0x4000, 0x5000] as const;
 
 function setup() {
-  const memory = GuestMemory.createShared(4 << 20);
-  const logger = new MemoryLogger();
-  const hv = new HyperV({ memory, vpCount: 1, clock: new ManualClock(), sink: { raise: () => {} } });
-  const dispatcher = new HypercallDispatcher({ memory, logger });
-  const host = new VmbusHost({ memory, synic: hv, connections: dispatcher.connections, vpCount: 1, logger });
-  hv.writeMsr(0, 0x40000000, 0x8100n);
-  hv.writeMsr(0, HV_X64_MSR_SIMP, BigInt(SIMP) | 1n);
-  hv.writeMsr(0, HV_X64_MSR_SIEFP, BigInt(SIEFP) | 1n);
-  hv.writeMsr(0, HV_X64_MSR_SINT0 + 2, 0xf3n);
-  hv.writeMsr(0, HV_X64_MSR_SCONTROL, 1n);
-  const transport = simpTransport({
-    memory,
-    vp: 0,
-    simpGpa: SIMP,
-    inputPageGpa: INPUT,
-    hypercall: (vp, rcx, rdx, r8) => dispatcher.dispatch(vp, { rcx, rdx, r8 }),
-    writeEom: (vp) => hv.writeMsr(vp, HV_X64_MSR_EOM, 0n),
-  });
-  const client = new VmbusClient({ transport, memory, pages: new BumpPageAllocator(0x10, 500), vp: 0, monitorPages: MONITOR_PAGES });
-  return { memory, dispatcher, host, client, logger };
+  return createSimulatedBus({ client: { monitorPages: MONITOR_PAGES } });
 }
 
 describe('monitored notification (MNF)', () => {
