@@ -87,3 +87,16 @@ export {
   type GuestAssertion,
 } from './guest/platform.js';
 export { buildFreestandingImage, buildLongModeGuest, FREESTANDING_CFLAGS, GUEST_RUNTIME_DIR, type ImageSpec } from './guest/build.js';
+export { ExitRouter, fatalError } from './exit-router.js';
+export type { AccelPartition, AccelVcpu, BackendName, PortMessage, SynicPortLike } from './backends/types.js';
+export {
+  OffloadedSynicPort,
+  SynicPostError,
+  encodeHvMessage,
+  HV_MESSAGE_SIZE,
+  HV_MESSAGE_HEADER_SIZE,
+  HV_MESSAGE_PAYLOAD_MAX,
+  HV_SINT_COUNT,
+  type OffloadedSynicOps,
+  type OffloadedSynicOptions,
+} from './backends/offloaded-synic.js';

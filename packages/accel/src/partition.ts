@@ -15,18 +15,18 @@ import { performance } from 'node:perf_hooks';
 import { silentLogger, type Logger } from '@hvemu/common';
 import { GuestMemory } from '@hvemu/memory';
 import { buildCpuidModel, decodeCpuid, encodeCpuid, type CpuidEntry } from './cpuid.js';
-import { RangeMap, type DeviceControl, type IoDevice, type MmioDevice, type MsrDevice } from './devices.js';
+import type { IoDevice, MmioDevice, MsrDevice } from './devices.js';
+import { ExitRouter, fatalError, isPromise } from './exit-router.js';
+import type { AccelPartition, AccelVcpu, VcpuOutcome, VcpuStatus } from './backends/types.js';
 import {
   AccelUsageError,
   ExitHandlerError,
-  GuestFatalError,
   HostSystemError,
   HypervisorUnavailableError,
   native,
-  type FatalReason,
 } from './errors.js';
 import { decodeExit, encodeResponse } from './exit-decode.js';
-import type { Exit, ExitHandler, ExitResponse, HypercallExit, IoExit, MmioExit, MsrReadExit, MsrWriteExit } from './exits.js';
+import type { Exit, ExitHandler, ExitResponse, HypercallExit } from './exits.js';
 import { loadAddon, type NativePartition } from './native/addon.js';
 import { ExitCause, HDR_JS_POLLING, Off, SlotState, SlotView } from './native/exit-slot.js';
 import {
@@ -71,20 +71,13 @@ export interface PartitionOptions {
   readonly logger?: Logger;
 }
 
-export type VcpuStatus = 'created' | 'running' | 'stopped';
+export type { VcpuStatus, VcpuOutcome };
 
 /** How a vCPU ended. `error` is set when the guest or a handler failed. */
-export interface VcpuOutcome {
-  readonly vp: number;
-  readonly cause: 'stop-requested' | 'handler-stop' | 'host-error';
-  readonly error: Error | undefined;
-  readonly exits: number;
-}
 
 /** KVM_MP_STATE_RUNNABLE: an application processor that runs without INIT/SIPI. */
 const MP_STATE_RUNNABLE = 0;
 const MSI_ADDRESS_BASE = 0xfee00000;
-const HV_STATUS_INVALID_HYPERCALL_CODE = 2n;
 /**
  * After answering, the JS thread polls this long for the next exit before going back to the
  * event loop. Back-to-back exits on this KVM are >= ~12 us apart, so 50 us keeps a burst of
@@ -100,7 +93,7 @@ export interface VcpuTimes {
   readonly waitNs: bigint;
 }
 
-export class Vcpu {
+export class Vcpu implements AccelVcpu {
   /** Exits this vCPU has posted (including ones still being answered). */
   exits = 0;
   status: VcpuStatus = 'created';
@@ -187,7 +180,8 @@ export interface Ioeventfd {
   remove(): void;
 }
 
-export class Partition {
+export class Partition implements AccelPartition {
+  readonly backend = 'kvm' as const;
   readonly memory: GuestMemory;
   readonly vcpus: readonly Vcpu[];
   private readonly nativePartition: NativePartition;
@@ -195,14 +189,10 @@ export class Partition {
   private readonly header: Int32Array;
   private readonly inFlight: boolean[];
   private readonly ended: boolean[];
-  private readonly ioDevices = new RangeMap<IoDevice>('I/O port');
-  private readonly mmioDevices = new RangeMap<MmioDevice>('MMIO');
-  private readonly msrDevices = new RangeMap<MsrDevice>('MSR');
+  private readonly router: ExitRouter;
   private readonly userMsrs: number[];
   private readonly pollMs: number;
   private readonly logger: Logger;
-  private fallback: ExitHandler | undefined;
-  private hypercallHandler: ExitHandler<HypercallExit> | undefined;
   private runWaiters: { resolve: (o: VcpuOutcome[]) => void; reject: (e: unknown) => void }[] = [];
   private outcomes: (VcpuOutcome | undefined)[];
   private closed = false;
@@ -234,6 +224,7 @@ export class Partition {
     try {
       const buffers = this.nativePartition.ramBuffers();
       this.memory = new GuestMemory(ram.map((r, i) => ({ gpa: r.gpa, size: r.size, buffer: buffers[i] })));
+      this.router = new ExitRouter(this.memory.regions, this.logger);
       const exitBuffer = this.nativePartition.exitBuffer();
       this.header = new Int32Array(exitBuffer, 0, 16);
       this.slots = Array.from({ length: vcpuCount }, (_, vp) => new SlotView(exitBuffer, vp));
@@ -278,24 +269,16 @@ export class Partition {
   // ---- devices and handlers -------------------------------------------------------------
 
   addIoDevice(device: IoDevice): void {
-    this.ioDevices.add(device.port, device.count, device);
+    this.router.addIoDevice(device);
   }
 
   addMmioDevice(device: MmioDevice): void {
-    for (const r of this.memory.regions) {
-      if (device.gpa < r.end && r.gpa < device.gpa + device.size) {
-        throw new AccelUsageError(`MMIO device at 0x${device.gpa.toString(16)} overlaps guest RAM`);
-      }
-    }
-    this.mmioDevices.add(device.gpa, device.size, device);
+    this.router.addMmioDevice(device);
   }
 
   /** Handles MSR exits for [msr, msr+count). MSRs outside the Hyper-V range are added to the filter. */
   addMsrDevice(device: MsrDevice): void {
-    const count = device.count ?? 1;
-    this.msrDevices.add(device.msr, count, device);
-    const extra: number[] = [];
-    for (let m = device.msr; m < device.msr + count; m++) if (m < 0x40000000 || m > 0x400000ff) extra.push(m);
+    const extra = this.router.addMsrDevice(device);
     if (extra.length > 0) {
       this.userMsrs.push(...extra);
       native(() => this.nativePartition.setUserMsrs(this.userMsrs));
@@ -304,12 +287,12 @@ export class Partition {
 
   /** Receives hypercall exits (see PartitionOptions.hypercallPort). */
   onHypercall(handler: ExitHandler<HypercallExit>): void {
-    this.hypercallHandler = handler;
+    this.router.onHypercall(handler);
   }
 
   /** Receives every exit no device or specific handler took (including halt, shutdown, unrecoverable). */
   onExit(handler: ExitHandler): void {
-    this.fallback = handler;
+    this.router.onExit(handler);
   }
 
   // ---- interrupts and doorbells --------------------------------------------------------
@@ -468,7 +451,7 @@ export class Partition {
     let exit: Exit | undefined;
     try {
       exit = decodeExit(slot);
-      const response = this.dispatch(exit);
+      const response = this.router.dispatch(exit);
       if (isPromise(response)) {
         this.inFlight[slot.vp] = true;
         const e = exit;
@@ -532,119 +515,4 @@ export class Partition {
       else w.resolve(outcomes);
     }
   }
-
-  private dispatch(exit: Exit): ExitResponse | void | Promise<ExitResponse | void> {
-    switch (exit.kind) {
-      case 'io':
-        return this.dispatchIo(exit);
-      case 'mmio':
-        return this.dispatchMmio(exit);
-      case 'msr-read':
-      case 'msr-write':
-        return this.dispatchMsr(exit);
-      case 'hypercall':
-        if (this.hypercallHandler) return this.hypercallHandler(exit);
-        return this.fallback ? this.fallback(exit) : { value: HV_STATUS_INVALID_HYPERCALL_CODE };
-      default:
-        return this.fallback ? this.fallback(exit) : undefined;
-    }
-  }
-
-  private dispatchIo(exit: IoExit): ExitResponse | void | Promise<ExitResponse | void> {
-    const dev = this.ioDevices.find(exit.port);  // a device owns ports, whatever the access width
-    if (!dev) return this.fallback ? this.fallback(exit) : exit.isWrite ? undefined : { value: allOnes(exit.size) };
-    if (exit.count > 1) return stringIo(dev, exit);
-    if (exit.isWrite) return control(dev.write?.(exit.port, exit.size, exit.data, exit.vp));
-    const v = dev.read ? dev.read(exit.port, exit.size, exit.vp) : allOnes(exit.size);
-    return isPromise(v) ? v.then((value) => ({ value })) : { value: v };
-  }
-
-  private dispatchMmio(exit: MmioExit): ExitResponse | void | Promise<ExitResponse | void> {
-    const dev = this.mmioDevices.find(exit.gpa, exit.size);
-    if (!dev) {
-      this.logger.debug('unclaimed MMIO access', { vp: exit.vp, gpa: exit.gpa, size: exit.size, write: exit.isWrite });
-      return this.fallback ? this.fallback(exit) : exit.isWrite ? undefined : { value: (1n << BigInt(exit.size * 8)) - 1n };
-    }
-    if (exit.isWrite) return control(dev.write?.(exit.gpa, exit.size, exit.data, exit.vp));
-    const v = dev.read ? dev.read(exit.gpa, exit.size, exit.vp) : (1n << BigInt(exit.size * 8)) - 1n;
-    return isPromise(v) ? v.then((value) => ({ value })) : { value: v };
-  }
-
-  private dispatchMsr(exit: MsrReadExit | MsrWriteExit): ExitResponse | void | Promise<ExitResponse | void> {
-    const dev = this.msrDevices.find(exit.msr);
-    if (!dev) return this.fallback ? this.fallback(exit) : { gp: true };
-    if (exit.kind === 'msr-read') {
-      const v = dev.read ? dev.read(exit.msr, exit.vp) : undefined;
-      const toResponse = (x: bigint | undefined): ExitResponse => (x === undefined ? { gp: true } : { value: x });
-      return isPromise(v) ? v.then(toResponse) : toResponse(v);
-    }
-    const ok = dev.write ? dev.write(exit.msr, exit.value, exit.vp) : false;
-    const toResponse = (x: boolean | void): ExitResponse => (x === false ? { gp: true } : {});
-    return isPromise(ok) ? ok.then(toResponse) : toResponse(ok);
-  }
-}
-
-function isPromise<T>(v: T | Promise<T>): v is Promise<T> {
-  return typeof (v as { then?: unknown } | undefined)?.then === 'function';
-}
-
-function allOnes(size: number): number {
-  return size === 4 ? 0xffffffff : (1 << (size * 8)) - 1;
-}
-
-function control(r: void | DeviceControl | Promise<void | DeviceControl>): ExitResponse | void | Promise<ExitResponse | void> {
-  if (isPromise(r)) return r.then((c) => (c?.stop ? { stop: true } : undefined));
-  return r?.stop ? { stop: true } : undefined;
-}
-
-/** String I/O against a per-element device: one call per element, in order. */
-async function stringIo(dev: IoDevice, exit: IoExit): Promise<ExitResponse> {
-  const n = exit.count;
-  if (exit.isWrite) {
-    const view = new DataView(exit.bytes.buffer, exit.bytes.byteOffset, exit.bytes.byteLength);
-    let stop = false;
-    for (let i = 0; i < n; i++) {
-      const c = await dev.write?.(exit.port, exit.size, readLe(view, i * exit.size, exit.size), exit.vp);
-      stop ||= c?.stop === true;
-    }
-    return { stop };
-  }
-  const out = new Uint8Array(n * exit.size);
-  const view = new DataView(out.buffer);
-  for (let i = 0; i < n; i++) {
-    const v = dev.read ? await dev.read(exit.port, exit.size, exit.vp) : allOnes(exit.size);
-    writeLe(view, i * exit.size, exit.size, v);
-  }
-  return { bytes: out };
-}
-
-function readLe(v: DataView, at: number, size: number): number {
-  return size === 1 ? v.getUint8(at) : size === 2 ? v.getUint16(at, true) : v.getUint32(at, true);
-}
-
-function writeLe(v: DataView, at: number, size: number, value: number): void {
-  if (size === 1) v.setUint8(at, value);
-  else if (size === 2) v.setUint16(at, value, true);
-  else v.setUint32(at, value >>> 0, true);
-}
-
-function fatalError(exit: Exit & { kind: 'shutdown' | 'unrecoverable' }): GuestFatalError {
-  const regs = exit.registers;
-  const where = regs ? ` at rip=0x${regs.rip.toString(16)}` : '';
-  const dump = regs ? `\n  registers: ${formatRegisters(regs)}` : '';
-  if (exit.kind === 'shutdown') {
-    const reason: FatalReason = exit.reason === 'triple-fault' ? 'triple-fault' : 'system-event';
-    const text = exit.reason === 'triple-fault' ? 'triple fault (shutdown)' : `system event ${exit.detail}`;
-    return new GuestFatalError(`vCPU ${exit.vp}: guest ${text}${where}${dump}`, exit.vp, reason, regs, undefined);
-  }
-  const bytes = exit.instructionBytes;
-  const insn = bytes && bytes.length > 0 ? `; instruction bytes at RIP: ${Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join(' ')}` : '';
-  const reason: FatalReason = exit.reason === 'bad-io' ? 'internal-error' : exit.reason === 'unknown' ? 'unknown' : exit.reason;
-  return new GuestFatalError(
-    `vCPU ${exit.vp}: unrecoverable exit (${exit.reason}, backend code ${exit.backendCode}, detail ${exit.detail})${where}${insn}${dump}`,
-    exit.vp,
-    reason,
-    regs,
-    bytes,
-  );
 }

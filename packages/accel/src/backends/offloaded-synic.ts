@@ -1,0 +1,132 @@
+/**
+ * SynicPort for backends whose hypervisor owns the SynIC (MSHV, WHPX). The hypervisor has
+ * one message slot per SINT and refuses a post while it is occupied (MSHV:
+ * HV_STATUS_INSUFFICIENT_BUFFERS from HvCallPostMessageDirect; WHPX: ERROR_HV_OBJECT_IN_USE).
+ * Hyper-V does not queue for us, so this class does what the TLFS leaves to the sender:
+ * it keeps a bounded FIFO per (vp, sint), asks the hypervisor for a "SINT deliverable"
+ * notification for every SINT with a backlog, and retries in order when the notification
+ * (an intercept / exit of the backend) arrives. Messages never overtake each other.
+ */
+import { HvemuError, silentLogger, type Logger } from '@hvemu/common';
+import type { PortMessage, SynicPortLike } from './types.js';
+
+/** struct hv_message: 16-byte header + 240-byte payload. */
+export const HV_MESSAGE_SIZE = 256;
+export const HV_MESSAGE_HEADER_SIZE = 16;
+export const HV_MESSAGE_PAYLOAD_MAX = 240;
+export const HV_SINT_COUNT = 16;
+
+/** What the backend does with the hypervisor (one hypercall or DLL call each). */
+export interface OffloadedSynicOps {
+  /** Posts a full 256-byte hv_message to (vp, sint); 'busy' when the slot is occupied. */
+  post(vp: number, sint: number, message: Uint8Array): 'ok' | 'busy';
+  /** Sets `flag` in vp's SIEFP page for `sint` and raises the SINT; true when the flag was newly set. */
+  signal(vp: number, sint: number, flag: number): boolean;
+  /** Asks for one notification when any SINT in `sintMask` can take a message (0 cancels). */
+  requestDeliverable(vp: number, sintMask: number): void;
+}
+
+/** A host caller posted something the SynIC can never carry (bad vp/sint, payload > 240 bytes). */
+export class SynicPostError extends HvemuError {
+  readonly outcome = 'host-error' as const;
+}
+
+export interface OffloadedSynicOptions {
+  readonly vpCount: number;
+  /** Messages held per (vp, sint) while the slot is busy; beyond it a post is dropped and counted. Default 64. */
+  readonly queueLimit?: number;
+  readonly logger?: Logger;
+}
+
+/** Encodes an hv_message: message_type @0, payload_size @4, flags @5 (0), sender @8 (0), payload @16. */
+export function encodeHvMessage(message: PortMessage): Uint8Array {
+  if (message.payload.length > HV_MESSAGE_PAYLOAD_MAX) {
+    throw new SynicPostError(`SynIC message payload of ${message.payload.length} bytes exceeds ${HV_MESSAGE_PAYLOAD_MAX}`);
+  }
+  const out = new Uint8Array(HV_MESSAGE_SIZE);
+  const view = new DataView(out.buffer);
+  view.setUint32(0, message.type >>> 0, true);
+  view.setUint8(4, message.payload.length);
+  out.set(message.payload, HV_MESSAGE_HEADER_SIZE);
+  return out;
+}
+
+export class OffloadedSynicPort implements SynicPortLike {
+  /** Backlog per vp, per sint (FIFO of encoded hv_messages). */
+  private readonly backlog: Uint8Array[][][];
+  private readonly requested: number[];
+  private readonly queueLimit: number;
+  private readonly logger: Logger;
+  readonly stats = { posted: 0, queued: 0, retried: 0, dropped: 0 };
+
+  constructor(
+    private readonly ops: OffloadedSynicOps,
+    opts: OffloadedSynicOptions,
+  ) {
+    this.backlog = Array.from({ length: opts.vpCount }, () => Array.from({ length: HV_SINT_COUNT }, () => []));
+    this.requested = new Array<number>(opts.vpCount).fill(0);
+    this.queueLimit = opts.queueLimit ?? 64;
+    this.logger = opts.logger ?? silentLogger;
+  }
+
+  postMessage(vp: number, sint: number, message: PortMessage): 'delivered' | 'queued' {
+    const queue = this.queueFor(vp, sint);
+    const encoded = encodeHvMessage(message);
+    if (queue.length === 0 && this.ops.post(vp, sint, encoded) === 'ok') {
+      this.stats.posted++;
+      return 'delivered';
+    }
+    if (queue.length >= this.queueLimit) {
+      this.stats.dropped++;
+      this.logger.warn('SynIC backlog full; message dropped', { vp, sint, type: message.type });
+      return 'queued';
+    }
+    queue.push(encoded);
+    this.stats.queued++;
+    this.updateRequest(vp);
+    return 'queued';
+  }
+
+  signalEvent(vp: number, sint: number, flag: number): boolean {
+    this.queueFor(vp, sint);
+    return this.ops.signal(vp, sint, flag);
+  }
+
+  /** The backend saw a SINT-deliverable notification for `sintMask` on `vp`: retry those backlogs in order. */
+  onSintDeliverable(vp: number, sintMask: number): void {
+    if (vp < 0 || vp >= this.backlog.length) return;
+    this.requested[vp] = 0;  // the notification is one-shot
+    for (let sint = 0; sint < HV_SINT_COUNT; sint++) {
+      if ((sintMask & (1 << sint)) === 0) continue;
+      const queue = this.backlog[vp][sint];
+      while (queue.length > 0 && this.ops.post(vp, sint, queue[0]) === 'ok') {
+        queue.shift();
+        this.stats.retried++;
+      }
+    }
+    this.updateRequest(vp);
+  }
+
+  /** Messages waiting for (vp, sint). */
+  pending(vp: number, sint: number): number {
+    return this.backlog[vp]?.[sint]?.length ?? 0;
+  }
+
+  private queueFor(vp: number, sint: number): Uint8Array[] {
+    if (!Number.isInteger(vp) || vp < 0 || vp >= this.backlog.length) throw new SynicPostError(`no vCPU ${vp}`);
+    if (!Number.isInteger(sint) || sint < 0 || sint >= HV_SINT_COUNT) throw new SynicPostError(`SINT ${sint} is out of range 0..15`);
+    return this.backlog[vp][sint];
+  }
+
+  /** Keeps exactly the SINTs with a backlog in the hypervisor's notification mask. */
+  private updateRequest(vp: number): void {
+    let mask = 0;
+    this.backlog[vp].forEach((q, sint) => {
+      if (q.length > 0) mask |= 1 << sint;
+    });
+    if (mask !== this.requested[vp]) {
+      this.requested[vp] = mask;
+      this.ops.requestDeliverable(vp, mask);
+    }
+  }
+}

@@ -1,0 +1,176 @@
+/**
+ * The backend-neutral half of exit handling: user devices by address range, the hypercall
+ * handler and the fallback, and how each Exit is routed to them. Every backend (KVM, MSHV,
+ * WHPX) decodes its exits into the Exit model and hands them to one ExitRouter, so devices
+ * behave the same on all of them.
+ */
+import { silentLogger, type Logger } from '@hvemu/common';
+import { RangeMap, type DeviceControl, type IoDevice, type MmioDevice, type MsrDevice } from './devices.js';
+import { AccelUsageError, GuestFatalError, type FatalReason } from './errors.js';
+import { formatRegisters } from './registers.js';
+import type { Exit, ExitHandler, ExitResponse, HypercallExit, IoExit, MmioExit, MsrReadExit, MsrWriteExit } from './exits.js';
+
+/** The status a hypercall gets when nobody handles it (TLFS HV_STATUS_INVALID_HYPERCALL_CODE). */
+const HV_STATUS_INVALID_HYPERCALL_CODE = 2n;
+const HYPERV_MSR_FIRST = 0x40000000;
+const HYPERV_MSR_LAST = 0x400000ff;
+
+export class ExitRouter {
+  private readonly ioDevices = new RangeMap<IoDevice>('I/O port');
+  private readonly mmioDevices = new RangeMap<MmioDevice>('MMIO');
+  private readonly msrDevices = new RangeMap<MsrDevice>('MSR');
+  private fallback: ExitHandler | undefined;
+  private hypercallHandler: ExitHandler<HypercallExit> | undefined;
+
+  constructor(
+    private readonly ram: readonly { gpa: number; end: number }[],
+    private readonly logger: Logger = silentLogger,
+  ) {}
+
+  addIoDevice(device: IoDevice): void {
+    this.ioDevices.add(device.port, device.count, device);
+  }
+
+  addMmioDevice(device: MmioDevice): void {
+    for (const r of this.ram) {
+      if (device.gpa < r.end && r.gpa < device.gpa + device.size) {
+        throw new AccelUsageError(`MMIO device at 0x${device.gpa.toString(16)} overlaps guest RAM`);
+      }
+    }
+    this.mmioDevices.add(device.gpa, device.size, device);
+  }
+
+  /** Adds an MSR device; returns the MSRs outside 0x40000000-0x400000FF it covers (a backend may need to intercept them). */
+  addMsrDevice(device: MsrDevice): number[] {
+    const count = device.count ?? 1;
+    this.msrDevices.add(device.msr, count, device);
+    const extra: number[] = [];
+    for (let m = device.msr; m < device.msr + count; m++) if (m < HYPERV_MSR_FIRST || m > HYPERV_MSR_LAST) extra.push(m);
+    return extra;
+  }
+
+  onHypercall(handler: ExitHandler<HypercallExit>): void {
+    this.hypercallHandler = handler;
+  }
+
+  onExit(handler: ExitHandler): void {
+    this.fallback = handler;
+  }
+
+  /** Routes one exit: device, hypercall handler, fallback, or the platform default. */
+  dispatch(exit: Exit): ExitResponse | void | Promise<ExitResponse | void> {
+    switch (exit.kind) {
+      case 'io':
+        return this.dispatchIo(exit);
+      case 'mmio':
+        return this.dispatchMmio(exit);
+      case 'msr-read':
+      case 'msr-write':
+        return this.dispatchMsr(exit);
+      case 'hypercall':
+        if (this.hypercallHandler) return this.hypercallHandler(exit);
+        return this.fallback ? this.fallback(exit) : { value: HV_STATUS_INVALID_HYPERCALL_CODE };
+      default:
+        return this.fallback ? this.fallback(exit) : undefined;
+    }
+  }
+
+  private dispatchIo(exit: IoExit): ExitResponse | void | Promise<ExitResponse | void> {
+    const dev = this.ioDevices.find(exit.port);  // a device owns ports, whatever the access width
+    if (!dev) return this.fallback ? this.fallback(exit) : exit.isWrite ? undefined : { value: allOnes(exit.size) };
+    if (exit.count > 1) return stringIo(dev, exit);
+    if (exit.isWrite) return control(dev.write?.(exit.port, exit.size, exit.data, exit.vp));
+    const v = dev.read ? dev.read(exit.port, exit.size, exit.vp) : allOnes(exit.size);
+    return isPromise(v) ? v.then((value) => ({ value })) : { value: v };
+  }
+
+  private dispatchMmio(exit: MmioExit): ExitResponse | void | Promise<ExitResponse | void> {
+    const dev = this.mmioDevices.find(exit.gpa, exit.size);
+    if (!dev) {
+      this.logger.debug('unclaimed MMIO access', { vp: exit.vp, gpa: exit.gpa, size: exit.size, write: exit.isWrite });
+      return this.fallback ? this.fallback(exit) : exit.isWrite ? undefined : { value: (1n << BigInt(exit.size * 8)) - 1n };
+    }
+    if (exit.isWrite) return control(dev.write?.(exit.gpa, exit.size, exit.data, exit.vp));
+    const v = dev.read ? dev.read(exit.gpa, exit.size, exit.vp) : (1n << BigInt(exit.size * 8)) - 1n;
+    return isPromise(v) ? v.then((value) => ({ value })) : { value: v };
+  }
+
+  private dispatchMsr(exit: MsrReadExit | MsrWriteExit): ExitResponse | void | Promise<ExitResponse | void> {
+    const dev = this.msrDevices.find(exit.msr);
+    if (!dev) return this.fallback ? this.fallback(exit) : { gp: true };
+    if (exit.kind === 'msr-read') {
+      const v = dev.read ? dev.read(exit.msr, exit.vp) : undefined;
+      const toResponse = (x: bigint | undefined): ExitResponse => (x === undefined ? { gp: true } : { value: x });
+      return isPromise(v) ? v.then(toResponse) : toResponse(v);
+    }
+    const ok = dev.write ? dev.write(exit.msr, exit.value, exit.vp) : false;
+    const toResponse = (x: boolean | void): ExitResponse => (x === false ? { gp: true } : {});
+    return isPromise(ok) ? ok.then(toResponse) : toResponse(ok);
+  }
+}
+
+export function isPromise<T>(v: T | Promise<T>): v is Promise<T> {
+  return typeof (v as { then?: unknown } | undefined)?.then === 'function';
+}
+
+function allOnes(size: number): number {
+  return size === 4 ? 0xffffffff : (1 << (size * 8)) - 1;
+}
+
+function control(r: void | DeviceControl | Promise<void | DeviceControl>): ExitResponse | void | Promise<ExitResponse | void> {
+  if (isPromise(r)) return r.then((c) => (c?.stop ? { stop: true } : undefined));
+  return r?.stop ? { stop: true } : undefined;
+}
+
+/** String I/O against a per-element device: one call per element, in order. */
+async function stringIo(dev: IoDevice, exit: IoExit): Promise<ExitResponse> {
+  const n = exit.count;
+  if (exit.isWrite) {
+    const view = new DataView(exit.bytes.buffer, exit.bytes.byteOffset, exit.bytes.byteLength);
+    let stop = false;
+    for (let i = 0; i < n; i++) {
+      const c = await dev.write?.(exit.port, exit.size, readLe(view, i * exit.size, exit.size), exit.vp);
+      stop ||= c?.stop === true;
+    }
+    return { stop };
+  }
+  const out = new Uint8Array(n * exit.size);
+  const view = new DataView(out.buffer);
+  for (let i = 0; i < n; i++) {
+    const v = dev.read ? await dev.read(exit.port, exit.size, exit.vp) : allOnes(exit.size);
+    writeLe(view, i * exit.size, exit.size, v);
+  }
+  return { bytes: out };
+}
+
+function readLe(v: DataView, at: number, size: number): number {
+  return size === 1 ? v.getUint8(at) : size === 2 ? v.getUint16(at, true) : v.getUint32(at, true);
+}
+
+function writeLe(v: DataView, at: number, size: number, value: number): void {
+  if (size === 1) v.setUint8(at, value);
+  else if (size === 2) v.setUint16(at, value, true);
+  else v.setUint32(at, value >>> 0, true);
+}
+
+/** The GuestFatalError a shutdown or unrecoverable exit becomes (registers and instruction bytes when known). */
+export function fatalError(exit: Exit & { kind: 'shutdown' | 'unrecoverable' }): GuestFatalError {
+  const regs = exit.registers;
+  const where = regs ? ` at rip=0x${regs.rip.toString(16)}` : '';
+  const dump = regs ? `\n  registers: ${formatRegisters(regs)}` : '';
+  if (exit.kind === 'shutdown') {
+    const reason: FatalReason = exit.reason === 'triple-fault' ? 'triple-fault' : 'system-event';
+    const text = exit.reason === 'triple-fault' ? 'triple fault (shutdown)' : `system event ${exit.detail}`;
+    return new GuestFatalError(`vCPU ${exit.vp}: guest ${text}${where}${dump}`, exit.vp, reason, regs, undefined);
+  }
+  const bytes = exit.instructionBytes;
+  const insn = bytes && bytes.length > 0 ? `; instruction bytes at RIP: ${Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join(' ')}` : '';
+  const reason: FatalReason = exit.reason === 'bad-io' ? 'internal-error' : exit.reason === 'unknown' ? 'unknown' : exit.reason;
+  return new GuestFatalError(
+    `vCPU ${exit.vp}: unrecoverable exit (${exit.reason}, backend code ${exit.backendCode}, detail ${exit.detail})${where}${insn}${dump}`,
+    exit.vp,
+    reason,
+    regs,
+    bytes,
+  );
+}
