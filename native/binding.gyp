@@ -16,6 +16,7 @@
         ["OS=='linux' and target_arch=='x64'", {
           "sources": [
             "src/addon.cc",
+            "src/eventfd_watcher.cc",
             "src/exit_channel.cc",
             "src/guest_ram.cc",
             "src/kvm_partition.cc",

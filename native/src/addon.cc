@@ -5,6 +5,7 @@
 #include <cstring>
 #include <memory>
 
+#include "eventfd_watcher.h"
 #include "exit_slot.h"
 #include "host_error.h"
 #include "kvm_partition.h"
@@ -523,6 +524,87 @@ class PartitionWrap : public Napi::ObjectWrap<PartitionWrap>, public Notifier {
   bool released_ = false;
 };
 
+
+// ---- EventfdWatcher: doorbell eventfds reported to JS without a timer ------------------------
+
+struct WatcherContext {
+  std::shared_ptr<EventfdWatcher> watcher;
+};
+
+void CallWatcherJs(Napi::Env env, Napi::Function callback, WatcherContext* ctx, void*) {
+  if (env == nullptr || callback.IsEmpty() || !ctx->watcher) return;
+  std::vector<int> fds = ctx->watcher->TakeReady();
+  if (fds.empty()) return;
+  Napi::Array a = Napi::Array::New(env, fds.size());
+  for (size_t i = 0; i < fds.size(); i++) a.Set(static_cast<uint32_t>(i), Napi::Number::New(env, fds[i]));
+  callback.Call({a});
+}
+
+using WatcherTsfn = Napi::TypedThreadSafeFunction<WatcherContext, void, CallWatcherJs>;
+
+class WatcherWrap : public Napi::ObjectWrap<WatcherWrap> {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "EventfdWatcher",
+                       {InstanceMethod<&WatcherWrap::Add>("add"), InstanceMethod<&WatcherWrap::Remove>("remove"),
+                        InstanceMethod<&WatcherWrap::Close>("close")});
+  }
+
+  explicit WatcherWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<WatcherWrap>(info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsFunction()) Usage(env, "new EventfdWatcher(callback)");
+    ctx_ = new WatcherContext();
+    tsfn_ = WatcherTsfn::New(env, info[0].As<Napi::Function>(), "hvemu-eventfd-watcher", 0, 1, ctx_,
+                             [](Napi::Env, void*, WatcherContext* c) { delete c; });
+    tsfn_.Unref(env);  // watching alone does not keep the process alive; running vCPUs do
+    WatcherTsfn* tsfn = &tsfn_;
+    try {
+      ctx_->watcher = std::make_shared<EventfdWatcher>([tsfn] { tsfn->NonBlockingCall(); });
+    } catch (const HostError& e) {
+      released_ = true;
+      tsfn_.Release();
+      ThrowJs(env, e);
+    }
+  }
+
+  ~WatcherWrap() { Shutdown(); }
+
+ private:
+  Napi::Value Add(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (released_) Usage(env, "the eventfd watcher is closed");
+    int fd = static_cast<int>(ToU32(env, info[0], "eventfd"));
+    try {
+      ctx_->watcher->Add(fd);
+    } catch (const HostError& e) {
+      ThrowJs(env, e);
+    }
+    return env.Undefined();
+  }
+
+  Napi::Value Remove(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!released_) ctx_->watcher->Remove(static_cast<int>(ToU32(env, info[0], "eventfd")));
+    return env.Undefined();
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    Shutdown();
+    return info.Env().Undefined();
+  }
+
+  void Shutdown() {
+    if (released_) return;
+    released_ = true;
+    ctx_->watcher->Stop();  // joined: no notify can race the release below
+    tsfn_.Release();
+  }
+
+  WatcherContext* ctx_ = nullptr;
+  WatcherTsfn tsfn_;
+  bool released_ = false;
+};
+
 Napi::Value Probe(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   KvmProbe p = ProbeKvm();
@@ -545,6 +627,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("probeKvm", Napi::Function::New(env, Probe));
   exports.Set("unmapPages", Napi::Function::New(env, UnmapPages));
   exports.Set("KvmPartition", PartitionWrap::Init(env));
+  exports.Set("EventfdWatcher", WatcherWrap::Init(env));
   Napi::Object layout = Napi::Object::New(env);
   layout.Set("headerSize", Napi::Number::New(env, kHeaderSize));
   layout.Set("slotSize", Napi::Number::New(env, kSlotSize));

@@ -27,7 +27,7 @@ import {
 } from './errors.js';
 import { decodeExit, encodeResponse } from './exit-decode.js';
 import type { Exit, ExitHandler, ExitResponse, HypercallExit } from './exits.js';
-import { loadAddon, type NativePartition } from './native/addon.js';
+import { loadAddon, type NativeEventfdWatcher, type NativePartition } from './native/addon.js';
 import { ExitCause, HDR_JS_POLLING, Off, SlotState, SlotView } from './native/exit-slot.js';
 import {
   formatRegisters,
@@ -178,6 +178,11 @@ export interface Ioeventfd {
   take(): bigint;
   /** Deassigns it: later guest writes exit to user space again. */
   remove(): void;
+  /**
+   * Calls `onWrites(count)` on the JS thread soon after the guest writes (a native epoll
+   * thread wakes the event loop; no timer, no exit). Counts coalesce; `take()` still works.
+   */
+  watch(onWrites: (count: bigint) => void): void;
 }
 
 export class Partition implements AccelPartition {
@@ -196,6 +201,8 @@ export class Partition implements AccelPartition {
   private runWaiters: { resolve: (o: VcpuOutcome[]) => void; reject: (e: unknown) => void }[] = [];
   private outcomes: (VcpuOutcome | undefined)[];
   private closed = false;
+  private watcher: NativeEventfdWatcher | undefined;
+  private readonly watched = new Map<number, () => void>();
 
   private constructor(opts: PartitionOptions) {
     const addon = loadAddon();
@@ -321,23 +328,59 @@ export class Partition implements AccelPartition {
     const fd = native(() => this.nativePartition.addIoeventfd(spec.address, spec.length, spec.space === 'pio', spec.datamatch));
     const buf = new BigUint64Array(1);
     let removed = false;
+    const take = (): bigint => {
+      if (removed) return 0n;
+      try {
+        return readSync(fd, buf) === 8 ? buf[0] : 0n;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'EAGAIN') return 0n;
+        throw e;
+      }
+    };
     return {
       fd,
+      take,
       remove: () => {
         if (removed || this.closed) return;
         removed = true;
+        this.unwatch(fd);
         native(() => this.nativePartition.removeIoeventfd(fd));
       },
-      take: () => {
-        if (removed) return 0n;
-        try {
-          return readSync(fd, buf) === 8 ? buf[0] : 0n;
-        } catch (e) {
-          if ((e as NodeJS.ErrnoException).code === 'EAGAIN') return 0n;
-          throw e;
-        }
+      watch: (onWrites) => {
+        if (removed) throw new AccelUsageError('the ioeventfd was removed');
+        this.watchFd(fd, () => {
+          const n = take();
+          if (n > 0n) onWrites(n);
+        });
       },
     };
+  }
+
+  private watchFd(fd: number, onReady: () => void): void {
+    if (!this.watcher) {
+      const Watcher = loadAddon().EventfdWatcher;
+      if (!Watcher) throw new HypervisorUnavailableError('this build of the native addon has no eventfd watcher');
+      this.watcher = native(() => new Watcher((fds) => this.onFdsReady(fds)));
+    }
+    if (this.watched.has(fd)) throw new AccelUsageError(`eventfd ${fd} is already watched`);
+    this.watched.set(fd, onReady);
+    native(() => this.watcher!.add(fd));
+  }
+
+  private unwatch(fd: number): void {
+    if (this.watched.delete(fd)) this.watcher?.remove(fd);
+  }
+
+  private onFdsReady(fds: number[]): void {
+    for (const fd of fds) {
+      const onReady = this.watched.get(fd);
+      if (!onReady) continue;
+      try {
+        onReady();
+      } catch (e) {
+        this.logger.error('ioeventfd watcher callback threw', { fd, error: String(e) });
+      }
+    }
   }
 
   /** Maps guest pages `pfns` (each must be RAM) side by side into one host view. */
@@ -396,6 +439,8 @@ export class Partition implements AccelPartition {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    this.watcher?.close();
+    this.watched.clear();
     this.nativePartition.close();
     this.drain();  // collect EXITED slots so pending run() promises settle
     this.settleIfDone(true);

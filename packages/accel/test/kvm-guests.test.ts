@@ -136,6 +136,23 @@ describeKvm('KVM test guests', () => {
     expect(r.partition.vcpus[0].exits).toBe(1);  // only the debug-exit port
   });
 
+  it('reports doorbell writes to JS by itself (native eventfd watcher: no timer, no exit)', async () => {
+    const seen: bigint[] = [];
+    const r = await run('doorbell-watch', {
+      setup: (p) => {
+        const bell = p.createIoeventfd({ space: 'pio', address: 0x560, length: 2 });
+        bell.watch((count) => {
+          seen.push(count);
+          p.interrupt(0, 0x42);
+        });
+      },
+    });
+    expectExit(r, { 0: 0 });
+    expect(seen).toEqual([1n, 1n, 1n]);
+    // halts wake in the kernel; the only user-space exit is the debug-exit port
+    expect(r.partition.vcpus[0].exits).toBe(1);
+  });
+
   it('finishes int3 (an emulation failure here) by injecting #BP', async () => {
     const r = await run('int3');
     expectExit(r, { 0: 0 });

@@ -64,9 +64,9 @@ export interface Enlightenments {
   readonly tsc: TscModel;
   /** Doorbell counters, when the doorbell is on. */
   readonly doorbell: DoorbellStats | undefined;
-  /** Delivers pending doorbell signals now (otherwise a 1 ms pump does). */
+  /** Delivers pending doorbell signals now (otherwise the native eventfd watcher does, as soon as the guest writes). */
   drainDoorbells(): void;
-  /** Stops the timer driver and the doorbell pump. */
+  /** Stops the timer driver and the doorbell watchers. */
   dispose(): void;
 }
 

@@ -4,8 +4,10 @@
  *
  * - Each registered event connection gets a PIO ioeventfd on the doorbell port with datamatch
  *   = its connection id: the guest's 32-bit OUT only bumps an eventfd counter in the kernel.
- * - A pump drains the counters (every millisecond, and whenever asked) and calls the
- *   connection's onSignal once per drain that saw writes (event flags coalesce anyway).
+ * - The accel layer's native eventfd watcher (an epoll thread) wakes the JS thread when a
+ *   counter moves; the connection's onSignal runs once per wake-up that saw writes (event
+ *   flags coalesce anyway). No timer: an idle guest costs nothing. `drain()` does the same
+ *   on demand (a guest that signals and stops at once).
  *   Which vCPU rang is not known on this path: onSignal gets vp 0. Connections that need the
  *   sender name it by connection id, as VMBus channels do.
  * - Any OUT the kernel did not match (unknown connection, a removed one, a hostile write)
@@ -17,7 +19,6 @@ import { DOORBELL_HOST_STATUS, HVCALL_SIGNAL_EVENT, HV_HYPERCALL_FAST_BIT, type 
 import type { Logger } from '@hvemu/common';
 
 export const SIGNAL_DOORBELL_PORT = 0x98;
-const PUMP_INTERVAL_MS = 1;
 
 export interface DoorbellStats {
   /** Signals taken from eventfds (each drain of a non-zero counter counts its writes). */
@@ -29,7 +30,6 @@ export interface DoorbellStats {
 export class SignalDoorbell {
   readonly stats: DoorbellStats = { doorbellWrites: 0n, fallbacks: 0 };
   private readonly fds = new Map<number, Ioeventfd>();
-  private readonly pump: NodeJS.Timeout;
   private readonly unwatch: () => void;
 
   constructor(
@@ -40,15 +40,17 @@ export class SignalDoorbell {
   ) {
     partition.addIoDevice({ port, count: 1, write: (_p, size, data, vp) => this.fallback(vp, size, data) });
     this.unwatch = hypercalls.connections.watchEvents({
-      added: (id) => this.fds.set(id, partition.createIoeventfd({ space: 'pio', address: port, length: 4, datamatch: BigInt(id) })),
+      added: (id) => {
+        const fd = partition.createIoeventfd({ space: 'pio', address: port, length: 4, datamatch: BigInt(id) });
+        this.fds.set(id, fd);
+        fd.watch((writes) => this.deliver(id, writes));
+      },
       removed: (id) => {
         this.drainOne(id); // writes made while it was registered still count
         this.fds.get(id)?.remove();
         this.fds.delete(id);
       },
     });
-    this.pump = setInterval(() => this.drain(), PUMP_INTERVAL_MS);
-    this.pump.unref();
   }
 
   /** Delivers every doorbell write so far to its connection. */
@@ -58,7 +60,10 @@ export class SignalDoorbell {
 
   private drainOne(id: number): void {
     const writes = this.fds.get(id)?.take() ?? 0n;
-    if (writes === 0n) return;
+    if (writes > 0n) this.deliver(id, writes);
+  }
+
+  private deliver(id: number, writes: bigint): void {
     this.stats.doorbellWrites += writes;
     const handler = this.hypercalls.connections.event(id);
     try {
@@ -79,7 +84,6 @@ export class SignalDoorbell {
   }
 
   dispose(): void {
-    clearInterval(this.pump);
     this.unwatch();
     this.drain();
   }

@@ -47,12 +47,20 @@ export interface NativePartition {
   close(): void;
 }
 
+/** An epoll thread reporting readable eventfds to JS (native/src/eventfd_watcher.h). */
+export interface NativeEventfdWatcher {
+  add(fd: number): void;
+  remove(fd: number): void;
+  close(): void;
+}
+
 export interface NativeAddon {
   probeKvm(): { ok: boolean; code: string; message: string };
   /** Detaches a mapPages() buffer, unmapping it now. */
   unmapPages?(buffer: ArrayBuffer): void;
   /** Absent where the addon was built as a stub (no backend for this platform yet). */
   KvmPartition?: new (config: NativePartitionConfig, onExitsPending: () => void) => NativePartition;
+  EventfdWatcher?: new (onReady: (fds: number[]) => void) => NativeEventfdWatcher;
   layout: { headerSize: number; slotSize: number; slotDataOffset: number };
 }
 
