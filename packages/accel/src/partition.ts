@@ -84,6 +84,8 @@ const MSI_ADDRESS_BASE = 0xfee00000;
  * exits on the fast path; an idle guest costs at most 50 us of JS-thread spinning.
  */
 const DEFAULT_POLL_MICROS = 50;
+/** Longest the JS thread stays in one exit-polling burst before it lets the event loop run (ms). */
+const DRAIN_BUDGET_MS = 2;
 
 /** Where a vCPU's time went since it was started (nanoseconds, from the vCPU thread). */
 export interface VcpuTimes {
@@ -455,16 +457,22 @@ export class Partition implements AccelPartition {
     }
     // Keep polling while exits keep coming; the vCPU threads skip the wake-up meanwhile.
     // The clock is read every few scans only: it costs more than a scan.
+    // A guest that exits back to back would keep this loop busy for ever and starve the
+    // event loop (host timers, I/O, the SynIC timer driver): after DRAIN_BUDGET_MS the loop
+    // returns; later exits wake it again through the threadsafe function, after the event
+    // loop has had its turn.
     Atomics.exchange(this.header, HDR_JS_POLLING, 1);
-    let idleSince = performance.now();
+    const started = performance.now();
+    let idleSince = started;
     for (let i = 1; ; i++) {
-      if (this.scan() > 0) {
-        idleSince = -1;
-      } else if ((i & 31) === 0) {
-        const now = performance.now();
-        if (idleSince < 0) idleSince = now;
-        else if (now - idleSince > this.pollMs || this.allEnded()) break;
-      }
+      const busy = this.scan() > 0;
+      if (busy) idleSince = -1;
+      if ((i & 31) !== 0) continue;
+      const now = performance.now();
+      if (now - started > DRAIN_BUDGET_MS) break;
+      if (busy) continue;
+      if (idleSince < 0) idleSince = now;
+      else if (now - idleSince > this.pollMs || this.allEnded()) break;
     }
     Atomics.exchange(this.header, HDR_JS_POLLING, 0);
     this.scan();  // anything posted while we were turning polling off

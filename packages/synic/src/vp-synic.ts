@@ -55,6 +55,12 @@ export interface SynicMessage {
   payload: Uint8Array;
   /** The sender/port id field. */
   sender?: bigint;
+  /**
+   * Called with the SynIC's own copy of the payload just before it is written into the slot;
+   * it may update it in place (timers stamp DeliveryTime, which the TLFS defines as the time
+   * the message is placed in the slot, not when it was first posted).
+   */
+  beforeWrite?: (payload: Uint8Array) => void;
   /** Called when the message is written into the slot (timers use it to re-arm). */
   onDelivered?: () => void;
 }
@@ -283,6 +289,7 @@ export class VpSynic {
       if (Atomics.load(words, base) !== HVMSG_NONE) return;
     }
     const message = queue.shift()!;
+    message.beforeWrite?.(message.payload);
     this.writeSlot(words, sint, message, queue.length > 0);
     this.messagesDelivered++;
     this.observer?.messageDelivered?.(this.vp, sint, message.type, message.payload);

@@ -103,9 +103,11 @@ describe('synthetic timers', () => {
     t.tick(1500n);
     expect(t.slot().message_type).toBe(1);
     expect(t.slot().message_flags & 1).toBe(1); // msg_pending: the guest will EOM
+    t.clock.set(1700n);
     t.consume();
     expect(t.slot().message_type).toBe(HVMSG_TIMER_EXPIRED);
-    expect(t.payload()).toMatchObject({ expiration_time: 1500n });
+    // DeliveryTime is when the message reached the slot (TLFS), not when the timer fired.
+    expect(t.payload()).toMatchObject({ expiration_time: 1500n, delivery_time: 1700n });
   });
 
   it('an expiry before SIMP is enabled is delivered when it is', () => {

@@ -37,6 +37,17 @@ describeKvm('Hyper-V timers and reference time from guests on KVM', () => {
     }
   });
 
+  it('stimer edge cases: busy slot and disabled SIMP retried (not lost), hostile configurations', async () => {
+    const run = await runHvGuest('stimer-edge');
+    expectPassed(run);
+    for (const vp of [0, 1]) {
+      const fired = run.hv.hyperv.stimers(vp).fired;
+      // timers 0-2 fired once each in message mode; the held ones were not re-fired or dropped
+      for (const timer of [0, 1, 2]) expect(fired.filter((e) => e.timer === timer && e.mode === 'message').length).toBe(1);
+      expect(run.hv.hyperv.synic(vp).messagesDelivered).toBe(3);
+    }
+  });
+
   it('clock: reference TSC page and TIME_REF_COUNT agree, monotonic across reads and vCPUs', async () => {
     const run = await runHvGuest('clock');
     expectPassed(run);
