@@ -8,13 +8,27 @@ import { benchRing } from './ring.js';
 import { benchSynic } from './synic.js';
 import { benchVmbus, benchVmbusKvm } from './vmbus.js';
 
+const SUITES: Record<string, () => Record<string, number | string> | Promise<Record<string, number | string>>> = {
+  ring: benchRing,
+  accel: benchAccel,
+  synic: benchSynic,
+  vmbus: benchVmbus,
+  'vmbus-kvm': benchVmbusKvm,
+};
+
+// `npm run bench -- synic vmbus-kvm` runs only the named suites (default: all, in this order).
+const wanted = process.argv.slice(2);
+for (const name of wanted) {
+  if (!(name in SUITES)) {
+    console.error(`unknown suite ${name}; suites: ${Object.keys(SUITES).join(', ')}`);
+    process.exit(2);
+  }
+}
 const figures: Record<string, number | string> = {
   node: process.version,
   date: new Date().toISOString(),
 };
-Object.assign(figures, benchRing());
-Object.assign(figures, await benchAccel());
-Object.assign(figures, await benchSynic());
-Object.assign(figures, await benchVmbus());
-Object.assign(figures, await benchVmbusKvm());
+for (const [name, suite] of Object.entries(SUITES)) {
+  if (wanted.length === 0 || wanted.includes(name)) Object.assign(figures, await suite());
+}
 console.log(JSON.stringify(figures));
