@@ -4,7 +4,10 @@
  * heartbeat and shutdown channels, answers heartbeats and a shutdown request; both sides are
  * printed as one timeline.
  */
-import { buildVmbusDemoGuest, KvmVm } from '@hvemu/vm';
+import { MonotonicClock } from '@hvemu/common';
+import { TraceRecorder } from '@hvemu/trace';
+import { IC_OFFERS } from '@hvemu/util';
+import { buildVmbusDemoGuest, IC_KINDS, KvmVm } from '@hvemu/vm';
 
 export interface KvmDemoResult {
   exitCode: number | null;
@@ -20,10 +23,24 @@ export function kvmAvailable(): { ok: boolean; reason: string } {
   return KvmVm.probe();
 }
 
-export async function runKvmDemo(print: (line: string) => void): Promise<KvmDemoResult> {
+export async function runKvmDemo(print: (line: string) => void, tracePath?: string): Promise<KvmDemoResult> {
   const heartbeats = 3;
+  const clock = new MonotonicClock();
+  const recorder = tracePath
+    ? TraceRecorder.toFile(
+        tracePath,
+        {
+          vmbusVersion: 0,
+          devices: IC_KINDS.map((name, i) => ({ name, classId: IC_OFFERS[name].interfaceType, instanceId: IC_OFFERS[name].interfaceInstance, relid: i + 1 })),
+          producer: 'hvemu demo (KVM guest)',
+        },
+        { clock },
+      )
+    : undefined;
   const vm = new KvmVm({
     image: buildVmbusDemoGuest({ minHeartbeats: heartbeats }),
+    clock,
+    trace: recorder,
     onEvent: (e) => print(`${stamp(e.time)}  ${e.who.padEnd(5)}  ${e.what}`),
   });
   try {
@@ -39,5 +56,9 @@ export async function runKvmDemo(print: (line: string) => void): Promise<KvmDemo
     return { exitCode: result.exitCode, heartbeats: exercise.heartbeatAnswers.length, shutdownStatus: exercise.shutdown?.status ?? null };
   } finally {
     vm.close();
+    if (recorder) {
+      await recorder.close();
+      print(`trace: ${recorder.eventsRecorded} events written to ${tracePath}`);
+    }
   }
 }

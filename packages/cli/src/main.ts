@@ -1,13 +1,13 @@
 #!/usr/bin/env node
 /**
- * The `hvemu` command line. Verbs arrive with the layers that implement them
- * (run, replay, trace); today: `demo`, the ring demo that `npm start` runs.
+ * The `hvemu` command line: `demo` (what `npm start` runs), `replay`, `trace show`, `ring-demo`.
  */
 import { runRingDemo } from './ring-demo.js';
 import { readTraceFile, TraceFormatError } from '@hvemu/trace';
 import { showTrace, type ShowFilter } from './trace-show.js';
 import { kvmAvailable, runKvmDemo } from './kvm-demo.js';
 import { runVmDemo } from './vm-demo.js';
+import { runReplay } from './replay.js';
 
 const USAGE = `usage: hvemu <command>
 
@@ -15,7 +15,12 @@ commands:
   demo [--sim] [--trace FILE]
               a VM with the integration components and a Linux-like guest, printed as a timeline:
               a KVM guest where /dev/kvm works, else (or with --sim) the simulated partition;
-              --trace captures a VMBus trace (simulated partition)
+              --trace captures a VMBus trace
+  replay TRACE [--device NAME] [--json]
+              rebuilds the trace's devices on a fresh host, drives it with the recorded guest
+              events and VMM calls, and compares everything the host does with the recording;
+              prints the first divergence; exit code 0 only when the whole trace matches;
+              --device replays one device's channel alone
   trace show FILE [--json] [--relid N] [--direction guest-to-host|host-to-guest] [--from T] [--to T]
               a trace as a readable timeline (times in reference-time seconds)
   ring-demo   a simulated guest and host exchanging packets over one VMBus ring pair
@@ -28,12 +33,12 @@ async function main(argv: string[]): Promise<number> {
     case 'demo': {
       const trace = option(argv, '--trace');
       const kvm = kvmAvailable();
-      if (kvm.ok && !argv.includes('--sim') && !trace) {
+      if (kvm.ok && !argv.includes('--sim')) {
         process.stdout.write('hvemu demo: a KVM guest (C, Linux-like VMBus and IC drivers) with heartbeat, shutdown, timesync and KVP offered\n\n');
-        const r = await runKvmDemo((line) => process.stdout.write(`${line}\n`));
+        const r = await runKvmDemo((line) => process.stdout.write(`${line}\n`), trace);
         return r.exitCode === 0 && r.shutdownStatus === 0 ? 0 : 1;
       }
-      const why = trace ? 'tracing runs the simulated partition' : kvm.ok ? '--sim' : `no usable KVM here: ${kvm.reason}`;
+      const why = kvm.ok ? '--sim' : `no usable KVM here: ${kvm.reason}`;
       process.stdout.write('hvemu demo: a VM with heartbeat, shutdown, timesync and KVP integration components\n');
       process.stdout.write(`(simulated partition and a Linux-like TypeScript guest; ${why})\n\n`);
       const r = await runVmDemo((line) => process.stdout.write(`${line}\n`), trace);
@@ -41,6 +46,8 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'trace':
       return traceCommand(argv.slice(1));
+    case 'replay':
+      return replayCommand(argv.slice(1));
     case 'ring-demo': {
       const started = performance.now();
       const print = (line: string): void => {
@@ -70,6 +77,23 @@ function option(argv: string[], name: string): string | undefined {
 
 function seconds(text: string | undefined): bigint | undefined {
   return text === undefined ? undefined : BigInt(Math.round(Number(text) * 1e7));
+}
+
+function replayCommand(argv: string[]): number {
+  const [file] = argv;
+  if (!file || file.startsWith('--')) {
+    process.stderr.write(USAGE);
+    return 2;
+  }
+  try {
+    const report = runReplay(readTraceFile(file), { device: option(argv, '--device') });
+    if (argv.includes('--json')) process.stdout.write(`${JSON.stringify(report.json)}\n`);
+    else for (const line of report.lines) process.stdout.write(`${line}\n`);
+    return report.matched ? 0 : 1;
+  } catch (error) {
+    process.stderr.write(`hvemu replay: ${(error as Error).message ?? String(error)}\n`);
+    return 2;
+  }
 }
 
 function traceCommand(argv: string[]): number {

@@ -5,7 +5,7 @@
  */
 import { parseIcMessage, ICMSG_HDR } from '@hvemu/util';
 import { channelMessageName, parseChannelMessage, vmpacket_descriptor } from '@hvemu/vmbus';
-import type { Trace, TraceEvent } from '@hvemu/trace';
+import { eventRelid, type Trace, type TraceEvent } from '@hvemu/trace';
 
 export interface ShowFilter {
   relid?: number;
@@ -73,22 +73,16 @@ export function describeEvent(e: TraceEvent): string {
       return `${e.ringPacket.direction === 'GUEST_TO_HOST' ? 'guest' : 'host '} relid ${e.ringPacket.relid} ${e.ringPacket.direction === 'GUEST_TO_HOST' ? '->' : '<-'} ${packetText(e.ringPacket.packet)}`;
     case 'channelState':
       return `host  relid ${e.channelState.relid} ${e.channelState.state}${e.channelState.classId ? ` class ${e.channelState.classId}` : ''}`;
+    case 'hostCall':
+      return `vmm   ${e.hostCall.device}.${e.hostCall.method}(${e.hostCall.argsJson.slice(1, -1)}) on relid ${e.hostCall.relid}`;
   }
-}
-
-function relidOf(e: TraceEvent): number | undefined {
-  if (e.kind === 'ringPacket') return e.ringPacket.relid;
-  if (e.kind === 'channelState') return e.channelState.relid;
-  if (e.kind === 'gpadlCreated') return e.gpadlCreated.relid;
-  if (e.kind === 'gpadlTorndown') return e.gpadlTorndown.relid;
-  return undefined;
 }
 
 export function filterEvents(trace: Trace, f: ShowFilter): TraceEvent[] {
   return trace.events.filter((e) => {
     if (f.from !== undefined && e.time < f.from) return false;
     if (f.to !== undefined && e.time > f.to) return false;
-    if (f.relid !== undefined && relidOf(e) !== f.relid) return false;
+    if (f.relid !== undefined && eventRelid(e) !== f.relid) return false;
     if (f.direction && e.kind === 'ringPacket' && (e.ringPacket.direction === 'GUEST_TO_HOST') !== (f.direction === 'guest-to-host')) return false;
     if (f.direction && e.kind !== 'ringPacket') return false;
     return true;

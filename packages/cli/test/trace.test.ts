@@ -24,7 +24,7 @@ async function freshCapture(): Promise<TraceEvent[]> {
 describe('trace fixture of the simulated IC scenario', () => {
   it('contains every kind of event the scenario produces', () => {
     const kinds = new Set(readTraceFile(FIXTURE).events.map((e) => e.kind));
-    for (const k of ['msrWrite', 'postMessage', 'signalEvent', 'hypercallResult', 'synicMessage', 'synicEventFlag', 'interrupt', 'eom', 'gpadlCreated', 'ringPacket', 'channelState']) {
+    for (const k of ['msrWrite', 'postMessage', 'signalEvent', 'hypercallResult', 'synicMessage', 'synicEventFlag', 'interrupt', 'eom', 'gpadlCreated', 'ringPacket', 'channelState', 'hostCall']) {
       expect(kinds.has(k as TraceEvent['kind'])).toBe(true);
     }
   });

@@ -61,6 +61,7 @@ const EVENT_KINDS = [
   'channelState',
   'hypercallResult',
   'msrWrite',
+  'hostCall',
 ] as const;
 
 /** Largest record the reader accepts (a ring packet with referenced data): 64 MiB. */

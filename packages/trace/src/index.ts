@@ -1,8 +1,12 @@
 export {
   TRACE_MAGIC,
   TRACE_SCHEMA_VERSION,
+  TRACE_SCHEMA_MIN_VERSION,
   RecordType,
   isGuestOriginated,
+  eventRelid,
+  encodeHostCallArgs,
+  decodeHostCallArgs,
   type ChannelStateKind,
   type Direction,
   type GpaRangeData,

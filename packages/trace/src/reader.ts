@@ -4,7 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { decodeRecords } from './codec.js';
 import { TraceFormatError } from './errors.js';
-import { TRACE_SCHEMA_VERSION, type TraceDropped, type TraceEvent, type TraceFooter, type TraceHeader } from './schema.js';
+import { TRACE_SCHEMA_MIN_VERSION, TRACE_SCHEMA_VERSION, type TraceDropped, type TraceEvent, type TraceFooter, type TraceHeader } from './schema.js';
 
 export interface Trace {
   header: TraceHeader;
@@ -24,8 +24,9 @@ export function parseTrace(bytes: Uint8Array): Trace {
     if (footer) throw new TraceFormatError(offset, 'record after the footer');
     if (record.kind === 'header') {
       if (header) throw new TraceFormatError(offset, 'second header');
-      if (record.header.schemaVersion !== TRACE_SCHEMA_VERSION) {
-        throw new TraceFormatError(offset, `schema version ${record.header.schemaVersion}, this reader knows ${TRACE_SCHEMA_VERSION}`);
+      const v = record.header.schemaVersion;
+      if (v < TRACE_SCHEMA_MIN_VERSION || v > TRACE_SCHEMA_VERSION) {
+        throw new TraceFormatError(offset, `schema version ${v}, this reader knows ${TRACE_SCHEMA_MIN_VERSION}-${TRACE_SCHEMA_VERSION}`);
       }
       header = record.header;
       continue;

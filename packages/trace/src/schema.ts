@@ -5,7 +5,9 @@
 import { fileURLToPath } from 'node:url';
 import protobuf from 'protobufjs';
 
-export const TRACE_SCHEMA_VERSION = 1;
+export const TRACE_SCHEMA_VERSION = 2;
+/** Oldest schema version the reader accepts (1 lacks HostCall events, so its host-initiated requests cannot be replayed). */
+export const TRACE_SCHEMA_MIN_VERSION = 1;
 /** The 8 bytes every trace file starts with. */
 export const TRACE_MAGIC = new TextEncoder().encode('HVTRACE1');
 
@@ -51,7 +53,8 @@ export type TraceEventBody =
   | { kind: 'gpadlCreated'; gpadlCreated: { relid: number; gpadl: number; byteOffset: number; byteCount: number; pfns: bigint[]; status: number } }
   | { kind: 'gpadlTorndown'; gpadlTorndown: { relid: number; gpadl: number } }
   | { kind: 'ringPacket'; ringPacket: { relid: number; direction: Direction; packet: Uint8Array; ranges: GpaRangeData[] } }
-  | { kind: 'channelState'; channelState: { relid: number; state: ChannelStateKind; classId: string; instanceId: string; subchannelIndex: number } };
+  | { kind: 'channelState'; channelState: { relid: number; state: ChannelStateKind; classId: string; instanceId: string; subchannelIndex: number } }
+  | { kind: 'hostCall'; hostCall: { relid: number; device: string; method: string; argsJson: string } };
 
 export type TraceEventKind = TraceEventBody['kind'];
 
@@ -68,11 +71,58 @@ export interface TraceFooter {
   dropped: bigint;
 }
 
-/** Events originated by the guest (replay drives these) vs by the host (replay compares these). */
-export const GUEST_ORIGINATED: ReadonlySet<TraceEventKind> = new Set(['postMessage', 'signalEvent', 'eom', 'msrWrite']);
+/**
+ * What replay drives: the guest's events, and the VMM's calls on device APIs (hostCall).
+ * Everything else is the host's doing, which replay reproduces and compares.
+ */
+export const GUEST_ORIGINATED: ReadonlySet<TraceEventKind> = new Set(['postMessage', 'signalEvent', 'eom', 'msrWrite', 'hostCall']);
 
 export function isGuestOriginated(e: TraceEvent): boolean {
   if (e.kind === 'ringPacket') return e.ringPacket.direction === 'GUEST_TO_HOST';
   if (e.kind === 'gpadlCreated' || e.kind === 'gpadlTorndown' || e.kind === 'channelState') return false;
   return GUEST_ORIGINATED.has(e.kind);
+}
+
+/** The channel an event is about, when it names one (ring packets, GPADLs, channel state, host calls). */
+export function eventRelid(e: TraceEvent): number | undefined {
+  switch (e.kind) {
+    case 'ringPacket':
+      return e.ringPacket.relid;
+    case 'channelState':
+      return e.channelState.relid;
+    case 'gpadlCreated':
+      return e.gpadlCreated.relid;
+    case 'gpadlTorndown':
+      return e.gpadlTorndown.relid;
+    case 'hostCall':
+      return e.hostCall.relid;
+    default:
+      return undefined;
+  }
+}
+
+/**
+ * HostCall arguments as JSON: bigints as {"$bigint": "<decimal>"}, byte arrays as
+ * {"$bytes": "<hex>"}, everything else as JSON has it.
+ */
+export function encodeHostCallArgs(args: readonly unknown[]): string {
+  return JSON.stringify(args, (_key, value: unknown) => {
+    if (typeof value === 'bigint') return { $bigint: value.toString() };
+    if (value instanceof Uint8Array) return { $bytes: Buffer.from(value).toString('hex') };
+    return value;
+  });
+}
+
+/** The inverse of encodeHostCallArgs; throws SyntaxError on malformed JSON or a non-array. */
+export function decodeHostCallArgs(json: string): unknown[] {
+  const value: unknown = JSON.parse(json, (_key, v: unknown) => {
+    if (v && typeof v === 'object' && !Array.isArray(v)) {
+      const o = v as Record<string, unknown>;
+      if (typeof o.$bigint === 'string' && Object.keys(o).length === 1) return BigInt(o.$bigint);
+      if (typeof o.$bytes === 'string' && Object.keys(o).length === 1) return Uint8Array.from(Buffer.from(o.$bytes, 'hex'));
+    }
+    return v;
+  });
+  if (!Array.isArray(value)) throw new SyntaxError('host call arguments must be a JSON array');
+  return value;
 }

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { ManualClock } from '@hvemu/common';
-import { MemoryOutput, parseTrace, readTraceFile, TraceFormatError, TraceRecorder, type TraceEventBody } from '@hvemu/trace';
+import { decodeHostCallArgs, encodeHostCallArgs, MemoryOutput, parseTrace, readTraceFile, TraceFormatError, TraceRecorder, type TraceEventBody } from '@hvemu/trace';
 import { fuzzRuns } from '../../../test/helpers.js';
 
 const u32 = fc.nat(0xffffffff);
@@ -35,6 +35,9 @@ const eventBody: fc.Arbitrary<TraceEventBody> = fc.oneof(
   fc
     .record({ relid: u32, state: fc.constantFrom('OFFERED' as const, 'OPENED' as const, 'CLOSED' as const, 'RESCINDED' as const), classId: guid, instanceId: guid, subchannelIndex: fc.nat(0xffff) })
     .map((channelState) => ({ kind: 'channelState' as const, channelState })),
+  fc
+    .record({ relid: u32, device: fc.string(), method: fc.string(), argsJson: fc.json() })
+    .map((hostCall) => ({ kind: 'hostCall' as const, hostCall })),
 );
 
 /** Decoded bytes fields are Buffers (Uint8Array subclasses, zero-copy); compare as plain Uint8Arrays. */
@@ -62,11 +65,18 @@ function capture(events: [number, TraceEventBody][], stall?: (i: number) => numb
 }
 
 describe('trace format', () => {
+  it('host-call arguments survive JSON with bigints and bytes', () => {
+    const args = [1, 'two', { key: 'VirtualMachineName', value: 'x' }, 5n, Uint8Array.of(1, 2, 255), [3n]];
+    expect(decodeHostCallArgs(encodeHostCallArgs(args))).toEqual(args);
+    expect(() => decodeHostCallArgs('{"not": "an array"}')).toThrow(SyntaxError);
+  });
+
+
   it('round-trips every event kind with its time, vp and sequence', () => {
     fc.assert(
       fc.property(fc.array(fc.tuple(fc.nat(63), eventBody), { maxLength: 20 }), (events) => {
         const trace = parseTrace(capture(events).bytes);
-        expect(trace.header).toMatchObject({ ...header, schemaVersion: 1 });
+        expect(trace.header).toMatchObject({ ...header, schemaVersion: 2 });
         expect(trace.events.length).toBe(events.length);
         trace.events.forEach((e, i) => {
           expect(e.seq).toBe(BigInt(i));

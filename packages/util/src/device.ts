@@ -3,6 +3,7 @@
  * ChannelHandler that starts the host service on each open and stops it on close. The
  * service object lives as long as the device; the channel may open and close many times.
  */
+import { HvemuError } from '@hvemu/common';
 import type { Channel, ChannelHandler, OfferSpec } from '@hvemu/vmbus';
 import { bindIcToRings, icRingTransport, type IcRingBinding } from './ring-transport.js';
 import type { IcHostService, IcTransport } from './service.js';
@@ -19,12 +20,31 @@ import {
 
 export type IcKind = 'heartbeat' | 'shutdown' | 'timesync' | 'kvp';
 
+/** A host call (replay) that names no host-API method of the device. */
+export class IcHostCallError extends HvemuError {
+  readonly outcome = 'host-error' as const;
+}
+
 export const IC_OFFERS: Readonly<Record<IcKind, OfferSpec>> = {
   heartbeat: { interfaceType: HV_HEART_BEAT_GUID, interfaceInstance: HEARTBEAT_INSTANCE_GUID },
   shutdown: { interfaceType: HV_SHUTDOWN_GUID, interfaceInstance: SHUTDOWN_INSTANCE_GUID },
   timesync: { interfaceType: HV_TS_GUID, interfaceInstance: TIMESYNC_INSTANCE_GUID },
   kvp: { interfaceType: HV_KVP_GUID, interfaceInstance: KVP_INSTANCE_GUID },
 };
+
+/**
+ * The host API of each IC service: the calls a VMM makes that put a request on the wire.
+ * Traces record these (HostCall) so replay can make the same requests.
+ */
+export const IC_HOST_API: Readonly<Record<IcKind, readonly string[]>> = {
+  heartbeat: ['beat'],
+  shutdown: ['shutdown'],
+  timesync: ['sample'],
+  kvp: ['set', 'get', 'delete', 'enumerate', 'list'],
+};
+
+/** Told of each host-API call before it runs: the method and its arguments. */
+export type HostCallObserver = (method: string, args: readonly unknown[]) => void;
 
 /** Routes a service's sends to whichever channel is open now. */
 class SwitchableTransport implements IcTransport {
@@ -38,12 +58,49 @@ export class IcDevice<S extends IcHostService> implements ChannelHandler {
   readonly service: S;
   private readonly transport = new SwitchableTransport();
   private binding: IcRingBinding | null = null;
+  private callDepth = 0;
+  private handlingGuest = false;
 
   constructor(
     readonly kind: IcKind,
     make: (transport: IcTransport) => S,
   ) {
     this.service = make(this.transport);
+  }
+
+  /**
+   * Calls `observer` before every host-API call on `service` (IC_HOST_API), including calls
+   * the service makes on itself (KvpService.list enumerates), so a replay that makes the same
+   * recorded calls makes the same requests.
+   */
+  observeHostCalls(observer: HostCallObserver): void {
+    const service = this.service as unknown as Record<string, (...args: unknown[]) => unknown>;
+    for (const method of IC_HOST_API[this.kind]) {
+      const original = service[method];
+      if (typeof original !== 'function') continue;
+      service[method] = (...args: unknown[]) => {
+        // Only the VMM's own calls: not the ones a host-API method makes on its way (list ->
+        // enumerate), nor the ones the service makes while it handles the guest (timesync
+        // samples once it is ready; list's next enumerate when an answer arrives). A replay
+        // that makes the recorded calls gets those again by itself.
+        if (this.callDepth === 0 && !this.handlingGuest) observer(method, args);
+        this.callDepth++;
+        try {
+          return original.apply(this.service, args);
+        } finally {
+          this.callDepth--;
+        }
+      };
+    }
+  }
+
+  /** Makes a host-API call by name (replay). Throws IcHostCallError for a method outside IC_HOST_API. */
+  invokeHostCall(method: string, args: readonly unknown[]): unknown {
+    if (!IC_HOST_API[this.kind].includes(method)) {
+      throw new IcHostCallError(`${this.kind} has no host call ${method} (known: ${IC_HOST_API[this.kind].join(', ')})`);
+    }
+    const service = this.service as unknown as Record<string, (...args: unknown[]) => unknown>;
+    return service[method](...args);
   }
 
   get offer(): OfferSpec {
@@ -53,16 +110,26 @@ export class IcDevice<S extends IcHostService> implements ChannelHandler {
   onOpen(channel: Channel): void {
     this.transport.target = icRingTransport(channel.rings);
     this.binding = bindIcToRings(this.service, channel.rings);
-    this.service.open();
+    this.whileHandlingGuest(() => this.service.open());
   }
 
   onSignal(): void {
-    this.binding?.onSignal();
+    this.whileHandlingGuest(() => this.binding?.onSignal());
   }
 
   onClose(): void {
     this.transport.target = null;
     this.binding = null;
-    this.service.close();
+    this.whileHandlingGuest(() => this.service.close());
+  }
+
+  private whileHandlingGuest(work: () => void): void {
+    const outer = this.handlingGuest;
+    this.handlingGuest = true;
+    try {
+      work();
+    } finally {
+      this.handlingGuest = outer;
+    }
   }
 }

@@ -29,4 +29,4 @@ export {
 } from './services/kvp.js';
 export { GuestIcEndpoint, LINUX_IC_VERSIONS, type GuestIcKind, type ShutdownSeen, type TimeSampleSeen } from './guest/guest-ic.js';
 export { icRingTransport, bindIcToRings, type IcRingBinding } from './ring-transport.js';
-export { IcDevice, IC_OFFERS, type IcKind } from './device.js';
+export { IcDevice, IcHostCallError, IC_OFFERS, IC_HOST_API, type IcKind, type HostCallObserver } from './device.js';

@@ -22,6 +22,7 @@ import { HypercallDispatcher, hypercallPage } from '@hvemu/hypercalls';
 import { HyperV, hypervCpuidLeaves, MsrFault, type HyperVEvents, type HypervCpuidConfig, type TscModel } from '@hvemu/synic';
 import { measureTscModel, tscReferenceCounter } from './reference-time.js';
 import { SIGNAL_DOORBELL_PORT, SignalDoorbell, type DoorbellStats } from './signal-doorbell.js';
+import type { TraceHooks } from './trace-capture.js';
 
 /** The port the hypercall page's OUT names. */
 export const HYPERCALL_PORT = 0x99;
@@ -55,6 +56,8 @@ export interface AttachOptions {
   events?: HyperVEvents;
   logger?: Logger;
   hypercallPort?: number;
+  /** Trace capture (trace-capture.ts): SynIC deliveries, hypercalls and doorbell signals. */
+  trace?: Pick<TraceHooks, 'synic' | 'onCall' | 'onResult' | 'onDoorbellSignal'>;
 }
 
 export interface Enlightenments {
@@ -86,11 +89,12 @@ export function attachHyperV(partition: Partition, options: AttachOptions = {}):
     referenceCounter: tscReferenceCounter(partition, tsc),
     logger,
     events: options.events,
+    observer: options.trace?.synic,
     sink: { raise: (vp, vector) => void partition.interrupt(vp, vector) },
     installHypercallPage: (gpa) => memory.write(gpa, hypercallPage({ port, doorbellPort: doorbellPort ?? undefined })),
   });
-  const hypercalls = new HypercallDispatcher({ memory, logger });
-  const doorbell = doorbellPort === null ? undefined : new SignalDoorbell(partition, hypercalls, doorbellPort, logger);
+  const hypercalls = new HypercallDispatcher({ memory, logger, onCall: options.trace?.onCall, onResult: options.trace?.onResult });
+  const doorbell = doorbellPort === null ? undefined : new SignalDoorbell(partition, hypercalls, doorbellPort, logger, options.trace?.onDoorbellSignal);
   partition.addMsrDevice({
     msr: HV_MSR_FIRST,
     count: HV_MSR_COUNT,

@@ -8,7 +8,16 @@ export {
 } from './enlighten.js';
 export { measureTscModel, tscReferenceCounter } from './reference-time.js';
 export { SignalDoorbell, SIGNAL_DOORBELL_PORT, type DoorbellStats } from './signal-doorbell.js';
-export { SimulatedVm, SimulatedLinuxGuest, type IntegrationComponents, type SimulatedVmOptions, type TimelineEvent } from './sim.js';
+export { SimulatedVm, SimulatedLinuxGuest, SIMULATED_WALL_CLOCK_MS, type SimulatedVmOptions, type TimelineEvent } from './sim.js';
+export {
+  createIcDevice,
+  createIntegrationComponents,
+  offerIntegrationComponents,
+  IC_KINDS,
+  type IcEnvironment,
+  type IntegrationComponents,
+} from './ic-devices.js';
 export { traceHooks, type TraceHooks } from './trace-capture.js';
 export { KvmVm, buildVmbusDemoGuest, type KvmVmOptions, type KvmRunResult, type IcExercise, type IcExerciseResult } from './kvm-vm.js';
 export { createSimulatedBus, SIM_BUS_LAYOUT, type SimulatedBusOptions } from './sim-bus.js';
+export { replayTrace, ReplayError, type ReplayOptions, type ReplayResult, type ReplayDivergence } from './replay.js';

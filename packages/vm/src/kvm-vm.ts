@@ -25,18 +25,12 @@ import type { GuestMemory } from '@hvemu/memory';
 import type { HypercallDispatcher } from '@hvemu/hypercalls';
 import type { HyperV } from '@hvemu/synic';
 import { channelMessageName, versionString, VmbusHost, type ServerAction } from '@hvemu/vmbus';
-import {
-  HeartbeatService,
-  IcDevice,
-  KvpService,
-  ShutdownService,
-  TimesyncService,
-  type IcKind,
-  type ShutdownAnswer,
-  type ShutdownRequest,
-} from '@hvemu/util';
+import type { IcKind, ShutdownAnswer, ShutdownRequest } from '@hvemu/util';
+import { disabledTraceSink, type TraceSink } from '@hvemu/trace';
+import { createIntegrationComponents, offerIntegrationComponents, type IntegrationComponents } from './ic-devices.js';
+import { traceHooks } from './trace-capture.js';
 import { attachHyperV, enlightenedPartitionOptions, type Enlightenments } from './enlighten.js';
-import type { IntegrationComponents, TimelineEvent } from './sim.js';
+import type { TimelineEvent } from './sim.js';
 
 export interface KvmVmOptions {
   /** The guest: a 64-bit ELF linked for identity-mapped long mode (buildLongModeGuest / buildVmbusDemoGuest). */
@@ -47,6 +41,10 @@ export interface KvmVmOptions {
   clock?: Clock;
   logger?: Logger;
   onEvent?(event: TimelineEvent): void;
+  /** Where to capture a trace (default: none). */
+  trace?: TraceSink;
+  /** Host wall clock for timesync samples, Unix ms (default Date.now). */
+  wallClockMs?: () => number;
   /** VMBus server settings: newest version offered (default 6.0), msg_conn_id for >= 5.0 (default 1). */
   vmbus?: { maxVersion?: number; messageConnectionId?: number };
 }
@@ -169,7 +167,8 @@ export class KvmVm {
       this.console = new LineConsole((line) => this.emit('guest', line));
       this.asserts = new AssertPort(this.memory);
       for (const device of [this.console, this.debugExit, this.asserts]) this.partition.addIoDevice(device);
-      this.enlightenments = attachHyperV(this.partition, { clock: this.clock, logger });
+      const hooks = traceHooks(options.trace ?? disabledTraceSink, this.memory, () => this.vmbus?.server);
+      this.enlightenments = attachHyperV(this.partition, { clock: this.clock, logger, trace: hooks });
       this.hyperv = this.enlightenments.hyperv;
       this.hypercalls = this.enlightenments.hypercalls;
       this.vmbus = new VmbusHost({
@@ -179,9 +178,14 @@ export class KvmVm {
         vpCount: this.partition.vcpus.length,
         ...options.vmbus,
         logger,
-        onAction: (action) => this.describe(action),
+        onAction: (action) => {
+          hooks.onAction(action);
+          this.describe(action);
+        },
+        onPacket: hooks.onPacket,
       });
-      this.ics = offerIntegrationComponents(this.vmbus, this.clock, logger, (what) => this.emit('host', what));
+      this.ics = createIntegrationComponents({ clock: this.clock, logger, wallClockMs: options.wallClockMs ?? Date.now });
+      offerIntegrationComponents(this.vmbus, this.ics, { log: (what) => this.emit('host', what), onHostCall: hooks.onHostCall });
       const { entry } = loadElf64(this.memory, options.image);
       enterLongMode(this.partition, entry);
     } catch (error) {
@@ -290,21 +294,6 @@ export class KvmVm {
         return;
     }
   }
-}
-
-/** Offers heartbeat, shutdown, timesync and KVP, in SimulatedVm's order. */
-function offerIntegrationComponents(vmbus: VmbusHost, clock: Clock, logger: Logger, log: (what: string) => void): IntegrationComponents {
-  const ics: IntegrationComponents = {
-    heartbeat: new IcDevice('heartbeat', (t) => new HeartbeatService(t, clock, logger)),
-    shutdown: new IcDevice('shutdown', (t) => new ShutdownService(t, logger)),
-    timesync: new IcDevice('timesync', (t) => new TimesyncService(t, clock, () => Date.now(), logger)),
-    kvp: new IcDevice('kvp', (t) => new KvpService(t, logger)),
-  };
-  for (const ic of Object.values(ics)) {
-    const channel = vmbus.offerChannel(ic.offer, ic);
-    log(`offers ${ic.kind} as relid ${channel.relid}`);
-  }
-  return ics;
 }
 
 function versionOf(v: { major: number; minor: number } | null): string {

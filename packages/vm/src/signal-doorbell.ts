@@ -37,6 +37,11 @@ export class SignalDoorbell {
     private readonly hypercalls: HypercallDispatcher,
     private readonly port: number,
     private readonly logger: Logger,
+    /**
+     * Wraps each doorbell delivery (traces record it as a fast HvSignalEvent: the call before
+     * `deliver` runs, the status after, as the exit path records it).
+     */
+    private readonly traceSignal?: (connectionId: number, deliver: () => void) => void,
   ) {
     partition.addIoDevice({ port, count: 1, write: (_p, size, data, vp) => this.fallback(vp, size, data) });
     this.unwatch = hypercalls.connections.watchEvents({
@@ -65,12 +70,16 @@ export class SignalDoorbell {
 
   private deliver(id: number, writes: bigint): void {
     this.stats.doorbellWrites += writes;
-    const handler = this.hypercalls.connections.event(id);
-    try {
-      handler?.onSignal(0, 0);
-    } catch (error) {
-      this.logger.error(`doorbell: connection ${id} onSignal threw`, { error: String(error) });
-    }
+    const deliver = (): void => {
+      const handler = this.hypercalls.connections.event(id);
+      try {
+        handler?.onSignal(0, 0);
+      } catch (error) {
+        this.logger.error(`doorbell: connection ${id} onSignal threw`, { error: String(error) });
+      }
+    };
+    if (this.traceSignal) this.traceSignal(id, deliver);
+    else deliver();
   }
 
   /** An unmatched doorbell OUT: the exit path's answer, flagged for the page code. */

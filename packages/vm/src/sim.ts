@@ -20,17 +20,16 @@ import {
   ICMSG_HDR,
   parseIcMessage,
   versionText,
-  HeartbeatService,
   IC_OFFERS,
-  IcDevice,
-  KvpService,
-  ShutdownService,
-  TimesyncService,
   type IcKind,
 } from '@hvemu/util';
 
 import { disabledTraceSink, type TraceSink } from '@hvemu/trace';
 import { traceHooks } from './trace-capture.js';
+import { createIntegrationComponents, offerIntegrationComponents, type IntegrationComponents } from './ic-devices.js';
+
+/** The simulated host's wall clock (Unix ms), fixed so runs and replays are reproducible. */
+export const SIMULATED_WALL_CLOCK_MS = 1_700_000_000_000;
 
 const VMBUS_SINT = 2;
 const VMBUS_VECTOR = 0xf3;
@@ -54,12 +53,7 @@ export interface SimulatedVmOptions {
   onEvent?(event: TimelineEvent): void;
 }
 
-export interface IntegrationComponents {
-  heartbeat: IcDevice<HeartbeatService>;
-  shutdown: IcDevice<ShutdownService>;
-  timesync: IcDevice<TimesyncService>;
-  kvp: IcDevice<KvpService>;
-}
+export type { IntegrationComponents } from './ic-devices.js';
 
 export class SimulatedVm {
   readonly memory: GuestMemory;
@@ -96,17 +90,8 @@ export class SimulatedVm {
       onAction: hooks.onAction,
       onPacket: hooks.onPacket,
     });
-    const clock = this.clock;
-    this.ics = {
-      heartbeat: new IcDevice('heartbeat', (t) => new HeartbeatService(t, clock, logger)),
-      shutdown: new IcDevice('shutdown', (t) => new ShutdownService(t, logger)),
-      timesync: new IcDevice('timesync', (t) => new TimesyncService(t, clock, () => 1_700_000_000_000, logger)),
-      kvp: new IcDevice('kvp', (t) => new KvpService(t, logger)),
-    };
-    for (const ic of Object.values(this.ics)) {
-      const channel = this.vmbus.offerChannel(ic.offer, ic);
-      this.emit('host', `offers ${ic.kind} as relid ${channel.relid}`);
-    }
+    this.ics = createIntegrationComponents({ clock: this.clock, logger, wallClockMs: () => SIMULATED_WALL_CLOCK_MS });
+    offerIntegrationComponents(this.vmbus, this.ics, { log: (what) => this.emit('host', what), onHostCall: hooks.onHostCall });
     this.guest = new SimulatedLinuxGuest(this, (what) => this.emit('guest', what));
   }
 

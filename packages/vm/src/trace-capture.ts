@@ -6,7 +6,7 @@
 import type { GuestMemory } from '@hvemu/memory';
 import type { HypercallRecord } from '@hvemu/hypercalls';
 import type { SynicObserver } from '@hvemu/synic';
-import type { TraceSink } from '@hvemu/trace';
+import { encodeHostCallArgs, type TraceSink } from '@hvemu/trace';
 import {
   CHANNELMSG_OFFERCHANNEL,
   CHANNELMSG_RESCIND_CHANNELOFFER,
@@ -27,6 +27,14 @@ export interface TraceHooks {
   onResult(record: HypercallRecord, status: number): void;
   onAction(action: ServerAction): void;
   onPacket(relid: number, direction: 'guest-to-host' | 'host-to-guest', packet: PacketView | OutgoingPacket): void;
+  /**
+   * A fast HvSignalEvent (flag 0) that arrived through the doorbell, with no exit: recorded
+   * as the exit path would record it (the call, then HV_STATUS_SUCCESS), so a trace reads
+   * the same whichever path the guest's signal took.
+   */
+  onDoorbellSignal(connectionId: number, deliver: () => void): void;
+  /** A VMM call on a device's host API (IcDevice.observeHostCalls). */
+  onHostCall(relid: number, device: string, method: string, args: readonly unknown[]): void;
 }
 
 /** Hooks writing to `sink`; `server` is read for GPADL page lists. */
@@ -50,6 +58,15 @@ export function traceHooks(sink: TraceSink, memory: GuestMemory, server: () => V
     },
     onAction: (action) => {
       if (sink.enabled) recordAction(sink, action, server());
+    },
+    onDoorbellSignal: (connectionId, deliver) => {
+      if (!sink.enabled) return deliver();
+      sink.record(0, { kind: 'signalEvent', signalEvent: { connectionId, flagNumber: 0, fast: true } });
+      deliver();
+      sink.record(0, { kind: 'hypercallResult', hypercallResult: { callCode: HVCALL_SIGNAL_EVENT, status: 0 } });
+    },
+    onHostCall: (relid, device, method, args) => {
+      if (sink.enabled) sink.record(0, { kind: 'hostCall', hostCall: { relid, device, method, argsJson: encodeHostCallArgs(args) } });
     },
     onPacket: (relid, direction, packet) => {
       if (!sink.enabled) return;
