@@ -7,6 +7,7 @@ import { benchAccel } from './accel.js';
 import { benchRing } from './ring.js';
 import { benchSynic } from './synic.js';
 import { benchVmbus, benchVmbusKvm } from './vmbus.js';
+import { benchTrace } from './trace.js';
 
 const SUITES: Record<string, () => Record<string, number | string> | Promise<Record<string, number | string>>> = {
   ring: benchRing,
@@ -14,6 +15,7 @@ const SUITES: Record<string, () => Record<string, number | string> | Promise<Rec
   synic: benchSynic,
   vmbus: benchVmbus,
   'vmbus-kvm': benchVmbusKvm,
+  trace: benchTrace,
 };
 
 // `npm run bench -- synic vmbus-kvm` runs only the named suites (default: all, in this order).

@@ -11,15 +11,9 @@ export type TraceRecord =
   | { kind: 'dropped'; dropped: TraceDropped }
   | { kind: 'footer'; footer: TraceFooter };
 
-/** Encodes one record with its varint length prefix. */
+/** Encodes one record with its varint length prefix (protobuf's own delimited form, one buffer). */
 export function encodeRecord(record: TraceRecord): Uint8Array {
-  const message = RecordType.fromObject(toWire(record));
-  const body = RecordType.encode(message).finish();
-  const prefix = varint(body.length);
-  const out = new Uint8Array(prefix.length + body.length);
-  out.set(prefix, 0);
-  out.set(body, prefix.length);
-  return out;
+  return RecordType.encodeDelimited(RecordType.fromObject(toWire(record))).finish();
 }
 
 function toWire(record: TraceRecord): Record<string, unknown> {
@@ -31,21 +25,10 @@ function toWire(record: TraceRecord): Record<string, unknown> {
     case 'footer':
       return { footer: record.footer };
     case 'event': {
-      const { seq, time, vp, kind, ...rest } = record.event;
-      return { event: { seq, time, vp, [kind]: (rest as Record<string, unknown>)[kind] } };
+      const e = record.event;
+      return { event: { seq: e.seq, time: e.time, vp: e.vp, [e.kind]: (e as unknown as Record<string, unknown>)[e.kind] } };
     }
   }
-}
-
-function varint(n: number): Uint8Array {
-  const bytes: number[] = [];
-  let v = n;
-  while (v >= 0x80) {
-    bytes.push((v & 0x7f) | 0x80);
-    v = Math.floor(v / 128);
-  }
-  bytes.push(v);
-  return Uint8Array.from(bytes);
 }
 
 const EVENT_KINDS = [

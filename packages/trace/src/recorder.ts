@@ -98,19 +98,43 @@ export class TraceRecorder implements TraceSink {
   }
 }
 
-/** A RecordOutput over a file write stream; `pending` is what the stream still buffers. */
+/**
+ * A RecordOutput over a file write stream. Records are gathered into one chunk and handed to
+ * the stream at most once per event-loop turn (or every 64 KiB): one stream write per record
+ * cost more than encoding it. `pending` counts the gathered bytes and what the stream still
+ * buffers.
+ */
 export class FileOutput implements RecordOutput {
+  private static readonly CHUNK_BYTES = 64 << 10;
   private readonly stream: WriteStream;
+  private chunk: Uint8Array[] = [];
+  private chunkBytes = 0;
+  private flushQueued = false;
+
   constructor(path: string) {
     this.stream = createWriteStream(path);
   }
   get pending(): number {
-    return this.stream.writableLength;
+    return this.stream.writableLength + this.chunkBytes;
   }
   write(bytes: Uint8Array): void {
-    this.stream.write(bytes);
+    this.chunk.push(bytes);
+    this.chunkBytes += bytes.length;
+    if (this.chunkBytes >= FileOutput.CHUNK_BYTES) this.flush();
+    else if (!this.flushQueued) {
+      this.flushQueued = true;
+      setImmediate(() => this.flush());
+    }
+  }
+  private flush(): void {
+    this.flushQueued = false;
+    if (this.chunkBytes === 0) return;
+    this.stream.write(this.chunk.length === 1 ? this.chunk[0] : Buffer.concat(this.chunk, this.chunkBytes));
+    this.chunk = [];
+    this.chunkBytes = 0;
   }
   close(): Promise<void> {
+    this.flush();
     return new Promise((resolve, reject) => {
       this.stream.once('error', reject);
       this.stream.end(() => resolve());

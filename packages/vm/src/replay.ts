@@ -44,7 +44,7 @@ import {
 } from '@hvemu/trace';
 import { createIcDevice, IC_KINDS } from './ic-devices.js';
 import { SIMULATED_WALL_CLOCK_MS } from './sim.js';
-import { traceHooks } from './trace-capture.js';
+import { restoreRangeData, traceHooks } from './trace-capture.js';
 
 const HVCALL_POST_MESSAGE = 0x5cn;
 const HVCALL_SIGNAL_EVENT = 0x5dn;
@@ -312,7 +312,9 @@ class ReplaySession {
       }
       if (e.ringPacket.direction !== 'GUEST_TO_HOST') continue;
       const ring = this.guestRings.get(e.ringPacket.relid);
-      if (ring && this.devices.has(e.ringPacket.relid)) writeRecordedPacket(ring, e.ringPacket.packet);
+      if (!ring || !this.devices.has(e.ringPacket.relid)) continue;
+      restoreRangeData(this.memory, e.ringPacket.ranges);
+      writeRecordedPacket(ring, e.ringPacket.packet);
     }
   }
 
@@ -403,6 +405,8 @@ function replayPages(events: readonly TraceEvent[]): number[] {
       if (e.msrWrite.value & 1n) add(e.msrWrite.value & ~0xfffn);
     } else if (e.kind === 'gpadlCreated') {
       for (const pfn of e.gpadlCreated.pfns) add(pfn * BigInt(PAGE_SIZE));
+    } else if (e.kind === 'ringPacket') {
+      for (const r of e.ringPacket.ranges) for (const pfn of r.pfns) add(pfn * BigInt(PAGE_SIZE));
     } else if (e.kind === 'postMessage') {
       const m = parseChannelMessage(e.postMessage.payload);
       if (!(m instanceof Error) && m.msgtype === CHANNELMSG_INITIATE_CONTACT) {

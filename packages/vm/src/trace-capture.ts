@@ -3,15 +3,16 @@
  * deliveries, VMBus server actions, ring packets) into trace events on a TraceSink. Every hook
  * checks `sink.enabled` first; with the disabled sink they cost one property read.
  */
-import type { GuestMemory } from '@hvemu/memory';
+import { PAGE_SIZE, type GuestMemory } from '@hvemu/memory';
 import type { HypercallRecord } from '@hvemu/hypercalls';
 import type { SynicObserver } from '@hvemu/synic';
-import { encodeHostCallArgs, type TraceSink } from '@hvemu/trace';
+import { encodeHostCallArgs, type GpaRangeData, type TraceSink } from '@hvemu/trace';
 import {
   CHANNELMSG_OFFERCHANNEL,
   CHANNELMSG_RESCIND_CHANNELOFFER,
   parseChannelMessage,
   VMPACKET_DESCRIPTOR_SIZE,
+  type GpaRange,
   type OutgoingPacket,
   type PacketView,
   type ServerAction,
@@ -70,13 +71,58 @@ export function traceHooks(sink: TraceSink, memory: GuestMemory, server: () => V
     },
     onPacket: (relid, direction, packet) => {
       if (!sink.enabled) return;
-      const bytes = 'bytes' in packet && typeof packet.bytes === 'function' ? packet.bytes() : encodeOutgoing(packet as OutgoingPacket);
+      const view = 'bytes' in packet && typeof packet.bytes === 'function' ? (packet as PacketView) : null;
+      const bytes = view ? view.bytes() : encodeOutgoing(packet as OutgoingPacket);
+      const ranges = view ? rangeData(memory, view.gpaRanges()) : [];
       sink.record(0, {
         kind: 'ringPacket',
-        ringPacket: { relid, direction: direction === 'guest-to-host' ? 'GUEST_TO_HOST' : 'HOST_TO_GUEST', packet: bytes, ranges: [] },
+        ringPacket: { relid, direction: direction === 'guest-to-host' ? 'GUEST_TO_HOST' : 'HOST_TO_GUEST', packet: bytes, ranges },
       });
     },
   };
+}
+
+/** Most bytes of GPA-direct data one packet records (larger ranges are cut, and say so by their length). */
+export const MAX_RANGE_DATA_BYTES = 16 << 20;
+
+/**
+ * The bytes each GPA range of a GPA-direct packet referenced when the host read it, so a replay
+ * needs no guest RAM. Guest-controlled: a range (or its part) outside RAM records no bytes
+ * there, and the total is capped at MAX_RANGE_DATA_BYTES.
+ */
+export function rangeData(memory: GuestMemory, ranges: readonly GpaRange[]): GpaRangeData[] {
+  let budget = MAX_RANGE_DATA_BYTES;
+  return ranges.map((r) => {
+    const data = new Uint8Array(Math.max(0, Math.min(r.byteCount, budget)));
+    budget -= data.length;
+    let at = 0;
+    let offset = r.byteOffset;
+    for (const pfn of r.pfns) {
+      if (at >= data.length) break;
+      const n = Math.min(PAGE_SIZE - (offset % PAGE_SIZE), data.length - at);
+      const gpa = pfn * PAGE_SIZE + (offset % PAGE_SIZE);
+      if (Number.isSafeInteger(gpa) && memory.contains(gpa, n)) memory.read(gpa, data.subarray(at, at + n));
+      at += n;
+      offset = 0;
+    }
+    return { byteOffset: r.byteOffset, pfns: r.pfns.map(BigInt), data };
+  });
+}
+
+/** Writes recorded GPA-direct data back where it came from (replay); parts outside `memory` are skipped. */
+export function restoreRangeData(memory: GuestMemory, ranges: readonly GpaRangeData[]): void {
+  for (const r of ranges) {
+    let at = 0;
+    let offset = r.byteOffset;
+    for (const pfn of r.pfns) {
+      if (at >= r.data.length) break;
+      const n = Math.min(PAGE_SIZE - (offset % PAGE_SIZE), r.data.length - at);
+      const gpa = Number(pfn) * PAGE_SIZE + (offset % PAGE_SIZE);
+      if (Number.isSafeInteger(gpa) && memory.contains(gpa, n)) memory.write(gpa, r.data.subarray(at, at + n));
+      at += n;
+      offset = 0;
+    }
+  }
 }
 
 function recordHypercall(sink: TraceSink, memory: GuestMemory, r: HypercallRecord): void {
