@@ -1,0 +1,67 @@
+/**
+ * Replay drives recorded guest events into a real host, so a mutated or hostile trace is a
+ * hostile guest: whatever the mutation, replay ends with a match, a divergence or a
+ * ReplayError, never another exception.
+ */
+import { fileURLToPath } from 'node:url';
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { readTraceFile, type TraceEvent } from '@hvemu/trace';
+import { replayTrace, ReplayError } from '../src/replay.js';
+import { fuzzRuns } from '../../../test/helpers.js';
+
+const SIM = fileURLToPath(new URL('../../../fixtures/traces/sim-ic-demo.hvtrace', import.meta.url));
+const trace = readTraceFile(SIM);
+
+type Mutation = { at: number; op: 'flip' | 'drop' | 'dup' | 'msr' | 'vp'; byte: number; value: bigint };
+
+function mutate(events: readonly TraceEvent[], m: Mutation): TraceEvent[] {
+  const out = structuredClone(events) as TraceEvent[];
+  const i = m.at % out.length;
+  const e = out[i];
+  switch (m.op) {
+    case 'drop':
+      out.splice(i, 1);
+      break;
+    case 'dup':
+      out.splice(i, 0, structuredClone(e));
+      break;
+    case 'vp':
+      e.vp = m.byte; // a vCPU the host does not have
+      break;
+    case 'msr':
+      if (e.kind === 'msrWrite') e.msrWrite.value = m.value;
+      break;
+    case 'flip': {
+      const bytes = e.kind === 'postMessage' ? e.postMessage.payload : e.kind === 'ringPacket' ? e.ringPacket.packet : e.kind === 'hostCall' ? null : null;
+      if (bytes && bytes.length > 0) bytes[m.byte % bytes.length] ^= 0xff;
+      if (e.kind === 'hostCall') e.hostCall.argsJson = e.hostCall.argsJson.slice(0, m.byte % (e.hostCall.argsJson.length + 1));
+      break;
+    }
+  }
+  return out;
+}
+
+const mutation = fc.record({
+  at: fc.nat(),
+  op: fc.constantFrom('flip' as const, 'drop' as const, 'dup' as const, 'msr' as const, 'vp' as const),
+  byte: fc.nat(255),
+  value: fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }),
+});
+
+describe('replay of hostile traces', () => {
+  it('ends in a match, a divergence or a ReplayError, whatever the mutation', () => {
+    fc.assert(
+      fc.property(fc.array(mutation, { minLength: 1, maxLength: 4 }), (mutations) => {
+        const events = mutations.reduce<TraceEvent[]>((acc, m) => mutate(acc, m), trace.events);
+        try {
+          const r = replayTrace({ ...trace, events });
+          expect(typeof r.matched).toBe('boolean');
+        } catch (error) {
+          expect(error).toBeInstanceOf(ReplayError);
+        }
+      }),
+      { numRuns: fuzzRuns(60) },
+    );
+  });
+});
