@@ -9,8 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ManualClock } from '@hvemu/common';
 import { readTraceFile, TraceRecorder } from '@hvemu/trace';
-import { IC_OFFERS } from '@hvemu/util';
-import { IC_KINDS, replayTrace, SimulatedVm } from '@hvemu/vm';
+import { icTraceHeader, replayTrace, SimulatedVm } from '@hvemu/vm';
 
 const BEATS = 1000;
 const ROUNDS = 5;
@@ -21,11 +20,7 @@ async function heartbeats(tracePath?: string): Promise<number> {
   const recorder = tracePath
     ? TraceRecorder.toFile(
         tracePath,
-        {
-          vmbusVersion: 0,
-          devices: IC_KINDS.map((name, i) => ({ name, classId: IC_OFFERS[name].interfaceType, instanceId: IC_OFFERS[name].interfaceInstance, relid: i + 1 })),
-          producer: 'hvemu bench',
-        },
+        icTraceHeader('hvemu bench'),
         { clock },
       )
     : undefined;

@@ -6,8 +6,7 @@
  */
 import { MonotonicClock } from '@hvemu/common';
 import { TraceRecorder } from '@hvemu/trace';
-import { IC_OFFERS } from '@hvemu/util';
-import { buildVmbusDemoGuest, IC_KINDS, KvmVm } from '@hvemu/vm';
+import { buildVmbusDemoGuest, icTraceHeader, KvmVm } from '@hvemu/vm';
 
 export interface KvmDemoResult {
   exitCode: number | null;
@@ -29,11 +28,7 @@ export async function runKvmDemo(print: (line: string) => void, tracePath?: stri
   const recorder = tracePath
     ? TraceRecorder.toFile(
         tracePath,
-        {
-          vmbusVersion: 0,
-          devices: IC_KINDS.map((name, i) => ({ name, classId: IC_OFFERS[name].interfaceType, instanceId: IC_OFFERS[name].interfaceInstance, relid: i + 1 })),
-          producer: 'hvemu demo (KVM guest)',
-        },
+        icTraceHeader('hvemu demo (KVM guest)'),
         { clock },
       )
     : undefined;

@@ -5,8 +5,8 @@
  */
 import { ManualClock } from '@hvemu/common';
 import { TraceRecorder } from '@hvemu/trace';
-import { IC_OFFERS, KVP_POOL_EXTERNAL, type IcKind } from '@hvemu/util';
-import { SimulatedVm } from '@hvemu/vm';
+import { KVP_POOL_EXTERNAL } from '@hvemu/util';
+import { icTraceHeader, SimulatedVm } from '@hvemu/vm';
 
 export interface VmDemoResult {
   heartbeats: number;
@@ -24,11 +24,7 @@ export async function runVmDemo(print: (line: string) => void, tracePath?: strin
   const recorder = tracePath
     ? TraceRecorder.toFile(
         tracePath,
-        {
-          vmbusVersion: 0x50003,
-          devices: (Object.keys(IC_OFFERS) as IcKind[]).map((name, i) => ({ name, classId: IC_OFFERS[name].interfaceType, instanceId: IC_OFFERS[name].interfaceInstance, relid: i + 1 })),
-          producer: 'hvemu demo (simulated partition)',
-        },
+        icTraceHeader('hvemu demo (simulated partition)', 0x50003),
         { clock },
       )
     : undefined;

@@ -5,7 +5,8 @@
  */
 import type { Clock, Logger } from '@hvemu/common';
 import type { VmbusHost } from '@hvemu/vmbus';
-import { HeartbeatService, IcDevice, KvpService, ShutdownService, TimesyncService, type IcHostService, type IcKind } from '@hvemu/util';
+import type { TraceDevice } from '@hvemu/trace';
+import { HeartbeatService, IC_OFFERS, IcDevice, KvpService, ShutdownService, TimesyncService, type IcHostService, type IcKind } from '@hvemu/util';
 
 export interface IntegrationComponents {
   heartbeat: IcDevice<HeartbeatService>;
@@ -65,4 +66,13 @@ export function offerIntegrationComponents(
     const onHostCall = options.onHostCall;
     if (onHostCall) ic.observeHostCalls((method, args) => onHostCall(channel.relid, kind, method, args));
   }
+}
+
+/** The trace header (without schema version and creation time) of a VM with the ICs at relids 1-4. */
+export function icTraceHeader(producer: string, vmbusVersion = 0): { vmbusVersion: number; devices: TraceDevice[]; producer: string } {
+  return {
+    vmbusVersion,
+    devices: IC_KINDS.map((name, i) => ({ name, classId: IC_OFFERS[name].interfaceType, instanceId: IC_OFFERS[name].interfaceInstance, relid: i + 1 })),
+    producer,
+  };
 }

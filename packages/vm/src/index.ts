@@ -13,6 +13,7 @@ export {
   createIcDevice,
   createIntegrationComponents,
   offerIntegrationComponents,
+  icTraceHeader,
   IC_KINDS,
   type IcEnvironment,
   type IntegrationComponents,

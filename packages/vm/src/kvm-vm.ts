@@ -92,7 +92,7 @@ export function buildVmbusDemoGuest(options: { minHeartbeats?: number } = {}): U
   return buildFreestandingImage({
     name: 'vmbus-demo',
     sources: [rt('start.S'), rt('rt.c'), ...DEMO_GUEST_SOURCES.map((f) => join(DEMO_GUEST_DIR, f))],
-    dependencies: [rt('rt.h'), join(DEMO_GUEST_DIR, 'vmbus.h')],
+    dependencies: [rt('rt.h'), join(DEMO_GUEST_DIR, 'vmbus.h'), join(DEMO_GUEST_DIR, '../hv-abi.h')],
     linkScript: rt('link.ld'),
     flags: ['-mno-red-zone', `-I${GUEST_RUNTIME_DIR}`, `-DMIN_HEARTBEATS=${options.minHeartbeats ?? 3}`],
   });

@@ -3,11 +3,11 @@
  * message and event pages, HvPostMessage and HvSignalEvent; this side answers through the
  * same HyperV / HypercallDispatcher objects the simulated tests use.
  */
-import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { buildLongModeGuest, enterLongMode, loadElf64, Partition, TestPlatform } from '@hvemu/accel';
+import { enterLongMode, loadElf64, Partition, TestPlatform } from '@hvemu/accel';
 import { HV_STATUS_SUCCESS } from '@hvemu/synic';
 import { attachHyperV, enlightenedPartitionOptions } from '@hvemu/vm';
+import { buildHvGuest } from './helpers/hv-guest.js';
 
 const probe = Partition.probe();
 const describeKvm = probe.ok ? describe : describe.skip;
@@ -18,7 +18,7 @@ if (!probe.ok) {
 
 describeKvm('Hyper-V enlightenments on KVM', () => {
   it('CPUID, hypercall page, SynIC messages and events, post/signal, #GP on reserved bits', async () => {
-    const image = buildLongModeGuest(fileURLToPath(new URL('./guests/synic-basic.c', import.meta.url)));
+    const image = buildHvGuest('synic-basic');
     const partition = Partition.create({ memory: [{ gpa: 0, size: 16 << 20 }], ...enlightenedPartitionOptions() });
     try {
       const platform = new TestPlatform(partition);

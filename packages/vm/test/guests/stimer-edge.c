@@ -13,12 +13,6 @@
 #define SINT 2
 #define SINT_VECTOR 0x52
 #define DIRECT_VECTOR 0x61
-#define STIMER_ENABLE 1ULL
-#define STIMER_PERIODIC 2ULL
-#define STIMER_AUTO_ENABLE 8ULL
-#define STIMER_DIRECT (1ULL << 12)
-#define STIMER_VECTOR(v) ((uint64_t)(v) << 4)
-#define STIMER_SINT(s) ((uint64_t)(s) << 16)
 #define TICK 20000 /* 2 ms in 100 ns units */
 
 static uint8_t simp[2][4096] __attribute__((aligned(4096)));

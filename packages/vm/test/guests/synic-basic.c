@@ -4,17 +4,7 @@
  * bits. The host side (synic-kvm.test.ts) answers "ping" posts on connection 7 with a "pong"
  * message on SINT 2 and signals on connection 9 with event flag 3.
  */
-#include "rt.h"
-
-#define HV_X64_MSR_GUEST_OS_ID 0x40000000
-#define HV_X64_MSR_HYPERCALL 0x40000001
-#define HV_X64_MSR_VP_INDEX 0x40000002
-#define HV_X64_MSR_SCONTROL 0x40000080
-#define HV_X64_MSR_SIEFP 0x40000082
-#define HV_X64_MSR_SIMP 0x40000083
-#define HV_X64_MSR_EOM 0x40000084
-#define HV_X64_MSR_SINT0 0x40000090
-#define HV_X64_MSR_TIME_REF_COUNT 0x40000020
+#include "hv-abi.h"
 
 #define SINT 2
 #define VECTOR 0x50
@@ -32,15 +22,7 @@ static void on_sint(struct isr_frame *f) {
   apic_eoi();
 }
 
-static uint64_t hypercall(uint64_t control, uint64_t in, uint64_t out) {
-  uint64_t status;
-  register uint64_t r8 __asm__("r8") = out;
-  __asm__ volatile("call *%[page]"
-                   : "=a"(status), "+c"(control), "+d"(in), "+r"(r8)
-                   : [page] "m"(hcall_ptr)
-                   : "memory", "cc", "r9", "r10", "r11");
-  return status;
-}
+static uint64_t hypercall(uint64_t control, uint64_t in, uint64_t out) { return hv_hypercall(&hcall_ptr, control, in, out); }
 
 static uint64_t post_message(uint32_t connection, const char *text, uint32_t len) {
   memset(input, 0, 256);

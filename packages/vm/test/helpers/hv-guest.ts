@@ -15,12 +15,12 @@ export const describeKvm = probe.ok ? describe : describe.skip;
 const guestFile = (name: string): string => fileURLToPath(new URL(`../guests/${name}`, import.meta.url));
 const rt = (f: string): string => `${GUEST_RUNTIME_DIR}${f}`;
 
-/** Builds guests/<name>.c with hv.h (a dependency of the build cache, unlike buildLongModeGuest). */
+/** Builds guests/<name>.c with hv.h and hv-abi.h (dependencies of the build cache, unlike buildLongModeGuest). */
 export function buildHvGuest(name: string): Uint8Array {
   return buildFreestandingImage({
     name,
     sources: [rt('start.S'), rt('rt.c'), guestFile(`${name}.c`)],
-    dependencies: ['rt.h', 'link.ld'].map(rt).concat(guestFile('hv.h')),
+    dependencies: ['rt.h', 'link.ld'].map(rt).concat(guestFile('hv.h'), guestFile('hv-abi.h')),
     linkScript: rt('link.ld'),
     flags: ['-mno-red-zone', `-I${GUEST_RUNTIME_DIR}`],
   });

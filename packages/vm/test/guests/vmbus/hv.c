@@ -18,15 +18,7 @@ static void on_vmbus_interrupt(struct isr_frame *f) {
   apic_eoi();
 }
 
-static uint64_t hypercall(uint64_t control, uint64_t in, uint64_t out) {
-  uint64_t status;
-  register uint64_t r8 __asm__("r8") = out;
-  __asm__ volatile("call *%[page]"
-                   : "=a"(status), "+c"(control), "+d"(in), "+r"(r8)
-                   : [page] "m"(hypercall_ptr)
-                   : "memory", "cc", "r9", "r10", "r11");
-  return status;
-}
+static uint64_t hypercall(uint64_t control, uint64_t in, uint64_t out) { return hv_hypercall(&hypercall_ptr, control, in, out); }
 
 void hv_init(void) {
   /* Linux writes the guest OS id before the hypercall page: the page is refused without it. */

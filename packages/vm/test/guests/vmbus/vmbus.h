@@ -6,27 +6,11 @@
  */
 #ifndef VMBUS_GUEST_H
 #define VMBUS_GUEST_H
-#include "rt.h"
-
-/* Synthetic MSRs. */
-#define HV_X64_MSR_GUEST_OS_ID 0x40000000
-#define HV_X64_MSR_HYPERCALL 0x40000001
-#define HV_X64_MSR_VP_INDEX 0x40000002
-#define HV_X64_MSR_SCONTROL 0x40000080
-#define HV_X64_MSR_SIEFP 0x40000082
-#define HV_X64_MSR_SIMP 0x40000083
-#define HV_X64_MSR_EOM 0x40000084
-#define HV_X64_MSR_SINT0 0x40000090
-
-#define HVCALL_POST_MESSAGE 0x5c
-#define HVCALL_SIGNAL_EVENT 0x5d
-#define HV_HYPERCALL_FAST (1u << 16)
-#define HV_STATUS_INVALID_CONNECTION_ID 0x12
+#include "../hv-abi.h"
 
 #define PAGE_SIZE 4096
 #define VMBUS_SINT 2
 #define VMBUS_VECTOR 0xf3 /* Linux HYPERVISOR_CALLBACK_VECTOR */
-#define HV_MESSAGE_PAYLOAD 240
 #define MAX_RELID 2047
 
 /* Channel message types (enum vmbus_channel_message_type). */
