@@ -100,3 +100,18 @@ export {
   type OffloadedSynicOps,
   type OffloadedSynicOptions,
 } from './backends/offloaded-synic.js';
+export {
+  decodeMmioInstruction,
+  mmioStoreValue,
+  completeMmioRead,
+  completeMmioWrite,
+  MmioDecodeError,
+  type MmioInstruction,
+  type GprIndex,
+} from './backends/x86-mmio.js';
+export { MshvPartition, type MshvPartitionOptions } from './backends/mshv/partition.js';
+export { KoffiMshvSys, MshvSysError, type MshvSys, type HostBuffer } from './backends/mshv/sys.js';
+export { FakeMshvSys, type FakeCall, type RunStep } from './backends/mshv/fake-sys.js';
+export { decodeRunMessage, type MshvEvent, type InterceptContext } from './backends/mshv/messages.js';
+export { completeIntercept, completeMmio, type RegisterWrite } from './backends/mshv/completion.js';
+export * as mshvAbi from './backends/mshv/abi.js';
