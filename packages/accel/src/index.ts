@@ -100,15 +100,7 @@ export {
   type OffloadedSynicOps,
   type OffloadedSynicOptions,
 } from './backends/offloaded-synic.js';
-export {
-  decodeMmioInstruction,
-  mmioStoreValue,
-  completeMmioRead,
-  completeMmioWrite,
-  MmioDecodeError,
-  type MmioInstruction,
-  type GprIndex,
-} from './backends/x86-mmio.js';
+export { decodeMmioInstruction, mmioStoreValue, completeMmioRead, completeMmioWrite, MmioDecodeError, MAX_INSTRUCTION_LENGTH, type MmioInstruction, type MmioDecodeMode, type GprIndex } from './backends/x86-mmio.js';
 export { MshvPartition, type MshvPartitionOptions } from './backends/mshv/partition.js';
 export { KoffiMshvSys, MshvSysError, type MshvSys, type HostBuffer } from './backends/mshv/sys.js';
 export { FakeMshvSys, type FakeCall, type RunStep } from './backends/mshv/fake-sys.js';
