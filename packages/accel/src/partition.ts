@@ -30,7 +30,6 @@ import type { Exit, ExitHandler, ExitResponse, HypercallExit } from './exits.js'
 import { loadAddon, type NativeEventfdWatcher, type NativePartition } from './native/addon.js';
 import { ExitCause, HDR_JS_POLLING, Off, SlotState, SlotView } from './native/exit-slot.js';
 import {
-  formatRegisters,
   packRegisters,
   packSpecialRegisters,
   unpackRegisters,

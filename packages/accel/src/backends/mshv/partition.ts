@@ -26,6 +26,7 @@ import { AccelUsageError, ExitHandlerError, HostSystemError, HypervisorUnavailab
 import { ExitRouter, fatalError } from '../../exit-router.js';
 import type { Exit, ExitHandler, ExitResponse, HypercallExit, MmioExit } from '../../exits.js';
 import { REG_NAMES, type DescriptorTable, type Registers, type Segment, type SpecialRegisters } from '../../registers.js';
+import { runVcpus } from '../vcpu-runs.js';
 import { OffloadedSynicPort, type OffloadedSynicOps } from '../offloaded-synic.js';
 import type { AccelPartition, AccelVcpu, VcpuOutcome, VcpuStatus } from '../types.js';
 import { mmioStoreValue } from '../x86-mmio.js';
@@ -401,18 +402,11 @@ export class MshvPartition implements AccelPartition {
   }
 
   run(vps?: readonly number[]): Promise<VcpuOutcome[]> {
-    if (this.closed) return Promise.reject(new AccelUsageError('partition is closed'));
-    if (this.running) return Promise.reject(new AccelUsageError('partition is already running'));
-    const list = vps ?? this.vcpus.map((v) => v.index);
-    for (const i of list) if (!this.vcpus[i]) return Promise.reject(new AccelUsageError(`no vCPU ${i}`));
-    this.stopping = false;
-    const all = Promise.all(list.map((i) => this.runVcpu(this.vcpus[i])));
-    this.running = all.finally(() => (this.running = undefined));
-    return this.running.then((outcomes) => {
-      const failed = outcomes.find((o) => o.error);
-      if (failed) throw failed.error;
-      return outcomes;
-    });
+    if (!this.closed && !this.running) this.stopping = false; // before the loops test it
+    const { started, result } = runVcpus({ closed: this.closed, running: this.running }, this.vcpus, vps, (v) => this.runVcpu(v));
+    if (!started) return result;
+    this.running = started.finally(() => (this.running = undefined));
+    return result;
   }
 
   stop(): void {

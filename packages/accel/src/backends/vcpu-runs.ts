@@ -1,0 +1,25 @@
+/**
+ * The part of run() the TypeScript-driven backends (MSHV, WHPX) share: check the request,
+ * run each vCPU's loop, resolve with every outcome or reject with the first vCPU's error.
+ */
+import { AccelUsageError } from '../errors.js';
+import type { VcpuOutcome } from './types.js';
+
+export function runVcpus<V>(
+  state: { closed: boolean; running: Promise<VcpuOutcome[]> | undefined },
+  vcpus: readonly V[],
+  vps: readonly number[] | undefined,
+  runOne: (vcpu: V) => Promise<VcpuOutcome>,
+): { started: Promise<VcpuOutcome[]> | undefined; result: Promise<VcpuOutcome[]> } {
+  if (state.closed) return { started: undefined, result: Promise.reject(new AccelUsageError('partition is closed')) };
+  if (state.running) return { started: undefined, result: Promise.reject(new AccelUsageError('partition is already running')) };
+  const list = vps ?? vcpus.map((_, i) => i);
+  for (const i of list) if (!vcpus[i]) return { started: undefined, result: Promise.reject(new AccelUsageError(`no vCPU ${i}`)) };
+  const started = Promise.all(list.map((i) => runOne(vcpus[i])));
+  const result = started.then((outcomes) => {
+    const failed = outcomes.find((o) => o.error);
+    if (failed) throw failed.error;
+    return outcomes;
+  });
+  return { started, result };
+}
