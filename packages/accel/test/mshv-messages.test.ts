@@ -123,6 +123,12 @@ describe('decodeRunMessage: intercepts', () => {
     expect(r).toMatchObject({ kind: 'mmio', gpa: 0xd000_0004, instruction: { size: 4, isWrite: false, length: 2 } });
   });
 
+  it('an instruction fetch from an MMIO hole is not emulated as a data access, even when its bytes decode as a MOV', () => {
+    const buf = memoryMessage(0xd000_0000n, false, [0x8b, 0x07]);
+    buf[21] = 2; // intercept access type: execute
+    expect(decodeRunMessage(0, buf)).toMatchObject({ kind: 'exit', exit: { kind: 'unrecoverable', reason: 'emulation-failure' } });
+  });
+
   it('MMIO whose bytes disagree with the access type, or cannot be decoded, is an emulation failure', () => {
     expect(decodeRunMessage(0, memoryMessage(0xd000_0000n, false, [0x89, 0x10]))).toMatchObject({ kind: 'exit', exit: { kind: 'unrecoverable', reason: 'emulation-failure' } });
     expect(decodeRunMessage(0, memoryMessage(0xd000_0000n, true, [0x0f, 0x0b]))).toMatchObject({ kind: 'exit', exit: { kind: 'unrecoverable', reason: 'emulation-failure' } });

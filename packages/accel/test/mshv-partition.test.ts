@@ -288,3 +288,16 @@ describe('MshvPartition run loop (fake /dev/mshv)', () => {
     p.close();
   });
 });
+
+describe('MshvPartition after close and with bad run lists', () => {
+  it('refuses hypercall-backed calls once closed (its hypercall pages are gone) and a vCPU named twice', async () => {
+    const sys = new FakeMshvSys();
+    const p = MshvPartition.create({ vcpuCount: 1, memory: [{ gpa: 0, size: 0x10000 }] }, sys);
+    await expect(p.run([0, 0])).rejects.toThrow(/names a vCPU twice/);
+    p.close();
+    expect(() => p.interrupt(0, 0x30)).toThrow(/partition is closed/);
+    expect(() => p.vcpus[0].getRegisters()).toThrow(/partition is closed/);
+    expect(() => p.synic.postMessage(0, 2, { type: 1, payload: Uint8Array.of(1) })).toThrow(/partition is closed/);
+    await expect(p.run()).rejects.toThrow(/partition is closed/);
+  });
+});

@@ -390,3 +390,16 @@ describe('WhpxPartition run loop (fake DLL)', () => {
     p.close();
   });
 });
+
+describe('WhpxPartition after close', () => {
+  it('makes no DLL call with the deleted partition handle', () => {
+    const api = fake('x64');
+    const p = WhpxPartition.create({ arch: 'x64', vcpuCount: 1, memory: [{ gpa: 0, size: 0x10000 }] }, api);
+    p.close();
+    const calls = api.calls.length;
+    expect(() => p.interrupt(0, 0x30)).toThrow(/partition is closed/);
+    expect(() => p.vcpus[0].getRegisters()).toThrow(/partition is closed/);
+    expect(() => p.synic.signalEvent(0, 2, 1)).toThrow(/partition is closed/);
+    expect(api.calls.length).toBe(calls);
+  });
+});

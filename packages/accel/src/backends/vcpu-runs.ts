@@ -15,6 +15,8 @@ export function runVcpus<V>(
   if (state.running) return { started: undefined, result: Promise.reject(new AccelUsageError('partition is already running')) };
   const list = vps ?? vcpus.map((_, i) => i);
   for (const i of list) if (!vcpus[i]) return { started: undefined, result: Promise.reject(new AccelUsageError(`no vCPU ${i}`)) };
+  // Two loops on one VP would run it twice at once and apply each exit's completion twice.
+  if (new Set(list).size !== list.length) return { started: undefined, result: Promise.reject(new AccelUsageError(`vCPU list ${list.join(',')} names a vCPU twice`)) };
   const started = Promise.all(list.map((i) => runOne(vcpus[i])));
   const result = started.then((outcomes) => {
     const failed = outcomes.find((o) => o.error);

@@ -192,6 +192,8 @@ function decodeMemory(vp: number, type: number, payload: Uint8Array): MshvEvent 
   const bytes = m.instructionBytes.subarray(0, m.instructionByteCount);
   const gpa = m.guestPhysicalAddress;
   if (gpa > BigInt(Number.MAX_SAFE_INTEGER)) return unrecoverable(vp, 'internal-error', type, gpa, bytes);
+  // An instruction fetch from an MMIO hole is not a data access: nothing to emulate.
+  if (context.accessType === 2) return unrecoverable(vp, 'emulation-failure', type, gpa, bytes);
   let instruction: MmioInstruction;
   try {
     instruction = decodeMmioInstruction(bytes, { longMode: context.longMode, defaultOperand32: context.defaultOperand32 });
@@ -201,7 +203,7 @@ function decodeMemory(vp: number, type: number, payload: Uint8Array): MshvEvent 
   }
   // The decoder and the hypervisor must agree on the direction; a mismatch means the bytes
   // are not the instruction that faulted.
-  if (context.accessType !== 2 && instruction.isWrite !== (context.accessType === 1)) {
+  if (instruction.isWrite !== (context.accessType === 1)) {
     return unrecoverable(vp, 'emulation-failure', type, gpa, bytes);
   }
   return { kind: 'mmio', context, gpa: Number(gpa), instruction, instructionBytes: bytes };

@@ -244,6 +244,8 @@ export class MshvPartition implements AccelPartition {
 
   /** MSHV_ROOT_HVCALL that reports the hypervisor status instead of throwing on it. */
   private tryHvcall(fd: number, code: number, input: Uint8Array, outSize: number, reps: number): HvcallResult & { errno?: number } {
+    // After close() the hypercall pages may be unmapped: writing them would crash the process.
+    if (this.closed) throw new AccelUsageError(`hypercall 0x${code.toString(16)}: the partition is closed`);
     if (input.length > PAGE || outSize > PAGE) throw new AccelUsageError(`hypercall 0x${code.toString(16)} buffers exceed a page`);
     for (let attempt = 0; ; attempt++) {
       this.hvIn.bytes.set(input);

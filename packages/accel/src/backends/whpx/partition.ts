@@ -261,9 +261,15 @@ export class WhpxPartition implements AccelPartition {
     return v;
   }
 
+  /** The partition handle is deleted at close(): a DLL call with it afterwards is a use after free. */
+  private checkOpen(call: string): void {
+    if (this.closed) throw new AccelUsageError(`${call}: the partition is closed`);
+  }
+
   // --- registers --------------------------------------------------------------------------
 
   readRegisterValues(vp: number, names: readonly number[]): Uint8Array {
+    this.checkOpen('WHvGetVirtualProcessorRegisters');
     const values = new Uint8Array(names.length * abi.WHV_REGISTER_VALUE_SIZE);
     check('WHvGetVirtualProcessorRegisters', this.api.getVirtualProcessorRegisters(this.handle, vp, Uint32Array.from(names), values));
     return values;
@@ -278,6 +284,7 @@ export class WhpxPartition implements AccelPartition {
   /** One WHvSetVirtualProcessorRegisters for all of `writes`. */
   writeRegisters(vp: number, writes: readonly RegisterWrite[]): void {
     if (writes.length === 0) return;
+    this.checkOpen('WHvSetVirtualProcessorRegisters');
     const values = new Uint8Array(writes.length * abi.WHV_REGISTER_VALUE_SIZE);
     const view = new DataView(values.buffer);
     writes.forEach((w, i) => {
@@ -331,6 +338,7 @@ export class WhpxPartition implements AccelPartition {
   }
 
   private postMessage(vp: number, sint: number, message: Uint8Array): 'ok' | 'busy' {
+    this.checkOpen('WHvPostVirtualProcessorSynicMessage');
     const hr = this.api.postVirtualProcessorSynicMessage(this.handle, vp, sint, message);
     if (!abi.failed(hr)) return 'ok';
     if (abi.hvStatusOf(hr) !== abi.HV_STATUS_OBJECT_IN_USE) {
@@ -341,6 +349,7 @@ export class WhpxPartition implements AccelPartition {
   }
 
   private signalEvent(vp: number, sint: number, flag: number): boolean {
+    this.checkOpen('WHvSignalVirtualProcessorSynicEvent');
     const params = abi.WhvSynicEventParameters.encodeNew({ vpIndex: vp, targetSint: sint, targetVtl: 0, flagNumber: flag });
     const r = this.api.signalVirtualProcessorSynicEvent(this.handle, params);
     if (abi.failed(r.hr)) {
@@ -396,6 +405,7 @@ export class WhpxPartition implements AccelPartition {
 
   /** x64: fixed, edge, physical destination = APIC id `vp`. arm64: assert GIC INTID `vector` (PPI 16-31 on `vp`, SPI 32-1019). */
   interrupt(vp: number, vector: number): boolean {
+    this.checkOpen('WHvRequestInterrupt');
     if (!Number.isInteger(vp) || vp < 0 || vp >= this.vcpus.length) throw new AccelUsageError(`no vCPU ${vp}`);
     const control = this.arch === 'x64' ? x64InterruptControl(vp, vector) : arm64InterruptControl(vp, vector);
     return !abi.failed(this.api.requestInterrupt(this.handle, control));
