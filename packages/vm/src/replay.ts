@@ -54,6 +54,9 @@ const MESSAGE_SLOT_SIZE = 256;
 /** Replay memory is the pages a trace names; more than this (1 GiB) is refused as hostile. */
 const MAX_REPLAY_PAGES = 1 << 18;
 const MAX_GPA = 2 ** 52;
+/** Hyper-V's own limit on virtual processors per partition is in the low thousands. */
+const MAX_REPLAY_VPS = 1024;
+const HV_MESSAGE_PAYLOAD_MAX = 240;
 
 /** A trace that cannot be replayed at all (unknown device, dropped events, absurd page lists). */
 export class ReplayError extends HvemuError {
@@ -151,7 +154,7 @@ class ReplaySession {
     const pages = replayPages(events);
     this.scratchGpa = (pages.length > 0 ? pages[pages.length - 1] + 2 : 1) * PAGE_SIZE;
     this.memory = GuestMemory.createShared(coalesce([...pages, this.scratchGpa / PAGE_SIZE]));
-    this.vpCount = Math.max(1, ...events.map((e) => e.vp + 1));
+    this.vpCount = replayVpCount(events);
     const hooks = traceHooks(this.sink, this.memory, () => this.vmbus?.server);
     this.hyperv = new HyperV({ memory: this.memory, vpCount: this.vpCount, clock: this.clock, logger: this.logger, observer: hooks.synic, sink: { raise: () => {} } });
     this.hypercalls = new HypercallDispatcher({ memory: this.memory, logger: this.logger, onCall: hooks.onCall, onResult: hooks.onResult });
@@ -244,12 +247,14 @@ class ReplaySession {
   }
 
   private postMessage(vp: number, connectionId: number, messageType: number, payload: Uint8Array): void {
-    const input = new Uint8Array(16 + payload.length);
+    // hv_input_post_message holds at most 240 payload bytes; a longer recorded payload keeps
+    // its size field (the dispatcher refuses it, as it refused the guest) but not its bytes.
+    const input = new Uint8Array(16 + Math.min(payload.length, HV_MESSAGE_PAYLOAD_MAX));
     const view = new DataView(input.buffer);
     view.setUint32(0, connectionId, true);
     view.setUint32(8, messageType, true);
     view.setUint32(12, payload.length, true);
-    input.set(payload, 16);
+    input.set(payload.subarray(0, input.length - 16), 16);
     this.memory.write(this.scratchGpa, input);
     this.hypercalls.dispatch(vp, { rcx: HVCALL_POST_MESSAGE, rdx: BigInt(this.scratchGpa), r8: 0n });
   }
@@ -391,6 +396,16 @@ function writeRecordedPacket(ring: RingEndpoint, packet: Uint8Array): void {
 function enabledPage(msrValue: bigint): number | null {
   if ((msrValue & 1n) === 0n) return null;
   return Number(msrValue & ~0xfffn);
+}
+
+/** vCPUs the replayed host needs: one past the highest the trace names. Hostile traces naming absurd vCPUs are refused. */
+function replayVpCount(events: readonly TraceEvent[]): number {
+  let count = 1;
+  for (const e of events) {
+    if (!Number.isInteger(e.vp) || e.vp < 0 || e.vp >= MAX_REPLAY_VPS) throw new ReplayError(`event #${e.seq} names vCPU ${e.vp}; replay supports 0..${MAX_REPLAY_VPS - 1}`);
+    count = Math.max(count, e.vp + 1);
+  }
+  return count;
 }
 
 /** Every guest page the trace names, sorted and unique. */

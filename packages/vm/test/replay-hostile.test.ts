@@ -64,4 +64,17 @@ describe('replay of hostile traces', () => {
       { numRuns: fuzzRuns(60) },
     );
   });
+
+  it('refuses absurd vCPU numbers and replays oversized posts as the refused calls they were', () => {
+    const vp = structuredClone(trace.events);
+    vp[3].vp = 4_000_000_000;
+    expect(() => replayTrace({ ...trace, events: vp })).toThrow(/names vCPU 4000000000/);
+    const big = structuredClone(trace.events);
+    const post = big.findIndex((e) => e.kind === 'postMessage');
+    (big[post] as Extract<TraceEvent, { kind: 'postMessage' }>).postMessage.payload = new Uint8Array(10_000);
+    const r = replayTrace({ ...trace, events: big });
+    expect(r.matched).toBe(false);
+    // The host answered it with a status, as it would have answered the guest.
+    expect(r.events.some((e) => e.kind === 'hypercallResult' && e.hypercallResult.status !== 0)).toBe(true);
+  });
 });
