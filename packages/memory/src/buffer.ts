@@ -7,6 +7,7 @@
  */
 import { HostUsageError } from '@hvemu/common';
 import { PAGE_SHIFT, PAGE_SIZE } from './constants.js';
+import { checkU64, checkUint } from './values.js';
 
 export interface GuestBuffer {
   /** Length in bytes. */
@@ -39,6 +40,16 @@ function checkRange(buffer: GuestBuffer, offset: number, length: number): void {
   }
 }
 
+/**
+ * The scalar accessors' check: DataView alone would throw an untyped RangeError past the end
+ * and silently read byte 0 for a NaN offset (and byte 1 for 1.5).
+ */
+function checkScalar(buffer: GuestBuffer, offset: number, width: number): void {
+  if (!(offset >= 0 && offset + width <= buffer.length) || offset % 1 !== 0) {
+    throw new HostUsageError(`access [${offset}, +${width}) outside a guest buffer of ${buffer.length} bytes`);
+  }
+}
+
 /** A guest buffer contiguous in host memory. */
 export class FlatGuestBuffer implements GuestBuffer {
   readonly length: number;
@@ -64,30 +75,40 @@ export class FlatGuestBuffer implements GuestBuffer {
     return new Uint8Array(this.buffer, this.base + offset, length);
   }
 
-  // Scalar accessors: DataView itself throws RangeError past the end, and offsets come from
-  // validated callers, so no extra check is needed on the hot path.
   getU8(offset: number): number {
+    checkScalar(this, offset, 1);
     return this.dv.getUint8(offset);
   }
   getU16(offset: number): number {
+    checkScalar(this, offset, 2);
     return this.dv.getUint16(offset, true);
   }
   getU32(offset: number): number {
+    checkScalar(this, offset, 4);
     return this.dv.getUint32(offset, true);
   }
   getU64(offset: number): bigint {
+    checkScalar(this, offset, 8);
     return this.dv.getBigUint64(offset, true);
   }
   setU8(offset: number, value: number): void {
+    checkScalar(this, offset, 1);
+    checkUint(value, 8, 'GuestBuffer.setU8');
     this.dv.setUint8(offset, value);
   }
   setU16(offset: number, value: number): void {
+    checkScalar(this, offset, 2);
+    checkUint(value, 16, 'GuestBuffer.setU16');
     this.dv.setUint16(offset, value, true);
   }
   setU32(offset: number, value: number): void {
+    checkScalar(this, offset, 4);
+    checkUint(value, 32, 'GuestBuffer.setU32');
     this.dv.setUint32(offset, value, true);
   }
   setU64(offset: number, value: bigint): void {
+    checkScalar(this, offset, 8);
+    checkU64(value, 'GuestBuffer.setU64');
     this.dv.setBigUint64(offset, value, true);
   }
   read(offset: number, target: Uint8Array, targetOffset = 0, length = target.length - targetOffset): void {
@@ -134,9 +155,7 @@ export class PagedGuestBuffer implements GuestBuffer {
   }
 
   private position(offset: number, width: number): number {
-    if (!(offset >= 0 && offset + width <= this.length)) {
-      throw new RangeError(`offset ${offset} outside a guest buffer of ${this.length} bytes`);
-    }
+    checkScalar(this, offset, width);
     return offset + this.firstOffset;
   }
 
@@ -158,14 +177,18 @@ export class PagedGuestBuffer implements GuestBuffer {
     return BigInt(this.getU32(offset)) | (BigInt(this.getU32(offset + 4)) << 32n);
   }
   setU8(offset: number, value: number): void {
+    checkUint(value, 8, 'GuestBuffer.setU8');
     const pos = this.position(offset, 1);
     this.pages[pos >>> PAGE_SHIFT][pos & (PAGE_SIZE - 1)] = value;
   }
   setU16(offset: number, value: number): void {
+    checkUint(value, 16, 'GuestBuffer.setU16');
+    this.position(offset, 2);
     this.setU8(offset, value & 0xff);
     this.setU8(offset + 1, (value >>> 8) & 0xff);
   }
   setU32(offset: number, value: number): void {
+    checkUint(value, 32, 'GuestBuffer.setU32');
     const pos = this.position(offset, 4);
     if (PagedGuestBuffer.inOnePage(pos, 4)) {
       this.views[pos >>> PAGE_SHIFT].setUint32(pos & (PAGE_SIZE - 1), value, true);
@@ -175,6 +198,8 @@ export class PagedGuestBuffer implements GuestBuffer {
     this.setU16(offset + 2, (value >>> 16) & 0xffff);
   }
   setU64(offset: number, value: bigint): void {
+    checkU64(value, 'GuestBuffer.setU64');
+    this.position(offset, 8);
     this.setU32(offset, Number(value & 0xffff_ffffn));
     this.setU32(offset + 4, Number((value >> 32n) & 0xffff_ffffn));
   }

@@ -12,6 +12,7 @@ import { HostUsageError } from '@hvemu/common';
 import { MAX_GPA, PAGE_SIZE } from './constants.js';
 import { FlatGuestBuffer, PagedGuestBuffer, type GuestBuffer } from './buffer.js';
 import { GuestMemoryError } from './errors.js';
+import { badAddress, checkBytes, checkU64, checkUint, isAddressLike } from './values.js';
 
 if (new Uint8Array(new Uint16Array([1]).buffer)[0] !== 1) {
   // Every wire format hvemu speaks is little-endian and ring code relies on typed-array views.
@@ -108,9 +109,7 @@ export class GuestMemory {
 
   private locate(gpa: number, length: number): HostLocation {
     const i = this.findRegionIndex(gpa, length);
-    if (i < 0) {
-      throw new GuestMemoryError(`GPA range [0x${safeHex(gpa)}, +${length}) is not guest RAM`, gpa, length);
-    }
+    if (i < 0) throw this.missError(gpa, length, `GPA range [0x${safeHex(gpa)}, +${length}) is not guest RAM`);
     const region = this.regions[i];
     return { region, offset: gpa - region.gpa };
   }
@@ -118,8 +117,19 @@ export class GuestMemory {
   /** Index of the region holding `[gpa, gpa+width)`; throws GuestMemoryError if none does. */
   private regionIndexOrThrow(gpa: number, width: number): number {
     const i = this.findRegionIndex(gpa, width);
-    if (i < 0) throw new GuestMemoryError(`GPA 0x${safeHex(gpa)} (+${width}) is not guest RAM`, gpa, width);
+    if (i < 0) throw this.missError(gpa, width, `GPA 0x${safeHex(gpa)} (+${width}) is not guest RAM`);
     return i;
+  }
+
+  /**
+   * Why a lookup failed, worked out only on the failure path: an address or length that is not
+   * a non-negative integer is the host caller's bug (HostUsageError); a well-formed range that
+   * misses RAM is a GuestMemoryError (the guest named it).
+   */
+  private missError(gpa: number, length: number, message: string): Error {
+    if (!isAddressLike(gpa)) return badAddress('GPA', gpa);
+    if (!isAddressLike(length)) return badAddress('length', length);
+    return new GuestMemoryError(message, gpa, length);
   }
 
   readU8(gpa: number): number {
@@ -139,40 +149,47 @@ export class GuestMemory {
     return this.views[i].getBigUint64(gpa - this.regions[i].gpa, true);
   }
   writeU8(gpa: number, value: number): void {
+    checkUint(value, 8, 'GuestMemory.writeU8');
     const i = this.regionIndexOrThrow(gpa, 1);
     this.views[i].setUint8(gpa - this.regions[i].gpa, value);
   }
   writeU16(gpa: number, value: number): void {
+    checkUint(value, 16, 'GuestMemory.writeU16');
     const i = this.regionIndexOrThrow(gpa, 2);
     this.views[i].setUint16(gpa - this.regions[i].gpa, value, true);
   }
   writeU32(gpa: number, value: number): void {
+    checkUint(value, 32, 'GuestMemory.writeU32');
     const i = this.regionIndexOrThrow(gpa, 4);
     this.views[i].setUint32(gpa - this.regions[i].gpa, value, true);
   }
   writeU64(gpa: number, value: bigint): void {
+    checkU64(value, 'GuestMemory.writeU64');
     const i = this.regionIndexOrThrow(gpa, 8);
     this.views[i].setBigUint64(gpa - this.regions[i].gpa, value, true);
   }
 
   /** Copies guest bytes at `gpa` into `target`. The range may span RAM regions, not holes. */
   read(gpa: number, target: Uint8Array): void {
+    checkBytes(target, 'GuestMemory.read target');
     this.forEachSegment(gpa, target.length, (bytes, done) => target.set(bytes, done));
   }
 
   /** Copies `source` into guest memory at `gpa`. The range may span RAM regions, not holes. */
   write(gpa: number, source: Uint8Array): void {
+    checkBytes(source, 'GuestMemory.write source');
     this.forEachSegment(gpa, source.length, (bytes, done) => bytes.set(source.subarray(done, done + bytes.length)));
   }
 
   /** Splits a GPA range into per-region host views, checking all of it before touching any. */
   private forEachSegment(gpa: number, length: number, fn: (bytes: Uint8Array, done: number) => void): void {
+    if (!isAddressLike(gpa)) throw badAddress('GPA', gpa);
     const segments: Uint8Array[] = [];
     let at = gpa;
     let left = length;
     while (left > 0) {
       const i = this.findRegionIndex(at, 1);
-      if (i < 0) throw new GuestMemoryError(`GPA range [0x${safeHex(gpa)}, +${length}) is not guest RAM`, gpa, length);
+      if (i < 0) throw this.missError(gpa, length, `GPA range [0x${safeHex(gpa)}, +${length}) is not guest RAM`);
       const r = this.regions[i];
       const chunk = Math.min(left, r.end - at);
       segments.push(r.bytes.subarray(at - r.gpa, at - r.gpa + chunk));
@@ -197,6 +214,8 @@ export class GuestMemory {
    * control pages, SynIC pages). `gpa` must be 4-byte aligned.
    */
   u32Array(gpa: number, count: number): Uint32Array {
+    if (!isAddressLike(gpa)) throw badAddress('GPA', gpa);
+    if (!isAddressLike(count)) throw badAddress('count', count);
     if (gpa % 4 !== 0) throw new GuestMemoryError(`GPA 0x${safeHex(gpa)} is not 4-byte aligned`, gpa, count * 4);
     const { region, offset } = this.locate(gpa, count * 4);
     return new Uint32Array(region.bytes.buffer, region.bytes.byteOffset + offset, count);
