@@ -3,6 +3,7 @@
  * Clock, so tests and trace replay are deterministic. Units: Hyper-V reference time,
  * 100-nanosecond ticks since partition start (HV_CLOCK_HZ = 10^7), as a bigint.
  */
+import { HostUsageError } from './errors.js';
 export const HV_CLOCK_HZ = 10_000_000n;
 
 export interface Clock {
@@ -29,12 +30,12 @@ export class ManualClock implements Clock {
   }
   /** Moves time forward by `ticks` (100 ns units). */
   advance(ticks: bigint): void {
-    if (ticks < 0n) throw new RangeError('a clock cannot go backwards');
+    if (typeof ticks !== 'bigint' || ticks < 0n) throw new HostUsageError(`ManualClock.advance(${String(ticks)}): ticks must be a non-negative bigint (a clock cannot go backwards)`);
     this.time += ticks;
   }
   /** Sets the time; it may not go backwards. */
   set(time: bigint): void {
-    if (time < this.time) throw new RangeError('a clock cannot go backwards');
+    if (typeof time !== 'bigint' || time < this.time) throw new HostUsageError(`ManualClock.set(${String(time)}): time must be a bigint no earlier than ${this.time} (a clock cannot go backwards)`);
     this.time = time;
   }
 }

@@ -4,6 +4,9 @@
  */
 import { defineStruct } from '@hvemu/common';
 
+/** The most virtual processors an x64 partition can have (hvgdk_mini.h, TLFS). */
+export const HV_MAXIMUM_PROCESSORS = 2048;
+
 // ---- Synthetic MSRs (HV_X64_MSR_*) ----
 export const HV_X64_MSR_GUEST_OS_ID = 0x40000000;
 export const HV_X64_MSR_HYPERCALL = 0x40000001;

@@ -5,10 +5,11 @@
  * posts through. The accelerator routes MSR exits in [0x40000000, 0x40000200) here; a
  * MsrFault means "inject #GP".
  */
-import { silentLogger, type Clock, type Logger } from '@hvemu/common';
+import { HostUsageError, silentLogger, type Clock, type Logger } from '@hvemu/common';
 import { PAGE_SIZE, type GuestMemory } from '@hvemu/memory';
 import { MsrFault } from './errors.js';
 import {
+  HV_MAXIMUM_PROCESSORS,
   HV_CRASH_CTL_CRASH_NOTIFY,
   HV_PAGE_ENABLE,
   HV_PAGE_GPA_MASK,
@@ -85,7 +86,10 @@ export class HyperV implements SynicPort {
   private readonly logger: Logger;
 
   constructor(private readonly options: HyperVOptions) {
-    if (!Number.isInteger(options.vpCount) || options.vpCount < 1) throw new RangeError('vpCount must be >= 1');
+    const vpCount = options?.vpCount;
+    if (!Number.isInteger(vpCount) || vpCount < 1 || vpCount > HV_MAXIMUM_PROCESSORS) {
+      throw new HostUsageError(`HyperV: vpCount ${String(vpCount)} is not an integer in [1, ${HV_MAXIMUM_PROCESSORS}]`);
+    }
     this.vpCount = options.vpCount;
     this.logger = options.logger ?? silentLogger;
     this.tsc = options.tsc ?? { frequencyHz: 1_000_000_000n, valueAtReferenceZero: 0n };
@@ -109,7 +113,7 @@ export class HyperV implements SynicPort {
   }
 
   private checkVp(vp: number): number {
-    if (!(vp >= 0 && vp < this.vpCount) || vp % 1 !== 0) throw new RangeError(`vp ${vp} of ${this.vpCount}`);
+    if (!(vp >= 0 && vp < this.vpCount) || vp % 1 !== 0) throw new HostUsageError(`vp ${String(vp)} is not one of this partition's ${this.vpCount} VPs`);
     return vp;
   }
 
@@ -175,7 +179,9 @@ export class HyperV implements SynicPort {
 
   writeMsr(vp: number, msr: number, value: bigint): void {
     this.checkVp(vp);
-    if (value < 0n || value > 0xffff_ffff_ffff_ffffn) throw new RangeError('MSR values are u64');
+    if (typeof value !== 'bigint' || value < 0n || value > 0xffff_ffff_ffff_ffffn) {
+      throw new HostUsageError(`writeMsr: value ${String(value)} is not a u64 bigint`);
+    }
     // Reported before it takes effect, so a trace has the cause before what it triggers (an EOM's redelivery).
     if (msr !== HV_X64_MSR_EOM) this.options.observer?.msrWritten?.(vp, msr, value);
     if (VpSynic.owns(msr)) return this.synics[vp].writeMsr(msr, value);

@@ -3,7 +3,7 @@
  * tsc_offset) and the arithmetic both it and TIME_REF_COUNT share, so a guest comparing them
  * sees no drift. reference time = ((tsc * tsc_scale) >> 64) + tsc_offset, in 100 ns units.
  */
-import { HV_CLOCK_HZ } from '@hvemu/common';
+import { HostUsageError, HV_CLOCK_HZ } from '@hvemu/common';
 import { ms_hyperv_tsc_page } from './hv.js';
 
 const U64 = (1n << 64n) - 1n;
@@ -21,7 +21,7 @@ export interface TscPageParameters {
 }
 
 export function tscPageParameters(tsc: TscModel): TscPageParameters {
-  if (tsc.frequencyHz <= 0n) throw new RangeError('TSC frequency must be positive');
+  if (typeof tsc.frequencyHz !== 'bigint' || tsc.frequencyHz <= 0n) throw new HostUsageError(`TSC frequency ${String(tsc.frequencyHz)} Hz is not a positive bigint`);
   const scale = ((HV_CLOCK_HZ << 64n) / tsc.frequencyHz) & U64;
   const offset = -((tsc.valueAtReferenceZero * scale) >> 64n);
   return { scale, offset };

@@ -13,7 +13,7 @@
  * Masked SINTs hold deliveries (messages stay queued, event interrupts are remembered) until
  * unmasked; polling SINTs receive messages and flags but are never interrupted.
  */
-import { silentLogger, type Logger } from '@hvemu/common';
+import { HostUsageError, silentLogger, type Logger } from '@hvemu/common';
 import { PAGE_SIZE, type GuestMemory } from '@hvemu/memory';
 import { MsrFault, SynicQueueFull } from './errors.js';
 import {
@@ -221,7 +221,7 @@ export class VpSynic {
   postMessage(sint: number, message: SynicMessage): 'delivered' | 'queued' {
     checkSint(sint);
     if (message.payload.length > HV_MESSAGE_PAYLOAD_BYTE_COUNT) {
-      throw new RangeError(`SynIC message payload of ${message.payload.length} bytes (max 240)`);
+      throw new HostUsageError(`SynIC message payload of ${message.payload.length} bytes (max ${HV_MESSAGE_PAYLOAD_BYTE_COUNT})`);
     }
     const queue = this.queues[sint];
     if (queue.length >= this.queueLimit) throw new SynicQueueFull(this.vp, sint, this.queueLimit);
@@ -238,7 +238,7 @@ export class VpSynic {
    */
   signalEvent(sint: number, flag: number): boolean {
     checkSint(sint);
-    if (!(flag >= 0 && flag < HV_EVENT_FLAGS_COUNT) || flag % 1 !== 0) throw new RangeError(`event flag ${flag}`);
+    if (!(flag >= 0 && flag < HV_EVENT_FLAGS_COUNT) || flag % 1 !== 0) throw new HostUsageError(`event flag ${String(flag)} is not in [0, ${HV_EVENT_FLAGS_COUNT})`);
     const words = this.eventWords;
     if (!this.enabled || words === null) {
       const held = this.heldFlags[sint];
@@ -331,5 +331,5 @@ export class VpSynic {
 }
 
 function checkSint(sint: number): void {
-  if (!(sint >= 0 && sint < HV_SYNIC_SINT_COUNT) || sint % 1 !== 0) throw new RangeError(`SINT ${sint}`);
+  if (!(sint >= 0 && sint < HV_SYNIC_SINT_COUNT) || sint % 1 !== 0) throw new HostUsageError(`SINT ${String(sint)} is not in [0, ${HV_SYNIC_SINT_COUNT})`);
 }

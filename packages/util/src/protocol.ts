@@ -115,6 +115,7 @@ export const KVP_POOL_GUEST = 1;
 export const KVP_POOL_AUTO = 2;
 export const KVP_POOL_AUTO_EXTERNAL = 3;
 export const KVP_POOL_AUTO_INTERNAL = 4;
+export const KVP_POOL_COUNT = 5;
 export const REG_SZ = 1;
 export const REG_U32 = 4;
 export const REG_U64 = 8;

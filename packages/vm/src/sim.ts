@@ -5,7 +5,7 @@
  * negotiate VMBus, take the offers, open every IC channel and answer the host's IC messages
  * when its SINT 2 interrupt shows a channel's event flag. Deterministic with a ManualClock.
  */
-import { ManualClock, silentLogger, type Clock, type Logger } from '@hvemu/common';
+import { HostUsageError, ManualClock, silentLogger, type Clock, type Logger } from '@hvemu/common';
 import { GuestMemory, PAGE_SIZE } from '@hvemu/memory';
 import { HypercallDispatcher } from '@hvemu/hypercalls';
 import { HyperV, HV_X64_MSR_EOM, HV_X64_MSR_GUEST_OS_ID, HV_X64_MSR_SCONTROL, HV_X64_MSR_SIEFP, HV_X64_MSR_SIMP, HV_X64_MSR_SINT0 } from '@hvemu/synic';
@@ -46,7 +46,9 @@ export interface TimelineEvent {
 export interface SimulatedVmOptions {
   /** Where to capture a trace (default: none). */
   trace?: TraceSink;
+  /** Virtual processors, 1 to HV_MAXIMUM_PROCESSORS (default 1; the guest runs on VP 0). */
   vpCount?: number;
+  /** Guest RAM, a multiple of 4 KiB from 1 MiB to 4 GiB (default 16 MiB). */
   ramBytes?: number;
   clock?: Clock;
   logger?: Logger;
@@ -66,6 +68,7 @@ export class SimulatedVm {
   private readonly emit: (who: 'host' | 'guest', what: string) => void;
 
   constructor(options: SimulatedVmOptions = {}) {
+    checkSimulatedVmOptions(options);
     const vpCount = options.vpCount ?? 1;
     const logger = options.logger ?? silentLogger;
     this.clock = options.clock ?? new ManualClock();
@@ -103,6 +106,22 @@ export class SimulatedVm {
   hostEvent(what: string): void {
     this.emit('host', what);
   }
+}
+
+/** The simulated guest's own pages need the first MiB; RAM is one SharedArrayBuffer. */
+const MIN_SIMULATED_RAM = 1 << 20;
+const MAX_SIMULATED_RAM = 4 * 2 ** 30;
+
+function checkSimulatedVmOptions(options: SimulatedVmOptions): void {
+  if (typeof options !== 'object' || options === null) throw new HostUsageError('SimulatedVm options must be an object');
+  const { ramBytes, clock, logger, onEvent } = options;
+  if (ramBytes !== undefined && !(Number.isSafeInteger(ramBytes) && ramBytes >= MIN_SIMULATED_RAM && ramBytes <= MAX_SIMULATED_RAM && ramBytes % PAGE_SIZE === 0)) {
+    throw new HostUsageError(`SimulatedVm: ramBytes ${String(ramBytes)} is not a multiple of ${PAGE_SIZE} from ${MIN_SIMULATED_RAM} to ${MAX_SIMULATED_RAM}`);
+  }
+  if (clock !== undefined && typeof clock?.now !== 'function') throw new HostUsageError('SimulatedVm: clock must have a now() method');
+  if (logger !== undefined && typeof logger?.warn !== 'function') throw new HostUsageError('SimulatedVm: logger must implement Logger');
+  if (onEvent !== undefined && typeof onEvent !== 'function') throw new HostUsageError('SimulatedVm: onEvent must be a function');
+  // vpCount is checked by HyperV, with the Hyper-V limit.
 }
 
 const KVP_OPERATIONS = ['get', 'set', 'delete', 'enumerate', 'get IP info', 'set IP info'];
@@ -164,7 +183,7 @@ export class SimulatedLinuxGuest {
 
   endpoint(kind: IcKind): GuestIcEndpoint {
     for (const ic of this.opened.values()) if (ic.kind === kind) return ic.endpoint;
-    throw new Error(`${kind} is not open`);
+    throw new HostUsageError(`the simulated guest has no open ${kind} channel`);
   }
 
   /** SINT 2 fired: channel messages via the client, then every channel whose event flag is set. */

@@ -3,7 +3,7 @@
  * enumerate), one transaction at a time. Keys and values travel as UTF-16LE with a NUL, sizes
  * in bytes including it (hv_kvp_exchg_msg_value).
  */
-import type { Logger } from '@hvemu/common';
+import { HostUsageError, type Logger } from '@hvemu/common';
 import {
   HV_KVP_EXCHANGE_MAX_KEY_SIZE,
   HV_KVP_EXCHANGE_MAX_VALUE_SIZE,
@@ -20,6 +20,7 @@ import {
   REG_SZ,
   REG_U32,
   REG_U64,
+  KVP_POOL_COUNT,
 } from '../protocol.js';
 import { IcHostService, type IcTransport } from '../service.js';
 import { padTo } from './heartbeat.js';
@@ -42,8 +43,9 @@ export interface KvpResult {
 }
 
 export function encodeUtf16z(text: string, max: number): { bytes: Uint8Array; size: number } {
+  if (typeof text !== 'string') throw new HostUsageError(`KVP keys and values are strings, got ${typeof text}`);
   const size = (text.length + 1) * 2;
-  if (size > max) throw new RangeError(`"${text.slice(0, 20)}..." is ${size} bytes as UTF-16, max ${max}`);
+  if (size > max) throw new HostUsageError(`"${text.slice(0, 20)}..." is ${size} bytes as UTF-16, max ${max}`);
   const bytes = new Uint8Array(max);
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
@@ -76,12 +78,15 @@ export function encodeKvpRecord(record: KvpRecord): Uint8Array {
   } else {
     value = new Uint8Array(HV_KVP_EXCHANGE_MAX_VALUE_SIZE);
     const dv = new DataView(value.buffer);
-    if ('u32' in record.value) {
-      dv.setUint32(0, record.value.u32, true);
+    const v: unknown = record.value;
+    if (typeof v === 'object' && v !== null && 'u32' in v && Number.isInteger(v.u32) && (v.u32 as number) >= 0 && (v.u32 as number) <= 0xffff_ffff) {
+      dv.setUint32(0, v.u32 as number, true);
       [valueType, valueSize] = [REG_U32, 4];
-    } else {
-      dv.setBigUint64(0, record.value.u64, true);
+    } else if (typeof v === 'object' && v !== null && 'u64' in v && typeof v.u64 === 'bigint' && v.u64 >= 0n && v.u64 < 1n << 64n) {
+      dv.setBigUint64(0, v.u64, true);
       [valueType, valueSize] = [REG_U64, 8];
+    } else {
+      throw new HostUsageError('a KVP value is a string, { u32: number in [0, 2^32) } or { u64: bigint in [0, 2^64) }');
     }
   }
   return hv_kvp_exchg_msg_value.encodeNew({ value_type: valueType, key_size: key.size, value_size: valueSize, key: key.bytes, value });
@@ -98,6 +103,9 @@ export function decodeKvpRecord(bytes: Uint8Array): KvpRecord {
 
 /** A full hv_kvp_msg body: header, then `body` at offset 4. */
 function kvpMessage(operation: number, pool: number, body: Uint8Array): Uint8Array {
+  if (!Number.isInteger(pool) || pool < 0 || pool >= KVP_POOL_COUNT) {
+    throw new HostUsageError(`KVP pool ${String(pool)} is not one of the ${KVP_POOL_COUNT} pools (KVP_POOL_EXTERNAL .. KVP_POOL_AUTO_INTERNAL)`);
+  }
   const msg = new Uint8Array(HV_KVP_MSG_SIZE);
   hv_kvp_hdr.encode({ operation, pool }, msg, 0);
   msg.set(body, hv_kvp_hdr.size);
@@ -126,6 +134,7 @@ export class KvpService extends IcHostService {
 
   /** The record at `index` of `pool`; a non-zero status (HV_S_CONT / E_FAIL) past the end. */
   enumerate(pool: number, index: number): Promise<KvpResult | null> {
+    if (!Number.isInteger(index) || index < 0 || index > 0xffff_ffff) throw new HostUsageError(`KVP enumerate index ${String(index)} is not a u32`);
     const body = new Uint8Array(4 + hv_kvp_exchg_msg_value.size);
     new DataView(body.buffer).setUint32(0, index, true);
     return this.transact(kvpMessage(KVP_OP_ENUMERATE, pool, body), true, 4);
@@ -133,6 +142,7 @@ export class KvpService extends IcHostService {
 
   /** Every record of `pool`, enumerating until the guest says there are no more. */
   async list(pool: number, limit = 1024): Promise<KvpRecord[]> {
+    if (!Number.isInteger(limit) || limit < 0) throw new HostUsageError(`KVP list limit ${String(limit)} is not a non-negative integer`);
     const out: KvpRecord[] = [];
     for (let i = 0; i < limit; i++) {
       const r = await this.enumerate(pool, i);

@@ -5,6 +5,7 @@
  * partition provides, and consumes hv_message slots the way Linux vmbus_on_msg_dpc and
  * vmbus_signal_eom do.
  */
+import { HostUsageError } from '@hvemu/common';
 import type { GuestMemory } from '@hvemu/memory';
 import { HV_MESSAGE_PAYLOAD_BYTE_COUNT, VMBUS_MESSAGE_SINT, VMBUS_MESSAGE_TYPE } from '../protocol/constants.js';
 
@@ -51,7 +52,7 @@ export function simpTransport(options: SimpTransportOptions): GuestTransport {
   const inputView = new DataView(input.buffer, input.byteOffset, input.byteLength);
   return {
     post(connectionId, payload) {
-      if (payload.length > HV_MESSAGE_PAYLOAD_BYTE_COUNT) throw new RangeError(`message of ${payload.length} bytes`);
+      if (payload.length > HV_MESSAGE_PAYLOAD_BYTE_COUNT) throw new HostUsageError(`a channel message of ${payload.length} bytes (max ${HV_MESSAGE_PAYLOAD_BYTE_COUNT})`);
       inputView.setUint32(0, connectionId, true);
       inputView.setUint32(4, 0, true);
       inputView.setUint32(8, VMBUS_MESSAGE_TYPE, true);

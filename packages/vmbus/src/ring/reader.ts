@@ -14,7 +14,7 @@
  * lists) is validated before use; a violation is a RingCorruptError that marks the ring
  * broken. Each packet consumes at least 24 bytes, so no loop can run forever.
  */
-import { silentLogger, type Logger } from '@hvemu/common';
+import { HostUsageError, silentLogger, type Logger } from '@hvemu/common';
 import { PAGE_SIZE } from '@hvemu/memory';
 import { RingCorruptError, type RingFault } from './errors.js';
 import {
@@ -297,7 +297,7 @@ export class RingReader {
 
   /** Consumes the packet returned by the last `peek()`. */
   advance(): void {
-    if (this.peekedEnd < 0) throw new RangeError('advance() without a peeked packet');
+    if (this.peekedEnd < 0) throw new HostUsageError('RingReader.advance() without a peeked packet');
     this.readIndex = this.peekedEnd;
     this.peekedEnd = -1;
     this.packetsRead++;
@@ -382,7 +382,7 @@ export class RingReader {
 
   /** @internal */
   packetByte(p: PacketView, offset: number, width: 1 | 2 | 4): number {
-    if (!(offset >= 0 && offset + width <= p.length)) throw new RangeError(`offset ${offset} outside a ${p.length}-byte packet`);
+    if (!(offset >= 0 && offset + width <= p.length)) throw new HostUsageError(`packet read [${offset}, +${width}) outside a ${p.length}-byte packet`);
     const data = this.ring.data;
     const start = p.ringOffset + offset;
     if (start + width <= this.size) {
@@ -409,7 +409,7 @@ export class RingReader {
 
   /** @internal */
   copyPacketBytes(p: PacketView, offset: number, target: Uint8Array, targetOffset: number, length: number): void {
-    if (!(offset >= 0 && length >= 0 && offset + length <= p.length)) throw new RangeError('copy outside the packet');
+    if (!(offset >= 0 && length >= 0 && offset + length <= p.length)) throw new HostUsageError(`packet copy [${offset}, +${length}) outside a ${p.length}-byte packet`);
     const start = this.wrapAdd(p.ringOffset, offset);
     if (this.flatBuffer !== null && start + length <= this.size) {
       target.set(new Uint8Array(this.flatBuffer, this.flatBase + start, length), targetOffset);
