@@ -36,6 +36,17 @@ export {
   type CpuidEntry,
   type CpuidModelOptions,
 } from './cpuid.js';
+export {
+  compareCpuid,
+  cpuidProbeCode,
+  describeCpuidDifferences,
+  probeGuestCpuid,
+  warnCpuidDifferences,
+  type CpuidDifference,
+  type CpuidProbeOptions,
+  type CpuidProbeResult,
+  type CpuidRegister,
+} from './cpuid-probe.js';
 export { formatRegisters, type Registers, type Segment, type SpecialRegisters, type DescriptorTable } from './registers.js';
 export {
   AccelError,
