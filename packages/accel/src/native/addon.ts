@@ -64,11 +64,18 @@ export interface NativeAddon {
   layout: { headerSize: number; slotSize: number; slotDataOffset: number };
 }
 
-/** Where the addon is built: native/build/Release, two levels above this package's src/ or dist/. */
+/**
+ * Where the addon is built: the repository's native/build/Release in the workspace (two levels
+ * above this package), or the package's own native/build/Release when @hvemu/accel was installed
+ * from a packed tarball (scripts/build-native.cjs builds it there).
+ */
 export function addonPath(): string {
   const override = process.env['HVEMU_NATIVE_ADDON'];
   if (override) return override;
-  return fileURLToPath(new URL('../../../../native/build/Release/hvemu_native.node', import.meta.url));
+  const candidates = ['../../../../native/build/Release/hvemu_native.node', '../../native/build/Release/hvemu_native.node'].map((rel) =>
+    fileURLToPath(new URL(rel, import.meta.url)),
+  );
+  return candidates.find((p) => existsSync(p)) ?? candidates[0];
 }
 
 /** The addon. Node's require cache makes repeated calls cheap and returns the same module. */
