@@ -1,5 +1,5 @@
 export * from './ring/protocol.js';
-export { RingCorruptError, type RingFault } from './ring/errors.js';
+export { RingClosedError, RingCorruptError, type RingFault } from './ring/errors.js';
 export { RingBuffer, MIN_RING_DATA_SIZE, bytesToRead, bytesToWrite } from './ring/ring-buffer.js';
 export { RingWriter, type OutgoingPacket, type RingEndOptions, type RingTap } from './ring/writer.js';
 export { RingReader, PacketView, pfnsSpanned, type GpaRange, type TransferPageRange } from './ring/reader.js';

@@ -23,6 +23,7 @@ import {
   VmbusClient,
   VmbusClientError,
   VmbusHost,
+  RingClosedError,
   encodeChannelMessage,
   gpadlMessages,
   simpTransport,
@@ -148,6 +149,28 @@ describe('VMBus end to end (simulated partition, real SynIC slots and hypercalls
     expect(back).toEqual([[7, 8]]);
     expect(p.logger.records.filter((r) => r.level === 'error')).toEqual([]);
     expect(p.host.stats.messagesLost).toBe(0);
+  });
+
+  it('a device that kept the rings of a closed channel cannot touch the pages the guest took back', async () => {
+    const p = partition();
+    let kept: Channel['rings'] | undefined;
+    const hb = p.host.offerChannel({ interfaceType: HEARTBEAT, interfaceInstance: '00000000-0000-0000-0000-000000000001' }, {
+      onOpen: (ch) => void (kept = ch.rings),
+    });
+    await p.client.connect();
+    await p.client.requestOffers();
+    const ch = await p.client.openChannel(hb.relid);
+    ch.rings.outbound.write({ type: VM_PKT_DATA_INBAND, transactionId: 1n, payload: new Uint8Array(8) });
+    const pfns = p.host.server.gpadlsOf(hb.relid).find((g) => g.handle === ch.ringGpadl)!.ranges.flatMap((r) => r.pfns);
+    await p.client.closeChannel(ch);
+    const before = pfns.map((pfn) => new Uint8Array(p.memory.page(pfn)));
+    expect(() => kept!.outbound.write({ type: VM_PKT_DATA_INBAND, transactionId: 2n, payload: new Uint8Array(8) })).toThrow(RingClosedError);
+    expect(() => kept!.inbound.drain(() => {})).toThrow(RingClosedError);
+    expect(() => kept!.inbound.commit()).toThrow(RingClosedError);
+    expect(() => kept!.outbound.requestSpace(64)).toThrow(RingClosedError);
+    expect(pfns.map((pfn) => new Uint8Array(p.memory.page(pfn)))).toEqual(before);
+    // The guest's own ends are retired too.
+    expect(() => ch.rings.outbound.write({ type: VM_PKT_DATA_INBAND, transactionId: 3n, payload: new Uint8Array(8) })).toThrow(RingClosedError);
   });
 
   it('falls back version by version when the host is older', async () => {

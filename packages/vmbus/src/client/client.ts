@@ -295,6 +295,8 @@ export class VmbusClient {
   /** CLOSECHANNEL, then the ring GPADL's teardown (vmbus_close_internal); after a rescind, RELID_RELEASED instead. */
   async closeChannel(channel: GuestChannel): Promise<void> {
     this.open.delete(channel.relid);
+    channel.rings.inbound.close(`relid ${channel.relid} closed`);
+    channel.rings.outbound.close(`relid ${channel.relid} closed`);
     if (channel.offer.rescinded) {
       // Linux neither closes nor tears down on a rescinded channel; it releases the relid.
       this.post(encodeChannelMessage(CHANNELMSG_RELID_RELEASED, { child_relid: channel.relid }));

@@ -13,6 +13,15 @@ export type RingFault =
   | 'bad-gpa-range';
 
 /**
+ * This end of the ring was closed (its channel closed, was rescinded, or the ring GPADL went
+ * away): the guest may already reuse those pages, so a device that still holds the reader or
+ * writer must not touch them. A host-side bug, refused before any guest memory is accessed.
+ */
+export class RingClosedError extends HvemuError {
+  readonly outcome = 'host-error' as const;
+}
+
+/**
  * The other end broke the ring protocol. The ring is marked broken (every later operation
  * throws the same error) and the channel that owns it must be closed or reset; other channels
  * are unaffected. Nothing outside the ring's memory was read or written.

@@ -16,7 +16,7 @@
  */
 import { HostUsageError, silentLogger, type Logger } from '@hvemu/common';
 import { PAGE_SIZE } from '@hvemu/memory';
-import { RingCorruptError, type RingFault } from './errors.js';
+import { RingClosedError, RingCorruptError, type RingFault } from './errors.js';
 import {
   FEAT_PENDING_SEND_SZ,
   RING_FEATURE_BITS,
@@ -184,6 +184,7 @@ export class RingReader {
   private readonly flatBuffer: ArrayBufferLike | null;
   private readonly flatBase: number;
   private brokenBy: RingCorruptError | null = null;
+  private closedBy: RingClosedError | null = null;
   packetsRead = 0;
   signals = 0;
 
@@ -211,9 +212,28 @@ export class RingReader {
     return this.brokenBy;
   }
 
+  /** True once close() was called: every later operation throws RingClosedError. */
+  get closed(): boolean {
+    return this.closedBy !== null;
+  }
+
+  /**
+   * Retires this reader: its ring's pages are no longer the channel's (closed, rescinded), so no
+   * later call, and no PacketView it handed out, may touch them.
+   */
+  close(reason = 'the ring was closed'): void {
+    this.closedBy ??= new RingClosedError(`${this.name}: ${reason}`);
+    this.peekedEnd = -1;
+  }
+
+  /** Throws if the ring is broken or closed. */
+  private checkUsable(): void {
+    if (this.brokenBy !== null || this.closedBy !== null) throw this.brokenBy ?? this.closedBy!;
+  }
+
   /** Bytes the writer has published beyond the private read index (write_index loaded and validated now). */
   available(): number {
-    if (this.brokenBy) throw this.brokenBy;
+    this.checkUsable();
     this.refreshWriteIndex();
     return bytesToRead(this.lastWrite, this.readIndex, this.size);
   }
@@ -236,7 +256,7 @@ export class RingReader {
    * RingCorruptError (and marks the ring broken) if the writer broke the protocol.
    */
   peek(): PacketView | null {
-    if (this.brokenBy) throw this.brokenBy;
+    this.checkUsable();
     this.refreshWriteIndex();
     return this.peekKnown();
   }
@@ -308,6 +328,7 @@ export class RingReader {
    * space it is waiting for (Linux hv_pkt_iter_close).
    */
   commit(): void {
+    if (this.closedBy) throw this.closedBy;
     if (this.readIndex === this.publishedRead) return;
     const startRead = this.publishedRead;
     // Sequentially consistent store: all reads of the consumed packets happen before the
@@ -336,7 +357,7 @@ export class RingReader {
    */
   readBatch(fn: (packet: PacketView) => void, max = Infinity): number {
     let n = 0;
-    if (this.brokenBy) throw this.brokenBy;
+    this.checkUsable();
     try {
       this.refreshWriteIndex();
       while (n < max) {
@@ -348,13 +369,14 @@ export class RingReader {
         n++;
       }
     } finally {
-      if (!this.brokenBy) this.commit();
+      if (!this.brokenBy && !this.closedBy) this.commit();
     }
     return n;
   }
 
   /** Sets interrupt_mask: the writer will not signal while this reader drains. */
   mask(): void {
+    if (this.closedBy) throw this.closedBy;
     Atomics.store(this.control, RING_INTERRUPT_MASK, 1);
   }
 
@@ -364,6 +386,7 @@ export class RingReader {
    * writer may have seen the mask set and not signalled.
    */
   unmask(): boolean {
+    this.checkUsable();
     Atomics.store(this.control, RING_INTERRUPT_MASK, 0);
     return this.available() > 0;
   }
@@ -382,6 +405,7 @@ export class RingReader {
 
   /** @internal */
   packetByte(p: PacketView, offset: number, width: 1 | 2 | 4): number {
+    if (this.closedBy) throw this.closedBy;
     if (!(offset >= 0 && offset + width <= p.length)) throw new HostUsageError(`packet read [${offset}, +${width}) outside a ${p.length}-byte packet`);
     const data = this.ring.data;
     const start = p.ringOffset + offset;
@@ -395,6 +419,7 @@ export class RingReader {
 
   /** @internal */
   packetBytes(p: PacketView, offset: number, length: number): Uint8Array {
+    if (this.closedBy) throw this.closedBy;
     const start = this.wrapAdd(p.ringOffset, offset);
     if (start + length <= this.size) {
       // Fast path: a view straight onto the flat data area (no copy, no method chain).
@@ -409,6 +434,7 @@ export class RingReader {
 
   /** @internal */
   copyPacketBytes(p: PacketView, offset: number, target: Uint8Array, targetOffset: number, length: number): void {
+    if (this.closedBy) throw this.closedBy;
     if (!(offset >= 0 && length >= 0 && offset + length <= p.length)) throw new HostUsageError(`packet copy [${offset}, +${length}) outside a ${p.length}-byte packet`);
     const start = this.wrapAdd(p.ringOffset, offset);
     if (this.flatBuffer !== null && start + length <= this.size) {

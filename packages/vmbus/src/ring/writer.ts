@@ -16,7 +16,7 @@
  * reader's read_index is guest-writable and is validated on every use.
  */
 import { HostUsageError, silentLogger, type Logger } from '@hvemu/common';
-import { RingCorruptError } from './errors.js';
+import { RingClosedError, RingCorruptError } from './errors.js';
 import type { PacketView } from './reader.js';
 import {
   FEAT_PENDING_SEND_SZ,
@@ -86,6 +86,7 @@ export class RingWriter {
   private readonly flatBytes: Uint8Array | null;
   private readonly flatView: DataView | null;
   private brokenBy: RingCorruptError | null = null;
+  private closedBy: RingClosedError | null = null;
   /** Statistics. */
   packetsWritten = 0;
   signals = 0;
@@ -115,6 +116,21 @@ export class RingWriter {
     return this.brokenBy;
   }
 
+  /** True once close() was called: every later operation throws RingClosedError. */
+  get closed(): boolean {
+    return this.closedBy !== null;
+  }
+
+  /** Retires this writer: its ring's pages are no longer the channel's, so nothing more is written. */
+  close(reason = 'the ring was closed'): void {
+    this.closedBy ??= new RingClosedError(`${this.name}: ${reason}`);
+  }
+
+  /** Throws if the ring is broken or closed. */
+  private checkUsable(): void {
+    if (this.brokenBy !== null || this.closedBy !== null) throw this.brokenBy ?? this.closedBy!;
+  }
+
   /** Bytes a packet with this header and payload length occupies in the ring, trailer included. */
   static ringSpace(headerLength: number, payloadLength: number): number {
     return ((VMPACKET_DESCRIPTOR_SIZE + headerLength + payloadLength + 7) & ~7) + VMBUS_PKT_TRAILER;
@@ -122,6 +138,7 @@ export class RingWriter {
 
   /** Free bytes now, per the reader's freshly loaded and validated read_index (Linux hv_get_bytes_to_write). */
   freeBytes(): number {
+    this.checkUsable();
     return bytesToWrite(this.writeIndex, this.readerIndex(), this.size);
   }
 
@@ -131,7 +148,7 @@ export class RingWriter {
    * broke the ring, HostUsageError for a packet that can never be written.
    */
   write(packet: OutgoingPacket): boolean {
-    if (this.brokenBy) throw this.brokenBy;
+    this.checkUsable();
     const header = packet.header ?? EMPTY;
     const payload = packet.payload ?? EMPTY;
     const payloadLength = payload instanceof Uint8Array ? payload.length : totalLength(payload);
@@ -220,11 +237,12 @@ export class RingWriter {
    * returns (or throws), and the reader is signalled at most once.
    */
   batch<T>(fn: (writer: this) => T): T {
+    this.checkUsable();
     this.batchDepth++;
     try {
       return fn(this);
     } finally {
-      if (--this.batchDepth === 0 && !this.brokenBy) this.publish();
+      if (--this.batchDepth === 0 && !this.brokenBy && !this.closedBy) this.publish();
     }
   }
 
@@ -235,6 +253,7 @@ export class RingWriter {
    * signals for space; the caller must poll.
    */
   requestSpace(bytes: number): boolean {
+    this.checkUsable();
     if (!Number.isInteger(bytes) || bytes <= 0 || bytes >= this.size) {
       throw new HostUsageError(`cannot wait for ${bytes} free bytes in a ${this.size}-byte ring`);
     }
@@ -251,6 +270,7 @@ export class RingWriter {
 
   /** Clears pending_send_sz (after the reader signalled space). */
   clearPendingSend(): void {
+    if (this.closedBy) throw this.closedBy;
     Atomics.store(this.control, RING_PENDING_SEND_SZ, 0);
   }
 

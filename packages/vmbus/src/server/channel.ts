@@ -104,8 +104,13 @@ export class Channel {
     this.failed = false;
   }
 
-  /** @internal wiring: the channel closed. */
+  /**
+   * @internal wiring: the channel closed. The rings are retired first: a device that kept the
+   * reader or writer gets RingClosedError instead of touching pages the guest may reuse.
+   */
   detach(): void {
+    this.endpoint?.inbound.close(`relid ${this.relid} closed`);
+    this.endpoint?.outbound.close(`relid ${this.relid} closed`);
     this.endpoint = null;
     this.openUserData = null;
   }
