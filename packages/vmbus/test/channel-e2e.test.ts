@@ -6,12 +6,8 @@
  * each side signals the other (HvSignalEvent / SIEFP event flags).
  */
 import { describe, expect, it } from 'vitest';
-import { ManualClock, MemoryLogger } from '@hvemu/common';
-import { GuestMemory, PAGE_SIZE } from '@hvemu/memory';
-import { HyperV, HV_X64_MSR_EOM, HV_X64_MSR_SCONTROL, HV_X64_MSR_SIEFP, HV_X64_MSR_SIMP, HV_X64_MSR_SINT0 } from '@hvemu/synic';
-import { HypercallDispatcher } from '@hvemu/hypercalls';
+import { PAGE_SIZE } from '@hvemu/memory';
 import {
-  BumpPageAllocator,
   CHANNELMSG_CLOSECHANNEL,
   CHANNELMSG_GPADL_CREATED,
   CHANNELMSG_OPENCHANNEL,
@@ -20,26 +16,15 @@ import {
   VERSION_WIN10_V5_3,
   VERSION_WIN8_1,
   VM_PKT_DATA_INBAND,
-  VmbusClient,
   VmbusClientError,
-  VmbusHost,
   RingClosedError,
   encodeChannelMessage,
   gpadlMessages,
-  simpTransport,
   type Channel,
   type ChannelHandler,
   type PacketView,
 } from '@hvemu/vmbus';
-
-const VPS = 2;
-const SIMP = [0x1000, 0x3000];
-const SIEFP = [0x2000, 0x4000];
-const INPUT_PAGE = 0x5000;
-const VMBUS_VECTOR = 0xf3n;
-const HEARTBEAT = '57164f39-9115-4e78-ab55-382f3bd5422d';
-const SHUTDOWN = '0e0b6031-5213-4934-818b-38d90ced39db';
-const NET = 'f8615163-df3e-46c5-913f-f2d2f965ed0e';
+import { HEARTBEAT, NET, partition, SHUTDOWN, VMBUS_VECTOR } from './helpers/sim-partition.js';
 
 /** An echo device: every in-band packet comes back with each byte + 1 (payloads are padded to 8 bytes on the ring). */
 function echoDevice(log: string[]): ChannelHandler {
@@ -54,39 +39,6 @@ function echoDevice(log: string[]): ChannelHandler {
     onClose: (ch, reason) => void log.push(`close ${ch.relid} ${reason}`),
     onRetarget: (ch, vp) => void log.push(`retarget ${ch.relid} ${vp}`),
   };
-}
-
-function partition(options: { maxVersion?: number } = {}) {
-  const memory = GuestMemory.createShared(8 << 20);
-  const interrupts: string[] = [];
-  const logger = new MemoryLogger();
-  const hv = new HyperV({ memory, vpCount: VPS, clock: new ManualClock(), sink: { raise: (vp, vector) => interrupts.push(`${vp}:${vector}`) } });
-  const dispatcher = new HypercallDispatcher({ memory, logger });
-  const host = new VmbusHost({ memory, synic: hv, connections: dispatcher.connections, vpCount: VPS, logger, maxVersion: options.maxVersion });
-  // The guest enables the SynIC on each VP: SIMP, SIEFP, SINT2 unmasked on the VMBus vector.
-  hv.writeMsr(0, 0x40000000, 0x8100n); // GUEST_OS_ID
-  for (let vp = 0; vp < VPS; vp++) {
-    hv.writeMsr(vp, HV_X64_MSR_SIMP, BigInt(SIMP[vp]) | 1n);
-    hv.writeMsr(vp, HV_X64_MSR_SIEFP, BigInt(SIEFP[vp]) | 1n);
-    hv.writeMsr(vp, HV_X64_MSR_SINT0 + 2, VMBUS_VECTOR);
-    hv.writeMsr(vp, HV_X64_MSR_SCONTROL, 1n);
-  }
-  const transport = simpTransport({
-    memory,
-    vp: 0,
-    simpGpa: SIMP[0],
-    inputPageGpa: INPUT_PAGE,
-    hypercall: (vp, rcx, rdx, r8) => dispatcher.dispatch(vp, { rcx, rdx, r8 }),
-    writeEom: (vp) => hv.writeMsr(vp, HV_X64_MSR_EOM, 0n),
-  });
-  const client = new VmbusClient({ transport, memory, pages: new BumpPageAllocator(0x100, 1800), vp: 0 });
-  /** Test-and-clear of the relid's bit in a VP's SIEFP, SINT 2 block (what Linux vmbus_chan_sched scans). */
-  const takeEvent = (vp: number, relid: number): boolean => {
-    const words = memory.u32Array(SIEFP[vp] + 2 * 256, 64);
-    const bit = 1 << (relid & 31);
-    return (Atomics.and(words, relid >>> 5, ~bit) & bit) !== 0;
-  };
-  return { memory, hv, dispatcher, host, client, transport, interrupts, logger, takeEvent };
 }
 
 describe('VMBus end to end (simulated partition, real SynIC slots and hypercalls)', () => {

@@ -42,6 +42,8 @@ export interface SimpTransportOptions {
   hypercall(vp: number, rcx: bigint, rdx: bigint, r8: bigint): bigint;
   /** Writes HV_X64_MSR_EOM on `vp`. */
   writeEom(vp: number): void;
+  /** How to wait for an answer the host gives later (GuestTransport.wait); absent: answers are synchronous. */
+  wait?(): Promise<void>;
 }
 
 export function simpTransport(options: SimpTransportOptions): GuestTransport {
@@ -66,6 +68,7 @@ export function simpTransport(options: SimpTransportOptions): GuestTransport {
       const rax = options.hypercall(vp, HVCALL_SIGNAL_EVENT | HV_HYPERCALL_FAST_BIT, BigInt(connectionId), 0n);
       return Number(rax & 0xffffn);
     },
+    wait: options.wait,
     receive() {
       const type = Atomics.load(slot, 0);
       if (type === 0) return null;

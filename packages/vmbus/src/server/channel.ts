@@ -8,6 +8,7 @@ import { HostUsageError } from '@hvemu/common';
 import type { GuestBuffer } from '@hvemu/memory';
 import type { RingEndpoint } from '../ring/pair.js';
 import type { CloseReason } from './actions.js';
+import type { GpadlRange } from './gpadl.js';
 import type { OfferSpec } from './server.js';
 
 /** Why the device lost the channel: the server's reasons, or a ring the guest broke. */
@@ -17,9 +18,10 @@ export type ChannelCloseReason = CloseReason | 'failed';
 export interface ChannelHandler {
   /**
    * The guest opened the channel; `channel.rings` is ready. Throw (or return false) to refuse:
-   * the guest gets OPENCHANNEL_RESULT with a failure status.
+   * the guest gets OPENCHANNEL_RESULT with a failure status. A Promise defers the answer until
+   * it settles (rejected or false: refused); a guest close meanwhile wins (onClose is called).
    */
-  onOpen(channel: Channel): boolean | void;
+  onOpen(channel: Channel): boolean | void | Promise<boolean | void>;
   /** The guest signalled: drain the inbound ring, retry blocked writes. */
   onSignal?(channel: Channel): void;
   /** The rings are gone (guest close, rescind, disconnect, or a ring the guest corrupted). */
@@ -35,6 +37,7 @@ export interface ChannelHost {
   signalGuest(relid: number): void;
   gpadlBuffer(relid: number, gpadl: number): GuestBuffer;
   gpadlHandles(relid: number): number[];
+  gpadlRanges(relid: number, gpadl: number): readonly GpadlRange[];
 }
 
 export class Channel {
@@ -89,6 +92,11 @@ export class Channel {
   /** A view of another GPADL of this channel (receive/send buffers). */
   gpadlBuffer(gpadl: number): GuestBuffer {
     return this.host.gpadlBuffer(this.relid, gpadl);
+  }
+
+  /** The page ranges of a ready GPADL of this channel (HostUsageError for another channel's). */
+  gpadlRanges(gpadl: number): readonly GpadlRange[] {
+    return this.host.gpadlRanges(this.relid, gpadl);
   }
 
   /** Handles of this channel's ready GPADLs. */

@@ -24,7 +24,7 @@ import {
 import { channelMessageName } from '../protocol/messages.js';
 import type { OpenRequest, ServerAction } from './actions.js';
 import { Channel, type ChannelHandler, type ChannelHost } from './channel.js';
-import { VmbusServer, type OfferSpec, type ServerOptions } from './server.js';
+import { VmbusServer, type OfferSpec, type ServerGpadl, type ServerOptions } from './server.js';
 
 const HV_STATUS_SUCCESS = 0;
 const PAGE_SIZE = 4096;
@@ -59,7 +59,8 @@ export interface VmbusHostOptions extends Omit<ServerOptions, 'ram'> {
 
 export class VmbusHost {
   readonly server: VmbusServer;
-  private readonly memory: GuestMemory;
+  /** Guest RAM, as devices reach it (GuestData of GPADLs and packets). */
+  readonly memory: GuestMemory;
   private readonly synic: SynicPortLike;
   private readonly connections: ConnectionRegistryLike;
   private readonly logger: Logger;
@@ -91,6 +92,7 @@ export class VmbusHost {
       signalGuest: (relid) => this.signalGuest(relid),
       gpadlBuffer: (relid, gpadl) => this.gpadlBuffer(relid, gpadl),
       gpadlHandles: (relid) => this.server.gpadlsOf(relid).map((g) => g.handle),
+      gpadlRanges: (relid, gpadl) => this.gpadlOf(relid, gpadl).ranges,
     };
   }
 
@@ -244,9 +246,14 @@ export class VmbusHost {
     this.synic.signalEvent(target.vp, target.sint, target.flag);
   }
 
-  private gpadlBuffer(relid: number, handle: number): GuestBuffer {
+  private gpadlOf(relid: number, handle: number): ServerGpadl {
     const g = this.server.gpadl(handle);
     if (!g || g.relid !== relid) throw new HostUsageError(`GPADL 0x${handle.toString(16)} is not a GPADL of relid ${relid}`);
+    return g;
+  }
+
+  private gpadlBuffer(relid: number, handle: number): GuestBuffer {
+    const g = this.gpadlOf(relid, handle);
     if (g.ranges.length !== 1) throw new HostUsageError(`GPADL 0x${handle.toString(16)} has ${g.ranges.length} ranges; views need one`);
     const r = g.ranges[0];
     return this.memory.pageList(r.pfns, r.byteOffset, r.byteCount);
@@ -334,19 +341,37 @@ export class VmbusHost {
           outboundTap: onPacket && { written: (p) => onPacket(request.relid, 'host-to-guest', p) },
         });
         channel.attach(endpoint, request.userData, request.targetVp);
-        accepted = channel.handler.onOpen(channel) !== false;
+        const answer = channel.handler.onOpen(channel);
+        if (isPromise(answer)) {
+          // The device answers later; a guest close meanwhile bumps the generation and wins.
+          answer.then(
+            (ok) => this.finishOpen(channel, request.relid, generation, ok !== false),
+            (error: unknown) => {
+              this.logger.warn(`vmbus: relid ${request.relid} open refused`, { reason: 'open-failed', error: String(error) });
+              this.finishOpen(channel, request.relid, generation, false);
+            },
+          );
+          return;
+        }
+        accepted = answer !== false;
       } catch (error) {
         this.logger.warn(`vmbus: relid ${request.relid} open refused`, { reason: 'open-failed', error: String(error) });
         accepted = false;
       }
-      if (!accepted) channel.detach();
     }
-    this.run(this.server.completeOpen(request.relid, accepted, generation));
+    this.finishOpen(channel, request.relid, generation, accepted);
+  }
+
+  /** Sends OPENCHANNEL_RESULT for the device's answer, unless the open was abandoned meanwhile. */
+  private finishOpen(channel: Channel | undefined, relid: number, generation: number, accepted: boolean): void {
+    const current = this.server.openGeneration(relid) === generation;
+    if (!accepted && current) channel?.detach();
+    this.run(this.server.completeOpen(relid, accepted, generation));
     // A device that wrote during onOpen (an IC's NEGOTIATE) could not signal yet: the channel
     // only becomes signalable when the open completes. Signal now if anything is waiting.
-    if (accepted && channel?.isOpen) {
+    if (accepted && current && channel?.isOpen) {
       const ring = channel.rings.outbound.ring.snapshot();
-      if (ring.writeIndex !== ring.readIndex) this.signalGuest(request.relid);
+      if (ring.writeIndex !== ring.readIndex) this.signalGuest(relid);
     }
   }
 
@@ -357,4 +382,8 @@ export class VmbusHost {
       this.logger.error(`vmbus: relid ${channel.relid} handler threw`, { error: String(error) });
     }
   }
+}
+
+function isPromise(v: unknown): v is Promise<boolean | void> {
+  return typeof (v as { then?: unknown } | null)?.then === 'function';
 }

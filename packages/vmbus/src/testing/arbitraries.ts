@@ -12,6 +12,7 @@ import {
   VMPACKET_DESCRIPTOR_SIZE,
 } from '../ring/protocol.js';
 import type { OutgoingPacket } from '../ring/writer.js';
+import { encodeGpaDirectHeader } from '../device/guest-data.js';
 import type { RingGeometry } from './test-ring.js';
 
 const U64_MAX = (1n << 64n) - 1n;
@@ -45,20 +46,7 @@ export function gpaDirectHeader(options: { maxRanges?: number; maxBytes?: number
         })
         .map((pfns) => ({ byteOffset, byteCount, pfns })),
     );
-  return fc.array(range, { minLength: 1, maxLength: options.maxRanges ?? 3 }).map((ranges) => {
-    const length = 8 + ranges.reduce((n, r) => n + 8 + r.pfns.length * 8, 0);
-    const out = new Uint8Array(length);
-    const dv = new DataView(out.buffer);
-    dv.setUint32(4, ranges.length, true);
-    let at = 8;
-    for (const r of ranges) {
-      dv.setUint32(at, r.byteCount, true);
-      dv.setUint32(at + 4, r.byteOffset, true);
-      r.pfns.forEach((pfn, i) => dv.setBigUint64(at + 8 + i * 8, pfn, true));
-      at += 8 + r.pfns.length * 8;
-    }
-    return out;
-  });
+  return fc.array(range, { minLength: 1, maxLength: options.maxRanges ?? 3 }).map((ranges) => encodeGpaDirectHeader(ranges));
 }
 
 /** A transfer-page header (pageset id, sender_owns_set, range count, ranges). */
