@@ -1,11 +1,12 @@
 /**
- * An integration component as a VMBus device: the offer (class and instance GUIDs) and a
- * ChannelHandler that starts the host service on each open and stops it on close. The
- * service object lives as long as the device; the channel may open and close many times.
+ * An integration component as a VMBus device (VmbusDevice, plugged in with attachDevice): the
+ * offer (class and instance GUIDs), the host service started on each open over the channel's
+ * PacketQueue and stopped on close. The service object lives as long as the device; the
+ * channel may open and close many times.
  */
 import { HvemuError } from '@hvemu/common';
-import type { Channel, ChannelHandler, OfferSpec } from '@hvemu/vmbus';
-import { bindIcToRings, icRingTransport, type IcRingBinding } from './ring-transport.js';
+import type { DeviceChannel, OfferSpec, VmbusDevice } from '@hvemu/vmbus';
+import { bindIcToQueue, icQueueTransport, type IcQueueBinding } from './queue-transport.js';
 import type { IcHostService, IcTransport } from './service.js';
 import {
   HEARTBEAT_INSTANCE_GUID,
@@ -54,10 +55,10 @@ class SwitchableTransport implements IcTransport {
   }
 }
 
-export class IcDevice<S extends IcHostService> implements ChannelHandler {
+export class IcDevice<S extends IcHostService> implements VmbusDevice {
   readonly service: S;
   private readonly transport = new SwitchableTransport();
-  private binding: IcRingBinding | null = null;
+  private binding: IcQueueBinding | null = null;
   private callDepth = 0;
   private handlingGuest = false;
 
@@ -107,9 +108,9 @@ export class IcDevice<S extends IcHostService> implements ChannelHandler {
     return IC_OFFERS[this.kind];
   }
 
-  onOpen(channel: Channel): void {
-    this.transport.target = icRingTransport(channel.rings);
-    this.binding = bindIcToRings(this.service, channel.rings);
+  open(channel: DeviceChannel): void {
+    this.transport.target = icQueueTransport(channel.queue);
+    this.binding = bindIcToQueue(this.service, channel.queue);
     this.whileHandlingGuest(() => this.service.open());
   }
 
@@ -117,7 +118,7 @@ export class IcDevice<S extends IcHostService> implements ChannelHandler {
     this.whileHandlingGuest(() => this.binding?.onSignal());
   }
 
-  onClose(): void {
+  close(): void {
     this.transport.target = null;
     this.binding = null;
     this.whileHandlingGuest(() => this.service.close());

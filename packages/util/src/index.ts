@@ -28,5 +28,5 @@ export {
   type KvpValue,
 } from './services/kvp.js';
 export { GuestIcEndpoint, LINUX_IC_VERSIONS, type GuestIcKind, type ShutdownSeen, type TimeSampleSeen } from './guest/guest-ic.js';
-export { icRingTransport, bindIcToRings, type IcRingBinding } from './ring-transport.js';
+export { icQueueTransport, bindIcToQueue, type IcQueueBinding } from './queue-transport.js';
 export { IcDevice, IcHostCallError, IC_OFFERS, IC_HOST_API, type IcKind, type HostCallObserver } from './device.js';

@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { ManualClock } from '@hvemu/common';
 import { GuestMemory, PAGE_SIZE } from '@hvemu/memory';
-import { openRingEndpoint, ringPairFromPages, VM_PKT_DATA_INBAND } from '@hvemu/vmbus';
-import { bindIcToRings, GuestIcEndpoint, HeartbeatService, HV_S_OK, icRingTransport, ShutdownService, type GuestIcKind, type IcHostService, type IcTransport } from '@hvemu/util';
+import { openRingEndpoint, PacketQueue, ringPairFromPages, VM_PKT_DATA_INBAND } from '@hvemu/vmbus';
+import { bindIcToQueue, GuestIcEndpoint, HeartbeatService, HV_S_OK, icQueueTransport, ShutdownService, type GuestIcKind, type IcHostService, type IcTransport } from '@hvemu/util';
 
 /** One IC channel: 4-page rings each way (util channels use 3 data pages), host and simulated guest ends. */
 function icChannel<S extends IcHostService>(kind: GuestIcKind, make: (t: IcTransport) => S) {
@@ -22,8 +22,9 @@ function icChannel<S extends IcHostService>(kind: GuestIcKind, make: (t: IcTrans
     hostSignals++;
     queueMicrotask(() => binding.onSignal());
   });
-  const service = make(icRingTransport(host));
-  const binding = bindIcToRings(service, host);
+  const queue = new PacketQueue(host, { memory });
+  const service = make(icQueueTransport(queue));
+  const binding = bindIcToQueue(service, queue);
   // The guest driver: drain, answer each request in the same length with the same transaction id.
   function guestRun(): void {
     guest.inbound.drain((p) => {

@@ -4,7 +4,7 @@
  * the KVM VM and trace replay.
  */
 import type { Clock, Logger } from '@hvemu/common';
-import type { VmbusHost } from '@hvemu/vmbus';
+import { attachDevice, type VmbusHost } from '@hvemu/vmbus';
 import type { TraceDevice } from '@hvemu/trace';
 import { HeartbeatService, IC_OFFERS, IcDevice, KvpService, ShutdownService, TimesyncService, type IcHostService, type IcKind } from '@hvemu/util';
 
@@ -61,7 +61,7 @@ export function offerIntegrationComponents(
 ): void {
   for (const kind of IC_KINDS) {
     const ic = ics[kind];
-    const channel = vmbus.offerChannel(ic.offer, ic);
+    const { channel } = attachDevice(vmbus, ic);
     options.log?.(`offers ${ic.kind} as relid ${channel.relid}`);
     const onHostCall = options.onHostCall;
     if (onHostCall) ic.observeHostCalls((method, args) => onHostCall(channel.relid, kind, method, args));

@@ -19,6 +19,7 @@ import { HypercallDispatcher } from '@hvemu/hypercalls';
 import { HyperV, HV_X64_MSR_EOM, HV_X64_MSR_REFERENCE_TSC, HV_X64_MSR_SIEFP, HV_X64_MSR_SIMP } from '@hvemu/synic';
 import {
   CHANNELMSG_CLOSECHANNEL,
+  attachDevice,
   CHANNELMSG_INITIATE_CONTACT,
   CHANNELMSG_OPENCHANNEL,
   openRingEndpoint,
@@ -182,7 +183,7 @@ class ReplaySession {
       if (!(IC_KINDS as readonly string[]).includes(d.name)) throw new ReplayError(`device ${d.name} (relid ${d.relid}) has no replay factory; known: ${IC_KINDS.join(', ')}`);
       const alone = options.device === undefined || options.device === d.name;
       const ic = createIcDevice(d.name as IcKind, env);
-      const channel: Channel = this.vmbus.offerChannel(ic.offer, alone ? ic : new InertDevice());
+      const channel: Channel = alone ? attachDevice(this.vmbus, ic).channel : this.vmbus.offerChannel(ic.offer, new InertDevice());
       if (channel.relid !== d.relid) throw new ReplayError(`device ${d.name} was offered as relid ${channel.relid}, the trace has ${d.relid}`);
       if (alone) {
         this.devices.set(d.relid, ic);
