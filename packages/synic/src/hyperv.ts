@@ -7,7 +7,7 @@
  */
 import { HostUsageError, silentLogger, type Clock, type Logger } from '@hvemu/common';
 import { PAGE_SIZE, type GuestMemory } from '@hvemu/memory';
-import { MsrFault } from './errors.js';
+import { MsrFault, SynicQueueFull } from './errors.js';
 import {
   HV_MAXIMUM_PROCESSORS,
   HV_CRASH_CTL_CRASH_NOTIFY,
@@ -33,10 +33,17 @@ import { tscPageParameters, writeTscPage, type TscModel } from './reference-tsc.
 import { VpStimers } from './stimer.js';
 import { VpSynic, type SynicInterruptSink, type SynicMessage, type SynicObserver } from './vp-synic.js';
 
-/** What vmbus uses to reach the guest: the same interface whether hvemu or the hypervisor owns the SynIC. */
+/**
+ * What vmbus uses to reach the guest: the same interface whether hvemu or the hypervisor owns
+ * the SynIC. postMessage answers 'delivered' (in the slot now), 'queued' (the port holds it
+ * and delivers it in order) or 'busy' (the port's queue for that SINT is full: nothing was
+ * taken; post again after onPostReady fires). A message is never dropped by the port.
+ */
 export interface SynicPort {
-  postMessage(vp: number, sint: number, message: SynicMessage): 'delivered' | 'queued';
+  postMessage(vp: number, sint: number, message: SynicMessage): 'delivered' | 'queued' | 'busy';
   signalEvent(vp: number, sint: number, flag: number): boolean;
+  /** Calls `listener(vp, sint)` when a SINT that answered 'busy' can take messages again; returns an unsubscribe. */
+  onPostReady?(listener: (vp: number, sint: number) => void): () => void;
 }
 
 export interface HyperVEvents {
@@ -84,6 +91,7 @@ export class HyperV implements SynicPort {
   private readonly crashParams: bigint[] = [0n, 0n, 0n, 0n, 0n];
   private readonly tsc: TscModel;
   private readonly logger: Logger;
+  private readonly postReadyListeners = new Set<(vp: number, sint: number) => void>();
 
   constructor(private readonly options: HyperVOptions) {
     const vpCount = options?.vpCount;
@@ -94,7 +102,12 @@ export class HyperV implements SynicPort {
     this.logger = options.logger ?? silentLogger;
     this.tsc = options.tsc ?? { frequencyHz: 1_000_000_000n, valueAtReferenceZero: 0n };
     this.synics = Array.from({ length: options.vpCount }, (_, vp) =>
-      new VpSynic(vp, options.memory, options.sink, { logger: this.logger, queueLimit: options.queueLimit, observer: options.observer }),
+      new VpSynic(vp, options.memory, options.sink, {
+        logger: this.logger,
+        queueLimit: options.queueLimit,
+        observer: options.observer,
+        onQueueSpace: (sint) => this.postReady(vp, sint),
+      }),
     );
     this.timers = this.synics.map((s, vp) => new VpStimers(vp, s, options.sink, options.clock));
   }
@@ -118,8 +131,23 @@ export class HyperV implements SynicPort {
   }
 
   // ---- SynicPort ----
-  postMessage(vp: number, sint: number, message: SynicMessage): 'delivered' | 'queued' {
-    return this.synic(vp).postMessage(sint, message);
+  postMessage(vp: number, sint: number, message: SynicMessage): 'delivered' | 'queued' | 'busy' {
+    try {
+      return this.synic(vp).postMessage(sint, message);
+    } catch (error) {
+      // The guest is not draining that SINT: refuse, and say when to try again (onPostReady).
+      if (error instanceof SynicQueueFull) return 'busy';
+      throw error;
+    }
+  }
+
+  onPostReady(listener: (vp: number, sint: number) => void): () => void {
+    this.postReadyListeners.add(listener);
+    return () => this.postReadyListeners.delete(listener);
+  }
+
+  private postReady(vp: number, sint: number): void {
+    for (const listener of [...this.postReadyListeners]) listener(vp, sint);
   }
   signalEvent(vp: number, sint: number, flag: number): boolean {
     return this.synic(vp).signalEvent(sint, flag);

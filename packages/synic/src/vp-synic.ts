@@ -79,6 +79,8 @@ export interface VpSynicOptions {
   observer?: SynicObserver;
   /** Messages that may wait per SINT before postMessage throws SynicQueueFull. */
   queueLimit?: number;
+  /** A SINT whose queue was full took a message into its slot: it can queue again. */
+  onQueueSpace?(sint: number): void;
   logger?: Logger;
 }
 
@@ -101,6 +103,7 @@ export class VpSynic {
   private readonly queueLimit: number;
   private readonly logger: Logger;
   private readonly observer: SynicObserver | undefined;
+  private readonly onQueueSpace: ((sint: number) => void) | undefined;
   /** Statistics. */
   messagesDelivered = 0;
   interruptsRaised = 0;
@@ -113,6 +116,7 @@ export class VpSynic {
   ) {
     this.queueLimit = options.queueLimit ?? 256;
     this.observer = options.observer;
+    this.onQueueSpace = options.onQueueSpace;
     this.logger = options.logger ?? silentLogger;
   }
 
@@ -288,6 +292,7 @@ export class VpSynic {
       Atomics.or(words, base + 1, HV_MESSAGE_FLAG_PENDING << 8);
       if (Atomics.load(words, base) !== HVMSG_NONE) return;
     }
+    const wasFull = queue.length >= this.queueLimit;
     const message = queue.shift()!;
     message.beforeWrite?.(message.payload);
     this.writeSlot(words, sint, message, queue.length > 0);
@@ -295,6 +300,7 @@ export class VpSynic {
     this.observer?.messageDelivered?.(this.vp, sint, message.type, message.payload);
     message.onDelivered?.();
     if (!(this.sints[sint] & HV_SYNIC_SINT_POLLING)) this.interrupt(sint);
+    if (wasFull) this.onQueueSpace?.(sint);
   }
 
   private writeSlot(words: Uint32Array, sint: number, message: SynicMessage, morePending: boolean): void {

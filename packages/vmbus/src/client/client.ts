@@ -57,6 +57,9 @@ import type { GuestTransport } from './transport.js';
 
 const PAGE_SIZE = 4096;
 const HV_STATUS_SUCCESS = 0;
+const HV_STATUS_INSUFFICIENT_BUFFERS = 0x13;
+/** Linux vmbus_post_msg retries a refused post this many times. */
+const POST_RETRIES = 100;
 /** struct hv_monitor_page: trigger_group[4] (pending u32, armed u32) at byte 8. */
 const MONITOR_TRIGGER_GROUP_OFFSET = 8;
 const HV_STATUS_INVALID_CONNECTION_ID = 0x12;
@@ -319,9 +322,17 @@ export class VmbusClient {
     for (let bytes = this.transport.receive(); bytes !== null; bytes = this.transport.receive()) this.accept(bytes);
   }
 
-  /** Posts a raw channel message (hostile tests use it too). */
+  /**
+   * Posts a raw channel message (hostile tests use it too). HV_STATUS_INSUFFICIENT_BUFFERS is
+   * retried as Linux vmbus_post_msg does (up to 100 times); in between, this guest takes the
+   * messages waiting for it, which is what lets a host with a backlog take more.
+   */
   post(bytes: Uint8Array): number {
-    const status = this.transport.post(this.msgConnId, bytes);
+    let status = this.transport.post(this.msgConnId, bytes);
+    for (let retry = 0; status === HV_STATUS_INSUFFICIENT_BUFFERS && retry < POST_RETRIES; retry++) {
+      this.pump();
+      status = this.transport.post(this.msgConnId, bytes);
+    }
     if (status !== HV_STATUS_SUCCESS) throw new VmbusClientError(`HvPostMessage failed with status 0x${status.toString(16)}`);
     return status;
   }

@@ -27,6 +27,11 @@ import { Channel, type ChannelHandler, type ChannelHost } from './channel.js';
 import { VmbusServer, type OfferSpec, type ServerGpadl, type ServerOptions } from './server.js';
 
 const HV_STATUS_SUCCESS = 0;
+const HV_STATUS_INSUFFICIENT_BUFFERS = 0x13;
+/** Channel messages held for a busy SynIC before the host gives up on the guest (each <= 240 bytes). */
+const DEFAULT_MAX_BACKLOG = 4096;
+/** How often a held message is retried when the port cannot say when it is ready (ms). */
+const BACKLOG_RETRY_MS = 1;
 const PAGE_SIZE = 4096;
 /** The guest-to-host half of the pre-5.0 interrupt page (Linux send_int_page). */
 const SEND_INTERRUPT_HALF = PAGE_SIZE / 2;
@@ -34,10 +39,19 @@ const SEND_INTERRUPT_HALF = PAGE_SIZE / 2;
 const MONITOR_TRIGGER_GROUP_OFFSET = 8;
 const MONITOR_TRIGGER_GROUPS = 4;
 
-/** @hvemu/synic SynicPort, structurally. */
+/** @hvemu/synic SynicPort, structurally: 'busy' means not taken, post again after onPostReady. */
 export interface SynicPortLike {
-  postMessage(vp: number, sint: number, message: { type: number; payload: Uint8Array }): unknown;
+  postMessage(vp: number, sint: number, message: { type: number; payload: Uint8Array }): 'delivered' | 'queued' | 'busy';
   signalEvent(vp: number, sint: number, flag: number): boolean;
+  onPostReady?(listener: (vp: number, sint: number) => void): () => void;
+}
+
+/** A channel message the SynIC could not take yet. */
+interface HeldMessage {
+  readonly vp: number;
+  readonly sint: number;
+  readonly msgtype: number;
+  readonly bytes: Uint8Array;
 }
 
 /** @hvemu/hypercalls ConnectionRegistry, structurally. */
@@ -53,6 +67,13 @@ export interface VmbusHostOptions extends Omit<ServerOptions, 'ram'> {
   logger?: Logger;
   /** Every action the server produced, before it is carried out (traces, tests). */
   onAction?(action: ServerAction): void;
+  /**
+   * Channel messages held, in order, while the SynIC answers 'busy' (the guest is not draining
+   * its message slot). While any are held the guest's own HvPostMessage gets
+   * HV_STATUS_INSUFFICIENT_BUFFERS (Linux retries), so the backlog cannot grow from guest
+   * requests. Default 4096; beyond it a message is lost and logged as an error.
+   */
+  maxBacklog?: number;
   /** Every ring packet of every channel, by direction (traces). The view is valid during the call. */
   onPacket?(relid: number, direction: 'guest-to-host' | 'host-to-guest', packet: PacketView | OutgoingPacket): void;
 }
@@ -74,7 +95,11 @@ export class VmbusHost {
   private readonly disposers: (() => void)[] = [];
   private readonly channelHost: ChannelHost;
   /** Statistics. */
-  readonly stats = { messagesIn: 0, messagesOut: 0, messagesLost: 0, guestSignals: 0, spuriousSignals: 0 };
+  readonly stats = { messagesIn: 0, messagesOut: 0, messagesHeld: 0, messagesRefused: 0, messagesLost: 0, guestSignals: 0, spuriousSignals: 0 };
+  /** Channel messages waiting for the SynIC, oldest first. */
+  private readonly backlog: HeldMessage[] = [];
+  private backlogTimer: ReturnType<typeof setTimeout> | null = null;
+  private flushing = false;
 
   constructor(private readonly options: VmbusHostOptions) {
     this.memory = options.memory;
@@ -88,6 +113,8 @@ export class VmbusHost {
     }
     // Pre-Win7 guests (and non-dedicated interrupts before 5.0) signal the shared event connection.
     this.disposers.push(this.connections.registerEvent(VMBUS_EVENT_CONNECTION_ID, { onSignal: () => this.onSharedEvent() }));
+    const stopListening = this.synic.onPostReady?.(() => this.flushBacklog());
+    if (stopListening) this.disposers.push(stopListening);
     this.channelHost = {
       signalGuest: (relid) => this.signalGuest(relid),
       gpadlBuffer: (relid, gpadl) => this.gpadlBuffer(relid, gpadl),
@@ -125,6 +152,8 @@ export class VmbusHost {
 
   /** Unregisters every connection (the VM is going away). */
   dispose(): void {
+    if (this.backlogTimer) clearTimeout(this.backlogTimer);
+    this.backlogTimer = null;
     for (const d of this.disposers.splice(0)) d();
     for (const d of this.unregister.values()) d();
     this.unregister.clear();
@@ -145,6 +174,12 @@ export class VmbusHost {
     if (type !== VMBUS_MESSAGE_TYPE) {
       this.logger.warn(`vmbus: message of hv_message type ${type} on a VMBus connection: dropped`, { vp, reason: 'bad-message-type' });
       return HV_STATUS_SUCCESS;
+    }
+    if (this.backlog.length > 0 && (this.flushBacklog(), this.backlog.length > 0)) {
+      // Our answers to earlier messages are still waiting for the guest to drain its slot: take
+      // no more until they are out. The guest retries (Linux vmbus_post_msg does, with backoff).
+      this.stats.messagesRefused++;
+      return HV_STATUS_INSUFFICIENT_BUFFERS;
     }
     this.run(this.server.handle({ vp, bytes: payload }));
     return HV_STATUS_SUCCESS;
@@ -259,6 +294,54 @@ export class VmbusHost {
     return this.memory.pageList(r.pfns, r.byteOffset, r.byteCount);
   }
 
+  // ---- channel messages to the guest
+
+  /** Posts a channel message, or holds it (in order behind any held before it) while the SynIC is busy. */
+  private postOrHold(message: HeldMessage): void {
+    if (this.backlog.length === 0 && this.tryPost(message)) return;
+    const limit = this.options.maxBacklog ?? DEFAULT_MAX_BACKLOG;
+    if (this.backlog.length >= limit) {
+      this.stats.messagesLost++;
+      this.logger.error(`vmbus: ${channelMessageName(message.msgtype)} to vp ${message.vp} lost: ${limit} messages already wait for the guest`, { reason: 'message-backlog-full' });
+      return;
+    }
+    this.backlog.push(message);
+    this.stats.messagesHeld++;
+    this.armBacklogRetry();
+  }
+
+  private tryPost(m: HeldMessage): boolean {
+    return this.synic.postMessage(m.vp, m.sint, { type: VMBUS_MESSAGE_TYPE, payload: m.bytes }) !== 'busy';
+  }
+
+  /** Posts held messages in order until the SynIC is busy again. */
+  private flushBacklog(): void {
+    // A post can deliver at once and so report space again from inside itself: one flush at a time.
+    if (this.flushing) return;
+    this.flushing = true;
+    try {
+      while (this.backlog.length > 0 && this.tryPost(this.backlog[0])) this.backlog.shift();
+    } finally {
+      this.flushing = false;
+    }
+    if (this.backlog.length > 0) this.armBacklogRetry();
+  }
+
+  /** A port without onPostReady cannot say when to retry: poll it. */
+  private armBacklogRetry(): void {
+    if (this.synic.onPostReady || this.backlogTimer) return;
+    this.backlogTimer = setTimeout(() => {
+      this.backlogTimer = null;
+      this.flushBacklog();
+    }, BACKLOG_RETRY_MS);
+    this.backlogTimer.unref?.();
+  }
+
+  /** Channel messages waiting for the guest to drain its message slot. */
+  get heldMessages(): number {
+    return this.backlog.length;
+  }
+
   // ---- carrying out actions
 
   /** Runs actions in order; actions produced meanwhile (completions, nested host calls) queue behind. */
@@ -278,14 +361,7 @@ export class VmbusHost {
     switch (action.kind) {
       case 'send':
         this.stats.messagesOut++;
-        try {
-          this.synic.postMessage(action.vp, action.sint, { type: VMBUS_MESSAGE_TYPE, payload: action.bytes });
-        } catch (error) {
-          // The guest is not draining its message slot (bounded queue full): this answer is lost.
-          this.stats.messagesLost++;
-          this.logger.error(`vmbus: ${channelMessageName(action.msgtype)} to vp ${action.vp} lost`, { reason: 'message-queue-full', error: String(error) });
-        }
-        return;
+        return this.postOrHold(action);
       case 'open':
         return this.open(action.request);
       case 'close': {
