@@ -44,20 +44,72 @@ interface HostLocation {
   readonly offset: number;
 }
 
+/** What changed in the RAM map (dynamic memory: hot add, removal). */
+export interface RamChange {
+  readonly kind: 'added' | 'removed';
+  readonly region: RamRegion;
+}
+
 export class GuestMemory {
-  readonly regions: readonly RamRegion[];
-  private readonly views: readonly DataView[];
+  /** The RAM map now, sorted by GPA (a new frozen array after each change). */
+  regions: readonly RamRegion[];
+  private views: readonly DataView[];
+  private readonly listeners = new Set<(change: RamChange) => void>();
 
   constructor(specs: readonly RamRegionSpec[]) {
-    const regions = specs.map((s) => GuestMemory.validateRegion(s)).sort((a, b) => a.gpa - b.gpa);
-    for (let i = 1; i < regions.length; i++) {
-      if (regions[i].gpa < regions[i - 1].end) {
-        throw new HostUsageError(`RAM regions overlap at GPA 0x${regions[i].gpa.toString(16)}`);
+    if (!Array.isArray(specs)) throw new HostUsageError('GuestMemory takes a list of RAM regions');
+    const regions = specs.map((s) => GuestMemory.validateRegion(s));
+    if (regions.length === 0) throw new HostUsageError('guest memory needs at least one RAM region');
+    this.regions = [];
+    this.views = [];
+    this.install(regions);
+  }
+
+  /** Checks that `regions` do not overlap and makes them the RAM map. */
+  private install(regions: RamRegion[]): void {
+    const sorted = [...regions].sort((a, b) => a.gpa - b.gpa);
+    for (let i = 1; i < sorted.length; i++) {
+      if (sorted[i].gpa < sorted[i - 1].end) {
+        throw new HostUsageError(`RAM regions overlap at GPA 0x${sorted[i].gpa.toString(16)}`);
       }
     }
-    if (regions.length === 0) throw new HostUsageError('guest memory needs at least one RAM region');
-    this.regions = Object.freeze(regions);
-    this.views = regions.map((r) => new DataView(r.bytes.buffer, r.bytes.byteOffset, r.bytes.byteLength));
+    this.regions = Object.freeze(sorted);
+    this.views = sorted.map((r) => new DataView(r.bytes.buffer, r.bytes.byteOffset, r.bytes.byteLength));
+  }
+
+  /**
+   * Adds a RAM region while the guest runs (memory hot add). It must not overlap RAM already
+   * there. Listeners hear of it after the map has changed.
+   */
+  addRegion(spec: RamRegionSpec): RamRegion {
+    const region = GuestMemory.validateRegion(spec);
+    this.install([...this.regions, region]);
+    this.notify({ kind: 'added', region });
+    return region;
+  }
+
+  /**
+   * Removes the RAM region that starts at `gpa` (exactly one region; the last one stays). Every
+   * later access to it is a GuestMemoryError; views taken before stay valid host memory only
+   * as long as their backing does (the accelerator that unmaps it detaches them).
+   */
+  removeRegion(gpa: number): RamRegion {
+    const region = this.regions.find((r) => r.gpa === gpa);
+    if (!region) throw new HostUsageError(`no RAM region starts at GPA 0x${safeHex(gpa)}`);
+    if (this.regions.length === 1) throw new HostUsageError('the last RAM region cannot be removed');
+    this.install(this.regions.filter((r) => r !== region));
+    this.notify({ kind: 'removed', region });
+    return region;
+  }
+
+  /** Calls `listener` after each change of the RAM map; returns an unsubscribe. */
+  onChange(listener: (change: RamChange) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  private notify(change: RamChange): void {
+    for (const listener of [...this.listeners]) listener(change);
   }
 
   /**
@@ -70,6 +122,9 @@ export class GuestMemory {
   }
 
   private static validateRegion(spec: RamRegionSpec): RamRegion {
+    if (typeof spec !== 'object' || spec === null || !(spec.buffer instanceof ArrayBuffer || spec.buffer instanceof SharedArrayBuffer)) {
+      throw new HostUsageError('a RAM region is { gpa, size, buffer: ArrayBuffer | SharedArrayBuffer, byteOffset? }');
+    }
     const byteOffset = spec.byteOffset ?? 0;
     const { gpa, size } = spec;
     if (!Number.isSafeInteger(gpa) || gpa < 0 || gpa % PAGE_SIZE !== 0 || gpa + size > MAX_GPA) {

@@ -199,3 +199,38 @@ describe('page lists (GPADL buffers)', () => {
     }
   });
 });
+
+describe('GuestMemory grows and shrinks (dynamic memory)', () => {
+  const MiB = 1 << 20;
+  it('a region added at run time is RAM at once; removed, it is not; listeners hear each change in order', () => {
+    const m = GuestMemory.createShared(MiB);
+    const changes: string[] = [];
+    const stop = m.onChange((c) => changes.push(`${c.kind} 0x${c.region.gpa.toString(16)}+${c.region.size}`));
+    expect(m.contains(4 * MiB, 8)).toBe(false);
+    const added = m.addRegion({ gpa: 4 * MiB, size: 2 * MiB, buffer: new SharedArrayBuffer(2 * MiB) });
+    expect(added.end).toBe(6 * MiB);
+    m.writeU64(6 * MiB - 8, 0x1122334455667788n);
+    expect(m.readU64(6 * MiB - 8)).toBe(0x1122334455667788n);
+    expect(m.ramSize).toBe(3 * MiB);
+    expect(m.regions.map((r) => r.gpa)).toEqual([0, 4 * MiB]);
+    // a copy spanning two regions still needs them to touch; a hole between them is refused
+    expect(() => m.read(MiB - 4, new Uint8Array(8))).toThrow(GuestMemoryError);
+    m.removeRegion(4 * MiB);
+    expect(() => m.readU64(6 * MiB - 8)).toThrow(GuestMemoryError);
+    expect(m.ramSize).toBe(MiB);
+    stop();
+    m.addRegion({ gpa: 8 * MiB, size: PAGE_SIZE, buffer: new SharedArrayBuffer(PAGE_SIZE) });
+    expect(changes).toEqual([`added 0x400000+${2 * MiB}`, `removed 0x400000+${2 * MiB}`]);
+  });
+
+  it('refuses overlaps, unknown regions, the last region, and malformed specs, leaving the map as it was', () => {
+    const m = GuestMemory.createShared(MiB);
+    expect(() => m.addRegion({ gpa: MiB - PAGE_SIZE, size: 2 * PAGE_SIZE, buffer: new SharedArrayBuffer(2 * PAGE_SIZE) })).toThrow(HostUsageError);
+    expect(() => m.addRegion({ gpa: 2 * MiB, size: 100, buffer: new SharedArrayBuffer(100) })).toThrow(HostUsageError);
+    expect(() => m.addRegion({ gpa: 2 * MiB, size: PAGE_SIZE, buffer: 'x' as never })).toThrow(HostUsageError);
+    expect(() => m.removeRegion(2 * MiB)).toThrow(HostUsageError);
+    expect(() => m.removeRegion(0)).toThrow('the last RAM region cannot be removed');
+    expect(() => new GuestMemory('x' as never)).toThrow(HostUsageError);
+    expect(m.regions.map((r) => [r.gpa, r.size])).toEqual([[0, MiB]]);
+  });
+});
