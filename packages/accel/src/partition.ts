@@ -186,6 +186,24 @@ export interface Ioeventfd {
   watch(onWrites: (count: bigint) => void): void;
 }
 
+/**
+ * GuestMemory regions for the RAM map. A region larger than 4 GiB comes from the addon as
+ * several buffers (Node 20 makes no external ArrayBuffer, and no Uint8Array, beyond 2^32
+ * bytes), which become adjacent GuestMemory regions: reads and writes cross them, but one
+ * zero-copy view (GuestMemory.bytes) cannot.
+ */
+function ramSpecs(ram: readonly MemoryRegion[], buffers: ArrayBuffer[][]): { gpa: number; size: number; buffer: ArrayBuffer }[] {
+  const specs: { gpa: number; size: number; buffer: ArrayBuffer }[] = [];
+  ram.forEach((r, i) => {
+    let gpa = r.gpa;
+    for (const buffer of buffers[i]) {
+      specs.push({ gpa, size: buffer.byteLength, buffer });
+      gpa += buffer.byteLength;
+    }
+  });
+  return specs;
+}
+
 export class Partition implements AccelPartition {
   readonly backend = 'kvm' as const;
   readonly memory: GuestMemory;
@@ -230,8 +248,7 @@ export class Partition implements AccelPartition {
         ),
     );
     try {
-      const buffers = this.nativePartition.ramBuffers();
-      this.memory = new GuestMemory(ram.map((r, i) => ({ gpa: r.gpa, size: r.size, buffer: buffers[i] })));
+      this.memory = new GuestMemory(ramSpecs(ram, this.nativePartition.ramBuffers()));
       this.router = new ExitRouter(this.memory.regions, this.logger);
       const exitBuffer = this.nativePartition.exitBuffer();
       this.header = new Int32Array(exitBuffer, 0, 16);

@@ -95,8 +95,16 @@ interface RamRange {
   length: number;
 }
 
+/** Adjacent regions are merged: a KVM region over 4 GiB is several GuestMemory regions, one RAM range to the guest. */
 function ramRanges(memory: GuestMemory): RamRange[] {
-  return memory.regions.map((r) => ({ base: r.gpa, length: r.end - r.gpa })).sort((a, b) => a.base - b.base);
+  const sorted = memory.regions.map((r) => ({ base: r.gpa, length: r.end - r.gpa })).sort((a, b) => a.base - b.base);
+  const out: RamRange[] = [];
+  for (const r of sorted) {
+    const prev = out[out.length - 1];
+    if (prev && prev.base + prev.length === r.base) prev.length += r.length;
+    else out.push({ ...r });
+  }
+  return out;
 }
 
 /** KiB of RAM contiguous from `start` (0 if `start` is not RAM). */
