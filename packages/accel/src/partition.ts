@@ -10,7 +10,6 @@
  *                publishes ANSWERED and wakes the vCPU thread only if it went to sleep.
  * A handler that returns a Promise keeps only its own vCPU waiting.
  */
-import { writeSync, readSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { silentLogger, type Logger } from '@hvemu/common';
 import { GuestMemory } from '@hvemu/memory';
@@ -105,7 +104,14 @@ export class Vcpu implements AccelVcpu {
     private readonly nativePartition: NativePartition,
     readonly index: number,
     private readonly slot: SlotView,
+    private readonly isClosed: () => boolean = () => false,
   ) {}
+
+  /** Runs a native vCPU call; a closed partition's vCPU refuses every call with AccelUsageError. */
+  private call<T>(what: string, fn: () => T): T {
+    if (this.isClosed()) throw new AccelUsageError(`vCPU ${this.index}: ${what}: the partition is closed`);
+    return native(fn);
+  }
 
   /** Time accounting; exact once the vCPU has stopped, approximate while it runs. */
   times(): VcpuTimes {
@@ -114,45 +120,45 @@ export class Vcpu implements AccelVcpu {
 
   /** General registers. Only while the vCPU is not running or is stopped at an exit (inside a handler). */
   getRegisters(): Registers {
-    return unpackRegisters(native(() => this.nativePartition.getRegs(this.index)));
+    return unpackRegisters(this.call('getRegisters', () => this.nativePartition.getRegs(this.index)));
   }
   setRegisters(regs: Registers): void {
-    native(() => this.nativePartition.setRegs(this.index, packRegisters(regs)));
+    this.call('setRegisters', () => this.nativePartition.setRegs(this.index, packRegisters(regs)));
   }
   getSpecialRegisters(): SpecialRegisters {
-    return unpackSpecialRegisters(native(() => this.nativePartition.getSregs(this.index)));
+    return unpackSpecialRegisters(this.call('getSpecialRegisters', () => this.nativePartition.getSregs(this.index)));
   }
   setSpecialRegisters(sregs: SpecialRegisters): void {
-    native(() => this.nativePartition.setSregs(this.index, packSpecialRegisters(sregs)));
+    this.call('setSpecialRegisters', () => this.nativePartition.setSregs(this.index, packSpecialRegisters(sregs)));
   }
   /** XMM0-15, 16 bytes each (little-endian), e.g. for XMM fast hypercall output. Parked only. */
   getXmm(): Uint8Array {
-    return native(() => this.nativePartition.getXmm(this.index));
+    return this.call('getXmm', () => this.nativePartition.getXmm(this.index));
   }
   setXmm(xmm: Uint8Array): void {
-    native(() => this.nativePartition.setXmm(this.index, xmm));
+    this.call('setXmm', () => this.nativePartition.setXmm(this.index, xmm));
   }
   /** The guest TSC frequency in kHz as the backend runs this vCPU (KVM_GET_TSC_KHZ). */
   tscKhz(): number {
-    return native(() => this.nativePartition.getTscKhz(this.index));
+    return this.call('tscKhz', () => this.nativePartition.getTscKhz(this.index));
   }
   /** The guest's TSC (IA32_TSC) now. Parked only (not started, stopped, or inside an exit handler). */
   guestTsc(): bigint {
-    return native(() => this.nativePartition.getGuestTsc(this.index));
+    return this.call('guestTsc', () => this.nativePartition.getGuestTsc(this.index));
   }
   /**
    * The in-kernel LAPIC's 1 KiB register page (KVM_GET_LAPIC): register r at offset r*16 as
    * in the xAPIC MMIO layout (ISR words at 0x100 + 16*i, IRR at 0x200 + 16*i). Parked only.
    */
   lapicRegisters(): Uint8Array {
-    return native(() => this.nativePartition.getLapic(this.index));
+    return this.call('lapicRegisters', () => this.nativePartition.getLapic(this.index));
   }
   /** Lets an application processor run without waiting for INIT/SIPI. */
   makeRunnable(): void {
-    native(() => this.nativePartition.setMpState(this.index, MP_STATE_RUNNABLE));
+    this.call('makeRunnable', () => this.nativePartition.setMpState(this.index, MP_STATE_RUNNABLE));
   }
   setCpuid(entries: readonly CpuidEntry[]): void {
-    native(() => this.nativePartition.setCpuid(this.index, encodeCpuid(entries)));
+    this.call('setCpuid', () => this.nativePartition.setCpuid(this.index, encodeCpuid(entries)));
   }
 }
 
@@ -253,7 +259,7 @@ export class Partition implements AccelPartition {
       const exitBuffer = this.nativePartition.exitBuffer();
       this.header = new Int32Array(exitBuffer, 0, 16);
       this.slots = Array.from({ length: vcpuCount }, (_, vp) => new SlotView(exitBuffer, vp));
-      this.vcpus = this.slots.map((slot, vp) => new Vcpu(this.nativePartition, vp, slot));
+      this.vcpus = this.slots.map((slot, vp) => new Vcpu(this.nativePartition, vp, slot, () => this.closed));
       this.inFlight = new Array<boolean>(vcpuCount).fill(false);
       this.ended = new Array<boolean>(vcpuCount).fill(false);
       this.outcomes = new Array<VcpuOutcome | undefined>(vcpuCount).fill(undefined);
@@ -294,15 +300,18 @@ export class Partition implements AccelPartition {
   // ---- devices and handlers -------------------------------------------------------------
 
   addIoDevice(device: IoDevice): void {
+    this.checkOpen('addIoDevice');
     this.router.addIoDevice(device);
   }
 
   addMmioDevice(device: MmioDevice): void {
+    this.checkOpen('addMmioDevice');
     this.router.addMmioDevice(device);
   }
 
   /** Handles MSR exits for [msr, msr+count). MSRs outside the Hyper-V range are added to the filter. */
   addMsrDevice(device: MsrDevice): void {
+    this.checkOpen('addMsrDevice');
     const extra = this.router.addMsrDevice(device);
     if (extra.length > 0) {
       this.userMsrs.push(...extra);
@@ -312,11 +321,13 @@ export class Partition implements AccelPartition {
 
   /** Receives hypercall exits (see PartitionOptions.hypercallPort). */
   onHypercall(handler: ExitHandler<HypercallExit>): void {
+    this.checkOpen('onHypercall');
     this.router.onHypercall(handler);
   }
 
   /** Receives every exit no device or specific handler took (including halt, shutdown, unrecoverable). */
   onExit(handler: ExitHandler): void {
+    this.checkOpen('onExit');
     this.router.onExit(handler);
   }
 
@@ -324,36 +335,51 @@ export class Partition implements AccelPartition {
 
   /** Fixed, edge-triggered interrupt `vector` to the vCPU with APIC id `vp`. True when delivered. */
   interrupt(vp: number, vector: number): boolean {
+    this.checkOpen('interrupt');
     const { address, data } = this.msiFor(vp, vector);
     return native(() => this.nativePartition.signalMsi(address, data)) > 0;
   }
 
   /** Raw MSI (address/data as a device would write them). Returns KVM's answer (>0 delivered). */
   signalMsi(address: number, data: number): number {
+    this.checkOpen('signalMsi');
     return native(() => this.nativePartition.signalMsi(address, data));
   }
 
-  /** An eventfd that raises `vector` on vCPU `vp` when written. */
+  /**
+   * An eventfd that raises `vector` on vCPU `vp` when written. `trigger()` after close() is
+   * an AccelUsageError: the eventfd is closed with the partition and its number may belong to
+   * another file by then, so the write goes through the addon, which knows the partition's fds.
+   */
   createIrqfd(vp: number, vector: number): Irqfd {
+    this.checkOpen('createIrqfd');
     const { address, data } = this.msiFor(vp, vector);
     const fd = native(() => this.nativePartition.addIrqfdMsi(address, data));
-    const one = new BigUint64Array([1n]);
-    return { fd, trigger: () => void writeSync(fd, one) };
+    return {
+      fd,
+      trigger: () => {
+        this.checkOpen(`irqfd ${fd}: trigger`);
+        native(() => this.nativePartition.triggerIrqfd(fd));
+      },
+    };
   }
 
-  /** An eventfd counting guest writes of `length` bytes (0: any) to an MMIO address or port. */
+  /**
+   * An eventfd counting guest writes of `length` bytes (0: any) to an MMIO address or port.
+   * After remove() or close(), take() and watch() are AccelUsageErrors (the eventfd is closed
+   * and its number may be another file's); remove() again is a no-op.
+   */
   createIoeventfd(spec: { space: 'mmio' | 'pio'; address: number; length: number; datamatch?: bigint }): Ioeventfd {
+    this.checkOpen('createIoeventfd');
     const fd = native(() => this.nativePartition.addIoeventfd(spec.address, spec.length, spec.space === 'pio', spec.datamatch));
-    const buf = new BigUint64Array(1);
     let removed = false;
+    const usable = (what: string): void => {
+      this.checkOpen(`ioeventfd ${fd}: ${what}`);
+      if (removed) throw new AccelUsageError(`ioeventfd ${fd}: ${what}: the ioeventfd was removed`);
+    };
     const take = (): bigint => {
-      if (removed) return 0n;
-      try {
-        return readSync(fd, buf) === 8 ? buf[0] : 0n;
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code === 'EAGAIN') return 0n;
-        throw e;
-      }
+      usable('take');
+      return native(() => this.nativePartition.takeIoeventfd(fd));
     };
     return {
       fd,
@@ -365,8 +391,9 @@ export class Partition implements AccelPartition {
         native(() => this.nativePartition.removeIoeventfd(fd));
       },
       watch: (onWrites) => {
-        if (removed) throw new AccelUsageError('the ioeventfd was removed');
+        usable('watch');
         this.watchFd(fd, () => {
+          if (removed || this.closed) return;
           const n = take();
           if (n > 0n) onWrites(n);
         });
@@ -401,14 +428,20 @@ export class Partition implements AccelPartition {
     }
   }
 
-  /** Maps guest pages `pfns` (each must be RAM) side by side into one host view. */
+  /** Maps guest pages `pfns` (each must be RAM) side by side into one host view. It stays valid after close(). */
   mapPageList(pfns: ArrayLike<number>): PageListView {
+    this.checkOpen('mapPageList');
     const buffer = native(() => this.nativePartition.mapPages(Float64Array.from(pfns)));
     const addon = loadAddon();
     return {
       bytes: new Uint8Array(buffer),
       unmap: () => addon.unmapPages?.(buffer),
     };
+  }
+
+  /** Refuses calls on a closed partition: AccelUsageError naming the call. */
+  private checkOpen(what: string): void {
+    if (this.closed) throw new AccelUsageError(`${what}: the partition is closed`);
   }
 
   private msiFor(vp: number, vector: number): { address: number; data: number } {
@@ -453,7 +486,12 @@ export class Partition implements AccelPartition {
     if (!this.closed) this.nativePartition.requestStop();
   }
 
-  /** Stops and joins all vCPU threads and releases the VM. Guest memory views stay valid. */
+  /**
+   * Stops and joins all vCPU threads and releases the VM and its eventfds. Afterwards every
+   * call on the partition, its vCPUs and its irqfd/ioeventfd handles is an AccelUsageError
+   * (stop(), close() and Ioeventfd.remove() are no-ops). Guest memory (GuestMemory and page-list
+   * views) stays valid: the RAM stays mapped until the last view of it is collected.
+   */
   close(): void {
     if (this.closed) return;
     this.closed = true;

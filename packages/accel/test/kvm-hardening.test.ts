@@ -3,9 +3,44 @@
  * handles after close, run() misuse. Repros whose failure was a process abort run in a child
  * process (helpers/child.ts).
  */
-import { expect, it } from 'vitest';
-import { describeKvm } from './helpers/harness.js';
+import { closeSync, fstatSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, expect, it } from 'vitest';
+import { AccelUsageError } from '../src/errors.js';
+import { Partition } from '../src/partition.js';
+import { describeKvm, MiB } from './helpers/harness.js';
 import { describeChild, runChild } from './helpers/child.js';
+
+const opened: Partition[] = [];
+afterEach(() => {
+  for (const p of opened.splice(0)) p.close();
+});
+
+function partition(vcpuCount = 1): Partition {
+  const p = Partition.create({ memory: [{ gpa: 0, size: 2 * MiB }], vcpuCount });
+  opened.push(p);
+  return p;
+}
+
+/**
+ * Opens files in a scratch directory until one gets file descriptor `fd` (the lowest free
+ * number is reused), so a stale handle's fd names an unrelated file. Returns its path, or
+ * undefined when the number did not come back (then the test still checks the typed error).
+ */
+function reuseFd(fd: number, dir: string, content: Uint8Array): { path: string; close: () => void } | undefined {
+  const fds: number[] = [];
+  let found: string | undefined;
+  for (let i = 0; i < 64 && found === undefined; i++) {
+    const path = join(dir, `f${i}`);
+    const f = openSync(path, 'w+');
+    writeSync(f, content, 0, content.length, 0);
+    if (f === fd) found = path;
+    else fds.push(f);
+  }
+  for (const f of fds) closeSync(f);
+  return found === undefined ? undefined : { path: found, close: () => closeSync(fd) };
+}
 
 const GiB = 2 ** 30;
 
@@ -64,5 +99,102 @@ describeKvm('KVM partition hardening', () => {
     expect(crashed(r), describeChild(r)).toBe(false);
     expect(r.status, describeChild(r)).toBe(0);
     expect(r.json).toEqual({ ended: true });
+  });
+
+  // Item: handles after close must know it (AccelUsageError) and never touch a released fd.
+  it('an irqfd after close() refuses trigger() and writes nothing into the file that now has its fd number', () => {
+    const p = partition();
+    const irqfd = p.createIrqfd(0, 0x30);
+    irqfd.trigger();  // works while open
+    p.close();
+    const dir = mkdtempSync(join(tmpdir(), 'hvemu-fd-'));
+    try {
+      const reused = reuseFd(irqfd.fd, dir, new Uint8Array(0));
+      expect(() => irqfd.trigger()).toThrow(AccelUsageError);
+      expect(() => irqfd.trigger()).toThrow(/irqfd \d+: trigger: the partition is closed/);
+      expect(reused, 'the fd number came back').toBeDefined();
+      if (reused) {
+        expect(fstatSync(irqfd.fd).size).toBe(0);
+        reused.close();
+      }
+    } finally {
+      rmSync(dir, { recursive: true });
+    }
+  });
+
+  it('an ioeventfd after close() or remove() refuses take() and watch() and reads nothing out of a reused fd', () => {
+    const p = partition();
+    const a = p.createIoeventfd({ space: 'pio', address: 0x90, length: 1 });
+    const b = p.createIoeventfd({ space: 'mmio', address: 0xd0000000, length: 4 });
+    expect(a.take()).toBe(0n);
+    b.remove();
+    expect(() => b.take()).toThrow(/ioeventfd \d+: take: the ioeventfd was removed/);
+    expect(() => b.watch(() => {})).toThrow(AccelUsageError);
+    b.remove();  // again: a no-op
+    p.close();
+    const dir = mkdtempSync(join(tmpdir(), 'hvemu-fd-'));
+    try {
+      const content = new Uint8Array(16).fill(0xab);
+      const reused = reuseFd(a.fd, dir, content);
+      expect(() => a.take()).toThrow(AccelUsageError);
+      expect(() => a.take()).toThrow(/ioeventfd \d+: take: the partition is closed/);
+      expect(() => a.watch(() => {})).toThrow(AccelUsageError);
+      a.remove();  // after close: a no-op
+      expect(reused, 'the fd number came back').toBeDefined();
+      if (reused) {
+        // Nothing read: the file position is still at its start.
+        const rest = new Uint8Array(16);
+        expect(readFileSync(reused.path).length).toBe(16);
+        expect(readSync(a.fd, rest, 0, 16, null)).toBe(16);
+        reused.close();
+      }
+    } finally {
+      rmSync(dir, { recursive: true });
+    }
+  });
+
+  it('a closed partition, its vCPUs and its handles refuse every call with AccelUsageError; guest memory stays valid', () => {
+    const p = partition(2);
+    const view = p.mapPageList([1, 3]);
+    p.memory.writeU32(0x1000, 0x11223344);
+    const v = p.vcpus[1];
+    const regs = v.getRegisters();
+    p.close();
+    const calls: [string, () => unknown][] = [
+      ['addIoDevice', () => p.addIoDevice({ port: 0x70, count: 1 })],
+      ['addMmioDevice', () => p.addMmioDevice({ gpa: 0xd0000000, size: 0x1000 })],
+      ['addMsrDevice', () => p.addMsrDevice({ msr: 0x40000010 })],
+      ['onHypercall', () => p.onHypercall(() => undefined)],
+      ['onExit', () => p.onExit(() => undefined)],
+      ['interrupt', () => p.interrupt(0, 0x30)],
+      ['signalMsi', () => p.signalMsi(0xfee00000, 0x30)],
+      ['createIrqfd', () => p.createIrqfd(0, 0x30)],
+      ['createIoeventfd', () => p.createIoeventfd({ space: 'pio', address: 0x90, length: 1 })],
+      ['mapPageList', () => p.mapPageList([1])],
+      ['getRegisters', () => v.getRegisters()],
+      ['setRegisters', () => v.setRegisters(regs)],
+      ['getSpecialRegisters', () => v.getSpecialRegisters()],
+      ['getXmm', () => v.getXmm()],
+      ['setXmm', () => v.setXmm(new Uint8Array(256))],
+      ['tscKhz', () => v.tscKhz()],
+      ['guestTsc', () => v.guestTsc()],
+      ['lapicRegisters', () => v.lapicRegisters()],
+      ['makeRunnable', () => v.makeRunnable()],
+      ['setCpuid', () => v.setCpuid([])],
+    ];
+    for (const [name, call] of calls) {
+      expect(call, name).toThrow(AccelUsageError);
+      expect(call, name).toThrow(new RegExp(`${name}: the partition is closed`));
+    }
+    p.stop();
+    p.close();
+    // RAM stays mapped while views of it exist: no access after close reaches unmapped memory.
+    expect(p.memory.readU32(0x1000)).toBe(0x11223344);
+    p.memory.writeU32(0x3000, 0x55667788);
+    expect(new DataView(view.bytes.buffer).getUint32(0x1000, true)).toBe(0x55667788);
+    expect(new DataView(view.bytes.buffer).getUint32(0, true)).toBe(0x11223344);
+    view.unmap();
+    expect(view.bytes.length).toBe(0);
+    expect(p.memory.readU32(0x3000)).toBe(0x55667788);
   });
 });

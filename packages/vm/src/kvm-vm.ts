@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { MonotonicClock, silentLogger, type Clock, type Logger } from '@hvemu/common';
 import {
+  AccelUsageError,
   AssertPort,
   buildFreestandingImage,
   DebugExitPort,
@@ -196,13 +197,15 @@ export class KvmVm {
 
   /** Runs the guest until it exits (debug-exit port), stop() is called, or it fails (rejects). */
   async run(): Promise<KvmRunResult> {
+    if (this.closed) throw new AccelUsageError('KvmVm.run: the VM is closed');
     const started = performance.now();
     this.ended = false;
     try {
       await this.partition.run();
     } finally {
-      // A guest may signal (a doorbell write, no exit) and stop at once: deliver that signal now.
-      this.enlightenments.drainDoorbells();
+      // A guest may signal (a doorbell write, no exit) and stop at once: deliver that signal now
+      // (unless close() ended the run: the doorbells went with the partition).
+      if (!this.closed) this.enlightenments.drainDoorbells();
       this.ended = true;
       this.console.flush();
     }

@@ -1,0 +1,31 @@
+/**
+ * KvmVm (packages/vm) at its API edge: construction without options and use after close()
+ * end in typed errors. (Lives here because packages/vm's own tests are another owner's.)
+ */
+import { describe, expect, it } from 'vitest';
+import { AccelUsageError } from '@hvemu/accel';
+import { HvemuError } from '@hvemu/common';
+import { buildVmbusDemoGuest, KvmVm } from '@hvemu/vm';
+
+const probe = KvmVm.probe();
+const describeKvm = probe.ok ? describe : describe.skip;
+if (!probe.ok) {
+  if (process.env['HVEMU_REQUIRE_KVM'] === '1') throw new Error(`HVEMU_REQUIRE_KVM=1 but KVM is unusable: ${probe.reason}`);
+  console.warn(`skipping KvmVm edge tests: ${probe.reason}`);
+}
+
+describeKvm('KvmVm API edges', () => {
+  it('run() after close() rejects with AccelUsageError, not a raw EBADF from the closed doorbell eventfds', async () => {
+    const vm = new KvmVm({ image: buildVmbusDemoGuest() });
+    vm.close();
+    const e = await vm.run().then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect(e).toBeInstanceOf(AccelUsageError);
+    expect((e as Error).message).toMatch(/KvmVm.run: the VM is closed/);
+    expect((e as { code?: string }).code).toBeUndefined();
+    vm.stop();  // no-ops after close
+    vm.close();
+  });
+});
