@@ -18,6 +18,11 @@ namespace hvemu {
 namespace {
 
 constexpr uint32_t kCpuidWords = 7;  // function, index, flags, eax, ebx, ecx, edx
+// Bounds checked before anything is sized by a caller's count (an array's length is not a
+// promise of memory): more than KVM takes anyway.
+constexpr uint32_t kMaxRamRegions = 1024;
+constexpr uint32_t kMaxUserMsrs = 1024;
+constexpr size_t kMaxCpuidEntries = 1024;
 constexpr uint32_t kRegWords = 18;
 constexpr uint32_t kSregWords = 35;
 
@@ -259,6 +264,7 @@ class PartitionWrap : public Napi::ObjectWrap<PartitionWrap>, public Notifier {
     Napi::Value ram = o.Get("ram");
     if (!ram.IsArray()) Usage(env, "config.ram must be an array of {gpa, size}");
     Napi::Array arr = ram.As<Napi::Array>();
+    if (arr.Length() > kMaxRamRegions) Usage(env, "config.ram has " + std::to_string(arr.Length()) + " regions; at most " + std::to_string(kMaxRamRegions));
     for (uint32_t i = 0; i < arr.Length(); i++) {
       Napi::Value e = arr.Get(i);
       if (!e.IsObject()) Usage(env, "config.ram entries must be {gpa, size}");
@@ -286,6 +292,7 @@ class PartitionWrap : public Napi::ObjectWrap<PartitionWrap>, public Notifier {
     if (v.IsUndefined() || v.IsNull()) return msrs;
     if (!v.IsArray()) Usage(env, "userMsrs must be an array of MSR indices");
     Napi::Array a = v.As<Napi::Array>();
+    if (a.Length() > kMaxUserMsrs) Usage(env, "userMsrs has " + std::to_string(a.Length()) + " entries; at most " + std::to_string(kMaxUserMsrs));
     for (uint32_t i = 0; i < a.Length(); i++) msrs.push_back(ToU32(env, a.Get(i), "MSR index"));
     return msrs;
   }
@@ -300,13 +307,18 @@ class PartitionWrap : public Napi::ObjectWrap<PartitionWrap>, public Notifier {
     return Part(info.Env()).vcpu(ToU32(info.Env(), info[0], "vCPU index"));
   }
 
-  // Runs `fn`, turning HostError into a JS error with its code.
+  // Runs `fn`, turning HostError into a JS error with its code (and any other C++ exception,
+  // e.g. std::system_error when a thread cannot be made, into a HVEMU_SYSTEM one).
   template <typename F>
   auto Guard(Napi::Env env, F fn) -> decltype(fn()) {
     try {
       return fn();
     } catch (const HostError& e) {
       ThrowJs(env, e);
+    } catch (const Napi::Error&) {
+      throw;
+    } catch (const std::exception& e) {
+      ThrowJs(env, HostError(kErrSystem, e.what()));
     }
   }
 
@@ -363,6 +375,7 @@ class PartitionWrap : public Napi::ObjectWrap<PartitionWrap>, public Notifier {
     }
     auto words = info[1].As<Napi::Uint32Array>();
     if (words.ElementLength() % kCpuidWords != 0) Usage(env, "CPUID entries are 7 words each");
+    if (words.ElementLength() / kCpuidWords > kMaxCpuidEntries) Usage(env, "at most " + std::to_string(kMaxCpuidEntries) + " CPUID entries");
     std::vector<kvm_cpuid_entry2> entries(words.ElementLength() / kCpuidWords);
     for (size_t i = 0; i < entries.size(); i++) {
       const uint32_t* w = words.Data() + i * kCpuidWords;
@@ -596,6 +609,9 @@ class PartitionWrap : public Napi::ObjectWrap<PartitionWrap>, public Notifier {
       Usage(env, "mapPages(Float64Array of PFNs)");
     }
     auto a = info[0].As<Napi::Float64Array>();
+    if (a.ElementLength() == 0 || a.ElementLength() > PageMap::kMaxPages) {
+      Usage(env, "a page list must have 1.." + std::to_string(PageMap::kMaxPages) + " pages, not " + std::to_string(a.ElementLength()));
+    }
     std::vector<uint64_t> pfns(a.ElementLength());
     for (size_t i = 0; i < pfns.size(); i++) {
       double d = a[i];

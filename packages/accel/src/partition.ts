@@ -210,6 +210,16 @@ function ramSpecs(ram: readonly MemoryRegion[], buffers: ArrayBuffer[][]): { gpa
   return specs;
 }
 
+/** A value for an error message: short, and safe for any type. */
+function describeValue(v: unknown): string {
+  if (typeof v === 'string') return JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}...` : v);
+  if (typeof v === 'bigint') return `${v}n`;
+  if (typeof v === 'function') return 'a function';
+  if (Array.isArray(v)) return 'an array';
+  if (v !== null && typeof v === 'object') return 'an object';
+  return String(v);
+}
+
 export class Partition implements AccelPartition {
   readonly backend = 'kvm' as const;
   readonly memory: GuestMemory;
@@ -457,28 +467,63 @@ export class Partition implements AccelPartition {
    * Starts the given vCPUs (default: all) and resolves when every vCPU that was started has
    * stopped, with the latest outcome of each; rejects with the first vCPU's error (a
    * GuestFatalError, ExitHandlerError or HostSystemError) if any ended with one.
+   *
+   * Misuse is a rejected promise with AccelUsageError, never a synchronous throw: a closed
+   * partition, `vps` that is not an array of vCPU indices, an index that names no vCPU, a vCPU
+   * named twice, or one that is already running (other vCPUs may be started while some run).
+   * `run([])` starts nothing and resolves at once with `[]`, as on MSHV and WHPX.
    */
-  run(vps: readonly number[] = this.vcpus.map((v) => v.index)): Promise<VcpuOutcome[]> {
-    if (this.closed) throw new AccelUsageError('the partition is closed');
-    for (const vp of vps) {
-      const v = this.vcpus[vp];
-      if (!v) throw new AccelUsageError(`no vCPU ${vp}`);
-      if (v.status === 'running') throw new AccelUsageError(`vCPU ${vp} is already running`);
+  run(vps?: readonly number[]): Promise<VcpuOutcome[]> {
+    let list: readonly number[];
+    try {
+      list = this.runList(vps);
+    } catch (e) {
+      return Promise.reject(e);
     }
+    if (list.length === 0) return Promise.resolve([]);
     const done = new Promise<VcpuOutcome[]>((resolve, reject) => this.runWaiters.push({ resolve, reject }));
-    for (const vp of vps) {
+    for (const vp of list) {
       const v = this.vcpus[vp];
       this.ended[vp] = false;
       this.outcomes[vp] = undefined;
       v.error = undefined;
       v.status = 'running';
-      native(() => this.nativePartition.start(vp));
+      try {
+        native(() => this.nativePartition.start(vp));
+      } catch (e) {
+        // This vCPU never ran: it ends now with the error, the ones started above are asked
+        // to stop, and the run rejects with the error once they have.
+        v.status = 'stopped';
+        v.error = e as Error;
+        this.ended[vp] = true;
+        this.outcomes[vp] = { vp, cause: 'host-error', error: v.error, exits: v.exits };
+        this.stop();
+        break;
+      }
     }
     // vCPUs never started count as ended, so run() resolves when the started ones stop.
     this.vcpus.forEach((v) => {
       if (v.status === 'created') this.ended[v.index] = true;
     });
+    this.settleIfDone(false);
     return done;
+  }
+
+  /** The vCPU list of a run() call, checked (see run()). */
+  private runList(vps: readonly number[] | undefined): readonly number[] {
+    if (this.closed) throw new AccelUsageError('run: the partition is closed');
+    if (vps === undefined) vps = this.vcpus.map((v) => v.index);
+    if (!Array.isArray(vps)) throw new AccelUsageError(`run(vps): vps must be an array of vCPU indices, not ${describeValue(vps)}`);
+    const seen = new Set<number>();
+    for (const vp of vps as unknown[]) {
+      if (typeof vp !== 'number' || !Number.isInteger(vp) || vp < 0 || vp >= this.vcpus.length) {
+        throw new AccelUsageError(`run(vps): ${describeValue(vp)} names no vCPU (the partition has vCPUs 0..${this.vcpus.length - 1})`);
+      }
+      if (seen.has(vp)) throw new AccelUsageError(`run(vps): vCPU list ${vps.join(',')} names vCPU ${vp} twice`);
+      seen.add(vp);
+      if (this.vcpus[vp].status === 'running') throw new AccelUsageError(`run(vps): vCPU ${vp} is already running`);
+    }
+    return vps;
   }
 
   /** Asks every vCPU to stop; run() resolves once they have. */

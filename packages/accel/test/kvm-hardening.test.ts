@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { afterEach, expect, it } from 'vitest';
 import { AccelUsageError } from '../src/errors.js';
 import { Partition } from '../src/partition.js';
+import { enterLongMode } from '../src/guest/long-mode.js';
 import { describeKvm, MiB } from './helpers/harness.js';
 import { describeChild, runChild } from './helpers/child.js';
 
@@ -196,5 +197,48 @@ describeKvm('KVM partition hardening', () => {
     view.unmap();
     expect(view.bytes.length).toBe(0);
     expect(p.memory.readU32(0x3000)).toBe(0x55667788);
+  });
+
+  // Item: run() argument misuse settles, with a typed error, and starts nothing.
+  it('run([]) resolves at once with [] (nothing to start), as on MSHV and WHPX', async () => {
+    const p = partition(2);
+    const settled = await Promise.race([p.run([]), new Promise((r) => setTimeout(() => r('pending'), 500))]);
+    expect(settled).toEqual([]);
+    expect(p.vcpus.map((v) => v.status)).toEqual(['created', 'created']);
+  });
+
+  it('run() with bad vCPU lists, while running and after close rejects with AccelUsageError and starts nothing', async () => {
+    const p = partition(2);
+    const ENTRY = 0x100000;
+    p.memory.write(ENTRY, Uint8Array.of(0xeb, 0xfe));  // jmp $
+    enterLongMode(p, ENTRY);
+    const bad: [unknown, RegExp][] = [
+      [[2], /run\(vps\): 2 names no vCPU \(the partition has vCPUs 0..1\)/],
+      [[-1], /-1 names no vCPU/],
+      [[0.5], /0.5 names no vCPU/],
+      [[NaN], /NaN names no vCPU/],
+      [['0'], /"0" names no vCPU/],
+      [[0n], /0n names no vCPU/],
+      [[0, 1, 0], /names vCPU 0 twice/],
+      [0, /vps must be an array of vCPU indices, not 0/],
+      ['01', /vps must be an array/],
+      [null, /vps must be an array/],
+    ];
+    for (const [vps, message] of bad) {
+      let result: Promise<unknown> | undefined;
+      expect(() => (result = p.run(vps as number[])), String(vps)).not.toThrow();
+      await expect(result, String(vps)).rejects.toThrow(AccelUsageError);
+      await expect(p.run(vps as number[])).rejects.toThrow(message);
+    }
+    expect(p.vcpus.map((v) => v.status)).toEqual(['created', 'created']);
+    const running = p.run([0]);
+    await expect(p.run([0])).rejects.toThrow(/vCPU 0 is already running/);
+    await expect(p.run()).rejects.toThrow(/vCPU 0 is already running/);
+    expect(p.vcpus[1].status).toBe('created');
+    p.stop();
+    expect((await running).map((o) => [o.vp, o.cause])).toEqual([[0, 'stop-requested']]);
+    p.close();
+    await expect(p.run()).rejects.toThrow(/run: the partition is closed/);
+    await expect(p.run([])).rejects.toThrow(AccelUsageError);
   });
 });
