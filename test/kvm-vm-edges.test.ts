@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { AccelUsageError } from '@hvemu/accel';
-import { HvemuError } from '@hvemu/common';
+import { HostUsageError, HvemuError } from '@hvemu/common';
 import { buildVmbusDemoGuest, KvmVm } from '@hvemu/vm';
 
 const probe = KvmVm.probe();
@@ -27,5 +27,27 @@ describeKvm('KvmVm API edges', () => {
     expect((e as { code?: string }).code).toBeUndefined();
     vm.stop();  // no-ops after close
     vm.close();
+  });
+
+  it('new KvmVm() without options, or with a bad image or RAM size, is a HostUsageError naming the option', () => {
+    const rows: [unknown, RegExp][] = [
+      [undefined, /new KvmVm\(options\): options must be an object with a guest image, not undefined/],
+      [null, /options must be an object .* not null/],
+      [{}, /options.image must be a Uint8Array/],
+      [{ image: 'vmlinux' }, /options.image must be a Uint8Array/],
+      [{ image: new Uint8Array(16), ramBytes: NaN }, /options.ramBytes must be a positive multiple of 4096, not NaN/],
+      [{ image: new Uint8Array(16), ramBytes: 1000 }, /options.ramBytes/],
+    ];
+    for (const [options, message] of rows) {
+      let thrown: unknown;
+      try {
+        new KvmVm(options as never);
+      } catch (e) {
+        thrown = e;
+      }
+      expect(thrown, String(thrown)).toBeInstanceOf(HostUsageError);
+      expect(thrown).toBeInstanceOf(HvemuError);
+      expect((thrown as Error).message).toMatch(message);
+    }
   });
 });

@@ -25,6 +25,22 @@ import {
   native,
 } from './errors.js';
 import { decodeExit, encodeResponse } from './exit-decode.js';
+import {
+  checkCommonOptions,
+  checkCpuidEntries,
+  checkFinite,
+  checkFunction,
+  checkInt,
+  checkObject,
+  checkRegisters,
+  checkSpecialRegisters,
+  describeValue,
+  MAX_GPA,
+  optBool,
+  optFunction,
+  optInt,
+  U32_MAX,
+} from './validate.js';
 import type { Exit, ExitHandler, ExitResponse, HypercallExit } from './exits.js';
 import { loadAddon, type NativeEventfdWatcher, type NativePartition } from './native/addon.js';
 import { ExitCause, HDR_JS_POLLING, Off, SlotState, SlotView } from './native/exit-slot.js';
@@ -76,6 +92,12 @@ export type { VcpuStatus, VcpuOutcome };
 /** KVM_MP_STATE_RUNNABLE: an application processor that runs without INIT/SIPI. */
 const MP_STATE_RUNNABLE = 0;
 const MSI_ADDRESS_BASE = 0xfee00000;
+/** KVM_MSR_FILTER_MAX_RANGES - 1: the MSRs outside the Hyper-V range the filter can trap (native/src/kvm_partition.cc). */
+const KVM_EXTRA_MSRS = 15;
+/** PageMap::kMaxPages (native/src/page_map.h): 1 GiB per page-list view. */
+const MAX_PAGE_LIST = 1 << 18;
+const HYPERV_MSR_FIRST = 0x40000000;
+const HYPERV_MSR_LAST = 0x400000ff;
 /**
  * After answering, the JS thread polls this long for the next exit before going back to the
  * event loop. Back-to-back exits on this KVM are >= ~12 us apart, so 50 us keeps a burst of
@@ -123,12 +145,14 @@ export class Vcpu implements AccelVcpu {
     return unpackRegisters(this.call('getRegisters', () => this.nativePartition.getRegs(this.index)));
   }
   setRegisters(regs: Registers): void {
+    checkRegisters(regs, `vCPU ${this.index}: setRegisters: registers`);
     this.call('setRegisters', () => this.nativePartition.setRegs(this.index, packRegisters(regs)));
   }
   getSpecialRegisters(): SpecialRegisters {
     return unpackSpecialRegisters(this.call('getSpecialRegisters', () => this.nativePartition.getSregs(this.index)));
   }
   setSpecialRegisters(sregs: SpecialRegisters): void {
+    checkSpecialRegisters(sregs, `vCPU ${this.index}: setSpecialRegisters: registers`);
     this.call('setSpecialRegisters', () => this.nativePartition.setSregs(this.index, packSpecialRegisters(sregs)));
   }
   /** XMM0-15, 16 bytes each (little-endian), e.g. for XMM fast hypercall output. Parked only. */
@@ -136,6 +160,9 @@ export class Vcpu implements AccelVcpu {
     return this.call('getXmm', () => this.nativePartition.getXmm(this.index));
   }
   setXmm(xmm: Uint8Array): void {
+    if (!(xmm instanceof Uint8Array) || xmm.length !== 256) {
+      throw new AccelUsageError(`vCPU ${this.index}: setXmm: xmm must be a Uint8Array of 256 bytes, not ${describeValue(xmm)}`);
+    }
     this.call('setXmm', () => this.nativePartition.setXmm(this.index, xmm));
   }
   /** The guest TSC frequency in kHz as the backend runs this vCPU (KVM_GET_TSC_KHZ). */
@@ -158,6 +185,7 @@ export class Vcpu implements AccelVcpu {
     this.call('makeRunnable', () => this.nativePartition.setMpState(this.index, MP_STATE_RUNNABLE));
   }
   setCpuid(entries: readonly CpuidEntry[]): void {
+    checkCpuidEntries(entries, `vCPU ${this.index}: setCpuid: entries`);
     this.call('setCpuid', () => this.nativePartition.setCpuid(this.index, encodeCpuid(entries)));
   }
 }
@@ -210,16 +238,6 @@ function ramSpecs(ram: readonly MemoryRegion[], buffers: ArrayBuffer[][]): { gpa
   return specs;
 }
 
-/** A value for an error message: short, and safe for any type. */
-function describeValue(v: unknown): string {
-  if (typeof v === 'string') return JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}...` : v);
-  if (typeof v === 'bigint') return `${v}n`;
-  if (typeof v === 'function') return 'a function';
-  if (Array.isArray(v)) return 'an array';
-  if (v !== null && typeof v === 'object') return 'an object';
-  return String(v);
-}
-
 export class Partition implements AccelPartition {
   readonly backend = 'kvm' as const;
   readonly memory: GuestMemory;
@@ -240,6 +258,7 @@ export class Partition implements AccelPartition {
   private readonly watched = new Map<number, () => void>();
 
   private constructor(opts: PartitionOptions) {
+    checkOptions(opts);
     const addon = loadAddon();
     const KvmPartition = addon.KvmPartition;
     if (!KvmPartition) throw new HypervisorUnavailableError(addon.probeKvm().message);
@@ -280,7 +299,11 @@ export class Partition implements AccelPartition {
     }
   }
 
-  /** Creates a KVM partition: VM, in-kernel irqchip, RAM, vCPUs with the conservative CPUID model. */
+  /**
+   * Creates a KVM partition: VM, in-kernel irqchip, RAM, vCPUs with the conservative CPUID
+   * model. Options of the wrong type or out of range are an AccelUsageError naming the option;
+   * a RAM map KVM cannot take is a MemoryMapError.
+   */
   static create(opts: PartitionOptions): Partition {
     return new Partition(opts);
   }
@@ -322,11 +345,20 @@ export class Partition implements AccelPartition {
   /** Handles MSR exits for [msr, msr+count). MSRs outside the Hyper-V range are added to the filter. */
   addMsrDevice(device: MsrDevice): void {
     this.checkOpen('addMsrDevice');
-    const extra = this.router.addMsrDevice(device);
-    if (extra.length > 0) {
-      this.userMsrs.push(...extra);
-      native(() => this.nativePartition.setUserMsrs(this.userMsrs));
-    }
+    // KVM's MSR filter holds the Hyper-V range plus KVM_EXTRA_MSRS single MSRs: a device that
+    // needs more is refused before any list is built, and a native refusal adds nothing.
+    const filtered = new Set(this.userMsrs.filter((m) => m < HYPERV_MSR_FIRST || m > HYPERV_MSR_LAST));
+    this.router.addMsrDevice(device, {
+      maxExtra: KVM_EXTRA_MSRS - filtered.size,
+      add: (extra) => {
+        const next = [...this.userMsrs, ...extra.filter((m) => !filtered.has(m))];
+        if (new Set(next.filter((m) => m < HYPERV_MSR_FIRST || m > HYPERV_MSR_LAST)).size > KVM_EXTRA_MSRS) {
+          throw new AccelUsageError(`addMsrDevice: KVM can trap at most ${KVM_EXTRA_MSRS} MSRs outside 0x40000000-0x400000ff`);
+        }
+        native(() => this.nativePartition.setUserMsrs(next));
+        this.userMsrs.splice(0, this.userMsrs.length, ...next);
+      },
+    });
   }
 
   /** Receives hypercall exits (see PartitionOptions.hypercallPort). */
@@ -353,6 +385,8 @@ export class Partition implements AccelPartition {
   /** Raw MSI (address/data as a device would write them). Returns KVM's answer (>0 delivered). */
   signalMsi(address: number, data: number): number {
     this.checkOpen('signalMsi');
+    checkInt(address, 'signalMsi: address', 0, MAX_GPA - 1);
+    checkInt(data, 'signalMsi: data', 0, U32_MAX);
     return native(() => this.nativePartition.signalMsi(address, data));
   }
 
@@ -381,6 +415,7 @@ export class Partition implements AccelPartition {
    */
   createIoeventfd(spec: { space: 'mmio' | 'pio'; address: number; length: number; datamatch?: bigint }): Ioeventfd {
     this.checkOpen('createIoeventfd');
+    checkIoeventfdSpec(spec);
     const fd = native(() => this.nativePartition.addIoeventfd(spec.address, spec.length, spec.space === 'pio', spec.datamatch));
     let removed = false;
     const usable = (what: string): void => {
@@ -402,6 +437,7 @@ export class Partition implements AccelPartition {
       },
       watch: (onWrites) => {
         usable('watch');
+        checkFunction(onWrites, `ioeventfd ${fd}: watch(onWrites): onWrites`);
         this.watchFd(fd, () => {
           if (removed || this.closed) return;
           const n = take();
@@ -441,6 +477,13 @@ export class Partition implements AccelPartition {
   /** Maps guest pages `pfns` (each must be RAM) side by side into one host view. It stays valid after close(). */
   mapPageList(pfns: ArrayLike<number>): PageListView {
     this.checkOpen('mapPageList');
+    if (pfns === null || typeof pfns !== 'object' || typeof (pfns as { length?: unknown }).length !== 'number') {
+      throw new AccelUsageError(`mapPageList(pfns): pfns must be an array of page numbers, not ${describeValue(pfns)}`);
+    }
+    // Before anything is sized by it (Float64Array.from of a 2^30-long array-like is 8 GiB).
+    if (!Number.isInteger(pfns.length) || pfns.length < 1 || pfns.length > MAX_PAGE_LIST) {
+      throw new AccelUsageError(`mapPageList(pfns): a page list must have 1..${MAX_PAGE_LIST} pages, not ${pfns.length}`);
+    }
     const buffer = native(() => this.nativePartition.mapPages(Float64Array.from(pfns)));
     const addon = loadAddon();
     return {
@@ -455,8 +498,13 @@ export class Partition implements AccelPartition {
   }
 
   private msiFor(vp: number, vector: number): { address: number; data: number } {
-    if (!Number.isInteger(vp) || vp < 0 || vp > 255) throw new AccelUsageError(`APIC id ${vp} is out of range`);
-    if (!Number.isInteger(vector) || vector < 16 || vector > 255) throw new AccelUsageError(`interrupt vector ${vector} must be 16..255`);
+    // APIC ids are 0..n-1; 0xff would be a broadcast to every vCPU, not "vCPU 255".
+    if (typeof vp !== 'number' || !Number.isInteger(vp) || vp < 0 || vp >= this.vcpus.length) {
+      throw new AccelUsageError(`APIC id ${describeValue(vp)} is out of range (the partition has vCPUs 0..${this.vcpus.length - 1})`);
+    }
+    if (typeof vector !== 'number' || !Number.isInteger(vector) || vector < 16 || vector > 255) {
+      throw new AccelUsageError(`interrupt vector ${describeValue(vector)} must be 16..255`);
+    }
     // Physical destination mode, fixed delivery, edge: the whole message is dest id + vector.
     return { address: MSI_ADDRESS_BASE + vp * 0x1000, data: vector };
   }
@@ -666,5 +714,37 @@ export class Partition implements AccelPartition {
       if (failed) w.reject(failed.error);
       else w.resolve(outcomes);
     }
+  }
+}
+
+/** Partition.create's options (see PartitionOptions); the RAM map's layout is KVM's to judge. */
+function checkOptions(opts: PartitionOptions): void {
+  const o = checkCommonOptions(opts, 'Partition.create', 256);
+  if (o['hypercallPort'] !== undefined) checkInt(o['hypercallPort'], 'Partition.create: options.hypercallPort', 0, 0xffff);
+  optBool(o['int3Fixup'], 'Partition.create: options.int3Fixup');
+  optBool(o['syncRegs'], 'Partition.create: options.syncRegs');
+  optInt(o['spinIterations'], 'Partition.create: options.spinIterations', 0, U32_MAX, 0);
+  // NaN would make the exit poll loop never see its deadline; Infinity likewise.
+  if (o['pollMicros'] !== undefined) checkFinite(o['pollMicros'], 'Partition.create: options.pollMicros', 0, 1_000_000);
+  if (o['hypervisorLeaves'] !== undefined) {
+    checkCpuidEntries(o['hypervisorLeaves'], 'Partition.create: options.hypervisorLeaves', 256);
+  }
+  optFunction(o['customizeCpuid'], 'Partition.create: options.customizeCpuid');
+}
+
+/** createIoeventfd's spec: a space, an address in it, an access length, an optional u64 datamatch. */
+function checkIoeventfdSpec(spec: unknown): void {
+  const s = checkObject(spec, 'createIoeventfd: spec');
+  if (s['space'] !== 'mmio' && s['space'] !== 'pio') {
+    throw new AccelUsageError(`createIoeventfd: spec.space must be 'mmio' or 'pio', not ${describeValue(s['space'])}`);
+  }
+  checkInt(s['address'], 'createIoeventfd: spec.address', 0, s['space'] === 'pio' ? 0xffff : MAX_GPA - 1);
+  const length = s['length'];
+  if (length !== 0 && length !== 1 && length !== 2 && length !== 4 && length !== 8) {
+    throw new AccelUsageError(`createIoeventfd: spec.length must be 0 (any), 1, 2, 4 or 8, not ${describeValue(length)}`);
+  }
+  const dm = s['datamatch'];
+  if (dm !== undefined && (typeof dm !== 'bigint' || dm < 0n || dm >= 1n << 64n)) {
+    throw new AccelUsageError(`createIoeventfd: spec.datamatch must be a bigint in 0..2^64-1, not ${describeValue(dm)}`);
   }
 }

@@ -9,7 +9,7 @@
  */
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
-import { MonotonicClock, silentLogger, type Clock, type Logger } from '@hvemu/common';
+import { HostUsageError, MonotonicClock, silentLogger, type Clock, type Logger } from '@hvemu/common';
 import {
   AccelUsageError,
   AssertPort,
@@ -159,6 +159,7 @@ export class KvmVm {
   }
 
   constructor(options: KvmVmOptions) {
+    checkKvmVmOptions(options);
     const logger = options.logger ?? silentLogger;
     this.clock = options.clock ?? new MonotonicClock();
     this.emit = (who, what) => options.onEvent?.({ time: this.clock.now(), who, what });
@@ -296,6 +297,19 @@ export class KvmVm {
       default:
         return;
     }
+  }
+}
+
+/** The options' shape: the guest image and RAM size are checked here, the rest by the layers that use them. */
+function checkKvmVmOptions(options: unknown): asserts options is KvmVmOptions {
+  if (options === null || typeof options !== 'object' || Array.isArray(options)) {
+    throw new HostUsageError(`new KvmVm(options): options must be an object with a guest image, not ${options === null ? 'null' : typeof options}`);
+  }
+  const o = options as Partial<KvmVmOptions>;
+  if (!(o.image instanceof Uint8Array)) throw new HostUsageError('new KvmVm(options): options.image must be a Uint8Array (a 64-bit ELF guest)');
+  const ram = o.ramBytes;
+  if (ram !== undefined && (typeof ram !== 'number' || !Number.isSafeInteger(ram) || ram <= 0 || ram % 4096 !== 0)) {
+    throw new HostUsageError(`new KvmVm(options): options.ramBytes must be a positive multiple of 4096, not ${String(ram)}`);
   }
 }
 

@@ -21,6 +21,7 @@
  */
 import { silentLogger, type Logger } from '@hvemu/common';
 import { GuestMemory } from '@hvemu/memory';
+import { checkCommonOptions, checkRegisters, checkSpecialRegisters } from '../../validate.js';
 import type { IoDevice, MmioDevice, MsrDevice } from '../../devices.js';
 import { AccelUsageError, ExitHandlerError, HostSystemError, HypervisorUnavailableError, MemoryMapError } from '../../errors.js';
 import { ExitRouter, fatalError } from '../../exit-router.js';
@@ -58,6 +59,7 @@ interface HvcallResult {
 const PAGE = 4096;
 const MAX_EAGAIN_RETRIES = 16;
 const MAX_RUN_FAILURES = 8;
+const MAX_MSR_INTERCEPTS = 1024;
 const VP_REGISTER_VALUE = abi.HV_REGISTER_VALUE_SIZE;
 
 class MshvVcpu implements AccelVcpu {
@@ -87,6 +89,7 @@ class MshvVcpu implements AccelVcpu {
   }
 
   setRegisters(regs: Registers): void {
+    checkRegisters(regs, `vCPU ${this.index}: setRegisters: registers`);
     this.checkParked();
     this.owner.writeRegisters(this.index, REG_NAMES.map((n) => ({ name: abi.HvX64Register[n], value: BigInt.asUintN(64, regs[n]) })));
   }
@@ -97,6 +100,7 @@ class MshvVcpu implements AccelVcpu {
   }
 
   setSpecialRegisters(sregs: SpecialRegisters): void {
+    checkSpecialRegisters(sregs, `vCPU ${this.index}: setSpecialRegisters: registers`);
     this.checkParked();
     this.owner.writeSpecialRegisters(this.index, sregs);
   }
@@ -152,6 +156,7 @@ export class MshvPartition implements AccelPartition {
 
   /** Opens /dev/mshv and builds a partition; `sys` replaces the koffi/libc layer (tests). */
   static create(opts: MshvPartitionOptions, sys?: MshvSys): MshvPartition {
+    checkCommonOptions(opts, 'MshvPartition.create', 256);
     const s = sys ?? loadSys();
     const devFd = openDevice(s);
     let ptFd = -1;
@@ -374,28 +379,39 @@ export class MshvPartition implements AccelPartition {
 
   // --- AccelPartition --------------------------------------------------------------------
 
+  private checkOpen(call: string): void {
+    if (this.closed) throw new AccelUsageError(`${call}: the partition is closed`);
+  }
+
   addIoDevice(device: IoDevice): void {
+    this.checkOpen('addIoDevice');
     this.router.addIoDevice(device);
   }
 
   addMmioDevice(device: MmioDevice): void {
+    this.checkOpen('addMmioDevice');
     this.router.addMmioDevice(device);
   }
 
   /** MSRs in 0x40000000-0x400000FF belong to the hypervisor on MSHV; the others get an intercept. */
   addMsrDevice(device: MsrDevice): void {
-    for (const msr of this.router.addMsrDevice(device)) this.interceptMsr(msr);
+    this.checkOpen('addMsrDevice');
+    // One intercept hypercall per MSR: a device may bring at most MAX_MSR_INTERCEPTS of them.
+    this.router.addMsrDevice(device, { maxExtra: MAX_MSR_INTERCEPTS, add: (extra) => extra.forEach((msr) => this.interceptMsr(msr)) });
   }
 
   onHypercall(handler: ExitHandler<HypercallExit>): void {
+    this.checkOpen('onHypercall');
     this.router.onHypercall(handler);
   }
 
   onExit(handler: ExitHandler): void {
+    this.checkOpen('onExit');
     this.router.onExit(handler);
   }
 
   interrupt(vp: number, vector: number): boolean {
+    this.checkOpen('interrupt');
     if (!Number.isInteger(vp) || vp < 0 || vp >= this.vcpus.length) throw new AccelUsageError(`no vCPU ${vp}`);
     if (!Number.isInteger(vector) || vector < 16 || vector > 255) throw new AccelUsageError(`vector ${vector} is not 16..255`);
     const input = abi.HvInputAssertVirtualInterrupt.encodeNew({ interruptType: abi.HV_X64_INTERRUPT_TYPE_FIXED, destAddr: BigInt(vp), vector });

@@ -16,6 +16,7 @@
  */
 import { silentLogger, type Logger } from '@hvemu/common';
 import { GuestMemory } from '@hvemu/memory';
+import { checkCommonOptions, checkRegisters, checkSpecialRegisters } from '../../validate.js';
 import type { IoDevice, MmioDevice, MsrDevice } from '../../devices.js';
 import { AccelUsageError, ExitHandlerError, HypervisorUnavailableError, MemoryMapError, MissingCapabilityError } from '../../errors.js';
 import { ExitRouter, fatalError } from '../../exit-router.js';
@@ -113,6 +114,7 @@ class WhpxVcpu implements AccelVcpu {
   }
 
   setRegisters(regs: Registers): void {
+    checkRegisters(regs, `vCPU ${this.index}: setRegisters: registers`);
     this.checkParked();
     this.checkX64();
     this.owner.writeRegisters(this.index, REG_NAMES.map((n) => ({ name: abi.WHvX64Register[n], value: BigInt.asUintN(64, regs[n]) })));
@@ -125,6 +127,7 @@ class WhpxVcpu implements AccelVcpu {
   }
 
   setSpecialRegisters(sregs: SpecialRegisters): void {
+    checkSpecialRegisters(sregs, `vCPU ${this.index}: setSpecialRegisters: registers`);
     this.checkParked();
     this.checkX64();
     this.owner.writeSpecialRegisters(this.index, sregs);
@@ -193,6 +196,7 @@ export class WhpxPartition implements AccelPartition {
 
   /** Opens WHP and builds a partition; `api` replaces the koffi/DLL layer (tests). */
   static create(opts: WhpxPartitionOptions, api?: WhpxApi): WhpxPartition {
+    checkCommonOptions(opts, 'WhpxPartition.create', 256);
     const a = api ?? loadWhpxApi();
     const arch = opts.arch ?? (process.arch === 'arm64' ? 'arm64' : 'x64');
     checkCapabilities(a, arch, opts);
@@ -383,23 +387,28 @@ export class WhpxPartition implements AccelPartition {
   // --- AccelPartition --------------------------------------------------------------------
 
   addIoDevice(device: IoDevice): void {
+    this.checkOpen('addIoDevice');
     this.router.addIoDevice(device);
   }
 
   addMmioDevice(device: MmioDevice): void {
+    this.checkOpen('addMmioDevice');
     this.router.addMmioDevice(device);
   }
 
   /** MSRs the hypervisor does not implement exit (UnhandledMsrs); ones it does need `userMsrs` at create time. */
   addMsrDevice(device: MsrDevice): void {
+    this.checkOpen('addMsrDevice');
     this.router.addMsrDevice(device);
   }
 
   onHypercall(handler: ExitHandler<HypercallExit>): void {
+    this.checkOpen('onHypercall');
     this.router.onHypercall(handler);
   }
 
   onExit(handler: ExitHandler): void {
+    this.checkOpen('onExit');
     this.router.onExit(handler);
   }
 
