@@ -668,8 +668,17 @@ export class Partition implements AccelPartition {
   }
 
   private complete(slot: SlotView, exit: Exit, response: ExitResponse | void): void {
+    let stop: boolean;
+    try {
+      stop = encodeResponse(slot, exit, response);
+    } catch (err) {
+      // An answer that cannot be encoded (value NaN, 'abc', 2^70) fails the handler: the vCPU
+      // is stopped with ExitHandlerError. Also for async handlers, whose slot would otherwise
+      // stay unanswered (the vCPU and run() waiting for ever).
+      this.fail(slot, exit, err);
+      return;
+    }
     this.inFlight[slot.vp] = false;
-    const stop = encodeResponse(slot, exit, response);
     if (stop && (exit.kind === 'shutdown' || exit.kind === 'unrecoverable')) {
       this.vcpus[slot.vp].error ??= fatalError(exit);
     }

@@ -13,6 +13,8 @@ import type { AccelPartition } from '../src/backends/types.js';
 import { FakeWhpxApi } from '../src/backends/whpx/fake-api.js';
 import { WhpxPartition } from '../src/backends/whpx/partition.js';
 import { AccelUsageError, MemoryMapError } from '../src/errors.js';
+import { enterLongMode } from '../src/guest/long-mode.js';
+import { OffloadedSynicPort, SynicPostError } from '../src/backends/offloaded-synic.js';
 import { Partition } from '../src/partition.js';
 import type { Registers, SpecialRegisters } from '../src/registers.js';
 import { describeChild, runChild } from './helpers/child.js';
@@ -218,6 +220,19 @@ describe('API edges: create() options on every backend', () => {
   }
 });
 
+describe('API edges: OffloadedSynicPort', () => {
+  const ops = { post: () => 'ok' as const, signal: () => true, requestDeliverable: () => undefined };
+  it('refuses a vpCount it would size per-VP backlogs by, and event flags past the page', () => {
+    for (const vpCount of [0, 1e9, NaN, 1.5, undefined]) {
+      expect(() => new OffloadedSynicPort(ops as never, { vpCount } as never), String(vpCount)).toThrow(SynicPostError);
+    }
+    expect(() => new OffloadedSynicPort(ops as never, { vpCount: 1, queueLimit: 0 })).toThrow(/queueLimit/);
+    const port = new OffloadedSynicPort(ops as never, { vpCount: 1 });
+    expect(port.signalEvent(0, 2, 2047)).toBe(true);
+    for (const flag of [2048, -1, NaN, 0.5]) expect(() => port.signalEvent(0, 2, flag), String(flag)).toThrow(/event flag .* is out of range 0..2047/);
+  });
+});
+
 describeKvm('API edges: the KVM partition', () => {
   const make = (vcpuCount = 1): Partition => {
     const p = Partition.create({ memory: [{ gpa: 0, size: 2 * MiB }], vcpuCount });
@@ -285,6 +300,13 @@ describeKvm('API edges: the KVM partition', () => {
     // A refused MSR device adds nothing: the same MSR can be added properly afterwards.
     p.addMsrDevice({ msr: 0x100, count: 15 });
     expect(() => p.addMsrDevice({ msr: 0x200 })).toThrow(/at most 0 more/);
+  });
+
+  it('enterLongMode refuses a bad entry or vCPU list before touching the partition', () => {
+    const p = make(2);
+    for (const entry of [NaN, -1, 1.5, 2 ** 60]) expect(() => enterLongMode(p, entry), String(entry)).toThrow(/enterLongMode: entry must be a non-negative integer address/);
+    for (const vps of [[2], ['0'], [0.5]]) expect(() => enterLongMode(p, 0x100000, vps as never), String(vps)).toThrow(/enterLongMode: no vCPU/);
+    expect(p.memory.readU32(0x1000)).toBe(0);  // the page tables were not written
   });
 
   it('addMsrDevice with a count of 1e9 or 1e6 is refused before anything is sized by it (it killed the process)', () => {

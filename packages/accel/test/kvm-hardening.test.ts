@@ -7,7 +7,7 @@ import { closeSync, fstatSync, mkdtempSync, openSync, readFileSync, readSync, rm
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, expect, it } from 'vitest';
-import { AccelUsageError } from '../src/errors.js';
+import { AccelUsageError, ExitHandlerError } from '../src/errors.js';
 import { Partition } from '../src/partition.js';
 import { enterLongMode } from '../src/guest/long-mode.js';
 import { describeKvm, MiB } from './helpers/harness.js';
@@ -240,5 +240,24 @@ describeKvm('KVM partition hardening', () => {
     p.close();
     await expect(p.run()).rejects.toThrow(/run: the partition is closed/);
     await expect(p.run([])).rejects.toThrow(AccelUsageError);
+  });
+
+  // An answer that cannot be encoded fails its handler, also when the handler is async.
+  it.each([
+    ['async NaN', async () => NaN],
+    ['async "abc"', async () => 'abc' as never],
+    ['sync 2^70 (was silently truncated)', () => 2n ** 70n as never],
+    ['sync 1.5', () => 1.5],
+  ])('a device answering %s stops its vCPU with ExitHandlerError instead of hanging or truncating', async (_name, read) => {
+    const p = partition();
+    const ENTRY = 0x100000;
+    p.memory.write(ENTRY, Uint8Array.of(0xe4, 0x81, 0xeb, 0xfe));  // in al, 0x81; jmp $
+    enterLongMode(p, ENTRY);
+    p.addIoDevice({ port: 0x81, count: 1, read: read as () => number });
+    const timeout = new Promise((r) => setTimeout(() => r('timed out'), 10_000));
+    const result = await Promise.race([p.run().then(() => 'resolved', (e: unknown) => e), timeout]);
+    if (result === 'timed out') p.stop();
+    expect(result).toBeInstanceOf(ExitHandlerError);
+    expect((result as Error).message).toMatch(/handler for io exit failed: the answer to the io exit has value .*: it must be an integer or a bigint within 64 bits/);
   });
 });

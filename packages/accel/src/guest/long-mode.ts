@@ -119,11 +119,15 @@ export function longModeSpecialRegisters(current: SpecialRegisters): SpecialRegi
  * mode with RDI = its index and its own stack. Application processors are made runnable.
  */
 export function enterLongMode(partition: Partition, entry: number, vps: readonly number[] = partition.vcpus.map((v) => v.index)): void {
+  if (!Number.isSafeInteger(entry) || entry < 0) throw new AccelUsageError(`enterLongMode: entry must be a non-negative integer address, not ${String(entry)}`);
+  if (!Array.isArray(vps)) throw new AccelUsageError('enterLongMode: vps must be an array of vCPU indices');
   if (vps.length > MAX_LOADER_VCPUS) throw new AccelUsageError(`the loader supports at most ${MAX_LOADER_VCPUS} vCPUs`);
+  for (const vp of vps) {
+    if (typeof vp !== 'number' || !Number.isInteger(vp) || !partition.vcpus[vp]) throw new AccelUsageError(`enterLongMode: no vCPU ${String(vp)}`);
+  }
   writeLongModeTables(partition.memory);
   for (const vp of vps) {
     const vcpu = partition.vcpus[vp];
-    if (!vcpu) throw new AccelUsageError(`no vCPU ${vp}`);
     vcpu.setSpecialRegisters(longModeSpecialRegisters(vcpu.getSpecialRegisters()));
     const regs: Registers = {
       rax: 0n, rbx: 0n, rcx: 0n, rdx: 0n, rsi: 0n, rdi: BigInt(vp), rbp: 0n,
