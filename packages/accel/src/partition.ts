@@ -238,6 +238,13 @@ function ramSpecs(ram: readonly MemoryRegion[], buffers: ArrayBuffer[][]): { gpa
   return specs;
 }
 
+/**
+ * Partitions with vCPUs running, held strongly: the native callbacks hold a partition only
+ * weakly (an unclosed, unreachable partition is collected and its VM released by the addon's
+ * finalizer), but one whose vCPUs run must stay alive until run() settles, reachable or not.
+ */
+const running = new Set<Partition>();
+
 export class Partition implements AccelPartition {
   readonly backend = 'kvm' as const;
   readonly memory: GuestMemory;
@@ -279,7 +286,10 @@ export class Partition implements AccelPartition {
             spinIterations: opts.spinIterations,
             syncRegs: opts.syncRegs,
           },
-          () => this.drain(),
+          // Weakly: the addon's threadsafe function holds this callback for the partition's
+          // life, so a strong `this` here would keep every unclosed partition (its VM fds and
+          // RAM) alive for ever. While vCPUs run, `running` holds the partition instead.
+          Partition.weakly(this, Partition.drainOf),
         ),
     );
     try {
@@ -297,6 +307,27 @@ export class Partition implements AccelPartition {
       this.nativePartition.close();
       throw e;
     }
+  }
+
+  /**
+   * A callback for the addon that reaches `partition` through a WeakRef only. Made here, and
+   * `fn` a static function, not in the constructor: V8 keeps a closure's whole enclosing
+   * context, and the constructor's (and a method's) holds `this`.
+   */
+  private static weakly<A extends unknown[]>(partition: Partition, fn: (p: Partition, ...args: A) => void): (...args: A) => void {
+    const ref = new WeakRef(partition);
+    return (...args: A) => {
+      const p = ref.deref();
+      if (p) fn(p, ...args);
+    };
+  }
+
+  private static drainOf(p: Partition): void {
+    p.drain();
+  }
+
+  private static fdsReadyOf(p: Partition, fds: number[]): void {
+    p.onFdsReady(fds);
   }
 
   /**
@@ -451,7 +482,9 @@ export class Partition implements AccelPartition {
     if (!this.watcher) {
       const Watcher = loadAddon().EventfdWatcher;
       if (!Watcher) throw new HypervisorUnavailableError('this build of the native addon has no eventfd watcher');
-      this.watcher = native(() => new Watcher((fds) => this.onFdsReady(fds)));
+      // As the exit callback: the watcher must not keep the partition alive.
+      const onReady = Partition.weakly(this, Partition.fdsReadyOf);
+      this.watcher = native(() => new Watcher(onReady));
     }
     if (this.watched.has(fd)) throw new AccelUsageError(`eventfd ${fd} is already watched`);
     this.watched.set(fd, onReady);
@@ -529,6 +562,7 @@ export class Partition implements AccelPartition {
       return Promise.reject(e);
     }
     if (list.length === 0) return Promise.resolve([]);
+    running.add(this);
     const done = new Promise<VcpuOutcome[]>((resolve, reject) => this.runWaiters.push({ resolve, reject }));
     for (const vp of list) {
       const v = this.vcpus[vp];
@@ -714,6 +748,7 @@ export class Partition implements AccelPartition {
 
   private settleIfDone(force: boolean): void {
     if (!force && !this.allEnded()) return;
+    running.delete(this);
     if (!this.closed) this.nativePartition.idle();
     const outcomes = this.outcomes.filter((o): o is VcpuOutcome => o !== undefined);
     const waiters = this.runWaiters;

@@ -15,9 +15,9 @@ export interface ChildResult {
   json: unknown;
 }
 
-export function runChild(script: string, args: readonly string[] = [], timeoutMs = 30_000): ChildResult {
+export function runChild(script: string, args: readonly string[] = [], timeoutMs = 30_000, nodeFlags: readonly string[] = []): ChildResult {
   const path = fileURLToPath(new URL(`../children/${script}`, import.meta.url));
-  const r = spawnSync(process.execPath, [path, ...args], { encoding: 'utf8', timeout: timeoutMs });
+  const r = spawnSync(process.execPath, [...nodeFlags, path, ...args], { encoding: 'utf8', timeout: timeoutMs });
   const lines = r.stdout.trim().split('\n');
   let json: unknown;
   try {
