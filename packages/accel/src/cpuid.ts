@@ -4,6 +4,7 @@
  * handling, AVX-512, clac/stac, popcnt, ...), with x2APIC on, and the hypervisor leaves
  * (0x40000000-0x400000FF) replaced by the caller's.
  */
+import { AccelUsageError } from './errors.js';
 
 export interface CpuidEntry {
   function: number;
@@ -103,7 +104,7 @@ export function buildCpuidModel(supported: readonly CpuidEntry[], opts: CpuidMod
   }
   for (const h of opts.hypervisorLeaves ?? []) {
     if (!isHypervisorLeaf(h.function)) {
-      throw new RangeError(`hypervisor leaf 0x${h.function.toString(16)} is outside 0x40000000-0x400000ff`);
+      throw new AccelUsageError(`hypervisor leaf 0x${h.function.toString(16)} is outside 0x40000000-0x400000ff`);
     }
     out.push({ ...h });
   }
@@ -113,7 +114,7 @@ export function buildCpuidModel(supported: readonly CpuidEntry[], opts: CpuidMod
 /** Encodes a 12-byte vendor string the way CPUID returns it in EBX, ECX, EDX. */
 export function vendorWords(vendor: string): [number, number, number] {
   const bytes = new TextEncoder().encode(vendor.padEnd(12, '\0').slice(0, 12));
-  if (bytes.length !== 12) throw new RangeError('vendor string must be 12 ASCII characters or fewer');
+  if (bytes.length !== 12) throw new AccelUsageError('vendor string must be 12 ASCII characters or fewer');
   const v = new DataView(bytes.buffer);
   return [v.getUint32(0, true), v.getUint32(4, true), v.getUint32(8, true)];
 }

@@ -771,7 +771,11 @@ function checkOptions(opts: PartitionOptions): void {
   // NaN would make the exit poll loop never see its deadline; Infinity likewise.
   if (o['pollMicros'] !== undefined) checkFinite(o['pollMicros'], 'Partition.create: options.pollMicros', 0, 1_000_000);
   if (o['hypervisorLeaves'] !== undefined) {
-    checkCpuidEntries(o['hypervisorLeaves'], 'Partition.create: options.hypervisorLeaves', 256);
+    checkCpuidEntries(o['hypervisorLeaves'], 'Partition.create: options.hypervisorLeaves', 256).forEach((e, i) => {
+      if (e.function < 0x40000000 || e.function > 0x400000ff) {
+        throw new AccelUsageError(`Partition.create: options.hypervisorLeaves[${i}].function 0x${e.function.toString(16)} is outside 0x40000000-0x400000ff`);
+      }
+    });
   }
   optFunction(o['customizeCpuid'], 'Partition.create: options.customizeCpuid');
 }

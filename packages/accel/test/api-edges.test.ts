@@ -254,6 +254,7 @@ describeKvm('API edges: the KVM partition', () => {
       [{ spinIterations: 1e12 }, /options.spinIterations/],
       [{ hypervisorLeaves: [{ function: 0x40000000 }] }, /options.hypervisorLeaves\[0\].index must be an integer/],
       [{ customizeCpuid: true }, /options.customizeCpuid must be a function/],
+      [{ hypervisorLeaves: [{ function: 1, index: 0, flags: 0, eax: 0, ebx: 0, ecx: 0, edx: 0 }] }, /options.hypervisorLeaves\[0\].function 0x1 is outside 0x40000000-0x400000ff/],
       [{ vcpuCount: 300 }, /options.vcpuCount must be an integer in 1..256/],
     ];
     for (const [extra, message] of rows) {
