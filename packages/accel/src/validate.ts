@@ -150,3 +150,17 @@ export function checkCommonOptions(v: unknown, what: string, maxVcpus: number): 
   if (o['logger'] !== undefined) checkObject(o['logger'], `${what}: options.logger`);
   return o;
 }
+
+/**
+ * Node 20 makes no typed array (and Node-API no external buffer) beyond 2^32 bytes, and every
+ * backend views guest RAM through one per host buffer: a larger RAM region is mapped as
+ * several adjacent pieces of at most this size (one GuestMemory region each).
+ */
+export const MAX_RAM_CHUNK = 2 ** 32;
+
+/** The pieces of a RAM region, each at most MAX_RAM_CHUNK bytes, by offset into the region. */
+export function ramChunks(region: { size: number }): { offset: number; size: number }[] {
+  const out: { offset: number; size: number }[] = [];
+  for (let offset = 0; offset < region.size; offset += MAX_RAM_CHUNK) out.push({ offset, size: Math.min(MAX_RAM_CHUNK, region.size - offset) });
+  return out;
+}

@@ -220,6 +220,24 @@ describe('API edges: create() options on every backend', () => {
   }
 });
 
+describe('RAM regions over 4 GiB on MSHV and WHPX (fake layers)', () => {
+  const GiB = 2 ** 30;
+  const memory = [{ gpa: 0, size: 0x10000 }, { gpa: 4 * GiB, size: 4 * GiB + 0x1000 }];
+  it.each([
+    ['MSHV', () => MshvPartition.create({ memory }, new FakeMshvSys())],
+    ['WHPX', () => WhpxPartition.create({ arch: 'x64', memory }, whpxFake())],
+  ])('%s maps a 4 GiB + 4 KiB region as adjacent pieces of at most 4 GiB (Node 20: no larger typed array)', (_name, create) => {
+    const p = create();
+    opened.push(p);
+    expect(p.memory.regions.map((r) => [r.gpa, r.size])).toEqual([[0, 0x10000], [4 * GiB, 4 * GiB], [8 * GiB, 0x1000]]);
+    p.memory.writeU32(8 * GiB + 0xffc, 0xfeedf00d);
+    p.memory.write(8 * GiB - 2, Uint8Array.of(1, 2, 3, 4));
+    const across = new Uint8Array(4);
+    p.memory.read(8 * GiB - 2, across);
+    expect([p.memory.readU32(8 * GiB + 0xffc), [...across]]).toEqual([0xfeedf00d, [1, 2, 3, 4]]);
+  });
+});
+
 describe('API edges: OffloadedSynicPort', () => {
   const ops = { post: () => 'ok' as const, signal: () => true, requestDeliverable: () => undefined };
   it('refuses a vpCount it would size per-VP backlogs by, and event flags past the page', () => {

@@ -21,7 +21,7 @@
  */
 import { silentLogger, type Logger } from '@hvemu/common';
 import { GuestMemory } from '@hvemu/memory';
-import { checkCommonOptions, checkRegisters, checkSpecialRegisters } from '../../validate.js';
+import { checkCommonOptions, checkRegisters, checkSpecialRegisters, ramChunks } from '../../validate.js';
 import type { IoDevice, MmioDevice, MsrDevice } from '../../devices.js';
 import { AccelUsageError, ExitHandlerError, HostSystemError, HypervisorUnavailableError, MemoryMapError } from '../../errors.js';
 import { ExitRouter, fatalError } from '../../exit-router.js';
@@ -186,17 +186,19 @@ export class MshvPartition implements AccelPartition {
       if (r.gpa % PAGE !== 0 || r.size % PAGE !== 0 || r.size <= 0) {
         throw new MemoryMapError(`RAM region ${i} (gpa 0x${r.gpa.toString(16)}, size 0x${r.size.toString(16)}) is not page-aligned`);
       }
-      const buf = this.sys.mapRam(r.size, `hvemu-ram-${i}`);
-      this.ram.push(buf);
-      const region = abi.MshvUserMemRegion.encodeNew({
-        size: BigInt(r.size),
-        guestPfn: BigInt(r.gpa / PAGE),
-        userspaceAddr: buf.address,
-        flags: (1 << abi.MSHV_SET_MEM_BIT_WRITABLE) | (1 << abi.MSHV_SET_MEM_BIT_EXECUTABLE),
+      return ramChunks(r).map(({ offset, size }) => {
+        const buf = this.sys.mapRam(size, offset === 0 ? `hvemu-ram-${i}` : `hvemu-ram-${i}+${offset.toString(16)}`);
+        this.ram.push(buf);
+        const region = abi.MshvUserMemRegion.encodeNew({
+          size: BigInt(size),
+          guestPfn: BigInt((r.gpa + offset) / PAGE),
+          userspaceAddr: buf.address,
+          flags: (1 << abi.MSHV_SET_MEM_BIT_WRITABLE) | (1 << abi.MSHV_SET_MEM_BIT_EXECUTABLE),
+        });
+        this.sys.ioctl(this.ptFd, abi.MSHV_SET_GUEST_MEMORY, region);
+        return { gpa: r.gpa + offset, size, buffer: buf.bytes.buffer, byteOffset: buf.bytes.byteOffset };
       });
-      this.sys.ioctl(this.ptFd, abi.MSHV_SET_GUEST_MEMORY, region);
-      return { gpa: r.gpa, size: r.size, buffer: buf.bytes.buffer, byteOffset: buf.bytes.byteOffset };
-    });
+    }).flat();
     try {
       return new GuestMemory(specs);
     } catch (e) {

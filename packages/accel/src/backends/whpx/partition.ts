@@ -16,7 +16,7 @@
  */
 import { silentLogger, type Logger } from '@hvemu/common';
 import { GuestMemory } from '@hvemu/memory';
-import { checkCommonOptions, checkRegisters, checkSpecialRegisters } from '../../validate.js';
+import { checkCommonOptions, checkRegisters, checkSpecialRegisters, ramChunks } from '../../validate.js';
 import type { IoDevice, MmioDevice, MsrDevice } from '../../devices.js';
 import { AccelUsageError, ExitHandlerError, HypervisorUnavailableError, MemoryMapError, MissingCapabilityError } from '../../errors.js';
 import { ExitRouter, fatalError } from '../../exit-router.js';
@@ -246,11 +246,14 @@ export class WhpxPartition implements AccelPartition {
       if (r.gpa % PAGE !== 0 || r.size % PAGE !== 0 || r.size <= 0) {
         throw new MemoryMapError(`RAM region ${i} (gpa 0x${r.gpa.toString(16)}, size 0x${r.size.toString(16)}) is not page-aligned`);
       }
-      const buf = this.api.allocate(r.size);
-      this.ram.push(buf);
-      check(`WHvMapGpaRange(0x${r.gpa.toString(16)})`, this.api.mapGpaRange(this.handle, buf.address, BigInt(r.gpa), BigInt(r.size), flags));
-      return { gpa: r.gpa, size: r.size, buffer: buf.bytes.buffer, byteOffset: buf.bytes.byteOffset };
-    });
+      return ramChunks(r).map(({ offset, size }) => {
+        const gpa = r.gpa + offset;
+        const buf = this.api.allocate(size);
+        this.ram.push(buf);
+        check(`WHvMapGpaRange(0x${gpa.toString(16)})`, this.api.mapGpaRange(this.handle, buf.address, BigInt(gpa), BigInt(size), flags));
+        return { gpa, size, buffer: buf.bytes.buffer, byteOffset: buf.bytes.byteOffset };
+      });
+    }).flat();
     return new GuestMemory(specs);
   }
 
