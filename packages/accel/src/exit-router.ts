@@ -26,7 +26,9 @@ export class ExitRouter {
   constructor(
     private readonly ram: readonly { gpa: number; end: number }[],
     private readonly logger: Logger = silentLogger,
-  ) {}
+  ) {
+    if (!Array.isArray(ram)) throw new AccelUsageError('new ExitRouter(ram): ram must be an array of RAM regions');
+  }
 
   addIoDevice(device: IoDevice): void {
     checkDevice(device, 'addIoDevice');

@@ -13,8 +13,16 @@ import type { AccelPartition } from '../src/backends/types.js';
 import { FakeWhpxApi } from '../src/backends/whpx/fake-api.js';
 import { WhpxPartition } from '../src/backends/whpx/partition.js';
 import { AccelUsageError, MemoryMapError } from '../src/errors.js';
-import { enterLongMode } from '../src/guest/long-mode.js';
-import { OffloadedSynicPort, SynicPostError } from '../src/backends/offloaded-synic.js';
+import { enterLongMode, writeLongModeTables } from '../src/guest/long-mode.js';
+import { encodeHvMessage, OffloadedSynicPort, SynicPostError } from '../src/backends/offloaded-synic.js';
+import { buildCpuidModel, hypervisorVendorLeaf } from '../src/cpuid.js';
+import { ExitRouter } from '../src/exit-router.js';
+import { BootImageError } from '../src/errors.js';
+import { loadElf, loadElf64 } from '../src/guest/elf.js';
+import { MultibootPlatform, parseMultibootHeader, writeMultibootInfo } from '../src/guest/multiboot.js';
+import { TestPlatform } from '../src/guest/platform.js';
+import { decodeMmioInstruction, MmioDecodeError } from '../src/backends/x86-mmio.js';
+import { GuestMemory } from '@hvemu/memory';
 import { Partition } from '../src/partition.js';
 import type { Registers, SpecialRegisters } from '../src/registers.js';
 import { describeChild, runChild } from './helpers/child.js';
@@ -235,6 +243,31 @@ describe('RAM regions over 4 GiB on MSHV and WHPX (fake layers)', () => {
     const across = new Uint8Array(4);
     p.memory.read(8 * GiB - 2, across);
     expect([p.memory.readU32(8 * GiB + 0xffc), [...across]]).toEqual([0xfeedf00d, [1, 2, 3, 4]]);
+  });
+});
+
+describe('API edges: exported helpers given the wrong types', () => {
+  it('refuse with a typed error instead of a TypeError from inside (or a silent coercion)', () => {
+    const memory = GuestMemory.createShared(1 << 20);
+    const rows: Row<null>[] = [
+      ['loadElf64(undefined)', () => loadElf64(memory, undefined as never), AccelUsageError, /loadElf64: image must be a Uint8Array/],
+      ['loadElf("x")', () => loadElf(memory, 'x' as never), AccelUsageError, /loadElf: image must be a Uint8Array .* not string/],
+      ['parseMultibootHeader(undefined)', () => parseMultibootHeader(undefined as never), BootImageError, /a multiboot image must be a Uint8Array/],
+      ['writeMultibootInfo command line {}', () => writeMultibootInfo(memory, {} as never), BootImageError, /the command line must be a string, not object/],
+      ['hypervisorVendorLeaf(5)', () => hypervisorVendorLeaf(5 as never, 1), AccelUsageError, /vendor must be a string, not number/],
+      ['buildCpuidModel(undefined)', () => buildCpuidModel(undefined as never, { apicId: 0 }), AccelUsageError, /supported must be an array/],
+      ['buildCpuidModel apicId NaN', () => buildCpuidModel([], { apicId: NaN }), AccelUsageError, /opts.apicId/],
+      ['new TestPlatform(undefined)', () => new TestPlatform(undefined as never), AccelUsageError, /new TestPlatform: partition must be a Partition/],
+      ['new MultibootPlatform({})', () => new MultibootPlatform({} as never), AccelUsageError, /new MultibootPlatform: partition must be a Partition/],
+      ['enterLongMode(null)', () => enterLongMode(null as never, 0x100000), AccelUsageError, /enterLongMode: partition must be a Partition, not null/],
+      ['writeLongModeTables(undefined)', () => writeLongModeTables(undefined as never), AccelUsageError, /memory must be a GuestMemory/],
+      ['decodeMmioInstruction(undefined)', () => decodeMmioInstruction(undefined as never, { long: true } as never), MmioDecodeError, /bytes must be a Uint8Array/],
+      ['encodeHvMessage(undefined)', () => encodeHvMessage(undefined as never), SynicPostError, /must be \{ type, payload: Uint8Array \}/],
+      ['encodeHvMessage payload "abc"', () => encodeHvMessage({ type: 1, payload: 'abc' as never }), SynicPostError, /payload: Uint8Array/],
+      ['encodeHvMessage type -1', () => encodeHvMessage({ type: -1, payload: new Uint8Array(4) }), SynicPostError, /type -1 is not a u32/],
+      ['new ExitRouter(undefined)', () => new ExitRouter(undefined as never), AccelUsageError, /ram must be an array/],
+    ];
+    expectRows(() => null, rows);
   });
 });
 

@@ -40,6 +40,12 @@ export interface OffloadedSynicOptions {
 
 /** Encodes an hv_message: message_type @0, payload_size @4, flags @5 (0), sender @8 (0), payload @16. */
 export function encodeHvMessage(message: PortMessage): Uint8Array {
+  if (message === null || typeof message !== 'object' || !(message.payload instanceof Uint8Array)) {
+    throw new SynicPostError('a SynIC message must be { type, payload: Uint8Array }');
+  }
+  if (!Number.isInteger(message.type) || message.type < 0 || message.type > 0xffffffff) {
+    throw new SynicPostError(`SynIC message type ${String(message.type)} is not a u32`);
+  }
   if (message.payload.length > HV_MESSAGE_PAYLOAD_MAX) {
     throw new SynicPostError(`SynIC message payload of ${message.payload.length} bytes exceeds ${HV_MESSAGE_PAYLOAD_MAX}`);
   }
