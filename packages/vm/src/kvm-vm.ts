@@ -226,6 +226,11 @@ export class KvmVm {
 
   /** Resolves once every IC in `kinds` has negotiated (state 'ready'). */
   async whenReady(kinds: readonly IcKind[], timeoutMs = 20_000): Promise<void> {
+    const given: unknown = kinds;
+    if (!Array.isArray(given) || given.some((k) => typeof k !== 'string' || !Object.hasOwn(this.ics, k))) {
+      throw new HostUsageError(`KvmVm.whenReady(kinds): kinds must name integration components (${Object.keys(this.ics).join(', ')})`);
+    }
+    checkTimeout(timeoutMs, 'KvmVm.whenReady: timeoutMs');
     await this.until(() => kinds.every((k) => this.ics[k].service.state === 'ready'), timeoutMs, `${kinds.join(', ')} ready`);
   }
 
@@ -235,11 +240,14 @@ export class KvmVm {
    */
   async exerciseIcs(options: IcExercise = {}): Promise<IcExerciseResult> {
     const timeoutMs = options.timeoutMs ?? 20_000;
+    checkTimeout(timeoutMs, 'KvmVm.exerciseIcs: options.timeoutMs');
+    const heartbeats = options.heartbeats ?? 3;
+    if (!Number.isSafeInteger(heartbeats) || heartbeats < 0) throw new HostUsageError(`KvmVm.exerciseIcs: options.heartbeats must be a non-negative integer, not ${String(heartbeats)}`);
     const heartbeat = this.ics.heartbeat.service;
     await this.whenReady(['heartbeat', 'shutdown'], timeoutMs);
     this.emit('host', `heartbeat and shutdown ready (framework ${versionOf(heartbeat.framework)})`);
     const heartbeatAnswers: bigint[] = [];
-    for (let i = 0; i < (options.heartbeats ?? 3); i++) {
+    for (let i = 0; i < heartbeats; i++) {
       const before = heartbeat.status.lastSequence;
       if (!heartbeat.beat()) throw new Error('heartbeat: the service refused to send a beat');
       this.emit('host', `heartbeat ${i + 1} sent`);
@@ -311,6 +319,11 @@ function checkKvmVmOptions(options: unknown): asserts options is KvmVmOptions {
   if (ram !== undefined && (typeof ram !== 'number' || !Number.isSafeInteger(ram) || ram <= 0 || ram % 4096 !== 0)) {
     throw new HostUsageError(`new KvmVm(options): options.ramBytes must be a positive multiple of 4096, not ${String(ram)}`);
   }
+}
+
+/** A wait's timeout: NaN would never expire (the comparison with it is always false). */
+function checkTimeout(ms: unknown, what: string): void {
+  if (typeof ms !== 'number' || !(ms >= 0) || ms === Infinity) throw new HostUsageError(`${what} must be a finite number of ms >= 0, not ${String(ms)}`);
 }
 
 function versionOf(v: { major: number; minor: number } | null): string {
