@@ -164,3 +164,17 @@ export function ramChunks(region: { size: number }): { offset: number; size: num
   for (let offset = 0; offset < region.size; offset += MAX_RAM_CHUNK) out.push({ offset, size: Math.min(MAX_RAM_CHUNK, region.size - offset) });
   return out;
 }
+
+/** An optional array of u32 values (MSR indices, CPUID leaves). */
+export function optU32List(v: unknown, what: string, max = 1024): void {
+  if (v === undefined) return;
+  checkArray(v, what, max).forEach((x, i) => checkInt(x, `${what}[${i}]`, 0, U32_MAX));
+}
+
+/** An optional array of names, each a key of `known`. */
+export function optNames(v: unknown, what: string, known: object): void {
+  if (v === undefined) return;
+  checkArray(v, what, 256).forEach((x, i) => {
+    if (typeof x !== 'string' || !Object.hasOwn(known, x)) throw new AccelUsageError(`${what}[${i}] ${describeValue(x)} is not one of ${Object.keys(known).join(', ')}`);
+  });
+}

@@ -228,6 +228,25 @@ describe('API edges: create() options on every backend', () => {
   }
 });
 
+describe('API edges: MSHV and WHPX backend options (fake layers)', () => {
+  it('refuse unknown names, non-u32 lists, an unknown arch and bad GIC parameters (silently accepted or a TypeError before)', () => {
+    const memory = [{ gpa: 0, size: 0x10000 }];
+    const arm = [{ gpa: 0x4000_0000, size: 0x4000 }];
+    const rows: Row<null>[] = [
+      ['MSHV syntheticFeatures ["nope"]', () => MshvPartition.create({ memory, syntheticFeatures: ['nope' as never] }, new FakeMshvSys()), AccelUsageError, /options.syntheticFeatures\[0\] "nope" is not one of/],
+      ['MSHV cpuidLeaves [NaN]', () => MshvPartition.create({ memory, cpuidLeaves: [NaN] }, new FakeMshvSys()), AccelUsageError, /options.cpuidLeaves\[0\] .* not NaN/],
+      ['MSHV cpuidLeaves "x"', () => MshvPartition.create({ memory, cpuidLeaves: 'x' as never }, new FakeMshvSys()), AccelUsageError, /options.cpuidLeaves must be an array/],
+      ['WHPX arch "mips"', () => WhpxPartition.create({ arch: 'mips' as never, memory }, whpxFake()), AccelUsageError, /options.arch must be 'x64' or 'arm64', not "mips"/],
+      ['WHPX cpuidLeaves [-1]', () => WhpxPartition.create({ arch: 'x64', memory, cpuidLeaves: [-1] }, whpxFake()), AccelUsageError, /options.cpuidLeaves\[0\]/],
+      ['WHPX syntheticFeatures [5]', () => WhpxPartition.create({ arch: 'x64', memory, syntheticFeatures: [5 as never] }, whpxFake()), AccelUsageError, /options.syntheticFeatures\[0\] 5 is not one of/],
+      ['WHPX gic.distributorBase 5', () => WhpxPartition.create({ arch: 'arm64', memory: arm, gic: { distributorBase: 5 as never } }, whpxFake()), AccelUsageError, /options.gic.distributorBase must be a bigint/],
+      ['WHPX gic.virtualTimerPpi 40', () => WhpxPartition.create({ arch: 'arm64', memory: arm, gic: { virtualTimerPpi: 40 } }, whpxFake()), AccelUsageError, /options.gic.virtualTimerPpi/],
+      ['WHPX overlapping RAM', () => WhpxPartition.create({ arch: 'x64', memory: [{ gpa: 0, size: 0x2000 }, { gpa: 0x1000, size: 0x1000 }] }, whpxFake()), MemoryMapError, /RAM regions overlap/],
+    ];
+    expectRows(() => null, rows);
+  });
+});
+
 describe('RAM regions over 4 GiB on MSHV and WHPX (fake layers)', () => {
   const GiB = 2 ** 30;
   const memory = [{ gpa: 0, size: 0x10000 }, { gpa: 4 * GiB, size: 4 * GiB + 0x1000 }];

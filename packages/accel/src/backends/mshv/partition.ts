@@ -21,7 +21,7 @@
  */
 import { silentLogger, type Logger } from '@hvemu/common';
 import { GuestMemory } from '@hvemu/memory';
-import { checkCommonOptions, checkRegisters, checkSpecialRegisters, ramChunks } from '../../validate.js';
+import { checkCommonOptions, checkRegisters, checkSpecialRegisters, optNames, optU32List, ramChunks } from '../../validate.js';
 import type { IoDevice, MmioDevice, MsrDevice } from '../../devices.js';
 import { AccelUsageError, ExitHandlerError, HostSystemError, HypervisorUnavailableError, MemoryMapError } from '../../errors.js';
 import { ExitRouter, fatalError } from '../../exit-router.js';
@@ -156,7 +156,9 @@ export class MshvPartition implements AccelPartition {
 
   /** Opens /dev/mshv and builds a partition; `sys` replaces the koffi/libc layer (tests). */
   static create(opts: MshvPartitionOptions, sys?: MshvSys): MshvPartition {
-    checkCommonOptions(opts, 'MshvPartition.create', 256);
+    const o = checkCommonOptions(opts, 'MshvPartition.create', 256);
+    optNames(o['syntheticFeatures'], 'MshvPartition.create: options.syntheticFeatures', abi.SyntheticFeature);
+    optU32List(o['cpuidLeaves'], 'MshvPartition.create: options.cpuidLeaves');
     const s = sys ?? loadSys();
     const devFd = openDevice(s);
     let ptFd = -1;

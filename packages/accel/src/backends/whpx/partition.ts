@@ -16,7 +16,7 @@
  */
 import { silentLogger, type Logger } from '@hvemu/common';
 import { GuestMemory } from '@hvemu/memory';
-import { checkCommonOptions, checkRegisters, checkSpecialRegisters, ramChunks } from '../../validate.js';
+import { checkCommonOptions, checkObject, checkInt, checkRegisters, checkSpecialRegisters, describeValue, optNames, optU32List, ramChunks } from '../../validate.js';
 import type { IoDevice, MmioDevice, MsrDevice } from '../../devices.js';
 import { AccelUsageError, ExitHandlerError, HypervisorUnavailableError, MemoryMapError, MissingCapabilityError } from '../../errors.js';
 import { ExitRouter, fatalError } from '../../exit-router.js';
@@ -74,6 +74,26 @@ const GIC_DEFAULTS = {
   virtualTimerPpi: 20,
   performanceMonitorsPpi: 0x17,
 };
+
+/** WhpxPartition.create's options: the common ones, then the WHPX ones (before any DLL call). */
+function checkWhpxOptions(opts: WhpxPartitionOptions): void {
+  const what = 'WhpxPartition.create: options';
+  const o = checkCommonOptions(opts, 'WhpxPartition.create', 256);
+  if (o['arch'] !== undefined && o['arch'] !== 'x64' && o['arch'] !== 'arm64') {
+    throw new AccelUsageError(`${what}.arch must be 'x64' or 'arm64', not ${describeValue(o['arch'])}`);
+  }
+  optNames(o['syntheticFeatures'], `${what}.syntheticFeatures`, abi.SyntheticFeature);
+  optU32List(o['cpuidLeaves'], `${what}.cpuidLeaves`);
+  if (o['gic'] !== undefined) {
+    const g = checkObject(o['gic'], `${what}.gic`);
+    for (const k of ['distributorBase', 'redistributorBase', 'redistributorStride'] as const) {
+      const v = g[k];
+      if (v !== undefined && (typeof v !== 'bigint' || v < 0n || v >= 1n << 52n)) throw new AccelUsageError(`${what}.gic.${k} must be a bigint address below 2^52, not ${describeValue(v)}`);
+    }
+    if (g['lpiIntIdBits'] !== undefined) checkInt(g['lpiIntIdBits'], `${what}.gic.lpiIntIdBits`, 0, 32);
+    for (const k of ['virtualTimerPpi', 'performanceMonitorsPpi'] as const) if (g[k] !== undefined) checkInt(g[k], `${what}.gic.${k}`, 16, 31);
+  }
+}
 
 /** The checked HRESULT of one call. */
 function check(call: string, hr: number): void {
@@ -196,7 +216,7 @@ export class WhpxPartition implements AccelPartition {
 
   /** Opens WHP and builds a partition; `api` replaces the koffi/DLL layer (tests). */
   static create(opts: WhpxPartitionOptions, api?: WhpxApi): WhpxPartition {
-    checkCommonOptions(opts, 'WhpxPartition.create', 256);
+    checkWhpxOptions(opts);
     const a = api ?? loadWhpxApi();
     const arch = opts.arch ?? (process.arch === 'arm64' ? 'arm64' : 'x64');
     checkCapabilities(a, arch, opts);
@@ -254,7 +274,11 @@ export class WhpxPartition implements AccelPartition {
         return { gpa, size, buffer: buf.bytes.buffer, byteOffset: buf.bytes.byteOffset };
       });
     }).flat();
-    return new GuestMemory(specs);
+    try {
+      return new GuestMemory(specs);
+    } catch (e) {
+      throw new MemoryMapError(`bad guest memory map: ${(e as Error).message}`, { cause: e });
+    }
   }
 
   private createVp(index: number, gic: WhpxGicOptions | undefined): WhpxVcpu {
