@@ -4,12 +4,13 @@
  * non-integer or absurd value is an AccelUsageError naming the argument, never a TypeError
  * from deep inside, a silently truncated value, or a native call with garbage.
  */
+import { MAX_GPA } from '@hvemu/memory';
 import { AccelUsageError } from './errors.js';
 import { REG_NAMES, type Registers, type SpecialRegisters } from './registers.js';
 import type { CpuidEntry } from './cpuid.js';
 
-/** Guest-physical addresses are JS numbers below 2^52 (as GuestMemory's MAX_GPA). */
-export const MAX_GPA = 2 ** 52;
+/** Guest-physical addresses are JS numbers below GuestMemory's MAX_GPA (2^52). */
+export { MAX_GPA };
 export const U32_MAX = 0xffffffff;
 const U64_MAX = (1n << 64n) - 1n;
 const I64_MIN = -(1n << 63n);
