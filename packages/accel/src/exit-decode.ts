@@ -92,6 +92,22 @@ function answerValue(exit: Exit, v: unknown): bigint {
   throw new AccelUsageError(`the answer to the ${exit.kind} exit has value ${shown}: it must be an integer or a bigint within 64 bits`);
 }
 
+/**
+ * Checks a handler's answer the way encodeResponse will use it (for the backends that complete
+ * exits in TypeScript): `value` an integer or 64-bit bigint, `bytes` a Uint8Array, `cpuid` four
+ * u32 words. Throws AccelUsageError; the caller turns it into the handler's failure.
+ */
+export function checkExitResponse(exit: Exit, response: unknown): void {
+  if (response === undefined || response === null) return;
+  if (typeof response !== 'object') throw new AccelUsageError(`the answer to the ${exit.kind} exit must be an ExitResponse object, not ${typeof response}`);
+  const r = response as ExitResponse;
+  answerValue(exit, r.value);
+  if (r.bytes !== undefined && !(r.bytes instanceof Uint8Array)) throw new AccelUsageError(`the answer to the ${exit.kind} exit has bytes that are not a Uint8Array`);
+  if (r.cpuid !== undefined && (!Array.isArray(r.cpuid) || r.cpuid.length !== 4 || !r.cpuid.every((w) => Number.isInteger(w) && w >= 0 && w <= 0xffffffff))) {
+    throw new AccelUsageError(`the answer to the ${exit.kind} exit has cpuid that is not four u32 words`);
+  }
+}
+
 function isFatal(exit: Exit): boolean {
   return exit.kind === 'shutdown' || exit.kind === 'unrecoverable';
 }

@@ -21,6 +21,7 @@
  */
 import { silentLogger, type Logger } from '@hvemu/common';
 import { GuestMemory } from '@hvemu/memory';
+import { checkExitResponse } from '../../exit-decode.js';
 import { checkCommonOptions, checkRegisters, checkSpecialRegisters, optNames, optU32List, ramChunks } from '../../validate.js';
 import type { IoDevice, MmioDevice, MsrDevice } from '../../devices.js';
 import { AccelUsageError, ExitHandlerError, HostSystemError, HypervisorUnavailableError, MemoryMapError } from '../../errors.js';
@@ -541,7 +542,9 @@ export class MshvPartition implements AccelPartition {
   private async dispatch(v: MshvVcpu, exit: Exit): Promise<ExitResponse | void> {
     v.inHandler = true;
     try {
-      return await this.router.dispatch(exit);
+      const response = await this.router.dispatch(exit);
+      checkExitResponse(exit, response);  // NaN, 1.5 or 2^70 fail the handler instead of reaching the registers
+      return response;
     } catch (err) {
       throw new ExitHandlerError(`vCPU ${v.index}: handler for ${exit.kind} failed: ${(err as Error)?.message ?? String(err)}`, v.index, { cause: err });
     } finally {

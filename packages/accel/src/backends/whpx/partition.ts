@@ -16,6 +16,7 @@
  */
 import { silentLogger, type Logger } from '@hvemu/common';
 import { GuestMemory } from '@hvemu/memory';
+import { checkExitResponse } from '../../exit-decode.js';
 import { checkCommonOptions, checkObject, checkInt, checkRegisters, checkSpecialRegisters, describeValue, optNames, optU32List, ramChunks } from '../../validate.js';
 import type { IoDevice, MmioDevice, MsrDevice } from '../../devices.js';
 import { AccelUsageError, ExitHandlerError, HypervisorUnavailableError, MemoryMapError, MissingCapabilityError } from '../../errors.js';
@@ -574,7 +575,9 @@ export class WhpxPartition implements AccelPartition {
   private async dispatch(v: WhpxVcpu, exit: Exit): Promise<ExitResponse | void> {
     v.inHandler = true;
     try {
-      return await this.router.dispatch(exit);
+      const response = await this.router.dispatch(exit);
+      checkExitResponse(exit, response);  // NaN, 1.5 or 2^70 fail the handler instead of reaching the registers
+      return response;
     } catch (err) {
       throw new ExitHandlerError(`vCPU ${v.index}: handler for ${exit.kind} failed: ${(err as Error)?.message ?? String(err)}`, v.index, { cause: err });
     } finally {
