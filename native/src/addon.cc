@@ -4,6 +4,8 @@
 
 #include <cstring>
 #include <memory>
+#include <mutex>
+#include <set>
 
 #include "eventfd_watcher.h"
 #include "exit_slot.h"
@@ -16,6 +18,11 @@ namespace hvemu {
 namespace {
 
 constexpr uint32_t kCpuidWords = 7;  // function, index, flags, eax, ebx, ecx, edx
+// Bounds checked before anything is sized by a caller's count (an array's length is not a
+// promise of memory): more than KVM takes anyway.
+constexpr uint32_t kMaxRamRegions = 1024;
+constexpr uint32_t kMaxUserMsrs = 1024;
+constexpr size_t kMaxCpuidEntries = 1024;
 constexpr uint32_t kRegWords = 18;
 constexpr uint32_t kSregWords = 35;
 
@@ -93,6 +100,67 @@ kvm_segment* SegmentAt(kvm_sregs& s, int i) {
   return segs[i];
 }
 
+// ---- external ArrayBuffers ---------------------------------------------------------------
+//
+// On Node 20 napi_create_external_arraybuffer makes a node::Buffer, which refuses more than
+// buffer.constants.MAX_LENGTH (2^32) bytes, and when it refuses it has already run the
+// finalizer; node-addon-api's ArrayBuffer::New then deletes its finalizer data a second time
+// ("free(): double free detected"). So no buffer is ever asked for beyond kMaxExternalBuffer
+// (guest RAM is handed out in chunks of at most that), and the finalizer bookkeeping is ours:
+// whoever runs first of Node (on failure) and us owns the release.
+//
+// 2^32 is also the longest typed array Node 20 makes (a Uint8Array of 2^32 + 1 elements is a
+// RangeError), and GuestMemory views each region through one Uint8Array.
+constexpr size_t kMaxExternalBuffer = size_t{1} << 32;
+
+struct ExternalKeep {
+  std::shared_ptr<void> keep;  // what the buffer's memory belongs to
+};
+
+thread_local ExternalKeep* g_creating = nullptr;
+thread_local bool g_creating_finalized = false;
+
+void FinalizeExternal(napi_env, void*, void* hint) {
+  auto* k = static_cast<ExternalKeep*>(hint);
+  if (k == g_creating) g_creating_finalized = true;
+  delete k;
+}
+
+// An ArrayBuffer over `size` bytes at `data` that keeps `keep` alive until it is collected
+// (or detached). Never runs a finalizer twice; throws HostError instead of aborting.
+Napi::ArrayBuffer NewExternalBuffer(Napi::Env env, void* data, size_t size, std::shared_ptr<void> keep) {
+  if (size > kMaxExternalBuffer) {
+    throw HostError(kErrUsage, "an external buffer of " + std::to_string(size) + " bytes exceeds Node's limit of " +
+                                   std::to_string(kMaxExternalBuffer));
+  }
+  auto* hint = new ExternalKeep{std::move(keep)};
+  g_creating = hint;
+  g_creating_finalized = false;
+  napi_value value = nullptr;
+  napi_status s = napi_create_external_arraybuffer(env, data, size, FinalizeExternal, hint, &value);
+  bool finalized = g_creating_finalized;
+  g_creating = nullptr;
+  if (s != napi_ok) {
+    if (!finalized) delete hint;
+    bool pending = false;
+    if (napi_is_exception_pending(env, &pending) == napi_ok && pending) {
+      napi_value ignored;
+      napi_get_and_clear_last_exception(env, &ignored);
+    }
+    throw HostError(kErrSystem, "cannot make an external buffer of " + std::to_string(size) + " bytes (napi status " +
+                                    std::to_string(static_cast<int>(s)) + ")");
+  }
+  return Napi::ArrayBuffer(env, value);
+}
+
+// ---- calls from other threads into JS -------------------------------------------------------
+//
+// These run on the JS thread from a threadsafe function. They use the raw napi calls: a failing
+// node-addon-api call throws a C++ exception (or, while the environment is being torn down,
+// even aborts while building the error), and nothing up the stack catches it here. A JS
+// exception from the callback stays pending and Node reports it as uncaught; while a worker
+// terminates the call just fails and nothing happens.
+
 // Holds the exit channel alive for as long as the threadsafe function may call into JS.
 struct TsfnContext {
   std::shared_ptr<ExitChannel> channel;
@@ -102,8 +170,15 @@ void CallJs(Napi::Env env, Napi::Function callback, TsfnContext* ctx, void*) {
   if (env == nullptr || callback.IsEmpty()) return;
   // Clear before draining: a post that lands while JS drains must queue another call.
   ctx->channel->ClearNotifyQueued();
-  callback.Call({});
+  napi_value undefined = nullptr;
+  if (napi_get_undefined(env, &undefined) != napi_ok) return;
+  napi_call_function(env, undefined, callback, 0, nullptr, nullptr);
 }
+
+// Buffers made by mapPages, so that unmapPages detaches nothing else (guest RAM, the exit
+// channel). Shared by every environment (workers), hence the lock.
+std::mutex g_page_maps_mutex;
+std::set<const void*> g_page_maps;
 
 using ExitTsfn = Napi::TypedThreadSafeFunction<TsfnContext, void, CallJs>;
 
@@ -136,6 +211,8 @@ class PartitionWrap : public Napi::ObjectWrap<PartitionWrap>, public Notifier {
                            InstanceMethod<&PartitionWrap::AddIrqfdMsi>("addIrqfdMsi"),
                            InstanceMethod<&PartitionWrap::AddIoeventfd>("addIoeventfd"),
                            InstanceMethod<&PartitionWrap::RemoveIoeventfd>("removeIoeventfd"),
+                           InstanceMethod<&PartitionWrap::TriggerIrqfd>("triggerIrqfd"),
+                           InstanceMethod<&PartitionWrap::TakeIoeventfd>("takeIoeventfd"),
                            InstanceMethod<&PartitionWrap::MapPages>("mapPages"),
                            InstanceMethod<&PartitionWrap::Close>("close"),
                        });
@@ -158,19 +235,36 @@ class PartitionWrap : public Napi::ObjectWrap<PartitionWrap>, public Notifier {
                           [](Napi::Env, void*, TsfnContext* c) { delete c; });
     tsfn_.Unref(env);  // only running vCPUs keep the event loop alive (see Start/Idle)
     channel_->set_notifier(this);
+    // When the environment goes (a worker terminated, the main thread ending) the vCPU threads
+    // must be stopped and joined and the threadsafe function released before Node tears the
+    // threadsafe function down; hooks run in reverse order of registration, so this one runs
+    // before the threadsafe function's own.
+    env_ = env;
+    if (napi_add_env_cleanup_hook(env, OnEnvCleanup, this) == napi_ok) hooked_ = true;
   }
 
-  ~PartitionWrap() override { Shutdown(); }
+  ~PartitionWrap() override {
+    if (hooked_) napi_remove_env_cleanup_hook(env_, OnEnvCleanup, this);
+    hooked_ = false;
+    Shutdown();
+  }
 
   void NotifyJs() override { tsfn_.NonBlockingCall(); }
 
  private:
+  static void OnEnvCleanup(void* arg) {
+    auto* self = static_cast<PartitionWrap*>(arg);
+    self->hooked_ = false;
+    self->Shutdown();
+  }
+
   static PartitionConfig ParseConfig(Napi::Env env, Napi::Object o) {
     PartitionConfig c;
     c.vcpu_count = ToU32(env, o.Get("vcpuCount"), "vcpuCount");
     Napi::Value ram = o.Get("ram");
     if (!ram.IsArray()) Usage(env, "config.ram must be an array of {gpa, size}");
     Napi::Array arr = ram.As<Napi::Array>();
+    if (arr.Length() > kMaxRamRegions) Usage(env, "config.ram has " + std::to_string(arr.Length()) + " regions; at most " + std::to_string(kMaxRamRegions));
     for (uint32_t i = 0; i < arr.Length(); i++) {
       Napi::Value e = arr.Get(i);
       if (!e.IsObject()) Usage(env, "config.ram entries must be {gpa, size}");
@@ -198,6 +292,7 @@ class PartitionWrap : public Napi::ObjectWrap<PartitionWrap>, public Notifier {
     if (v.IsUndefined() || v.IsNull()) return msrs;
     if (!v.IsArray()) Usage(env, "userMsrs must be an array of MSR indices");
     Napi::Array a = v.As<Napi::Array>();
+    if (a.Length() > kMaxUserMsrs) Usage(env, "userMsrs has " + std::to_string(a.Length()) + " entries; at most " + std::to_string(kMaxUserMsrs));
     for (uint32_t i = 0; i < a.Length(); i++) msrs.push_back(ToU32(env, a.Get(i), "MSR index"));
     return msrs;
   }
@@ -212,29 +307,42 @@ class PartitionWrap : public Napi::ObjectWrap<PartitionWrap>, public Notifier {
     return Part(info.Env()).vcpu(ToU32(info.Env(), info[0], "vCPU index"));
   }
 
-  // Runs `fn`, turning HostError into a JS error with its code.
+  // Runs `fn`, turning HostError into a JS error with its code (and any other C++ exception,
+  // e.g. std::system_error when a thread cannot be made, into a HVEMU_SYSTEM one).
   template <typename F>
   auto Guard(Napi::Env env, F fn) -> decltype(fn()) {
     try {
       return fn();
     } catch (const HostError& e) {
       ThrowJs(env, e);
+    } catch (const Napi::Error&) {
+      throw;
+    } catch (const std::exception& e) {
+      ThrowJs(env, HostError(kErrSystem, e.what()));
     }
   }
 
+  // One array per RAM region (in config order) of ArrayBuffers that cover it in order, each at
+  // most kMaxExternalBuffer bytes (see NewExternalBuffer): a region of 8 GiB comes as two.
   // Buffers are made once and cached: V8 builds may refuse two ArrayBuffers over one pointer.
   Napi::Value RamBuffers(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (!ram_buffers_.IsEmpty()) return ram_buffers_.Value();
     const auto& ram = Part(env).ram();
     Napi::Array out = Napi::Array::New(env, ram.size());
-    for (uint32_t i = 0; i < ram.size(); i++) {
-      // Each buffer owns a reference to its mapping, so RAM outlives the partition while TS
-      // still holds views into it.
-      auto* keep = new std::shared_ptr<GuestRam>(ram[i]);
-      out.Set(i, Napi::ArrayBuffer::New(env, ram[i]->host(), ram[i]->size(),
-                                        [](Napi::Env, void*, std::shared_ptr<GuestRam>* k) { delete k; }, keep));
-    }
+    Guard(env, [&] {
+      for (uint32_t i = 0; i < ram.size(); i++) {
+        Napi::Array chunks = Napi::Array::New(env);
+        uint32_t n = 0;
+        for (uint64_t off = 0; off < ram[i]->size(); off += kMaxExternalBuffer) {
+          uint64_t len = std::min<uint64_t>(kMaxExternalBuffer, ram[i]->size() - off);
+          // Each buffer owns a reference to its mapping, so RAM stays mapped while TS still
+          // holds views into it, after close() too: no view can reach unmapped memory.
+          chunks.Set(n++, NewExternalBuffer(env, ram[i]->host() + off, len, ram[i]));
+        }
+        out.Set(i, chunks);
+      }
+    });
     ram_buffers_ = Napi::Persistent(out);
     return out;
   }
@@ -243,9 +351,7 @@ class PartitionWrap : public Napi::ObjectWrap<PartitionWrap>, public Notifier {
     Napi::Env env = info.Env();
     if (!exit_buffer_.IsEmpty()) return exit_buffer_.Value();
     Part(env);
-    auto* keep = new std::shared_ptr<ExitChannel>(channel_);
-    Napi::ArrayBuffer b = Napi::ArrayBuffer::New(env, channel_->base(), channel_->size(),
-                                                 [](Napi::Env, void*, std::shared_ptr<ExitChannel>* k) { delete k; }, keep);
+    Napi::ArrayBuffer b = Guard(env, [&] { return NewExternalBuffer(env, channel_->base(), channel_->size(), channel_); });
     exit_buffer_ = Napi::Persistent(b);
     return b;
   }
@@ -269,6 +375,7 @@ class PartitionWrap : public Napi::ObjectWrap<PartitionWrap>, public Notifier {
     }
     auto words = info[1].As<Napi::Uint32Array>();
     if (words.ElementLength() % kCpuidWords != 0) Usage(env, "CPUID entries are 7 words each");
+    if (words.ElementLength() / kCpuidWords > kMaxCpuidEntries) Usage(env, "at most " + std::to_string(kMaxCpuidEntries) + " CPUID entries");
     std::vector<kvm_cpuid_entry2> entries(words.ElementLength() / kCpuidWords);
     for (size_t i = 0; i < entries.size(); i++) {
       const uint32_t* w = words.Data() + i * kCpuidWords;
@@ -417,7 +524,8 @@ class PartitionWrap : public Napi::ObjectWrap<PartitionWrap>, public Notifier {
 
   // Called by JS after answering an exit whose slot said the vCPU thread sleeps.
   Napi::Value Wake(const Napi::CallbackInfo& info) {
-    if (channel_) channel_->Wake(ToU32(info.Env(), info[0], "vCPU index"));
+    uint32_t vp = ToU32(info.Env(), info[0], "vCPU index");
+    if (channel_) channel_->Wake(vp);
     return info.Env().Undefined();
   }
 
@@ -436,7 +544,7 @@ class PartitionWrap : public Napi::ObjectWrap<PartitionWrap>, public Notifier {
 
   // JS saw every vCPU thread end: stop keeping the event loop alive.
   Napi::Value Idle(const Napi::CallbackInfo& info) {
-    if (refd_) {
+    if (refd_ && !released_) {
       tsfn_.Unref(info.Env());
       refd_ = false;
     }
@@ -470,6 +578,21 @@ class PartitionWrap : public Napi::ObjectWrap<PartitionWrap>, public Notifier {
     return Napi::Number::New(env, Guard(env, [&] { return Part(env).AddIoeventfd(addr, len, pio, has_match, match); }));
   }
 
+  Napi::Value TriggerIrqfd(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1) Usage(env, "triggerIrqfd(fd)");
+    int fd = static_cast<int>(ToU32(env, info[0], "irqfd fd"));
+    Guard(env, [&] { Part(env).TriggerIrqfd(fd); });
+    return env.Undefined();
+  }
+
+  Napi::Value TakeIoeventfd(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1) Usage(env, "takeIoeventfd(fd)");
+    int fd = static_cast<int>(ToU32(env, info[0], "ioeventfd fd"));
+    return Napi::BigInt::New(env, Guard(env, [&] { return Part(env).TakeIoeventfd(fd); }));
+  }
+
   Napi::Value RemoveIoeventfd(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (info.Length() < 1) Usage(env, "removeIoeventfd(fd)");
@@ -486,6 +609,9 @@ class PartitionWrap : public Napi::ObjectWrap<PartitionWrap>, public Notifier {
       Usage(env, "mapPages(Float64Array of PFNs)");
     }
     auto a = info[0].As<Napi::Float64Array>();
+    if (a.ElementLength() == 0 || a.ElementLength() > PageMap::kMaxPages) {
+      Usage(env, "a page list must have 1.." + std::to_string(PageMap::kMaxPages) + " pages, not " + std::to_string(a.ElementLength()));
+    }
     std::vector<uint64_t> pfns(a.ElementLength());
     for (size_t i = 0; i < pfns.size(); i++) {
       double d = a[i];
@@ -494,9 +620,19 @@ class PartitionWrap : public Napi::ObjectWrap<PartitionWrap>, public Notifier {
       }
       pfns[i] = static_cast<uint64_t>(d);
     }
-    std::unique_ptr<PageMap> map = Guard(env, [&] { return PageMap::Create(Part(env).ram(), pfns); });
-    PageMap* raw = map.release();
-    return Napi::ArrayBuffer::New(env, raw->data(), raw->size(), [](Napi::Env, void*, PageMap* m) { delete m; }, raw);
+    std::shared_ptr<PageMap> map = Guard(env, [&] { return std::shared_ptr<PageMap>(PageMap::Create(Part(env).ram(), pfns)); });
+    const void* data = map->data();
+    // The registry entry goes with the mapping (its deleter), not with the buffer object.
+    std::shared_ptr<PageMap> tracked(map.get(), [map](PageMap*) mutable {
+      std::lock_guard<std::mutex> lock(g_page_maps_mutex);
+      g_page_maps.erase(map->data());
+      map.reset();
+    });
+    {
+      std::lock_guard<std::mutex> lock(g_page_maps_mutex);
+      g_page_maps.insert(data);
+    }
+    return Guard(env, [&] { return NewExternalBuffer(env, map->data(), map->size(), std::move(tracked)); });
   }
 
   Napi::Value Close(const Napi::CallbackInfo& info) {
@@ -504,10 +640,16 @@ class PartitionWrap : public Napi::ObjectWrap<PartitionWrap>, public Notifier {
     return info.Env().Undefined();
   }
 
-  void Shutdown() {
-    if (partition_) {
-      partition_->StopAll();
-      partition_.reset();  // no vCPU thread can notify after this
+  // Stops and joins the vCPU threads, closes the VM's fds, releases the threadsafe function.
+  // Idempotent; runs from close(), the environment's cleanup and the destructor, so it never
+  // throws.
+  void Shutdown() noexcept {
+    try {
+      if (partition_) {
+        partition_->StopAll();
+        partition_.reset();  // no vCPU thread can notify after this
+      }
+    } catch (...) {
     }
     if (!released_) {
       released_ = true;
@@ -522,6 +664,8 @@ class PartitionWrap : public Napi::ObjectWrap<PartitionWrap>, public Notifier {
   ExitTsfn tsfn_;
   bool refd_ = false;
   bool released_ = false;
+  napi_env env_ = nullptr;
+  bool hooked_ = false;
 };
 
 
@@ -535,9 +679,15 @@ void CallWatcherJs(Napi::Env env, Napi::Function callback, WatcherContext* ctx, 
   if (env == nullptr || callback.IsEmpty() || !ctx->watcher) return;
   std::vector<int> fds = ctx->watcher->TakeReady();
   if (fds.empty()) return;
-  Napi::Array a = Napi::Array::New(env, fds.size());
-  for (size_t i = 0; i < fds.size(); i++) a.Set(static_cast<uint32_t>(i), Napi::Number::New(env, fds[i]));
-  callback.Call({a});
+  // Raw napi calls, as in CallJs: nothing here may throw.
+  napi_value a = nullptr;
+  napi_value undefined = nullptr;
+  if (napi_create_array_with_length(env, fds.size(), &a) != napi_ok || napi_get_undefined(env, &undefined) != napi_ok) return;
+  for (size_t i = 0; i < fds.size(); i++) {
+    napi_value n = nullptr;
+    if (napi_create_int32(env, fds[i], &n) != napi_ok || napi_set_element(env, a, static_cast<uint32_t>(i), n) != napi_ok) return;
+  }
+  napi_call_function(env, undefined, callback, 1, &a, nullptr);
 }
 
 using WatcherTsfn = Napi::TypedThreadSafeFunction<WatcherContext, void, CallWatcherJs>;
@@ -565,11 +715,25 @@ class WatcherWrap : public Napi::ObjectWrap<WatcherWrap> {
       tsfn_.Release();
       ThrowJs(env, e);
     }
+    env_ = env;
+    if (napi_add_env_cleanup_hook(env, OnEnvCleanup, this) == napi_ok) hooked_ = true;
   }
 
-  ~WatcherWrap() { Shutdown(); }
+  ~WatcherWrap() {
+    if (hooked_) napi_remove_env_cleanup_hook(env_, OnEnvCleanup, this);
+    hooked_ = false;
+    Shutdown();
+  }
 
  private:
+  // As PartitionWrap: the epoll thread is joined and the threadsafe function released before
+  // Node tears the environment down.
+  static void OnEnvCleanup(void* arg) {
+    auto* self = static_cast<WatcherWrap*>(arg);
+    self->hooked_ = false;
+    self->Shutdown();
+  }
+
   Napi::Value Add(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (released_) Usage(env, "the eventfd watcher is closed");
@@ -593,16 +757,21 @@ class WatcherWrap : public Napi::ObjectWrap<WatcherWrap> {
     return info.Env().Undefined();
   }
 
-  void Shutdown() {
+  void Shutdown() noexcept {
     if (released_) return;
     released_ = true;
-    ctx_->watcher->Stop();  // joined: no notify can race the release below
+    try {
+      ctx_->watcher->Stop();  // joined: no notify can race the release below
+    } catch (...) {
+    }
     tsfn_.Release();
   }
 
   WatcherContext* ctx_ = nullptr;
   WatcherTsfn tsfn_;
   bool released_ = false;
+  napi_env env_ = nullptr;
+  bool hooked_ = false;
 };
 
 Napi::Value Probe(const Napi::CallbackInfo& info) {
@@ -619,7 +788,13 @@ Napi::Value Probe(const Napi::CallbackInfo& info) {
 Napi::Value UnmapPages(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsArrayBuffer()) Usage(env, "unmapPages(ArrayBuffer)");
-  info[0].As<Napi::ArrayBuffer>().Detach();
+  Napi::ArrayBuffer b = info[0].As<Napi::ArrayBuffer>();
+  if (b.IsDetached()) return env.Undefined();  // unmapped already
+  {
+    std::lock_guard<std::mutex> lock(g_page_maps_mutex);
+    if (b.ByteLength() == 0 || g_page_maps.count(b.Data()) == 0) Usage(env, "unmapPages: the buffer is not a page-list view");
+  }
+  b.Detach();
   return env.Undefined();
 }
 

@@ -293,6 +293,7 @@ int KvmPartition::AddIrqfdMsi(uint64_t address, uint32_t data) {
   msi_routes_ = std::move(routes);
   next_gsi_++;
   eventfds_.push_back(efd);
+  irqfds_.insert(efd);
   return efd;
 }
 
@@ -342,6 +343,23 @@ void KvmPartition::RemoveIoeventfd(int fd) {
     }
   }
   close(fd);
+}
+
+void KvmPartition::TriggerIrqfd(int fd) {
+  if (irqfds_.count(fd) == 0) throw HostError(kErrUsage, "fd " + std::to_string(fd) + " is not an irqfd of this partition");
+  uint64_t one = 1;
+  // EAGAIN: the counter is at its maximum, so the interrupt is pending anyway.
+  if (write(fd, &one, sizeof one) != sizeof one && errno != EAGAIN) ThrowErrno("write to irqfd");
+}
+
+uint64_t KvmPartition::TakeIoeventfd(int fd) {
+  if (ioeventfds_.count(fd) == 0) throw HostError(kErrUsage, "fd " + std::to_string(fd) + " is not an ioeventfd of this partition");
+  uint64_t count = 0;
+  if (read(fd, &count, sizeof count) != sizeof count) {
+    if (errno == EAGAIN) return 0;  // non-blocking eventfd with no writes since the last take
+    ThrowErrno("read of ioeventfd");
+  }
+  return count;
 }
 
 bool KvmPartition::ReadGuest(uint64_t gpa, void* out, uint64_t len) const {

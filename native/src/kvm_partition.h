@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 #include <map>
+#include <set>
 #include <vector>
 
 #include "exit_channel.h"
@@ -66,6 +67,12 @@ class KvmPartition {
   int AddIoeventfd(uint64_t addr, uint32_t len, bool pio, bool has_datamatch, uint64_t datamatch);
   // Deassigns an ioeventfd made by AddIoeventfd and closes it; later guest writes exit again.
   void RemoveIoeventfd(int fd);
+  // Adds 1 to an irqfd made by AddIrqfdMsi (raises its MSI). Any other fd is refused: a handle
+  // whose eventfd is gone must never write into whatever file now has that number.
+  void TriggerIrqfd(int fd);
+  // Reads and resets the count of an ioeventfd made by AddIoeventfd (0 when none); any other
+  // fd is refused, for the same reason.
+  uint64_t TakeIoeventfd(int fd);
 
   // Copies guest bytes; false when the range is not entirely RAM (never touches other memory).
   bool ReadGuest(uint64_t gpa, void* out, uint64_t len) const;
@@ -88,6 +95,7 @@ class KvmPartition {
   std::shared_ptr<ExitChannel> channel_;
   std::vector<std::unique_ptr<KvmVcpu>> vcpus_;
   std::vector<int> eventfds_;
+  std::set<int> irqfds_;
   std::map<int, kvm_ioeventfd> ioeventfds_;  // by fd, to deassign
   std::vector<kvm_irq_routing_entry> msi_routes_;
   bool sync_regs_ = false;

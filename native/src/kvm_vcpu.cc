@@ -7,6 +7,7 @@
 
 #include <cstring>
 #include <mutex>
+#include <system_error>
 
 #include "host_error.h"
 #include "kvm_abi.h"
@@ -63,7 +64,13 @@ void KvmVcpu::Start() {
   partition_.channel()->Reset(index_);
   __atomic_store_n(&run_->immediate_exit, 0, __ATOMIC_SEQ_CST);
   running_.store(true);
-  thread_ = std::thread([this] { ThreadMain(); });
+  try {
+    thread_ = std::thread([this] { ThreadMain(); });
+  } catch (const std::system_error& e) {
+    // No thread: RequestStop must not signal a thread id that was never made.
+    running_.store(false);
+    throw HostError(kErrSystem, std::string("cannot start the thread of vCPU ") + std::to_string(index_) + ": " + e.what(), e.code().value());
+  }
   native_ = thread_.native_handle();
 }
 

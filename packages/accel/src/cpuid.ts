@@ -4,6 +4,7 @@
  * handling, AVX-512, clac/stac, popcnt, ...), with x2APIC on, and the hypervisor leaves
  * (0x40000000-0x400000FF) replaced by the caller's.
  */
+import { AccelUsageError } from './errors.js';
 
 export interface CpuidEntry {
   function: number;
@@ -95,6 +96,11 @@ function conservative(e: CpuidEntry, apicId: number): CpuidEntry | undefined {
  * with the hypervisor leaves replaced (never appended: KVM ignores a duplicate leaf).
  */
 export function buildCpuidModel(supported: readonly CpuidEntry[], opts: CpuidModelOptions): CpuidEntry[] {
+  if (!Array.isArray(supported)) throw new AccelUsageError('buildCpuidModel: supported must be an array of CPUID entries');
+  if (opts === null || typeof opts !== 'object' || !Number.isInteger(opts.apicId) || opts.apicId < 0 || opts.apicId > 0xffffffff) {
+    throw new AccelUsageError(`buildCpuidModel: opts.apicId must be an integer APIC id, not ${String(opts?.apicId)}`);
+  }
+  if (opts.hypervisorLeaves !== undefined && !Array.isArray(opts.hypervisorLeaves)) throw new AccelUsageError('buildCpuidModel: opts.hypervisorLeaves must be an array');
   const out: CpuidEntry[] = [];
   for (const e of supported) {
     if (isHypervisorLeaf(e.function) || !KEPT_LEAVES.has(e.function)) continue;
@@ -103,7 +109,7 @@ export function buildCpuidModel(supported: readonly CpuidEntry[], opts: CpuidMod
   }
   for (const h of opts.hypervisorLeaves ?? []) {
     if (!isHypervisorLeaf(h.function)) {
-      throw new RangeError(`hypervisor leaf 0x${h.function.toString(16)} is outside 0x40000000-0x400000ff`);
+      throw new AccelUsageError(`hypervisor leaf 0x${h.function.toString(16)} is outside 0x40000000-0x400000ff`);
     }
     out.push({ ...h });
   }
@@ -112,8 +118,9 @@ export function buildCpuidModel(supported: readonly CpuidEntry[], opts: CpuidMod
 
 /** Encodes a 12-byte vendor string the way CPUID returns it in EBX, ECX, EDX. */
 export function vendorWords(vendor: string): [number, number, number] {
+  if (typeof vendor !== 'string') throw new AccelUsageError(`vendor must be a string, not ${vendor === null ? 'null' : typeof vendor}`);
   const bytes = new TextEncoder().encode(vendor.padEnd(12, '\0').slice(0, 12));
-  if (bytes.length !== 12) throw new RangeError('vendor string must be 12 ASCII characters or fewer');
+  if (bytes.length !== 12) throw new AccelUsageError('vendor string must be 12 ASCII characters or fewer');
   const v = new DataView(bytes.buffer);
   return [v.getUint32(0, true), v.getUint32(4, true), v.getUint32(8, true)];
 }

@@ -50,6 +50,13 @@ export class RangeMap<D> {
   constructor(private readonly what: string) {}
 
   add(start: number, length: number, device: D): void {
+    this.check(start, length);
+    this.ranges.push({ start, end: start + length, device });
+    this.ranges.sort((a, b) => a.start - b.start);
+  }
+
+  /** Throws AccelUsageError unless [start, start + length) is a valid range that overlaps no device. */
+  check(start: number, length: number): void {
     if (!Number.isSafeInteger(start) || !Number.isSafeInteger(length) || start < 0 || length <= 0) {
       throw new AccelUsageError(`${this.what} range [${start}, +${length}) is not a valid range`);
     }
@@ -59,8 +66,6 @@ export class RangeMap<D> {
         throw new AccelUsageError(`${this.what} range [0x${start.toString(16)}, 0x${end.toString(16)}) overlaps [0x${r.start.toString(16)}, 0x${r.end.toString(16)})`);
       }
     }
-    this.ranges.push({ start, end, device });
-    this.ranges.sort((a, b) => a.start - b.start);
   }
 
   /** The device covering [addr, addr + size), or undefined (an access straddling two devices misses). */

@@ -3,6 +3,7 @@
  * Every field the slot holds came from a vCPU thread that took it from the guest; sizes and
  * counts are checked here too, so a broken slot cannot make TS read outside it.
  */
+import { AccelUsageError } from './errors.js';
 import type { Exit, ExitResponse, UnrecoverableExit } from './exits.js';
 import { AnswerStatus, ExitFlag, ExitKindCode, Off, SLOT_DATA_OFFSET, SLOT_DATA_SIZE, type SlotView } from './native/exit-slot.js';
 import { REG_NAMES, type Registers } from './registers.js';
@@ -79,6 +80,34 @@ export function decodeExit(slot: SlotView): Exit {
   }
 }
 
+/**
+ * A handler's `value` as the 64-bit answer word: an integer Number or a bigint that fits in
+ * 64 bits (negatives as two's complement). Anything else is refused rather than truncated.
+ */
+function answerValue(exit: Exit, v: unknown): bigint {
+  if (v === undefined) return 0n;
+  if (typeof v === 'number' && Number.isSafeInteger(v)) return BigInt.asUintN(64, BigInt(v));
+  if (typeof v === 'bigint' && v >= -(1n << 63n) && v < 1n << 64n) return BigInt.asUintN(64, v);
+  const shown = typeof v === 'bigint' ? `${v}n` : typeof v === 'string' ? JSON.stringify(v) : typeof v === 'number' ? String(v) : typeof v;
+  throw new AccelUsageError(`the answer to the ${exit.kind} exit has value ${shown}: it must be an integer or a bigint within 64 bits`);
+}
+
+/**
+ * Checks a handler's answer the way encodeResponse will use it (for the backends that complete
+ * exits in TypeScript): `value` an integer or 64-bit bigint, `bytes` a Uint8Array, `cpuid` four
+ * u32 words. Throws AccelUsageError; the caller turns it into the handler's failure.
+ */
+export function checkExitResponse(exit: Exit, response: unknown): void {
+  if (response === undefined || response === null) return;
+  if (typeof response !== 'object') throw new AccelUsageError(`the answer to the ${exit.kind} exit must be an ExitResponse object, not ${typeof response}`);
+  const r = response as ExitResponse;
+  answerValue(exit, r.value);
+  if (r.bytes !== undefined && !(r.bytes instanceof Uint8Array)) throw new AccelUsageError(`the answer to the ${exit.kind} exit has bytes that are not a Uint8Array`);
+  if (r.cpuid !== undefined && (!Array.isArray(r.cpuid) || r.cpuid.length !== 4 || !r.cpuid.every((w) => Number.isInteger(w) && w >= 0 && w <= 0xffffffff))) {
+    throw new AccelUsageError(`the answer to the ${exit.kind} exit has cpuid that is not four u32 words`);
+  }
+}
+
 function isFatal(exit: Exit): boolean {
   return exit.kind === 'shutdown' || exit.kind === 'unrecoverable';
 }
@@ -101,7 +130,6 @@ export function encodeResponse(slot: SlotView, exit: Exit, response: ExitRespons
     if (src.length < n) slot.bytes.fill(0xff, SLOT_DATA_OFFSET + src.length, SLOT_DATA_OFFSET + n);
     return stop;
   }
-  const v = r.value ?? 0;
-  slot.setBig(Off.answer0, BigInt.asUintN(64, typeof v === 'bigint' ? v : BigInt(Math.trunc(v))));
+  slot.setBig(Off.answer0, answerValue(exit, r.value));
   return stop;
 }

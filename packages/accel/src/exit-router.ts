@@ -8,6 +8,7 @@ import { silentLogger, type Logger } from '@hvemu/common';
 import { RangeMap, type DeviceControl, type IoDevice, type MmioDevice, type MsrDevice } from './devices.js';
 import { AccelUsageError, GuestFatalError, type FatalReason } from './errors.js';
 import { formatRegisters } from './registers.js';
+import { checkFunction, checkInt, checkObject, MAX_GPA, optFunction, U32_MAX } from './validate.js';
 import type { Exit, ExitHandler, ExitResponse, HypercallExit, IoExit, MmioExit, MsrReadExit, MsrWriteExit } from './exits.js';
 
 /** The status a hypercall gets when nobody handles it (TLFS HV_STATUS_INVALID_HYPERCALL_CODE). */
@@ -25,13 +26,21 @@ export class ExitRouter {
   constructor(
     private readonly ram: readonly { gpa: number; end: number }[],
     private readonly logger: Logger = silentLogger,
-  ) {}
+  ) {
+    if (!Array.isArray(ram)) throw new AccelUsageError('new ExitRouter(ram): ram must be an array of RAM regions');
+  }
 
   addIoDevice(device: IoDevice): void {
+    checkDevice(device, 'addIoDevice');
+    const port = checkInt(device.port, 'addIoDevice: device.port', 0, 0xffff);
+    checkInt(device.count, 'addIoDevice: device.count', 1, 0x10000 - port);
     this.ioDevices.add(device.port, device.count, device);
   }
 
   addMmioDevice(device: MmioDevice): void {
+    checkDevice(device, 'addMmioDevice');
+    const gpa = checkInt(device.gpa, 'addMmioDevice: device.gpa', 0, MAX_GPA - 1);
+    checkInt(device.size, 'addMmioDevice: device.size', 1, MAX_GPA - gpa);
     for (const r of this.ram) {
       if (device.gpa < r.end && r.gpa < device.gpa + device.size) {
         throw new AccelUsageError(`MMIO device at 0x${device.gpa.toString(16)} overlaps guest RAM`);
@@ -40,20 +49,39 @@ export class ExitRouter {
     this.mmioDevices.add(device.gpa, device.size, device);
   }
 
-  /** Adds an MSR device; returns the MSRs outside 0x40000000-0x400000FF it covers (a backend may need to intercept them). */
-  addMsrDevice(device: MsrDevice): number[] {
-    const count = device.count ?? 1;
-    this.msrDevices.add(device.msr, count, device);
-    const extra: number[] = [];
-    for (let m = device.msr; m < device.msr + count; m++) if (m < HYPERV_MSR_FIRST || m > HYPERV_MSR_LAST) extra.push(m);
-    return extra;
+  /**
+   * Adds an MSR device. A backend that must intercept the MSRs outside 0x40000000-0x400000FF
+   * passes `intercept`: it gets them (at most `maxExtra`, checked before any list is built)
+   * before the device is added, and may refuse by throwing, which leaves nothing added.
+   */
+  addMsrDevice(device: MsrDevice, intercept?: { maxExtra: number; add: (extra: number[]) => void }): void {
+    checkDevice(device, 'addMsrDevice');
+    const msr = checkInt(device.msr, 'addMsrDevice: device.msr', 0, U32_MAX);
+    const count = device.count === undefined ? 1 : checkInt(device.count, 'addMsrDevice: device.count', 1, U32_MAX + 1 - msr);
+    this.msrDevices.check(msr, count);
+    if (intercept) {
+      const end = msr + count;
+      const inHyperV = Math.max(0, Math.min(end, HYPERV_MSR_LAST + 1) - Math.max(msr, HYPERV_MSR_FIRST));
+      const extraCount = count - inHyperV;
+      if (extraCount > intercept.maxExtra) {
+        throw new AccelUsageError(
+          `addMsrDevice: MSRs 0x${msr.toString(16)}+${count} include ${extraCount} outside 0x40000000-0x400000ff; this backend can intercept at most ${intercept.maxExtra} more`,
+        );
+      }
+      const extra: number[] = [];
+      for (let m = msr; m < end; m++) if (m < HYPERV_MSR_FIRST || m > HYPERV_MSR_LAST) extra.push(m);
+      if (extra.length > 0) intercept.add(extra);
+    }
+    this.msrDevices.add(msr, count, device);
   }
 
   onHypercall(handler: ExitHandler<HypercallExit>): void {
+    checkFunction(handler, 'onHypercall: handler');
     this.hypercallHandler = handler;
   }
 
   onExit(handler: ExitHandler): void {
+    checkFunction(handler, 'onExit: handler');
     this.fallback = handler;
   }
 
@@ -107,6 +135,13 @@ export class ExitRouter {
     const toResponse = (x: boolean | void): ExitResponse => (x === false ? { gp: true } : {});
     return isPromise(ok) ? ok.then(toResponse) : toResponse(ok);
   }
+}
+
+/** A device object whose read/write, when present, are functions. */
+function checkDevice(device: unknown, what: string): void {
+  const d = checkObject(device, `${what}: device`);
+  optFunction(d['read'], `${what}: device.read`);
+  optFunction(d['write'], `${what}: device.write`);
 }
 
 export function isPromise<T>(v: T | Promise<T>): v is Promise<T> {

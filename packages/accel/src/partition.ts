@@ -10,7 +10,6 @@
  *                publishes ANSWERED and wakes the vCPU thread only if it went to sleep.
  * A handler that returns a Promise keeps only its own vCPU waiting.
  */
-import { writeSync, readSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { silentLogger, type Logger } from '@hvemu/common';
 import { GuestMemory } from '@hvemu/memory';
@@ -26,6 +25,22 @@ import {
   native,
 } from './errors.js';
 import { decodeExit, encodeResponse } from './exit-decode.js';
+import {
+  checkCommonOptions,
+  checkCpuidEntries,
+  checkFinite,
+  checkFunction,
+  checkInt,
+  checkObject,
+  checkRegisters,
+  checkSpecialRegisters,
+  describeValue,
+  MAX_GPA,
+  optBool,
+  optFunction,
+  optInt,
+  U32_MAX,
+} from './validate.js';
 import type { Exit, ExitHandler, ExitResponse, HypercallExit } from './exits.js';
 import { loadAddon, type NativeEventfdWatcher, type NativePartition } from './native/addon.js';
 import { ExitCause, HDR_JS_POLLING, Off, SlotState, SlotView } from './native/exit-slot.js';
@@ -77,6 +92,12 @@ export type { VcpuStatus, VcpuOutcome };
 /** KVM_MP_STATE_RUNNABLE: an application processor that runs without INIT/SIPI. */
 const MP_STATE_RUNNABLE = 0;
 const MSI_ADDRESS_BASE = 0xfee00000;
+/** KVM_MSR_FILTER_MAX_RANGES - 1: the MSRs outside the Hyper-V range the filter can trap (native/src/kvm_partition.cc). */
+const KVM_EXTRA_MSRS = 15;
+/** PageMap::kMaxPages (native/src/page_map.h): 1 GiB per page-list view. */
+const MAX_PAGE_LIST = 1 << 18;
+const HYPERV_MSR_FIRST = 0x40000000;
+const HYPERV_MSR_LAST = 0x400000ff;
 /**
  * After answering, the JS thread polls this long for the next exit before going back to the
  * event loop. Back-to-back exits on this KVM are >= ~12 us apart, so 50 us keeps a burst of
@@ -105,7 +126,14 @@ export class Vcpu implements AccelVcpu {
     private readonly nativePartition: NativePartition,
     readonly index: number,
     private readonly slot: SlotView,
+    private readonly isClosed: () => boolean = () => false,
   ) {}
+
+  /** Runs a native vCPU call; a closed partition's vCPU refuses every call with AccelUsageError. */
+  private call<T>(what: string, fn: () => T): T {
+    if (this.isClosed()) throw new AccelUsageError(`vCPU ${this.index}: ${what}: the partition is closed`);
+    return native(fn);
+  }
 
   /** Time accounting; exact once the vCPU has stopped, approximate while it runs. */
   times(): VcpuTimes {
@@ -114,45 +142,51 @@ export class Vcpu implements AccelVcpu {
 
   /** General registers. Only while the vCPU is not running or is stopped at an exit (inside a handler). */
   getRegisters(): Registers {
-    return unpackRegisters(native(() => this.nativePartition.getRegs(this.index)));
+    return unpackRegisters(this.call('getRegisters', () => this.nativePartition.getRegs(this.index)));
   }
   setRegisters(regs: Registers): void {
-    native(() => this.nativePartition.setRegs(this.index, packRegisters(regs)));
+    checkRegisters(regs, `vCPU ${this.index}: setRegisters: registers`);
+    this.call('setRegisters', () => this.nativePartition.setRegs(this.index, packRegisters(regs)));
   }
   getSpecialRegisters(): SpecialRegisters {
-    return unpackSpecialRegisters(native(() => this.nativePartition.getSregs(this.index)));
+    return unpackSpecialRegisters(this.call('getSpecialRegisters', () => this.nativePartition.getSregs(this.index)));
   }
   setSpecialRegisters(sregs: SpecialRegisters): void {
-    native(() => this.nativePartition.setSregs(this.index, packSpecialRegisters(sregs)));
+    checkSpecialRegisters(sregs, `vCPU ${this.index}: setSpecialRegisters: registers`);
+    this.call('setSpecialRegisters', () => this.nativePartition.setSregs(this.index, packSpecialRegisters(sregs)));
   }
   /** XMM0-15, 16 bytes each (little-endian), e.g. for XMM fast hypercall output. Parked only. */
   getXmm(): Uint8Array {
-    return native(() => this.nativePartition.getXmm(this.index));
+    return this.call('getXmm', () => this.nativePartition.getXmm(this.index));
   }
   setXmm(xmm: Uint8Array): void {
-    native(() => this.nativePartition.setXmm(this.index, xmm));
+    if (!(xmm instanceof Uint8Array) || xmm.length !== 256) {
+      throw new AccelUsageError(`vCPU ${this.index}: setXmm: xmm must be a Uint8Array of 256 bytes, not ${describeValue(xmm)}`);
+    }
+    this.call('setXmm', () => this.nativePartition.setXmm(this.index, xmm));
   }
   /** The guest TSC frequency in kHz as the backend runs this vCPU (KVM_GET_TSC_KHZ). */
   tscKhz(): number {
-    return native(() => this.nativePartition.getTscKhz(this.index));
+    return this.call('tscKhz', () => this.nativePartition.getTscKhz(this.index));
   }
   /** The guest's TSC (IA32_TSC) now. Parked only (not started, stopped, or inside an exit handler). */
   guestTsc(): bigint {
-    return native(() => this.nativePartition.getGuestTsc(this.index));
+    return this.call('guestTsc', () => this.nativePartition.getGuestTsc(this.index));
   }
   /**
    * The in-kernel LAPIC's 1 KiB register page (KVM_GET_LAPIC): register r at offset r*16 as
    * in the xAPIC MMIO layout (ISR words at 0x100 + 16*i, IRR at 0x200 + 16*i). Parked only.
    */
   lapicRegisters(): Uint8Array {
-    return native(() => this.nativePartition.getLapic(this.index));
+    return this.call('lapicRegisters', () => this.nativePartition.getLapic(this.index));
   }
   /** Lets an application processor run without waiting for INIT/SIPI. */
   makeRunnable(): void {
-    native(() => this.nativePartition.setMpState(this.index, MP_STATE_RUNNABLE));
+    this.call('makeRunnable', () => this.nativePartition.setMpState(this.index, MP_STATE_RUNNABLE));
   }
   setCpuid(entries: readonly CpuidEntry[]): void {
-    native(() => this.nativePartition.setCpuid(this.index, encodeCpuid(entries)));
+    checkCpuidEntries(entries, `vCPU ${this.index}: setCpuid: entries`);
+    this.call('setCpuid', () => this.nativePartition.setCpuid(this.index, encodeCpuid(entries)));
   }
 }
 
@@ -186,6 +220,31 @@ export interface Ioeventfd {
   watch(onWrites: (count: bigint) => void): void;
 }
 
+/**
+ * GuestMemory regions for the RAM map. A region larger than 4 GiB comes from the addon as
+ * several buffers (Node 20 makes no external ArrayBuffer, and no Uint8Array, beyond 2^32
+ * bytes), which become adjacent GuestMemory regions: reads and writes cross them, but one
+ * zero-copy view (GuestMemory.bytes) cannot.
+ */
+function ramSpecs(ram: readonly MemoryRegion[], buffers: ArrayBuffer[][]): { gpa: number; size: number; buffer: ArrayBuffer }[] {
+  const specs: { gpa: number; size: number; buffer: ArrayBuffer }[] = [];
+  ram.forEach((r, i) => {
+    let gpa = r.gpa;
+    for (const buffer of buffers[i]) {
+      specs.push({ gpa, size: buffer.byteLength, buffer });
+      gpa += buffer.byteLength;
+    }
+  });
+  return specs;
+}
+
+/**
+ * Partitions with vCPUs running, held strongly: the native callbacks hold a partition only
+ * weakly (an unclosed, unreachable partition is collected and its VM released by the addon's
+ * finalizer), but one whose vCPUs run must stay alive until run() settles, reachable or not.
+ */
+const running = new Set<Partition>();
+
 export class Partition implements AccelPartition {
   readonly backend = 'kvm' as const;
   readonly memory: GuestMemory;
@@ -206,6 +265,7 @@ export class Partition implements AccelPartition {
   private readonly watched = new Map<number, () => void>();
 
   private constructor(opts: PartitionOptions) {
+    checkOptions(opts);
     const addon = loadAddon();
     const KvmPartition = addon.KvmPartition;
     if (!KvmPartition) throw new HypervisorUnavailableError(addon.probeKvm().message);
@@ -226,17 +286,19 @@ export class Partition implements AccelPartition {
             spinIterations: opts.spinIterations,
             syncRegs: opts.syncRegs,
           },
-          () => this.drain(),
+          // Weakly: the addon's threadsafe function holds this callback for the partition's
+          // life, so a strong `this` here would keep every unclosed partition (its VM fds and
+          // RAM) alive for ever. While vCPUs run, `running` holds the partition instead.
+          Partition.weakly(this, Partition.drainOf),
         ),
     );
     try {
-      const buffers = this.nativePartition.ramBuffers();
-      this.memory = new GuestMemory(ram.map((r, i) => ({ gpa: r.gpa, size: r.size, buffer: buffers[i] })));
+      this.memory = new GuestMemory(ramSpecs(ram, this.nativePartition.ramBuffers()));
       this.router = new ExitRouter(this.memory.regions, this.logger);
       const exitBuffer = this.nativePartition.exitBuffer();
       this.header = new Int32Array(exitBuffer, 0, 16);
       this.slots = Array.from({ length: vcpuCount }, (_, vp) => new SlotView(exitBuffer, vp));
-      this.vcpus = this.slots.map((slot, vp) => new Vcpu(this.nativePartition, vp, slot));
+      this.vcpus = this.slots.map((slot, vp) => new Vcpu(this.nativePartition, vp, slot, () => this.closed));
       this.inFlight = new Array<boolean>(vcpuCount).fill(false);
       this.ended = new Array<boolean>(vcpuCount).fill(false);
       this.outcomes = new Array<VcpuOutcome | undefined>(vcpuCount).fill(undefined);
@@ -247,7 +309,32 @@ export class Partition implements AccelPartition {
     }
   }
 
-  /** Creates a KVM partition: VM, in-kernel irqchip, RAM, vCPUs with the conservative CPUID model. */
+  /**
+   * A callback for the addon that reaches `partition` through a WeakRef only. Made here, and
+   * `fn` a static function, not in the constructor: V8 keeps a closure's whole enclosing
+   * context, and the constructor's (and a method's) holds `this`.
+   */
+  private static weakly<A extends unknown[]>(partition: Partition, fn: (p: Partition, ...args: A) => void): (...args: A) => void {
+    const ref = new WeakRef(partition);
+    return (...args: A) => {
+      const p = ref.deref();
+      if (p) fn(p, ...args);
+    };
+  }
+
+  private static drainOf(p: Partition): void {
+    p.drain();
+  }
+
+  private static fdsReadyOf(p: Partition, fds: number[]): void {
+    p.onFdsReady(fds);
+  }
+
+  /**
+   * Creates a KVM partition: VM, in-kernel irqchip, RAM, vCPUs with the conservative CPUID
+   * model. Options of the wrong type or out of range are an AccelUsageError naming the option;
+   * a RAM map KVM cannot take is a MemoryMapError.
+   */
   static create(opts: PartitionOptions): Partition {
     return new Partition(opts);
   }
@@ -277,29 +364,43 @@ export class Partition implements AccelPartition {
   // ---- devices and handlers -------------------------------------------------------------
 
   addIoDevice(device: IoDevice): void {
+    this.checkOpen('addIoDevice');
     this.router.addIoDevice(device);
   }
 
   addMmioDevice(device: MmioDevice): void {
+    this.checkOpen('addMmioDevice');
     this.router.addMmioDevice(device);
   }
 
   /** Handles MSR exits for [msr, msr+count). MSRs outside the Hyper-V range are added to the filter. */
   addMsrDevice(device: MsrDevice): void {
-    const extra = this.router.addMsrDevice(device);
-    if (extra.length > 0) {
-      this.userMsrs.push(...extra);
-      native(() => this.nativePartition.setUserMsrs(this.userMsrs));
-    }
+    this.checkOpen('addMsrDevice');
+    // KVM's MSR filter holds the Hyper-V range plus KVM_EXTRA_MSRS single MSRs: a device that
+    // needs more is refused before any list is built, and a native refusal adds nothing.
+    const filtered = new Set(this.userMsrs.filter((m) => m < HYPERV_MSR_FIRST || m > HYPERV_MSR_LAST));
+    this.router.addMsrDevice(device, {
+      maxExtra: KVM_EXTRA_MSRS - filtered.size,
+      add: (extra) => {
+        const next = [...this.userMsrs, ...extra.filter((m) => !filtered.has(m))];
+        if (new Set(next.filter((m) => m < HYPERV_MSR_FIRST || m > HYPERV_MSR_LAST)).size > KVM_EXTRA_MSRS) {
+          throw new AccelUsageError(`addMsrDevice: KVM can trap at most ${KVM_EXTRA_MSRS} MSRs outside 0x40000000-0x400000ff`);
+        }
+        native(() => this.nativePartition.setUserMsrs(next));
+        this.userMsrs.splice(0, this.userMsrs.length, ...next);
+      },
+    });
   }
 
   /** Receives hypercall exits (see PartitionOptions.hypercallPort). */
   onHypercall(handler: ExitHandler<HypercallExit>): void {
+    this.checkOpen('onHypercall');
     this.router.onHypercall(handler);
   }
 
   /** Receives every exit no device or specific handler took (including halt, shutdown, unrecoverable). */
   onExit(handler: ExitHandler): void {
+    this.checkOpen('onExit');
     this.router.onExit(handler);
   }
 
@@ -307,36 +408,54 @@ export class Partition implements AccelPartition {
 
   /** Fixed, edge-triggered interrupt `vector` to the vCPU with APIC id `vp`. True when delivered. */
   interrupt(vp: number, vector: number): boolean {
+    this.checkOpen('interrupt');
     const { address, data } = this.msiFor(vp, vector);
     return native(() => this.nativePartition.signalMsi(address, data)) > 0;
   }
 
   /** Raw MSI (address/data as a device would write them). Returns KVM's answer (>0 delivered). */
   signalMsi(address: number, data: number): number {
+    this.checkOpen('signalMsi');
+    checkInt(address, 'signalMsi: address', 0, MAX_GPA - 1);
+    checkInt(data, 'signalMsi: data', 0, U32_MAX);
     return native(() => this.nativePartition.signalMsi(address, data));
   }
 
-  /** An eventfd that raises `vector` on vCPU `vp` when written. */
+  /**
+   * An eventfd that raises `vector` on vCPU `vp` when written. `trigger()` after close() is
+   * an AccelUsageError: the eventfd is closed with the partition and its number may belong to
+   * another file by then, so the write goes through the addon, which knows the partition's fds.
+   */
   createIrqfd(vp: number, vector: number): Irqfd {
+    this.checkOpen('createIrqfd');
     const { address, data } = this.msiFor(vp, vector);
     const fd = native(() => this.nativePartition.addIrqfdMsi(address, data));
-    const one = new BigUint64Array([1n]);
-    return { fd, trigger: () => void writeSync(fd, one) };
+    return {
+      fd,
+      trigger: () => {
+        this.checkOpen(`irqfd ${fd}: trigger`);
+        native(() => this.nativePartition.triggerIrqfd(fd));
+      },
+    };
   }
 
-  /** An eventfd counting guest writes of `length` bytes (0: any) to an MMIO address or port. */
+  /**
+   * An eventfd counting guest writes of `length` bytes (0: any) to an MMIO address or port.
+   * After remove() or close(), take() and watch() are AccelUsageErrors (the eventfd is closed
+   * and its number may be another file's); remove() again is a no-op.
+   */
   createIoeventfd(spec: { space: 'mmio' | 'pio'; address: number; length: number; datamatch?: bigint }): Ioeventfd {
+    this.checkOpen('createIoeventfd');
+    checkIoeventfdSpec(spec);
     const fd = native(() => this.nativePartition.addIoeventfd(spec.address, spec.length, spec.space === 'pio', spec.datamatch));
-    const buf = new BigUint64Array(1);
     let removed = false;
+    const usable = (what: string): void => {
+      this.checkOpen(`ioeventfd ${fd}: ${what}`);
+      if (removed) throw new AccelUsageError(`ioeventfd ${fd}: ${what}: the ioeventfd was removed`);
+    };
     const take = (): bigint => {
-      if (removed) return 0n;
-      try {
-        return readSync(fd, buf) === 8 ? buf[0] : 0n;
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code === 'EAGAIN') return 0n;
-        throw e;
-      }
+      usable('take');
+      return native(() => this.nativePartition.takeIoeventfd(fd));
     };
     return {
       fd,
@@ -348,8 +467,10 @@ export class Partition implements AccelPartition {
         native(() => this.nativePartition.removeIoeventfd(fd));
       },
       watch: (onWrites) => {
-        if (removed) throw new AccelUsageError('the ioeventfd was removed');
+        usable('watch');
+        checkFunction(onWrites, `ioeventfd ${fd}: watch(onWrites): onWrites`);
         this.watchFd(fd, () => {
+          if (removed || this.closed) return;
           const n = take();
           if (n > 0n) onWrites(n);
         });
@@ -361,7 +482,9 @@ export class Partition implements AccelPartition {
     if (!this.watcher) {
       const Watcher = loadAddon().EventfdWatcher;
       if (!Watcher) throw new HypervisorUnavailableError('this build of the native addon has no eventfd watcher');
-      this.watcher = native(() => new Watcher((fds) => this.onFdsReady(fds)));
+      // As the exit callback: the watcher must not keep the partition alive.
+      const onReady = Partition.weakly(this, Partition.fdsReadyOf);
+      this.watcher = native(() => new Watcher(onReady));
     }
     if (this.watched.has(fd)) throw new AccelUsageError(`eventfd ${fd} is already watched`);
     this.watched.set(fd, onReady);
@@ -384,8 +507,16 @@ export class Partition implements AccelPartition {
     }
   }
 
-  /** Maps guest pages `pfns` (each must be RAM) side by side into one host view. */
+  /** Maps guest pages `pfns` (each must be RAM) side by side into one host view. It stays valid after close(). */
   mapPageList(pfns: ArrayLike<number>): PageListView {
+    this.checkOpen('mapPageList');
+    if (pfns === null || typeof pfns !== 'object' || typeof (pfns as { length?: unknown }).length !== 'number') {
+      throw new AccelUsageError(`mapPageList(pfns): pfns must be an array of page numbers, not ${describeValue(pfns)}`);
+    }
+    // Before anything is sized by it (Float64Array.from of a 2^30-long array-like is 8 GiB).
+    if (!Number.isInteger(pfns.length) || pfns.length < 1 || pfns.length > MAX_PAGE_LIST) {
+      throw new AccelUsageError(`mapPageList(pfns): a page list must have 1..${MAX_PAGE_LIST} pages, not ${pfns.length}`);
+    }
     const buffer = native(() => this.nativePartition.mapPages(Float64Array.from(pfns)));
     const addon = loadAddon();
     return {
@@ -394,9 +525,19 @@ export class Partition implements AccelPartition {
     };
   }
 
+  /** Refuses calls on a closed partition: AccelUsageError naming the call. */
+  private checkOpen(what: string): void {
+    if (this.closed) throw new AccelUsageError(`${what}: the partition is closed`);
+  }
+
   private msiFor(vp: number, vector: number): { address: number; data: number } {
-    if (!Number.isInteger(vp) || vp < 0 || vp > 255) throw new AccelUsageError(`APIC id ${vp} is out of range`);
-    if (!Number.isInteger(vector) || vector < 16 || vector > 255) throw new AccelUsageError(`interrupt vector ${vector} must be 16..255`);
+    // APIC ids are 0..n-1; 0xff would be a broadcast to every vCPU, not "vCPU 255".
+    if (typeof vp !== 'number' || !Number.isInteger(vp) || vp < 0 || vp >= this.vcpus.length) {
+      throw new AccelUsageError(`APIC id ${describeValue(vp)} is out of range (the partition has vCPUs 0..${this.vcpus.length - 1})`);
+    }
+    if (typeof vector !== 'number' || !Number.isInteger(vector) || vector < 16 || vector > 255) {
+      throw new AccelUsageError(`interrupt vector ${describeValue(vector)} must be 16..255`);
+    }
     // Physical destination mode, fixed delivery, edge: the whole message is dest id + vector.
     return { address: MSI_ADDRESS_BASE + vp * 0x1000, data: vector };
   }
@@ -407,28 +548,64 @@ export class Partition implements AccelPartition {
    * Starts the given vCPUs (default: all) and resolves when every vCPU that was started has
    * stopped, with the latest outcome of each; rejects with the first vCPU's error (a
    * GuestFatalError, ExitHandlerError or HostSystemError) if any ended with one.
+   *
+   * Misuse is a rejected promise with AccelUsageError, never a synchronous throw: a closed
+   * partition, `vps` that is not an array of vCPU indices, an index that names no vCPU, a vCPU
+   * named twice, or one that is already running (other vCPUs may be started while some run).
+   * `run([])` starts nothing and resolves at once with `[]`, as on MSHV and WHPX.
    */
-  run(vps: readonly number[] = this.vcpus.map((v) => v.index)): Promise<VcpuOutcome[]> {
-    if (this.closed) throw new AccelUsageError('the partition is closed');
-    for (const vp of vps) {
-      const v = this.vcpus[vp];
-      if (!v) throw new AccelUsageError(`no vCPU ${vp}`);
-      if (v.status === 'running') throw new AccelUsageError(`vCPU ${vp} is already running`);
+  run(vps?: readonly number[]): Promise<VcpuOutcome[]> {
+    let list: readonly number[];
+    try {
+      list = this.runList(vps);
+    } catch (e) {
+      return Promise.reject(e);
     }
+    if (list.length === 0) return Promise.resolve([]);
+    running.add(this);
     const done = new Promise<VcpuOutcome[]>((resolve, reject) => this.runWaiters.push({ resolve, reject }));
-    for (const vp of vps) {
+    for (const vp of list) {
       const v = this.vcpus[vp];
       this.ended[vp] = false;
       this.outcomes[vp] = undefined;
       v.error = undefined;
       v.status = 'running';
-      native(() => this.nativePartition.start(vp));
+      try {
+        native(() => this.nativePartition.start(vp));
+      } catch (e) {
+        // This vCPU never ran: it ends now with the error, the ones started above are asked
+        // to stop, and the run rejects with the error once they have.
+        v.status = 'stopped';
+        v.error = e as Error;
+        this.ended[vp] = true;
+        this.outcomes[vp] = { vp, cause: 'host-error', error: v.error, exits: v.exits };
+        this.stop();
+        break;
+      }
     }
     // vCPUs never started count as ended, so run() resolves when the started ones stop.
     this.vcpus.forEach((v) => {
       if (v.status === 'created') this.ended[v.index] = true;
     });
+    this.settleIfDone(false);
     return done;
+  }
+
+  /** The vCPU list of a run() call, checked (see run()). */
+  private runList(vps: readonly number[] | undefined): readonly number[] {
+    if (this.closed) throw new AccelUsageError('run: the partition is closed');
+    if (vps === undefined) vps = this.vcpus.map((v) => v.index);
+    if (!Array.isArray(vps)) throw new AccelUsageError(`run(vps): vps must be an array of vCPU indices, not ${describeValue(vps)}`);
+    const seen = new Set<number>();
+    for (const vp of vps as unknown[]) {
+      if (typeof vp !== 'number' || !Number.isInteger(vp) || vp < 0 || vp >= this.vcpus.length) {
+        throw new AccelUsageError(`run(vps): ${describeValue(vp)} names no vCPU (the partition has vCPUs 0..${this.vcpus.length - 1})`);
+      }
+      if (seen.has(vp)) throw new AccelUsageError(`run(vps): vCPU list ${vps.join(',')} names vCPU ${vp} twice`);
+      seen.add(vp);
+      if (this.vcpus[vp].status === 'running') throw new AccelUsageError(`run(vps): vCPU ${vp} is already running`);
+    }
+    return vps;
   }
 
   /** Asks every vCPU to stop; run() resolves once they have. */
@@ -436,7 +613,12 @@ export class Partition implements AccelPartition {
     if (!this.closed) this.nativePartition.requestStop();
   }
 
-  /** Stops and joins all vCPU threads and releases the VM. Guest memory views stay valid. */
+  /**
+   * Stops and joins all vCPU threads and releases the VM and its eventfds. Afterwards every
+   * call on the partition, its vCPUs and its irqfd/ioeventfd handles is an AccelUsageError
+   * (stop(), close() and Ioeventfd.remove() are no-ops). Guest memory (GuestMemory and page-list
+   * views) stays valid: the RAM stays mapped until the last view of it is collected.
+   */
   close(): void {
     if (this.closed) return;
     this.closed = true;
@@ -520,8 +702,17 @@ export class Partition implements AccelPartition {
   }
 
   private complete(slot: SlotView, exit: Exit, response: ExitResponse | void): void {
+    let stop: boolean;
+    try {
+      stop = encodeResponse(slot, exit, response);
+    } catch (err) {
+      // An answer that cannot be encoded (value NaN, 'abc', 2^70) fails the handler: the vCPU
+      // is stopped with ExitHandlerError. Also for async handlers, whose slot would otherwise
+      // stay unanswered (the vCPU and run() waiting for ever).
+      this.fail(slot, exit, err);
+      return;
+    }
     this.inFlight[slot.vp] = false;
-    const stop = encodeResponse(slot, exit, response);
     if (stop && (exit.kind === 'shutdown' || exit.kind === 'unrecoverable')) {
       this.vcpus[slot.vp].error ??= fatalError(exit);
     }
@@ -557,6 +748,7 @@ export class Partition implements AccelPartition {
 
   private settleIfDone(force: boolean): void {
     if (!force && !this.allEnded()) return;
+    running.delete(this);
     if (!this.closed) this.nativePartition.idle();
     const outcomes = this.outcomes.filter((o): o is VcpuOutcome => o !== undefined);
     const waiters = this.runWaiters;
@@ -566,5 +758,41 @@ export class Partition implements AccelPartition {
       if (failed) w.reject(failed.error);
       else w.resolve(outcomes);
     }
+  }
+}
+
+/** Partition.create's options (see PartitionOptions); the RAM map's layout is KVM's to judge. */
+function checkOptions(opts: PartitionOptions): void {
+  const o = checkCommonOptions(opts, 'Partition.create', 256);
+  if (o['hypercallPort'] !== undefined) checkInt(o['hypercallPort'], 'Partition.create: options.hypercallPort', 0, 0xffff);
+  optBool(o['int3Fixup'], 'Partition.create: options.int3Fixup');
+  optBool(o['syncRegs'], 'Partition.create: options.syncRegs');
+  optInt(o['spinIterations'], 'Partition.create: options.spinIterations', 0, U32_MAX, 0);
+  // NaN would make the exit poll loop never see its deadline; Infinity likewise.
+  if (o['pollMicros'] !== undefined) checkFinite(o['pollMicros'], 'Partition.create: options.pollMicros', 0, 1_000_000);
+  if (o['hypervisorLeaves'] !== undefined) {
+    checkCpuidEntries(o['hypervisorLeaves'], 'Partition.create: options.hypervisorLeaves', 256).forEach((e, i) => {
+      if (e.function < 0x40000000 || e.function > 0x400000ff) {
+        throw new AccelUsageError(`Partition.create: options.hypervisorLeaves[${i}].function 0x${e.function.toString(16)} is outside 0x40000000-0x400000ff`);
+      }
+    });
+  }
+  optFunction(o['customizeCpuid'], 'Partition.create: options.customizeCpuid');
+}
+
+/** createIoeventfd's spec: a space, an address in it, an access length, an optional u64 datamatch. */
+function checkIoeventfdSpec(spec: unknown): void {
+  const s = checkObject(spec, 'createIoeventfd: spec');
+  if (s['space'] !== 'mmio' && s['space'] !== 'pio') {
+    throw new AccelUsageError(`createIoeventfd: spec.space must be 'mmio' or 'pio', not ${describeValue(s['space'])}`);
+  }
+  checkInt(s['address'], 'createIoeventfd: spec.address', 0, s['space'] === 'pio' ? 0xffff : MAX_GPA - 1);
+  const length = s['length'];
+  if (length !== 0 && length !== 1 && length !== 2 && length !== 4 && length !== 8) {
+    throw new AccelUsageError(`createIoeventfd: spec.length must be 0 (any), 1, 2, 4 or 8, not ${describeValue(length)}`);
+  }
+  const dm = s['datamatch'];
+  if (dm !== undefined && (typeof dm !== 'bigint' || dm < 0n || dm >= 1n << 64n)) {
+    throw new AccelUsageError(`createIoeventfd: spec.datamatch must be a bigint in 0..2^64-1, not ${describeValue(dm)}`);
   }
 }

@@ -118,5 +118,5 @@ export function packSpecialRegisters(s: SpecialRegisters): BigUint64Array {
 
 /** A register dump for error messages. */
 export function formatRegisters(r: Registers): string {
-  return REG_NAMES.map((n) => `${n}=0x${r[n].toString(16)}`).join(' ');
+  return REG_NAMES.map((n) => `${n}=${typeof r?.[n] === 'bigint' ? `0x${r[n].toString(16)}` : '?'}`).join(' ');
 }

@@ -48,7 +48,7 @@ describe('CPUID model', () => {
   });
 
   it('rejects a caller leaf outside the hypervisor range, and round-trips the wire form', () => {
-    expect(() => buildCpuidModel(supported, { apicId: 0, hypervisorLeaves: [entry(1)] })).toThrow(RangeError);
+    expect(() => buildCpuidModel(supported, { apicId: 0, hypervisorLeaves: [entry(1)] })).toThrow(AccelUsageError);
     expect(decodeCpuid(encodeCpuid(supported))).toEqual(supported);
   });
 });

@@ -267,6 +267,21 @@ describe('MshvPartition run loop (fake /dev/mshv)', () => {
     p.close();
   });
 
+  it('a handler answer that is not a 64-bit integer (NaN, 1.5, 2^70) fails the handler instead of reaching RAX', async () => {
+    for (const answer of [NaN, 1.5, 2n ** 70n]) {
+      const sys = new FakeMshvSys();
+      const p = MshvPartition.create({ memory: [{ gpa: 0, size: 0x1000 }] }, sys);
+      p.addIoDevice({ port: 0x60, count: 1, read: () => answer as number });
+      sys.script(0, inb(0x60, 0n, 0x10n));
+      const writes = sys.hvcalls(0x51).length;
+      const e = await p.run().then(() => undefined, (err: unknown) => err);
+      expect(e, String(answer)).toBeInstanceOf(ExitHandlerError);
+      expect((e as Error).message).toMatch(/handler for io failed: the answer to the io exit has value .* within 64 bits/);
+      expect(sys.hvcalls(0x51).length, 'no register write-back').toBe(writes);
+      p.close();
+    }
+  });
+
   it('EINTR from RUN_VP is retried; interrupt() asserts a fixed interrupt', async () => {
     const sys = new FakeMshvSys();
     const p = MshvPartition.create({ memory: [{ gpa: 0, size: 0x1000 }] }, sys);

@@ -360,6 +360,19 @@ describe('WhpxPartition run loop (fake DLL)', () => {
     p.close();
   });
 
+  it('a handler answer that is not a 64-bit integer (NaN, 1.5, 2^70) fails the handler instead of reaching RAX', async () => {
+    for (const answer of [NaN, 1.5, 2n ** 70n]) {
+      const api = fake('x64');
+      const p = WhpxPartition.create({ arch: 'x64', memory: [{ gpa: 0, size: 0x1000 }] }, api);
+      p.addIoDevice({ port: 0x60, count: 1, read: () => answer as number });
+      api.script(0, inb(0x60, 0n, 0x10n));
+      const e = await p.run().then(() => undefined, (err: unknown) => err);
+      expect(e, String(answer)).toBeInstanceOf(ExitHandlerError);
+      expect((e as Error).message).toMatch(/handler for io failed: the answer to the io exit has value .* within 64 bits/);
+      p.close();
+    }
+  });
+
   it('a failing WHvRunVirtualProcessor ends the vCPU as a host error naming the HRESULT', async () => {
     const api = fake('x64');
     const p = WhpxPartition.create({ arch: 'x64', memory: [{ gpa: 0, size: 0x1000 }] }, api);

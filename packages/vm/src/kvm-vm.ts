@@ -9,8 +9,9 @@
  */
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
-import { MonotonicClock, silentLogger, type Clock, type Logger } from '@hvemu/common';
+import { HostUsageError, MonotonicClock, silentLogger, type Clock, type Logger } from '@hvemu/common';
 import {
+  AccelUsageError,
   AssertPort,
   buildFreestandingImage,
   DebugExitPort,
@@ -158,6 +159,7 @@ export class KvmVm {
   }
 
   constructor(options: KvmVmOptions) {
+    checkKvmVmOptions(options);
     const logger = options.logger ?? silentLogger;
     this.clock = options.clock ?? new MonotonicClock();
     this.emit = (who, what) => options.onEvent?.({ time: this.clock.now(), who, what });
@@ -196,13 +198,15 @@ export class KvmVm {
 
   /** Runs the guest until it exits (debug-exit port), stop() is called, or it fails (rejects). */
   async run(): Promise<KvmRunResult> {
+    if (this.closed) throw new AccelUsageError('KvmVm.run: the VM is closed');
     const started = performance.now();
     this.ended = false;
     try {
       await this.partition.run();
     } finally {
-      // A guest may signal (a doorbell write, no exit) and stop at once: deliver that signal now.
-      this.enlightenments.drainDoorbells();
+      // A guest may signal (a doorbell write, no exit) and stop at once: deliver that signal now
+      // (unless close() ended the run: the doorbells went with the partition).
+      if (!this.closed) this.enlightenments.drainDoorbells();
       this.ended = true;
       this.console.flush();
     }
@@ -222,6 +226,11 @@ export class KvmVm {
 
   /** Resolves once every IC in `kinds` has negotiated (state 'ready'). */
   async whenReady(kinds: readonly IcKind[], timeoutMs = 20_000): Promise<void> {
+    const given: unknown = kinds;
+    if (!Array.isArray(given) || given.some((k) => typeof k !== 'string' || !Object.hasOwn(this.ics, k))) {
+      throw new HostUsageError(`KvmVm.whenReady(kinds): kinds must name integration components (${Object.keys(this.ics).join(', ')})`);
+    }
+    checkTimeout(timeoutMs, 'KvmVm.whenReady: timeoutMs');
     await this.until(() => kinds.every((k) => this.ics[k].service.state === 'ready'), timeoutMs, `${kinds.join(', ')} ready`);
   }
 
@@ -231,11 +240,14 @@ export class KvmVm {
    */
   async exerciseIcs(options: IcExercise = {}): Promise<IcExerciseResult> {
     const timeoutMs = options.timeoutMs ?? 20_000;
+    checkTimeout(timeoutMs, 'KvmVm.exerciseIcs: options.timeoutMs');
+    const heartbeats = options.heartbeats ?? 3;
+    if (!Number.isSafeInteger(heartbeats) || heartbeats < 0) throw new HostUsageError(`KvmVm.exerciseIcs: options.heartbeats must be a non-negative integer, not ${String(heartbeats)}`);
     const heartbeat = this.ics.heartbeat.service;
     await this.whenReady(['heartbeat', 'shutdown'], timeoutMs);
     this.emit('host', `heartbeat and shutdown ready (framework ${versionOf(heartbeat.framework)})`);
     const heartbeatAnswers: bigint[] = [];
-    for (let i = 0; i < (options.heartbeats ?? 3); i++) {
+    for (let i = 0; i < heartbeats; i++) {
       const before = heartbeat.status.lastSequence;
       if (!heartbeat.beat()) throw new Error('heartbeat: the service refused to send a beat');
       this.emit('host', `heartbeat ${i + 1} sent`);
@@ -294,6 +306,24 @@ export class KvmVm {
         return;
     }
   }
+}
+
+/** The options' shape: the guest image and RAM size are checked here, the rest by the layers that use them. */
+function checkKvmVmOptions(options: unknown): asserts options is KvmVmOptions {
+  if (options === null || typeof options !== 'object' || Array.isArray(options)) {
+    throw new HostUsageError(`new KvmVm(options): options must be an object with a guest image, not ${options === null ? 'null' : typeof options}`);
+  }
+  const o = options as Partial<KvmVmOptions>;
+  if (!(o.image instanceof Uint8Array)) throw new HostUsageError('new KvmVm(options): options.image must be a Uint8Array (a 64-bit ELF guest)');
+  const ram = o.ramBytes;
+  if (ram !== undefined && (typeof ram !== 'number' || !Number.isSafeInteger(ram) || ram <= 0 || ram % 4096 !== 0)) {
+    throw new HostUsageError(`new KvmVm(options): options.ramBytes must be a positive multiple of 4096, not ${String(ram)}`);
+  }
+}
+
+/** A wait's timeout: NaN would never expire (the comparison with it is always false). */
+function checkTimeout(ms: unknown, what: string): void {
+  if (typeof ms !== 'number' || !(ms >= 0) || ms === Infinity) throw new HostUsageError(`${what} must be a finite number of ms >= 0, not ${String(ms)}`);
 }
 
 function versionOf(v: { major: number; minor: number } | null): string {

@@ -40,6 +40,12 @@ export interface OffloadedSynicOptions {
 
 /** Encodes an hv_message: message_type @0, payload_size @4, flags @5 (0), sender @8 (0), payload @16. */
 export function encodeHvMessage(message: PortMessage): Uint8Array {
+  if (message === null || typeof message !== 'object' || !(message.payload instanceof Uint8Array)) {
+    throw new SynicPostError('a SynIC message must be { type, payload: Uint8Array }');
+  }
+  if (!Number.isInteger(message.type) || message.type < 0 || message.type > 0xffffffff) {
+    throw new SynicPostError(`SynIC message type ${String(message.type)} is not a u32`);
+  }
   if (message.payload.length > HV_MESSAGE_PAYLOAD_MAX) {
     throw new SynicPostError(`SynIC message payload of ${message.payload.length} bytes exceeds ${HV_MESSAGE_PAYLOAD_MAX}`);
   }
@@ -63,6 +69,13 @@ export class OffloadedSynicPort implements SynicPortLike {
     private readonly ops: OffloadedSynicOps,
     opts: OffloadedSynicOptions,
   ) {
+    // Checked before the per-VP backlogs are sized by it (Hyper-V partitions have at most 2048 VPs).
+    if (!Number.isInteger(opts?.vpCount) || opts.vpCount < 1 || opts.vpCount > 2048) {
+      throw new SynicPostError(`OffloadedSynicPort: vpCount must be an integer in 1..2048, not ${String(opts?.vpCount)}`);
+    }
+    if (opts.queueLimit !== undefined && (!Number.isInteger(opts.queueLimit) || opts.queueLimit < 1)) {
+      throw new SynicPostError(`OffloadedSynicPort: queueLimit must be a positive integer, not ${String(opts.queueLimit)}`);
+    }
     this.backlog = Array.from({ length: opts.vpCount }, () => Array.from({ length: HV_SINT_COUNT }, () => []));
     this.requested = new Array<number>(opts.vpCount).fill(0);
     this.queueLimit = opts.queueLimit ?? 64;
@@ -89,6 +102,8 @@ export class OffloadedSynicPort implements SynicPortLike {
 
   signalEvent(vp: number, sint: number, flag: number): boolean {
     this.queueFor(vp, sint);
+    // An event-flags page holds 2048 flags per SINT (HV_EVENT_FLAGS_COUNT).
+    if (!Number.isInteger(flag) || flag < 0 || flag >= 2048) throw new SynicPostError(`event flag ${flag} is out of range 0..2047`);
     return this.ops.signal(vp, sint, flag);
   }
 

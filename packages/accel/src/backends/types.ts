@@ -43,6 +43,11 @@ export interface AccelPartition {
   onExit(handler: ExitHandler): void;
   /** Fixed, edge-triggered `vector` to vCPU `vp` (x86: APIC id; arm64: an SPI/PPI INTID). True when delivered. */
   interrupt(vp: number, vector: number): boolean;
+  /**
+   * Runs vCPUs `vps` (default: all) until they stop. Misuse (closed, not an array of vCPU
+   * indices, an unknown or repeated index, an already running vCPU) is a rejected promise with
+   * AccelUsageError, never a synchronous throw; `run([])` resolves at once with `[]`.
+   */
   run(vps?: readonly number[]): Promise<VcpuOutcome[]>;
   stop(): void;
   close(): void;

@@ -104,6 +104,8 @@ class Cursor {
 
 /** Decodes the MMIO instruction at the start of `bytes`; throws MmioDecodeError for anything else. */
 export function decodeMmioInstruction(bytes: Uint8Array, mode: MmioDecodeMode): MmioInstruction {
+  if (!(bytes instanceof Uint8Array)) throw new MmioDecodeError('decodeMmioInstruction: bytes must be a Uint8Array');
+  if (mode === null || typeof mode !== 'object') throw new MmioDecodeError('decodeMmioInstruction: mode must be an object');
   const c = new Cursor(bytes);
   const ctx = readPrefixes(c, mode);
   const op = c.next();

@@ -6,6 +6,10 @@
 import type { GuestMemory } from '@hvemu/memory';
 import { AccelUsageError } from '../errors.js';
 
+function checkImage(image: unknown, what: string): void {
+  if (!(image instanceof Uint8Array)) throw new AccelUsageError(`${what}: image must be a Uint8Array (an ELF file's bytes), not ${image === null ? 'null' : typeof image}`);
+}
+
 const PT_LOAD = 1;
 const EM_X86_64 = 62;
 
@@ -84,10 +88,12 @@ function placeSegments(memory: GuestMemory, image: Uint8Array, elf: ElfHeader): 
 
 /** Loads an ELF64 x86-64 image (the long-mode test guests). */
 export function loadElf64(memory: GuestMemory, image: Uint8Array): LoadedElf {
+  checkImage(image, 'loadElf64');
   return placeSegments(memory, image, parseElf(image, { elf32: false }));
 }
 
 /** Loads an ELF32 (i386) or ELF64 (x86-64) image, as a multiboot loader must. */
 export function loadElf(memory: GuestMemory, image: Uint8Array): LoadedElf {
+  checkImage(image, 'loadElf');
   return placeSegments(memory, image, parseElf(image, { elf32: true }));
 }

@@ -10,6 +10,7 @@
 import type { GuestMemory } from '@hvemu/memory';
 import { AccelUsageError } from '../errors.js';
 import type { Partition } from '../partition.js';
+import { checkPartitionLike } from './platform.js';
 import type { Registers, Segment, SpecialRegisters } from '../registers.js';
 
 export const PML4_GPA = 0x1000;
@@ -47,6 +48,9 @@ const EFER_NXE = 0x800n;
 
 /** Writes page tables, GDT and TSS into guest memory. */
 export function writeLongModeTables(memory: GuestMemory): void {
+  if (memory === null || typeof memory !== 'object' || typeof memory.contains !== 'function') {
+    throw new AccelUsageError('writeLongModeTables: memory must be a GuestMemory');
+  }
   if (!memory.contains(0, LOADER_RESERVED_END)) {
     throw new AccelUsageError(`long-mode loader needs guest RAM at [0, 0x${LOADER_RESERVED_END.toString(16)})`);
   }
@@ -118,12 +122,18 @@ export function longModeSpecialRegisters(current: SpecialRegisters): SpecialRegi
  * Loads tables and starts state for `vps` (default: every vCPU): each enters `entry` in long
  * mode with RDI = its index and its own stack. Application processors are made runnable.
  */
-export function enterLongMode(partition: Partition, entry: number, vps: readonly number[] = partition.vcpus.map((v) => v.index)): void {
+export function enterLongMode(partition: Partition, entry: number, vps?: readonly number[]): void {
+  checkPartitionLike(partition, 'enterLongMode');
+  vps ??= partition.vcpus.map((v) => v.index);
+  if (!Number.isSafeInteger(entry) || entry < 0) throw new AccelUsageError(`enterLongMode: entry must be a non-negative integer address, not ${String(entry)}`);
+  if (!Array.isArray(vps)) throw new AccelUsageError('enterLongMode: vps must be an array of vCPU indices');
   if (vps.length > MAX_LOADER_VCPUS) throw new AccelUsageError(`the loader supports at most ${MAX_LOADER_VCPUS} vCPUs`);
+  for (const vp of vps) {
+    if (typeof vp !== 'number' || !Number.isInteger(vp) || !partition.vcpus[vp]) throw new AccelUsageError(`enterLongMode: no vCPU ${String(vp)}`);
+  }
   writeLongModeTables(partition.memory);
   for (const vp of vps) {
     const vcpu = partition.vcpus[vp];
-    if (!vcpu) throw new AccelUsageError(`no vCPU ${vp}`);
     vcpu.setSpecialRegisters(longModeSpecialRegisters(vcpu.getSpecialRegisters()));
     const regs: Registers = {
       rax: 0n, rbx: 0n, rcx: 0n, rdx: 0n, rsi: 0n, rdi: BigInt(vp), rbp: 0n,

@@ -23,7 +23,7 @@ import type { IoDevice } from '../devices.js';
 import type { Partition } from '../partition.js';
 import type { Registers, Segment, SpecialRegisters } from '../registers.js';
 import { loadElf, type LoadedElf } from './elf.js';
-import { SerialPort } from './platform.js';
+import { checkPartitionLike, SerialPort } from './platform.js';
 
 export const MULTIBOOT_HEADER_MAGIC = 0x1badb002;
 export const MULTIBOOT_BOOTLOADER_MAGIC = 0x2badb002;
@@ -67,6 +67,7 @@ export interface MultibootHeader {
 
 /** Finds and checks the multiboot header; throws BootImageError when absent or unsupported. */
 export function parseMultibootHeader(image: Uint8Array): MultibootHeader {
+  if (!(image instanceof Uint8Array)) throw new BootImageError(`a multiboot image must be a Uint8Array, not ${image === null ? 'null' : typeof image}`);
   const v = new DataView(image.buffer, image.byteOffset, image.byteLength);
   const end = Math.min(HEADER_SEARCH_LIMIT, image.length) - 12;
   for (let at = 0; at <= end; at += 4) {
@@ -95,8 +96,16 @@ interface RamRange {
   length: number;
 }
 
+/** Adjacent regions are merged: a KVM region over 4 GiB is several GuestMemory regions, one RAM range to the guest. */
 function ramRanges(memory: GuestMemory): RamRange[] {
-  return memory.regions.map((r) => ({ base: r.gpa, length: r.end - r.gpa })).sort((a, b) => a.base - b.base);
+  const sorted = memory.regions.map((r) => ({ base: r.gpa, length: r.end - r.gpa })).sort((a, b) => a.base - b.base);
+  const out: RamRange[] = [];
+  for (const r of sorted) {
+    const prev = out[out.length - 1];
+    if (prev && prev.base + prev.length === r.base) prev.length += r.length;
+    else out.push({ ...r });
+  }
+  return out;
 }
 
 /** KiB of RAM contiguous from `start` (0 if `start` is not RAM). */
@@ -113,6 +122,7 @@ function contiguousKib(ranges: RamRange[], start: number, limit = Infinity): num
  * mem_lower @4, mem_upper @8, cmdline @16, mmap_length @44, mmap_addr @48.
  */
 export function writeMultibootInfo(memory: GuestMemory, commandLine: string): number {
+  if (typeof commandLine !== 'string') throw new BootImageError(`the command line must be a string, not ${commandLine === null ? 'null' : typeof commandLine}`);
   const cmd = new TextEncoder().encode(commandLine);
   if (cmd.length > MAX_COMMAND_LINE) throw new BootImageError(`command line is ${cmd.length} bytes; at most ${MAX_COMMAND_LINE}`);
   if (cmd.includes(0)) throw new BootImageError('command line contains a NUL byte');
@@ -295,6 +305,7 @@ export class MultibootPlatform {
   readonly debugExit: IsaDebugExit;
 
   constructor(partition: Partition) {
+    checkPartitionLike(partition, 'new MultibootPlatform');
     const ramSize = partition.memory.regions.reduce((n, r) => n + (r.end - r.gpa), 0);
     this.fwCfg = new FwCfg({ cpus: partition.vcpus.length, ramSize });
     this.debugExit = new IsaDebugExit(partition);

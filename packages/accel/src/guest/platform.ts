@@ -6,6 +6,15 @@
 import { GuestMemoryError, type GuestMemory } from '@hvemu/memory';
 import type { IoDevice } from '../devices.js';
 import type { Partition } from '../partition.js';
+import { AccelUsageError } from '../errors.js';
+
+/** A partition-shaped argument (memory, vCPUs, addIoDevice), or AccelUsageError naming the call. */
+export function checkPartitionLike(partition: unknown, what: string): void {
+  const p = partition as Partial<Partition> | null | undefined;
+  if (p === null || typeof p !== 'object' || typeof p.addIoDevice !== 'function' || !p.memory || !Array.isArray(p.vcpus)) {
+    throw new AccelUsageError(`${what}: partition must be a Partition, not ${p === null ? 'null' : typeof p}`);
+  }
+}
 
 export const SERIAL_PORT = 0x3f8;
 export const DEBUG_EXIT_PORT = 0xf4;
@@ -102,6 +111,7 @@ export class TestPlatform {
   readonly asserts: AssertPort;
 
   constructor(partition: Partition) {
+    checkPartitionLike(partition, 'new TestPlatform');
     this.asserts = new AssertPort(partition.memory);
     partition.addIoDevice(this.serial);
     partition.addIoDevice(this.debugExit);

@@ -19,7 +19,8 @@ export interface NativePartitionConfig {
 
 /** The KVM partition object of the addon (native/src/addon.cc PartitionWrap). */
 export interface NativePartition {
-  ramBuffers(): ArrayBuffer[];
+  /** Per RAM region (config order), buffers covering it in order, each at most 4 GiB (Node 20's limit). */
+  ramBuffers(): ArrayBuffer[][];
   exitBuffer(): ArrayBuffer;
   supportedCpuid(): Uint32Array;
   setCpuid(vp: number, words: Uint32Array): void;
@@ -43,6 +44,10 @@ export interface NativePartition {
   addIrqfdMsi(address: number | bigint, data: number): number;
   addIoeventfd(addr: number | bigint, len: number, pio: boolean, datamatch?: number | bigint): number;
   removeIoeventfd(fd: number): void;
+  /** Adds 1 to an irqfd of this partition; any other fd is refused (HVEMU_USAGE). */
+  triggerIrqfd(fd: number): void;
+  /** Reads and resets an ioeventfd of this partition (0n when no writes); any other fd is refused. */
+  takeIoeventfd(fd: number): bigint;
   mapPages(pfns: Float64Array): ArrayBuffer;
   close(): void;
 }

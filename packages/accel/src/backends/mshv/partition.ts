@@ -21,6 +21,8 @@
  */
 import { silentLogger, type Logger } from '@hvemu/common';
 import { GuestMemory } from '@hvemu/memory';
+import { checkExitResponse } from '../../exit-decode.js';
+import { checkCommonOptions, checkRegisters, checkSpecialRegisters, optNames, optU32List, ramChunks } from '../../validate.js';
 import type { IoDevice, MmioDevice, MsrDevice } from '../../devices.js';
 import { AccelUsageError, ExitHandlerError, HostSystemError, HypervisorUnavailableError, MemoryMapError } from '../../errors.js';
 import { ExitRouter, fatalError } from '../../exit-router.js';
@@ -58,6 +60,7 @@ interface HvcallResult {
 const PAGE = 4096;
 const MAX_EAGAIN_RETRIES = 16;
 const MAX_RUN_FAILURES = 8;
+const MAX_MSR_INTERCEPTS = 1024;
 const VP_REGISTER_VALUE = abi.HV_REGISTER_VALUE_SIZE;
 
 class MshvVcpu implements AccelVcpu {
@@ -87,6 +90,7 @@ class MshvVcpu implements AccelVcpu {
   }
 
   setRegisters(regs: Registers): void {
+    checkRegisters(regs, `vCPU ${this.index}: setRegisters: registers`);
     this.checkParked();
     this.owner.writeRegisters(this.index, REG_NAMES.map((n) => ({ name: abi.HvX64Register[n], value: BigInt.asUintN(64, regs[n]) })));
   }
@@ -97,6 +101,7 @@ class MshvVcpu implements AccelVcpu {
   }
 
   setSpecialRegisters(sregs: SpecialRegisters): void {
+    checkSpecialRegisters(sregs, `vCPU ${this.index}: setSpecialRegisters: registers`);
     this.checkParked();
     this.owner.writeSpecialRegisters(this.index, sregs);
   }
@@ -152,6 +157,9 @@ export class MshvPartition implements AccelPartition {
 
   /** Opens /dev/mshv and builds a partition; `sys` replaces the koffi/libc layer (tests). */
   static create(opts: MshvPartitionOptions, sys?: MshvSys): MshvPartition {
+    const o = checkCommonOptions(opts, 'MshvPartition.create', 256);
+    optNames(o['syntheticFeatures'], 'MshvPartition.create: options.syntheticFeatures', abi.SyntheticFeature);
+    optU32List(o['cpuidLeaves'], 'MshvPartition.create: options.cpuidLeaves');
     const s = sys ?? loadSys();
     const devFd = openDevice(s);
     let ptFd = -1;
@@ -181,17 +189,19 @@ export class MshvPartition implements AccelPartition {
       if (r.gpa % PAGE !== 0 || r.size % PAGE !== 0 || r.size <= 0) {
         throw new MemoryMapError(`RAM region ${i} (gpa 0x${r.gpa.toString(16)}, size 0x${r.size.toString(16)}) is not page-aligned`);
       }
-      const buf = this.sys.mapRam(r.size, `hvemu-ram-${i}`);
-      this.ram.push(buf);
-      const region = abi.MshvUserMemRegion.encodeNew({
-        size: BigInt(r.size),
-        guestPfn: BigInt(r.gpa / PAGE),
-        userspaceAddr: buf.address,
-        flags: (1 << abi.MSHV_SET_MEM_BIT_WRITABLE) | (1 << abi.MSHV_SET_MEM_BIT_EXECUTABLE),
+      return ramChunks(r).map(({ offset, size }) => {
+        const buf = this.sys.mapRam(size, offset === 0 ? `hvemu-ram-${i}` : `hvemu-ram-${i}+${offset.toString(16)}`);
+        this.ram.push(buf);
+        const region = abi.MshvUserMemRegion.encodeNew({
+          size: BigInt(size),
+          guestPfn: BigInt((r.gpa + offset) / PAGE),
+          userspaceAddr: buf.address,
+          flags: (1 << abi.MSHV_SET_MEM_BIT_WRITABLE) | (1 << abi.MSHV_SET_MEM_BIT_EXECUTABLE),
+        });
+        this.sys.ioctl(this.ptFd, abi.MSHV_SET_GUEST_MEMORY, region);
+        return { gpa: r.gpa + offset, size, buffer: buf.bytes.buffer, byteOffset: buf.bytes.byteOffset };
       });
-      this.sys.ioctl(this.ptFd, abi.MSHV_SET_GUEST_MEMORY, region);
-      return { gpa: r.gpa, size: r.size, buffer: buf.bytes.buffer, byteOffset: buf.bytes.byteOffset };
-    });
+    }).flat();
     try {
       return new GuestMemory(specs);
     } catch (e) {
@@ -374,28 +384,39 @@ export class MshvPartition implements AccelPartition {
 
   // --- AccelPartition --------------------------------------------------------------------
 
+  private checkOpen(call: string): void {
+    if (this.closed) throw new AccelUsageError(`${call}: the partition is closed`);
+  }
+
   addIoDevice(device: IoDevice): void {
+    this.checkOpen('addIoDevice');
     this.router.addIoDevice(device);
   }
 
   addMmioDevice(device: MmioDevice): void {
+    this.checkOpen('addMmioDevice');
     this.router.addMmioDevice(device);
   }
 
   /** MSRs in 0x40000000-0x400000FF belong to the hypervisor on MSHV; the others get an intercept. */
   addMsrDevice(device: MsrDevice): void {
-    for (const msr of this.router.addMsrDevice(device)) this.interceptMsr(msr);
+    this.checkOpen('addMsrDevice');
+    // One intercept hypercall per MSR: a device may bring at most MAX_MSR_INTERCEPTS of them.
+    this.router.addMsrDevice(device, { maxExtra: MAX_MSR_INTERCEPTS, add: (extra) => extra.forEach((msr) => this.interceptMsr(msr)) });
   }
 
   onHypercall(handler: ExitHandler<HypercallExit>): void {
+    this.checkOpen('onHypercall');
     this.router.onHypercall(handler);
   }
 
   onExit(handler: ExitHandler): void {
+    this.checkOpen('onExit');
     this.router.onExit(handler);
   }
 
   interrupt(vp: number, vector: number): boolean {
+    this.checkOpen('interrupt');
     if (!Number.isInteger(vp) || vp < 0 || vp >= this.vcpus.length) throw new AccelUsageError(`no vCPU ${vp}`);
     if (!Number.isInteger(vector) || vector < 16 || vector > 255) throw new AccelUsageError(`vector ${vector} is not 16..255`);
     const input = abi.HvInputAssertVirtualInterrupt.encodeNew({ interruptType: abi.HV_X64_INTERRUPT_TYPE_FIXED, destAddr: BigInt(vp), vector });
@@ -521,7 +542,9 @@ export class MshvPartition implements AccelPartition {
   private async dispatch(v: MshvVcpu, exit: Exit): Promise<ExitResponse | void> {
     v.inHandler = true;
     try {
-      return await this.router.dispatch(exit);
+      const response = await this.router.dispatch(exit);
+      checkExitResponse(exit, response);  // NaN, 1.5 or 2^70 fail the handler instead of reaching the registers
+      return response;
     } catch (err) {
       throw new ExitHandlerError(`vCPU ${v.index}: handler for ${exit.kind} failed: ${(err as Error)?.message ?? String(err)}`, v.index, { cause: err });
     } finally {

@@ -16,6 +16,8 @@
  */
 import { silentLogger, type Logger } from '@hvemu/common';
 import { GuestMemory } from '@hvemu/memory';
+import { checkExitResponse } from '../../exit-decode.js';
+import { checkCommonOptions, checkObject, checkInt, checkRegisters, checkSpecialRegisters, describeValue, optNames, optU32List, ramChunks } from '../../validate.js';
 import type { IoDevice, MmioDevice, MsrDevice } from '../../devices.js';
 import { AccelUsageError, ExitHandlerError, HypervisorUnavailableError, MemoryMapError, MissingCapabilityError } from '../../errors.js';
 import { ExitRouter, fatalError } from '../../exit-router.js';
@@ -74,6 +76,26 @@ const GIC_DEFAULTS = {
   performanceMonitorsPpi: 0x17,
 };
 
+/** WhpxPartition.create's options: the common ones, then the WHPX ones (before any DLL call). */
+function checkWhpxOptions(opts: WhpxPartitionOptions): void {
+  const what = 'WhpxPartition.create: options';
+  const o = checkCommonOptions(opts, 'WhpxPartition.create', 256);
+  if (o['arch'] !== undefined && o['arch'] !== 'x64' && o['arch'] !== 'arm64') {
+    throw new AccelUsageError(`${what}.arch must be 'x64' or 'arm64', not ${describeValue(o['arch'])}`);
+  }
+  optNames(o['syntheticFeatures'], `${what}.syntheticFeatures`, abi.SyntheticFeature);
+  optU32List(o['cpuidLeaves'], `${what}.cpuidLeaves`);
+  if (o['gic'] !== undefined) {
+    const g = checkObject(o['gic'], `${what}.gic`);
+    for (const k of ['distributorBase', 'redistributorBase', 'redistributorStride'] as const) {
+      const v = g[k];
+      if (v !== undefined && (typeof v !== 'bigint' || v < 0n || v >= 1n << 52n)) throw new AccelUsageError(`${what}.gic.${k} must be a bigint address below 2^52, not ${describeValue(v)}`);
+    }
+    if (g['lpiIntIdBits'] !== undefined) checkInt(g['lpiIntIdBits'], `${what}.gic.lpiIntIdBits`, 0, 32);
+    for (const k of ['virtualTimerPpi', 'performanceMonitorsPpi'] as const) if (g[k] !== undefined) checkInt(g[k], `${what}.gic.${k}`, 16, 31);
+  }
+}
+
 /** The checked HRESULT of one call. */
 function check(call: string, hr: number): void {
   if (abi.failed(hr)) throw new WhpxCallError(call, hr);
@@ -113,6 +135,7 @@ class WhpxVcpu implements AccelVcpu {
   }
 
   setRegisters(regs: Registers): void {
+    checkRegisters(regs, `vCPU ${this.index}: setRegisters: registers`);
     this.checkParked();
     this.checkX64();
     this.owner.writeRegisters(this.index, REG_NAMES.map((n) => ({ name: abi.WHvX64Register[n], value: BigInt.asUintN(64, regs[n]) })));
@@ -125,6 +148,7 @@ class WhpxVcpu implements AccelVcpu {
   }
 
   setSpecialRegisters(sregs: SpecialRegisters): void {
+    checkSpecialRegisters(sregs, `vCPU ${this.index}: setSpecialRegisters: registers`);
     this.checkParked();
     this.checkX64();
     this.owner.writeSpecialRegisters(this.index, sregs);
@@ -193,6 +217,7 @@ export class WhpxPartition implements AccelPartition {
 
   /** Opens WHP and builds a partition; `api` replaces the koffi/DLL layer (tests). */
   static create(opts: WhpxPartitionOptions, api?: WhpxApi): WhpxPartition {
+    checkWhpxOptions(opts);
     const a = api ?? loadWhpxApi();
     const arch = opts.arch ?? (process.arch === 'arm64' ? 'arm64' : 'x64');
     checkCapabilities(a, arch, opts);
@@ -242,12 +267,19 @@ export class WhpxPartition implements AccelPartition {
       if (r.gpa % PAGE !== 0 || r.size % PAGE !== 0 || r.size <= 0) {
         throw new MemoryMapError(`RAM region ${i} (gpa 0x${r.gpa.toString(16)}, size 0x${r.size.toString(16)}) is not page-aligned`);
       }
-      const buf = this.api.allocate(r.size);
-      this.ram.push(buf);
-      check(`WHvMapGpaRange(0x${r.gpa.toString(16)})`, this.api.mapGpaRange(this.handle, buf.address, BigInt(r.gpa), BigInt(r.size), flags));
-      return { gpa: r.gpa, size: r.size, buffer: buf.bytes.buffer, byteOffset: buf.bytes.byteOffset };
-    });
-    return new GuestMemory(specs);
+      return ramChunks(r).map(({ offset, size }) => {
+        const gpa = r.gpa + offset;
+        const buf = this.api.allocate(size);
+        this.ram.push(buf);
+        check(`WHvMapGpaRange(0x${gpa.toString(16)})`, this.api.mapGpaRange(this.handle, buf.address, BigInt(gpa), BigInt(size), flags));
+        return { gpa, size, buffer: buf.bytes.buffer, byteOffset: buf.bytes.byteOffset };
+      });
+    }).flat();
+    try {
+      return new GuestMemory(specs);
+    } catch (e) {
+      throw new MemoryMapError(`bad guest memory map: ${(e as Error).message}`, { cause: e });
+    }
   }
 
   private createVp(index: number, gic: WhpxGicOptions | undefined): WhpxVcpu {
@@ -383,23 +415,28 @@ export class WhpxPartition implements AccelPartition {
   // --- AccelPartition --------------------------------------------------------------------
 
   addIoDevice(device: IoDevice): void {
+    this.checkOpen('addIoDevice');
     this.router.addIoDevice(device);
   }
 
   addMmioDevice(device: MmioDevice): void {
+    this.checkOpen('addMmioDevice');
     this.router.addMmioDevice(device);
   }
 
   /** MSRs the hypervisor does not implement exit (UnhandledMsrs); ones it does need `userMsrs` at create time. */
   addMsrDevice(device: MsrDevice): void {
+    this.checkOpen('addMsrDevice');
     this.router.addMsrDevice(device);
   }
 
   onHypercall(handler: ExitHandler<HypercallExit>): void {
+    this.checkOpen('onHypercall');
     this.router.onHypercall(handler);
   }
 
   onExit(handler: ExitHandler): void {
+    this.checkOpen('onExit');
     this.router.onExit(handler);
   }
 
@@ -538,7 +575,9 @@ export class WhpxPartition implements AccelPartition {
   private async dispatch(v: WhpxVcpu, exit: Exit): Promise<ExitResponse | void> {
     v.inHandler = true;
     try {
-      return await this.router.dispatch(exit);
+      const response = await this.router.dispatch(exit);
+      checkExitResponse(exit, response);  // NaN, 1.5 or 2^70 fail the handler instead of reaching the registers
+      return response;
     } catch (err) {
       throw new ExitHandlerError(`vCPU ${v.index}: handler for ${exit.kind} failed: ${(err as Error)?.message ?? String(err)}`, v.index, { cause: err });
     } finally {
