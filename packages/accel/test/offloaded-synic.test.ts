@@ -73,9 +73,11 @@ describe('OffloadedSynicPort', () => {
   it('bounds the backlog and rejects out-of-range vp or sint', () => {
     const hv = new FakeHypervisorSynic();
     const port = new OffloadedSynicPort(hv, { vpCount: 1, queueLimit: 2 });
-    for (let i = 0; i < 5; i++) port.postMessage(0, 3, msg(1, i));
+    const answers = Array.from({ length: 5 }, (_, i) => port.postMessage(0, 3, msg(1, i)));
     expect(port.pending(0, 3)).toBe(2);
-    expect(port.stats.dropped).toBe(2);
+    // One in the slot, two held, two refused: 'busy', never silently dropped.
+    expect(answers).toEqual(['delivered', 'queued', 'queued', 'busy', 'busy']);
+    expect(port.stats.refused).toBe(2);
     expect(() => port.postMessage(1, 0, msg(1, 0))).toThrow(/no vCPU 1/);
     expect(() => port.signalEvent(0, 16, 0)).toThrow(/SINT 16/);
     port.onSintDeliverable(7, 0xffff);  // a notification for a vCPU we do not have is ignored
@@ -108,5 +110,24 @@ describe('OffloadedSynicPort', () => {
         },
       ),
     );
+  });
+});
+
+describe('OffloadedSynicPort refusals', () => {
+  it("a full backlog answers 'busy' and onPostReady says when that SINT has room again", () => {
+    const hv = new FakeHypervisorSynic();
+    const port = new OffloadedSynicPort(hv, { vpCount: 1, queueLimit: 1 });
+    const ready: string[] = [];
+    port.onPostReady((vp, sint) => ready.push(`${vp}:${sint}`));
+    expect([port.postMessage(0, 2, msg(1, 1)), port.postMessage(0, 2, msg(1, 2)), port.postMessage(0, 2, msg(1, 3))]).toEqual(['delivered', 'queued', 'busy']);
+    hv.consume(0, 2);
+    port.onSintDeliverable(0, 1 << 2);
+    expect(ready).toEqual(['0:2']);
+    expect(port.postMessage(0, 2, msg(1, 3))).toBe('queued');
+    hv.consume(0, 2);
+    port.onSintDeliverable(0, 1 << 2);
+    hv.consume(0, 2);
+    expect(hv.delivered.map((d) => d.first)).toEqual([1, 2, 3]);
+    expect(ready).toEqual(['0:2']); // no refusal since: no second notice
   });
 });

@@ -6,6 +6,8 @@
  * it keeps a bounded FIFO per (vp, sint), asks the hypervisor for a "SINT deliverable"
  * notification for every SINT with a backlog, and retries in order when the notification
  * (an intercept / exit of the backend) arrives. Messages never overtake each other.
+ * A post that finds the backlog full is refused with 'busy' (nothing taken, nothing dropped);
+ * onPostReady listeners hear when that SINT can take messages again.
  */
 import { HvemuError, silentLogger, type Logger } from '@hvemu/common';
 import type { PortMessage, SynicPortLike } from './types.js';
@@ -33,7 +35,7 @@ export class SynicPostError extends HvemuError {
 
 export interface OffloadedSynicOptions {
   readonly vpCount: number;
-  /** Messages held per (vp, sint) while the slot is busy; beyond it a post is dropped and counted. Default 64. */
+  /** Messages held per (vp, sint) while the slot is busy; beyond it a post is refused ('busy'). Default 64. */
   readonly queueLimit?: number;
   readonly logger?: Logger;
 }
@@ -63,7 +65,10 @@ export class OffloadedSynicPort implements SynicPortLike {
   private readonly requested: number[];
   private readonly queueLimit: number;
   private readonly logger: Logger;
-  readonly stats = { posted: 0, queued: 0, retried: 0, dropped: 0 };
+  readonly stats = { posted: 0, queued: 0, retried: 0, refused: 0 };
+  /** Per vp, the SINTs that refused a post since their backlog last drained (bit per SINT). */
+  private readonly refusedMask: number[];
+  private readonly postReadyListeners = new Set<(vp: number, sint: number) => void>();
 
   constructor(
     private readonly ops: OffloadedSynicOps,
@@ -78,11 +83,12 @@ export class OffloadedSynicPort implements SynicPortLike {
     }
     this.backlog = Array.from({ length: opts.vpCount }, () => Array.from({ length: HV_SINT_COUNT }, () => []));
     this.requested = new Array<number>(opts.vpCount).fill(0);
+    this.refusedMask = new Array<number>(opts.vpCount).fill(0);
     this.queueLimit = opts.queueLimit ?? 64;
     this.logger = opts.logger ?? silentLogger;
   }
 
-  postMessage(vp: number, sint: number, message: PortMessage): 'delivered' | 'queued' {
+  postMessage(vp: number, sint: number, message: PortMessage): 'delivered' | 'queued' | 'busy' {
     const queue = this.queueFor(vp, sint);
     const encoded = encodeHvMessage(message);
     if (queue.length === 0 && this.ops.post(vp, sint, encoded) === 'ok') {
@@ -90,9 +96,10 @@ export class OffloadedSynicPort implements SynicPortLike {
       return 'delivered';
     }
     if (queue.length >= this.queueLimit) {
-      this.stats.dropped++;
-      this.logger.warn('SynIC backlog full; message dropped', { vp, sint, type: message.type });
-      return 'queued';
+      this.stats.refused++;
+      if ((this.refusedMask[vp] & (1 << sint)) === 0) this.logger.debug('SynIC backlog full; posts refused until it drains', { vp, sint, type: message.type });
+      this.refusedMask[vp] |= 1 << sint;
+      return 'busy';
     }
     queue.push(encoded);
     this.stats.queued++;
@@ -114,12 +121,23 @@ export class OffloadedSynicPort implements SynicPortLike {
     for (let sint = 0; sint < HV_SINT_COUNT; sint++) {
       if ((sintMask & (1 << sint)) === 0) continue;
       const queue = this.backlog[vp][sint];
+      const before = queue.length;
       while (queue.length > 0 && this.ops.post(vp, sint, queue[0]) === 'ok') {
         queue.shift();
         this.stats.retried++;
       }
+      if (queue.length < before && (this.refusedMask[vp] & (1 << sint)) !== 0) {
+        this.refusedMask[vp] &= ~(1 << sint);
+        for (const listener of [...this.postReadyListeners]) listener(vp, sint);
+      }
     }
     this.updateRequest(vp);
+  }
+
+  /** Calls `listener(vp, sint)` when a SINT that refused a post has room again; returns an unsubscribe. */
+  onPostReady(listener: (vp: number, sint: number) => void): () => void {
+    this.postReadyListeners.add(listener);
+    return () => this.postReadyListeners.delete(listener);
   }
 
   /** Messages waiting for (vp, sint). */

@@ -68,6 +68,7 @@ export interface PortMessage {
  * with OffloadedSynicPort.
  */
 export interface SynicPortLike {
-  postMessage(vp: number, sint: number, message: PortMessage): 'delivered' | 'queued';
+  postMessage(vp: number, sint: number, message: PortMessage): 'delivered' | 'queued' | 'busy';
   signalEvent(vp: number, sint: number, flag: number): boolean;
+  onPostReady?(listener: (vp: number, sint: number) => void): () => void;
 }
