@@ -47,8 +47,11 @@ const EVENT_KINDS = [
   'hostCall',
 ] as const;
 
-/** Largest record the reader accepts (a ring packet with referenced data): 64 MiB. */
-const MAX_RECORD_BYTES = 64 << 20;
+/**
+ * Largest record the reader accepts, and so the largest the recorder writes (a ring packet:
+ * the packet, at most a ring's size, plus at most 16 MiB of GPA-direct data): 64 MiB.
+ */
+export const MAX_RECORD_BYTES = 64 << 20;
 
 /** Reads every record of a trace file's bytes. Throws TraceFormatError on anything malformed. */
 export function* decodeRecords(bytes: Uint8Array): Generator<{ offset: number; record: TraceRecord }> {

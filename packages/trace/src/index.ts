@@ -19,7 +19,7 @@ export {
   type TraceHeader,
 } from './schema.js';
 export { TraceFormatError } from './errors.js';
-export { encodeRecord, decodeRecords, type TraceRecord } from './codec.js';
+export { encodeRecord, decodeRecords, MAX_RECORD_BYTES, type TraceRecord } from './codec.js';
 export { TraceRecorder, FileOutput, MemoryOutput, disabledTraceSink, type TraceSink, type RecordOutput, type RecorderOptions } from './recorder.js';
 export { parseTrace, readTraceFile, type Trace } from './reader.js';
 export { firstDivergence, eventDifferences, type Divergence, type DiffOptions } from './diff.js';

@@ -3,11 +3,13 @@
  * `sink.enabled`, so a disabled trace costs one property read. TraceRecorder streams records
  * to a file through a bounded buffer: when the disk falls behind by more than
  * `maxBufferedBytes`, events are dropped, counted, and a Dropped record says how many before
- * the next event that gets through; the footer repeats the totals.
+ * the next event that gets through; the footer repeats the totals. A record larger than
+ * `maxBufferedBytes` is still written when nothing is pending (else it could never be), and
+ * one larger than the reader's MAX_RECORD_BYTES is never written (dropped and counted).
  */
 import { createWriteStream, type WriteStream } from 'node:fs';
 import type { Clock } from '@hvemu/common';
-import { encodeRecord, type TraceRecord } from './codec.js';
+import { encodeRecord, MAX_RECORD_BYTES } from './codec.js';
 import { TRACE_MAGIC, TRACE_SCHEMA_VERSION, type TraceEventBody, type TraceHeader } from './schema.js';
 
 export interface TraceSink {
@@ -21,7 +23,10 @@ export const disabledTraceSink: TraceSink = Object.freeze({ enabled: false, reco
 
 export interface RecorderOptions {
   clock: Clock;
-  /** Bytes that may wait for the disk before events are dropped (default 8 MiB). */
+  /**
+   * Bytes that may wait for the disk before events are dropped (default 8 MiB). An event
+   * larger than this is written when nothing waits.
+   */
   maxBufferedBytes?: number;
 }
 
@@ -73,7 +78,8 @@ export class TraceRecorder implements TraceSink {
     if (this.closed) return;
     const seq = this.seq++;
     const bytes = encodeRecord({ kind: 'event', event: { seq, time: this.options.clock.now(), vp, ...body } as never });
-    if (this.output.pending + bytes.length > this.maxBuffered) {
+    const pending = this.output.pending;
+    if (bytes.length > MAX_RECORD_BYTES || (pending > 0 && pending + bytes.length > this.maxBuffered)) {
       if (this.droppedSinceLast === 0n) this.firstDroppedSeq = seq;
       this.droppedSinceLast++;
       this.dropped++;
