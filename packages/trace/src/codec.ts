@@ -31,7 +31,7 @@ function toWire(record: TraceRecord): Record<string, unknown> {
   }
 }
 
-const EVENT_KINDS = [
+const EVENT_KIND_LIST = [
   'postMessage',
   'signalEvent',
   'synicMessage',
@@ -46,6 +46,8 @@ const EVENT_KINDS = [
   'msrWrite',
   'hostCall',
 ] as const;
+/** Every event kind the schema has. */
+export const EVENT_KINDS: ReadonlySet<string> = new Set(EVENT_KIND_LIST);
 
 /**
  * Largest record the reader accepts, and so the largest the recorder writes (a ring packet:
@@ -73,12 +75,13 @@ export function* decodeRecords(bytes: Uint8Array): Generator<{ offset: number; r
     }
     if (length > MAX_RECORD_BYTES) throw new TraceFormatError(start, `record of ${length} bytes exceeds the limit`);
     if (at + length > bytes.length) throw new TraceFormatError(start, `record of ${length} bytes truncated at ${bytes.length - at}`);
-    yield { offset: start, record: decodeOne(bytes.subarray(at, at + length), start) };
+    yield { offset: start, record: decodeRecordBody(bytes.subarray(at, at + length), start) };
     at += length;
   }
 }
 
-function decodeOne(body: Uint8Array, offset: number): TraceRecord {
+/** Decodes one record's bytes (without its length prefix); `offset` is where it starts, for errors. */
+export function decodeRecordBody(body: Uint8Array, offset: number): TraceRecord {
   let obj: Record<string, unknown>;
   try {
     const message = RecordType.decode(body);
@@ -102,6 +105,6 @@ function decodeOne(body: Uint8Array, offset: number): TraceRecord {
 
 function eventFromWire(e: Record<string, unknown>, offset: number): TraceEvent {
   const kind = e.kind as string | undefined;
-  if (!kind || !(EVENT_KINDS as readonly string[]).includes(kind)) throw new TraceFormatError(offset, `event of unknown kind ${kind}`);
+  if (!kind || !EVENT_KINDS.has(kind)) throw new TraceFormatError(offset, `event of unknown kind ${kind}`);
   return { seq: e.seq as bigint, time: e.time as bigint, vp: e.vp as number, kind, [kind]: e[kind] } as unknown as TraceEvent;
 }

@@ -69,6 +69,8 @@ export interface TraceDropped {
 export interface TraceFooter {
   events: bigint;
   dropped: bigint;
+  /** The VMBus version the guest negotiated during the capture (0: none; traces before it have 0). */
+  vmbusVersion: number;
 }
 
 /**

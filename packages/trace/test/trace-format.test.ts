@@ -84,7 +84,7 @@ describe('trace format', () => {
           expect(e.vp).toBe(events[i][0]);
           expect(plain({ kind: e.kind, [e.kind]: (e as never)[e.kind] })).toEqual(events[i][1]);
         });
-        expect(trace.footer).toEqual({ events: BigInt(events.length), dropped: 0n });
+        expect(trace.footer).toEqual({ events: BigInt(events.length), dropped: 0n, vmbusVersion: header.vmbusVersion });
       }),
       { numRuns: fuzzRuns(100) },
     );
@@ -98,7 +98,7 @@ describe('trace format', () => {
     const trace = parseTrace(bytes);
     expect(trace.events.map((e) => Number(e.seq))).toEqual([0, 1, 2, 7, 8, 9]);
     expect(trace.dropped).toEqual([{ count: 4n, firstSeq: 3n }]);
-    expect(trace.footer).toEqual({ events: 6n, dropped: 4n });
+    expect(trace.footer).toEqual({ events: 6n, dropped: 4n, vmbusVersion: header.vmbusVersion });
   });
 
   it('writes a record larger than maxBufferedBytes when nothing is pending (else it could never be recorded)', () => {
