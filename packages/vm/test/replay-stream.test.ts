@@ -8,12 +8,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { HostUsageError, HvemuError, ManualClock } from '@hvemu/common';
-import { readTraceFile, TraceReader, TraceRecorder, type TraceEvent } from '@hvemu/trace';
-import { KVP_POOL_EXTERNAL } from '@hvemu/util';
-import { icTraceHeader } from '../src/ic-devices.js';
+import { HostUsageError, HvemuError } from '@hvemu/common';
+import { readTraceFile, TraceReader, type TraceEvent } from '@hvemu/trace';
 import { MAX_WINDOW_EVENTS, replayTrace, ReplayError } from '../src/replay.js';
-import { SimulatedVm } from '../src/sim.js';
+import { writeKvpTrace } from './helpers/kvp-trace.js';
 
 const SIM = fileURLToPath(new URL('../../../fixtures/traces/sim-ic-demo.hvtrace', import.meta.url));
 const trace = readTraceFile(SIM);
@@ -21,26 +19,14 @@ const trace = readTraceFile(SIM);
 describe('streaming replay', () => {
   it('replays a 30 MB trace from its file through a window of a few events', async () => {
     const path = join(mkdtempSync(join(tmpdir(), 'hvemu-replay-stream-')), 'kvp.hvtrace');
-    const clock = new ManualClock();
-    const recorder = TraceRecorder.toFile(path, icTraceHeader('replay-stream test', 0x50003), { clock, maxBufferedBytes: 1 << 30 });
-    const vm = new SimulatedVm({ clock, trace: recorder });
-    await vm.guest.boot();
-    await vm.settle();
-    for (let i = 0; i < 2000; i++) {
-      clock.advance(1000n);
-      const set = vm.ics.kvp.service.set(KVP_POOL_EXTERNAL, { key: `key${i % 50}`, value: `value ${i}` });
-      await vm.settle();
-      expect((await set)?.status).toBe(0);
-    }
-    await recorder.close();
-    expect(recorder.eventsDropped).toBe(0n);
+    const { events } = await writeKvpTrace(path, 2000);
     expect(statSync(path).size).toBeGreaterThan(25e6);
 
     const reader = TraceReader.open(path);
     const result = replayTrace(reader);
     reader.close();
     expect(result.divergence).toBeNull();
-    expect(result.compared).toBe(Number(recorder.eventsRecorded));
+    expect(result.compared).toBe(Number(events));
     expect(result.warnings).toEqual([]);
     // What replay held: the window between two driven events, and the reader's one buffer.
     expect(result.peakWindowEvents).toBeLessThan(50);
