@@ -46,6 +46,9 @@ describe('hvemu command line, adversarially', () => {
     const bin = fileURLToPath(new URL(`../${pkg.bin.hvemu}`, import.meta.url));
     expect(pkg.bin.hvemu).toBe('./bin/hvemu.js');
     expect(pkg.files).toContain('bin');
+    // npm ci links bins from the lockfile's copy of the field, not package.json's.
+    const lock = JSON.parse(readFileSync(fileURLToPath(new URL('../../../package-lock.json', import.meta.url)), 'utf8')) as { packages: Record<string, { bin?: Record<string, string> }> };
+    expect(`./${lock.packages['packages/cli'].bin?.hvemu}`).toBe(pkg.bin.hvemu);
     expect(statSync(bin).mode & 0o111).not.toBe(0);
     const r = await new Promise<Run>((resolve) =>
       execFile(bin, ['help'], { encoding: 'utf8' }, (error, stdout, stderr) => resolve({ code: error ? 1 : 0, stdout, stderr })),

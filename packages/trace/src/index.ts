@@ -4,6 +4,7 @@ export {
   TRACE_SCHEMA_MIN_VERSION,
   RecordType,
   isGuestOriginated,
+  eventBodyProblem,
   eventRelid,
   encodeHostCallArgs,
   decodeHostCallArgs,

@@ -9,9 +9,9 @@
  */
 import { createWriteStream, openSync, type WriteStream } from 'node:fs';
 import { HostUsageError, type Clock } from '@hvemu/common';
-import { EVENT_KINDS, encodeRecord, MAX_RECORD_BYTES } from './codec.js';
+import { encodeRecord, MAX_RECORD_BYTES } from './codec.js';
 import { describe, TraceOutputError } from './errors.js';
-import { TRACE_MAGIC, TRACE_SCHEMA_VERSION, type TraceEventBody, type TraceHeader } from './schema.js';
+import { eventBodyProblem, TRACE_MAGIC, TRACE_SCHEMA_VERSION, type TraceEventBody, type TraceHeader } from './schema.js';
 
 export interface TraceSink {
   readonly enabled: boolean;
@@ -93,9 +93,8 @@ export class TraceRecorder implements TraceSink {
   record(vp: number, body: TraceEventBody): void {
     if (this.closed) return;
     if (!isU32(vp)) throw new HostUsageError(`TraceRecorder.record: vp must be a 32-bit unsigned integer, got ${describe(vp)}`);
-    if (typeof body !== 'object' || body === null || !EVENT_KINDS.has(body.kind) || typeof (body as Record<string, unknown>)[body.kind] !== 'object') {
-      throw new HostUsageError(`TraceRecorder.record: body must be { kind, [kind]: {...} } with kind one of ${[...EVENT_KINDS].join(', ')}, got ${describe(body?.kind)}`);
-    }
+    const problem = eventBodyProblem(body);
+    if (problem) throw new HostUsageError(`TraceRecorder.record: body: ${problem}`);
     const seq = this.seq;
     let bytes: Uint8Array;
     try {

@@ -10,6 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { HostUsageError, ManualClock } from '@hvemu/common';
 import {
   encodeRecord,
+  firstDivergence,
   MemoryOutput,
   parseTrace,
   TRACE_MAGIC,
@@ -162,6 +163,38 @@ describe('streaming trace reader', () => {
     expect(reader.readAll().footer).toEqual({ events: 1n, dropped: 0n, vmbusVersion: 0x50003 });
     expect(reader.lastPass?.vmbusVersion).toBe(0x50003);
     expect(() => rec.noteVmbusVersion(-1)).toThrow(HostUsageError);
+  });
+
+  it('refuses wrong-typed arguments with a HostUsageError naming them', () => {
+    const clock = new ManualClock();
+    const bad: [() => unknown, RegExp][] = [
+      [() => parseTrace('HVTRACE1' as never), /TraceReader\.fromBytes: bytes must be a Uint8Array, got 'HVTRACE1'/],
+      [() => TraceReader.open(42 as never), /path must be a non-empty string, got 42/],
+      [() => new TraceRecorder({} as never, header, { clock }), /output must be a RecordOutput/],
+      [() => new TraceRecorder(new MemoryOutput(), { ...header, vmbusVersion: -1 }, { clock }), /header\.vmbusVersion must be a 32-bit unsigned integer, got -1/],
+      [() => new TraceRecorder(new MemoryOutput(), { ...header, devices: [{ name: 'x' }] } as never, { clock }), /header\.devices\[0\]/],
+      [() => new TraceRecorder(new MemoryOutput(), header, {} as never), /options\.clock must be a Clock/],
+      [() => new TraceRecorder(new MemoryOutput(), header, { clock, maxBufferedBytes: -5 }), /options\.maxBufferedBytes must be a non-negative integer, got -5/],
+      [() => new TraceRecorder(new MemoryOutput(), header, { clock }).record(-1, { kind: 'eom', eom: {} }), /record: vp must be a 32-bit unsigned integer, got -1/],
+      [() => new TraceRecorder(new MemoryOutput(), header, { clock }).record(0, { kind: 'frob' } as never), /record: body: unknown kind 'frob' \(known: postMessage/],
+      [() => TraceRecorder.toFile('', header, { clock }), /path must be a non-empty string/],
+      [() => firstDivergence('a' as never, []), /firstDivergence: expected must be an array of events, got 'a'/],
+      [() => firstDivergence([], [], { context: -1 }), /options\.context must be a non-negative integer/],
+    ];
+    for (const [call, message] of bad) {
+      expect(call, String(message)).toThrow(HostUsageError);
+      expect(call).toThrow(message);
+    }
+    // A refused record does not use up a sequence number: the footer still adds up.
+    const out = new MemoryOutput();
+    const rec = new TraceRecorder(out, header, { clock });
+    expect(() => rec.record(0, { kind: 'postMessage', postMessage: { connectionId: 'x', messageType: 1, payload: new Uint8Array(1) } } as never)).toThrow(
+      /record: body: postMessage\.connectionId must be u32, got 'x'/,
+    );
+    expect(() => rec.record(0, { kind: 'ringPacket', ringPacket: { relid: 1, direction: 'GUEST_TO_HOST', packet: 'ab', ranges: [] } } as never)).toThrow(/ringPacket\.packet must be bytes/);
+    rec.record(0, { kind: 'eom', eom: {} });
+    void rec.close();
+    expect(parseTrace(out.bytes()).events.map((e) => e.seq)).toEqual([0n]);
   });
 
   it('an unwritable trace path fails when the recorder is made, naming the path', () => {

@@ -13,7 +13,11 @@ import { fuzzRuns } from '../../../test/helpers.js';
 const SIM = fileURLToPath(new URL('../../../fixtures/traces/sim-ic-demo.hvtrace', import.meta.url));
 const trace = readTraceFile(SIM);
 
-type Mutation = { at: number; op: 'flip' | 'drop' | 'dup' | 'msr' | 'vp'; byte: number; value: bigint };
+type Mutation = { at: number; op: 'flip' | 'drop' | 'dup' | 'msr' | 'vp' | 'call'; byte: number; value: bigint };
+
+/** Host calls a hostile trace might record: every device's methods, none, and arguments of every shape. */
+const METHODS = ['beat', 'shutdown', 'sample', 'set', 'get', 'delete', 'enumerate', 'list', 'toString', 'constructor', '__proto__', ''];
+const ARGS = ['[]', '[null]', '[1,2,3]', '["x"]', '[{"kind":"reboot"}]', '[0,{"key":5,"value":[]}]', '[{"$bigint":"99999999999999999999"}]', '[{"$bytes":"zz"}]', '[[[[[]]]]]'];
 
 function mutate(events: readonly TraceEvent[], m: Mutation): TraceEvent[] {
   const out = structuredClone(events) as TraceEvent[];
@@ -28,6 +32,12 @@ function mutate(events: readonly TraceEvent[], m: Mutation): TraceEvent[] {
       break;
     case 'vp':
       e.vp = m.byte; // a vCPU the host does not have
+      break;
+    case 'call':
+      if (e.kind === 'hostCall') {
+        e.hostCall.method = METHODS[m.byte % METHODS.length];
+        e.hostCall.argsJson = ARGS[Number(m.value % BigInt(ARGS.length))];
+      }
       break;
     case 'msr':
       if (e.kind === 'msrWrite') e.msrWrite.value = m.value;
@@ -44,7 +54,7 @@ function mutate(events: readonly TraceEvent[], m: Mutation): TraceEvent[] {
 
 const mutation = fc.record({
   at: fc.nat(),
-  op: fc.constantFrom('flip' as const, 'drop' as const, 'dup' as const, 'msr' as const, 'vp' as const),
+  op: fc.constantFrom('flip' as const, 'drop' as const, 'dup' as const, 'msr' as const, 'vp' as const, 'call' as const),
   byte: fc.nat(255),
   value: fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }),
 });
@@ -66,6 +76,24 @@ describe('replay of hostile traces', () => {
       }),
       { numRuns: fuzzRuns(60) },
     );
+  });
+
+  it('every hostile host call ends in a match, a divergence or a ReplayError', () => {
+    // The first call on each device (the others are more of the same).
+    const calls = [...new Map(trace.events.flatMap((e, i) => (e.kind === 'hostCall' ? [[e.hostCall.relid, i] as const] : [])).reverse()).values()];
+    expect(calls.length).toBe(4);
+    for (const at of calls) {
+      for (let method = 0; method < METHODS.length; method++) {
+        for (let args = 0; args < ARGS.length; args++) {
+          const events = mutate(trace.events, { at, op: 'call', byte: method, value: BigInt(args) });
+          try {
+            expect(typeof replayTrace({ ...trace, events }).matched).toBe('boolean');
+          } catch (error) {
+            expect(error, `${METHODS[method]}(${ARGS[args]})`).toBeInstanceOf(ReplayError);
+          }
+        }
+      }
+    }
   });
 
   it('refuses absurd vCPU numbers and replays oversized posts as the refused calls they were', () => {
