@@ -236,7 +236,7 @@ async function replay(values: Values, [file]: string[]): Promise<number> {
 
 async function traceShow(values: Values, [file]: string[]): Promise<number> {
   const { TraceFormatError, TraceReader } = await import('@hvemu/trace');
-  const { showTrace } = await import('./trace-show.js');
+  const { traceLines } = await import('./trace-show.js');
   const filter: ShowFilter = {
     relid: values.relid === undefined ? undefined : u32Option('relid', values.relid as string),
     direction: directionOption(values.direction as string | undefined),
@@ -247,9 +247,11 @@ async function traceShow(values: Values, [file]: string[]): Promise<number> {
   const reader = TraceReader.open(file);
   const out = new LineWriter();
   try {
-    const summary = showTrace(reader, filter, values.json === true, (line) => out.line(line));
+    const lines = traceLines(reader, filter, values.json === true);
+    let r = lines.next();
+    for (; !r.done; r = lines.next()) if (!out.line(r.value)) await out.drained();
     out.flush();
-    if (summary.truncated) process.stderr.write(`hvemu trace show: warning: ${file} is truncated (no footer): ${summary.events} events read\n`);
+    if (r.value.truncated) process.stderr.write(`hvemu trace show: warning: ${file} is truncated (no footer): ${r.value.events} events read\n`);
     return 0;
   } catch (error) {
     out.flush();
@@ -281,20 +283,28 @@ function secondsOption(name: string, text: string): bigint {
   return BigInt(m[1]) * 10_000_000n + BigInt((m[2] ?? '').padEnd(7, '0'));
 }
 
-/** Lines to stdout in 64 KiB writes (one write per line is most of the cost of a long trace show). */
+/**
+ * Lines to stdout in 64 KiB writes (one write per line is most of the cost of a long trace
+ * show). line() says false when stdout is full (a pipe to a slow reader): the caller awaits
+ * drained() before the next line, so output waits for the reader instead of piling up in memory.
+ */
 class LineWriter {
   private parts: string[] = [];
   private size = 0;
-  line(text: string): void {
+  line(text: string): boolean {
     this.parts.push(text, '\n');
     this.size += text.length + 1;
-    if (this.size >= 1 << 16) this.flush();
+    return this.size >= 1 << 16 ? this.flush() : true;
   }
-  flush(): void {
-    if (this.size === 0) return;
-    process.stdout.write(this.parts.join(''));
+  flush(): boolean {
+    if (this.size === 0) return true;
+    const ok = process.stdout.write(this.parts.join(''));
     this.parts = [];
     this.size = 0;
+    return ok;
+  }
+  drained(): Promise<void> {
+    return new Promise((resolve) => process.stdout.once('drain', resolve));
   }
 }
 

@@ -11,7 +11,7 @@
 import { HostUsageError } from '@hvemu/common';
 import { parseIcMessage, ICMSG_HDR } from '@hvemu/util';
 import { CHANNELMSG_INITIATE_CONTACT, CHANNELMSG_VERSION_RESPONSE, channelMessageName, parseChannelMessage, vmpacket_descriptor } from '@hvemu/vmbus';
-import { eventRelid, TraceReader, type Trace, type TraceEvent, type TracePassSummary } from '@hvemu/trace';
+import { eventRelid, TraceReader, type Trace, type TraceDropped, type TraceEvent, type TracePassSummary } from '@hvemu/trace';
 
 export interface ShowFilter {
   relid?: number;
@@ -125,46 +125,58 @@ export interface ShowSummary extends TracePassSummary {
 const jsonReplacer = (_k: string, v: unknown): unknown => (typeof v === 'bigint' ? v.toString() : v instanceof Uint8Array ? Buffer.from(v).toString('hex') : v);
 
 /**
- * Shows a trace as it reads it (see the module comment). A trace cut inside a record throws
- * TraceFormatError after the records before the cut were printed; one without a footer ends
- * with a line saying it is truncated.
+ * Shows a trace as it reads it (see the module comment), line by line to `print`. A trace cut
+ * inside a record throws TraceFormatError after the records before the cut were printed; one
+ * without a footer ends with a line saying it is truncated.
  */
 export function showTrace(trace: Trace | TraceReader, f: ShowFilter, json: boolean, print: (line: string) => void): ShowSummary {
+  if (typeof print !== 'function') throw new HostUsageError('showTrace: print must be a function');
+  const lines = traceLines(trace, f, json);
+  for (let r = lines.next(); ; r = lines.next()) {
+    if (r.done) return r.value;
+    print(r.value);
+  }
+}
+
+/** The lines showTrace prints, as a generator: a caller writing to a slow pipe takes the next line when the pipe has room. */
+export function* traceLines(trace: Trace | TraceReader, f: ShowFilter, json: boolean): Generator<string, ShowSummary> {
   if (!(trace instanceof TraceReader) && (typeof trace !== 'object' || trace === null || !Array.isArray((trace as Trace).events))) {
     throw new HostUsageError('showTrace: trace must be a Trace or a TraceReader');
   }
   if (typeof f !== 'object' || f === null) throw new HostUsageError('showTrace: filter must be an object');
-  if (typeof print !== 'function') throw new HostUsageError('showTrace: print must be a function');
   const h = trace.header;
   const watcher = new NegotiationWatcher();
   let shown = 0;
-  if (json) print(JSON.stringify({ header: h }, jsonReplacer));
+  if (json) yield JSON.stringify({ header: h }, jsonReplacer);
   else {
     const version = h.vmbusVersion ? `VMBus ${versionText(h.vmbusVersion)}` : 'VMBus version not known when the capture started (see the end)';
-    print(`trace schema ${h.schemaVersion}, ${version}, producer ${h.producer}`);
-    for (const d of h.devices) print(`  device ${d.name} relid ${d.relid} class ${d.classId}`);
+    yield `trace schema ${h.schemaVersion}, ${version}, producer ${h.producer}`;
+    for (const d of h.devices) yield `  device ${d.name} relid ${d.relid} class ${d.classId}`;
   }
-  const onEvent = (e: TraceEvent): void => {
+  const eventLine = (e: TraceEvent): string | null => {
     watcher.see(e);
-    if (!showsEvent(e, f)) return;
+    if (!showsEvent(e, f)) return null;
     shown++;
-    print(json ? JSON.stringify({ event: e }, jsonReplacer) : `${timeText(e.time)} vp${e.vp} #${e.seq} ${describeEvent(e)}`);
+    return json ? JSON.stringify({ event: e }, jsonReplacer) : `${timeText(e.time)} vp${e.vp} #${e.seq} ${describeEvent(e)}`;
   };
+  const droppedLine = (d: TraceDropped): string => (json ? JSON.stringify({ dropped: d }, jsonReplacer) : `(${d.count} events dropped from #${d.firstSeq})`);
   let summary: TracePassSummary;
   if (trace instanceof TraceReader) {
     const pass = trace.records();
     let r = pass.next();
     for (; !r.done; r = pass.next()) {
       const rec = r.value;
-      if (rec.kind === 'event') onEvent(rec.event);
-      else if (rec.kind === 'dropped') print(json ? JSON.stringify({ dropped: rec.dropped }, jsonReplacer) : `(${rec.dropped.count} events dropped from #${rec.dropped.firstSeq})`);
-      else if (json) print(JSON.stringify({ footer: rec.footer }, jsonReplacer));
+      const line = rec.kind === 'event' ? eventLine(rec.event) : rec.kind === 'dropped' ? droppedLine(rec.dropped) : json ? JSON.stringify({ footer: rec.footer }, jsonReplacer) : null;
+      if (line !== null) yield line;
     }
     summary = r.value;
   } else {
-    for (const e of trace.events) onEvent(e);
-    for (const d of trace.dropped) print(json ? JSON.stringify({ dropped: d }, jsonReplacer) : `(${d.count} events dropped from #${d.firstSeq})`);
-    if (json && trace.footer) print(JSON.stringify({ footer: trace.footer }, jsonReplacer));
+    for (const e of trace.events) {
+      const line = eventLine(e);
+      if (line !== null) yield line;
+    }
+    for (const d of trace.dropped) yield droppedLine(d);
+    if (json && trace.footer) yield JSON.stringify({ footer: trace.footer }, jsonReplacer);
     summary = {
       events: trace.events.length,
       droppedEvents: trace.dropped.reduce((n, d) => n + d.count, 0n),
@@ -177,14 +189,12 @@ export function showTrace(trace: Trace | TraceReader, f: ShowFilter, json: boole
   }
   const vmbusVersion = summary.vmbusVersion || watcher.version;
   if (json) {
-    print(JSON.stringify({ summary: { events: summary.events, shown, droppedEvents: summary.droppedEvents, truncated: summary.truncated, vmbusVersion } }, jsonReplacer));
+    yield JSON.stringify({ summary: { events: summary.events, shown, droppedEvents: summary.droppedEvents, truncated: summary.truncated, vmbusVersion } }, jsonReplacer);
   } else {
     const negotiated = vmbusVersion ? `VMBus ${versionText(vmbusVersion)} negotiated` : 'no VMBus version negotiated';
-    print(
-      summary.truncated
-        ? `truncated: no footer (the file was cut, or its recorder did not close); ${summary.events} events read, ${summary.droppedEvents} dropped; ${negotiated}`
-        : `${summary.events} events, ${summary.droppedEvents} dropped; ${negotiated}`,
-    );
+    yield summary.truncated
+      ? `truncated: no footer (the file was cut, or its recorder did not close); ${summary.events} events read, ${summary.droppedEvents} dropped; ${negotiated}`
+      : `${summary.events} events, ${summary.droppedEvents} dropped; ${negotiated}`;
   }
   return { ...summary, vmbusVersion, shown };
 }

@@ -4,7 +4,7 @@
  * well below the trace's size (they used to read the whole file, build every event, and
  * for --json one string of twice the trace: 2.4 GB and "Invalid string length" at 128 MB).
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, readSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -66,6 +66,24 @@ describe('the CLI on a large trace, with a V8 heap smaller than the trace', () =
     const { count, last } = lines(r.out);
     expect(count).toBe(events + 3);
     expect(JSON.parse(last)).toEqual({ summary: { events, shown: events, droppedEvents: '0', truncated: false, vmbusVersion: 0x50003 } });
+  });
+
+  it('trace show --json waits for a slow reader instead of piling its output up in memory', async () => {
+    const child = spawn('node', [`--max-old-space-size=${HEAP_MB}`, MAIN, 'trace', 'show', TRACE, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    // Nobody reads for a while: the pipe fills, and the CLI must wait, not buffer 60 MB.
+    child.stdout.pause();
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    let count = 0;
+    child.stdout.on('data', (d: Buffer) => {
+      for (const b of d) if (b === 10) count++;
+    });
+    child.stdout.resume();
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    expect(stderr).toBe('');
+    expect(code).toBe(0);
+    expect(count).toBe(events + 3);
   });
 
   it('trace show streams the timeline', () => {
