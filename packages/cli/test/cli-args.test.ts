@@ -101,6 +101,7 @@ describe('hvemu command line, adversarially', () => {
       [['demo', '--sim', 'now'], /unexpected argument 'now'/],
       [['demo', '--sims'], /unknown option '--sims'/],
       [['demo', '--sim', '--trace', join(dir, 'no-such-dir', 't.hvtrace')], /^hvemu demo: cannot write trace .*no-such-dir\/t\.hvtrace: ENOENT/],
+      [['demo', '--sim', '--trace', '/dev/full'], /^hvemu demo: cannot write trace \/dev\/full: ENOSPC/],
       [['ring-demo', '--fast'], /unknown option '--fast'/],
       [['help', 'me'], /unexpected argument 'me'/],
     ];
@@ -116,6 +117,8 @@ describe('hvemu command line, adversarially', () => {
     // `demo --trace --sim` wrote no file named --sim, and the unwritable demo printed nothing: it never started.
     expect(readdirSync(dir)).toEqual([]);
     expect(results[bad.findIndex(([a]) => a.includes('--sim') && a.some((x) => x.includes('no-such-dir')))].stdout).toBe('');
+    // The disk-full demo ran (its file opened) and failed at the end in one line, not with an unhandled error event.
+    expect(results[bad.findIndex(([a]) => a.includes('/dev/full'))].stdout).toMatch(/shutdown: guest answered 0x0/);
   });
 
   it('takes options before or after the positionals, and --help per verb', async () => {

@@ -187,10 +187,16 @@ export class FileOutput implements RecordOutput {
   close(): Promise<void> {
     this.flush();
     return new Promise((resolve, reject) => {
-      const done = (): void => (this.failure ? reject(this.failure) : resolve());
-      if (this.failure || this.stream.destroyed) return done();
-      this.stream.once('error', () => done());
-      this.stream.end(() => done());
+      const done = (error?: Error | null): void => {
+        // end()'s callback may see a write error before the 'error' listener has recorded it.
+        if (error) this.failure ??= new TraceOutputError(this.path, error);
+        if (this.failure) reject(this.failure);
+        else resolve();
+      };
+      // Destroyed by a write error whose 'error' event has not been emitted yet: `errored` has it.
+      if (this.failure || this.stream.destroyed) return done(this.stream.errored ?? (this.failure ? null : new Error('the output stream was destroyed')));
+      this.stream.once('error', (error) => done(error));
+      this.stream.end((error?: Error | null) => done(error));
     });
   }
 }

@@ -197,6 +197,14 @@ describe('streaming trace reader', () => {
     expect(parseTrace(out.bytes()).events.map((e) => e.seq)).toEqual([0n]);
   });
 
+  it('a write that fails later (disk full) ends the trace and close() reports it, instead of an unhandled error event', async () => {
+    const rec = TraceRecorder.toFile('/dev/full', header, { clock: new ManualClock() });
+    for (let i = 0; i < 2000; i++) rec.record(0, packet(i, 100));
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    rec.record(0, packet(0, 100)); // after the failure: ignored, not thrown
+    await expect(rec.close()).rejects.toThrow(/cannot write trace \/dev\/full: ENOSPC/);
+  });
+
   it('an unwritable trace path fails when the recorder is made, naming the path', () => {
     expect(() => TraceRecorder.toFile(join(dir, 'no-such-dir', 't.hvtrace'), header, { clock: new ManualClock() })).toThrow(TraceOutputError);
     expect(() => TraceRecorder.toFile(join(dir, 'no-such-dir', 't.hvtrace'), header, { clock: new ManualClock() })).toThrow(/cannot write trace .*no-such-dir\/t\.hvtrace: ENOENT/);
