@@ -2,8 +2,9 @@
  * Encoding and decoding of length-delimited trace records, with every failure of a corrupt
  * or truncated file reported as a TraceFormatError naming the byte offset.
  */
-import { TraceFormatError } from './errors.js';
-import { RecordType, TRACE_MAGIC, type TraceDropped, type TraceEvent, type TraceFooter, type TraceHeader } from './schema.js';
+import { HostUsageError } from '@hvemu/common';
+import { describe, TraceFormatError } from './errors.js';
+import { eventBodyProblem, recordBodyProblem, RecordType, TRACE_MAGIC, type TraceDropped, type TraceEvent, type TraceFooter, type TraceHeader } from './schema.js';
 
 export type TraceRecord =
   | { kind: 'header'; header: TraceHeader }
@@ -11,8 +12,26 @@ export type TraceRecord =
   | { kind: 'dropped'; dropped: TraceDropped }
   | { kind: 'footer'; footer: TraceFooter };
 
-/** Encodes one record with its varint length prefix (protobuf's own delimited form, one buffer). */
+/**
+ * Encodes one record with its varint length prefix (protobuf's own delimited form, one
+ * buffer). A record of the wrong shape is a HostUsageError naming the field.
+ */
 export function encodeRecord(record: TraceRecord): Uint8Array {
+  if (typeof record !== 'object' || record === null) throw new HostUsageError(`encodeRecord: record must be { kind, ... }, got ${describe(record)}`);
+  if (!['header', 'event', 'dropped', 'footer'].includes(record.kind)) throw new HostUsageError(`encodeRecord: record.kind must be header, event, dropped or footer, got ${describe(record.kind)}`);
+  const body = (record as Record<string, unknown>)[record.kind];
+  if (typeof body !== 'object' || body === null) throw new HostUsageError(`encodeRecord: record.${record.kind} must be an object, got ${describe(body)}`);
+  const problem = record.kind === 'event' ? eventBodyProblem(record.event) : recordBodyProblem(record.kind, body as Record<string, unknown>);
+  if (problem) throw new HostUsageError(`encodeRecord: record.${record.kind}: ${problem}`);
+  try {
+    return encodeRecordUnchecked(record);
+  } catch (error) {
+    throw new HostUsageError(`encodeRecord: the ${record.kind} does not encode: ${(error as Error).message}`);
+  }
+}
+
+/** encodeRecord without the shape checks, for the recorder (which checked the event already). */
+export function encodeRecordUnchecked(record: TraceRecord): Uint8Array {
   return RecordType.encodeDelimited(RecordType.fromObject(toWire(record))).finish();
 }
 
@@ -57,6 +76,7 @@ export const MAX_RECORD_BYTES = 64 << 20;
 
 /** Reads every record of a trace file's bytes. Throws TraceFormatError on anything malformed. */
 export function* decodeRecords(bytes: Uint8Array): Generator<{ offset: number; record: TraceRecord }> {
+  if (!(bytes instanceof Uint8Array)) throw new HostUsageError(`decodeRecords: bytes must be a Uint8Array, got ${describe(bytes)}`);
   if (bytes.length < TRACE_MAGIC.length || !TRACE_MAGIC.every((b, i) => bytes[i] === b)) {
     throw new TraceFormatError(0, 'not an hvemu trace (bad magic)');
   }

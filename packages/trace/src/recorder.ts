@@ -9,7 +9,7 @@
  */
 import { createWriteStream, openSync, type WriteStream } from 'node:fs';
 import { HostUsageError, type Clock } from '@hvemu/common';
-import { encodeRecord, MAX_RECORD_BYTES } from './codec.js';
+import { encodeRecordUnchecked as encodeRecord, MAX_RECORD_BYTES } from './codec.js';
 import { describe, TraceOutputError } from './errors.js';
 import { eventBodyProblem, TRACE_MAGIC, TRACE_SCHEMA_VERSION, type TraceEventBody, type TraceHeader } from './schema.js';
 

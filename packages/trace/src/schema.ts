@@ -4,6 +4,7 @@
  */
 import { fileURLToPath } from 'node:url';
 import protobuf from 'protobufjs';
+import { HostUsageError } from '@hvemu/common';
 import { describe } from './errors.js';
 
 export const TRACE_SCHEMA_VERSION = 2;
@@ -116,8 +117,9 @@ export function encodeHostCallArgs(args: readonly unknown[]): string {
   });
 }
 
-/** The inverse of encodeHostCallArgs; throws SyntaxError on malformed JSON or a non-array. */
+/** The inverse of encodeHostCallArgs; throws SyntaxError on malformed JSON or a non-array (HostUsageError when `json` is not a string). */
 export function decodeHostCallArgs(json: string): unknown[] {
+  if (typeof json !== 'string') throw new HostUsageError(`decodeHostCallArgs: json must be a string, got ${describe(json)}`);
   const value: unknown = JSON.parse(json, (_key, v: unknown) => {
     if (v && typeof v === 'object' && !Array.isArray(v)) {
       const o = v as Record<string, unknown>;
@@ -150,6 +152,29 @@ const BODY_FIELDS: Record<TraceEventKind, Record<string, FieldType>> = {
 
 function isU64(v: unknown): boolean {
   return typeof v === 'bigint' && v >= 0n && v < 1n << 64n;
+}
+
+/** The fields of the other records (header devices are checked one by one). */
+const RECORD_FIELDS: Record<'header' | 'dropped' | 'footer', [string, FieldType][]> = {
+  header: [['schemaVersion', 'u32'], ['vmbusVersion', 'u32'], ['producer', 'string'], ['createdUnixMs', 'u64']],
+  dropped: [['count', 'u64'], ['firstSeq', 'u64']],
+  footer: [['events', 'u64'], ['dropped', 'u64']],
+};
+
+/** What is wrong with a header, Dropped or footer record's body, naming the field, or null. */
+export function recordBodyProblem(kind: 'header' | 'dropped' | 'footer', body: Record<string, unknown>): string | null {
+  for (const [name, type] of RECORD_FIELDS[kind]) if (!fieldOk(type, body[name])) return `${kind}.${name} must be ${type}, got ${describe(body[name])}`;
+  if (kind === 'footer' && body.vmbusVersion !== undefined && !isU32(body.vmbusVersion)) return `footer.vmbusVersion must be u32, got ${describe(body.vmbusVersion)}`;
+  if (kind === 'header') {
+    if (!Array.isArray(body.devices)) return `header.devices must be an array, got ${describe(body.devices)}`;
+    for (const [i, d] of (body.devices as unknown[]).entries()) {
+      const dev = d as Record<string, unknown> | null;
+      if (typeof dev !== 'object' || dev === null || typeof dev.name !== 'string' || typeof dev.classId !== 'string' || typeof dev.instanceId !== 'string' || !isU32(dev.relid)) {
+        return `header.devices[${i}] must be { name, classId, instanceId: string; relid: u32 }, got ${describe(d)}`;
+      }
+    }
+  }
+  return null;
 }
 
 /** BODY_FIELDS as lists, made once (the recorder checks every event). */

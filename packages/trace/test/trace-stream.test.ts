@@ -9,6 +9,8 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { HostUsageError, ManualClock } from '@hvemu/common';
 import {
+  decodeHostCallArgs,
+  decodeRecords,
   encodeRecord,
   firstDivergence,
   MemoryOutput,
@@ -180,6 +182,11 @@ describe('streaming trace reader', () => {
       [() => TraceRecorder.toFile('', header, { clock }), /path must be a non-empty string/],
       [() => firstDivergence('a' as never, []), /firstDivergence: expected must be an array of events, got 'a'/],
       [() => firstDivergence([], [], { context: -1 }), /options\.context must be a non-negative integer/],
+      [() => encodeRecord({ kind: 'event', event: { seq: 0n, time: 0n, vp: 0, kind: 'eom' } } as never), /encodeRecord: record\.event: eom must be an object, got undefined/],
+      [() => encodeRecord({ kind: 'trailer' } as never), /record\.kind must be header, event, dropped or footer, got 'trailer'/],
+      [() => encodeRecord({ kind: 'footer', footer: { events: 'many' } } as never), /encodeRecord: record\.footer: footer\.events must be u64, got 'many'/],
+      [() => [...decodeRecords('HVTRACE1' as never)], /decodeRecords: bytes must be a Uint8Array/],
+      [() => decodeHostCallArgs(5 as never), /decodeHostCallArgs: json must be a string, got 5/],
     ];
     for (const [call, message] of bad) {
       expect(call, String(message)).toThrow(HostUsageError);
