@@ -4,7 +4,7 @@
  * heartbeat and shutdown channels, answers heartbeats and a shutdown request; both sides are
  * printed as one timeline.
  */
-import { MonotonicClock } from '@hvemu/common';
+import { HostUsageError, MonotonicClock } from '@hvemu/common';
 import { TraceRecorder } from '@hvemu/trace';
 import { buildVmbusDemoGuest, icTraceHeader, KvmVm } from '@hvemu/vm';
 
@@ -23,6 +23,8 @@ export function kvmAvailable(): { ok: boolean; reason: string } {
 }
 
 export async function runKvmDemo(print: (line: string) => void, tracePath?: string): Promise<KvmDemoResult> {
+  if (typeof print !== 'function') throw new HostUsageError('runKvmDemo: print must be a function');
+  if (tracePath !== undefined && (typeof tracePath !== 'string' || tracePath === '')) throw new HostUsageError(`runKvmDemo: tracePath must be a non-empty string, got ${String(tracePath)}`);
   const heartbeats = 3;
   const clock = new MonotonicClock();
   const recorder = tracePath

@@ -1,123 +1,310 @@
 #!/usr/bin/env node
 /**
  * The `hvemu` command line: `demo` (what `npm start` runs), `replay`, `trace show`, `ring-demo`.
+ *
+ * Each verb declares its options once (a util.parseArgs table) and its positional arguments;
+ * anything else (an unknown or misspelt flag, a flag without its value, a value where none is
+ * taken, an extra or missing positional, a malformed number or direction) is refused before
+ * the verb runs, with one line naming the valid form, exit code 2. Errors while a verb runs
+ * are one line too (no stack trace; HVEMU_DEBUG=1 prints it).
  */
-import { runRingDemo } from './ring-demo.js';
-import { readTraceFile, TraceFormatError } from '@hvemu/trace';
-import { showTrace, type ShowFilter } from './trace-show.js';
-import { kvmAvailable, runKvmDemo } from './kvm-demo.js';
-import { runVmDemo } from './vm-demo.js';
-import { runReplay } from './replay.js';
+import { closeSync, openSync } from 'node:fs';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { HvemuError } from '@hvemu/common';
+import type { ShowFilter } from './trace-show.js';
+// The verbs load what they need when they run: a refused command line costs a Node start-up, not the whole emulator.
+
+type OptionTable = NonNullable<ParseArgsConfig['options']>;
+type Values = Record<string, string | boolean | undefined>;
+
+interface Verb {
+  /** The valid form, as usage errors name it. */
+  usage: string;
+  /** What it does, for `hvemu help`. */
+  help: string;
+  options: OptionTable;
+  /** Names of the positional arguments, all required, in order. */
+  positionals: string[];
+  run(values: Values, positionals: string[]): Promise<number> | number;
+}
+
+/** A command line that names no valid form of the command: exit code 2, one line. */
+class UsageError extends HvemuError {
+  readonly outcome = 'host-error' as const;
+}
+
+const HELP_OPTION: OptionTable = { help: { type: 'boolean', short: 'h' } };
+
+const VERBS: Record<string, Verb> = {
+  demo: {
+    usage: 'hvemu demo [--sim] [--trace FILE]',
+    help: `a VM with the integration components and a Linux-like guest, printed as a timeline:
+a KVM guest where /dev/kvm works, else (or with --sim) the simulated partition;
+--trace captures a VMBus trace to FILE`,
+    options: { sim: { type: 'boolean' }, trace: { type: 'string' } },
+    positionals: [],
+    run: demo,
+  },
+  replay: {
+    usage: 'hvemu replay TRACE [--device NAME] [--json]',
+    help: `rebuilds the trace's devices on a fresh host, drives it with the recorded guest
+events and VMM calls, and compares everything the host does with the recording;
+prints the first divergence; exit code 0 when the whole trace matches, 1 on a
+divergence, 2 when the trace cannot be replayed; --device replays one device's
+channel alone; --json prints one JSON object`,
+    options: { device: { type: 'string' }, json: { type: 'boolean' } },
+    positionals: ['TRACE'],
+    run: replay,
+  },
+  'trace show': {
+    usage: 'hvemu trace show FILE [--json] [--relid N] [--direction guest-to-host|host-to-guest] [--from SECONDS] [--to SECONDS]',
+    help: `a trace as a readable timeline (times in reference-time seconds), streamed;
+--json prints JSON Lines (header, each event, dropped notices, footer, summary)`,
+    options: { json: { type: 'boolean' }, relid: { type: 'string' }, direction: { type: 'string' }, from: { type: 'string' }, to: { type: 'string' } },
+    positionals: ['FILE'],
+    run: traceShow,
+  },
+  'ring-demo': {
+    usage: 'hvemu ring-demo',
+    help: 'a simulated guest and host exchanging packets over one VMBus ring pair',
+    options: {},
+    positionals: [],
+    run: ringDemo,
+  },
+  help: {
+    usage: 'hvemu help',
+    help: 'this text',
+    options: {},
+    positionals: [],
+    run: () => {
+      process.stdout.write(USAGE);
+      return 0;
+    },
+  },
+};
 
 const USAGE = `usage: hvemu <command>
 
 commands:
-  demo [--sim] [--trace FILE]
-              a VM with the integration components and a Linux-like guest, printed as a timeline:
-              a KVM guest where /dev/kvm works, else (or with --sim) the simulated partition;
-              --trace captures a VMBus trace
-  replay TRACE [--device NAME] [--json]
-              rebuilds the trace's devices on a fresh host, drives it with the recorded guest
-              events and VMM calls, and compares everything the host does with the recording;
-              prints the first divergence; exit code 0 only when the whole trace matches;
-              --device replays one device's channel alone
-  trace show FILE [--json] [--relid N] [--direction guest-to-host|host-to-guest] [--from T] [--to T]
-              a trace as a readable timeline (times in reference-time seconds)
-  ring-demo   a simulated guest and host exchanging packets over one VMBus ring pair
-  help        this text
+${Object.values(VERBS)
+  .map((v) => `  ${v.usage.replace(/^hvemu /, '')}\n${v.help.replace(/^/gm, '              ')}`)
+  .join('\n')}
 `;
 
 async function main(argv: string[]): Promise<number> {
-  const [command = 'help'] = argv;
-  switch (command) {
-    case 'demo': {
-      const trace = option(argv, '--trace');
-      const kvm = kvmAvailable();
-      if (kvm.ok && !argv.includes('--sim')) {
-        process.stdout.write('hvemu demo: a KVM guest (C, Linux-like VMBus and IC drivers) with heartbeat, shutdown, timesync and KVP offered\n\n');
-        const r = await runKvmDemo((line) => process.stdout.write(`${line}\n`), trace);
-        return r.exitCode === 0 && r.shutdownStatus === 0 ? 0 : 1;
-      }
-      const why = kvm.ok ? '--sim' : `no usable KVM here: ${kvm.reason}`;
-      process.stdout.write('hvemu demo: a VM with heartbeat, shutdown, timesync and KVP integration components\n');
-      process.stdout.write(`(simulated partition and a Linux-like TypeScript guest; ${why})\n\n`);
-      const r = await runVmDemo((line) => process.stdout.write(`${line}\n`), trace);
-      return r.shutdownStatus === 0 && r.heartbeats === 3 ? 0 : 1;
-    }
-    case 'trace':
-      return traceCommand(argv.slice(1));
-    case 'replay':
-      return replayCommand(argv.slice(1));
-    case 'ring-demo': {
-      const started = performance.now();
-      const print = (line: string): void => {
-        const t = (performance.now() - started).toFixed(3).padStart(8);
-        process.stdout.write(`[${t} ms] ${line}\n`);
-      };
-      print('hvemu ring demo (simulated guest; the KVM demo VM arrives with the VMBus issue)');
-      const r = runRingDemo({ print });
-      print(`done: ${r.requests} requests, ${r.completions} completions`);
-      return r.completions === r.requests ? 0 : 1;
-    }
-    case 'help':
-    case '--help':
-    case '-h':
-      process.stdout.write(USAGE);
-      return 0;
-    default:
-      process.stderr.write(`hvemu: unknown command '${command}'\n${USAGE}`);
-      return 2;
+  const [command = 'help', ...rest] = argv;
+  if (command === '--help' || command === '-h') return VERBS.help.run({}, []);
+  let name = command;
+  let args = rest;
+  if (command === 'trace') {
+    const [sub, ...more] = rest;
+    if (sub !== 'show') return usageError('hvemu trace', sub === undefined ? 'missing subcommand' : `unknown subcommand '${sub}'`, VERBS['trace show'].usage);
+    name = 'trace show';
+    args = more;
   }
-}
-
-function option(argv: string[], name: string): string | undefined {
-  const i = argv.indexOf(name);
-  return i >= 0 ? argv[i + 1] : undefined;
-}
-
-function seconds(text: string | undefined): bigint | undefined {
-  return text === undefined ? undefined : BigInt(Math.round(Number(text) * 1e7));
-}
-
-function replayCommand(argv: string[]): number {
-  const [file] = argv;
-  if (!file || file.startsWith('--')) {
-    process.stderr.write(USAGE);
+  const verb = Object.hasOwn(VERBS, name) ? VERBS[name] : undefined;
+  if (!verb) {
+    process.stderr.write(`hvemu: unknown command '${command}' (commands: ${Object.keys(VERBS).join(', ')}; see hvemu help)\n`);
     return 2;
   }
+  let parsed: { values: Values; positionals: string[] };
   try {
-    const report = runReplay(readTraceFile(file), { device: option(argv, '--device') });
-    if (argv.includes('--json')) process.stdout.write(`${JSON.stringify(report.json)}\n`);
-    else for (const line of report.lines) process.stdout.write(`${line}\n`);
-    return report.matched ? 0 : 1;
+    parsed = parseCommandLine(verb, args);
   } catch (error) {
-    process.stderr.write(`hvemu replay: ${(error as Error).message ?? String(error)}\n`);
-    return 2;
+    if (error instanceof UsageError) return usageError(`hvemu ${name}`, error.message, verb.usage);
+    throw error;
+  }
+  if (parsed.values.help) {
+    process.stdout.write(`usage: ${verb.usage}\n${verb.help}\n`);
+    return 0;
+  }
+  try {
+    return await verb.run(parsed.values, parsed.positionals);
+  } catch (error) {
+    if (error instanceof UsageError) return usageError(`hvemu ${name}`, error.message, verb.usage);
+    return failure(`hvemu ${name}`, error);
   }
 }
 
-function traceCommand(argv: string[]): number {
-  const [verb, file] = argv;
-  if (verb !== 'show' || !file) {
-    process.stderr.write(USAGE);
+/** Parses `args` against the verb's table; every way to miss the valid form is a UsageError. */
+function parseCommandLine(verb: Verb, args: string[]): { values: Values; positionals: string[] } {
+  let result;
+  try {
+    result = parseArgs({ args, options: { ...verb.options, ...HELP_OPTION }, strict: true, allowPositionals: true, tokens: true });
+  } catch (error) {
+    // Node's messages run on ("... To specify a positional argument ..."): the first sentence names the problem.
+    const message = (error as Error).message ?? String(error);
+    const ambiguous = /^Option '(-[^' ]+)[^']*' argument is ambiguous/.exec(message);
+    if (ambiguous) throw new UsageError(`option ${ambiguous[1]} needs a value, and the next argument is a flag (write ${ambiguous[1]}=VALUE for a value starting with '-')`);
+    const first = message.split(/\.\s|\n/)[0];
+    throw new UsageError(first.charAt(0).toLowerCase() + first.slice(1));
+  }
+  const seen = new Set<string>();
+  for (const token of result.tokens ?? []) {
+    if (token.kind !== 'option') continue;
+    if (seen.has(token.name)) throw new UsageError(`option --${token.name} given twice`);
+    seen.add(token.name);
+  }
+  const values = result.values as Values; // no option is declared `multiple`
+  if (values.help) return { values, positionals: [] };
+  const { positionals } = result;
+  if (positionals.length < verb.positionals.length) throw new UsageError(`missing ${verb.positionals[positionals.length]}`);
+  if (positionals.length > verb.positionals.length) throw new UsageError(`unexpected argument '${positionals[verb.positionals.length]}'`);
+  for (const [i, p] of positionals.entries()) if (p === '') throw new UsageError(`${verb.positionals[i]} is empty`);
+  for (const [key, value] of Object.entries(values)) {
+    if (value === '') throw new UsageError(`--${key} needs a non-empty value`);
+  }
+  return { values, positionals };
+}
+
+function usageError(who: string, message: string, usage: string): number {
+  process.stderr.write(`${who}: ${message} (usage: ${usage})\n`);
+  return 2;
+}
+
+/** An error while a verb ran, in one line: exit 2 for what the caller gave (a file that is not there, not a trace, not writable), 1 otherwise. */
+function failure(who: string, error: unknown): number {
+  const message = error instanceof Error ? error.message : String(error);
+  if (process.env.HVEMU_DEBUG && error instanceof Error) process.stderr.write(`${error.stack}\n`);
+  if (error instanceof HvemuError) {
+    process.stderr.write(`${who}: ${oneLine(message)}\n`);
     return 2;
   }
+  process.stderr.write(`${who}: internal error: ${oneLine(message)} (HVEMU_DEBUG=1 prints the stack)\n`);
+  return 1;
+}
+
+function oneLine(text: string): string {
+  return text.replace(/\s*\n\s*/g, '; ');
+}
+
+async function demo(values: Values): Promise<number> {
+  const { TraceOutputError } = await import('@hvemu/trace');
+  const { kvmAvailable, runKvmDemo } = await import('./kvm-demo.js');
+  const { runVmDemo } = await import('./vm-demo.js');
+  const trace = values.trace as string | undefined;
+  // The trace file first: an unwritable path fails here, in one line, before any VM starts.
+  if (trace !== undefined) {
+    try {
+      closeSync(openSync(trace, 'w'));
+    } catch (error) {
+      throw new TraceOutputError(trace, error);
+    }
+  }
+  const kvm = kvmAvailable();
+  if (kvm.ok && !values.sim) {
+    process.stdout.write('hvemu demo: a KVM guest (C, Linux-like VMBus and IC drivers) with heartbeat, shutdown, timesync and KVP offered\n\n');
+    const r = await runKvmDemo((line) => process.stdout.write(`${line}\n`), trace);
+    return r.exitCode === 0 && r.shutdownStatus === 0 ? 0 : 1;
+  }
+  const why = kvm.ok ? '--sim' : `no usable KVM here: ${kvm.reason}`;
+  process.stdout.write('hvemu demo: a VM with heartbeat, shutdown, timesync and KVP integration components\n');
+  process.stdout.write(`(simulated partition and a Linux-like TypeScript guest; ${why})\n\n`);
+  const r = await runVmDemo((line) => process.stdout.write(`${line}\n`), trace);
+  return r.shutdownStatus === 0 && r.heartbeats === 3 ? 0 : 1;
+}
+
+async function ringDemo(): Promise<number> {
+  const { runRingDemo } = await import('./ring-demo.js');
+  const started = performance.now();
+  const print = (line: string): void => {
+    const t = (performance.now() - started).toFixed(3).padStart(8);
+    process.stdout.write(`[${t} ms] ${line}\n`);
+  };
+  print('hvemu ring demo (simulated guest; the KVM demo VM arrives with the VMBus issue)');
+  const r = runRingDemo({ print });
+  print(`done: ${r.requests} requests, ${r.completions} completions`);
+  return r.completions === r.requests ? 0 : 1;
+}
+
+async function replay(values: Values, [file]: string[]): Promise<number> {
+  const { TraceReader } = await import('@hvemu/trace');
+  const { runReplay } = await import('./replay.js');
+  const reader = TraceReader.open(file);
   try {
-    const trace = readTraceFile(file);
-    const relid = option(argv, '--relid');
-    const direction = option(argv, '--direction');
-    if (direction && direction !== 'guest-to-host' && direction !== 'host-to-guest') throw new Error(`--direction ${direction}`);
-    const filter: ShowFilter = {
-      relid: relid === undefined ? undefined : Number(relid),
-      direction: direction as ShowFilter['direction'],
-      from: seconds(option(argv, '--from')),
-      to: seconds(option(argv, '--to')),
-    };
-    showTrace(trace, filter, argv.includes('--json'), (line) => process.stdout.write(`${line}\n`));
+    const report = runReplay(reader, { device: values.device as string | undefined });
+    const out = new LineWriter();
+    if (values.json) out.line(JSON.stringify(report.json));
+    else for (const line of report.lines) out.line(line);
+    out.flush();
+    for (const w of (report.json.warnings as string[] | undefined) ?? []) process.stderr.write(`hvemu replay: warning: ${w}\n`);
+    return report.matched ? 0 : 1;
+  } finally {
+    reader.close();
+  }
+}
+
+async function traceShow(values: Values, [file]: string[]): Promise<number> {
+  const { TraceFormatError, TraceReader } = await import('@hvemu/trace');
+  const { traceLines } = await import('./trace-show.js');
+  const filter: ShowFilter = {
+    relid: values.relid === undefined ? undefined : u32Option('relid', values.relid as string),
+    direction: directionOption(values.direction as string | undefined),
+    from: values.from === undefined ? undefined : secondsOption('from', values.from as string),
+    to: values.to === undefined ? undefined : secondsOption('to', values.to as string),
+  };
+  if (filter.from !== undefined && filter.to !== undefined && filter.from > filter.to) throw new UsageError(`--from ${values.from} is after --to ${values.to}`);
+  const reader = TraceReader.open(file);
+  const out = new LineWriter();
+  try {
+    const lines = traceLines(reader, filter, values.json === true);
+    let r = lines.next();
+    for (; !r.done; r = lines.next()) if (!out.line(r.value)) await out.drained();
+    out.flush();
+    if (r.value.truncated) process.stderr.write(`hvemu trace show: warning: ${file} is truncated (no footer): ${r.value.events} events read\n`);
     return 0;
   } catch (error) {
-    process.stderr.write(`hvemu: ${error instanceof TraceFormatError ? error.message : String((error as Error).message ?? error)}\n`);
-    return 1;
+    out.flush();
+    // A trace cut or corrupt part way: what came before it was shown; the error says where.
+    if (error instanceof TraceFormatError) {
+      process.stderr.write(`hvemu trace show: ${error.message}\n`);
+      return 1;
+    }
+    throw error;
+  } finally {
+    reader.close();
+  }
+}
+
+function u32Option(name: string, text: string): number {
+  if (!/^\d{1,10}$/.test(text) || Number(text) > 0xffffffff) throw new UsageError(`--${name} ${text} is not a channel relid (an integer 0..4294967295)`);
+  return Number(text);
+}
+
+function directionOption(text: string | undefined): ShowFilter['direction'] {
+  if (text === undefined || text === 'guest-to-host' || text === 'host-to-guest') return text;
+  throw new UsageError(`--direction ${text} is not guest-to-host or host-to-guest`);
+}
+
+/** Decimal seconds as reference time (100 ns units), exactly: up to 7 decimals. */
+function secondsOption(name: string, text: string): bigint {
+  const m = /^(\d{1,12})(?:\.(\d{1,7}))?$/.exec(text);
+  if (!m) throw new UsageError(`--${name} ${text} is not a time in seconds (e.g. 12 or 3.25, at most 7 decimals)`);
+  return BigInt(m[1]) * 10_000_000n + BigInt((m[2] ?? '').padEnd(7, '0'));
+}
+
+/**
+ * Lines to stdout in 64 KiB writes (one write per line is most of the cost of a long trace
+ * show). line() says false when stdout is full (a pipe to a slow reader): the caller awaits
+ * drained() before the next line, so output waits for the reader instead of piling up in memory.
+ */
+class LineWriter {
+  private parts: string[] = [];
+  private size = 0;
+  line(text: string): boolean {
+    this.parts.push(text, '\n');
+    this.size += text.length + 1;
+    return this.size >= 1 << 16 ? this.flush() : true;
+  }
+  flush(): boolean {
+    if (this.size === 0) return true;
+    const ok = process.stdout.write(this.parts.join(''));
+    this.parts = [];
+    this.size = 0;
+    return ok;
+  }
+  drained(): Promise<void> {
+    return new Promise((resolve) => process.stdout.once('drain', resolve));
   }
 }
 

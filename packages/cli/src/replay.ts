@@ -8,7 +8,7 @@
 import { icmsg_hdr, vmbuspipe_hdr } from '@hvemu/util';
 import { channelMessageName, parseChannelMessage, vmpacket_descriptor } from '@hvemu/vmbus';
 import { replayTrace, type ReplayDivergence, type ReplayOptions } from '@hvemu/vm';
-import type { Trace, TraceEvent } from '@hvemu/trace';
+import type { Trace, TraceEvent, TraceReader } from '@hvemu/trace';
 import { describeEvent } from './trace-show.js';
 
 export interface ReplayReport {
@@ -20,21 +20,24 @@ export interface ReplayReport {
 const jsonReplacer = (_k: string, v: unknown): unknown =>
   typeof v === 'bigint' ? v.toString() : v instanceof Uint8Array ? Buffer.from(v).toString('hex') : v;
 
-export function runReplay(trace: Trace, options: ReplayOptions): ReplayReport {
+/** Replays `trace` (streamed when it is a TraceReader) and reports; warnings (a truncated or empty trace) follow the first line. */
+export function runReplay(trace: Trace | TraceReader, options: ReplayOptions = {}): ReplayReport {
   const started = performance.now();
   const result = replayTrace(trace, options);
   const ms = performance.now() - started;
   const scope = options.device ? `device ${options.device}` : 'all devices';
   const summary = `${result.compared} recorded events compared (${scope}), ${result.driven} guest events and VMM calls driven, ${ms.toFixed(1)} ms`;
+  const warnings = result.warnings.map((w) => `warning: ${w}`);
+  const common = { compared: result.compared, driven: result.driven, truncated: result.truncated, warnings: result.warnings };
   if (!result.divergence) {
-    return { matched: true, lines: [`match: ${summary}`], json: { matched: true, compared: result.compared, driven: result.driven } };
+    return { matched: true, lines: [`match${warnings.length ? ' (with warnings)' : ''}: ${summary}`, ...warnings], json: { matched: true, ...common } };
   }
   const d = result.divergence;
-  const lines = [`DIVERGENCE: ${summary}`, ...describeDivergence(d)];
+  const lines = [`DIVERGENCE: ${summary}`, ...warnings, ...describeDivergence(d)];
   return {
     matched: false,
     lines,
-    json: JSON.parse(JSON.stringify({ matched: false, compared: result.compared, driven: result.driven, divergence: d }, jsonReplacer)) as Record<string, unknown>,
+    json: JSON.parse(JSON.stringify({ matched: false, ...common, divergence: d }, jsonReplacer)) as Record<string, unknown>,
   };
 }
 

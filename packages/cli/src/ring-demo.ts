@@ -5,6 +5,7 @@
  * completions flow back, a burst fills the ring and the writer waits on pending_send_sz).
  * Prints a timeline. It is the main job until the VMBus channel layer and a KVM guest exist.
  */
+import { HostUsageError } from '@hvemu/common';
 import { GuestMemory, PAGE_SIZE } from '@hvemu/memory';
 import {
   openRingEndpoint,
@@ -31,8 +32,11 @@ interface Side {
 const TYPE_NAMES: Record<number, string> = { [VM_PKT_DATA_INBAND]: 'VM_PKT_DATA_INBAND', [VM_PKT_COMP]: 'VM_PKT_COMP' };
 
 export function runRingDemo(options: DemoOptions): { requests: number; completions: number } {
-  const print = options.print;
+  if (typeof options !== 'object' || options === null) throw new HostUsageError('runRingDemo: options must be an object with print');
+  if (typeof options.print !== 'function') throw new HostUsageError('runRingDemo: options.print must be a function');
   const requests = options.requests ?? 6;
+  if (!Number.isInteger(requests) || requests < 1 || requests > 1000) throw new HostUsageError(`runRingDemo: options.requests must be an integer 1..1000, got ${String(requests)}`);
+  const print = options.print;
   const memory = GuestMemory.createShared(64 * PAGE_SIZE);
   // The guest's ring GPADL: 4 pages (control + 3 data) each way, scattered in guest RAM.
   const pfns = [17, 5, 9, 30, 12, 40, 41, 42];

@@ -3,7 +3,7 @@
  * components, a guest that behaves like Linux hv_vmbus + hv_utils, and the exchanges a VMM
  * has with it (heartbeats, a time sample, KVP, a shutdown request), printed as a timeline.
  */
-import { ManualClock } from '@hvemu/common';
+import { HostUsageError, ManualClock } from '@hvemu/common';
 import { TraceRecorder } from '@hvemu/trace';
 import { KVP_POOL_EXTERNAL } from '@hvemu/util';
 import { icTraceHeader, SimulatedVm } from '@hvemu/vm';
@@ -20,6 +20,8 @@ function stamp(t: bigint): string {
 }
 
 export async function runVmDemo(print: (line: string) => void, tracePath?: string): Promise<VmDemoResult> {
+  if (typeof print !== 'function') throw new HostUsageError('runVmDemo: print must be a function');
+  if (tracePath !== undefined && (typeof tracePath !== 'string' || tracePath === '')) throw new HostUsageError(`runVmDemo: tracePath must be a non-empty string, got ${String(tracePath)}`);
   const clock = new ManualClock();
   const recorder = tracePath
     ? TraceRecorder.toFile(

@@ -42,7 +42,8 @@ describe('hvemu replay', () => {
       const result = replayTrace(trace);
       expect(result.divergence).toBeNull();
       expect(result.compared).toBe(trace.events.length);
-      expect(result.events.length).toBe(trace.events.length);
+      expect(result.actualEvents).toBe(trace.events.length);
+      expect(result.warnings).toEqual([]);
       expect(result.driven).toBeGreaterThan(10);
       expect(trace.events.some((e) => e.kind === 'hostCall')).toBe(true);
     });

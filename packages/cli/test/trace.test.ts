@@ -67,8 +67,14 @@ describe('trace fixture of the simulated IC scenario', () => {
     expect(eventLines.every((l) => l.includes('relid 1'))).toBe(true);
     const json: string[] = [];
     showTrace(readTraceFile(FIXTURE), { direction: 'host-to-guest' }, true, (l) => json.push(l));
-    const parsed = JSON.parse(json[0]);
-    expect(parsed.events.every((e: { ringPacket?: { direction: string } }) => e.ringPacket?.direction === 'HOST_TO_GUEST')).toBe(true);
+    // JSON Lines: the header, each event shown, the footer, a summary.
+    const parsed = json.map((l) => JSON.parse(l) as Record<string, { ringPacket?: { direction: string } }>);
+    expect(Object.keys(parsed[0])).toEqual(['header']);
+    const shown = parsed.filter((o) => o.event).map((o) => o.event);
+    expect(shown.length).toBeGreaterThan(5);
+    expect(shown.every((e) => e.ringPacket?.direction === 'HOST_TO_GUEST')).toBe(true);
+    expect(Object.keys(parsed.at(-2)!)).toEqual(['footer']);
+    expect(parsed.at(-1)).toMatchObject({ summary: { shown: shown.length, truncated: false, vmbusVersion: 0x50003 } });
   });
 
   it('a corrupt fixture gives an error naming the offset', () => {

@@ -2,8 +2,9 @@
  * Encoding and decoding of length-delimited trace records, with every failure of a corrupt
  * or truncated file reported as a TraceFormatError naming the byte offset.
  */
-import { TraceFormatError } from './errors.js';
-import { RecordType, TRACE_MAGIC, type TraceDropped, type TraceEvent, type TraceFooter, type TraceHeader } from './schema.js';
+import { HostUsageError } from '@hvemu/common';
+import { describe, TraceFormatError } from './errors.js';
+import { eventBodyProblem, recordBodyProblem, RecordType, TRACE_MAGIC, type TraceDropped, type TraceEvent, type TraceFooter, type TraceHeader } from './schema.js';
 
 export type TraceRecord =
   | { kind: 'header'; header: TraceHeader }
@@ -11,8 +12,26 @@ export type TraceRecord =
   | { kind: 'dropped'; dropped: TraceDropped }
   | { kind: 'footer'; footer: TraceFooter };
 
-/** Encodes one record with its varint length prefix (protobuf's own delimited form, one buffer). */
+/**
+ * Encodes one record with its varint length prefix (protobuf's own delimited form, one
+ * buffer). A record of the wrong shape is a HostUsageError naming the field.
+ */
 export function encodeRecord(record: TraceRecord): Uint8Array {
+  if (typeof record !== 'object' || record === null) throw new HostUsageError(`encodeRecord: record must be { kind, ... }, got ${describe(record)}`);
+  if (!['header', 'event', 'dropped', 'footer'].includes(record.kind)) throw new HostUsageError(`encodeRecord: record.kind must be header, event, dropped or footer, got ${describe(record.kind)}`);
+  const body = (record as Record<string, unknown>)[record.kind];
+  if (typeof body !== 'object' || body === null) throw new HostUsageError(`encodeRecord: record.${record.kind} must be an object, got ${describe(body)}`);
+  const problem = record.kind === 'event' ? eventBodyProblem(record.event) : recordBodyProblem(record.kind, body as Record<string, unknown>);
+  if (problem) throw new HostUsageError(`encodeRecord: record.${record.kind}: ${problem}`);
+  try {
+    return encodeRecordUnchecked(record);
+  } catch (error) {
+    throw new HostUsageError(`encodeRecord: the ${record.kind} does not encode: ${(error as Error).message}`);
+  }
+}
+
+/** encodeRecord without the shape checks, for the recorder (which checked the event already). */
+export function encodeRecordUnchecked(record: TraceRecord): Uint8Array {
   return RecordType.encodeDelimited(RecordType.fromObject(toWire(record))).finish();
 }
 
@@ -31,7 +50,7 @@ function toWire(record: TraceRecord): Record<string, unknown> {
   }
 }
 
-const EVENT_KINDS = [
+const EVENT_KIND_LIST = [
   'postMessage',
   'signalEvent',
   'synicMessage',
@@ -46,12 +65,18 @@ const EVENT_KINDS = [
   'msrWrite',
   'hostCall',
 ] as const;
+/** Every event kind the schema has. */
+export const EVENT_KINDS: ReadonlySet<string> = new Set(EVENT_KIND_LIST);
 
-/** Largest record the reader accepts (a ring packet with referenced data): 64 MiB. */
-const MAX_RECORD_BYTES = 64 << 20;
+/**
+ * Largest record the reader accepts, and so the largest the recorder writes (a ring packet:
+ * the packet, at most a ring's size, plus at most 16 MiB of GPA-direct data): 64 MiB.
+ */
+export const MAX_RECORD_BYTES = 64 << 20;
 
 /** Reads every record of a trace file's bytes. Throws TraceFormatError on anything malformed. */
 export function* decodeRecords(bytes: Uint8Array): Generator<{ offset: number; record: TraceRecord }> {
+  if (!(bytes instanceof Uint8Array)) throw new HostUsageError(`decodeRecords: bytes must be a Uint8Array, got ${describe(bytes)}`);
   if (bytes.length < TRACE_MAGIC.length || !TRACE_MAGIC.every((b, i) => bytes[i] === b)) {
     throw new TraceFormatError(0, 'not an hvemu trace (bad magic)');
   }
@@ -70,12 +95,13 @@ export function* decodeRecords(bytes: Uint8Array): Generator<{ offset: number; r
     }
     if (length > MAX_RECORD_BYTES) throw new TraceFormatError(start, `record of ${length} bytes exceeds the limit`);
     if (at + length > bytes.length) throw new TraceFormatError(start, `record of ${length} bytes truncated at ${bytes.length - at}`);
-    yield { offset: start, record: decodeOne(bytes.subarray(at, at + length), start) };
+    yield { offset: start, record: decodeRecordBody(bytes.subarray(at, at + length), start) };
     at += length;
   }
 }
 
-function decodeOne(body: Uint8Array, offset: number): TraceRecord {
+/** Decodes one record's bytes (without its length prefix); `offset` is where it starts, for errors. */
+export function decodeRecordBody(body: Uint8Array, offset: number): TraceRecord {
   let obj: Record<string, unknown>;
   try {
     const message = RecordType.decode(body);
@@ -99,6 +125,6 @@ function decodeOne(body: Uint8Array, offset: number): TraceRecord {
 
 function eventFromWire(e: Record<string, unknown>, offset: number): TraceEvent {
   const kind = e.kind as string | undefined;
-  if (!kind || !(EVENT_KINDS as readonly string[]).includes(kind)) throw new TraceFormatError(offset, `event of unknown kind ${kind}`);
+  if (!kind || !EVENT_KINDS.has(kind)) throw new TraceFormatError(offset, `event of unknown kind ${kind}`);
   return { seq: e.seq as bigint, time: e.time as bigint, vp: e.vp as number, kind, [kind]: e[kind] } as unknown as TraceEvent;
 }

@@ -4,6 +4,8 @@
  * compare a fresh capture with a fixture. Sequence numbers and times are compared only when
  * asked (a replay runs at its own speed).
  */
+import { HostUsageError } from '@hvemu/common';
+import { describe } from './errors.js';
 import type { TraceEvent } from './schema.js';
 
 export interface Divergence {
@@ -58,13 +60,17 @@ function compare(a: unknown, b: unknown, path: string, out: string[], skip: Set<
 
 /** The first divergence between `expected` and `actual`, or null when they match. */
 export function firstDivergence(expected: readonly TraceEvent[], actual: readonly TraceEvent[], options: DiffOptions = {}): Divergence | null {
+  if (!Array.isArray(expected)) throw new HostUsageError(`firstDivergence: expected must be an array of events, got ${describe(expected)}`);
+  if (!Array.isArray(actual)) throw new HostUsageError(`firstDivergence: actual must be an array of events, got ${describe(actual)}`);
+  const context = options.context ?? 5;
+  if (!Number.isInteger(context) || context < 0) throw new HostUsageError(`firstDivergence: options.context must be a non-negative integer, got ${describe(context)}`);
   const n = Math.max(expected.length, actual.length);
   for (let i = 0; i < n; i++) {
     const e = expected[i];
     const a = actual[i];
     const fields = e && a ? eventDifferences(e, a, options) : [];
     if (!e || !a || fields.length > 0) {
-      return { index: i, expected: e, actual: a, context: expected.slice(Math.max(0, i - (options.context ?? 5)), i), fields };
+      return { index: i, expected: e, actual: a, context: expected.slice(Math.max(0, i - context), i), fields };
     }
   }
   return null;

@@ -4,6 +4,7 @@ export {
   TRACE_SCHEMA_MIN_VERSION,
   RecordType,
   isGuestOriginated,
+  eventBodyProblem,
   eventRelid,
   encodeHostCallArgs,
   decodeHostCallArgs,
@@ -18,8 +19,17 @@ export {
   type TraceFooter,
   type TraceHeader,
 } from './schema.js';
-export { TraceFormatError } from './errors.js';
-export { encodeRecord, decodeRecords, type TraceRecord } from './codec.js';
+export { TraceFormatError, TraceInputError, TraceOutputError } from './errors.js';
+export { encodeRecord, decodeRecords, MAX_RECORD_BYTES, type TraceRecord } from './codec.js';
 export { TraceRecorder, FileOutput, MemoryOutput, disabledTraceSink, type TraceSink, type RecordOutput, type RecorderOptions } from './recorder.js';
-export { parseTrace, readTraceFile, type Trace } from './reader.js';
+export {
+  parseTrace,
+  readTraceFile,
+  TraceReader,
+  MAX_KEPT_NOTICES,
+  type Trace,
+  type TraceBodyRecord,
+  type TracePassSummary,
+  type TraceReaderStats,
+} from './reader.js';
 export { firstDivergence, eventDifferences, type Divergence, type DiffOptions } from './diff.js';

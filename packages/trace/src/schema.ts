@@ -4,6 +4,8 @@
  */
 import { fileURLToPath } from 'node:url';
 import protobuf from 'protobufjs';
+import { HostUsageError } from '@hvemu/common';
+import { describe } from './errors.js';
 
 export const TRACE_SCHEMA_VERSION = 2;
 /** Oldest schema version the reader accepts (1 lacks HostCall events, so its host-initiated requests cannot be replayed). */
@@ -69,6 +71,8 @@ export interface TraceDropped {
 export interface TraceFooter {
   events: bigint;
   dropped: bigint;
+  /** The VMBus version the guest negotiated during the capture (0: none; traces before it have 0). */
+  vmbusVersion: number;
 }
 
 /**
@@ -113,8 +117,9 @@ export function encodeHostCallArgs(args: readonly unknown[]): string {
   });
 }
 
-/** The inverse of encodeHostCallArgs; throws SyntaxError on malformed JSON or a non-array. */
+/** The inverse of encodeHostCallArgs; throws SyntaxError on malformed JSON or a non-array (HostUsageError when `json` is not a string). */
 export function decodeHostCallArgs(json: string): unknown[] {
+  if (typeof json !== 'string') throw new HostUsageError(`decodeHostCallArgs: json must be a string, got ${describe(json)}`);
   const value: unknown = JSON.parse(json, (_key, v: unknown) => {
     if (v && typeof v === 'object' && !Array.isArray(v)) {
       const o = v as Record<string, unknown>;
@@ -125,4 +130,101 @@ export function decodeHostCallArgs(json: string): unknown[] {
   });
   if (!Array.isArray(value)) throw new SyntaxError('host call arguments must be a JSON array');
   return value;
+}
+
+type FieldType = 'u32' | 'u64' | 'bool' | 'bytes' | 'string' | 'u64[]' | 'ranges' | 'direction' | 'state';
+/** The fields of each event body and their types (the schema's, as the TypeScript shapes have them). */
+const BODY_FIELDS: Record<TraceEventKind, Record<string, FieldType>> = {
+  postMessage: { connectionId: 'u32', messageType: 'u32', payload: 'bytes' },
+  signalEvent: { connectionId: 'u32', flagNumber: 'u32', fast: 'bool' },
+  hypercallResult: { callCode: 'u32', status: 'u32' },
+  msrWrite: { msr: 'u32', value: 'u64' },
+  synicMessage: { sint: 'u32', messageType: 'u32', payload: 'bytes' },
+  synicEventFlag: { sint: 'u32', flag: 'u32' },
+  interrupt: { vector: 'u32', autoEoi: 'bool' },
+  eom: {},
+  gpadlCreated: { relid: 'u32', gpadl: 'u32', byteOffset: 'u32', byteCount: 'u32', pfns: 'u64[]', status: 'u32' },
+  gpadlTorndown: { relid: 'u32', gpadl: 'u32' },
+  ringPacket: { relid: 'u32', direction: 'direction', packet: 'bytes', ranges: 'ranges' },
+  channelState: { relid: 'u32', state: 'state', classId: 'string', instanceId: 'string', subchannelIndex: 'u32' },
+  hostCall: { relid: 'u32', device: 'string', method: 'string', argsJson: 'string' },
+};
+
+function isU64(v: unknown): boolean {
+  return typeof v === 'bigint' && v >= 0n && v < 1n << 64n;
+}
+
+/** The fields of the other records (header devices are checked one by one). */
+const RECORD_FIELDS: Record<'header' | 'dropped' | 'footer', [string, FieldType][]> = {
+  header: [['schemaVersion', 'u32'], ['vmbusVersion', 'u32'], ['producer', 'string'], ['createdUnixMs', 'u64']],
+  dropped: [['count', 'u64'], ['firstSeq', 'u64']],
+  footer: [['events', 'u64'], ['dropped', 'u64']],
+};
+
+/** What is wrong with a header, Dropped or footer record's body, naming the field, or null. */
+export function recordBodyProblem(kind: 'header' | 'dropped' | 'footer', body: Record<string, unknown>): string | null {
+  for (const [name, type] of RECORD_FIELDS[kind]) if (!fieldOk(type, body[name])) return `${kind}.${name} must be ${type}, got ${describe(body[name])}`;
+  if (kind === 'footer' && body.vmbusVersion !== undefined && !isU32(body.vmbusVersion)) return `footer.vmbusVersion must be u32, got ${describe(body.vmbusVersion)}`;
+  if (kind === 'header') {
+    if (!Array.isArray(body.devices)) return `header.devices must be an array, got ${describe(body.devices)}`;
+    for (const [i, d] of (body.devices as unknown[]).entries()) {
+      const dev = d as Record<string, unknown> | null;
+      if (typeof dev !== 'object' || dev === null || typeof dev.name !== 'string' || typeof dev.classId !== 'string' || typeof dev.instanceId !== 'string' || !isU32(dev.relid)) {
+        return `header.devices[${i}] must be { name, classId, instanceId: string; relid: u32 }, got ${describe(d)}`;
+      }
+    }
+  }
+  return null;
+}
+
+/** BODY_FIELDS as lists, made once (the recorder checks every event). */
+const BODY_FIELD_LIST = Object.fromEntries(Object.entries(BODY_FIELDS).map(([k, f]) => [k, Object.entries(f)])) as Record<TraceEventKind, [string, FieldType][]>;
+
+function fieldOk(type: FieldType, v: unknown): boolean {
+  switch (type) {
+    case 'u32':
+      return isU32(v);
+    case 'u64':
+      return isU64(v);
+    case 'bool':
+      return typeof v === 'boolean';
+    case 'bytes':
+      return v instanceof Uint8Array;
+    case 'string':
+      return typeof v === 'string';
+    case 'u64[]':
+      return Array.isArray(v) && v.every(isU64);
+    case 'direction':
+      return v === 'GUEST_TO_HOST' || v === 'HOST_TO_GUEST';
+    case 'state':
+      return v === 'OFFERED' || v === 'OPENED' || v === 'CLOSED' || v === 'RESCINDED';
+    case 'ranges':
+      return (
+        Array.isArray(v) &&
+        v.every((r: unknown) => {
+          const x = r as { byteOffset?: unknown; pfns?: unknown; data?: unknown } | null;
+          return typeof x === 'object' && x !== null && isU32(x.byteOffset) && fieldOk('u64[]', x.pfns) && x.data instanceof Uint8Array;
+        })
+      );
+  }
+}
+
+function isU32(v: unknown): boolean {
+  return typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 0xffffffff;
+}
+
+/**
+ * What is wrong with an event body ({ kind, [kind]: {...} }), naming the field, or null when
+ * it has the schema's shape: the recorder and replay refuse wrong-typed events at the edge.
+ */
+export function eventBodyProblem(body: unknown): string | null {
+  if (typeof body !== 'object' || body === null) return `the event is ${describe(body)}`;
+  const kind = (body as { kind?: unknown }).kind;
+  if (typeof kind !== 'string' || !Object.hasOwn(BODY_FIELDS, kind)) return `unknown kind ${describe(kind)} (known: ${Object.keys(BODY_FIELDS).join(', ')})`;
+  const fields = (body as Record<string, unknown>)[kind] as Record<string, unknown> | null;
+  if (typeof fields !== 'object' || fields === null) return `${kind} must be an object, got ${describe(fields)}`;
+  for (const [name, type] of BODY_FIELD_LIST[kind as TraceEventKind]) {
+    if (!fieldOk(type, fields[name])) return `${kind}.${name} must be ${type}, got ${describe(fields[name])}`;
+  }
+  return null;
 }

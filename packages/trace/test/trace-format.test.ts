@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { ManualClock } from '@hvemu/common';
-import { decodeHostCallArgs, encodeHostCallArgs, MemoryOutput, parseTrace, readTraceFile, TraceFormatError, TraceRecorder, type TraceEventBody } from '@hvemu/trace';
+import { decodeHostCallArgs, encodeHostCallArgs, MAX_RECORD_BYTES, MemoryOutput, parseTrace, readTraceFile, TraceFormatError, TraceRecorder, type TraceEventBody } from '@hvemu/trace';
 import { fuzzRuns } from '../../../test/helpers.js';
 
 const u32 = fc.nat(0xffffffff);
@@ -84,7 +84,7 @@ describe('trace format', () => {
           expect(e.vp).toBe(events[i][0]);
           expect(plain({ kind: e.kind, [e.kind]: (e as never)[e.kind] })).toEqual(events[i][1]);
         });
-        expect(trace.footer).toEqual({ events: BigInt(events.length), dropped: 0n });
+        expect(trace.footer).toEqual({ events: BigInt(events.length), dropped: 0n, vmbusVersion: header.vmbusVersion });
       }),
       { numRuns: fuzzRuns(100) },
     );
@@ -98,7 +98,33 @@ describe('trace format', () => {
     const trace = parseTrace(bytes);
     expect(trace.events.map((e) => Number(e.seq))).toEqual([0, 1, 2, 7, 8, 9]);
     expect(trace.dropped).toEqual([{ count: 4n, firstSeq: 3n }]);
-    expect(trace.footer).toEqual({ events: 6n, dropped: 4n });
+    expect(trace.footer).toEqual({ events: 6n, dropped: 4n, vmbusVersion: header.vmbusVersion });
+  });
+
+  it('writes a record larger than maxBufferedBytes when nothing is pending (else it could never be recorded)', () => {
+    // The 100k-run fuzz found it: one 2 KB hostCall under a 1000-byte buffer left 0 events.
+    const big: TraceEventBody = { kind: 'hostCall', hostCall: { relid: 1, device: 'kvp', method: 'set', argsJson: JSON.stringify(['x'.repeat(2000)]) } };
+    const small: TraceEventBody = { kind: 'eom', eom: {} };
+    const { bytes, rec } = capture([[0, small], [0, big], [0, small]]);
+    expect(rec.eventsDropped).toBe(0n);
+    expect(parseTrace(bytes).events.map((e) => e.kind)).toEqual(['eom', 'hostCall', 'eom']);
+    // With something pending it still waits its turn: dropped, counted.
+    const stalled = capture([[0, big]], () => 1);
+    expect(stalled.rec.eventsDropped).toBe(1n);
+    expect(parseTrace(stalled.bytes).dropped).toEqual([{ count: 1n, firstSeq: 0n }]);
+  });
+
+  it('never writes a record the reader would refuse: larger than MAX_RECORD_BYTES is dropped and counted', () => {
+    const out = new MemoryOutput();
+    const rec = new TraceRecorder(out, header, { clock: new ManualClock(), maxBufferedBytes: 1 << 30 });
+    const huge = new Uint8Array(MAX_RECORD_BYTES + 1);
+    rec.record(0, { kind: 'ringPacket', ringPacket: { relid: 1, direction: 'GUEST_TO_HOST', packet: new Uint8Array(16), ranges: [{ byteOffset: 0, pfns: [1n], data: huge }] } });
+    rec.record(0, { kind: 'eom', eom: {} });
+    void rec.close();
+    expect(rec.eventsDropped).toBe(1n);
+    const trace = parseTrace(out.bytes());
+    expect(trace.events.map((e) => Number(e.seq))).toEqual([1]);
+    expect(trace.dropped).toEqual([{ count: 1n, firstSeq: 0n }]);
   });
 
   it('streams to a file', async () => {

@@ -12,8 +12,19 @@
  * before it makes its next call. Guest-to-host packets are written into their ring just
  * before the guest event after which the host read them. Guest memory writes that leave no
  * trace (a monitor-page bit without a signal) are not replayed.
+ *
+ * Replay streams: it reads the trace twice, event by event (a TraceReader over a file, or a
+ * Trace in memory). The first pass checks every event and collects the pages and vCPUs the
+ * host needs (replay memory must exist before the first event); the second drives and
+ * compares as it reads. What it holds is a window: the events from the one being driven to
+ * the next driven event (the guest's ring reads and writes are decided by what the host did
+ * before that next event), at most MAX_WINDOW_EVENTS events and MAX_WINDOW_BYTES of event
+ * data; the comparison holds the recorded and replayed events not yet compared (the same
+ * bounds) and the context events before them. A trace needing a larger window is refused
+ * (ReplayError); a replay that falls a whole window behind or ahead of the recording has
+ * diverged there.
  */
-import { HvemuError, ManualClock, silentLogger, type Logger } from '@hvemu/common';
+import { HostUsageError, HvemuError, ManualClock, silentLogger, type Logger } from '@hvemu/common';
 import { GuestMemory, PAGE_SIZE } from '@hvemu/memory';
 import { HypercallDispatcher } from '@hvemu/hypercalls';
 import { HyperV, HV_X64_MSR_EOM, HV_X64_MSR_REFERENCE_TSC, HV_X64_MSR_SIEFP, HV_X64_MSR_SIMP } from '@hvemu/synic';
@@ -31,16 +42,19 @@ import {
   type ChannelHandler,
   type RingEndpoint,
 } from '@hvemu/vmbus';
-import type { IcDevice, IcHostService, IcKind } from '@hvemu/util';
+import { IC_HOST_API, type IcDevice, type IcHostService, type IcKind } from '@hvemu/util';
 import {
   decodeHostCallArgs,
+  eventBodyProblem,
+  eventDifferences,
   eventRelid,
-  firstDivergence,
   isGuestOriginated,
+  TraceReader,
   type Divergence,
   type Trace,
   type TraceEvent,
   type TraceEventBody,
+  type TraceHeader,
   type TraceSink,
 } from '@hvemu/trace';
 import { createIcDevice, IC_KINDS } from './ic-devices.js';
@@ -58,6 +72,12 @@ const MAX_GPA = 2 ** 52;
 /** Hyper-V's own limit on virtual processors per partition is in the low thousands. */
 const MAX_REPLAY_VPS = 1024;
 const HV_MESSAGE_PAYLOAD_MAX = 240;
+/** Most events replay holds between one driven event and the next (and in each comparison queue). */
+export const MAX_WINDOW_EVENTS = 1 << 16;
+/** Most event data (payloads, packets, range data) the window holds: 256 MiB. */
+export const MAX_WINDOW_BYTES = 256 << 20;
+/** Most context events a divergence reports. */
+const MAX_CONTEXT = 1000;
 
 /** A trace that cannot be replayed at all (unknown device, dropped events, absurd page lists). */
 export class ReplayError extends HvemuError {
@@ -69,9 +89,11 @@ export interface ReplayOptions {
   device?: string;
   /** Wall clock the timesync service reports (default: the simulated VM's fixed clock). */
   wallClockMs?: () => number;
-  /** Events of context before a divergence (default 5). */
+  /** Events of context before a divergence (default 5, at most 1000). */
   context?: number;
   logger?: Logger;
+  /** Called with every event the replayed host records (the result keeps none of them). */
+  onEvent?: (event: TraceEvent) => void;
 }
 
 export interface ReplayDivergence extends Divergence {
@@ -88,29 +110,150 @@ export interface ReplayResult {
   /** Guest events and device calls the replay drove. */
   driven: number;
   divergence: ReplayDivergence | null;
-  /** Everything the replayed host recorded. */
-  events: TraceEvent[];
+  /** Events the replayed host recorded (up to the divergence, when there is one). */
+  actualEvents: number;
+  /** The trace has no footer: it was cut, or its recorder did not close. */
+  truncated: boolean;
+  /**
+   * What makes a match weaker than it looks: a truncated trace, a trace (or a --device
+   * channel) without events. A caller that prints "match" prints these with it.
+   */
+  warnings: string[];
+  /** The most events the look-ahead window held (bounded by MAX_WINDOW_EVENTS). */
+  peakWindowEvents: number;
 }
 
-/** Replays `trace`; see the module comment for what is driven and what is compared. */
-export function replayTrace(trace: Trace, options: ReplayOptions = {}): ReplayResult {
-  if (trace.dropped.length > 0) {
-    const lost = trace.dropped.reduce((n, d) => n + d.count, 0n);
-    throw new ReplayError(`the trace dropped ${lost} events while it was captured; replay needs every event`);
+/**
+ * Replays `trace` (a TraceReader streams it; a Trace is in memory); see the module comment for
+ * what is driven, what is compared and the memory replay holds.
+ */
+export function replayTrace(trace: Trace | TraceReader, options: ReplayOptions = {}): ReplayResult {
+  const source = eventSource(trace);
+  checkOptions(options);
+  const scan = scanEvents(source);
+  if (scan.droppedEvents > 0n) {
+    throw new ReplayError(`the trace dropped ${scan.droppedEvents} events while it was captured; replay needs every event`);
   }
-  const session = new ReplaySession(trace, options);
-  const driven = session.run();
-  const focus = session.focusRelid;
-  const keep = (e: TraceEvent): boolean => focus === undefined || eventRelid(e) === focus;
-  const expected = trace.events.filter(keep);
-  const actual = session.recorded.filter(keep);
-  const d = firstDivergence(expected, actual, { context: options.context ?? 5 });
+  const session = new ReplaySession(source.header, scan, options);
+  const run = session.run(source.pass());
+  const d = run.divergence;
   const divergence: ReplayDivergence | null = d && {
     ...d,
     recordedSeq: d.expected?.seq,
     relid: (d.expected && eventRelid(d.expected)) ?? (d.actual && eventRelid(d.actual)),
   };
-  return { matched: divergence === null, compared: expected.length, driven, divergence, events: session.recorded };
+  const warnings: string[] = [];
+  if (scan.truncated) warnings.push(`the trace has no footer (it was cut, or its recorder did not close): only the ${scan.events} events before the end were replayed`);
+  if (scan.events === 0) warnings.push('the trace holds no events: nothing was replayed or compared');
+  else if (run.compared === 0) warnings.push(`no recorded events of ${options.device !== undefined ? `device ${options.device}` : 'the trace'} were compared`);
+  return {
+    matched: divergence === null,
+    compared: run.compared,
+    driven: run.driven,
+    divergence,
+    actualEvents: run.actualEvents,
+    truncated: scan.truncated,
+    warnings,
+    peakWindowEvents: run.peakWindowEvents,
+  };
+}
+
+/** A trace replay can read twice, event by event; what the pass found after the events. */
+interface EventSource {
+  header: TraceHeader;
+  /** A new pass over the events; its return value says what it found besides them. */
+  pass(): Iterator<TraceEvent, { droppedEvents: bigint; truncated: boolean } | void>;
+  /** For an in-memory trace: its dropped notices and footer, known before any pass. */
+  known?: { droppedEvents: bigint; truncated: boolean };
+}
+
+function eventSource(trace: Trace | TraceReader): EventSource {
+  if (trace instanceof TraceReader) {
+    return {
+      header: trace.header,
+      pass: () => {
+        const events = trace.events();
+        return {
+          next: () => {
+            const r = events.next();
+            return r.done ? { done: true, value: { droppedEvents: r.value.droppedEvents, truncated: r.value.truncated } } : r;
+          },
+        };
+      },
+    };
+  }
+  if (typeof trace !== 'object' || trace === null) throw new HostUsageError(`replayTrace: trace must be a Trace or a TraceReader, got ${describe(trace)}`);
+  const t = trace as Partial<Trace>;
+  checkHeader(t.header);
+  if (!Array.isArray(t.events)) throw new HostUsageError(`replayTrace: trace.events must be an array of events, got ${describe(t.events)}`);
+  if (!Array.isArray(t.dropped)) throw new HostUsageError(`replayTrace: trace.dropped must be an array, got ${describe(t.dropped)}`);
+  if (t.footer !== null && (typeof t.footer !== 'object' || t.footer === undefined)) throw new HostUsageError(`replayTrace: trace.footer must be a footer or null, got ${describe(t.footer)}`);
+  let droppedEvents = 0n;
+  t.dropped.forEach((d, i) => {
+    if (typeof d !== 'object' || d === null || typeof d.count !== 'bigint' || d.count < 0n) throw new HostUsageError(`replayTrace: trace.dropped[${i}] must be { count: bigint, firstSeq: bigint }, got ${describe(d)}`);
+    droppedEvents += d.count;
+  });
+  const events = t.events;
+  return { header: t.header!, pass: () => events[Symbol.iterator](), known: { droppedEvents, truncated: t.footer === null } };
+}
+
+function checkHeader(header: unknown): asserts header is TraceHeader {
+  if (typeof header !== 'object' || header === null) throw new HostUsageError(`replayTrace: trace.header must be an object, got ${describe(header)}`);
+  const devices = (header as Partial<TraceHeader>).devices;
+  if (!Array.isArray(devices)) throw new HostUsageError(`replayTrace: trace.header.devices must be an array, got ${describe(devices)}`);
+  devices.forEach((d: unknown, i) => {
+    const dev = d as Partial<TraceHeader['devices'][number]> | null;
+    if (typeof dev !== 'object' || dev === null || typeof dev.name !== 'string' || !isU32(dev.relid)) {
+      throw new HostUsageError(`replayTrace: trace.header.devices[${i}] must have a name (string) and a relid (u32), got ${describe(d)}`);
+    }
+  });
+}
+
+function checkOptions(options: unknown): asserts options is ReplayOptions {
+  if (typeof options !== 'object' || options === null) throw new HostUsageError(`replayTrace: options must be an object, got ${describe(options)}`);
+  const o = options as Record<string, unknown>;
+  if (o.device !== undefined && typeof o.device !== 'string') throw new HostUsageError(`replayTrace: options.device must be a device name (string), got ${describe(o.device)}`);
+  if (o.wallClockMs !== undefined && typeof o.wallClockMs !== 'function') throw new HostUsageError(`replayTrace: options.wallClockMs must be a function, got ${describe(o.wallClockMs)}`);
+  if (o.onEvent !== undefined && typeof o.onEvent !== 'function') throw new HostUsageError(`replayTrace: options.onEvent must be a function, got ${describe(o.onEvent)}`);
+  if (o.context !== undefined && !(Number.isInteger(o.context) && (o.context as number) >= 0 && (o.context as number) <= MAX_CONTEXT)) {
+    throw new HostUsageError(`replayTrace: options.context must be an integer 0..${MAX_CONTEXT}, got ${describe(o.context)}`);
+  }
+  const logger = o.logger as Partial<Logger> | undefined;
+  if (logger !== undefined && (typeof logger !== 'object' || logger === null || typeof logger.warn !== 'function')) {
+    throw new HostUsageError(`replayTrace: options.logger must be a Logger, got ${describe(logger)}`);
+  }
+}
+
+/** What the first pass found: how to size the host, and whether the trace is whole. */
+interface Scan {
+  events: number;
+  firstTime: bigint;
+  pages: number[];
+  vpCount: number;
+  droppedEvents: bigint;
+  truncated: boolean;
+}
+
+/** The first pass: every event checked, the pages and vCPUs it names collected. */
+function scanEvents(source: EventSource): Scan {
+  const pages = new PageSet();
+  let vpCount = 1;
+  let events = 0;
+  let firstTime = 0n;
+  const pass = source.pass();
+  for (let r = pass.next(); ; r = pass.next()) {
+    if (r.done) {
+      const end = source.known ?? (r.value as { droppedEvents: bigint; truncated: boolean });
+      return { events, firstTime, pages: pages.sorted(), vpCount, droppedEvents: end.droppedEvents, truncated: end.truncated };
+    }
+    const e = r.value;
+    checkEvent(e, events);
+    if (events === 0) firstTime = e.time;
+    if (e.vp >= MAX_REPLAY_VPS) throw new ReplayError(`event #${e.seq} names vCPU ${e.vp}; replay supports 0..${MAX_REPLAY_VPS - 1}`);
+    vpCount = Math.max(vpCount, e.vp + 1);
+    pages.addEvent(e);
+    events++;
+  }
 }
 
 /** A device that accepts its channel and ignores it: the other channels of a --device replay. */
@@ -120,20 +263,158 @@ class InertDevice implements ChannelHandler {
   onClose(): void {}
 }
 
-/** Collects what the replayed host records, stamped with the replay clock. */
-class CollectingSink implements TraceSink {
+/** Hands what the replayed host records, stamped with the replay clock, to `onEvent`. */
+class ForwardingSink implements TraceSink {
   readonly enabled = true;
-  readonly events: TraceEvent[] = [];
-  constructor(private readonly clock: ManualClock) {}
+  count = 0;
+  constructor(
+    private readonly clock: ManualClock,
+    private readonly onEvent: (e: TraceEvent) => void,
+  ) {}
   record(vp: number, body: TraceEventBody): void {
-    this.events.push({ seq: BigInt(this.events.length), time: this.clock.now(), vp, ...body } as TraceEvent);
+    this.onEvent({ seq: BigInt(this.count++), time: this.clock.now(), vp, ...body } as TraceEvent);
+  }
+}
+
+/**
+ * The recorded events of a pass, read ahead as far as the replay looks: at(i) reads up to
+ * event i; release(i) forgets the events before i. Holds at most MAX_WINDOW_EVENTS events
+ * and MAX_WINDOW_BYTES of their data.
+ */
+class EventWindow {
+  private events: TraceEvent[] = [];
+  private sizes: number[] = [];
+  /** Index (in the pass) of events[head]. */
+  private base = 0;
+  private head = 0;
+  private bytes = 0;
+  private ended = false;
+  peak = 0;
+  constructor(private readonly pass: Iterator<TraceEvent, unknown>) {}
+
+  at(i: number): TraceEvent | undefined {
+    while (!this.ended && i >= this.base + this.events.length - this.head) {
+      const r = this.pass.next();
+      if (r.done) {
+        this.ended = true;
+        break;
+      }
+      const size = eventBytes(r.value);
+      const held = this.events.length - this.head + 1;
+      if (held > MAX_WINDOW_EVENTS || this.bytes + size > MAX_WINDOW_BYTES) {
+        throw new ReplayError(
+          `more than ${held > MAX_WINDOW_EVENTS ? `${MAX_WINDOW_EVENTS} events` : `${MAX_WINDOW_BYTES >> 20} MiB of events`} between one guest event and the next (at recorded event #${r.value.seq}): replay's look-ahead window holds no more`,
+        );
+      }
+      this.events.push(r.value);
+      this.sizes.push(size);
+      this.bytes += size;
+      this.peak = Math.max(this.peak, held);
+    }
+    const k = i - this.base + this.head;
+    return k >= this.head && k < this.events.length ? this.events[k] : undefined;
+  }
+
+  release(i: number): void {
+    while (this.base < i && this.head < this.events.length) {
+      this.bytes -= this.sizes[this.head];
+      this.head++;
+      this.base++;
+    }
+    if (this.head > 1024 && this.head * 2 > this.events.length) {
+      this.events = this.events.slice(this.head);
+      this.sizes = this.sizes.slice(this.head);
+      this.head = 0;
+    }
+  }
+}
+
+/** The data an event holds, roughly: its byte fields plus a fixed overhead. */
+function eventBytes(e: TraceEvent): number {
+  switch (e.kind) {
+    case 'postMessage':
+      return 64 + e.postMessage.payload.length;
+    case 'synicMessage':
+      return 64 + e.synicMessage.payload.length;
+    case 'ringPacket':
+      return 64 + e.ringPacket.packet.length + e.ringPacket.ranges.reduce((n, r) => n + r.data.length + 8 * r.pfns.length, 0);
+    case 'gpadlCreated':
+      return 64 + 8 * e.gpadlCreated.pfns.length;
+    case 'hostCall':
+      return 64 + e.hostCall.argsJson.length + e.hostCall.method.length + e.hostCall.device.length;
+    default:
+      return 64;
+  }
+}
+
+/**
+ * First-divergence comparison as the events arrive (the same answer as firstDivergence over
+ * the two whole lists): each side queues what the other has not matched yet; a side more than
+ * MAX_WINDOW_EVENTS ahead is a divergence where the other side has nothing.
+ */
+class OnlineComparison {
+  private expected: TraceEvent[] = [];
+  private actual: TraceEvent[] = [];
+  private readonly context: TraceEvent[] = [];
+  compared = 0;
+  divergence: Divergence | null = null;
+  constructor(private readonly contextSize: number) {}
+
+  pushExpected(e: TraceEvent): void {
+    if (this.divergence) return;
+    this.expected.push(e);
+    this.match();
+  }
+  pushActual(e: TraceEvent): void {
+    if (this.divergence) return;
+    this.actual.push(e);
+    this.match();
+  }
+  /** The end of both sides: what is left unmatched is the divergence. */
+  finish(): void {
+    if (this.divergence) return;
+    if (this.expected.length > 0 || this.actual.length > 0) this.diverge(this.expected[0], this.actual[0], []);
+  }
+
+  private match(): void {
+    let n = 0;
+    while (n < this.expected.length && n < this.actual.length) {
+      const e = this.expected[n];
+      const a = this.actual[n];
+      const fields = eventDifferences(e, a);
+      if (fields.length > 0) {
+        this.expected.splice(0, n);
+        this.actual.splice(0, n);
+        return this.diverge(e, a, fields);
+      }
+      this.compared++;
+      if (this.contextSize > 0) {
+        this.context.push(e);
+        if (this.context.length > this.contextSize) this.context.shift();
+      }
+      n++;
+    }
+    if (n > 0) {
+      this.expected.splice(0, n);
+      this.actual.splice(0, n);
+    }
+    if (this.expected.length > MAX_WINDOW_EVENTS) this.diverge(this.expected[0], undefined, []);
+    else if (this.actual.length > MAX_WINDOW_EVENTS) this.diverge(undefined, this.actual[0], []);
+  }
+
+  private diverge(expected: TraceEvent | undefined, actual: TraceEvent | undefined, fields: string[]): void {
+    if (expected) this.compared++;
+    this.divergence = { index: this.compared - (expected ? 1 : 0), expected, actual, context: [...this.context], fields };
+    this.expected = [];
+    this.actual = [];
   }
 }
 
 class ReplaySession {
-  readonly focusRelid: number | undefined;
+  private readonly focusRelid: number | undefined;
   private readonly clock: ManualClock;
-  private readonly sink: CollectingSink;
+  private readonly sink: ForwardingSink;
+  private readonly comparison: OnlineComparison;
   private readonly memory: GuestMemory;
   private readonly scratchGpa: number;
   private readonly hyperv: HyperV;
@@ -145,17 +426,24 @@ class ReplaySession {
   private readonly logger: Logger;
 
   constructor(
-    private readonly trace: Trace,
+    private readonly header: TraceHeader,
+    scan: Scan,
     options: ReplayOptions,
   ) {
     this.logger = options.logger ?? silentLogger;
-    const events = trace.events;
-    this.clock = new ManualClock(events[0]?.time ?? 0n);
-    this.sink = new CollectingSink(this.clock);
-    const pages = replayPages(events);
+    this.focusRelid = options.device === undefined ? undefined : header.devices.find((d) => d.name === options.device)?.relid;
+    this.clock = new ManualClock(scan.firstTime);
+    this.comparison = new OnlineComparison(options.context ?? 5);
+    const onEvent = options.onEvent;
+    this.sink = new ForwardingSink(this.clock, (e) => {
+      onEvent?.(e);
+      if (this.keep(e)) this.comparison.pushActual(e);
+    });
+    const pages = scan.pages;
+    if (pages.length > MAX_REPLAY_PAGES) throw new ReplayError(`the trace names more than ${MAX_REPLAY_PAGES} guest pages`);
     this.scratchGpa = (pages.length > 0 ? pages[pages.length - 1] + 2 : 1) * PAGE_SIZE;
     this.memory = GuestMemory.createShared(coalesce([...pages, this.scratchGpa / PAGE_SIZE]));
-    this.vpCount = replayVpCount(events);
+    this.vpCount = scan.vpCount;
     const hooks = traceHooks(this.sink, this.memory, () => this.vmbus?.server);
     this.hyperv = new HyperV({ memory: this.memory, vpCount: this.vpCount, clock: this.clock, logger: this.logger, observer: hooks.synic, sink: { raise: () => {} } });
     this.hypercalls = new HypercallDispatcher({ memory: this.memory, logger: this.logger, onCall: hooks.onCall, onResult: hooks.onResult });
@@ -168,17 +456,20 @@ class ReplaySession {
       onAction: hooks.onAction,
       onPacket: hooks.onPacket,
     });
-    this.focusRelid = this.offerDevices(options, hooks.onHostCall);
+    this.offerDevices(options, hooks.onHostCall);
   }
 
-  /** Offers the header's devices in relid order; returns the relid of options.device, if named. */
-  private offerDevices(options: ReplayOptions, onHostCall: (relid: number, device: string, method: string, args: readonly unknown[]) => void): number | undefined {
+  private keep(e: TraceEvent): boolean {
+    return this.focusRelid === undefined || eventRelid(e) === this.focusRelid;
+  }
+
+  /** Offers the header's devices in relid order. */
+  private offerDevices(options: ReplayOptions, onHostCall: (relid: number, device: string, method: string, args: readonly unknown[]) => void): void {
     const env = { clock: this.clock, logger: this.logger, wallClockMs: options.wallClockMs ?? (() => SIMULATED_WALL_CLOCK_MS) };
-    const devices = [...this.trace.header.devices].sort((a, b) => a.relid - b.relid);
+    const devices = [...this.header.devices].sort((a, b) => a.relid - b.relid);
     if (options.device !== undefined && !devices.some((d) => d.name === options.device)) {
       throw new ReplayError(`the trace has no device ${options.device} (it has: ${devices.map((d) => d.name).join(', ') || 'none'})`);
     }
-    let focus: number | undefined;
     for (const d of devices) {
       if (!(IC_KINDS as readonly string[]).includes(d.name)) throw new ReplayError(`device ${d.name} (relid ${d.relid}) has no replay factory; known: ${IC_KINDS.join(', ')}`);
       const alone = options.device === undefined || options.device === d.name;
@@ -189,34 +480,33 @@ class ReplaySession {
         this.devices.set(d.relid, ic);
         ic.observeHostCalls((method, args) => onHostCall(channel.relid, d.name, method, args));
       }
-      if (options.device === d.name) focus = d.relid;
     }
-    return focus;
   }
 
-  get recorded(): TraceEvent[] {
-    return this.sink.events;
-  }
-
-  /** Drives every guest event and device call; returns how many. */
-  run(): number {
-    const events = this.trace.events;
+  /** The second pass: drives every guest event and device call, comparing as it goes; stops at the first divergence. */
+  run(pass: Iterator<TraceEvent, unknown>): { driven: number; compared: number; divergence: Divergence | null; actualEvents: number; peakWindowEvents: number } {
+    const window = new EventWindow(pass);
     let driven = 0;
     try {
-      for (let i = 0; i < events.length; i++) {
-        const e = events[i];
-        if (!isGuestOriginated(e) || e.kind === 'ringPacket') continue;
-        if (e.time > this.clock.now()) this.clock.set(e.time);
-        this.consumeMessagesAndFlags();
-        this.consumeRings(events, i);
-        this.writeGuestPackets(events, i);
-        this.drive(e);
-        driven++;
+      for (let i = 0; ; i++) {
+        const e = window.at(i);
+        if (!e || this.comparison.divergence) break;
+        if (this.keep(e)) this.comparison.pushExpected(e);
+        if (isGuestOriginated(e) && e.kind !== 'ringPacket') {
+          if (e.time > this.clock.now()) this.clock.set(e.time);
+          this.consumeMessagesAndFlags();
+          this.consumeRings(window, i);
+          this.writeGuestPackets(window, i);
+          this.drive(e);
+          driven++;
+        }
+        window.release(i + 1);
       }
     } finally {
       this.vmbus.dispose();
     }
-    return driven;
+    this.comparison.finish();
+    return { driven, compared: this.comparison.compared, divergence: this.comparison.divergence, actualEvents: this.sink.count, peakWindowEvents: window.peak };
   }
 
   private drive(e: TraceEvent): void {
@@ -282,7 +572,18 @@ class ReplaySession {
     } catch (error) {
       throw new ReplayError(`host call ${method} on relid ${relid} has malformed arguments: ${(error as Error).message}`);
     }
-    const result = device.invokeHostCall(method, args);
+    if (!(IC_HOST_API[device.kind] as readonly string[]).includes(method)) {
+      throw new ReplayError(`host call ${method} on relid ${relid}: ${device.kind} has no such host call (known: ${IC_HOST_API[device.kind].join(', ')})`);
+    }
+    let result: unknown;
+    try {
+      result = device.invokeHostCall(method, args);
+    } catch (error) {
+      // The recorded call threw the same at the recording VMM (or the arguments are hostile):
+      // either way the call is over, and what the host did is compared as events.
+      this.logger.warn('replay: a recorded host call threw', { relid, method, error: String(error) });
+      return;
+    }
     // Answers arrive (or not) as the replay goes on; what they do is compared as events.
     if (result instanceof Promise) result.catch(() => {});
   }
@@ -309,9 +610,8 @@ class ReplaySession {
   }
 
   /** The guest packets the host read between event i and the next driven event, written into their rings now. */
-  private writeGuestPackets(events: readonly TraceEvent[], i: number): void {
-    for (let j = i + 1; j < events.length; j++) {
-      const e = events[j];
+  private writeGuestPackets(window: EventWindow, i: number): void {
+    for (let j = i + 1, e = window.at(j); e; e = window.at(++j)) {
       if (e.kind !== 'ringPacket') {
         if (isGuestOriginated(e)) break;
         continue;
@@ -343,26 +643,24 @@ class ReplaySession {
    * each channel the host writes to before the next guest event, the guest has drained its
    * ring first if the recorded write was signalled, and not if it was not.
    */
-  private consumeRings(events: readonly TraceEvent[], i: number): void {
+  private consumeRings(window: EventWindow, i: number): void {
     const decided = new Set<number>();
-    for (let j = i + 1; j < events.length; j++) {
-      const e = events[j];
+    for (let j = i + 1, e = window.at(j); e; e = window.at(++j)) {
       if (isGuestOriginated(e) && e.kind !== 'ringPacket') break;
       if (e.kind !== 'ringPacket' || e.ringPacket.direction !== 'HOST_TO_GUEST') continue;
       const relid = e.ringPacket.relid;
       if (decided.has(relid)) continue;
       decided.add(relid);
       const ring = this.guestRings.get(relid);
-      if (ring && wasSignalled(events, j)) drainQuietly(ring, this.logger);
+      if (ring && wasSignalled(window, j)) drainQuietly(ring, this.logger);
     }
   }
 }
 
 /** Whether the host-to-guest packet at index j was followed by an event flag before anything else on its channel or from the guest. */
-function wasSignalled(events: readonly TraceEvent[], j: number): boolean {
-  const relid = (events[j] as TraceEvent & { kind: 'ringPacket' }).ringPacket.relid;
-  for (let k = j + 1; k < events.length; k++) {
-    const e = events[k];
+function wasSignalled(window: EventWindow, j: number): boolean {
+  const relid = (window.at(j) as TraceEvent & { kind: 'ringPacket' }).ringPacket.relid;
+  for (let k = j + 1, e = window.at(k); e; e = window.at(++k)) {
     if (e.kind === 'synicEventFlag') return true;
     if (isGuestOriginated(e) && e.kind !== 'ringPacket') return false;
     if (e.kind === 'ringPacket' && e.ringPacket.relid === relid) return false;
@@ -399,39 +697,31 @@ function enabledPage(msrValue: bigint): number | null {
   return Number(msrValue & ~0xfffn);
 }
 
-/** vCPUs the replayed host needs: one past the highest the trace names. Hostile traces naming absurd vCPUs are refused. */
-function replayVpCount(events: readonly TraceEvent[]): number {
-  let count = 1;
-  for (const e of events) {
-    if (!Number.isInteger(e.vp) || e.vp < 0 || e.vp >= MAX_REPLAY_VPS) throw new ReplayError(`event #${e.seq} names vCPU ${e.vp}; replay supports 0..${MAX_REPLAY_VPS - 1}`);
-    count = Math.max(count, e.vp + 1);
-  }
-  return count;
-}
-
-/** Every guest page the trace names, sorted and unique. */
-function replayPages(events: readonly TraceEvent[]): number[] {
-  const pages = new Set<number>();
-  const add = (gpa: bigint | number): void => {
+/** Every guest page a trace names (SynIC and reference-TSC pages, GPADL and GPA-direct PFNs, monitor pages); hostile counts are refused. */
+class PageSet {
+  private readonly pages = new Set<number>();
+  add(gpa: bigint | number): void {
     const pfn = Math.floor(Number(gpa) / PAGE_SIZE);
-    if (Number.isSafeInteger(pfn) && pfn >= 0 && pfn * PAGE_SIZE < MAX_GPA) pages.add(pfn);
-  };
-  for (const e of events) {
+    if (Number.isSafeInteger(pfn) && pfn >= 0 && pfn * PAGE_SIZE < MAX_GPA) this.pages.add(pfn);
+    if (this.pages.size > MAX_REPLAY_PAGES) throw new ReplayError(`the trace names more than ${MAX_REPLAY_PAGES} guest pages`);
+  }
+  addEvent(e: TraceEvent): void {
     if (e.kind === 'msrWrite' && [HV_X64_MSR_SIMP, HV_X64_MSR_SIEFP, HV_X64_MSR_REFERENCE_TSC].includes(e.msrWrite.msr)) {
-      if (e.msrWrite.value & 1n) add(e.msrWrite.value & ~0xfffn);
+      if (e.msrWrite.value & 1n) this.add(e.msrWrite.value & ~0xfffn);
     } else if (e.kind === 'gpadlCreated') {
-      for (const pfn of e.gpadlCreated.pfns) add(pfn * BigInt(PAGE_SIZE));
+      for (const pfn of e.gpadlCreated.pfns) this.add(pfn * BigInt(PAGE_SIZE));
     } else if (e.kind === 'ringPacket') {
-      for (const r of e.ringPacket.ranges) for (const pfn of r.pfns) add(pfn * BigInt(PAGE_SIZE));
+      for (const r of e.ringPacket.ranges) for (const pfn of r.pfns) this.add(pfn * BigInt(PAGE_SIZE));
     } else if (e.kind === 'postMessage') {
       const m = parseChannelMessage(e.postMessage.payload);
       if (!(m instanceof Error) && m.msgtype === CHANNELMSG_INITIATE_CONTACT) {
-        for (const gpa of [m.monitor_page1, m.monitor_page2]) if (gpa !== 0n) add(gpa);
+        for (const gpa of [m.monitor_page1, m.monitor_page2]) if (gpa !== 0n) this.add(gpa);
       }
     }
-    if (pages.size > MAX_REPLAY_PAGES) throw new ReplayError(`the trace names more than ${MAX_REPLAY_PAGES} guest pages`);
   }
-  return [...pages].sort((a, b) => a - b);
+  sorted(): number[] {
+    return [...this.pages].sort((a, b) => a - b);
+  }
 }
 
 /** Runs of consecutive PFNs as RAM regions. */
@@ -443,4 +733,30 @@ function coalesce(pfns: readonly number[]): { gpa: number; size: number }[] {
     else regions.push({ gpa: pfn * PAGE_SIZE, size: PAGE_SIZE });
   }
   return regions;
+}
+
+function isU32(v: unknown): v is number {
+  return typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 0xffffffff;
+}
+
+function describe(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'an array';
+  if (value instanceof Uint8Array) return 'a byte array';
+  if (typeof value === 'object') return 'an object';
+  if (typeof value === 'string') return `'${value.length > 40 ? `${value.slice(0, 40)}...` : value}'`;
+  if (typeof value === 'bigint') return `${value}n`;
+  return String(value);
+}
+
+/** An event as the schema has it, or a ReplayError naming the event and the field. */
+function checkEvent(e: unknown, index: number): asserts e is TraceEvent {
+  const where = `event ${index}`;
+  if (typeof e !== 'object' || e === null) throw new ReplayError(`${where} is ${describe(e)}, not an event`);
+  const ev = e as Record<string, unknown>;
+  if (typeof ev.seq !== 'bigint' || ev.seq < 0n) throw new ReplayError(`${where}: seq must be a non-negative bigint, got ${describe(ev.seq)}`);
+  if (typeof ev.time !== 'bigint' || ev.time < 0n) throw new ReplayError(`${where} (#${ev.seq}): time must be a non-negative bigint, got ${describe(ev.time)}`);
+  if (!isU32(ev.vp)) throw new ReplayError(`event #${ev.seq} names vCPU ${describe(ev.vp)}; replay supports 0..${MAX_REPLAY_VPS - 1}`);
+  const problem = eventBodyProblem(ev);
+  if (problem) throw new ReplayError(`${where} (#${ev.seq}): ${problem}`);
 }

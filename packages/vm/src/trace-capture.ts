@@ -167,6 +167,10 @@ function recordAction(sink: TraceSink, action: ServerAction, server: VmbusServer
       }
       return;
     }
+    case 'connected':
+      // The header was written before the guest negotiated: the footer carries the version.
+      sink.noteVmbusVersion?.(action.version);
+      return;
     case 'open':
       sink.record(action.request.targetVp, { kind: 'channelState', channelState: { relid: action.request.relid, state: 'OPENED', classId: '', instanceId: '', subchannelIndex: 0 } });
       return;
