@@ -14,8 +14,8 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { HV_STATUS_SUCCESS } from '@hvemu/hvdef';
 import { Partition, TestPlatform, buildLongModeGuest, enterLongMode, loadElf64 } from '@hvemu/accel';
-import { HV_STATUS_SUCCESS } from '@hvemu/synic';
 import { attachHyperV, enlightenedPartitionOptions } from '@hvemu/vm';
 
 type Figures = Record<string, number | string>;

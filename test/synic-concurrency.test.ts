@@ -8,8 +8,9 @@
  */
 import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
+import { HV_X64_MSR_EOM, HV_X64_MSR_SCONTROL, HV_X64_MSR_SIMP, HV_X64_MSR_SINT0 } from '@hvemu/hvdef';
 import { GuestMemory, PAGE_SIZE } from '@hvemu/memory';
-import { HV_X64_MSR_EOM, HV_X64_MSR_SCONTROL, HV_X64_MSR_SIMP, HV_X64_MSR_SINT0, SynicQueueFull, VpSynic } from '@hvemu/synic';
+import { SynicQueueFull, VpSynic } from '@hvemu/synic';
 
 const SIMP = 0x2000;
 const SINT = 2;

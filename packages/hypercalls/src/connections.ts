@@ -4,19 +4,7 @@
  * its bounded queue is full); an event handler is told the flag number.
  */
 import { HostUsageError } from '@hvemu/common';
-
-export interface MessageConnection {
-  /** A guest post: vp, message type, payload (a copy, at most 240 bytes). Returns an HV_STATUS. */
-  onMessage(vp: number, messageType: number, payload: Uint8Array): number;
-}
-
-export interface EventConnection {
-  /** A guest signal: vp and flag number. Returns an HV_STATUS. */
-  onSignal(vp: number, flagNumber: number): number;
-}
-
-/** Connection ids are 24 bits (HV_CONNECTION_ID). */
-export const HV_CONNECTION_ID_MASK = 0xff_ffff;
+import { HV_CONNECTION_ID_MASK, type ConnectionPort, type EventConnection, type MessageConnection } from '@hvemu/hvdef';
 
 /** Told when event connections come and go (a backend keeping a doorbell per connection). */
 export interface EventConnectionWatcher {
@@ -24,7 +12,7 @@ export interface EventConnectionWatcher {
   removed(connectionId: number): void;
 }
 
-export class ConnectionRegistry {
+export class ConnectionRegistry implements ConnectionPort {
   private readonly messages = new Map<number, MessageConnection>();
   private readonly events = new Map<number, EventConnection>();
   private readonly watchers = new Set<EventConnectionWatcher>();

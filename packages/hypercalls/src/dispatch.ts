@@ -15,16 +15,17 @@ import {
   HV_STATUS_INVALID_HYPERCALL_INPUT,
   HV_STATUS_INVALID_PARAMETER,
   HV_STATUS_SUCCESS,
-} from '@hvemu/synic';
-import { ConnectionRegistry, HV_CONNECTION_ID_MASK } from './connections.js';
-import {
+  HV_CONNECTION_ID_MASK,
   decodeControl,
   encodeResult,
   HVCALL_NOTIFY_LONG_SPIN_WAIT,
   HVCALL_POST_MESSAGE,
   HVCALL_SIGNAL_EVENT,
+  hv_input_post_message,
+  hv_input_signal_event,
   type HypercallControl,
-} from './control.js';
+} from '@hvemu/hvdef';
+import { ConnectionRegistry } from './connections.js';
 
 /** The registers a hypercall exit carries (x64 calling convention). */
 export interface HypercallRegisters {
@@ -81,35 +82,28 @@ function readInput(ctx: HypercallContext, length: number): Uint8Array | { status
   return out;
 }
 
-/** HvPostMessage: connection id, reserved, message type, payload size, 240 bytes of payload. */
+/** HvPostMessage: hv_input_post_message at the GPA in RDX (never fast). */
 function postMessage(ctx: HypercallContext): number {
-  const input = readInput(ctx, 16 + HV_MESSAGE_PAYLOAD_BYTE_COUNT);
+  const input = readInput(ctx, hv_input_post_message.size);
   if (!(input instanceof Uint8Array)) return input.status;
-  const dv = new DataView(input.buffer, input.byteOffset, input.byteLength);
-  const connectionId = dv.getUint32(0, true);
-  const reserved = dv.getUint32(4, true);
-  const messageType = dv.getUint32(8, true);
-  const payloadSize = dv.getUint32(12, true);
-  if (connectionId > HV_CONNECTION_ID_MASK || reserved !== 0) return HV_STATUS_INVALID_PARAMETER;
-  if (messageType === 0 || (messageType & HV_MESSAGE_TYPE_HYPERVISOR_MASK) !== 0) return HV_STATUS_INVALID_PARAMETER;
-  if (payloadSize > HV_MESSAGE_PAYLOAD_BYTE_COUNT) return HV_STATUS_INVALID_PARAMETER;
-  const handler = ctx.connections.message(connectionId);
+  const m = hv_input_post_message.decode(input);
+  if (m.connectionid > HV_CONNECTION_ID_MASK || m.reserved !== 0) return HV_STATUS_INVALID_PARAMETER;
+  if (m.message_type === 0 || (m.message_type & HV_MESSAGE_TYPE_HYPERVISOR_MASK) !== 0) return HV_STATUS_INVALID_PARAMETER;
+  if (m.payload_size > HV_MESSAGE_PAYLOAD_BYTE_COUNT) return HV_STATUS_INVALID_PARAMETER;
+  const handler = ctx.connections.message(m.connectionid);
   if (!handler) return HV_STATUS_INVALID_CONNECTION_ID;
-  return handler.onMessage(ctx.vp, messageType, input.slice(16, 16 + payloadSize));
+  return handler.onMessage(ctx.vp, m.message_type, m.payload.slice(0, m.payload_size));
 }
 
-/** HvSignalEvent: connection id (u32), flag number (u16), reserved (u16); fast form in RDX. */
+/** HvSignalEvent: hv_input_signal_event, in memory or (fast) in RDX. */
 function signalEvent(ctx: HypercallContext): number {
-  const input = readInput(ctx, 8);
+  const input = readInput(ctx, hv_input_signal_event.size);
   if (!(input instanceof Uint8Array)) return input.status;
-  const dv = new DataView(input.buffer, input.byteOffset, input.byteLength);
-  const connectionId = dv.getUint32(0, true);
-  const flagNumber = dv.getUint16(4, true);
-  const reserved = dv.getUint16(6, true);
-  if (connectionId > HV_CONNECTION_ID_MASK || reserved !== 0) return HV_STATUS_INVALID_PARAMETER;
-  const handler = ctx.connections.event(connectionId);
+  const e = hv_input_signal_event.decode(input);
+  if (e.connectionid > HV_CONNECTION_ID_MASK || e.rsvd_z !== 0) return HV_STATUS_INVALID_PARAMETER;
+  const handler = ctx.connections.event(e.connectionid);
   if (!handler) return HV_STATUS_INVALID_CONNECTION_ID;
-  return handler.onSignal(ctx.vp, flagNumber);
+  return handler.onSignal(ctx.vp, e.flag_number);
 }
 
 /** Every hypercall hvemu implements. Anything else is HV_STATUS_INVALID_HYPERCALL_CODE. */

@@ -1,5 +1,4 @@
-export * from './control.js';
-export { ConnectionRegistry, HV_CONNECTION_ID_MASK, type EventConnection, type EventConnectionWatcher, type MessageConnection } from './connections.js';
+export { ConnectionRegistry, type EventConnectionWatcher } from './connections.js';
 export {
   HYPERCALLS,
   HypercallDispatcher,

@@ -1,23 +1,9 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { HV_STATUS_INSUFFICIENT_BUFFERS, HV_STATUS_INVALID_ALIGNMENT, HV_STATUS_INVALID_CONNECTION_ID, HV_STATUS_INVALID_HYPERCALL_CODE, HV_STATUS_INVALID_HYPERCALL_INPUT, HV_STATUS_INVALID_PARAMETER, HV_STATUS_SUCCESS, decodeControl, encodeControl, HVCALL_NOTIFY_LONG_SPIN_WAIT, HVCALL_POST_MESSAGE, HVCALL_SIGNAL_EVENT, resultStatus } from '@hvemu/hvdef';
 import { GuestMemory, PAGE_SIZE } from '@hvemu/memory';
 import {
-  HV_STATUS_INSUFFICIENT_BUFFERS,
-  HV_STATUS_INVALID_ALIGNMENT,
-  HV_STATUS_INVALID_CONNECTION_ID,
-  HV_STATUS_INVALID_HYPERCALL_CODE,
-  HV_STATUS_INVALID_HYPERCALL_INPUT,
-  HV_STATUS_INVALID_PARAMETER,
-  HV_STATUS_SUCCESS,
-} from '@hvemu/synic';
-import {
-  decodeControl,
-  encodeControl,
-  HVCALL_NOTIFY_LONG_SPIN_WAIT,
-  HVCALL_POST_MESSAGE,
-  HVCALL_SIGNAL_EVENT,
   HypercallDispatcher,
-  resultStatus,
 } from '@hvemu/hypercalls';
 import { fuzzRuns } from '../../../test/helpers.js';
 

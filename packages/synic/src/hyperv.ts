@@ -6,6 +6,7 @@
  * MsrFault means "inject #GP".
  */
 import { HostUsageError, silentLogger, type Clock, type Logger } from '@hvemu/common';
+import type { SynicPort } from '@hvemu/hvdef';
 import { PAGE_SIZE, type GuestMemory } from '@hvemu/memory';
 import { MsrFault, SynicQueueFull } from './errors.js';
 import {
@@ -28,23 +29,11 @@ import {
   HV_X64_MSR_TSC_FREQUENCY,
   HV_X64_MSR_VP_INDEX,
   HV_X64_MSR_VP_RUNTIME,
-} from './hv.js';
+} from '@hvemu/hvdef';
 import { tscPageParameters, writeTscPage, type TscModel } from './reference-tsc.js';
 import { VpStimers } from './stimer.js';
 import { VpSynic, type SynicInterruptSink, type SynicMessage, type SynicObserver } from './vp-synic.js';
 
-/**
- * What vmbus uses to reach the guest: the same interface whether hvemu or the hypervisor owns
- * the SynIC. postMessage answers 'delivered' (in the slot now), 'queued' (the port holds it
- * and delivers it in order) or 'busy' (the port's queue for that SINT is full: nothing was
- * taken; post again after onPostReady fires). A message is never dropped by the port.
- */
-export interface SynicPort {
-  postMessage(vp: number, sint: number, message: SynicMessage): 'delivered' | 'queued' | 'busy';
-  signalEvent(vp: number, sint: number, flag: number): boolean;
-  /** Calls `listener(vp, sint)` when a SINT that answered 'busy' can take messages again; returns an unsubscribe. */
-  onPostReady?(listener: (vp: number, sint: number) => void): () => void;
-}
 
 export interface HyperVEvents {
   /** The guest wrote CRASH_CTL with CrashNotify: P0-P4 and the control value. */

@@ -1,4 +1,4 @@
-export * from './hv.js';
+export * from '@hvemu/hvdef';
 export { MsrFault, SynicQueueFull } from './errors.js';
 export { VpSynic, type SynicInterruptSink, type SynicMessage, type SynicObserver, type VpSynicOptions } from './vp-synic.js';
 export { VpStimers, type StimerEvent } from './stimer.js';
@@ -11,4 +11,4 @@ export {
   type TscPageParameters,
 } from './reference-tsc.js';
 export * from './cpuid.js';
-export { HyperV, type HyperVEvents, type HyperVOptions, type SynicPort } from './hyperv.js';
+export { HyperV, type HyperVEvents, type HyperVOptions } from './hyperv.js';

@@ -4,7 +4,7 @@
  * sees no drift. reference time = ((tsc * tsc_scale) >> 64) + tsc_offset, in 100 ns units.
  */
 import { HostUsageError, HV_CLOCK_HZ } from '@hvemu/common';
-import { ms_hyperv_tsc_page } from './hv.js';
+import { ms_hyperv_tsc_page } from '@hvemu/hvdef';
 
 const U64 = (1n << 64n) - 1n;
 

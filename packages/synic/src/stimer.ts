@@ -30,7 +30,7 @@ import {
   HV_X64_MSR_STIMER3_COUNT,
   HVMSG_TIMER_EXPIRED,
   hv_timer_message_payload,
-} from './hv.js';
+} from '@hvemu/hvdef';
 import type { SynicInterruptSink, VpSynic } from './vp-synic.js';
 
 interface TimerState {

@@ -39,7 +39,7 @@ import {
   HV_X64_MSR_SINT15,
   HV_X64_MSR_SVERSION,
   HVMSG_NONE,
-} from './hv.js';
+} from '@hvemu/hvdef';
 
 /** Raises SynIC interrupts in the guest: the accelerator's job (MSI into the LAPIC, or a user-space LAPIC). */
 export interface SynicInterruptSink {

@@ -1,8 +1,9 @@
 /** HyperV and the SynIC as a careless host caller uses them: typed refusals naming the value. */
 import { describe, expect, it } from 'vitest';
+import { HV_MAXIMUM_PROCESSORS, HV_X64_MSR_GUEST_OS_ID } from '@hvemu/hvdef';
 import { HostUsageError, ManualClock } from '@hvemu/common';
 import { GuestMemory } from '@hvemu/memory';
-import { HV_MAXIMUM_PROCESSORS, HV_X64_MSR_GUEST_OS_ID, HyperV, tscPageParameters } from '@hvemu/synic';
+import { HyperV, tscPageParameters } from '@hvemu/synic';
 
 const sink = { raise: () => {} };
 const make = (vpCount: unknown) => new HyperV({ memory: GuestMemory.createShared(1 << 16), vpCount: vpCount as number, clock: new ManualClock(), sink });

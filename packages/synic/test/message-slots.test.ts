@@ -1,15 +1,10 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { HV_X64_MSR_EOM, HV_X64_MSR_SCONTROL, HV_X64_MSR_SIEFP, HV_X64_MSR_SIMP, HV_X64_MSR_SINT0, hv_message } from '@hvemu/hvdef';
 import { HostUsageError } from '@hvemu/common';
 import { hvemuSynicSystem, synicSlotProperty, TEST_SIMP_GPA } from '@hvemu/synic/testing';
 import { GuestMemory, PAGE_SIZE } from '@hvemu/memory';
 import {
-  HV_X64_MSR_EOM,
-  HV_X64_MSR_SCONTROL,
-  HV_X64_MSR_SIEFP,
-  HV_X64_MSR_SIMP,
-  HV_X64_MSR_SINT0,
-  hv_message,
   SynicQueueFull,
   VpSynic,
 } from '@hvemu/synic';

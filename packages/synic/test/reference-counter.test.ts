@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
+import { HV_X64_MSR_TIME_REF_COUNT } from '@hvemu/hvdef';
 import { ManualClock } from '@hvemu/common';
 import { GuestMemory, PAGE_SIZE } from '@hvemu/memory';
-import { HV_X64_MSR_TIME_REF_COUNT, HyperV, referenceTimeFromTsc, tscPageParameters } from '@hvemu/synic';
+import { HyperV, referenceTimeFromTsc, tscPageParameters } from '@hvemu/synic';
 
 describe('TIME_REF_COUNT from a backend reference counter', () => {
   it('answers each vp from the hook (the TSC page formula on that vCPU), not the clock', () => {

@@ -24,10 +24,11 @@
  * (ReplayError); a replay that falls a whole window behind or ahead of the recording has
  * diverged there.
  */
+import { HV_X64_MSR_EOM, HV_X64_MSR_REFERENCE_TSC, HV_X64_MSR_SIEFP, HV_X64_MSR_SIMP, encodeControl, HVCALL_POST_MESSAGE, HVCALL_SIGNAL_EVENT, HV_MESSAGE_PAYLOAD_BYTE_COUNT, HV_MESSAGE_SIZE, HV_SYNIC_SINT_COUNT } from '@hvemu/hvdef';
 import { HostUsageError, HvemuError, ManualClock, silentLogger, type Logger } from '@hvemu/common';
 import { GuestMemory, PAGE_SIZE } from '@hvemu/memory';
 import { HypercallDispatcher } from '@hvemu/hypercalls';
-import { HyperV, HV_X64_MSR_EOM, HV_X64_MSR_REFERENCE_TSC, HV_X64_MSR_SIEFP, HV_X64_MSR_SIMP } from '@hvemu/synic';
+import { HyperV } from '@hvemu/synic';
 import {
   CHANNELMSG_CLOSECHANNEL,
   attachDevice,
@@ -61,17 +62,14 @@ import { createIcDevice, IC_KINDS } from './ic-devices.js';
 import { SIMULATED_WALL_CLOCK_MS } from './sim.js';
 import { restoreRangeData, traceHooks } from './trace-capture.js';
 
-const HVCALL_POST_MESSAGE = 0x5cn;
-const HVCALL_SIGNAL_EVENT = 0x5dn;
-const HV_HYPERCALL_FAST_BIT = 1n << 16n;
-const SINT_COUNT = 16;
-const MESSAGE_SLOT_SIZE = 256;
+const POST_MESSAGE = encodeControl({ code: HVCALL_POST_MESSAGE });
+const SIGNAL_EVENT = encodeControl({ code: HVCALL_SIGNAL_EVENT });
+const SIGNAL_EVENT_FAST = encodeControl({ code: HVCALL_SIGNAL_EVENT, fast: true });
 /** Replay memory is the pages a trace names; more than this (1 GiB) is refused as hostile. */
 const MAX_REPLAY_PAGES = 1 << 18;
 const MAX_GPA = 2 ** 52;
 /** Hyper-V's own limit on virtual processors per partition is in the low thousands. */
 const MAX_REPLAY_VPS = 1024;
-const HV_MESSAGE_PAYLOAD_MAX = 240;
 /** Most events replay holds between one driven event and the next (and in each comparison queue). */
 export const MAX_WINDOW_EVENTS = 1 << 16;
 /** Most event data (payloads, packets, range data) the window holds: 256 MiB. */
@@ -540,19 +538,19 @@ class ReplaySession {
   private postMessage(vp: number, connectionId: number, messageType: number, payload: Uint8Array): void {
     // hv_input_post_message holds at most 240 payload bytes; a longer recorded payload keeps
     // its size field (the dispatcher refuses it, as it refused the guest) but not its bytes.
-    const input = new Uint8Array(16 + Math.min(payload.length, HV_MESSAGE_PAYLOAD_MAX));
+    const input = new Uint8Array(16 + Math.min(payload.length, HV_MESSAGE_PAYLOAD_BYTE_COUNT));
     const view = new DataView(input.buffer);
     view.setUint32(0, connectionId, true);
     view.setUint32(8, messageType, true);
     view.setUint32(12, payload.length, true);
     input.set(payload.subarray(0, input.length - 16), 16);
     this.memory.write(this.scratchGpa, input);
-    this.hypercalls.dispatch(vp, { rcx: HVCALL_POST_MESSAGE, rdx: BigInt(this.scratchGpa), r8: 0n });
+    this.hypercalls.dispatch(vp, { rcx: POST_MESSAGE, rdx: BigInt(this.scratchGpa), r8: 0n });
   }
 
   private signalEvent(vp: number, connectionId: number, flag: number, fast: boolean): void {
     if (fast) {
-      this.hypercalls.dispatch(vp, { rcx: HVCALL_SIGNAL_EVENT | HV_HYPERCALL_FAST_BIT, rdx: BigInt(connectionId) | (BigInt(flag) << 32n), r8: 0n });
+      this.hypercalls.dispatch(vp, { rcx: SIGNAL_EVENT_FAST, rdx: BigInt(connectionId) | (BigInt(flag) << 32n), r8: 0n });
       return;
     }
     const input = new Uint8Array(8);
@@ -560,7 +558,7 @@ class ReplaySession {
     view.setUint32(0, connectionId, true);
     view.setUint16(4, flag, true);
     this.memory.write(this.scratchGpa, input);
-    this.hypercalls.dispatch(vp, { rcx: HVCALL_SIGNAL_EVENT, rdx: BigInt(this.scratchGpa), r8: 0n });
+    this.hypercalls.dispatch(vp, { rcx: SIGNAL_EVENT, rdx: BigInt(this.scratchGpa), r8: 0n });
   }
 
   private hostCall(relid: number, method: string, argsJson: string): void {
@@ -629,7 +627,7 @@ class ReplaySession {
     for (let vp = 0; vp < this.vpCount; vp++) {
       const simp = enabledPage(this.hyperv.readMsr(vp, HV_X64_MSR_SIMP));
       if (simp !== null && this.memory.contains(simp, PAGE_SIZE)) {
-        for (let sint = 0; sint < SINT_COUNT; sint++) this.memory.writeU32(simp + sint * MESSAGE_SLOT_SIZE, 0);
+        for (let sint = 0; sint < HV_SYNIC_SINT_COUNT; sint++) this.memory.writeU32(simp + sint * HV_MESSAGE_SIZE, 0);
       }
       const siefp = enabledPage(this.hyperv.readMsr(vp, HV_X64_MSR_SIEFP));
       if (siefp !== null && this.memory.contains(siefp, PAGE_SIZE)) this.memory.write(siefp, new Uint8Array(PAGE_SIZE));

@@ -14,8 +14,9 @@
  *   exits as port I/O: the call runs through the dispatcher, so the status is the one the
  *   exit path would give, and RAX = status | DOORBELL_HOST_STATUS tells the page so.
  */
+import { HVCALL_SIGNAL_EVENT, HV_HYPERCALL_FAST_BIT } from '@hvemu/hvdef';
 import type { Ioeventfd, Partition } from '@hvemu/accel';
-import { DOORBELL_HOST_STATUS, HVCALL_SIGNAL_EVENT, HV_HYPERCALL_FAST_BIT, type HypercallDispatcher } from '@hvemu/hypercalls';
+import { DOORBELL_HOST_STATUS, type HypercallDispatcher } from '@hvemu/hypercalls';
 import type { Logger } from '@hvemu/common';
 
 export const SIGNAL_DOORBELL_PORT = 0x98;

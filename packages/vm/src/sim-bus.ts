@@ -4,10 +4,11 @@
  * TypeScript guest client posting through the HvPostMessage input page. For protocol tests and
  * benchmarks that want the real path without a full SimulatedVm and its devices.
  */
+import { HV_X64_MSR_EOM, HV_X64_MSR_GUEST_OS_ID, HV_X64_MSR_SCONTROL, HV_X64_MSR_SIEFP, HV_X64_MSR_SIMP, HV_X64_MSR_SINT0 } from '@hvemu/hvdef';
 import { ManualClock, MemoryLogger } from '@hvemu/common';
 import { GuestMemory } from '@hvemu/memory';
 import { HypercallDispatcher } from '@hvemu/hypercalls';
-import { HyperV, HV_X64_MSR_EOM, HV_X64_MSR_GUEST_OS_ID, HV_X64_MSR_SCONTROL, HV_X64_MSR_SIEFP, HV_X64_MSR_SIMP, HV_X64_MSR_SINT0, type SynicObserver } from '@hvemu/synic';
+import { HyperV, type SynicObserver } from '@hvemu/synic';
 import { BumpPageAllocator, simpTransport, VmbusClient, VmbusHost, type VmbusClientOptions } from '@hvemu/vmbus';
 
 /** Guest-physical pages the bus's guest side uses; pages from 0x10 up are free for GPADLs. */

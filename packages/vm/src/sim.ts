@@ -5,10 +5,11 @@
  * negotiate VMBus, take the offers, open every IC channel and answer the host's IC messages
  * when its SINT 2 interrupt shows a channel's event flag. Deterministic with a ManualClock.
  */
+import { HV_X64_MSR_EOM, HV_X64_MSR_GUEST_OS_ID, HV_X64_MSR_SCONTROL, HV_X64_MSR_SIEFP, HV_X64_MSR_SIMP, HV_X64_MSR_SINT0 } from '@hvemu/hvdef';
 import { HostUsageError, ManualClock, silentLogger, type Clock, type Logger } from '@hvemu/common';
 import { GuestMemory, PAGE_SIZE } from '@hvemu/memory';
 import { HypercallDispatcher } from '@hvemu/hypercalls';
-import { HyperV, HV_X64_MSR_EOM, HV_X64_MSR_GUEST_OS_ID, HV_X64_MSR_SCONTROL, HV_X64_MSR_SIEFP, HV_X64_MSR_SIMP, HV_X64_MSR_SINT0 } from '@hvemu/synic';
+import { HyperV } from '@hvemu/synic';
 import { BumpPageAllocator, simpTransport, VM_PKT_DATA_INBAND, VmbusClient, VmbusHost, type GuestChannel } from '@hvemu/vmbus';
 import {
   GuestIcEndpoint,

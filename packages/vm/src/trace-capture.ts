@@ -3,6 +3,7 @@
  * deliveries, VMBus server actions, ring packets) into trace events on a TraceSink. Every hook
  * checks `sink.enabled` first; with the disabled sink they cost one property read.
  */
+import { HVCALL_POST_MESSAGE, HVCALL_SIGNAL_EVENT } from '@hvemu/hvdef';
 import { PAGE_SIZE, type GuestMemory } from '@hvemu/memory';
 import type { HypercallRecord } from '@hvemu/hypercalls';
 import type { SynicObserver } from '@hvemu/synic';
@@ -19,8 +20,6 @@ import {
   type VmbusServer,
 } from '@hvemu/vmbus';
 
-const HVCALL_POST_MESSAGE = 0x5c;
-const HVCALL_SIGNAL_EVENT = 0x5d;
 
 export interface TraceHooks {
   synic: SynicObserver;

@@ -4,8 +4,8 @@
  * AutoEOI and the fast-signal doorbell. The host side is the same HyperV / dispatcher the
  * simulated tests use; the guests assert, the tests check exit codes and host counters.
  */
+import { HV_STATUS_SUCCESS } from '@hvemu/hvdef';
 import { expect, it } from 'vitest';
-import { HV_STATUS_SUCCESS } from '@hvemu/synic';
 import { describeKvm, runHvGuest, type HvGuestRun } from './helpers/hv-guest.js';
 
 function expectPassed(run: HvGuestRun, vcpus = 2): void {

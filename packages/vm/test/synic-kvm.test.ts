@@ -4,8 +4,8 @@
  * same HyperV / HypercallDispatcher objects the simulated tests use.
  */
 import { describe, expect, it } from 'vitest';
+import { HV_STATUS_SUCCESS } from '@hvemu/hvdef';
 import { enterLongMode, loadElf64, Partition, TestPlatform } from '@hvemu/accel';
-import { HV_STATUS_SUCCESS } from '@hvemu/synic';
 import { attachHyperV, enlightenedPartitionOptions } from '@hvemu/vm';
 import { buildHvGuest } from './helpers/hv-guest.js';
 

@@ -4,9 +4,10 @@
  * HV_STATUS_INSUFFICIENT_BUFFERS until the backlog is out.
  */
 import { describe, expect, it } from 'vitest';
+import { HV_X64_MSR_EOM, HV_X64_MSR_SCONTROL, HV_X64_MSR_SIMP, HV_X64_MSR_SINT0 } from '@hvemu/hvdef';
 import { ManualClock } from '@hvemu/common';
 import { GuestMemory } from '@hvemu/memory';
-import { HyperV, HV_X64_MSR_EOM, HV_X64_MSR_SCONTROL, HV_X64_MSR_SIMP, HV_X64_MSR_SINT0 } from '@hvemu/synic';
+import { HyperV } from '@hvemu/synic';
 import { CHANNELMSG_REQUESTOFFERS, encodeChannelMessage } from '@hvemu/vmbus';
 import { HEARTBEAT, partition } from './helpers/sim-partition.js';
 

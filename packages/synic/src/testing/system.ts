@@ -13,7 +13,7 @@ import {
   HV_X64_MSR_SIMP,
   HV_X64_MSR_SINT0,
   HVMSG_NONE,
-} from '../hv.js';
+} from '@hvemu/hvdef';
 import { VpSynic } from '../vp-synic.js';
 import type { SlotContent, SynicSystem } from './model.js';
 

@@ -10,7 +10,8 @@
  * something else (offers, rescinds) are handled as Linux handles them, whenever they arrive.
  */
 import { HvemuError, silentLogger, type Logger } from '@hvemu/common';
-import type { GuestMemory } from '@hvemu/memory';
+import { HV_STATUS_INSUFFICIENT_BUFFERS, HV_STATUS_INVALID_CONNECTION_ID, HV_STATUS_SUCCESS } from '@hvemu/hvdef';
+import { PAGE_SIZE, type GuestMemory } from '@hvemu/memory';
 import { openRingEndpoint, ringPairFromPages, type RingEndpoint } from '../ring/pair.js';
 import {
   CHANNELMSG_ALLOFFERS_DELIVERED,
@@ -55,14 +56,10 @@ import {
 } from '../protocol/messages.js';
 import type { GuestTransport } from './transport.js';
 
-const PAGE_SIZE = 4096;
-const HV_STATUS_SUCCESS = 0;
-const HV_STATUS_INSUFFICIENT_BUFFERS = 0x13;
 /** Linux vmbus_post_msg retries a refused post this many times. */
 const POST_RETRIES = 100;
 /** struct hv_monitor_page: trigger_group[4] (pending u32, armed u32) at byte 8. */
 const MONITOR_TRIGGER_GROUP_OFFSET = 8;
-const HV_STATUS_INVALID_CONNECTION_ID = 0x12;
 
 /** The client could not complete a protocol step. */
 export class VmbusClientError extends HvemuError {

@@ -6,8 +6,22 @@
  * vmbus_signal_eom do.
  */
 import { HostUsageError } from '@hvemu/common';
+import {
+  encodeControl,
+  HV_MESSAGE_FLAG_PENDING,
+  HV_MESSAGE_PAYLOAD_BYTE_COUNT,
+  HV_MESSAGE_SIZE,
+  hv_input_post_message,
+  hv_input_signal_event,
+  HVCALL_POST_MESSAGE,
+  HVCALL_SIGNAL_EVENT,
+  resultStatus,
+} from '@hvemu/hvdef';
 import type { GuestMemory } from '@hvemu/memory';
-import { HV_MESSAGE_PAYLOAD_BYTE_COUNT, VMBUS_MESSAGE_SINT, VMBUS_MESSAGE_TYPE } from '../protocol/constants.js';
+import { VMBUS_MESSAGE_SINT, VMBUS_MESSAGE_TYPE } from '../protocol/constants.js';
+
+const POST_MESSAGE = encodeControl({ code: HVCALL_POST_MESSAGE });
+const SIGNAL_EVENT_FAST = encodeControl({ code: HVCALL_SIGNAL_EVENT, fast: true });
 
 export interface GuestTransport {
   /** HvPostMessage(connectionId, message type 1, payload). Returns the HV_STATUS. */
@@ -23,12 +37,6 @@ export interface GuestTransport {
   wait?(): Promise<void>;
 }
 
-/** HvPostMessage / HvSignalEvent call codes and the fast-call bit (TLFS). */
-const HVCALL_POST_MESSAGE = 0x5cn;
-const HVCALL_SIGNAL_EVENT = 0x5dn;
-const HV_HYPERCALL_FAST_BIT = 1n << 16n;
-const HV_MESSAGE_SIZE = 256;
-const HV_MESSAGE_FLAG_PENDING = 1;
 
 export interface SimpTransportOptions {
   memory: GuestMemory;
@@ -50,23 +58,19 @@ export function simpTransport(options: SimpTransportOptions): GuestTransport {
   const { memory, vp } = options;
   const slotGpa = options.simpGpa + VMBUS_MESSAGE_SINT * HV_MESSAGE_SIZE;
   const slot = memory.u32Array(slotGpa, 2);
-  const input = memory.bytes(options.inputPageGpa, 16 + HV_MESSAGE_PAYLOAD_BYTE_COUNT);
-  const inputView = new DataView(input.buffer, input.byteOffset, input.byteLength);
+  const input = memory.bytes(options.inputPageGpa, hv_input_post_message.size);
+  const signalInput = new Uint8Array(hv_input_signal_event.size);
   return {
     post(connectionId, payload) {
       if (payload.length > HV_MESSAGE_PAYLOAD_BYTE_COUNT) throw new HostUsageError(`a channel message of ${payload.length} bytes (max ${HV_MESSAGE_PAYLOAD_BYTE_COUNT})`);
-      inputView.setUint32(0, connectionId, true);
-      inputView.setUint32(4, 0, true);
-      inputView.setUint32(8, VMBUS_MESSAGE_TYPE, true);
-      inputView.setUint32(12, payload.length, true);
-      input.fill(0, 16);
-      input.set(payload, 16);
-      const rax = options.hypercall(vp, HVCALL_POST_MESSAGE, BigInt(options.inputPageGpa), 0n);
-      return Number(rax & 0xffffn);
+      hv_input_post_message.encode({ connectionid: connectionId, reserved: 0, message_type: VMBUS_MESSAGE_TYPE, payload_size: payload.length, payload }, input);
+      return resultStatus(options.hypercall(vp, POST_MESSAGE, BigInt(options.inputPageGpa), 0n));
     },
     signal(connectionId) {
-      const rax = options.hypercall(vp, HVCALL_SIGNAL_EVENT | HV_HYPERCALL_FAST_BIT, BigInt(connectionId), 0n);
-      return Number(rax & 0xffffn);
+      // Fast HvSignalEvent: the 8-byte hv_input_signal_event in RDX (flag 0).
+      hv_input_signal_event.encode({ connectionid: connectionId, flag_number: 0, rsvd_z: 0 }, signalInput);
+      const rdx = new DataView(signalInput.buffer).getBigUint64(0, true);
+      return resultStatus(options.hypercall(vp, SIGNAL_EVENT_FAST, rdx, 0n));
     },
     wait: options.wait,
     receive() {

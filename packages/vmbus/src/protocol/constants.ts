@@ -114,8 +114,6 @@ export const VMBUS_MONITOR_CONNECTION_ID = 3;
 export const VMBUS_MESSAGE_SINT = 2;
 /** hv_message.message_type of channel messages (Linux posts and expects 1). */
 export const VMBUS_MESSAGE_TYPE = 1;
-/** Largest hv_message payload, so the largest channel message. */
-export const HV_MESSAGE_PAYLOAD_BYTE_COUNT = 240;
 /** relids are 1..2047: bit 0 of the event-flags block is reserved. */
 export const MAX_CHANNEL_RELIDS = 2048;
 /** Monitor ids: 4 trigger groups of 32. */

@@ -6,6 +6,7 @@
  * size (Linux drops shorter ones, e.g. a VERSION_RESPONSE under 16 bytes), and the parser
  * requires at least that size from the guest.
  */
+import { HV_MESSAGE_PAYLOAD_BYTE_COUNT } from '@hvemu/hvdef';
 import { defineStruct, type StructLayout, type StructValue, type FieldRow } from '@hvemu/common';
 import {
   CHANNELMSG_ALLOFFERS_DELIVERED,
@@ -31,7 +32,6 @@ import {
   CHANNELMSG_UNLOAD,
   CHANNELMSG_UNLOAD_RESPONSE,
   CHANNELMSG_VERSION_RESPONSE,
-  HV_MESSAGE_PAYLOAD_BYTE_COUNT,
 } from './constants.js';
 import { ChannelProtocolError } from './errors.js';
 

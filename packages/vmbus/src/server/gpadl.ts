@@ -3,9 +3,9 @@
  * {byte_count, byte_offset} header and its PFNs); the header carries the first part and
  * GPADL_BODY messages the rest. Pure functions over plain data, used by the server core.
  */
+import { PAGE_SIZE } from '@hvemu/memory';
 import { GPADL_BODY_MAX_PFNS } from '../protocol/constants.js';
 
-const PAGE_SIZE = 4096;
 /** PFNs above this would put the GPA past 2^52, beyond any guest RAM hvemu models. */
 const MAX_PFN = 2 ** 40;
 

@@ -14,4 +14,4 @@ export {
 } from './server.js';
 export { decodeGpadlRanges, type GpadlRange, type GuestRamMap, type GpadlLimits } from './gpadl.js';
 export { Channel, type ChannelHandler, type ChannelCloseReason } from './channel.js';
-export { VmbusHost, type VmbusHostOptions, type SynicPortLike, type ConnectionRegistryLike } from './vmbus-host.js';
+export { VmbusHost, type VmbusHostOptions } from './vmbus-host.js';

@@ -17,6 +17,7 @@
  * sends can throw out of `handle()` or affect another channel.
  */
 import { HostUsageError, parseGuid } from '@hvemu/common';
+import { PAGE_SIZE } from '@hvemu/memory';
 import {
   CHANNELMSG_ALLOFFERS_DELIVERED,
   CHANNELMSG_CLOSECHANNEL,
@@ -71,7 +72,6 @@ import {
 import type { OpenRequest, ServerAction } from './actions.js';
 import { decodeGpadlRanges, gpadlPageCount, type GpadlAssembly, type GpadlRange, type GuestRamMap } from './gpadl.js';
 
-const PAGE_SIZE = 4096;
 
 /** What a device offers. GUIDs in canonical text form. */
 export interface OfferSpec {

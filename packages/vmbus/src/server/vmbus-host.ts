@@ -6,11 +6,12 @@
  * and log actions go to the Logger.
  *
  * The SynIC and the hypercall connection table are reached through the small structural
- * interfaces below (satisfied by @hvemu/synic's HyperV and @hvemu/hypercalls'
+ * contracts of @hvemu/hvdef (SynicPort, ConnectionPort: satisfied by @hvemu/synic's HyperV and @hvemu/hypercalls'
  * ConnectionRegistry), so vmbus does not depend on either package.
  */
 import { HostUsageError, silentLogger, type Logger } from '@hvemu/common';
-import type { GuestBuffer, GuestMemory } from '@hvemu/memory';
+import { HV_STATUS_INSUFFICIENT_BUFFERS, HV_STATUS_SUCCESS, type ConnectionPort, type SynicPort } from '@hvemu/hvdef';
+import { PAGE_SIZE, type GuestBuffer, type GuestMemory } from '@hvemu/memory';
 import { openRingEndpoint, ringPairFromPages } from '../ring/pair.js';
 import type { PacketView } from '../ring/reader.js';
 import type { OutgoingPacket } from '../ring/writer.js';
@@ -26,25 +27,15 @@ import type { OpenRequest, ServerAction } from './actions.js';
 import { Channel, type ChannelHandler, type ChannelHost } from './channel.js';
 import { VmbusServer, type OfferSpec, type ServerGpadl, type ServerOptions } from './server.js';
 
-const HV_STATUS_SUCCESS = 0;
-const HV_STATUS_INSUFFICIENT_BUFFERS = 0x13;
 /** Channel messages held for a busy SynIC before the host gives up on the guest (each <= 240 bytes). */
 const DEFAULT_MAX_BACKLOG = 4096;
 /** How often a held message is retried when the port cannot say when it is ready (ms). */
 const BACKLOG_RETRY_MS = 1;
-const PAGE_SIZE = 4096;
 /** The guest-to-host half of the pre-5.0 interrupt page (Linux send_int_page). */
 const SEND_INTERRUPT_HALF = PAGE_SIZE / 2;
 /** struct hv_monitor_page: trigger_group[4] of { pending u32, armed u32 } at byte 8. */
 const MONITOR_TRIGGER_GROUP_OFFSET = 8;
 const MONITOR_TRIGGER_GROUPS = 4;
-
-/** @hvemu/synic SynicPort, structurally: 'busy' means not taken, post again after onPostReady. */
-export interface SynicPortLike {
-  postMessage(vp: number, sint: number, message: { type: number; payload: Uint8Array }): 'delivered' | 'queued' | 'busy';
-  signalEvent(vp: number, sint: number, flag: number): boolean;
-  onPostReady?(listener: (vp: number, sint: number) => void): () => void;
-}
 
 /** A channel message the SynIC could not take yet. */
 interface HeldMessage {
@@ -54,16 +45,11 @@ interface HeldMessage {
   readonly bytes: Uint8Array;
 }
 
-/** @hvemu/hypercalls ConnectionRegistry, structurally. */
-export interface ConnectionRegistryLike {
-  registerMessage(connectionId: number, handler: { onMessage(vp: number, messageType: number, payload: Uint8Array): number }): () => void;
-  registerEvent(connectionId: number, handler: { onSignal(vp: number, flagNumber: number): number }): () => void;
-}
 
 export interface VmbusHostOptions extends Omit<ServerOptions, 'ram'> {
   memory: GuestMemory;
-  synic: SynicPortLike;
-  connections: ConnectionRegistryLike;
+  synic: SynicPort;
+  connections: ConnectionPort;
   logger?: Logger;
   /** Every action the server produced, before it is carried out (traces, tests). */
   onAction?(action: ServerAction): void;
@@ -82,8 +68,8 @@ export class VmbusHost {
   readonly server: VmbusServer;
   /** Guest RAM, as devices reach it (GuestData of GPADLs and packets). */
   readonly memory: GuestMemory;
-  private readonly synic: SynicPortLike;
-  private readonly connections: ConnectionRegistryLike;
+  private readonly synic: SynicPort;
+  private readonly connections: ConnectionPort;
   private readonly logger: Logger;
   private readonly channels = new Map<number, Channel>();
   private readonly unregister = new Map<number, () => void>();

@@ -3,9 +3,10 @@
  * enabled on every VP, the HypercallDispatcher, a VmbusHost, and the TypeScript guest client
  * posting with HvPostMessage through the dispatcher and reading real SIMP slots.
  */
+import { HV_X64_MSR_EOM, HV_X64_MSR_SCONTROL, HV_X64_MSR_SIEFP, HV_X64_MSR_SIMP, HV_X64_MSR_SINT0 } from '@hvemu/hvdef';
 import { ManualClock, MemoryLogger } from '@hvemu/common';
 import { GuestMemory } from '@hvemu/memory';
-import { HyperV, HV_X64_MSR_EOM, HV_X64_MSR_SCONTROL, HV_X64_MSR_SIEFP, HV_X64_MSR_SIMP, HV_X64_MSR_SINT0 } from '@hvemu/synic';
+import { HyperV } from '@hvemu/synic';
 import { HypercallDispatcher } from '@hvemu/hypercalls';
 import { BumpPageAllocator, VmbusClient, VmbusHost, simpTransport } from '@hvemu/vmbus';
 

@@ -1,9 +1,20 @@
 /**
- * The hypercall input control value (RCX) and result value (RAX), TLFS "Hypercall Inputs".
+ * Hypercall call codes (HVCALL_*), the input control value (RCX) and the result value (RAX),
+ * TLFS "Hypercall Inputs"; one codec for the dispatcher, the guest client and the backends.
  */
 export const HVCALL_NOTIFY_LONG_SPIN_WAIT = 0x0008;
+export const HVCALL_GET_PARTITION_PROPERTY = 0x0044;
+export const HVCALL_SET_PARTITION_PROPERTY = 0x0045;
+export const HVCALL_INSTALL_INTERCEPT = 0x004d;
+export const HVCALL_GET_VP_REGISTERS = 0x0050;
+export const HVCALL_SET_VP_REGISTERS = 0x0051;
+export const HVCALL_TRANSLATE_VIRTUAL_ADDRESS = 0x0052;
 export const HVCALL_POST_MESSAGE = 0x005c;
 export const HVCALL_SIGNAL_EVENT = 0x005d;
+export const HVCALL_REGISTER_INTERCEPT_RESULT = 0x0091;
+export const HVCALL_ASSERT_VIRTUAL_INTERRUPT = 0x0094;
+export const HVCALL_SIGNAL_EVENT_DIRECT = 0x00c0;
+export const HVCALL_POST_MESSAGE_DIRECT = 0x00c1;
 
 export const HV_HYPERCALL_FAST_BIT = 1n << 16n;
 const CODE_MASK = 0xffffn;

@@ -1,8 +1,14 @@
 /**
- * Hyper-V (TLFS) numbers and structures the SynIC layer needs, named as in the TLFS and
- * Linux include/hyperv/hvgdk*.h, declared once.
+ * Hyper-V (TLFS) numbers and structures, named as in the TLFS and Linux
+ * include/hyperv/hvgdk*.h / hvhdk*.h, declared once for every hvemu package: the page size,
+ * synthetic MSRs and their fields, SynIC messages and event flags, the reference TSC page,
+ * hypercall statuses and the HvPostMessage / HvSignalEvent input blocks.
  */
 import { defineStruct } from '@hvemu/common';
+
+/** Hyper-V pages are 4 KiB whatever the host's page size (HV_HYP_PAGE_SIZE). */
+export const HV_HYP_PAGE_SHIFT = 12;
+export const HV_HYP_PAGE_SIZE = 1 << HV_HYP_PAGE_SHIFT;
 
 /** The most virtual processors an x64 partition can have (hvgdk_mini.h, TLFS). */
 export const HV_MAXIMUM_PROCESSORS = 2048;
@@ -115,7 +121,31 @@ export const HV_STATUS_INVALID_HYPERCALL_INPUT = 0x3;
 export const HV_STATUS_INVALID_ALIGNMENT = 0x4;
 export const HV_STATUS_INVALID_PARAMETER = 0x5;
 export const HV_STATUS_ACCESS_DENIED = 0x6;
+export const HV_STATUS_INVALID_PARTITION_STATE = 0x7;
+export const HV_STATUS_UNKNOWN_PROPERTY = 0x9;
 export const HV_STATUS_INSUFFICIENT_MEMORY = 0xb;
+export const HV_STATUS_INVALID_VP_INDEX = 0xe;
 export const HV_STATUS_INVALID_PORT_ID = 0x11;
 export const HV_STATUS_INVALID_CONNECTION_ID = 0x12;
 export const HV_STATUS_INSUFFICIENT_BUFFERS = 0x13;
+export const HV_STATUS_INVALID_VP_STATE = 0x15;
+
+// ---- HvPostMessage / HvSignalEvent ----
+/** Connection ids are 24 bits (HV_CONNECTION_ID). */
+export const HV_CONNECTION_ID_MASK = 0xff_ffff;
+
+/** struct hv_input_post_message: the HvPostMessage input block (memory, 8-byte aligned GPA in RDX). */
+export const hv_input_post_message = defineStruct('hv_input_post_message', 16 + HV_MESSAGE_PAYLOAD_BYTE_COUNT, [
+  [0, 'connectionid', 'u32'],
+  [4, 'reserved', 'u32'],
+  [8, 'message_type', 'u32'],
+  [12, 'payload_size', 'u32'],
+  [16, 'payload', { bytes: HV_MESSAGE_PAYLOAD_BYTE_COUNT }],
+]);
+
+/** struct hv_input_signal_event: the HvSignalEvent input (fast: RDX holds these 8 bytes). */
+export const hv_input_signal_event = defineStruct('hv_input_signal_event', 8, [
+  [0, 'connectionid', 'u32'],
+  [4, 'flag_number', 'u16'],
+  [6, 'rsvd_z', 'u16'],
+]);

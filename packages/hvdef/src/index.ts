@@ -1,0 +1,3 @@
+export * from './tlfs.js';
+export * from './hypercall.js';
+export type { ConnectionPort, EventConnection, MessageConnection, PortMessage, SynicPort } from './contracts.js';
