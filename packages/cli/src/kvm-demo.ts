@@ -6,7 +6,7 @@
  */
 import { HostUsageError, MonotonicClock } from '@hvemu/common';
 import { TraceRecorder } from '@hvemu/trace';
-import { buildVmbusDemoGuest, icTraceHeader, KvmVm } from '@hvemu/vm';
+import { buildVmbusDemoGuest, describeCpuidDifferences, icTraceHeader, KvmVm } from '@hvemu/vm';
 
 export interface KvmDemoResult {
   exitCode: number | null;
@@ -26,6 +26,10 @@ export async function runKvmDemo(print: (line: string) => void, tracePath?: stri
   if (typeof print !== 'function') throw new HostUsageError('runKvmDemo: print must be a function');
   if (tracePath !== undefined && (typeof tracePath !== 'string' || tracePath === '')) throw new HostUsageError(`runKvmDemo: tracePath must be a non-empty string, got ${String(tracePath)}`);
   const heartbeats = 3;
+  // Say what CPUID the guest really sees where this KVM ignores hvemu's model (a guest kernel
+  // would then patch in instructions the emulator may not run).
+  const cpuid = await KvmVm.probeCpuid();
+  for (const line of describeCpuidDifferences(cpuid.differences)) print(`warning: cpuid: ${line}`);
   const clock = new MonotonicClock();
   const recorder = tracePath
     ? TraceRecorder.toFile(

@@ -22,3 +22,5 @@ export { traceHooks, type TraceHooks } from './trace-capture.js';
 export { KvmVm, buildVmbusDemoGuest, type KvmVmOptions, type KvmRunResult, type IcExercise, type IcExerciseResult } from './kvm-vm.js';
 export { createSimulatedBus, SIM_BUS_LAYOUT, type SimulatedBusOptions } from './sim-bus.js';
 export { replayTrace, ReplayError, type ReplayOptions, type ReplayResult, type ReplayDivergence } from './replay.js';
+/** Names the CPUID registers a guest sees differently from hvemu's model (KvmVm.probeCpuid). */
+export { describeCpuidDifferences, type CpuidDifference, type CpuidProbeResult } from '@hvemu/accel';

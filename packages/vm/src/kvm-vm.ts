@@ -19,7 +19,9 @@ import {
   GUEST_RUNTIME_DIR,
   loadElf64,
   Partition,
+  probeGuestCpuid,
   SERIAL_PORT,
+  type CpuidProbeResult,
   type IoDevice,
 } from '@hvemu/accel';
 import type { GuestMemory } from '@hvemu/memory';
@@ -156,6 +158,15 @@ export class KvmVm {
   /** Whether KVM is usable here, with the reason if not. */
   static probe(): { ok: boolean; reason: string } {
     return Partition.probe();
+  }
+
+  /**
+   * What CPUID a KvmVm's guest really sees on this host against what hvemu programs (a
+   * throwaway probe partition; ~30 ms). KVMs of this project's kind pass host values through
+   * for some basic leaves: `describeCpuidDifferences(result.differences)` names them.
+   */
+  static probeCpuid(): Promise<CpuidProbeResult> {
+    return probeGuestCpuid(enlightenedPartitionOptions());
   }
 
   constructor(options: KvmVmOptions) {
