@@ -103,7 +103,7 @@ export async function benchVmbusKvm(log: (line: string) => void = console.log): 
       while (hb.status.lastSequence === before) await new Promise((r) => setImmediate(r));
       rtts.push(Number(hb.status.lastAnswer! - sent) / 10); // 100 ns -> us
     }
-    await vm.ics.shutdown.service.shutdown({ kind: 'poweroff' });
+    await vm.ics.shutdown.host.shutdown({ kind: 'poweroff' });
     await run;
     const at = (pattern: RegExp): bigint[] => events.filter((e) => pattern.test(e.what)).map((e) => e.time);
     const offered = at(/sends OFFERCHANNEL/);

@@ -38,25 +38,25 @@ export async function runVmDemo(print: (line: string) => void, tracePath?: strin
 
   for (let i = 0; i < 3; i++) {
     clock.advance(20_000_000n); // Hyper-V beats about every 2 s
-    vm.ics.heartbeat.service.beat();
+    vm.ics.heartbeat.host.beat();
     await vm.settle();
     host(`heartbeat: guest alive, last sequence ${vm.ics.heartbeat.service.status.lastSequence}`);
   }
 
   clock.advance(5_000_000n);
-  vm.ics.timesync.service.sample();
+  vm.ics.timesync.host.sample();
   await vm.settle();
   host(`timesync: ${vm.ics.timesync.service.samplesAnswered} samples acknowledged`);
 
-  const set = vm.ics.kvp.service.set(KVP_POOL_EXTERNAL, { key: 'VirtualMachineName', value: 'hvemu-demo' });
+  const set = vm.ics.kvp.host.set(KVP_POOL_EXTERNAL, { key: 'VirtualMachineName', value: 'hvemu-demo' });
   await vm.settle();
-  const got = vm.ics.kvp.service.get(KVP_POOL_EXTERNAL, 'VirtualMachineName');
+  const got = vm.ics.kvp.host.get(KVP_POOL_EXTERNAL, 'VirtualMachineName');
   await vm.settle();
   const record = (await got)?.record;
   host(`kvp: set status 0x${((await set)?.status ?? -1).toString(16)}, read back ${JSON.stringify(record)}`);
 
   clock.advance(10_000_000n);
-  const shutdown = vm.ics.shutdown.service.shutdown({ kind: 'poweroff', message: 'demo finished' });
+  const shutdown = vm.ics.shutdown.host.shutdown({ kind: 'poweroff', message: 'demo finished' });
   await vm.settle();
   const answer = await shutdown;
   host(`shutdown: guest answered 0x${(answer?.status ?? -1).toString(16)}${answer?.status === 0 ? ' (S_OK): powering off' : ''}`);

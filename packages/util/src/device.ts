@@ -56,52 +56,39 @@ class SwitchableTransport implements IcTransport {
 }
 
 export class IcDevice<S extends IcHostService> implements VmbusDevice {
+  /** The service itself: its state and status. Calls made on it directly are not recorded. */
   readonly service: S;
+  /**
+   * The VMM's face of the service: the same object, but each host-API call (IC_HOST_API) made
+   * through it is reported to the host-call observer before it runs (traces record it, replay
+   * makes it again). What the service does on its own (KVP list's enumerates, timesync's sample
+   * once ready) goes to `service` directly and is not reported: a replay gets it again by itself.
+   */
+  readonly host: S;
   private readonly transport = new SwitchableTransport();
   private binding: IcQueueBinding | null = null;
-  private callDepth = 0;
-  private handlingGuest = false;
+  private hostCallObserver: HostCallObserver | undefined;
 
   constructor(
     readonly kind: IcKind,
     make: (transport: IcTransport) => S,
   ) {
     this.service = make(this.transport);
+    this.host = recordingFacade(this.service, IC_HOST_API[kind], (method, args) => this.hostCallObserver?.(method, args));
   }
 
-  /**
-   * Calls `observer` before every host-API call on `service` (IC_HOST_API), including calls
-   * the service makes on itself (KvpService.list enumerates), so a replay that makes the same
-   * recorded calls makes the same requests.
-   */
+  /** Reports each host-API call made through `host` to `observer` (one observer; the last one set). */
   observeHostCalls(observer: HostCallObserver): void {
-    const service = this.service as unknown as Record<string, (...args: unknown[]) => unknown>;
-    for (const method of IC_HOST_API[this.kind]) {
-      const original = service[method];
-      if (typeof original !== 'function') continue;
-      service[method] = (...args: unknown[]) => {
-        // Only the VMM's own calls: not the ones a host-API method makes on its way (list ->
-        // enumerate), nor the ones the service makes while it handles the guest (timesync
-        // samples once it is ready; list's next enumerate when an answer arrives). A replay
-        // that makes the recorded calls gets those again by itself.
-        if (this.callDepth === 0 && !this.handlingGuest) observer(method, args);
-        this.callDepth++;
-        try {
-          return original.apply(this.service, args);
-        } finally {
-          this.callDepth--;
-        }
-      };
-    }
+    this.hostCallObserver = observer;
   }
 
-  /** Makes a host-API call by name (replay). Throws IcHostCallError for a method outside IC_HOST_API. */
+  /** Makes a host-API call by name through `host` (replay). IcHostCallError for a method outside IC_HOST_API. */
   invokeHostCall(method: string, args: readonly unknown[]): unknown {
     if (!IC_HOST_API[this.kind].includes(method)) {
       throw new IcHostCallError(`${this.kind} has no host call ${method} (known: ${IC_HOST_API[this.kind].join(', ')})`);
     }
-    const service = this.service as unknown as Record<string, (...args: unknown[]) => unknown>;
-    return service[method](...args);
+    const host = this.host as unknown as Record<string, (...args: unknown[]) => unknown>;
+    return host[method](...args);
   }
 
   get offer(): OfferSpec {
@@ -111,26 +98,36 @@ export class IcDevice<S extends IcHostService> implements VmbusDevice {
   open(channel: DeviceChannel): void {
     this.transport.target = icQueueTransport(channel.queue);
     this.binding = bindIcToQueue(this.service, channel.queue);
-    this.whileHandlingGuest(() => this.service.open());
+    this.service.open();
   }
 
   onSignal(): void {
-    this.whileHandlingGuest(() => this.binding?.onSignal());
+    this.binding?.onSignal();
   }
 
   close(): void {
     this.transport.target = null;
     this.binding = null;
-    this.whileHandlingGuest(() => this.service.close());
+    this.service.close();
   }
+}
 
-  private whileHandlingGuest(work: () => void): void {
-    const outer = this.handlingGuest;
-    this.handlingGuest = true;
-    try {
-      work();
-    } finally {
-      this.handlingGuest = outer;
-    }
+/**
+ * `target` seen through a Proxy: each of `methods` reports (method, args) before it runs on
+ * `target` itself (so the calls it makes on itself are not reported); everything else is
+ * `target`'s own property.
+ */
+function recordingFacade<S extends object>(target: S, methods: readonly string[], report: HostCallObserver): S {
+  const wrapped = new Map<string, (...args: unknown[]) => unknown>();
+  for (const method of methods) {
+    const fn = (target as Record<string, unknown>)[method];
+    if (typeof fn !== 'function') continue;
+    wrapped.set(method, (...args: unknown[]) => {
+      report(method, args);
+      return (fn as (...a: unknown[]) => unknown).apply(target, args);
+    });
   }
+  return new Proxy(target, {
+    get: (t, prop) => (typeof prop === 'string' && wrapped.has(prop) ? wrapped.get(prop) : Reflect.get(t, prop, t)),
+  });
 }

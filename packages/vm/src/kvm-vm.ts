@@ -254,7 +254,7 @@ export class KvmVm {
     checkTimeout(timeoutMs, 'KvmVm.exerciseIcs: options.timeoutMs');
     const heartbeats = options.heartbeats ?? 3;
     if (!Number.isSafeInteger(heartbeats) || heartbeats < 0) throw new HostUsageError(`KvmVm.exerciseIcs: options.heartbeats must be a non-negative integer, not ${String(heartbeats)}`);
-    const heartbeat = this.ics.heartbeat.service;
+    const heartbeat = this.ics.heartbeat.host;
     await this.whenReady(['heartbeat', 'shutdown'], timeoutMs);
     this.emit('host', `heartbeat and shutdown ready (framework ${versionOf(heartbeat.framework)})`);
     const heartbeatAnswers: bigint[] = [];
@@ -270,7 +270,7 @@ export class KvmVm {
     const request = options.shutdown === undefined ? ({ kind: 'poweroff' } as const) : options.shutdown;
     if (request === null) return { heartbeatAnswers, shutdown: null };
     this.emit('host', `shutdown (${request.kind}) requested`);
-    const shutdown = await withTimeout(this.ics.shutdown.service.shutdown(request), timeoutMs, 'shutdown answer');
+    const shutdown = await withTimeout(this.ics.shutdown.host.shutdown(request), timeoutMs, 'shutdown answer');
     this.emit('host', shutdown ? `guest answered shutdown with status 0x${shutdown.status.toString(16)}` : 'shutdown channel closed unanswered');
     return { heartbeatAnswers, shutdown };
   }

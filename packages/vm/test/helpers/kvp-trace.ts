@@ -18,7 +18,7 @@ export async function writeKvpTrace(path: string, exchanges: number): Promise<{ 
   await vm.settle();
   for (let i = 0; i < exchanges; i++) {
     clock.advance(1000n);
-    const set = vm.ics.kvp.service.set(KVP_POOL_EXTERNAL, { key: `key${i % 50}`, value: `value ${i}` });
+    const set = vm.ics.kvp.host.set(KVP_POOL_EXTERNAL, { key: `key${i % 50}`, value: `value ${i}` });
     await vm.settle();
     if ((await set)?.status !== 0) throw new Error(`KVP set ${i} failed`);
   }
