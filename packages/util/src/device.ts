@@ -5,7 +5,7 @@
  * channel may open and close many times.
  */
 import { HvemuError } from '@hvemu/common';
-import type { DeviceChannel, OfferSpec, VmbusDevice } from '@hvemu/vmbus';
+import type { DeviceChannel, HostCallable, HostCallObserver, OfferSpec, VmbusDevice } from '@hvemu/vmbus';
 import { bindIcToQueue, icQueueTransport, type IcQueueBinding } from './queue-transport.js';
 import type { IcHostService, IcTransport } from './service.js';
 import {
@@ -44,8 +44,6 @@ export const IC_HOST_API: Readonly<Record<IcKind, readonly string[]>> = {
   kvp: ['set', 'get', 'delete', 'enumerate', 'list'],
 };
 
-/** Told of each host-API call before it runs: the method and its arguments. */
-export type HostCallObserver = (method: string, args: readonly unknown[]) => void;
 
 /** Routes a service's sends to whichever channel is open now. */
 class SwitchableTransport implements IcTransport {
@@ -55,7 +53,7 @@ class SwitchableTransport implements IcTransport {
   }
 }
 
-export class IcDevice<S extends IcHostService> implements VmbusDevice {
+export class IcDevice<S extends IcHostService> implements VmbusDevice, HostCallable {
   /** The service itself: its state and status. Calls made on it directly are not recorded. */
   readonly service: S;
   /**
@@ -75,6 +73,11 @@ export class IcDevice<S extends IcHostService> implements VmbusDevice {
   ) {
     this.service = make(this.transport);
     this.host = recordingFacade(this.service, IC_HOST_API[kind], (method, args) => this.hostCallObserver?.(method, args));
+  }
+
+  /** The host-API methods (IC_HOST_API of this kind). */
+  get hostCalls(): readonly string[] {
+    return IC_HOST_API[this.kind];
   }
 
   /** Reports each host-API call made through `host` to `observer` (one observer; the last one set). */

@@ -29,4 +29,5 @@ export {
 } from './services/kvp.js';
 export { GuestIcEndpoint, LINUX_IC_VERSIONS, type GuestIcKind, type ShutdownSeen, type TimeSampleSeen } from './guest/guest-ic.js';
 export { icQueueTransport, bindIcToQueue, type IcQueueBinding } from './queue-transport.js';
-export { IcDevice, IcHostCallError, IC_OFFERS, IC_HOST_API, type IcKind, type HostCallObserver } from './device.js';
+export { IcDevice, IcHostCallError, IC_OFFERS, IC_HOST_API, type IcKind } from './device.js';
+export { IC_DEVICE_KINDS, IC_KINDS } from './kinds.js';

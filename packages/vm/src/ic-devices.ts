@@ -3,10 +3,10 @@
  * that order, so their relids are 1-4 on a fresh bus), built one way for the simulated VM,
  * the KVM VM and trace replay.
  */
-import type { Clock, Logger } from '@hvemu/common';
-import { attachDevice, type VmbusHost } from '@hvemu/vmbus';
+import { HostUsageError } from '@hvemu/common';
+import { attachDevice, DeviceRegistry, type DeviceEnvironment, type VmbusHost } from '@hvemu/vmbus';
 import type { TraceDevice } from '@hvemu/trace';
-import { HeartbeatService, IC_OFFERS, IcDevice, KvpService, ShutdownService, TimesyncService, type IcHostService, type IcKind } from '@hvemu/util';
+import { IC_DEVICE_KINDS, IC_KINDS, IC_OFFERS, type HeartbeatService, type IcDevice, type IcHostService, type IcKind, type KvpService, type ShutdownService, type TimesyncService } from '@hvemu/util';
 
 export interface IntegrationComponents {
   heartbeat: IcDevice<HeartbeatService>;
@@ -15,27 +15,20 @@ export interface IntegrationComponents {
   kvp: IcDevice<KvpService>;
 }
 
-export const IC_KINDS: readonly IcKind[] = ['heartbeat', 'shutdown', 'timesync', 'kvp'];
+export { IC_KINDS };
 
-export interface IcEnvironment {
-  clock: Clock;
-  logger: Logger;
-  /** Host wall clock for timesync samples, Unix ms. */
-  wallClockMs: () => number;
+export type IcEnvironment = DeviceEnvironment;
+
+/** The device kinds every hvemu VM knows (the integration components, in offer order). */
+export function defaultDevices(): DeviceRegistry {
+  return new DeviceRegistry().register(...IC_DEVICE_KINDS);
 }
 
 /** One IC device of `kind`. */
 export function createIcDevice(kind: IcKind, env: IcEnvironment): IcDevice<IcHostService> {
-  switch (kind) {
-    case 'heartbeat':
-      return new IcDevice(kind, (t) => new HeartbeatService(t, env.clock, env.logger));
-    case 'shutdown':
-      return new IcDevice(kind, (t) => new ShutdownService(t, env.logger));
-    case 'timesync':
-      return new IcDevice(kind, (t) => new TimesyncService(t, env.clock, env.wallClockMs, env.logger));
-    case 'kvp':
-      return new IcDevice(kind, (t) => new KvpService(t, env.logger));
-  }
+  const found = IC_DEVICE_KINDS.find((k) => k.name === kind);
+  if (!found) throw new HostUsageError(`no integration component ${String(kind)} (known: ${IC_KINDS.join(', ')})`);
+  return found.create(env);
 }
 
 export function createIntegrationComponents(env: IcEnvironment): IntegrationComponents {

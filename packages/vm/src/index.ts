@@ -11,6 +11,7 @@ export { SignalDoorbell, SIGNAL_DOORBELL_PORT, type DoorbellStats } from './sign
 export { SimulatedVm, SimulatedLinuxGuest, SIMULATED_WALL_CLOCK_MS, type SimulatedVmOptions, type TimelineEvent } from './sim.js';
 export {
   createIcDevice,
+  defaultDevices,
   createIntegrationComponents,
   offerIntegrationComponents,
   icTraceHeader,

@@ -32,6 +32,9 @@ import { HyperV } from '@hvemu/synic';
 import {
   CHANNELMSG_CLOSECHANNEL,
   attachDevice,
+  isHostCallable,
+  DeviceRegistry,
+  type VmbusDevice,
   CHANNELMSG_INITIATE_CONTACT,
   CHANNELMSG_OPENCHANNEL,
   openRingEndpoint,
@@ -43,7 +46,6 @@ import {
   type ChannelHandler,
   type RingEndpoint,
 } from '@hvemu/vmbus';
-import { IC_HOST_API, type IcDevice, type IcHostService, type IcKind } from '@hvemu/util';
 import {
   decodeHostCallArgs,
   eventBodyProblem,
@@ -58,7 +60,7 @@ import {
   type TraceHeader,
   type TraceSink,
 } from '@hvemu/trace';
-import { createIcDevice, IC_KINDS } from './ic-devices.js';
+import { defaultDevices } from './ic-devices.js';
 import { SIMULATED_WALL_CLOCK_MS } from './sim.js';
 import { restoreRangeData, traceHooks } from './trace-capture.js';
 
@@ -87,6 +89,8 @@ export interface ReplayOptions {
   device?: string;
   /** Wall clock the timesync service reports (default: the simulated VM's fixed clock). */
   wallClockMs?: () => number;
+  /** The device kinds the trace's devices are built from (default: defaultDevices(), the ICs). */
+  devices?: DeviceRegistry;
   /** Events of context before a divergence (default 5, at most 1000). */
   context?: number;
   logger?: Logger;
@@ -213,6 +217,7 @@ function checkOptions(options: unknown): asserts options is ReplayOptions {
   if (o.device !== undefined && typeof o.device !== 'string') throw new HostUsageError(`replayTrace: options.device must be a device name (string), got ${describe(o.device)}`);
   if (o.wallClockMs !== undefined && typeof o.wallClockMs !== 'function') throw new HostUsageError(`replayTrace: options.wallClockMs must be a function, got ${describe(o.wallClockMs)}`);
   if (o.onEvent !== undefined && typeof o.onEvent !== 'function') throw new HostUsageError(`replayTrace: options.onEvent must be a function, got ${describe(o.onEvent)}`);
+  if (o.devices !== undefined && !(o.devices instanceof DeviceRegistry)) throw new HostUsageError(`replayTrace: options.devices must be a DeviceRegistry, got ${describe(o.devices)}`);
   if (o.context !== undefined && !(Number.isInteger(o.context) && (o.context as number) >= 0 && (o.context as number) <= MAX_CONTEXT)) {
     throw new HostUsageError(`replayTrace: options.context must be an integer 0..${MAX_CONTEXT}, got ${describe(o.context)}`);
   }
@@ -418,7 +423,7 @@ class ReplaySession {
   private readonly hyperv: HyperV;
   private readonly hypercalls: HypercallDispatcher;
   private readonly vmbus: VmbusHost;
-  private readonly devices = new Map<number, IcDevice<IcHostService>>();
+  private readonly devices = new Map<number, { name: string; device: VmbusDevice }>();
   private readonly guestRings = new Map<number, RingEndpoint>();
   private readonly vpCount: number;
   private readonly logger: Logger;
@@ -468,15 +473,17 @@ class ReplaySession {
     if (options.device !== undefined && !devices.some((d) => d.name === options.device)) {
       throw new ReplayError(`the trace has no device ${options.device} (it has: ${devices.map((d) => d.name).join(', ') || 'none'})`);
     }
+    const registry = options.devices ?? defaultDevices();
     for (const d of devices) {
-      if (!(IC_KINDS as readonly string[]).includes(d.name)) throw new ReplayError(`device ${d.name} (relid ${d.relid}) has no replay factory; known: ${IC_KINDS.join(', ')}`);
+      const kind = registry.get(d.name);
+      if (!kind) throw new ReplayError(`device ${d.name} (relid ${d.relid}) has no replay factory: no registered device kind of that name; known: ${registry.names.join(', ')}`);
       const alone = options.device === undefined || options.device === d.name;
-      const ic = createIcDevice(d.name as IcKind, env);
-      const channel: Channel = alone ? attachDevice(this.vmbus, ic).channel : this.vmbus.offerChannel(ic.offer, new InertDevice());
+      const device = kind.create(env);
+      const channel: Channel = alone ? attachDevice(this.vmbus, device).channel : this.vmbus.offerChannel(kind.offer, new InertDevice());
       if (channel.relid !== d.relid) throw new ReplayError(`device ${d.name} was offered as relid ${channel.relid}, the trace has ${d.relid}`);
       if (alone) {
-        this.devices.set(d.relid, ic);
-        ic.observeHostCalls((method, args) => onHostCall(channel.relid, d.name, method, args));
+        this.devices.set(d.relid, { name: d.name, device });
+        if (isHostCallable(device)) device.observeHostCalls((method, args) => onHostCall(channel.relid, d.name, method, args));
       }
     }
   }
@@ -562,16 +569,18 @@ class ReplaySession {
   }
 
   private hostCall(relid: number, method: string, argsJson: string): void {
-    const device = this.devices.get(relid);
-    if (!device) return; // another device's call in a --device replay
+    const entry = this.devices.get(relid);
+    if (!entry) return; // another device's call in a --device replay
+    const { name, device } = entry;
     let args: unknown[];
     try {
       args = decodeHostCallArgs(argsJson);
     } catch (error) {
       throw new ReplayError(`host call ${method} on relid ${relid} has malformed arguments: ${(error as Error).message}`);
     }
-    if (!(IC_HOST_API[device.kind] as readonly string[]).includes(method)) {
-      throw new ReplayError(`host call ${method} on relid ${relid}: ${device.kind} has no such host call (known: ${IC_HOST_API[device.kind].join(', ')})`);
+    if (!isHostCallable(device) || !device.hostCalls.includes(method)) {
+      const known = isHostCallable(device) ? device.hostCalls.join(', ') : 'none';
+      throw new ReplayError(`host call ${method} on relid ${relid}: ${name} has no such host call (known: ${known})`);
     }
     let result: unknown;
     try {
