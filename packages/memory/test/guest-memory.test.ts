@@ -170,8 +170,13 @@ describe('page lists (GPADL buffers)', () => {
             } else {
               const w = o.kind === 'u32' ? 4 : 2;
               const p = Math.min(at, length - w);
-              if (w === 4) buf.setU32(p, o.value), refView.setUint32(p, o.value, true);
-              else buf.setU16(p, o.value), refView.setUint16(p, o.value, true);
+              if (w === 4) {
+                buf.setU32(p, o.value);
+                refView.setUint32(p, o.value, true);
+              } else {
+                buf.setU16(p, o.value);
+                refView.setUint16(p, o.value, true);
+              }
               expect(w === 4 ? buf.getU32(p) : buf.getU16(p)).toBe(w === 4 ? refView.getUint32(p, true) : refView.getUint16(p, true));
             }
           }

@@ -16,7 +16,6 @@ import {
   MemoryOutput,
   parseTrace,
   TRACE_MAGIC,
-  TraceFormatError,
   TraceInputError,
   TraceOutputError,
   TraceReader,

@@ -26,6 +26,7 @@ import { fuzzRuns } from '../../../test/helpers.js';
 function loopback<S extends IcHostService>(kind: GuestIcKind, make: (t: IcTransport) => S, tamper?: (p: Uint8Array) => Uint8Array | null) {
   const guest = new GuestIcEndpoint(kind);
   const sent: Uint8Array[] = [];
+  // eslint-disable-next-line prefer-const -- assigned below, after the transport that closes over it
   let service: S;
   const transport: IcTransport = {
     send(payload, transactionId) {

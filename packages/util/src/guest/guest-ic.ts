@@ -11,7 +11,6 @@ import {
   HV_KVP_EXCHANGE_MAX_KEY_SIZE,
   HV_S_CONT,
   HV_S_OK,
-  heartbeat_msg_data,
   hv_kvp_exchg_msg_value,
   hv_kvp_hdr,
   hv_kvp_msg_delete,
