@@ -1,15 +1,15 @@
 export {
-  Partition,
-  Vcpu,
+  KvmPartition,
+  KvmVcpu,
   type Irqfd,
   type Ioeventfd,
   type MemoryRegion,
   type PageListView,
-  type PartitionOptions,
+  type KvmPartitionOptions,
   type VcpuOutcome,
   type VcpuStatus,
   type VcpuTimes,
-} from './partition.js';
+} from './backends/kvm/partition.js';
 export type {
   Exit,
   ExitKind,

@@ -23,7 +23,7 @@ import { MultibootPlatform, parseMultibootHeader, writeMultibootInfo } from '../
 import { TestPlatform } from '../src/guest/platform.js';
 import { decodeMmioInstruction, MmioDecodeError } from '../src/backends/x86-mmio.js';
 import { GuestMemory } from '@hvemu/memory';
-import { Partition } from '../src/partition.js';
+import { KvmPartition } from '../src/backends/kvm/partition.js';
 import type { Registers, SpecialRegisters } from '../src/registers.js';
 import { describeChild, runChild } from './helpers/child.js';
 import { describeKvm, KVM, MiB } from './helpers/harness.js';
@@ -122,7 +122,7 @@ async function expectRunMisuse(p: AccelPartition): Promise<void> {
 const backends: [string, () => AccelPartition, boolean][] = [
   ['MSHV (fake /dev/mshv)', () => MshvPartition.create({ memory: [{ gpa: 0, size: 0x10000 }] }, new FakeMshvSys()), true],
   ['WHPX (fake WinHvPlatform, x64)', () => WhpxPartition.create({ arch: 'x64', memory: [{ gpa: 0, size: 0x10000 }] }, whpxFake()), true],
-  ['KVM', () => Partition.create({ memory: [{ gpa: 0, size: MiB }] }), KVM.ok],
+  ['KVM', () => KvmPartition.create({ memory: [{ gpa: 0, size: MiB }] }), KVM.ok],
 ];
 
 function whpxFake(): FakeWhpxApi {
@@ -191,7 +191,7 @@ describe('API edges: create() options on every backend', () => {
   const creates: [string, (opts: unknown) => unknown][] = [
     ['MshvPartition.create', (o) => MshvPartition.create(o as never, new FakeMshvSys())],
     ['WhpxPartition.create', (o) => WhpxPartition.create(o as never, whpxFake())],
-    ...(KVM.ok ? ([['Partition.create', (o: unknown) => Partition.create(o as never)]] as [string, (opts: unknown) => unknown][]) : []),
+    ...(KVM.ok ? ([['KvmPartition.create', (o: unknown) => KvmPartition.create(o as never)]] as [string, (opts: unknown) => unknown][]) : []),
   ];
   const rows: [unknown, RegExp][] = [
     [undefined, /options are required/],
@@ -276,9 +276,9 @@ describe('API edges: exported helpers given the wrong types', () => {
       ['hypervisorVendorLeaf(5)', () => hypervisorVendorLeaf(5 as never, 1), AccelUsageError, /vendor must be a string, not number/],
       ['buildCpuidModel(undefined)', () => buildCpuidModel(undefined as never, { apicId: 0 }), AccelUsageError, /supported must be an array/],
       ['buildCpuidModel apicId NaN', () => buildCpuidModel([], { apicId: NaN }), AccelUsageError, /opts.apicId/],
-      ['new TestPlatform(undefined)', () => new TestPlatform(undefined as never), AccelUsageError, /new TestPlatform: partition must be a Partition/],
-      ['new MultibootPlatform({})', () => new MultibootPlatform({} as never), AccelUsageError, /new MultibootPlatform: partition must be a Partition/],
-      ['enterLongMode(null)', () => enterLongMode(null as never, 0x100000), AccelUsageError, /enterLongMode: partition must be a Partition, not null/],
+      ['new TestPlatform(undefined)', () => new TestPlatform(undefined as never), AccelUsageError, /new TestPlatform: partition must be a KvmPartition/],
+      ['new MultibootPlatform({})', () => new MultibootPlatform({} as never), AccelUsageError, /new MultibootPlatform: partition must be a KvmPartition/],
+      ['enterLongMode(null)', () => enterLongMode(null as never, 0x100000), AccelUsageError, /enterLongMode: partition must be a KvmPartition, not null/],
       ['writeLongModeTables(undefined)', () => writeLongModeTables(undefined as never), AccelUsageError, /memory must be a GuestMemory/],
       ['decodeMmioInstruction(undefined)', () => decodeMmioInstruction(undefined as never, { long: true } as never), MmioDecodeError, /bytes must be a Uint8Array/],
       ['encodeHvMessage(undefined)', () => encodeHvMessage(undefined as never), SynicPostError, /must be \{ type, payload: Uint8Array \}/],
@@ -304,13 +304,13 @@ describe('API edges: OffloadedSynicPort', () => {
 });
 
 describeKvm('API edges: the KVM partition', () => {
-  const make = (vcpuCount = 1): Partition => {
-    const p = Partition.create({ memory: [{ gpa: 0, size: 2 * MiB }], vcpuCount });
+  const make = (vcpuCount = 1): KvmPartition => {
+    const p = KvmPartition.create({ memory: [{ gpa: 0, size: 2 * MiB }], vcpuCount });
     opened.push(p);
     return p;
   };
 
-  it('Partition.create refuses bad KVM options (silently accepted before) with AccelUsageError', () => {
+  it('KvmPartition.create refuses bad KVM options (silently accepted before) with AccelUsageError', () => {
     const base = { memory: [{ gpa: 0, size: MiB }] };
     const rows: [Record<string, unknown>, RegExp][] = [
       [{ pollMicros: NaN }, /options.pollMicros must be a finite number in 0..1000000, not NaN/],
@@ -328,18 +328,18 @@ describeKvm('API edges: the KVM partition', () => {
       [{ vcpuCount: 300 }, /options.vcpuCount must be an integer in 1..256/],
     ];
     for (const [extra, message] of rows) {
-      expect(() => Partition.create({ ...base, ...extra } as never), JSON.stringify(extra)).toThrow(AccelUsageError);
-      expect(() => Partition.create({ ...base, ...extra } as never)).toThrow(message);
+      expect(() => KvmPartition.create({ ...base, ...extra } as never), JSON.stringify(extra)).toThrow(AccelUsageError);
+      expect(() => KvmPartition.create({ ...base, ...extra } as never)).toThrow(message);
     }
     // A RAM map KVM cannot take stays a MemoryMapError (the layout is KVM's to judge).
-    expect(() => Partition.create({ memory: [{ gpa: 0x800, size: MiB }] })).toThrow(MemoryMapError);
-    expect(() => Partition.create({ memory: [{ gpa: 0, size: 0 }] })).toThrow(MemoryMapError);
+    expect(() => KvmPartition.create({ memory: [{ gpa: 0x800, size: MiB }] })).toThrow(MemoryMapError);
+    expect(() => KvmPartition.create({ memory: [{ gpa: 0, size: 0 }] })).toThrow(MemoryMapError);
   });
 
   it('refuses bad interrupt, MSI, irqfd, ioeventfd, page-list, XMM and CPUID arguments', () => {
     const p = make(2);
     const v = p.vcpus[0];
-    expectRows<Partition>(() => p, [
+    expectRows<KvmPartition>(() => p, [
       ['createIoeventfd space xyz', (q) => q.createIoeventfd({ space: 'xyz' as never, address: 0x90, length: 1 }), AccelUsageError, /spec.space must be 'mmio' or 'pio', not "xyz"/],
       ['createIoeventfd(undefined)', (q) => q.createIoeventfd(undefined as never), AccelUsageError, /createIoeventfd: spec must be an object/],
       ['createIoeventfd pio port 0x10000', (q) => q.createIoeventfd({ space: 'pio', address: 0x10000, length: 1 }), AccelUsageError, /spec.address must be an integer in 0..65535/],

@@ -1,7 +1,7 @@
 /**
  * Hyper-V enlightenments on an accelerator without Hyper-V support (KVM here): the user-space
  * SynIC, timers and synthetic MSRs of @hvemu/synic and the hypercall dispatch of
- * @hvemu/hypercalls, attached to a Partition through its public hooks:
+ * @hvemu/hypercalls, attached to a KvmPartition through its public hooks:
  *
  * - CPUID 0x40000000-0x4000000A from `hypervCpuidLeaves` (passed at partition creation);
  * - every MSR in [0x40000000, 0x40000200) to HyperV (a MsrFault becomes #GP);
@@ -17,7 +17,7 @@
  * - synthetic timers driven by a real-time timer on the injected Clock.
  */
 import { MonotonicClock, silentLogger, type Clock, type Logger } from '@hvemu/common';
-import type { CpuidEntry, Partition } from '@hvemu/accel';
+import type { CpuidEntry, KvmPartition } from '@hvemu/accel';
 import { HypercallDispatcher, hypercallPage } from '@hvemu/hypercalls';
 import { HyperV, hypervCpuidLeaves, MsrFault, type HyperVEvents, type HypervCpuidConfig, type TscModel } from '@hvemu/synic';
 import { measureTscModel, tscReferenceCounter } from './reference-time.js';
@@ -38,7 +38,7 @@ export interface EnlightenmentConfig {
   hypercallPort?: number;
 }
 
-/** Options to spread into Partition.create so the guest sees Hyper-V. */
+/** Options to spread into KvmPartition.create so the guest sees Hyper-V. */
 export function enlightenedPartitionOptions(config: EnlightenmentConfig = {}): {
   hypervisorLeaves: CpuidEntry[];
   hypercallPort: number;
@@ -73,7 +73,7 @@ export interface Enlightenments {
   dispose(): void;
 }
 
-export function attachHyperV(partition: Partition, options: AttachOptions = {}): Enlightenments {
+export function attachHyperV(partition: KvmPartition, options: AttachOptions = {}): Enlightenments {
   const logger = options.logger ?? silentLogger;
   const clock = options.clock ?? new MonotonicClock();
   const port = options.hypercallPort ?? HYPERCALL_PORT;

@@ -18,7 +18,7 @@ import {
   enterLongMode,
   GUEST_RUNTIME_DIR,
   loadElf64,
-  Partition,
+  KvmPartition,
   SERIAL_PORT,
   type IoDevice,
 } from '@hvemu/accel';
@@ -137,7 +137,7 @@ class LineConsole implements IoDevice {
 }
 
 export class KvmVm {
-  readonly partition: Partition;
+  readonly partition: KvmPartition;
   readonly memory: GuestMemory;
   readonly clock: Clock;
   readonly hyperv: HyperV;
@@ -155,7 +155,7 @@ export class KvmVm {
 
   /** Whether KVM is usable here, with the reason if not. */
   static probe(): { ok: boolean; reason: string } {
-    return Partition.probe();
+    return KvmPartition.probe();
   }
 
   constructor(options: KvmVmOptions) {
@@ -163,7 +163,7 @@ export class KvmVm {
     const logger = options.logger ?? silentLogger;
     this.clock = options.clock ?? new MonotonicClock();
     this.emit = (who, what) => options.onEvent?.({ time: this.clock.now(), who, what });
-    this.partition = Partition.create({ memory: [{ gpa: 0, size: options.ramBytes ?? DEFAULT_RAM }], ...enlightenedPartitionOptions(), logger });
+    this.partition = KvmPartition.create({ memory: [{ gpa: 0, size: options.ramBytes ?? DEFAULT_RAM }], ...enlightenedPartitionOptions(), logger });
     try {
       this.memory = this.partition.memory;
       this.console = new LineConsole((line) => this.emit('guest', line));

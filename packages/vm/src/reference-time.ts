@@ -9,7 +9,7 @@
  * synchronises the TSC writes made at vCPU creation).
  */
 import { HV_CLOCK_HZ, type Clock } from '@hvemu/common';
-import type { Partition } from '@hvemu/accel';
+import type { KvmPartition } from '@hvemu/accel';
 import { referenceTimeFromTsc, tscPageParameters, type TscModel } from '@hvemu/synic';
 
 /**
@@ -19,7 +19,7 @@ import { referenceTimeFromTsc, tscPageParameters, type TscModel } from '@hvemu/s
  * guest never sees a timer fire before its deadline by its own reading.
  * vCPU 0 must be parked (not yet started): call at attach time.
  */
-export function measureTscModel(partition: Partition, clock: Clock): TscModel {
+export function measureTscModel(partition: KvmPartition, clock: Clock): TscModel {
   const vcpu = partition.vcpus[0];
   const frequencyHz = BigInt(vcpu.tscKhz()) * 1000n;
   const tsc = vcpu.guestTsc();
@@ -28,7 +28,7 @@ export function measureTscModel(partition: Partition, clock: Clock): TscModel {
 }
 
 /** TIME_REF_COUNT for `vp`: the reference TSC page's formula on that vCPU's TSC (read while it is parked at the MSR exit). */
-export function tscReferenceCounter(partition: Partition, model: TscModel): (vp: number) => bigint {
+export function tscReferenceCounter(partition: KvmPartition, model: TscModel): (vp: number) => bigint {
   const params = tscPageParameters(model);
   return (vp) => referenceTimeFromTsc(partition.vcpus[vp].guestTsc(), params);
 }

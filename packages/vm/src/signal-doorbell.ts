@@ -14,7 +14,7 @@
  *   exits as port I/O: the call runs through the dispatcher, so the status is the one the
  *   exit path would give, and RAX = status | DOORBELL_HOST_STATUS tells the page so.
  */
-import type { Ioeventfd, Partition } from '@hvemu/accel';
+import type { Ioeventfd, KvmPartition } from '@hvemu/accel';
 import { DOORBELL_HOST_STATUS, HVCALL_SIGNAL_EVENT, HV_HYPERCALL_FAST_BIT, type HypercallDispatcher } from '@hvemu/hypercalls';
 import type { Logger } from '@hvemu/common';
 
@@ -33,7 +33,7 @@ export class SignalDoorbell {
   private readonly unwatch: () => void;
 
   constructor(
-    private readonly partition: Partition,
+    private readonly partition: KvmPartition,
     private readonly hypercalls: HypercallDispatcher,
     private readonly port: number,
     private readonly logger: Logger,

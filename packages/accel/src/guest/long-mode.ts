@@ -9,7 +9,7 @@
  */
 import type { GuestMemory } from '@hvemu/memory';
 import { AccelUsageError } from '../errors.js';
-import type { Partition } from '../partition.js';
+import type { KvmPartition } from '../backends/kvm/partition.js';
 import { checkPartitionLike } from './platform.js';
 import type { Registers, Segment, SpecialRegisters } from '../registers.js';
 
@@ -122,7 +122,7 @@ export function longModeSpecialRegisters(current: SpecialRegisters): SpecialRegi
  * Loads tables and starts state for `vps` (default: every vCPU): each enters `entry` in long
  * mode with RDI = its index and its own stack. Application processors are made runnable.
  */
-export function enterLongMode(partition: Partition, entry: number, vps?: readonly number[]): void {
+export function enterLongMode(partition: KvmPartition, entry: number, vps?: readonly number[]): void {
   checkPartitionLike(partition, 'enterLongMode');
   vps ??= partition.vcpus.map((v) => v.index);
   if (!Number.isSafeInteger(entry) || entry < 0) throw new AccelUsageError(`enterLongMode: entry must be a non-negative integer address, not ${String(entry)}`);

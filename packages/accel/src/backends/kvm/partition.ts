@@ -1,7 +1,7 @@
 /**
- * Partition and Vcpu: the backend-neutral face of a VM. This file holds the KVM-backed
- * implementation over the native addon; the exit model, device maps and register shapes it
- * uses are shared with the backends to come (MSHV, WHPX, simulated).
+ * KvmPartition and KvmVcpu: the AccelPartition over Linux KVM, through the native addon
+ * (native/). The exit model, device maps and register shapes it uses are shared with the
+ * MSHV and WHPX backends.
  *
  * How exits reach TypeScript (README.md has the measured cost):
  *   vCPU thread: fills its exit slot, publishes POSTED, spins briefly, then sleeps on a futex.
@@ -13,18 +13,18 @@
 import { performance } from 'node:perf_hooks';
 import { silentLogger, type Logger } from '@hvemu/common';
 import { GuestMemory } from '@hvemu/memory';
-import { buildCpuidModel, decodeCpuid, encodeCpuid, type CpuidEntry } from './cpuid.js';
-import type { IoDevice, MmioDevice, MsrDevice } from './devices.js';
-import { ExitRouter, fatalError, isPromise } from './exit-router.js';
-import type { AccelPartition, AccelVcpu, VcpuOutcome, VcpuStatus } from './backends/types.js';
+import { buildCpuidModel, decodeCpuid, encodeCpuid, type CpuidEntry } from '../../cpuid.js';
+import type { IoDevice, MmioDevice, MsrDevice } from '../../devices.js';
+import { ExitRouter, fatalError, isPromise } from '../../exit-router.js';
+import type { AccelPartition, AccelVcpu, VcpuOutcome, VcpuStatus } from '../../backends/types.js';
 import {
   AccelUsageError,
   ExitHandlerError,
   HostSystemError,
   HypervisorUnavailableError,
   native,
-} from './errors.js';
-import { decodeExit, encodeResponse } from './exit-decode.js';
+} from '../../errors.js';
+import { decodeExit, encodeResponse } from '../../exit-decode.js';
 import {
   checkCommonOptions,
   checkCpuidEntries,
@@ -40,10 +40,10 @@ import {
   optFunction,
   optInt,
   U32_MAX,
-} from './validate.js';
-import type { Exit, ExitHandler, ExitResponse, HypercallExit } from './exits.js';
-import { loadAddon, type NativeEventfdWatcher, type NativePartition } from './native/addon.js';
-import { ExitCause, HDR_JS_POLLING, Off, SlotState, SlotView } from './native/exit-slot.js';
+} from '../../validate.js';
+import type { Exit, ExitHandler, ExitResponse, HypercallExit } from '../../exits.js';
+import { loadAddon, type NativeEventfdWatcher, type NativePartition } from '../../native/addon.js';
+import { ExitCause, HDR_JS_POLLING, Off, SlotState, SlotView } from '../../native/exit-slot.js';
 import {
   packRegisters,
   packSpecialRegisters,
@@ -51,14 +51,14 @@ import {
   unpackSpecialRegisters,
   type Registers,
   type SpecialRegisters,
-} from './registers.js';
+} from '../../registers.js';
 
 export interface MemoryRegion {
   readonly gpa: number;
   readonly size: number;
 }
 
-export interface PartitionOptions {
+export interface KvmPartitionOptions {
   /** Number of vCPUs (APIC ids 0..n-1). Default 1. */
   readonly vcpuCount?: number;
   /** Guest RAM regions; the gaps are MMIO space. */
@@ -115,7 +115,7 @@ export interface VcpuTimes {
   readonly waitNs: bigint;
 }
 
-export class Vcpu implements AccelVcpu {
+export class KvmVcpu implements AccelVcpu {
   /** Exits this vCPU has posted (including ones still being answered). */
   exits = 0;
   status: VcpuStatus = 'created';
@@ -243,12 +243,12 @@ function ramSpecs(ram: readonly MemoryRegion[], buffers: ArrayBuffer[][]): { gpa
  * weakly (an unclosed, unreachable partition is collected and its VM released by the addon's
  * finalizer), but one whose vCPUs run must stay alive until run() settles, reachable or not.
  */
-const running = new Set<Partition>();
+const running = new Set<KvmPartition>();
 
-export class Partition implements AccelPartition {
+export class KvmPartition implements AccelPartition {
   readonly backend = 'kvm' as const;
   readonly memory: GuestMemory;
-  readonly vcpus: readonly Vcpu[];
+  readonly vcpus: readonly KvmVcpu[];
   private readonly nativePartition: NativePartition;
   private readonly slots: readonly SlotView[];
   private readonly header: Int32Array;
@@ -264,11 +264,11 @@ export class Partition implements AccelPartition {
   private watcher: NativeEventfdWatcher | undefined;
   private readonly watched = new Map<number, () => void>();
 
-  private constructor(opts: PartitionOptions) {
+  private constructor(opts: KvmPartitionOptions) {
     checkOptions(opts);
     const addon = loadAddon();
-    const KvmPartition = addon.KvmPartition;
-    if (!KvmPartition) throw new HypervisorUnavailableError(addon.probeKvm().message);
+    const NativeKvmPartition = addon.KvmPartition;
+    if (!NativeKvmPartition) throw new HypervisorUnavailableError(addon.probeKvm().message);
     const vcpuCount = opts.vcpuCount ?? 1;
     this.logger = opts.logger ?? silentLogger;
     this.pollMs = (opts.pollMicros ?? DEFAULT_POLL_MICROS) / 1000;
@@ -276,7 +276,7 @@ export class Partition implements AccelPartition {
     const ram = opts.memory.map(({ gpa, size }) => ({ gpa, size }));
     this.nativePartition = native(
       () =>
-        new KvmPartition(
+        new NativeKvmPartition(
           {
             vcpuCount,
             ram,
@@ -289,7 +289,7 @@ export class Partition implements AccelPartition {
           // Weakly: the addon's threadsafe function holds this callback for the partition's
           // life, so a strong `this` here would keep every unclosed partition (its VM fds and
           // RAM) alive for ever. While vCPUs run, `running` holds the partition instead.
-          Partition.weakly(this, Partition.drainOf),
+          KvmPartition.weakly(this, KvmPartition.drainOf),
         ),
     );
     try {
@@ -298,7 +298,7 @@ export class Partition implements AccelPartition {
       const exitBuffer = this.nativePartition.exitBuffer();
       this.header = new Int32Array(exitBuffer, 0, 16);
       this.slots = Array.from({ length: vcpuCount }, (_, vp) => new SlotView(exitBuffer, vp));
-      this.vcpus = this.slots.map((slot, vp) => new Vcpu(this.nativePartition, vp, slot, () => this.closed));
+      this.vcpus = this.slots.map((slot, vp) => new KvmVcpu(this.nativePartition, vp, slot, () => this.closed));
       this.inFlight = new Array<boolean>(vcpuCount).fill(false);
       this.ended = new Array<boolean>(vcpuCount).fill(false);
       this.outcomes = new Array<VcpuOutcome | undefined>(vcpuCount).fill(undefined);
@@ -314,7 +314,7 @@ export class Partition implements AccelPartition {
    * `fn` a static function, not in the constructor: V8 keeps a closure's whole enclosing
    * context, and the constructor's (and a method's) holds `this`.
    */
-  private static weakly<A extends unknown[]>(partition: Partition, fn: (p: Partition, ...args: A) => void): (...args: A) => void {
+  private static weakly<A extends unknown[]>(partition: KvmPartition, fn: (p: KvmPartition, ...args: A) => void): (...args: A) => void {
     const ref = new WeakRef(partition);
     return (...args: A) => {
       const p = ref.deref();
@@ -322,11 +322,11 @@ export class Partition implements AccelPartition {
     };
   }
 
-  private static drainOf(p: Partition): void {
+  private static drainOf(p: KvmPartition): void {
     p.drain();
   }
 
-  private static fdsReadyOf(p: Partition, fds: number[]): void {
+  private static fdsReadyOf(p: KvmPartition, fds: number[]): void {
     p.onFdsReady(fds);
   }
 
@@ -335,8 +335,8 @@ export class Partition implements AccelPartition {
    * model. Options of the wrong type or out of range are an AccelUsageError naming the option;
    * a RAM map KVM cannot take is a MemoryMapError.
    */
-  static create(opts: PartitionOptions): Partition {
-    return new Partition(opts);
+  static create(opts: KvmPartitionOptions): KvmPartition {
+    return new KvmPartition(opts);
   }
 
   /** Whether KVM is usable here (open + API 12 + a VM can be created), with the reason if not. */
@@ -349,7 +349,7 @@ export class Partition implements AccelPartition {
     }
   }
 
-  private programCpuid(opts: PartitionOptions): void {
+  private programCpuid(opts: KvmPartitionOptions): void {
     const supported = decodeCpuid(native(() => this.nativePartition.supportedCpuid()));
     for (const v of this.vcpus) {
       const entries = buildCpuidModel(supported, {
@@ -392,7 +392,7 @@ export class Partition implements AccelPartition {
     });
   }
 
-  /** Receives hypercall exits (see PartitionOptions.hypercallPort). */
+  /** Receives hypercall exits (see KvmPartitionOptions.hypercallPort). */
   onHypercall(handler: ExitHandler<HypercallExit>): void {
     this.checkOpen('onHypercall');
     this.router.onHypercall(handler);
@@ -483,7 +483,7 @@ export class Partition implements AccelPartition {
       const Watcher = loadAddon().EventfdWatcher;
       if (!Watcher) throw new HypervisorUnavailableError('this build of the native addon has no eventfd watcher');
       // As the exit callback: the watcher must not keep the partition alive.
-      const onReady = Partition.weakly(this, Partition.fdsReadyOf);
+      const onReady = KvmPartition.weakly(this, KvmPartition.fdsReadyOf);
       this.watcher = native(() => new Watcher(onReady));
     }
     if (this.watched.has(fd)) throw new AccelUsageError(`eventfd ${fd} is already watched`);
@@ -761,23 +761,23 @@ export class Partition implements AccelPartition {
   }
 }
 
-/** Partition.create's options (see PartitionOptions); the RAM map's layout is KVM's to judge. */
-function checkOptions(opts: PartitionOptions): void {
-  const o = checkCommonOptions(opts, 'Partition.create', 256);
-  if (o['hypercallPort'] !== undefined) checkInt(o['hypercallPort'], 'Partition.create: options.hypercallPort', 0, 0xffff);
-  optBool(o['int3Fixup'], 'Partition.create: options.int3Fixup');
-  optBool(o['syncRegs'], 'Partition.create: options.syncRegs');
-  optInt(o['spinIterations'], 'Partition.create: options.spinIterations', 0, U32_MAX, 0);
+/** KvmPartition.create's options (see KvmPartitionOptions); the RAM map's layout is KVM's to judge. */
+function checkOptions(opts: KvmPartitionOptions): void {
+  const o = checkCommonOptions(opts, 'KvmPartition.create', 256);
+  if (o['hypercallPort'] !== undefined) checkInt(o['hypercallPort'], 'KvmPartition.create: options.hypercallPort', 0, 0xffff);
+  optBool(o['int3Fixup'], 'KvmPartition.create: options.int3Fixup');
+  optBool(o['syncRegs'], 'KvmPartition.create: options.syncRegs');
+  optInt(o['spinIterations'], 'KvmPartition.create: options.spinIterations', 0, U32_MAX, 0);
   // NaN would make the exit poll loop never see its deadline; Infinity likewise.
-  if (o['pollMicros'] !== undefined) checkFinite(o['pollMicros'], 'Partition.create: options.pollMicros', 0, 1_000_000);
+  if (o['pollMicros'] !== undefined) checkFinite(o['pollMicros'], 'KvmPartition.create: options.pollMicros', 0, 1_000_000);
   if (o['hypervisorLeaves'] !== undefined) {
-    checkCpuidEntries(o['hypervisorLeaves'], 'Partition.create: options.hypervisorLeaves', 256).forEach((e, i) => {
+    checkCpuidEntries(o['hypervisorLeaves'], 'KvmPartition.create: options.hypervisorLeaves', 256).forEach((e, i) => {
       if (e.function < 0x40000000 || e.function > 0x400000ff) {
-        throw new AccelUsageError(`Partition.create: options.hypervisorLeaves[${i}].function 0x${e.function.toString(16)} is outside 0x40000000-0x400000ff`);
+        throw new AccelUsageError(`KvmPartition.create: options.hypervisorLeaves[${i}].function 0x${e.function.toString(16)} is outside 0x40000000-0x400000ff`);
       }
     });
   }
-  optFunction(o['customizeCpuid'], 'Partition.create: options.customizeCpuid');
+  optFunction(o['customizeCpuid'], 'KvmPartition.create: options.customizeCpuid');
 }
 
 /** createIoeventfd's spec: a space, an address in it, an access length, an optional u64 datamatch. */
