@@ -34,13 +34,14 @@ import { HyperV } from '@hvemu/synic';
 import { HypercallDispatcher } from '@hvemu/hypercalls';
 import { VmbusHost } from '@hvemu/vmbus';
 import { createTestRing, ringGeometry } from '@hvemu/vmbus/testing';
+import { FakeMshvSys, FakeWhpxApi } from '@hvemu/accel/testing';
 import { KvpService } from '@hvemu/util';
 import { TraceRecorder } from '@hvemu/trace';
 import { SimulatedVm } from '@hvemu/vm';
 
 const vm = new SimulatedVm({ clock: new ManualClock() });
 const parts: [GuestMemory, HyperV, HypercallDispatcher, VmbusHost] = [vm.memory, vm.hyperv, vm.hypercalls, vm.vmbus];
-void [createTestRing, ringGeometry, KvpService, TraceRecorder, probeGuestCpuid, KvmPartition];
+void [createTestRing, ringGeometry, KvpService, TraceRecorder, probeGuestCpuid, KvmPartition, FakeMshvSys, FakeWhpxApi];
 let refused = false;
 try {
   new SimulatedVm({ vpCount: 0 });

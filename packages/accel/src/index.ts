@@ -114,13 +114,11 @@ export {
 export { decodeMmioInstruction, mmioStoreValue, completeMmioRead, completeMmioWrite, MmioDecodeError, MAX_INSTRUCTION_LENGTH, type MmioInstruction, type MmioDecodeMode, type GprIndex } from './backends/x86-mmio.js';
 export { MshvPartition, type MshvPartitionOptions } from './backends/mshv/partition.js';
 export { KoffiMshvSys, MshvSysError, type MshvSys, type HostBuffer } from './backends/mshv/sys.js';
-export { FakeMshvSys, type FakeCall, type RunStep } from './backends/mshv/fake-sys.js';
 export { decodeRunMessage, type MshvEvent, type InterceptContext } from './backends/mshv/messages.js';
 export { completeIntercept, completeMmio, type RegisterWrite } from './backends/mshv/completion.js';
 export * as mshvAbi from './backends/mshv/abi.js';
 export { WhpxPartition, extendedExits as whpxExtendedExits, gicParameters as whpxGicParameters, type WhpxPartitionOptions, type WhpxGicOptions } from './backends/whpx/partition.js';
 export { loadWhpxApi, WhpxCallError, WHP_DLL, type WhpxApi, type HostBuffer as WhpxHostBuffer, type PartitionHandle as WhpxPartitionHandle } from './backends/whpx/api.js';
-export { FakeWhpxApi, blankExitContext as whpxBlankExitContext, type FakeCall as WhpxFakeCall, type ScriptedExit as WhpxScriptedExit } from './backends/whpx/fake-api.js';
 export { decodeX64Exit as decodeWhpxX64Exit } from './backends/whpx/exit-x64.js';
 export { decodeArm64Exit as decodeWhpxArm64Exit, decodeDataAbort } from './backends/whpx/exit-arm64.js';
 export type { WhpxEvent, Arm64DataAccess } from './backends/whpx/events.js';

@@ -7,10 +7,10 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { HvemuError } from '@hvemu/common';
-import { FakeMshvSys } from '../src/backends/mshv/fake-sys.js';
+import { FakeMshvSys } from '../src/testing/index.js';
 import { MshvPartition } from '../src/backends/mshv/partition.js';
 import type { AccelPartition } from '../src/backends/types.js';
-import { FakeWhpxApi } from '../src/backends/whpx/fake-api.js';
+import { FakeWhpxApi } from '../src/testing/index.js';
 import { WhpxPartition } from '../src/backends/whpx/partition.js';
 import { AccelUsageError, MemoryMapError } from '../src/errors.js';
 import { enterLongMode, writeLongModeTables } from '../src/guest/long-mode.js';

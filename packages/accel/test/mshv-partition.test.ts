@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import * as abi from '../src/backends/mshv/abi.js';
-import { FakeMshvSys, type FakeCall } from '../src/backends/mshv/fake-sys.js';
+import { FakeMshvSys, type FakeCall } from '../src/testing/index.js';
 import { MshvPartition } from '../src/backends/mshv/partition.js';
 import { KoffiMshvSys } from '../src/backends/mshv/sys.js';
 import { GuestFatalError, HypervisorUnavailableError, ExitHandlerError } from '../src/errors.js';

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { FakeWhpxApi, type FakeCall } from '../src/backends/whpx/fake-api.js';
+import { FakeWhpxApi, type WhpxFakeCall as FakeCall } from '../src/testing/index.js';
 import { WhpxPartition } from '../src/backends/whpx/partition.js';
 import { ExitHandlerError, GuestFatalError, HypervisorUnavailableError, MissingCapabilityError } from '../src/errors.js';
 

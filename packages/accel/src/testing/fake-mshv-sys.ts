@@ -7,8 +7,8 @@
  * VMM kicks it (NMI/interrupt bits in DELIVERABILITY_NOTIFICATIONS), then returns an
  * HVMSG_X64_INTERRUPTION_DELIVERABLE message.
  */
-import * as abi from './abi.js';
-import { MshvSysError, sysError, type HostBuffer, type MshvSys } from './sys.js';
+import * as abi from '../backends/mshv/abi.js';
+import { MshvSysError, sysError, type HostBuffer, type MshvSys } from '../backends/mshv/sys.js';
 
 export type FakeCall =
   | { readonly op: 'open'; readonly path: string }
