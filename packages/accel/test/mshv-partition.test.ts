@@ -316,3 +316,31 @@ describe('MshvPartition after close and with bad run lists', () => {
     await expect(p.run()).rejects.toThrow(/partition is closed/);
   });
 });
+
+describe('MshvPartition setup failures release what they allocated', () => {
+  // Each step of setup made to fail in turn: the hypercall pages, VP run pages, VP fds and RAM
+  // are all released (before: the two hypercall pages leaked whenever setup threw).
+  const steps: [string, (sys: FakeMshvSys) => void][] = [
+    ['the synthetic-features property', (sys) => (sys.hvcallHook = (code) => (code === abi.HVCALL_SET_PARTITION_PROPERTY ? { status: 0x5 } : undefined))],
+    ['an intercept', (sys) => (sys.hvcallHook = (code) => (code === abi.HVCALL_INSTALL_INTERCEPT ? { status: 0x5 } : undefined))],
+  ];
+  for (const [what, inject] of steps) {
+    it(`when ${what} fails`, () => {
+      const sys = new FakeMshvSys();
+      inject(sys);
+      expect(() => MshvPartition.create({ vcpuCount: 2, memory: [{ gpa: 0, size: 0x10000 }] }, sys)).toThrow();
+      expect(sys.liveBuffers()).toBe(0);
+      const opened = sys.calls.filter((c) => c.op === 'open').length + sys.calls.filter((c) => c.op === 'ioctl' && (c.request === abi.MSHV_CREATE_PARTITION || c.request === abi.MSHV_CREATE_VP)).length;
+      expect(sys.calls.filter((c) => c.op === 'close').length).toBe(opened);
+    });
+  }
+
+  it('when the guest memory map is refused (MemoryMapError), and a close() after a good create frees every page', () => {
+    const sys = new FakeMshvSys();
+    expect(() => MshvPartition.create({ memory: [{ gpa: 0x800, size: 0x1000 }] }, sys)).toThrow(/page-aligned/);
+    expect(sys.liveBuffers()).toBe(0);
+    const p = MshvPartition.create({ vcpuCount: 2, memory: [{ gpa: 0, size: 0x10000 }] }, sys);
+    p.close();
+    expect(sys.liveBuffers()).toBe(1); // guest RAM stays mapped for the views handed out (as on KVM)
+  });
+});

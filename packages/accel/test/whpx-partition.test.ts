@@ -416,3 +416,16 @@ describe('WhpxPartition after close', () => {
     expect(api.calls.length).toBe(calls);
   });
 });
+
+describe('WhpxPartition setup failures release what they allocated', () => {
+  it('arm64: a VP whose GICR base write fails is deleted with its exit-context buffer, and so are the VPs and RAM before it', () => {
+    const api = fake('arm64');
+    // VP 0's GICR write succeeds, VP 1's fails.
+    api.results.set('WHvSetVirtualProcessorRegisters', [0, 0x80070057]);
+    expect(() => WhpxPartition.create({ arch: 'arm64', vcpuCount: 2, memory: [{ gpa: 0, size: 0x10000 }] }, api)).toThrow(/WHvSetVirtualProcessorRegisters/);
+    const deleted = api.named('WHvDeleteVirtualProcessor').map((c) => c.args['vp']).sort();
+    expect(deleted).toEqual([0, 1]);
+    expect(new Set(api.freed)).toEqual(new Set(api.allocations)); // RAM + both exit contexts
+    expect(api.calls.at(-1)?.fn).toBe('WHvDeletePartition');
+  });
+});

@@ -121,7 +121,14 @@ export class FakeMshvSys implements MshvSys {
     return this.newBuffer(size);
   }
 
-  free(): void {}
+  free(buffer: HostBuffer): void {
+    if (!this.buffers.delete(buffer.address)) throw new Error(`FakeMshvSys.free: 0x${buffer.address.toString(16)} is not a live buffer (double free?)`);
+  }
+
+  /** Buffers from alloc() or mapRam() not freed yet (a leak check after a failed create()). */
+  liveBuffers(): number {
+    return this.buffers.size;
+  }
 
   private newBuffer(size: number): HostBuffer {
     const address = this.nextAddress;

@@ -129,27 +129,34 @@ export class MshvPartition implements AccelPartition {
     opts: MshvPartitionOptions,
   ) {
     this.logger = opts.logger ?? silentLogger;
-    this.hvIn = sys.alloc(PAGE);
-    this.hvOut = sys.alloc(PAGE);
-    this.setProperty(abi.HV_PARTITION_PROPERTY_SYNTHETIC_PROC_FEATURES, abi.syntheticFeatureMask(opts.syntheticFeatures ?? abi.DEFAULT_SYNTHETIC_FEATURES));
-    sys.ioctl(ptFd, abi.MSHV_INITIALIZE_PARTITION, null);
     const count = opts.vcpuCount ?? 1;
-    const pool = Number(process.env['UV_THREADPOOL_SIZE'] ?? 4);
-    if (count >= pool) {
-      // Each running vCPU holds one libuv threadpool worker for the whole RUN_VP.
-      this.logger.warn(`MSHV: ${count} vCPUs need more than UV_THREADPOOL_SIZE=${pool} threadpool workers (set it before Node starts)`);
-    }
     const vcpus: MshvVcpu[] = [];
     this.vcpus = vcpus;
+    // Everything allocated from here on is released if setup fails part-way: create() closes
+    // only the partition and /dev/mshv fds.
+    const pages: HostBuffer[] = [];
     try {
+      this.hvIn = sys.alloc(PAGE);
+      pages.push(this.hvIn);
+      this.hvOut = sys.alloc(PAGE);
+      pages.push(this.hvOut);
+      this.setProperty(abi.HV_PARTITION_PROPERTY_SYNTHETIC_PROC_FEATURES, abi.syntheticFeatureMask(opts.syntheticFeatures ?? abi.DEFAULT_SYNTHETIC_FEATURES));
+      sys.ioctl(ptFd, abi.MSHV_INITIALIZE_PARTITION, null);
+      const pool = Number(process.env['UV_THREADPOOL_SIZE'] ?? 4);
+      if (count >= pool) {
+        // Each running vCPU holds one libuv threadpool worker for the whole RUN_VP.
+        this.logger.warn(`MSHV: ${count} vCPUs need more than UV_THREADPOOL_SIZE=${pool} threadpool workers (set it before Node starts)`);
+      }
       for (let i = 0; i < count; i++) vcpus.push(this.createVp(i));
       this.memory = this.mapMemory(opts.memory);
       this.router = new ExitRouter(this.memory.regions, this.logger);
       this.installIntercepts(opts);
     } catch (e) {
-      // create() closes the partition and /dev/mshv; the VP fds and RAM mappings are ours.
-      for (const v of vcpus) sys.close(v.fd);
-      for (const buf of this.ram) sys.free(buf);
+      for (const v of vcpus) {
+        sys.close(v.fd);
+        sys.free(v.runBuffer);
+      }
+      for (const buf of [...this.ram, ...pages]) sys.free(buf);
       throw e;
     }
     this.synic = new OffloadedSynicPort(this.synicOps(), { vpCount: count, logger: this.logger });
@@ -181,7 +188,12 @@ export class MshvPartition implements AccelPartition {
 
   private createVp(index: number): MshvVcpu {
     const fd = this.sys.ioctl(this.ptFd, abi.MSHV_CREATE_VP, abi.MshvCreateVp.encodeNew({ vpIndex: index }));
-    return new MshvVcpu(index, fd, this.sys.alloc(PAGE), this);
+    try {
+      return new MshvVcpu(index, fd, this.sys.alloc(PAGE), this);
+    } catch (e) {
+      this.sys.close(fd);
+      throw e;
+    }
   }
 
   private mapMemory(regions: readonly { gpa: number; size: number }[]): GuestMemory {

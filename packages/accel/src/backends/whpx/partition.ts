@@ -284,13 +284,21 @@ export class WhpxPartition implements AccelPartition {
 
   private createVp(index: number, gic: WhpxGicOptions | undefined): WhpxVcpu {
     check(`WHvCreateVirtualProcessor2(${index})`, this.api.createVirtualProcessor(this.handle, index));
-    const v = new WhpxVcpu(index, this.api.allocate(PAGE), this);
-    if (this.arch === 'arm64') {
-      // Every VP needs its redistributor before it runs; one contiguous GICR region.
-      const g = { ...GIC_DEFAULTS, ...gic };
-      this.writeRegisters(index, [{ name: abi.WHvArm64RegisterGicrBaseGpa, value: g.redistributorBase + BigInt(index) * g.redistributorStride }]);
+    let exitContext: HostBuffer | undefined;
+    try {
+      exitContext = this.api.allocate(PAGE);
+      if (this.arch === 'arm64') {
+        // Every VP needs its redistributor before it runs; one contiguous GICR region.
+        const g = { ...GIC_DEFAULTS, ...gic };
+        this.writeRegisters(index, [{ name: abi.WHvArm64RegisterGicrBaseGpa, value: g.redistributorBase + BigInt(index) * g.redistributorStride }]);
+      }
+      return new WhpxVcpu(index, exitContext, this);
+    } catch (e) {
+      // Not in `vcpus` yet: the constructor's clean-up would miss this VP and its buffer.
+      if (exitContext) this.api.free(exitContext);
+      this.api.deleteVirtualProcessor(this.handle, index);
+      throw e;
     }
-    return v;
   }
 
   /** The partition handle is deleted at close(): a DLL call with it afterwards is a use after free. */
