@@ -99,7 +99,22 @@ export {
 } from './guest/platform.js';
 export { buildFreestandingImage, buildLongModeGuest, FREESTANDING_CFLAGS, GUEST_RUNTIME_DIR, type ImageSpec } from './guest/build.js';
 export { ExitRouter, fatalError } from './exit-router.js';
-export type { AccelPartition, AccelVcpu, BackendName, PortMessage, SynicPortLike } from './backends/types.js';
+export type {
+  AccelPartition,
+  AccelVcpu,
+  BackendName,
+  PortMessage,
+  SynicPortLike,
+  GuestTsc,
+  Doorbell,
+  DoorbellSpec,
+  Doorbells,
+  InterruptTrigger,
+  InterruptTriggers,
+  PageListMapping,
+  PageLists,
+  MemoryControl,
+} from './backends/types.js';
 export {
   OffloadedSynicPort,
   SynicPostError,

@@ -20,6 +20,7 @@ import {
   loadElf64,
   KvmPartition,
   SERIAL_PORT,
+  type AccelPartition,
   type IoDevice,
 } from '@hvemu/accel';
 import type { GuestMemory } from '@hvemu/memory';
@@ -137,7 +138,8 @@ class LineConsole implements IoDevice {
 }
 
 export class KvmVm {
-  readonly partition: KvmPartition;
+  /** Made by KvmPartition.create (this is the KVM preset); used only through AccelPartition. */
+  readonly partition: AccelPartition;
   readonly memory: GuestMemory;
   readonly clock: Clock;
   readonly hyperv: HyperV;

@@ -14,7 +14,7 @@
  *   exits as port I/O: the call runs through the dispatcher, so the status is the one the
  *   exit path would give, and RAX = status | DOORBELL_HOST_STATUS tells the page so.
  */
-import type { Ioeventfd, KvmPartition } from '@hvemu/accel';
+import { AccelUsageError, type AccelPartition, type Doorbell } from '@hvemu/accel';
 import { DOORBELL_HOST_STATUS, HVCALL_SIGNAL_EVENT, HV_HYPERCALL_FAST_BIT, type HypercallDispatcher } from '@hvemu/hypercalls';
 import type { Logger } from '@hvemu/common';
 
@@ -29,11 +29,11 @@ export interface DoorbellStats {
 
 export class SignalDoorbell {
   readonly stats: DoorbellStats = { doorbellWrites: 0n, fallbacks: 0 };
-  private readonly fds = new Map<number, Ioeventfd>();
+  private readonly fds = new Map<number, Doorbell>();
   private readonly unwatch: () => void;
 
   constructor(
-    private readonly partition: KvmPartition,
+    private readonly partition: AccelPartition,
     private readonly hypercalls: HypercallDispatcher,
     private readonly port: number,
     private readonly logger: Logger,
@@ -43,10 +43,12 @@ export class SignalDoorbell {
      */
     private readonly traceSignal?: (connectionId: number, deliver: () => void) => void,
   ) {
+    const doorbells = partition.doorbells;
+    if (!doorbells) throw new AccelUsageError(`SignalDoorbell: the ${partition.backend} partition has no doorbells (partition.doorbells)`);
     partition.addIoDevice({ port, count: 1, write: (_p, size, data, vp) => this.fallback(vp, size, data) });
     this.unwatch = hypercalls.connections.watchEvents({
       added: (id) => {
-        const fd = partition.createIoeventfd({ space: 'pio', address: port, length: 4, datamatch: BigInt(id) });
+        const fd = doorbells.create({ space: 'pio', address: port, length: 4, datamatch: BigInt(id) });
         this.fds.set(id, fd);
         fd.watch((writes) => this.deliver(id, writes));
       },

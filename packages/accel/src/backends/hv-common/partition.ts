@@ -13,16 +13,16 @@
  * such case: a canceled run returns S_OK with the Canceled exit reason.
  */
 import type { Logger } from '@hvemu/common';
-import type { GuestMemory } from '@hvemu/memory';
+import { GuestMemory, type RamRegionSpec } from '@hvemu/memory';
 import type { IoDevice, MmioDevice, MsrDevice } from '../../devices.js';
-import { AccelUsageError, ExitHandlerError, HostSystemError } from '../../errors.js';
+import { AccelUsageError, ExitHandlerError, HostSystemError, MemoryMapError } from '../../errors.js';
 import { checkExitResponse } from '../../exit-decode.js';
 import { ExitRouter, fatalError } from '../../exit-router.js';
 import type { Exit, ExitHandler, ExitResponse, HypercallExit, MmioExit } from '../../exits.js';
 import type { Registers, SpecialRegisters } from '../../registers.js';
-import { checkRegisters, checkSpecialRegisters } from '../../validate.js';
+import { checkInt, checkRegisters, checkSpecialRegisters, MAX_GPA, ramChunks } from '../../validate.js';
 import type { OffloadedSynicPort } from '../offloaded-synic.js';
-import type { AccelPartition, AccelVcpu, BackendName, VcpuOutcome, VcpuStatus } from '../types.js';
+import type { AccelPartition, AccelVcpu, BackendName, MemoryControl, VcpuOutcome, VcpuStatus } from '../types.js';
 import { runVcpus } from '../vcpu-runs.js';
 import { mmioStoreValue, type MmioInstruction } from '../x86-mmio.js';
 import {
@@ -40,6 +40,7 @@ import {
 } from './x64.js';
 
 export const MAX_TRANSIENT_FAILURES = 8;
+const PAGE = 4096;
 
 export type RunOnceResult = 'exit' | 'interrupted' | { readonly transient: Error };
 
@@ -115,6 +116,15 @@ export abstract class HvPartition<V extends HvVcpu> implements AccelPartition, V
   protected stopping = false;
   protected closed = false;
   protected running: Promise<VcpuOutcome[]> | undefined;
+  /** Guest RAM regions as given (at creation or by addRam): start GPA -> size. */
+  private readonly ramRegions = new Map<number, number>();
+
+  /** Guest RAM at run time: mapped and unmapped through the backend's mapChunk/unmapChunk. */
+  readonly memoryControl: MemoryControl = {
+    addRam: (region) => this.addRam(region),
+    removeRam: (gpa) => this.removeRam(gpa),
+    discardRam: (gpa, size) => this.discardRam(gpa, size),
+  };
 
   constructor(protected readonly logger: Logger) {}
 
@@ -132,9 +142,76 @@ export abstract class HvPartition<V extends HvVcpu> implements AccelPartition, V
   protected abstract kick(v: V): void;
   /** Releases the backend's handles once no run is in flight (close()). */
   protected abstract release(): void;
+  /**
+   * Backs [gpa, gpa + size) (at most 4 GiB, page-aligned) with new zeroed host memory mapped
+   * into the guest; returns it as a GuestMemory region. `label` names it (MSHV memfd names).
+   */
+  protected abstract mapChunk(gpa: number, size: number, label: string): RamRegionSpec;
+  /** Unmaps a chunk mapChunk mapped. Its host memory stays allocated: views handed out stay valid memory. */
+  protected abstract unmapChunk(gpa: number, size: number): void;
   /** False for a partition whose VPs have no x64 register file (WHPX arm64). */
   protected get isX64(): boolean {
     return true;
+  }
+
+  // --- guest RAM ---------------------------------------------------------------------------
+
+  /** The creation-time RAM map (setup calls it once). */
+  protected mapInitialRam(regions: readonly { gpa: number; size: number }[]): GuestMemory {
+    const specs = regions.map((r, i) => {
+      if (r.gpa % PAGE !== 0 || r.size % PAGE !== 0 || r.size <= 0) {
+        throw new MemoryMapError(`RAM region ${i} (gpa 0x${r.gpa.toString(16)}, size 0x${r.size.toString(16)}) is not page-aligned`);
+      }
+      this.ramRegions.set(r.gpa, r.size);
+      return this.mapRegion(r.gpa, r.size, `hvemu-ram-${i}`);
+    }).flat();
+    try {
+      return new GuestMemory(specs);
+    } catch (e) {
+      throw new MemoryMapError(`bad guest memory map: ${(e as Error).message}`, { cause: e });
+    }
+  }
+
+  private mapRegion(gpa: number, size: number, label: string): RamRegionSpec[] {
+    return ramChunks({ size }).map(({ offset, size: n }) => this.mapChunk(gpa + offset, n, offset === 0 ? label : `${label}+${offset.toString(16)}`));
+  }
+
+  private addRam(region: { readonly gpa: number; readonly size: number }): void {
+    this.checkOpen('memoryControl.addRam');
+    if (region === null || typeof region !== 'object') throw new AccelUsageError('memoryControl.addRam: region must be an object {gpa, size}');
+    const gpa = checkInt(region.gpa, 'memoryControl.addRam: region.gpa', 0, MAX_GPA - PAGE);
+    const size = checkInt(region.size, 'memoryControl.addRam: region.size', PAGE, MAX_GPA - gpa);
+    if (gpa % PAGE !== 0 || size % PAGE !== 0) throw new MemoryMapError(`memoryControl.addRam: RAM at 0x${gpa.toString(16)}+0x${size.toString(16)} is not page-aligned`);
+    for (const [start, n] of this.ramRegions) {
+      if (gpa < start + n && start < gpa + size) throw new MemoryMapError(`memoryControl.addRam: RAM at 0x${gpa.toString(16)}+0x${size.toString(16)} overlaps RAM at 0x${start.toString(16)}`);
+    }
+    this.router.checkRam(gpa, size);
+    const specs = this.mapRegion(gpa, size, `hvemu-ram-0x${gpa.toString(16)}`);
+    this.ramRegions.set(gpa, size);
+    for (const spec of specs) this.memory.addRegion(spec);
+  }
+
+  private removeRam(gpa: number): void {
+    this.checkOpen('memoryControl.removeRam');
+    const size = this.ramRegions.get(gpa);
+    if (size === undefined) throw new AccelUsageError(`memoryControl.removeRam: no RAM region starts at ${describeGpa(gpa)}`);
+    if (this.ramRegions.size === 1) throw new AccelUsageError('memoryControl.removeRam: the last RAM region cannot be removed');
+    // GuestMemory first: from here on no access through it reaches the region.
+    for (const r of this.memory.regions.filter((m) => m.gpa >= gpa && m.end <= gpa + size)) this.memory.removeRegion(r.gpa);
+    for (const { offset, size: n } of ramChunks({ size })) this.unmapChunk(gpa + offset, n);
+    this.ramRegions.delete(gpa);
+  }
+
+  /** No host call can release these pages here: the guest sees zeros (KVM also frees the host pages). */
+  private discardRam(gpa: number, size: number): void {
+    this.checkOpen('memoryControl.discardRam');
+    checkInt(gpa, 'memoryControl.discardRam: gpa', 0, MAX_GPA - PAGE);
+    checkInt(size, 'memoryControl.discardRam: size', PAGE, MAX_GPA - gpa);
+    if (gpa % PAGE !== 0 || size % PAGE !== 0) throw new AccelUsageError(`memoryControl.discardRam: 0x${gpa.toString(16)}+0x${size.toString(16)} is not page-aligned`);
+    const inside = [...this.ramRegions].some(([start, n]) => gpa >= start && gpa + size <= start + n);
+    if (!inside) throw new AccelUsageError(`memoryControl.discardRam: 0x${gpa.toString(16)}+0x${size.toString(16)} is not inside one RAM region`);
+    const zeros = new Uint8Array(Math.min(size, 1 << 20));
+    for (let at = 0; at < size; at += zeros.length) this.memory.write(gpa + at, zeros.subarray(0, Math.min(zeros.length, size - at)));
   }
 
   // --- registers ---------------------------------------------------------------------------
@@ -226,6 +303,7 @@ export abstract class HvPartition<V extends HvVcpu> implements AccelPartition, V
     if (this.closed) return;
     this.stop();
     this.closed = true;
+    this.router.dispose();
     const release = (): void => this.release();
     if (this.running) void this.running.then(release, release);
     else release();
@@ -312,4 +390,8 @@ export abstract class HvPartition<V extends HvVcpu> implements AccelPartition, V
       v.inHandler = false;
     }
   }
+}
+
+function describeGpa(gpa: unknown): string {
+  return typeof gpa === 'number' && Number.isSafeInteger(gpa) && gpa >= 0 ? `GPA 0x${gpa.toString(16)}` : String(gpa);
 }

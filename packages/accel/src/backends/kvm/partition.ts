@@ -16,7 +16,7 @@ import { GuestMemory } from '@hvemu/memory';
 import { buildCpuidModel, decodeCpuid, encodeCpuid, type CpuidEntry } from '../../cpuid.js';
 import type { IoDevice, MmioDevice, MsrDevice } from '../../devices.js';
 import { ExitRouter, fatalError, isPromise } from '../../exit-router.js';
-import type { AccelPartition, AccelVcpu, VcpuOutcome, VcpuStatus } from '../../backends/types.js';
+import type { AccelPartition, AccelVcpu, Doorbells, GuestTsc, InterruptTriggers, PageLists, VcpuOutcome, VcpuStatus } from '../types.js';
 import {
   AccelUsageError,
   ExitHandlerError,
@@ -165,6 +165,8 @@ export class KvmVcpu implements AccelVcpu {
     }
     this.call('setXmm', () => this.nativePartition.setXmm(this.index, xmm));
   }
+  /** The AccelVcpu face of tscKhz()/guestTsc(). */
+  readonly tsc: GuestTsc = { khz: () => this.tscKhz(), read: () => this.guestTsc() };
   /** The guest TSC frequency in kHz as the backend runs this vCPU (KVM_GET_TSC_KHZ). */
   tscKhz(): number {
     return this.call('tscKhz', () => this.nativePartition.getTscKhz(this.index));
@@ -248,6 +250,10 @@ const running = new Set<KvmPartition>();
 export class KvmPartition implements AccelPartition {
   readonly backend = 'kvm' as const;
   readonly memory: GuestMemory;
+  /** AccelPartition's optional capabilities, all served on KVM. */
+  readonly doorbells: Doorbells = { create: (spec) => this.createIoeventfd(spec) };
+  readonly interruptTriggers: InterruptTriggers = { create: (vp, vector) => this.createIrqfd(vp, vector) };
+  readonly pageLists: PageLists = { map: (pfns) => this.mapPageList(pfns) };
   readonly vcpus: readonly KvmVcpu[];
   private readonly nativePartition: NativePartition;
   private readonly slots: readonly SlotView[];
@@ -294,7 +300,7 @@ export class KvmPartition implements AccelPartition {
     );
     try {
       this.memory = new GuestMemory(ramSpecs(ram, this.nativePartition.ramBuffers()));
-      this.router = new ExitRouter(this.memory.regions, this.logger);
+      this.router = new ExitRouter(this.memory, this.logger);
       const exitBuffer = this.nativePartition.exitBuffer();
       this.header = new Int32Array(exitBuffer, 0, 16);
       this.slots = Array.from({ length: vcpuCount }, (_, vp) => new SlotView(exitBuffer, vp));

@@ -20,10 +20,10 @@
  * someone else sent) is retried.
  */
 import { silentLogger, type Logger } from '@hvemu/common';
-import { GuestMemory } from '@hvemu/memory';
-import { checkCommonOptions, optNames, optU32List, ramChunks } from '../../validate.js';
+import type { GuestMemory, RamRegionSpec } from '@hvemu/memory';
+import { checkCommonOptions, optNames, optU32List } from '../../validate.js';
 import type { MsrDevice } from '../../devices.js';
-import { AccelUsageError, HostSystemError, HypervisorUnavailableError, MemoryMapError } from '../../errors.js';
+import { AccelUsageError, HostSystemError, HypervisorUnavailableError } from '../../errors.js';
 import { ExitRouter } from '../../exit-router.js';
 import { HvPartition, HvVcpu, type RunOnceResult } from '../hv-common/partition.js';
 import { completeX64Intercept, type RegisterWrite } from '../hv-common/x64.js';
@@ -78,6 +78,8 @@ export class MshvPartition extends HvPartition<MshvVcpu> {
   readonly synic: OffloadedSynicPort;
   protected readonly router: ExitRouter;
   private readonly ram: HostBuffer[] = [];
+  /** Guest-mapped RAM chunks by GPA. */
+  private readonly ramAt = new Map<number, HostBuffer>();
   private readonly hvIn: HostBuffer;
   private readonly hvOut: HostBuffer;
 
@@ -107,8 +109,8 @@ export class MshvPartition extends HvPartition<MshvVcpu> {
         this.logger.warn(`MSHV: ${count} vCPUs need more than UV_THREADPOOL_SIZE=${pool} threadpool workers (set it before Node starts)`);
       }
       for (let i = 0; i < count; i++) vcpus.push(this.createVp(i));
-      this.memory = this.mapMemory(opts.memory);
-      this.router = new ExitRouter(this.memory.regions, this.logger);
+      this.memory = this.mapInitialRam(opts.memory);
+      this.router = new ExitRouter(this.memory, this.logger);
       this.installIntercepts(opts);
     } catch (e) {
       for (const v of vcpus) {
@@ -155,29 +157,24 @@ export class MshvPartition extends HvPartition<MshvVcpu> {
     }
   }
 
-  private mapMemory(regions: readonly { gpa: number; size: number }[]): GuestMemory {
-    const specs = regions.map((r, i) => {
-      if (r.gpa % PAGE !== 0 || r.size % PAGE !== 0 || r.size <= 0) {
-        throw new MemoryMapError(`RAM region ${i} (gpa 0x${r.gpa.toString(16)}, size 0x${r.size.toString(16)}) is not page-aligned`);
-      }
-      return ramChunks(r).map(({ offset, size }) => {
-        const buf = this.sys.mapRam(size, offset === 0 ? `hvemu-ram-${i}` : `hvemu-ram-${i}+${offset.toString(16)}`);
-        this.ram.push(buf);
-        const region = abi.MshvUserMemRegion.encodeNew({
-          size: BigInt(size),
-          guestPfn: BigInt((r.gpa + offset) / PAGE),
-          userspaceAddr: buf.address,
-          flags: (1 << abi.MSHV_SET_MEM_BIT_WRITABLE) | (1 << abi.MSHV_SET_MEM_BIT_EXECUTABLE),
-        });
-        this.sys.ioctl(this.ptFd, abi.MSHV_SET_GUEST_MEMORY, region);
-        return { gpa: r.gpa + offset, size, buffer: buf.bytes.buffer, byteOffset: buf.bytes.byteOffset };
-      });
-    }).flat();
-    try {
-      return new GuestMemory(specs);
-    } catch (e) {
-      throw new MemoryMapError(`bad guest memory map: ${(e as Error).message}`, { cause: e });
-    }
+  protected mapChunk(gpa: number, size: number, label: string): RamRegionSpec {
+    const buf = this.sys.mapRam(size, label);
+    this.ram.push(buf);
+    this.setGuestMemory(gpa, buf, (1 << abi.MSHV_SET_MEM_BIT_WRITABLE) | (1 << abi.MSHV_SET_MEM_BIT_EXECUTABLE));
+    return { gpa, size, buffer: buf.bytes.buffer, byteOffset: buf.bytes.byteOffset };
+  }
+
+  protected unmapChunk(gpa: number, size: number): void {
+    const buf = this.ramAt.get(gpa);
+    if (!buf || buf.bytes.byteLength !== size) throw new AccelUsageError(`no RAM chunk at 0x${gpa.toString(16)}`);
+    this.setGuestMemory(gpa, buf, 1 << abi.MSHV_SET_MEM_BIT_UNMAP);
+    this.ramAt.delete(gpa);
+  }
+
+  private setGuestMemory(gpa: number, buf: HostBuffer, flags: number): void {
+    const region = abi.MshvUserMemRegion.encodeNew({ size: BigInt(buf.bytes.byteLength), guestPfn: BigInt(gpa / PAGE), userspaceAddr: buf.address, flags });
+    this.sys.ioctl(this.ptFd, abi.MSHV_SET_GUEST_MEMORY, region);
+    if ((flags & (1 << abi.MSHV_SET_MEM_BIT_UNMAP)) === 0) this.ramAt.set(gpa, buf);
   }
 
   private installIntercepts(opts: MshvPartitionOptions): void {

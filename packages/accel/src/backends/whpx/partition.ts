@@ -15,9 +15,9 @@
  * WHvCancelRunVirtualProcessor, which WHP exists for.
  */
 import { silentLogger, type Logger } from '@hvemu/common';
-import { GuestMemory } from '@hvemu/memory';
-import { checkCommonOptions, checkObject, checkInt, describeValue, optNames, optU32List, ramChunks } from '../../validate.js';
-import { AccelUsageError, HypervisorUnavailableError, MemoryMapError, MissingCapabilityError } from '../../errors.js';
+import type { GuestMemory, RamRegionSpec } from '@hvemu/memory';
+import { checkCommonOptions, checkObject, checkInt, describeValue, optNames, optU32List } from '../../validate.js';
+import { AccelUsageError, HypervisorUnavailableError, MissingCapabilityError } from '../../errors.js';
 import { ExitRouter } from '../../exit-router.js';
 import type { MmioExit } from '../../exits.js';
 import { HvPartition, HvVcpu, type RunOnceResult } from '../hv-common/partition.js';
@@ -159,7 +159,7 @@ export class WhpxPartition extends HvPartition<WhpxVcpu> {
     const vcpus: WhpxVcpu[] = [];
     this.vcpus = vcpus;
     try {
-      this.memory = this.mapMemory(opts.memory);
+      this.memory = this.mapInitialRam(opts.memory);
       for (let i = 0; i < count; i++) vcpus.push(this.createVp(i, opts.gic));
     } catch (e) {
       // create() deletes the partition; the VPs and buffers are ours to release.
@@ -167,7 +167,7 @@ export class WhpxPartition extends HvPartition<WhpxVcpu> {
       for (const b of [...this.ram, ...vcpus.map((v) => v.exitContext)]) api.free(b);
       throw e;
     }
-    this.router = new ExitRouter(this.memory.regions, this.logger);
+    this.router = new ExitRouter(this.memory, this.logger);
     this.synic = new OffloadedSynicPort(this.synicOps(), { vpCount: count, logger: this.logger });
   }
 
@@ -217,25 +217,16 @@ export class WhpxPartition extends HvPartition<WhpxVcpu> {
     if (leaves.length > 0) this.setProperty('CpuidExitList', Uint8Array.from(new Uint8Array(Uint32Array.from(leaves).buffer)));
   }
 
-  private mapMemory(regions: readonly { gpa: number; size: number }[]): GuestMemory {
+  protected mapChunk(gpa: number, size: number): RamRegionSpec {
     const flags = abi.WHvMapGpaRangeFlag.Read | abi.WHvMapGpaRangeFlag.Write | abi.WHvMapGpaRangeFlag.Execute;
-    const specs = regions.map((r, i) => {
-      if (r.gpa % PAGE !== 0 || r.size % PAGE !== 0 || r.size <= 0) {
-        throw new MemoryMapError(`RAM region ${i} (gpa 0x${r.gpa.toString(16)}, size 0x${r.size.toString(16)}) is not page-aligned`);
-      }
-      return ramChunks(r).map(({ offset, size }) => {
-        const gpa = r.gpa + offset;
-        const buf = this.api.allocate(size);
-        this.ram.push(buf);
-        check(`WHvMapGpaRange(0x${gpa.toString(16)})`, this.api.mapGpaRange(this.handle, buf.address, BigInt(gpa), BigInt(size), flags));
-        return { gpa, size, buffer: buf.bytes.buffer, byteOffset: buf.bytes.byteOffset };
-      });
-    }).flat();
-    try {
-      return new GuestMemory(specs);
-    } catch (e) {
-      throw new MemoryMapError(`bad guest memory map: ${(e as Error).message}`, { cause: e });
-    }
+    const buf = this.api.allocate(size);
+    this.ram.push(buf);
+    check(`WHvMapGpaRange(0x${gpa.toString(16)})`, this.api.mapGpaRange(this.handle, buf.address, BigInt(gpa), BigInt(size), flags));
+    return { gpa, size, buffer: buf.bytes.buffer, byteOffset: buf.bytes.byteOffset };
+  }
+
+  protected unmapChunk(gpa: number, size: number): void {
+    check(`WHvUnmapGpaRange(0x${gpa.toString(16)})`, this.api.unmapGpaRange(this.handle, BigInt(gpa), BigInt(size)));
   }
 
   private createVp(index: number, gic: WhpxGicOptions | undefined): WhpxVcpu {
