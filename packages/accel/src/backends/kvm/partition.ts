@@ -12,11 +12,11 @@
  */
 import { performance } from 'node:perf_hooks';
 import { silentLogger, type Logger } from '@hvemu/common';
-import { GuestMemory } from '@hvemu/memory';
+import { GuestMemory, PAGE_SIZE } from '@hvemu/memory';
 import { buildCpuidModel, decodeCpuid, encodeCpuid, type CpuidEntry } from '../../cpuid.js';
 import type { IoDevice, MmioDevice, MsrDevice } from '../../devices.js';
 import { ExitRouter, fatalError, isPromise } from '../../exit-router.js';
-import type { AccelPartition, AccelVcpu, Doorbells, GuestTsc, InterruptTriggers, PageLists, VcpuOutcome, VcpuStatus } from '../types.js';
+import type { AccelPartition, AccelVcpu, Doorbells, GuestTsc, InterruptTriggers, MemoryControl, PageLists, VcpuOutcome, VcpuStatus } from '../types.js';
 import {
   AccelUsageError,
   ExitHandlerError,
@@ -254,6 +254,14 @@ export class KvmPartition implements AccelPartition {
   readonly doorbells: Doorbells = { create: (spec) => this.createIoeventfd(spec) };
   readonly interruptTriggers: InterruptTriggers = { create: (vp, vector) => this.createIrqfd(vp, vector) };
   readonly pageLists: PageLists = { map: (pfns) => this.mapPageList(pfns) };
+  /** Memory hot add and removal: a memslot over a new memfd; removal detaches the JS buffers first; discard punches a hole. */
+  readonly memoryControl: MemoryControl = {
+    addRam: (region) => this.addRam(region),
+    removeRam: (gpa) => this.removeRam(gpa),
+    discardRam: (gpa, size) => this.discardRam(gpa, size),
+  };
+  /** RAM regions as given (creation or addRam): start GPA -> size. */
+  private readonly ramRegions = new Map<number, number>();
   readonly vcpus: readonly KvmVcpu[];
   private readonly nativePartition: NativePartition;
   private readonly slots: readonly SlotView[];
@@ -300,6 +308,7 @@ export class KvmPartition implements AccelPartition {
     );
     try {
       this.memory = new GuestMemory(ramSpecs(ram, this.nativePartition.ramBuffers()));
+      for (const r of ram) this.ramRegions.set(r.gpa, r.size);
       this.router = new ExitRouter(this.memory, this.logger);
       const exitBuffer = this.nativePartition.exitBuffer();
       this.header = new Int32Array(exitBuffer, 0, 16);
@@ -514,6 +523,38 @@ export class KvmPartition implements AccelPartition {
   }
 
   /** Maps guest pages `pfns` (each must be RAM) side by side into one host view. It stays valid after close(). */
+  // ---- guest RAM at run time --------------------------------------------------------------
+
+  private addRam(region: { readonly gpa: number; readonly size: number }): void {
+    this.checkOpen('memoryControl.addRam');
+    if (region === null || typeof region !== 'object') throw new AccelUsageError(`memoryControl.addRam: region must be an object {gpa, size}, not ${describeValue(region)}`);
+    const gpa = checkInt(region.gpa, 'memoryControl.addRam: region.gpa', 0, MAX_GPA - PAGE_SIZE);
+    const size = checkInt(region.size, 'memoryControl.addRam: region.size', PAGE_SIZE, MAX_GPA - gpa);
+    this.router.checkRam(gpa, size);
+    // The addon checks alignment, the platform hole and overlap (MemoryMapError).
+    const buffers = native(() => this.nativePartition.addRam(gpa, size));
+    this.ramRegions.set(gpa, size);
+    for (const spec of ramSpecs([{ gpa, size }], [buffers])) this.memory.addRegion(spec);
+  }
+
+  private removeRam(gpa: number): void {
+    this.checkOpen('memoryControl.removeRam');
+    const size = this.ramRegions.get(gpa);
+    if (size === undefined) throw new AccelUsageError(`memoryControl.removeRam: no RAM region starts at ${describeValue(gpa)}`);
+    if (this.ramRegions.size === 1) throw new AccelUsageError('memoryControl.removeRam: the last RAM region cannot be removed');
+    // GuestMemory first, then the memslot; the addon detaches the buffers before anything can be unmapped.
+    for (const r of this.memory.regions.filter((m) => m.gpa >= gpa && m.end <= gpa + size)) this.memory.removeRegion(r.gpa);
+    native(() => this.nativePartition.removeRam(gpa));
+    this.ramRegions.delete(gpa);
+  }
+
+  private discardRam(gpa: number, size: number): void {
+    this.checkOpen('memoryControl.discardRam');
+    checkInt(gpa, 'memoryControl.discardRam: gpa', 0, MAX_GPA - PAGE_SIZE);
+    checkInt(size, 'memoryControl.discardRam: size', PAGE_SIZE, MAX_GPA - gpa);
+    native(() => this.nativePartition.discardRam(gpa, size));
+  }
+
   mapPageList(pfns: ArrayLike<number>): PageListView {
     this.checkOpen('mapPageList');
     if (pfns === null || typeof pfns !== 'object' || typeof (pfns as { length?: unknown }).length !== 'number') {
@@ -628,6 +669,7 @@ export class KvmPartition implements AccelPartition {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    this.router.dispose();
     this.watcher?.close();
     this.watched.clear();
     this.nativePartition.close();
