@@ -11,6 +11,7 @@ import type { Logger } from '@hvemu/common';
 import type { CpuidEntry } from './cpuid.js';
 import { AccelUsageError } from './errors.js';
 import { KvmPartition, type KvmPartitionOptions } from './backends/kvm/partition.js';
+import type { LoadablePartition } from './guest/long-mode.js';
 
 export type CpuidRegister = 'eax' | 'ebx' | 'ecx' | 'edx';
 const REGISTERS: readonly CpuidRegister[] = ['eax', 'ebx', 'ecx', 'edx'];
@@ -86,7 +87,7 @@ export async function probeGuestCpuid(options: CpuidProbeOptions = {}): Promise<
   try {
     const leaves = programmed.slice(0, MAX_LEAVES);
     partition.memory.write(CODE, cpuidProbeCode(leaves));
-    enterRealMode(partition, CODE);
+    enterFlatRealMode(partition, CODE);
     partition.addIoDevice({ port: DONE_PORT, count: 1, write: () => ({ stop: true }) });
     await partition.run([0]);
     const seen = leaves.map((leaf, i): CpuidEntry => {
@@ -100,8 +101,8 @@ export async function probeGuestCpuid(options: CpuidProbeOptions = {}): Promise<
   }
 }
 
-/** Flat real mode at `rip`: every segment based at 0. */
-function enterRealMode(partition: KvmPartition, rip: number): void {
+/** Flat real mode at `rip` on vCPU 0: CS, DS, ES, SS based at 0 (tiny probes and test guests). */
+export function enterFlatRealMode(partition: LoadablePartition, rip: number): void {
   const vcpu = partition.vcpus[0];
   const sregs = vcpu.getSpecialRegisters();
   for (const name of ['cs', 'ds', 'es', 'ss'] as const) sregs[name] = { ...sregs[name], base: 0n, selector: 0 };

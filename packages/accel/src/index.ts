@@ -40,6 +40,7 @@ export {
   compareCpuid,
   cpuidProbeCode,
   describeCpuidDifferences,
+  enterFlatRealMode,
   probeGuestCpuid,
   warnCpuidDifferences,
   type CpuidDifference,
@@ -86,7 +87,7 @@ export {
   type MultibootHeader,
   type MultibootOptions,
 } from './guest/multiboot.js';
-export { enterLongMode, writeLongModeTables, longModeSpecialRegisters, LOADER_RESERVED_END } from './guest/long-mode.js';
+export { enterLongMode, writeLongModeTables, longModeSpecialRegisters, LOADER_RESERVED_END, type LoadablePartition } from './guest/long-mode.js';
 export {
   TestPlatform,
   SerialPort,

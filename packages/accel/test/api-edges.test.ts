@@ -10,7 +10,7 @@ import { HvemuError } from '@hvemu/common';
 import { FakeMshvSys } from '../src/testing/index.js';
 import { MshvPartition } from '../src/backends/mshv/partition.js';
 import type { AccelPartition } from '../src/backends/types.js';
-import { FakeWhpxApi } from '../src/testing/index.js';
+import { FakeWhpxApi, whpxCapabilities } from '../src/testing/index.js';
 import { WhpxPartition } from '../src/backends/whpx/partition.js';
 import { AccelUsageError, MemoryMapError } from '../src/errors.js';
 import { enterLongMode, writeLongModeTables } from '../src/guest/long-mode.js';
@@ -126,17 +126,7 @@ const backends: [string, () => AccelPartition, boolean][] = [
 ];
 
 function whpxFake(): FakeWhpxApi {
-  const u64 = (v: bigint) => new Uint8Array(new BigUint64Array([v]).buffer);
-  const banks = new Uint8Array(16);
-  new DataView(banks.buffer).setUint32(0, 1, true);
-  new DataView(banks.buffer).setBigUint64(8, 0xffff_ffff_ffffn, true);
-  const capabilities = new Map([
-    [0, new Uint8Array(new Uint32Array([1]).buffer)],
-    [1, u64(0x2n)],
-    [2, u64(0x7fffn)],
-    [0x1008, banks],
-  ]);
-  return new FakeWhpxApi({ arch: 'x64', capabilities });
+  return new FakeWhpxApi({ arch: 'x64', capabilities: whpxCapabilities('x64') });
 }
 
 const opened: AccelPartition[] = [];

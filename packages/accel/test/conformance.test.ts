@@ -12,11 +12,12 @@
  */
 import { describe, expect, it } from 'vitest';
 import { KvmPartition } from '../src/backends/kvm/partition.js';
+import { enterFlatRealMode } from '../src/cpuid-probe.js';
 import { MshvPartition } from '../src/backends/mshv/partition.js';
 import { WhpxPartition } from '../src/backends/whpx/partition.js';
 import type { AccelPartition, BackendName } from '../src/backends/types.js';
 import { AccelUsageError } from '../src/errors.js';
-import { FakeMshvSys, FakeWhpxApi } from '../src/testing/index.js';
+import { FakeMshvSys, FakeWhpxApi, mshvExits, whpxCapabilities, whpxExits } from '../src/testing/index.js';
 import { KVM } from './helpers/harness.js';
 
 type Step =
@@ -83,82 +84,31 @@ const kvm: Backend = {
       p,
       load(steps) {
         p.memory.write(0x1000, Uint8Array.from(realModeCode(steps)));
-        const v = p.vcpus[0];
-        const sregs = v.getSpecialRegisters();
-        for (const n of ['cs', 'ds', 'es', 'ss'] as const) sregs[n] = { ...sregs[n], base: 0n, selector: 0 };
-        v.setSpecialRegisters(sregs);
-        v.setRegisters({ ...v.getRegisters(), rip: 0x1000n, rsp: 0x7000n, rflags: 2n });
+        enterFlatRealMode(p, 0x1000);
       },
     };
   },
 };
 
-// ---- MSHV: hv_message per step ----------------------------------------------------------------
+// ---- MSHV and WHPX: the intercept each step causes (@hvemu/accel/testing builders) -------------
 
-function mshvMessage(type: number, payload: number, length: number, access: number, rip: bigint) {
-  const buf = new Uint8Array(256);
-  const v = new DataView(buf.buffer);
-  v.setUint32(0, type, true);
-  v.setUint8(4, payload);
-  v.setUint8(20, length);
-  v.setUint8(21, access);
-  v.setUint16(22, 0x14, true); // CR0.PE | EFER.LMA
-  v.setUint16(38, 0xa09b, true); // 64-bit code segment
-  v.setBigUint64(40, rip, true);
-  return { buf, v };
-}
+type Builders = typeof mshvExits;
 
-function mshvSteps(steps: readonly Step[]): Uint8Array[] {
+function scripted(steps: readonly Step[], x: Builders): Uint8Array[] {
   const out: Uint8Array[] = [];
   steps.forEach((s, i) => {
-    const rip = 0x1000n + BigInt(i * 16);
+    const at = { rip: 0x1000n + BigInt(i * 16) };
     switch (s.op) {
-      case 'in':
-      case 'out-stop': {
-        const m = mshvMessage(0x80010000, 128, 2, s.op === 'in' ? 0 : 1, rip);
-        m.v.setUint16(56, s.op === 'in' ? s.port : STOP_PORT, true);
-        m.v.setUint8(58, 1);
-        out.push(m.buf);
-        break;
-      }
-      case 'mmio-write8':
-      case 'mmio-read8': {
-        const bytes = s.op === 'mmio-write8' ? [0xc6, 0x00, s.value] : [0x8a, 0x00]; // mov byte [rax], imm8 / mov al, [rax]
-        const m = mshvMessage(0x80000000, 80, 0, s.op === 'mmio-write8' ? 1 : 0, rip);
-        m.v.setUint8(60, bytes.length);
-        m.v.setBigUint64(72, BigInt(s.gpa), true);
-        m.buf.set(bytes, 80);
-        out.push(m.buf);
-        break;
-      }
-      case 'rdmsr':
-      case 'wrmsr': {
-        const m = mshvMessage(0x80010001, 64, 2, s.op === 'rdmsr' ? 0 : 1, rip);
-        m.v.setUint32(56, s.msr, true);
-        if (s.op === 'wrmsr') {
-          m.v.setBigUint64(64, s.value >> 32n, true);
-          m.v.setBigUint64(72, s.value & 0xffff_ffffn, true);
-        }
-        out.push(m.buf);
-        break;
-      }
-      case 'cpuid': {
-        const m = mshvMessage(0x80010002, 104, 2, 0, rip);
-        m.v.setBigUint64(56, BigInt(s.leaf), true);
-        out.push(m.buf);
-        break;
-      }
-      case 'hypercall': {
-        const m = mshvMessage(0x80000050, 196, 3, 2, rip);
-        m.v.setBigUint64(72, BigInt(s.control), true);
-        out.push(m.buf);
-        break;
-      }
-      case 'halt':
-        out.push(mshvMessage(0x80010007, 40, 1, 0, rip).buf);
-        break;
-      case 'spin':
-        break; // an empty script blocks RUN_VP until the stop kick
+      case 'in': out.push(x.io(s.port, false, 0n, at)); break;
+      case 'out-stop': out.push(x.io(STOP_PORT, true, 0n, at)); break;
+      case 'mmio-write8': out.push(x.mmio(BigInt(s.gpa), true, [0xc6, 0x00, s.value], at)); break; // mov byte [rax], imm8
+      case 'mmio-read8': out.push(x.mmio(BigInt(s.gpa), false, [0x8a, 0x00], at)); break; // mov al, [rax]
+      case 'rdmsr': out.push(x.msr(s.msr, false, 0n, at)); break;
+      case 'wrmsr': out.push(x.msr(s.msr, true, s.value, at)); break;
+      case 'cpuid': out.push(x.cpuid(s.leaf, 0, at)); break;
+      case 'hypercall': out.push(x.hypercall(BigInt(s.control), 0n, 0n, at)); break;
+      case 'halt': out.push(x.halt(at)); break;
+      case 'spin': break; // an empty script blocks the run until the backend's kick
     }
   });
   return out;
@@ -171,101 +121,18 @@ const mshv: Backend = {
   create() {
     const sys = new FakeMshvSys();
     const p = MshvPartition.create({ memory: [{ gpa: 0, size: MiB }], cpuidLeaves: [0x4000_0000] }, sys);
-    return { p, load: (steps) => sys.script(0, ...mshvSteps(steps)) };
+    return { p, load: (steps) => sys.script(0, ...scripted(steps, mshvExits)) };
   },
 };
-
-// ---- WHPX: WHV_RUN_VP_EXIT_CONTEXT per step -------------------------------------------------
-
-function whpxContext(reason: number, rip: bigint, length: number) {
-  const buf = new Uint8Array(224);
-  const v = new DataView(buf.buffer);
-  v.setUint32(0, reason, true);
-  v.setUint16(8, 0x14, true);
-  v.setUint8(10, length);
-  v.setUint16(30, 0xa09b, true);
-  v.setBigUint64(32, rip, true);
-  v.setBigUint64(40, 2n, true);
-  return { buf, v };
-}
-
-function whpxSteps(steps: readonly Step[]): Uint8Array[] {
-  const out: Uint8Array[] = [];
-  steps.forEach((s, i) => {
-    const rip = 0x1000n + BigInt(i * 16);
-    switch (s.op) {
-      case 'in':
-      case 'out-stop': {
-        const c = whpxContext(2, rip, 2);
-        c.v.setUint32(68, (s.op === 'in' ? 0 : 1) | (1 << 1), true); // IsWrite, size 1
-        c.v.setUint16(72, s.op === 'in' ? s.port : STOP_PORT, true);
-        out.push(c.buf);
-        break;
-      }
-      case 'mmio-write8':
-      case 'mmio-read8': {
-        const bytes = s.op === 'mmio-write8' ? [0xc6, 0x00, s.value] : [0x8a, 0x00];
-        const c = whpxContext(1, rip, 0);
-        c.v.setUint8(48, bytes.length);
-        c.buf.set(bytes, 52);
-        c.v.setUint32(68, s.op === 'mmio-write8' ? 1 : 0, true);
-        c.v.setBigUint64(72, BigInt(s.gpa), true);
-        out.push(c.buf);
-        break;
-      }
-      case 'rdmsr':
-      case 'wrmsr': {
-        const c = whpxContext(0x1000, rip, 2);
-        c.v.setUint32(48, s.op === 'wrmsr' ? 1 : 0, true);
-        c.v.setUint32(52, s.msr, true);
-        if (s.op === 'wrmsr') {
-          c.v.setBigUint64(56, s.value & 0xffff_ffffn, true);
-          c.v.setBigUint64(64, s.value >> 32n, true);
-        }
-        out.push(c.buf);
-        break;
-      }
-      case 'cpuid': {
-        const c = whpxContext(0x1001, rip, 2);
-        c.v.setBigUint64(48, BigInt(s.leaf), true);
-        out.push(c.buf);
-        break;
-      }
-      case 'hypercall': {
-        const c = whpxContext(0x1005, rip, 3);
-        c.v.setBigUint64(64, BigInt(s.control), true); // rcx
-        out.push(c.buf);
-        break;
-      }
-      case 'halt':
-        out.push(whpxContext(8, rip, 1).buf);
-        break;
-      case 'spin':
-        break; // an empty script blocks the run until WHvCancelRunVirtualProcessor
-    }
-  });
-  return out;
-}
-
-function whpxFake(): FakeWhpxApi {
-  const u64 = (v: bigint) => {
-    const b = new Uint8Array(8);
-    new DataView(b.buffer).setBigUint64(0, v, true);
-    return b;
-  };
-  const banks = new Uint8Array(16);
-  new DataView(banks.buffer).setBigUint64(8, 0xffff_ffffn, true);
-  return new FakeWhpxApi({ arch: 'x64', capabilities: new Map([[0, u64(1n)], [1, u64(0x2n)], [2, u64(0x7fffn)], [0x1008, banks]]) });
-}
 
 const whpx: Backend = {
   name: 'whpx',
   cannot: {},
   capabilities: ['memoryControl'],
   create() {
-    const api = whpxFake();
+    const api = new FakeWhpxApi({ arch: 'x64', capabilities: whpxCapabilities('x64') });
     const p = WhpxPartition.create({ arch: 'x64', memory: [{ gpa: 0, size: MiB }], cpuidLeaves: [0x4000_0000] }, api);
-    return { p, load: (steps) => api.script(0, ...whpxSteps(steps)) };
+    return { p, load: (steps) => api.script(0, ...scripted(steps, whpxExits)) };
   },
 };
 

@@ -12,7 +12,7 @@ import { WHPX_X64_NAMES } from '../src/backends/whpx/completion.js';
 import { decodeX64Exit } from '../src/backends/whpx/exit-x64.js';
 import { completeX64Intercept, decodeSegment, encodeSegment, decodeTable, encodeTable, hypercallExit, type X64InterceptContext } from '../src/backends/hv-common/x64.js';
 import type { Exit } from '../src/exits.js';
-import { FakeMshvSys, whpxBlankExitContext } from '../src/testing/index.js';
+import { FakeMshvSys, mshvExits, mshvMessage, whpxX64Exit } from '../src/testing/index.js';
 
 const ctx = (over: Partial<X64InterceptContext> = {}): X64InterceptContext => ({
   rip: 0x1000n, rflags: 2n, instructionLength: 3, executionState: 0, longMode: true, defaultOperand32: false, ...over,
@@ -69,25 +69,14 @@ describe('(b) 32-bit hypercall inputs by the TLFS convention, on both decoders',
   });
 
   it('MSHV hv_x64_hypercall_intercept_message from 32-bit code (it used to read RCX/RDX/R8 whatever the mode)', () => {
-    const buf = new Uint8Array(256);
-    const v = new DataView(buf.buffer);
-    v.setUint32(0, 0x80000050, true);
-    v.setUint8(4, 196);
-    v.setUint8(20, 3);
-    v.setUint16(22, 0x04, true); // CR0.PE, no EFER.LMA
-    v.setUint16(38, 0xc09b, true); // 32-bit code segment (D=1, L=0)
-    v.setBigUint64(40, 0x5000n, true);
-    const at = 16 + 40;
-    [regs.rax, regs.rbx, regs.rcx, regs.rdx, regs.r8, regs.rsi, regs.rdi].forEach((r, i) => v.setBigUint64(at + i * 8, r, true));
-    const ev = decodeRunMessage(0, buf);
-    expect(ev).toMatchObject({ kind: 'exit', exit: { kind: 'hypercall', control: 0x5cn, input: 0x1_0000_2000n, output: 0x3000n, xmm: undefined } });
+    const { buf, v } = mshvMessage(0x80000050, 196, 2, { rip: 0x5000n, length: 3, longMode: false });
+    [regs.rax, regs.rbx, regs.rcx, regs.rdx, regs.r8, regs.rsi, regs.rdi].forEach((r, i) => v.setBigUint64(16 + 40 + i * 8, r, true));
+    expect(decodeRunMessage(0, buf)).toMatchObject({ kind: 'exit', exit: { kind: 'hypercall', control: 0x5cn, input: 0x1_0000_2000n, output: 0x3000n, xmm: undefined } });
   });
 
   it('WHPX WHV_X64_HYPERCALL_CONTEXT from 32-bit code', () => {
-    const { buf, view } = whpxBlankExitContext('x64', 0x1005); // WHvRunVpExitReasonHypercall
-    view.setUint16(8, 0x04, true); // ExecutionState: CR0.PE, no EFER.LMA
-    view.setUint16(16 + 14, 0xc09b, true); // CS attributes
-    [regs.rax, regs.rbx, regs.rcx, regs.rdx, regs.r8, regs.rsi, regs.rdi].forEach((r, i) => view.setBigUint64(48 + i * 8, r, true));
+    const { buf, v } = whpxX64Exit(0x1005, { rip: 0x5000n, length: 3, longMode: false });
+    [regs.rax, regs.rbx, regs.rcx, regs.rdx, regs.r8, regs.rsi, regs.rdi].forEach((r, i) => v.setBigUint64(48 + i * 8, r, true));
     expect(decodeX64Exit(0, buf)).toMatchObject({ kind: 'exit', exit: { kind: 'hypercall', control: 0x5cn, input: 0x1_0000_2000n, output: 0x3000n } });
   });
 });
@@ -96,10 +85,7 @@ describe('(c) HLT on MSHV end to end: the halt handler runs, no register is writ
   it('HVMSG_X64_HALT reaches onExit and the VP resumes without a SetVpRegisters', async () => {
     const sys = new FakeMshvSys();
     const p = MshvPartition.create({ memory: [{ gpa: 0, size: 0x1000 }] }, sys);
-    const halt = new Uint8Array(256);
-    new DataView(halt.buffer).setUint32(0, 0x80010007, true);
-    halt[4] = 40;
-    halt[20] = 1;
+    const halt = mshvExits.halt();
     const seen: string[] = [];
     p.onExit((e) => (seen.push(e.kind), { stop: true }));
     sys.script(0, halt);
@@ -116,16 +102,7 @@ describe('(d) run interruptions', () => {
     const sys = new FakeMshvSys();
     const p = MshvPartition.create({ memory: [{ gpa: 0, size: 0x1000 }] }, sys);
     p.addIoDevice({ port: 0xf4, count: 1, write: () => ({ stop: true }) });
-    const out = new Uint8Array(256);
-    const v = new DataView(out.buffer);
-    v.setUint32(0, 0x80010000, true);
-    out[4] = 128;
-    out[20] = 1;
-    out[21] = 1;
-    v.setUint16(22, 0x14, true);
-    v.setUint16(38, 0xa09b, true);
-    v.setUint16(56, 0xf4, true);
-    out[58] = 1;
+    const out = mshvExits.io(0xf4, true, 0n);
     const interruptions = Array.from({ length: 20 }, (_, i) => ({ errno: i % 2 ? mshvAbi.Errno.EINTR : mshvAbi.Errno.EAGAIN }));
     sys.script(0, ...interruptions, out);
     expect(await p.run()).toMatchObject([{ cause: 'handler-stop', exits: 1 }]);

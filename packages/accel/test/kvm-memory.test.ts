@@ -7,6 +7,7 @@
 import { expect, it } from 'vitest';
 import { KvmPartition } from '../src/backends/kvm/partition.js';
 import { MemoryMapError } from '../src/errors.js';
+import { enterFlatRealMode } from '../src/cpuid-probe.js';
 import { describeKvm } from './helpers/harness.js';
 
 const MiB = 1 << 20;
@@ -22,13 +23,6 @@ function partition(): KvmPartition {
   return p;
 }
 
-function enterAt(p: KvmPartition, rip: number): void {
-  const v = p.vcpus[0];
-  const sregs = v.getSpecialRegisters();
-  for (const n of ['cs', 'ds', 'es', 'ss'] as const) sregs[n] = { ...sregs[n], base: 0n, selector: 0 };
-  v.setSpecialRegisters(sregs);
-  v.setRegisters({ ...v.getRegisters(), rip: BigInt(rip), rsp: 0x7000n, rflags: 2n });
-}
 
 describeKvm('KVM memoryControl with a running guest', () => {
   it('the guest reads RAM added at run time; after removal the same load is an MMIO exit and old views are detached', async () => {
@@ -39,7 +33,7 @@ describeKvm('KVM memoryControl with a running guest', () => {
       p.memoryControl.addRam({ gpa: MiB, size: 64 * 1024 });
       p.memory.write(MiB, Uint8Array.of(0x77));
       const view = p.memory.bytes(MiB, 0x100);
-      enterAt(p, 0x1000);
+      enterFlatRealMode(p, 0x1000);
       await p.run([0]);
       expect(seen).toEqual([0x77]);
 
@@ -47,7 +41,7 @@ describeKvm('KVM memoryControl with a running guest', () => {
       expect(view.byteLength).toBe(0); // detached: no JS view reaches the unmapped pages
       const mmio: number[] = [];
       p.addMmioDevice({ gpa: MiB, size: 0x1000, read: (gpa) => (mmio.push(gpa), 0x33n) });
-      enterAt(p, 0x1000);
+      enterFlatRealMode(p, 0x1000);
       await p.run([0]);
       expect(mmio).toEqual([MiB]);
       expect(seen).toEqual([0x77, 0x33]);
@@ -86,7 +80,7 @@ describeKvm('KVM memoryControl with a running guest', () => {
       view[0] = 0x55;
       p.memoryControl.discardRam(MiB, 0x1000);
       expect(view[0]).toBe(0); // the same mapping, its page punched out
-      enterAt(p, 0x1000);
+      enterFlatRealMode(p, 0x1000);
       await p.run([0]);
       expect(seen).toEqual([0]);
       expect(() => p.memoryControl.addRam({ gpa: MiB + 0x800, size: 0x1000 })).toThrow(MemoryMapError);

@@ -10,16 +10,11 @@ import { AccelUsageError, MemoryMapError } from '../src/errors.js';
 import { ExitRouter } from '../src/exit-router.js';
 import { GuestMemory } from '@hvemu/memory';
 import type { AccelPartition } from '../src/backends/types.js';
-import { FakeMshvSys, FakeWhpxApi } from '../src/testing/index.js';
+import { FakeMshvSys, FakeWhpxApi, whpxCapabilities } from '../src/testing/index.js';
 
 const MiB = 1 << 20;
 
-function whpxFake(): FakeWhpxApi {
-  const u64 = (v: bigint) => { const b = new Uint8Array(8); new DataView(b.buffer).setBigUint64(0, v, true); return b; };
-  const banks = new Uint8Array(16);
-  new DataView(banks.buffer).setBigUint64(8, 0xffff_ffffn, true);
-  return new FakeWhpxApi({ arch: 'x64', capabilities: new Map([[0, u64(1n)], [1, u64(0x2n)], [2, u64(0x7fffn)], [0x1008, banks]]) });
-}
+const whpxFake = (): FakeWhpxApi => new FakeWhpxApi({ arch: 'x64', capabilities: whpxCapabilities('x64') });
 
 const backends: [string, () => { p: AccelPartition; mapped: () => number; unmapped: () => { gpa: bigint; size: bigint }[] }][] = [
   ['MSHV', () => {

@@ -13,3 +13,4 @@ export {
   type ScriptedExit as WhpxScriptedExit,
   type FakeWhpxOptions,
 } from './fake-whpx-api.js';
+export { mshvMessage, mshvExits, whpxX64Exit, whpxExits, whpxCapabilities, type InterceptSpec } from './scripted-exits.js';

@@ -14,16 +14,16 @@
  */
 import type { Logger } from '@hvemu/common';
 import { GuestMemory, type RamRegionSpec } from '@hvemu/memory';
-import type { IoDevice, MmioDevice, MsrDevice } from '../../devices.js';
 import { AccelUsageError, ExitHandlerError, HostSystemError, MemoryMapError } from '../../errors.js';
 import { checkExitResponse } from '../../exit-decode.js';
 import { ExitRouter, fatalError } from '../../exit-router.js';
-import type { Exit, ExitHandler, ExitResponse, HypercallExit, MmioExit } from '../../exits.js';
+import type { Exit, ExitResponse, MmioExit } from '../../exits.js';
 import type { Registers, SpecialRegisters } from '../../registers.js';
-import { checkInt, checkRegisters, checkSpecialRegisters, MAX_GPA, ramChunks } from '../../validate.js';
+import { checkRegisters, checkSpecialRegisters, ramChunks } from '../../validate.js';
 import type { OffloadedSynicPort } from '../offloaded-synic.js';
-import type { AccelPartition, AccelVcpu, BackendName, MemoryControl, VcpuOutcome, VcpuStatus } from '../types.js';
+import type { AccelPartition, AccelVcpu, BackendName, VcpuOutcome, VcpuStatus } from '../types.js';
 import { runVcpus } from '../vcpu-runs.js';
+import { RoutedPartition } from '../routed-partition.js';
 import { mmioStoreValue, type MmioInstruction } from '../x86-mmio.js';
 import {
   completeX64Mmio,
@@ -104,29 +104,20 @@ export class HvVcpu implements AccelVcpu {
   }
 }
 
-export abstract class HvPartition<V extends HvVcpu> implements AccelPartition, VcpuRegisterAccess {
+export abstract class HvPartition<V extends HvVcpu> extends RoutedPartition implements AccelPartition, VcpuRegisterAccess {
   abstract readonly backend: BackendName;
-  abstract readonly memory: GuestMemory;
+  abstract override readonly memory: GuestMemory;
   abstract readonly vcpus: readonly V[];
   /** How vmbus reaches the guest: the hypervisor's SynIC. */
   abstract readonly synic: OffloadedSynicPort;
   /** The backend's names for the x64 registers. */
   abstract readonly x64Names: X64RegisterNames;
-  protected abstract readonly router: ExitRouter;
+  protected abstract override readonly router: ExitRouter;
   protected stopping = false;
-  protected closed = false;
   protected running: Promise<VcpuOutcome[]> | undefined;
-  /** Guest RAM regions as given (at creation or by addRam): start GPA -> size. */
-  private readonly ramRegions = new Map<number, number>();
-
-  /** Guest RAM at run time: mapped and unmapped through the backend's mapChunk/unmapChunk. */
-  readonly memoryControl: MemoryControl = {
-    addRam: (region) => this.addRam(region),
-    removeRam: (gpa) => this.removeRam(gpa),
-    discardRam: (gpa, size) => this.discardRam(gpa, size),
-  };
-
-  constructor(protected readonly logger: Logger) {}
+  constructor(protected readonly logger: Logger) {
+    super();
+  }
 
   // --- what a backend supplies ---------------------------------------------------------------
 
@@ -162,7 +153,7 @@ export abstract class HvPartition<V extends HvVcpu> implements AccelPartition, V
       if (r.gpa % PAGE !== 0 || r.size % PAGE !== 0 || r.size <= 0) {
         throw new MemoryMapError(`RAM region ${i} (gpa 0x${r.gpa.toString(16)}, size 0x${r.size.toString(16)}) is not page-aligned`);
       }
-      this.ramRegions.set(r.gpa, r.size);
+      this.noteRam(r.gpa, r.size);
       return this.mapRegion(r.gpa, r.size, `hvemu-ram-${i}`);
     }).flat();
     try {
@@ -176,40 +167,16 @@ export abstract class HvPartition<V extends HvVcpu> implements AccelPartition, V
     return ramChunks({ size }).map(({ offset, size: n }) => this.mapChunk(gpa + offset, n, offset === 0 ? label : `${label}+${offset.toString(16)}`));
   }
 
-  private addRam(region: { readonly gpa: number; readonly size: number }): void {
-    this.checkOpen('memoryControl.addRam');
-    if (region === null || typeof region !== 'object') throw new AccelUsageError('memoryControl.addRam: region must be an object {gpa, size}');
-    const gpa = checkInt(region.gpa, 'memoryControl.addRam: region.gpa', 0, MAX_GPA - PAGE);
-    const size = checkInt(region.size, 'memoryControl.addRam: region.size', PAGE, MAX_GPA - gpa);
-    if (gpa % PAGE !== 0 || size % PAGE !== 0) throw new MemoryMapError(`memoryControl.addRam: RAM at 0x${gpa.toString(16)}+0x${size.toString(16)} is not page-aligned`);
-    for (const [start, n] of this.ramRegions) {
-      if (gpa < start + n && start < gpa + size) throw new MemoryMapError(`memoryControl.addRam: RAM at 0x${gpa.toString(16)}+0x${size.toString(16)} overlaps RAM at 0x${start.toString(16)}`);
-    }
-    this.router.checkRam(gpa, size);
-    const specs = this.mapRegion(gpa, size, `hvemu-ram-0x${gpa.toString(16)}`);
-    this.ramRegions.set(gpa, size);
-    for (const spec of specs) this.memory.addRegion(spec);
+  protected mapRam(gpa: number, size: number): RamRegionSpec[] {
+    return this.mapRegion(gpa, size, `hvemu-ram-0x${gpa.toString(16)}`);
   }
 
-  private removeRam(gpa: number): void {
-    this.checkOpen('memoryControl.removeRam');
-    const size = this.ramRegions.get(gpa);
-    if (size === undefined) throw new AccelUsageError(`memoryControl.removeRam: no RAM region starts at ${describeGpa(gpa)}`);
-    if (this.ramRegions.size === 1) throw new AccelUsageError('memoryControl.removeRam: the last RAM region cannot be removed');
-    // GuestMemory first: from here on no access through it reaches the region.
-    for (const r of this.memory.regions.filter((m) => m.gpa >= gpa && m.end <= gpa + size)) this.memory.removeRegion(r.gpa);
+  protected unmapRam(gpa: number, size: number): void {
     for (const { offset, size: n } of ramChunks({ size })) this.unmapChunk(gpa + offset, n);
-    this.ramRegions.delete(gpa);
   }
 
-  /** No host call can release these pages here: the guest sees zeros (KVM also frees the host pages). */
-  private discardRam(gpa: number, size: number): void {
-    this.checkOpen('memoryControl.discardRam');
-    checkInt(gpa, 'memoryControl.discardRam: gpa', 0, MAX_GPA - PAGE);
-    checkInt(size, 'memoryControl.discardRam: size', PAGE, MAX_GPA - gpa);
-    if (gpa % PAGE !== 0 || size % PAGE !== 0) throw new AccelUsageError(`memoryControl.discardRam: 0x${gpa.toString(16)}+0x${size.toString(16)} is not page-aligned`);
-    const inside = [...this.ramRegions].some(([start, n]) => gpa >= start && gpa + size <= start + n);
-    if (!inside) throw new AccelUsageError(`memoryControl.discardRam: 0x${gpa.toString(16)}+0x${size.toString(16)} is not inside one RAM region`);
+  /** No host call here can release the pages: the guest sees zeros (KVM also frees the host memory). */
+  protected discardPages(gpa: number, size: number): void {
     const zeros = new Uint8Array(Math.min(size, 1 << 20));
     for (let at = 0; at < size; at += zeros.length) this.memory.write(gpa + at, zeros.subarray(0, Math.min(zeros.length, size - at)));
   }
@@ -237,35 +204,6 @@ export abstract class HvPartition<V extends HvVcpu> implements AccelPartition, V
   }
 
   // --- AccelPartition ----------------------------------------------------------------------
-
-  protected checkOpen(call: string): void {
-    if (this.closed) throw new AccelUsageError(`${call}: the partition is closed`);
-  }
-
-  addIoDevice(device: IoDevice): void {
-    this.checkOpen('addIoDevice');
-    this.router.addIoDevice(device);
-  }
-
-  addMmioDevice(device: MmioDevice): void {
-    this.checkOpen('addMmioDevice');
-    this.router.addMmioDevice(device);
-  }
-
-  addMsrDevice(device: MsrDevice): void {
-    this.checkOpen('addMsrDevice');
-    this.router.addMsrDevice(device);
-  }
-
-  onHypercall(handler: ExitHandler<HypercallExit>): void {
-    this.checkOpen('onHypercall');
-    this.router.onHypercall(handler);
-  }
-
-  onExit(handler: ExitHandler): void {
-    this.checkOpen('onExit');
-    this.router.onExit(handler);
-  }
 
   abstract interrupt(vp: number, vector: number): boolean;
 
@@ -390,8 +328,4 @@ export abstract class HvPartition<V extends HvVcpu> implements AccelPartition, V
       v.inHandler = false;
     }
   }
-}
-
-function describeGpa(gpa: unknown): string {
-  return typeof gpa === 'number' && Number.isSafeInteger(gpa) && gpa >= 0 ? `GPA 0x${gpa.toString(16)}` : String(gpa);
 }

@@ -12,11 +12,11 @@
  */
 import { performance } from 'node:perf_hooks';
 import { silentLogger, type Logger } from '@hvemu/common';
-import { GuestMemory, PAGE_SIZE } from '@hvemu/memory';
+import { GuestMemory, type RamRegionSpec } from '@hvemu/memory';
 import { buildCpuidModel, decodeCpuid, encodeCpuid, type CpuidEntry } from '../../cpuid.js';
-import type { IoDevice, MmioDevice, MsrDevice } from '../../devices.js';
+import type { MsrDevice } from '../../devices.js';
 import { ExitRouter, fatalError, isPromise } from '../../exit-router.js';
-import type { AccelPartition, AccelVcpu, Doorbells, GuestTsc, InterruptTriggers, MemoryControl, PageLists, VcpuOutcome, VcpuStatus } from '../types.js';
+import type { AccelPartition, AccelVcpu, Doorbells, GuestTsc, InterruptTriggers, PageLists, VcpuOutcome, VcpuStatus } from '../types.js';
 import {
   AccelUsageError,
   ExitHandlerError,
@@ -25,6 +25,7 @@ import {
   native,
 } from '../../errors.js';
 import { decodeExit, encodeResponse } from '../../exit-decode.js';
+import { RoutedPartition } from '../routed-partition.js';
 import {
   checkCommonOptions,
   checkCpuidEntries,
@@ -41,7 +42,7 @@ import {
   optInt,
   U32_MAX,
 } from '../../validate.js';
-import type { Exit, ExitHandler, ExitResponse, HypercallExit } from '../../exits.js';
+import type { Exit, ExitResponse } from '../../exits.js';
 import { loadAddon, type NativeEventfdWatcher, type NativePartition } from '../../native/addon.js';
 import { ExitCause, HDR_JS_POLLING, Off, SlotState, SlotView } from '../../native/exit-slot.js';
 import {
@@ -247,38 +248,31 @@ function ramSpecs(ram: readonly MemoryRegion[], buffers: ArrayBuffer[][]): { gpa
  */
 const running = new Set<KvmPartition>();
 
-export class KvmPartition implements AccelPartition {
+export class KvmPartition extends RoutedPartition implements AccelPartition {
   readonly backend = 'kvm' as const;
   readonly memory: GuestMemory;
   /** AccelPartition's optional capabilities, all served on KVM. */
   readonly doorbells: Doorbells = { create: (spec) => this.createIoeventfd(spec) };
   readonly interruptTriggers: InterruptTriggers = { create: (vp, vector) => this.createIrqfd(vp, vector) };
   readonly pageLists: PageLists = { map: (pfns) => this.mapPageList(pfns) };
-  /** Memory hot add and removal: a memslot over a new memfd; removal detaches the JS buffers first; discard punches a hole. */
-  readonly memoryControl: MemoryControl = {
-    addRam: (region) => this.addRam(region),
-    removeRam: (gpa) => this.removeRam(gpa),
-    discardRam: (gpa, size) => this.discardRam(gpa, size),
-  };
-  /** RAM regions as given (creation or addRam): start GPA -> size. */
-  private readonly ramRegions = new Map<number, number>();
+
   readonly vcpus: readonly KvmVcpu[];
   private readonly nativePartition: NativePartition;
   private readonly slots: readonly SlotView[];
   private readonly header: Int32Array;
   private readonly inFlight: boolean[];
   private readonly ended: boolean[];
-  private readonly router: ExitRouter;
+  protected readonly router: ExitRouter;
   private readonly userMsrs: number[];
   private readonly pollMs: number;
   private readonly logger: Logger;
   private runWaiters: { resolve: (o: VcpuOutcome[]) => void; reject: (e: unknown) => void }[] = [];
   private outcomes: (VcpuOutcome | undefined)[];
-  private closed = false;
   private watcher: NativeEventfdWatcher | undefined;
   private readonly watched = new Map<number, () => void>();
 
   private constructor(opts: KvmPartitionOptions) {
+    super();
     checkOptions(opts);
     const addon = loadAddon();
     const NativeKvmPartition = addon.KvmPartition;
@@ -308,7 +302,7 @@ export class KvmPartition implements AccelPartition {
     );
     try {
       this.memory = new GuestMemory(ramSpecs(ram, this.nativePartition.ramBuffers()));
-      for (const r of ram) this.ramRegions.set(r.gpa, r.size);
+      for (const r of ram) this.noteRam(r.gpa, r.size);
       this.router = new ExitRouter(this.memory, this.logger);
       const exitBuffer = this.nativePartition.exitBuffer();
       this.header = new Int32Array(exitBuffer, 0, 16);
@@ -378,18 +372,8 @@ export class KvmPartition implements AccelPartition {
 
   // ---- devices and handlers -------------------------------------------------------------
 
-  addIoDevice(device: IoDevice): void {
-    this.checkOpen('addIoDevice');
-    this.router.addIoDevice(device);
-  }
-
-  addMmioDevice(device: MmioDevice): void {
-    this.checkOpen('addMmioDevice');
-    this.router.addMmioDevice(device);
-  }
-
   /** Handles MSR exits for [msr, msr+count). MSRs outside the Hyper-V range are added to the filter. */
-  addMsrDevice(device: MsrDevice): void {
+  override addMsrDevice(device: MsrDevice): void {
     this.checkOpen('addMsrDevice');
     // KVM's MSR filter holds the Hyper-V range plus KVM_EXTRA_MSRS single MSRs: a device that
     // needs more is refused before any list is built, and a native refusal adds nothing.
@@ -405,18 +389,6 @@ export class KvmPartition implements AccelPartition {
         this.userMsrs.splice(0, this.userMsrs.length, ...next);
       },
     });
-  }
-
-  /** Receives hypercall exits (see KvmPartitionOptions.hypercallPort). */
-  onHypercall(handler: ExitHandler<HypercallExit>): void {
-    this.checkOpen('onHypercall');
-    this.router.onHypercall(handler);
-  }
-
-  /** Receives every exit no device or specific handler took (including halt, shutdown, unrecoverable). */
-  onExit(handler: ExitHandler): void {
-    this.checkOpen('onExit');
-    this.router.onExit(handler);
   }
 
   // ---- interrupts and doorbells --------------------------------------------------------
@@ -525,33 +497,18 @@ export class KvmPartition implements AccelPartition {
   /** Maps guest pages `pfns` (each must be RAM) side by side into one host view. It stays valid after close(). */
   // ---- guest RAM at run time --------------------------------------------------------------
 
-  private addRam(region: { readonly gpa: number; readonly size: number }): void {
-    this.checkOpen('memoryControl.addRam');
-    if (region === null || typeof region !== 'object') throw new AccelUsageError(`memoryControl.addRam: region must be an object {gpa, size}, not ${describeValue(region)}`);
-    const gpa = checkInt(region.gpa, 'memoryControl.addRam: region.gpa', 0, MAX_GPA - PAGE_SIZE);
-    const size = checkInt(region.size, 'memoryControl.addRam: region.size', PAGE_SIZE, MAX_GPA - gpa);
-    this.router.checkRam(gpa, size);
-    // The addon checks alignment, the platform hole and overlap (MemoryMapError).
-    const buffers = native(() => this.nativePartition.addRam(gpa, size));
-    this.ramRegions.set(gpa, size);
-    for (const spec of ramSpecs([{ gpa, size }], [buffers])) this.memory.addRegion(spec);
+  /** A new memslot over a new memfd (the addon checks alignment, the platform hole and overlap too). */
+  protected mapRam(gpa: number, size: number): RamRegionSpec[] {
+    return ramSpecs([{ gpa, size }], [native(() => this.nativePartition.addRam(gpa, size))]);
   }
 
-  private removeRam(gpa: number): void {
-    this.checkOpen('memoryControl.removeRam');
-    const size = this.ramRegions.get(gpa);
-    if (size === undefined) throw new AccelUsageError(`memoryControl.removeRam: no RAM region starts at ${describeValue(gpa)}`);
-    if (this.ramRegions.size === 1) throw new AccelUsageError('memoryControl.removeRam: the last RAM region cannot be removed');
-    // GuestMemory first, then the memslot; the addon detaches the buffers before anything can be unmapped.
-    for (const r of this.memory.regions.filter((m) => m.gpa >= gpa && m.end <= gpa + size)) this.memory.removeRegion(r.gpa);
+  /** Deletes the memslot; the addon detaches every JS buffer over the region before its mapping can go. */
+  protected unmapRam(gpa: number): void {
     native(() => this.nativePartition.removeRam(gpa));
-    this.ramRegions.delete(gpa);
   }
 
-  private discardRam(gpa: number, size: number): void {
-    this.checkOpen('memoryControl.discardRam');
-    checkInt(gpa, 'memoryControl.discardRam: gpa', 0, MAX_GPA - PAGE_SIZE);
-    checkInt(size, 'memoryControl.discardRam: size', PAGE_SIZE, MAX_GPA - gpa);
+  /** FALLOC_FL_PUNCH_HOLE on the memfd: zeros for the guest and JS, the host pages freed. */
+  protected discardPages(gpa: number, size: number): void {
     native(() => this.nativePartition.discardRam(gpa, size));
   }
 
@@ -573,10 +530,6 @@ export class KvmPartition implements AccelPartition {
   }
 
   /** Refuses calls on a closed partition: AccelUsageError naming the call. */
-  private checkOpen(what: string): void {
-    if (this.closed) throw new AccelUsageError(`${what}: the partition is closed`);
-  }
-
   private msiFor(vp: number, vector: number): { address: number; data: number } {
     // APIC ids are 0..n-1; 0xff would be a broadcast to every vCPU, not "vCPU 255".
     if (typeof vp !== 'number' || !Number.isInteger(vp) || vp < 0 || vp >= this.vcpus.length) {

@@ -319,7 +319,7 @@ export class WhpxPartition extends HvPartition<WhpxVcpu> {
   }
 
   // --- AccelPartition --------------------------------------------------------------------
-  // addMsrDevice: MSRs the hypervisor does not implement exit (UnhandledMsrs); ones it does need `userMsrs` at create time.
+  // addMsrDevice (RoutedPartition's): MSRs the hypervisor does not implement exit (UnhandledMsrs); ones it does need `userMsrs` at create time.
 
   /** x64: fixed, edge, physical destination = APIC id `vp`. arm64: assert GIC INTID `vector` (PPI 16-31 on `vp`, SPI 32-1019). */
   interrupt(vp: number, vector: number): boolean {
