@@ -7,7 +7,7 @@
  *    interleaved, several rounds, so the ratio compares things measured side by side.
  * 2. MSI injection rate into a halted guest: interrupts delivered and EOI'd per second, closed
  *    loop (the next interrupt is sent once the guest's handler has counted the previous one),
- *    via Partition.interrupt (KVM_SIGNAL_MSI) and via an irqfd (eventfd write).
+ *    via KvmPartition.interrupt (KVM_SIGNAL_MSI) and via an irqfd (eventfd write).
  *
  * Where /dev/kvm is unusable, the suite says so and returns only that fact.
  */
@@ -16,7 +16,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Partition, TestPlatform, buildLongModeGuest, enterLongMode, loadElf64, type PartitionOptions } from '@hvemu/accel';
+import { KvmPartition, TestPlatform, buildLongModeGuest, enterLongMode, loadElf64, type KvmPartitionOptions } from '@hvemu/accel';
 
 const MiB = 1 << 20;
 const EXITS_PER_RUN = 4000;
@@ -31,7 +31,7 @@ const HYPERCALL_PORT = 0x99;
 interface Strategy {
   readonly key: string;
   readonly label: string;
-  readonly options: Partial<PartitionOptions>;
+  readonly options: Partial<KvmPartitionOptions>;
   /** The guest loop: rdmsr (the issue's measure) or a hypercall-port OUT (RCX/RDX/R8 in, RAX out). */
   readonly loop: 'rdmsr' | 'hypercall';
 }
@@ -70,7 +70,7 @@ function hypercallLoopCode(n: number): Uint8Array {
 }
 
 async function runTs(s: Pick<Strategy, 'options' | 'loop'>, n: number): Promise<TsRun> {
-  const p = Partition.create({ memory: [{ gpa: 0, size: 4 * MiB }], ...s.options });
+  const p = KvmPartition.create({ memory: [{ gpa: 0, size: 4 * MiB }], ...s.options });
   try {
     p.memory.write(CODE_GPA, s.loop === 'rdmsr' ? loopCode(n) : hypercallLoopCode(n));
     enterLongMode(p, CODE_GPA);
@@ -171,7 +171,7 @@ function closedLoop(count: Int32Array, n: number, send: () => void): number {
 }
 
 async function runMsi(n: number): Promise<MsiRates> {
-  const p = Partition.create({ memory: [{ gpa: 0, size: 16 * MiB }] });
+  const p = KvmPartition.create({ memory: [{ gpa: 0, size: 16 * MiB }] });
   try {
     const platform = new TestPlatform(p);
     enterLongMode(p, loadElf64(p.memory, buildLongModeGuest(MSI_GUEST)).entry);
@@ -203,14 +203,14 @@ async function benchMsi(rounds: number, n: number, log: (line: string) => void):
   const sig = median(runs.map((x) => x.signalPerSec));
   const fd = median(runs.map((x) => x.irqfdPerSec));
   log(`MSI into a halted guest, delivered + EOI'd, closed loop, ${n} interrupts per run, ${rounds} rounds; median`);
-  log(`  Partition.interrupt (KVM_SIGNAL_MSI): ${Math.round(sig).toLocaleString('en-US').padStart(8)} /s  (${(1e6 / sig).toFixed(1)} us each)`);
+  log(`  KvmPartition.interrupt (KVM_SIGNAL_MSI): ${Math.round(sig).toLocaleString('en-US').padStart(8)} /s  (${(1e6 / sig).toFixed(1)} us each)`);
   log(`  irqfd (eventfd write):                ${Math.round(fd).toLocaleString('en-US').padStart(8)} /s  (${(1e6 / fd).toFixed(1)} us each)`);
   return { msi_signal_per_s: Math.round(sig), msi_irqfd_per_s: Math.round(fd) };
 }
 
 /** The accelerator suite; returns flat figures for the JSON summary line. */
 export async function benchAccel(log: (line: string) => void = console.log): Promise<Figures> {
-  const probe = Partition.probe();
+  const probe = KvmPartition.probe();
   if (!probe.ok) {
     log(`accel: skipped, KVM is not usable here (${probe.reason})`);
     return { accel_skipped: probe.reason };

@@ -15,7 +15,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { HV_STATUS_SUCCESS } from '@hvemu/hvdef';
-import { Partition, TestPlatform, buildLongModeGuest, enterLongMode, loadElf64 } from '@hvemu/accel';
+import { KvmPartition, TestPlatform, buildLongModeGuest, enterLongMode, loadElf64 } from '@hvemu/accel';
 import { attachHyperV, enlightenedPartitionOptions } from '@hvemu/vm';
 
 type Figures = Record<string, number | string>;
@@ -85,13 +85,13 @@ int guest_main(int cpu) {
 `;
 
 export async function benchSynic(): Promise<Figures> {
-  const probe = Partition.probe();
+  const probe = KvmPartition.probe();
   if (!probe.ok) return { synic_skipped: `KVM unusable: ${probe.reason}` };
   const dir = mkdtempSync(join(tmpdir(), 'hvemu-bench-synic-'));
   const source = join(dir, 'synic-bench.c');
   writeFileSync(source, GUEST);
   const image = buildLongModeGuest(source);
-  const partition = Partition.create({ memory: [{ gpa: 0, size: 16 << 20 }], ...enlightenedPartitionOptions() });
+  const partition = KvmPartition.create({ memory: [{ gpa: 0, size: 16 << 20 }], ...enlightenedPartitionOptions() });
   const platform = new TestPlatform(partition);
   const hv = attachHyperV(partition);
   const marks: bigint[] = [];

@@ -29,25 +29,26 @@ function run(cmd: string, args: string[], opts: ExecFileSyncOptions = {}): strin
 const CONSUMER = `
 import { HostUsageError, ManualClock } from '@hvemu/common';
 import { GuestMemory } from '@hvemu/memory';
-import { Partition, probeGuestCpuid } from '@hvemu/accel';
+import { KvmPartition, probeGuestCpuid } from '@hvemu/accel';
 import { HyperV } from '@hvemu/synic';
 import { HypercallDispatcher } from '@hvemu/hypercalls';
 import { VmbusHost } from '@hvemu/vmbus';
 import { createTestRing, ringGeometry } from '@hvemu/vmbus/testing';
+import { FakeMshvSys, FakeWhpxApi } from '@hvemu/accel/testing';
 import { KvpService } from '@hvemu/util';
 import { TraceRecorder } from '@hvemu/trace';
 import { SimulatedVm } from '@hvemu/vm';
 
 const vm = new SimulatedVm({ clock: new ManualClock() });
 const parts: [GuestMemory, HyperV, HypercallDispatcher, VmbusHost] = [vm.memory, vm.hyperv, vm.hypercalls, vm.vmbus];
-void [createTestRing, ringGeometry, KvpService, TraceRecorder, probeGuestCpuid, Partition];
+void [createTestRing, ringGeometry, KvpService, TraceRecorder, probeGuestCpuid, KvmPartition, FakeMshvSys, FakeWhpxApi];
 let refused = false;
 try {
   new SimulatedVm({ vpCount: 0 });
 } catch (e) {
   refused = e instanceof HostUsageError;
 }
-console.log(JSON.stringify({ ram: parts[0].ramSize, refused, addon: typeof Partition.probe().ok }));
+console.log(JSON.stringify({ ram: parts[0].ramSize, refused, addon: typeof KvmPartition.probe().ok }));
 `;
 
 describe('the packed package set', () => {

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <map>
 #include <set>
 
 #include "eventfd_watcher.h"
@@ -214,6 +215,9 @@ class PartitionWrap : public Napi::ObjectWrap<PartitionWrap>, public Notifier {
                            InstanceMethod<&PartitionWrap::TriggerIrqfd>("triggerIrqfd"),
                            InstanceMethod<&PartitionWrap::TakeIoeventfd>("takeIoeventfd"),
                            InstanceMethod<&PartitionWrap::MapPages>("mapPages"),
+                           InstanceMethod<&PartitionWrap::AddRam>("addRam"),
+                           InstanceMethod<&PartitionWrap::RemoveRam>("removeRam"),
+                           InstanceMethod<&PartitionWrap::DiscardRam>("discardRam"),
                            InstanceMethod<&PartitionWrap::Close>("close"),
                        });
   }
@@ -345,6 +349,68 @@ class PartitionWrap : public Napi::ObjectWrap<PartitionWrap>, public Notifier {
     });
     ram_buffers_ = Napi::Persistent(out);
     return out;
+  }
+
+  // Chunks of at most kMaxExternalBuffer bytes over `region`, each holding a reference to it.
+  Napi::Array RegionBuffers(Napi::Env env, const std::shared_ptr<GuestRam>& region) {
+    Napi::Array chunks = Napi::Array::New(env);
+    uint32_t n = 0;
+    for (uint64_t off = 0; off < region->size(); off += kMaxExternalBuffer) {
+      uint64_t len = std::min<uint64_t>(kMaxExternalBuffer, region->size() - off);
+      chunks.Set(n++, NewExternalBuffer(env, region->host() + off, len, region));
+    }
+    return chunks;
+  }
+
+  // addRam(gpa, size) -> ArrayBuffer[]: new RAM in a free memslot (memory hot add).
+  Napi::Value AddRam(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 2) Usage(env, "addRam(gpa, size)");
+    uint64_t gpa = ToU64(env, info[0], "RAM gpa");
+    uint64_t size = ToU64(env, info[1], "RAM size");
+    return Guard(env, [&] {
+      Napi::Array chunks = RegionBuffers(env, Part(env).AddRam(gpa, size));
+      added_buffers_[gpa] = Napi::Persistent(chunks);
+      return chunks;
+    });
+  }
+
+  // removeRam(gpa): deletes the memslot, then detaches every JS buffer over the region (from
+  // ramBuffers() or addRam()), so no view can touch it; the mapping goes when the buffers' last
+  // reference does (detached buffers release theirs when collected).
+  Napi::Value RemoveRam(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1) Usage(env, "removeRam(gpa)");
+    uint64_t gpa = ToU64(env, info[0], "RAM gpa");
+    Guard(env, [&] { Part(env).RemoveRam(gpa); });
+    Napi::Array chunks;
+    auto added = added_buffers_.find(gpa);
+    if (added != added_buffers_.end()) {
+      chunks = added->second.Value();
+      added_buffers_.erase(added);
+    } else if (!ram_buffers_.IsEmpty()) {
+      const auto& cfg = Part(env).config().ram;
+      for (uint32_t i = 0; i < cfg.size(); i++) {
+        if (cfg[i].gpa == gpa) chunks = ram_buffers_.Value().Get(i).As<Napi::Array>();
+      }
+    }
+    if (!chunks.IsEmpty()) {
+      for (uint32_t i = 0; i < chunks.Length(); i++) {
+        Napi::ArrayBuffer b = chunks.Get(i).As<Napi::ArrayBuffer>();
+        if (!b.IsDetached()) b.Detach();
+      }
+    }
+    return env.Undefined();
+  }
+
+  // discardRam(gpa, size): the pages read as zero and their host memory is freed.
+  Napi::Value DiscardRam(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 2) Usage(env, "discardRam(gpa, size)");
+    uint64_t gpa = ToU64(env, info[0], "discard gpa");
+    uint64_t size = ToU64(env, info[1], "discard size");
+    Guard(env, [&] { Part(env).DiscardRam(gpa, size); });
+    return env.Undefined();
   }
 
   Napi::Value ExitBuffer(const Napi::CallbackInfo& info) {
@@ -660,6 +726,7 @@ class PartitionWrap : public Napi::ObjectWrap<PartitionWrap>, public Notifier {
   std::unique_ptr<KvmPartition> partition_;
   std::shared_ptr<ExitChannel> channel_;
   Napi::Reference<Napi::Array> ram_buffers_;
+  std::map<uint64_t, Napi::Reference<Napi::Array>> added_buffers_;  // addRam regions by GPA
   Napi::Reference<Napi::ArrayBuffer> exit_buffer_;
   ExitTsfn tsfn_;
   bool refd_ = false;

@@ -1,6 +1,7 @@
 #include "kvm_partition.h"
 
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -8,6 +9,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <string>
 
 #include "host_error.h"
 #include "kvm_abi.h"
@@ -140,6 +142,25 @@ void KvmPartition::CheckCapabilities() {
   }
 }
 
+static std::string RamWhere(uint64_t gpa) {
+  char b[64];
+  snprintf(b, sizeof b, "RAM region at GPA 0x%llx", (unsigned long long)gpa);
+  return b;
+}
+
+// Alignment, the guest-physical limit and the platform hole (not overlap with other RAM).
+static void CheckRamRange(uint64_t gpa, uint64_t size) {
+  if (gpa % kPageSize != 0 || size % kPageSize != 0 || size == 0) {
+    throw HostError(kErrMemoryMap, RamWhere(gpa) + " is not a non-empty, page-aligned range");
+  }
+  if (gpa >= kMaxGpa || size > kMaxGpa - gpa) {
+    throw HostError(kErrMemoryMap, RamWhere(gpa) + " extends beyond the 2^46 guest-physical limit");
+  }
+  if (gpa < kPlatformHoleEnd && gpa + size > kPlatformHoleStart) {
+    throw HostError(kErrMemoryMap, RamWhere(gpa) + " overlaps the platform hole 0xfec00000-0xffffffff (IOAPIC, LAPIC)");
+  }
+}
+
 void KvmPartition::SetUpRam() {
   std::vector<RamSpec> sorted = config_.ram;
   if (sorted.empty()) throw HostError(kErrMemoryMap, "the memory map has no RAM regions");
@@ -150,18 +171,9 @@ void KvmPartition::SetUpRam() {
   }
   for (size_t i = 0; i < sorted.size(); i++) {
     const RamSpec& r = sorted[i];
-    std::string where = "RAM region at GPA 0x" + [&] { char b[32]; snprintf(b, sizeof b, "%llx", (unsigned long long)r.gpa); return std::string(b); }();
-    if (r.gpa % kPageSize != 0 || r.size % kPageSize != 0 || r.size == 0) {
-      throw HostError(kErrMemoryMap, where + " is not a non-empty, page-aligned range");
-    }
-    if (r.gpa >= kMaxGpa || r.size > kMaxGpa - r.gpa) {
-      throw HostError(kErrMemoryMap, where + " extends beyond the 2^46 guest-physical limit");
-    }
-    if (r.gpa < kPlatformHoleEnd && r.gpa + r.size > kPlatformHoleStart) {
-      throw HostError(kErrMemoryMap, where + " overlaps the platform hole 0xfec00000-0xffffffff (IOAPIC, LAPIC)");
-    }
+    CheckRamRange(r.gpa, r.size);
     if (i > 0 && r.gpa < sorted[i - 1].gpa + sorted[i - 1].size) {
-      throw HostError(kErrMemoryMap, where + " overlaps the previous region");
+      throw HostError(kErrMemoryMap, RamWhere(r.gpa) + " overlaps the previous region");
     }
   }
   // Keep the caller's order for ram_ so JS can pair buffers with its specs.
@@ -175,6 +187,7 @@ void KvmPartition::SetUpRam() {
     mr.userspace_addr = reinterpret_cast<uint64_t>(region->host());
     if (ioctl(vm_fd_, KVM_SET_USER_MEMORY_REGION, &mr) != 0) ThrowErrno("KVM_SET_USER_MEMORY_REGION");
     ram_.push_back(std::move(region));
+    slots_.push_back(static_cast<uint32_t>(i));
   }
 }
 
@@ -362,7 +375,62 @@ uint64_t KvmPartition::TakeIoeventfd(int fd) {
   return count;
 }
 
+std::shared_ptr<GuestRam> KvmPartition::AddRam(uint64_t gpa, uint64_t size) {
+  CheckRamRange(gpa, size);
+  for (const auto& r : ram_) {
+    if (gpa < r->gpa() + r->size() && r->gpa() < gpa + size) throw HostError(kErrMemoryMap, RamWhere(gpa) + " overlaps RAM already mapped");
+  }
+  uint32_t slot = 0;
+  while (std::find(slots_.begin(), slots_.end(), slot) != slots_.end()) slot++;
+  int max_slots = ioctl(vm_fd_, KVM_CHECK_EXTENSION, KVM_CAP_NR_MEMSLOTS);
+  if (max_slots > 0 && slot >= static_cast<uint32_t>(max_slots)) {
+    throw HostError(kErrMemoryMap, "no free memslot: KVM has " + std::to_string(max_slots));
+  }
+  auto region = GuestRam::Create(gpa, size);
+  kvm_userspace_memory_region mr = {};
+  mr.slot = slot;
+  mr.guest_phys_addr = gpa;
+  mr.memory_size = size;
+  mr.userspace_addr = reinterpret_cast<uint64_t>(region->host());
+  if (ioctl(vm_fd_, KVM_SET_USER_MEMORY_REGION, &mr) != 0) ThrowErrno("KVM_SET_USER_MEMORY_REGION");
+  std::lock_guard<std::mutex> lock(ram_mutex_);
+  ram_.push_back(region);
+  slots_.push_back(slot);
+  return region;
+}
+
+std::shared_ptr<GuestRam> KvmPartition::RemoveRam(uint64_t gpa) {
+  size_t i = 0;
+  while (i < ram_.size() && ram_[i]->gpa() != gpa) i++;
+  if (i == ram_.size()) throw HostError(kErrUsage, "no RAM region starts at that GPA");
+  if (ram_.size() == 1) throw HostError(kErrUsage, "the last RAM region cannot be removed");
+  kvm_userspace_memory_region mr = {};
+  mr.slot = slots_[i];
+  mr.guest_phys_addr = gpa;
+  mr.memory_size = 0;  // deletes the slot; KVM waits for vCPUs to leave it (SRCU)
+  if (ioctl(vm_fd_, KVM_SET_USER_MEMORY_REGION, &mr) != 0) ThrowErrno("KVM_SET_USER_MEMORY_REGION(delete)");
+  std::lock_guard<std::mutex> lock(ram_mutex_);
+  auto region = ram_[i];
+  ram_.erase(ram_.begin() + static_cast<std::ptrdiff_t>(i));
+  slots_.erase(slots_.begin() + static_cast<std::ptrdiff_t>(i));
+  return region;
+}
+
+void KvmPartition::DiscardRam(uint64_t gpa, uint64_t size) {
+  if (gpa % kPageSize != 0 || size % kPageSize != 0 || size == 0) throw HostError(kErrUsage, "discard range is not a non-empty, page-aligned range");
+  for (const auto& r : ram_) {
+    if (r->Contains(gpa, size)) {
+      if (fallocate(r->memfd(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(gpa - r->gpa()), static_cast<off_t>(size)) != 0) {
+        ThrowErrno("fallocate(PUNCH_HOLE) of guest RAM");
+      }
+      return;
+    }
+  }
+  throw HostError(kErrUsage, "discard range is not inside one RAM region");
+}
+
 bool KvmPartition::ReadGuest(uint64_t gpa, void* out, uint64_t len) const {
+  std::lock_guard<std::mutex> lock(ram_mutex_);
   for (const auto& r : ram_) {
     if (r->Contains(gpa, len)) {
       std::memcpy(out, r->host() + (gpa - r->gpa()), len);

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <map>
 #include <set>
@@ -75,7 +76,17 @@ class KvmPartition {
   uint64_t TakeIoeventfd(int fd);
 
   // Copies guest bytes; false when the range is not entirely RAM (never touches other memory).
+  // vCPU threads call it: it holds ram_mutex_ against AddRam/RemoveRam.
   bool ReadGuest(uint64_t gpa, void* out, uint64_t len) const;
+
+  // Guest RAM at run time (JS thread). AddRam maps a new memfd region in a free memslot and
+  // returns it. RemoveRam deletes the memslot of the region that starts at `gpa` and returns
+  // it: the caller detaches its JS buffers, and the mapping goes with the last reference.
+  // DiscardRam punches a hole in the memfd (FALLOC_FL_PUNCH_HOLE): the pages read as zero and
+  // their host memory is freed.
+  std::shared_ptr<GuestRam> AddRam(uint64_t gpa, uint64_t size);
+  std::shared_ptr<GuestRam> RemoveRam(uint64_t gpa);
+  void DiscardRam(uint64_t gpa, uint64_t size);
 
   void StopAll();  // asks every vCPU thread to stop and joins them
 
@@ -92,6 +103,8 @@ class KvmPartition {
   int vm_fd_ = -1;
   size_t run_size_ = 0;
   std::vector<std::shared_ptr<GuestRam>> ram_;
+  std::vector<uint32_t> slots_;  // memslot of ram_[i]
+  mutable std::mutex ram_mutex_;
   std::shared_ptr<ExitChannel> channel_;
   std::vector<std::unique_ptr<KvmVcpu>> vcpus_;
   std::vector<int> eventfds_;

@@ -10,7 +10,8 @@
 import type { Logger } from '@hvemu/common';
 import type { CpuidEntry } from './cpuid.js';
 import { AccelUsageError } from './errors.js';
-import { Partition, type PartitionOptions } from './partition.js';
+import { KvmPartition, type KvmPartitionOptions } from './backends/kvm/partition.js';
+import type { LoadablePartition } from './guest/long-mode.js';
 
 export type CpuidRegister = 'eax' | 'ebx' | 'ecx' | 'edx';
 const REGISTERS: readonly CpuidRegister[] = ['eax', 'ebx', 'ecx', 'edx'];
@@ -36,7 +37,7 @@ export interface CpuidProbeResult {
   readonly differences: readonly CpuidDifference[];
 }
 
-export type CpuidProbeOptions = Pick<PartitionOptions, 'hypervisorLeaves' | 'customizeCpuid'>;
+export type CpuidProbeOptions = Pick<KvmPartitionOptions, 'hypervisorLeaves' | 'customizeCpuid'>;
 
 /** Guest layout: code at CODE, one 16-byte record per probed leaf at RESULTS, RAM below 64 KiB. */
 const CODE = 0x1000;
@@ -73,7 +74,7 @@ export function cpuidProbeCode(leaves: readonly { function: number; index: numbe
 /** Runs the probe on a throwaway KVM partition (milliseconds; no effect on other partitions). */
 export async function probeGuestCpuid(options: CpuidProbeOptions = {}): Promise<CpuidProbeResult> {
   let programmed: CpuidEntry[] = [];
-  const partition = Partition.create({
+  const partition = KvmPartition.create({
     vcpuCount: 1,
     memory: [{ gpa: 0, size: RAM_SIZE }],
     hypervisorLeaves: options.hypervisorLeaves,
@@ -86,7 +87,7 @@ export async function probeGuestCpuid(options: CpuidProbeOptions = {}): Promise<
   try {
     const leaves = programmed.slice(0, MAX_LEAVES);
     partition.memory.write(CODE, cpuidProbeCode(leaves));
-    enterRealMode(partition, CODE);
+    enterFlatRealMode(partition, CODE);
     partition.addIoDevice({ port: DONE_PORT, count: 1, write: () => ({ stop: true }) });
     await partition.run([0]);
     const seen = leaves.map((leaf, i): CpuidEntry => {
@@ -100,8 +101,8 @@ export async function probeGuestCpuid(options: CpuidProbeOptions = {}): Promise<
   }
 }
 
-/** Flat real mode at `rip`: every segment based at 0. */
-function enterRealMode(partition: Partition, rip: number): void {
+/** Flat real mode at `rip` on vCPU 0: CS, DS, ES, SS based at 0 (tiny probes and test guests). */
+export function enterFlatRealMode(partition: LoadablePartition, rip: number): void {
   const vcpu = partition.vcpus[0];
   const sregs = vcpu.getSpecialRegisters();
   for (const name of ['cs', 'ds', 'es', 'ss'] as const) sregs[name] = { ...sregs[name], base: 0n, selector: 0 };

@@ -16,6 +16,12 @@ const HV_STATUS_INVALID_HYPERCALL_CODE = 2n;
 const HYPERV_MSR_FIRST = 0x40000000;
 const HYPERV_MSR_LAST = 0x400000ff;
 
+/** What the router needs of GuestMemory to follow run-time RAM changes. */
+export interface RamMapLike {
+  readonly regions: readonly { gpa: number; end: number }[];
+  onChange(listener: (change: { kind: 'added' | 'removed'; region: { gpa: number; end: number } }) => void): () => void;
+}
+
 export class ExitRouter {
   private readonly ioDevices = new RangeMap<IoDevice>('I/O port');
   private readonly mmioDevices = new RangeMap<MmioDevice>('MMIO');
@@ -23,11 +29,52 @@ export class ExitRouter {
   private fallback: ExitHandler | undefined;
   private hypercallHandler: ExitHandler<HypercallExit> | undefined;
 
+  /** The RAM map now: MMIO devices may not overlap it. */
+  private ram: readonly { gpa: number; end: number }[];
+  private readonly unsubscribe: (() => void) | undefined;
+
+  /**
+   * `ram` is the guest's RAM: a fixed list of regions, or a GuestMemory-like map whose
+   * `onChange` the router follows, so RAM added or removed at run time (memory hot add,
+   * dynamic memory) is what MMIO devices are checked against. RAM added over an MMIO device
+   * is reported (the partition's memoryControl refuses it before it is mapped: checkRam).
+   */
   constructor(
-    private readonly ram: readonly { gpa: number; end: number }[],
+    ram: readonly { gpa: number; end: number }[] | RamMapLike,
     private readonly logger: Logger = silentLogger,
   ) {
-    if (!Array.isArray(ram)) throw new AccelUsageError('new ExitRouter(ram): ram must be an array of RAM regions');
+    if (Array.isArray(ram)) {
+      this.ram = ram;
+      return;
+    }
+    if (ram === null || typeof ram !== 'object' || !Array.isArray((ram as RamMapLike).regions) || typeof (ram as RamMapLike).onChange !== 'function') {
+      throw new AccelUsageError('new ExitRouter(ram): ram must be an array of RAM regions or a GuestMemory');
+    }
+    const map = ram as RamMapLike;
+    this.ram = map.regions;
+    this.unsubscribe = map.onChange((change) => {
+      this.ram = map.regions;
+      if (change.kind !== 'added') return;
+      for (const s of this.mmioDevices.spans()) {
+        if (change.region.gpa < s.end && s.start < change.region.end) {
+          this.logger.error('RAM added over an MMIO device: guest accesses there now reach RAM', { gpa: change.region.gpa, end: change.region.end, device: s.start });
+        }
+      }
+    });
+  }
+
+  /** Stops following the RAM map (the partition is closed). */
+  dispose(): void {
+    this.unsubscribe?.();
+  }
+
+  /** Throws AccelUsageError when RAM at [gpa, gpa + size) would cover an MMIO device. */
+  checkRam(gpa: number, size: number): void {
+    for (const s of this.mmioDevices.spans()) {
+      if (gpa < s.end && s.start < gpa + size) {
+        throw new AccelUsageError(`RAM at 0x${gpa.toString(16)}+0x${size.toString(16)} would cover the MMIO device at 0x${s.start.toString(16)}`);
+      }
+    }
   }
 
   addIoDevice(device: IoDevice): void {

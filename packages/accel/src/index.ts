@@ -1,15 +1,15 @@
 export {
-  Partition,
-  Vcpu,
+  KvmPartition,
+  KvmVcpu,
   type Irqfd,
   type Ioeventfd,
   type MemoryRegion,
   type PageListView,
-  type PartitionOptions,
+  type KvmPartitionOptions,
   type VcpuOutcome,
   type VcpuStatus,
   type VcpuTimes,
-} from './partition.js';
+} from './backends/kvm/partition.js';
 export type {
   Exit,
   ExitKind,
@@ -40,6 +40,7 @@ export {
   compareCpuid,
   cpuidProbeCode,
   describeCpuidDifferences,
+  enterFlatRealMode,
   probeGuestCpuid,
   warnCpuidDifferences,
   type CpuidDifference,
@@ -86,7 +87,7 @@ export {
   type MultibootHeader,
   type MultibootOptions,
 } from './guest/multiboot.js';
-export { enterLongMode, writeLongModeTables, longModeSpecialRegisters, LOADER_RESERVED_END } from './guest/long-mode.js';
+export { enterLongMode, writeLongModeTables, longModeSpecialRegisters, LOADER_RESERVED_END, type LoadablePartition } from './guest/long-mode.js';
 export {
   TestPlatform,
   SerialPort,
@@ -99,7 +100,22 @@ export {
 } from './guest/platform.js';
 export { buildFreestandingImage, buildLongModeGuest, FREESTANDING_CFLAGS, GUEST_RUNTIME_DIR, type ImageSpec } from './guest/build.js';
 export { ExitRouter, fatalError } from './exit-router.js';
-export type { AccelPartition, AccelVcpu, BackendName, PortMessage, SynicPortLike } from './backends/types.js';
+export type {
+  AccelPartition,
+  AccelVcpu,
+  BackendName,
+  PortMessage,
+  SynicPortLike,
+  GuestTsc,
+  Doorbell,
+  DoorbellSpec,
+  Doorbells,
+  InterruptTrigger,
+  InterruptTriggers,
+  PageListMapping,
+  PageLists,
+  MemoryControl,
+} from './backends/types.js';
 export {
   OffloadedSynicPort,
   SynicPostError,
@@ -114,13 +130,11 @@ export {
 export { decodeMmioInstruction, mmioStoreValue, completeMmioRead, completeMmioWrite, MmioDecodeError, MAX_INSTRUCTION_LENGTH, type MmioInstruction, type MmioDecodeMode, type GprIndex } from './backends/x86-mmio.js';
 export { MshvPartition, type MshvPartitionOptions } from './backends/mshv/partition.js';
 export { KoffiMshvSys, MshvSysError, type MshvSys, type HostBuffer } from './backends/mshv/sys.js';
-export { FakeMshvSys, type FakeCall, type RunStep } from './backends/mshv/fake-sys.js';
 export { decodeRunMessage, type MshvEvent, type InterceptContext } from './backends/mshv/messages.js';
 export { completeIntercept, completeMmio, type RegisterWrite } from './backends/mshv/completion.js';
 export * as mshvAbi from './backends/mshv/abi.js';
 export { WhpxPartition, extendedExits as whpxExtendedExits, gicParameters as whpxGicParameters, type WhpxPartitionOptions, type WhpxGicOptions } from './backends/whpx/partition.js';
 export { loadWhpxApi, WhpxCallError, WHP_DLL, type WhpxApi, type HostBuffer as WhpxHostBuffer, type PartitionHandle as WhpxPartitionHandle } from './backends/whpx/api.js';
-export { FakeWhpxApi, blankExitContext as whpxBlankExitContext, type FakeCall as WhpxFakeCall, type ScriptedExit as WhpxScriptedExit } from './backends/whpx/fake-api.js';
 export { decodeX64Exit as decodeWhpxX64Exit } from './backends/whpx/exit-x64.js';
 export { decodeArm64Exit as decodeWhpxArm64Exit, decodeDataAbort } from './backends/whpx/exit-arm64.js';
 export type { WhpxEvent, Arm64DataAccess } from './backends/whpx/events.js';

@@ -7,10 +7,10 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { HvemuError } from '@hvemu/common';
-import { FakeMshvSys } from '../src/backends/mshv/fake-sys.js';
+import { FakeMshvSys } from '../src/testing/index.js';
 import { MshvPartition } from '../src/backends/mshv/partition.js';
 import type { AccelPartition } from '../src/backends/types.js';
-import { FakeWhpxApi } from '../src/backends/whpx/fake-api.js';
+import { FakeWhpxApi, whpxCapabilities } from '../src/testing/index.js';
 import { WhpxPartition } from '../src/backends/whpx/partition.js';
 import { AccelUsageError, MemoryMapError } from '../src/errors.js';
 import { enterLongMode, writeLongModeTables } from '../src/guest/long-mode.js';
@@ -23,7 +23,7 @@ import { MultibootPlatform, parseMultibootHeader, writeMultibootInfo } from '../
 import { TestPlatform } from '../src/guest/platform.js';
 import { decodeMmioInstruction, MmioDecodeError } from '../src/backends/x86-mmio.js';
 import { GuestMemory } from '@hvemu/memory';
-import { Partition } from '../src/partition.js';
+import { KvmPartition } from '../src/backends/kvm/partition.js';
 import type { Registers, SpecialRegisters } from '../src/registers.js';
 import { describeChild, runChild } from './helpers/child.js';
 import { describeKvm, KVM, MiB } from './helpers/harness.js';
@@ -122,21 +122,11 @@ async function expectRunMisuse(p: AccelPartition): Promise<void> {
 const backends: [string, () => AccelPartition, boolean][] = [
   ['MSHV (fake /dev/mshv)', () => MshvPartition.create({ memory: [{ gpa: 0, size: 0x10000 }] }, new FakeMshvSys()), true],
   ['WHPX (fake WinHvPlatform, x64)', () => WhpxPartition.create({ arch: 'x64', memory: [{ gpa: 0, size: 0x10000 }] }, whpxFake()), true],
-  ['KVM', () => Partition.create({ memory: [{ gpa: 0, size: MiB }] }), KVM.ok],
+  ['KVM', () => KvmPartition.create({ memory: [{ gpa: 0, size: MiB }] }), KVM.ok],
 ];
 
 function whpxFake(): FakeWhpxApi {
-  const u64 = (v: bigint) => new Uint8Array(new BigUint64Array([v]).buffer);
-  const banks = new Uint8Array(16);
-  new DataView(banks.buffer).setUint32(0, 1, true);
-  new DataView(banks.buffer).setBigUint64(8, 0xffff_ffff_ffffn, true);
-  const capabilities = new Map([
-    [0, new Uint8Array(new Uint32Array([1]).buffer)],
-    [1, u64(0x2n)],
-    [2, u64(0x7fffn)],
-    [0x1008, banks],
-  ]);
-  return new FakeWhpxApi({ arch: 'x64', capabilities });
+  return new FakeWhpxApi({ arch: 'x64', capabilities: whpxCapabilities('x64') });
 }
 
 const opened: AccelPartition[] = [];
@@ -191,7 +181,7 @@ describe('API edges: create() options on every backend', () => {
   const creates: [string, (opts: unknown) => unknown][] = [
     ['MshvPartition.create', (o) => MshvPartition.create(o as never, new FakeMshvSys())],
     ['WhpxPartition.create', (o) => WhpxPartition.create(o as never, whpxFake())],
-    ...(KVM.ok ? ([['Partition.create', (o: unknown) => Partition.create(o as never)]] as [string, (opts: unknown) => unknown][]) : []),
+    ...(KVM.ok ? ([['KvmPartition.create', (o: unknown) => KvmPartition.create(o as never)]] as [string, (opts: unknown) => unknown][]) : []),
   ];
   const rows: [unknown, RegExp][] = [
     [undefined, /options are required/],
@@ -276,9 +266,9 @@ describe('API edges: exported helpers given the wrong types', () => {
       ['hypervisorVendorLeaf(5)', () => hypervisorVendorLeaf(5 as never, 1), AccelUsageError, /vendor must be a string, not number/],
       ['buildCpuidModel(undefined)', () => buildCpuidModel(undefined as never, { apicId: 0 }), AccelUsageError, /supported must be an array/],
       ['buildCpuidModel apicId NaN', () => buildCpuidModel([], { apicId: NaN }), AccelUsageError, /opts.apicId/],
-      ['new TestPlatform(undefined)', () => new TestPlatform(undefined as never), AccelUsageError, /new TestPlatform: partition must be a Partition/],
-      ['new MultibootPlatform({})', () => new MultibootPlatform({} as never), AccelUsageError, /new MultibootPlatform: partition must be a Partition/],
-      ['enterLongMode(null)', () => enterLongMode(null as never, 0x100000), AccelUsageError, /enterLongMode: partition must be a Partition, not null/],
+      ['new TestPlatform(undefined)', () => new TestPlatform(undefined as never), AccelUsageError, /new TestPlatform: partition must be a partition/],
+      ['new MultibootPlatform({})', () => new MultibootPlatform({} as never), AccelUsageError, /new MultibootPlatform: partition must be a partition/],
+      ['enterLongMode(null)', () => enterLongMode(null as never, 0x100000), AccelUsageError, /enterLongMode: partition must be a partition .*, not null/],
       ['writeLongModeTables(undefined)', () => writeLongModeTables(undefined as never), AccelUsageError, /memory must be a GuestMemory/],
       ['decodeMmioInstruction(undefined)', () => decodeMmioInstruction(undefined as never, { long: true } as never), MmioDecodeError, /bytes must be a Uint8Array/],
       ['encodeHvMessage(undefined)', () => encodeHvMessage(undefined as never), SynicPostError, /must be \{ type, payload: Uint8Array \}/],
@@ -304,13 +294,13 @@ describe('API edges: OffloadedSynicPort', () => {
 });
 
 describeKvm('API edges: the KVM partition', () => {
-  const make = (vcpuCount = 1): Partition => {
-    const p = Partition.create({ memory: [{ gpa: 0, size: 2 * MiB }], vcpuCount });
+  const make = (vcpuCount = 1): KvmPartition => {
+    const p = KvmPartition.create({ memory: [{ gpa: 0, size: 2 * MiB }], vcpuCount });
     opened.push(p);
     return p;
   };
 
-  it('Partition.create refuses bad KVM options (silently accepted before) with AccelUsageError', () => {
+  it('KvmPartition.create refuses bad KVM options (silently accepted before) with AccelUsageError', () => {
     const base = { memory: [{ gpa: 0, size: MiB }] };
     const rows: [Record<string, unknown>, RegExp][] = [
       [{ pollMicros: NaN }, /options.pollMicros must be a finite number in 0..1000000, not NaN/],
@@ -328,18 +318,18 @@ describeKvm('API edges: the KVM partition', () => {
       [{ vcpuCount: 300 }, /options.vcpuCount must be an integer in 1..256/],
     ];
     for (const [extra, message] of rows) {
-      expect(() => Partition.create({ ...base, ...extra } as never), JSON.stringify(extra)).toThrow(AccelUsageError);
-      expect(() => Partition.create({ ...base, ...extra } as never)).toThrow(message);
+      expect(() => KvmPartition.create({ ...base, ...extra } as never), JSON.stringify(extra)).toThrow(AccelUsageError);
+      expect(() => KvmPartition.create({ ...base, ...extra } as never)).toThrow(message);
     }
     // A RAM map KVM cannot take stays a MemoryMapError (the layout is KVM's to judge).
-    expect(() => Partition.create({ memory: [{ gpa: 0x800, size: MiB }] })).toThrow(MemoryMapError);
-    expect(() => Partition.create({ memory: [{ gpa: 0, size: 0 }] })).toThrow(MemoryMapError);
+    expect(() => KvmPartition.create({ memory: [{ gpa: 0x800, size: MiB }] })).toThrow(MemoryMapError);
+    expect(() => KvmPartition.create({ memory: [{ gpa: 0, size: 0 }] })).toThrow(MemoryMapError);
   });
 
   it('refuses bad interrupt, MSI, irqfd, ioeventfd, page-list, XMM and CPUID arguments', () => {
     const p = make(2);
     const v = p.vcpus[0];
-    expectRows<Partition>(() => p, [
+    expectRows<KvmPartition>(() => p, [
       ['createIoeventfd space xyz', (q) => q.createIoeventfd({ space: 'xyz' as never, address: 0x90, length: 1 }), AccelUsageError, /spec.space must be 'mmio' or 'pio', not "xyz"/],
       ['createIoeventfd(undefined)', (q) => q.createIoeventfd(undefined as never), AccelUsageError, /createIoeventfd: spec must be an object/],
       ['createIoeventfd pio port 0x10000', (q) => q.createIoeventfd({ space: 'pio', address: 0x10000, length: 1 }), AccelUsageError, /spec.address must be an integer in 0..65535/],

@@ -1,13 +1,13 @@
 import { afterEach, expect, it } from 'vitest';
 import { AccelUsageError, ExitHandlerError, GuestFatalError, MemoryMapError } from '../src/errors.js';
-import { Partition } from '../src/partition.js';
+import { KvmPartition } from '../src/backends/kvm/partition.js';
 import { describeKvm, MiB, runGuest, summary, type GuestRun } from './helpers/harness.js';
 import { buildGuest } from './helpers/guest-build.js';
 import { loadElf64 } from '../src/guest/elf.js';
 import { enterLongMode } from '../src/guest/long-mode.js';
 import { TestPlatform } from '../src/guest/platform.js';
 
-const opened: Partition[] = [];
+const opened: KvmPartition[] = [];
 afterEach(() => {
   for (const p of opened.splice(0)) p.close();
 });
@@ -22,15 +22,15 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 
 describeKvm('KVM partition errors and lifecycle', () => {
   it('rejects a memory map that overlaps the LAPIC/IOAPIC hole, overlaps itself or is unaligned', () => {
-    expect(() => Partition.create({ memory: [{ gpa: 0xfe000000, size: 0x2000000 }] })).toThrow(MemoryMapError);
-    expect(() => Partition.create({ memory: [{ gpa: 0xfe000000, size: 0x2000000 }] })).toThrow(/platform hole 0xfec00000-0xffffffff/);
-    expect(() => Partition.create({ memory: [{ gpa: 0, size: 2 * MiB }, { gpa: MiB, size: MiB }] })).toThrow(/overlaps the previous region/);
-    expect(() => Partition.create({ memory: [{ gpa: 0x800, size: MiB }] })).toThrow(MemoryMapError);
-    expect(() => Partition.create({ memory: [] })).toThrow(MemoryMapError);
+    expect(() => KvmPartition.create({ memory: [{ gpa: 0xfe000000, size: 0x2000000 }] })).toThrow(MemoryMapError);
+    expect(() => KvmPartition.create({ memory: [{ gpa: 0xfe000000, size: 0x2000000 }] })).toThrow(/platform hole 0xfec00000-0xffffffff/);
+    expect(() => KvmPartition.create({ memory: [{ gpa: 0, size: 2 * MiB }, { gpa: MiB, size: MiB }] })).toThrow(/overlaps the previous region/);
+    expect(() => KvmPartition.create({ memory: [{ gpa: 0x800, size: MiB }] })).toThrow(MemoryMapError);
+    expect(() => KvmPartition.create({ memory: [] })).toThrow(MemoryMapError);
   });
 
   it('exposes each RAM region (below and above a hole) as its own zero-copy buffer', () => {
-    const p = Partition.create({ memory: [{ gpa: 0, size: 2 * MiB }, { gpa: 0x100000000, size: MiB }] });
+    const p = KvmPartition.create({ memory: [{ gpa: 0, size: 2 * MiB }, { gpa: 0x100000000, size: MiB }] });
     opened.push(p);
     expect(p.memory.regions.map((r) => [r.gpa, r.size])).toEqual([[0, 2 * MiB], [0x100000000, MiB]]);
     p.memory.writeU32(0x100000000 + 16, 0xabcd);
@@ -39,7 +39,7 @@ describeKvm('KVM partition errors and lifecycle', () => {
   });
 
   it('maps a scattered page list (GPADL) into one flat zero-copy view, and refuses non-RAM pages', () => {
-    const p = Partition.create({ memory: [{ gpa: 0, size: 2 * MiB }, { gpa: 0x100000000, size: MiB }] });
+    const p = KvmPartition.create({ memory: [{ gpa: 0, size: 2 * MiB }, { gpa: 0x100000000, size: MiB }] });
     opened.push(p);
     const pfns = [0x105, 0x103, 0x100000, 0x104];
     const view = p.mapPageList(pfns);
@@ -55,7 +55,7 @@ describeKvm('KVM partition errors and lifecycle', () => {
   });
 
   it('refuses register access while a vCPU runs, and stops a spinning and a halted vCPU in order', async () => {
-    const p = Partition.create({ memory: [{ gpa: 0, size: 16 * MiB }], vcpuCount: 2 });
+    const p = KvmPartition.create({ memory: [{ gpa: 0, size: 16 * MiB }], vcpuCount: 2 });
     opened.push(p);
     new TestPlatform(p);
     enterLongMode(p, loadElf64(p.memory, buildGuest('spin')).entry);

@@ -1,10 +1,10 @@
 import { afterEach, expect, it } from 'vitest';
 import { hypervisorVendorLeaf } from '../src/cpuid.js';
 import { GuestFatalError } from '../src/errors.js';
-import type { Partition } from '../src/partition.js';
+import type { KvmPartition } from '../src/backends/kvm/partition.js';
 import { describeKvm, runGuest, summary, type GuestRun } from './helpers/harness.js';
 
-const opened: Partition[] = [];
+const opened: KvmPartition[] = [];
 afterEach(() => {
   for (const p of opened.splice(0)) p.close();
 });

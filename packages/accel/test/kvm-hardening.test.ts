@@ -8,18 +8,18 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, expect, it } from 'vitest';
 import { AccelUsageError, ExitHandlerError } from '../src/errors.js';
-import { Partition } from '../src/partition.js';
+import { KvmPartition } from '../src/backends/kvm/partition.js';
 import { enterLongMode } from '../src/guest/long-mode.js';
 import { describeKvm, MiB } from './helpers/harness.js';
 import { describeChild, runChild } from './helpers/child.js';
 
-const opened: Partition[] = [];
+const opened: KvmPartition[] = [];
 afterEach(() => {
   for (const p of opened.splice(0)) p.close();
 });
 
-function partition(vcpuCount = 1): Partition {
-  const p = Partition.create({ memory: [{ gpa: 0, size: 2 * MiB }], vcpuCount });
+function partition(vcpuCount = 1): KvmPartition {
+  const p = KvmPartition.create({ memory: [{ gpa: 0, size: 2 * MiB }], vcpuCount });
   opened.push(p);
   return p;
 }

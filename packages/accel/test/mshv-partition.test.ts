@@ -1,62 +1,18 @@
 import { describe, expect, it } from 'vitest';
 import * as abi from '../src/backends/mshv/abi.js';
-import { FakeMshvSys, type FakeCall } from '../src/backends/mshv/fake-sys.js';
+import { FakeMshvSys, mshvExits, mshvMessage, type FakeCall } from '../src/testing/index.js';
 import { MshvPartition } from '../src/backends/mshv/partition.js';
 import { KoffiMshvSys } from '../src/backends/mshv/sys.js';
 import { GuestFatalError, HypervisorUnavailableError, ExitHandlerError } from '../src/errors.js';
 
-// hv_message builders with absolute offsets in the 256-byte RUN_VP buffer (payload @16,
-// intercept header: vp @16, insn length @20, access @21, exec state @22, cs attributes @38, rip @40).
-function msg(type: number, size: number, rip: bigint, length: number, access = 0): { buf: Uint8Array; v: DataView } {
-  const buf = new Uint8Array(256);
-  const v = new DataView(buf.buffer);
-  v.setUint32(0, type, true);
-  v.setUint8(4, size);
-  v.setUint8(20, length);
-  v.setUint8(21, access);
-  v.setUint16(22, 0x14, true); // cr0.pe | efer.lma
-  v.setUint16(38, 0xa09b, true); // 64-bit code segment
-  v.setBigUint64(40, rip, true);
-  return { buf, v };
-}
-const out = (port: number, value: number, rip: bigint) => {
-  const m = msg(0x80010000, 128, rip, 1, 1);
-  m.v.setUint16(56, port, true);
-  m.v.setUint8(58, 1);
-  m.v.setBigUint64(64, BigInt(value), true);
-  return m.buf;
-};
-const inb = (port: number, rax: bigint, rip: bigint) => {
-  const m = msg(0x80010000, 128, rip, 1, 0);
-  m.v.setUint16(56, port, true);
-  m.v.setUint8(58, 1);
-  m.v.setBigUint64(64, rax, true);
-  return m.buf;
-};
-const rdmsr = (msr: number, rip: bigint) => {
-  const m = msg(0x80010001, 64, rip, 2, 0);
-  m.v.setUint32(56, msr, true);
-  return m.buf;
-};
-const mmio = (gpa: bigint, write: boolean, bytes: number[], rip: bigint) => {
-  const m = msg(0x80000000, 80, rip, 0, write ? 1 : 0);
-  m.v.setUint8(60, bytes.length);
-  m.v.setBigUint64(72, gpa, true);
-  m.buf.set(bytes, 80);
-  return m.buf;
-};
-const hypercall = (control: bigint, input: bigint, output: bigint, rip: bigint) => {
-  const m = msg(0x80000050, 196, rip, 3);
-  m.v.setBigUint64(72, control, true);
-  m.v.setBigUint64(80, input, true);
-  m.v.setBigUint64(88, output, true);
-  return m.buf;
-};
-const sintDeliverable = (mask: number) => {
-  const m = msg(0x80000062, 48, 0n, 0);
-  m.v.setUint16(56, mask, true);
-  return m.buf;
-};
+// hv_message builders (@hvemu/accel/testing): an instruction length of 1 for I/O, 2 for MSRs, 3 for VMCALL.
+const msg = (type: number, size: number, rip: bigint, length: number, access = 0) => mshvMessage(type, size, access, { rip, length });
+const out = (port: number, value: number, rip: bigint) => mshvExits.io(port, true, BigInt(value), { rip });
+const inb = (port: number, rax: bigint, rip: bigint) => mshvExits.io(port, false, rax, { rip });
+const rdmsr = (msr: number, rip: bigint) => mshvExits.msr(msr, false, 0n, { rip });
+const mmio = (gpa: bigint, write: boolean, bytes: number[], rip: bigint) => mshvExits.mmio(gpa, write, bytes, { rip });
+const hypercall = (control: bigint, input: bigint, output: bigint, rip: bigint) => mshvExits.hypercall(control, input, output, { rip });
+const sintDeliverable = (mask: number) => mshvExits.sintDeliverable(mask);
 
 const RAX = 0x20000, RDX = 0x20002, RIP = 0x20010;
 
@@ -314,5 +270,33 @@ describe('MshvPartition after close and with bad run lists', () => {
     expect(() => p.vcpus[0].getRegisters()).toThrow(/partition is closed/);
     expect(() => p.synic.postMessage(0, 2, { type: 1, payload: Uint8Array.of(1) })).toThrow(/partition is closed/);
     await expect(p.run()).rejects.toThrow(/partition is closed/);
+  });
+});
+
+describe('MshvPartition setup failures release what they allocated', () => {
+  // Each step of setup made to fail in turn: the hypercall pages, VP run pages, VP fds and RAM
+  // are all released (before: the two hypercall pages leaked whenever setup threw).
+  const steps: [string, (sys: FakeMshvSys) => void][] = [
+    ['the synthetic-features property', (sys) => (sys.hvcallHook = (code) => (code === abi.HVCALL_SET_PARTITION_PROPERTY ? { status: 0x5 } : undefined))],
+    ['an intercept', (sys) => (sys.hvcallHook = (code) => (code === abi.HVCALL_INSTALL_INTERCEPT ? { status: 0x5 } : undefined))],
+  ];
+  for (const [what, inject] of steps) {
+    it(`when ${what} fails`, () => {
+      const sys = new FakeMshvSys();
+      inject(sys);
+      expect(() => MshvPartition.create({ vcpuCount: 2, memory: [{ gpa: 0, size: 0x10000 }] }, sys)).toThrow();
+      expect(sys.liveBuffers()).toBe(0);
+      const opened = sys.calls.filter((c) => c.op === 'open').length + sys.calls.filter((c) => c.op === 'ioctl' && (c.request === abi.MSHV_CREATE_PARTITION || c.request === abi.MSHV_CREATE_VP)).length;
+      expect(sys.calls.filter((c) => c.op === 'close').length).toBe(opened);
+    });
+  }
+
+  it('when the guest memory map is refused (MemoryMapError), and a close() after a good create frees every page', () => {
+    const sys = new FakeMshvSys();
+    expect(() => MshvPartition.create({ memory: [{ gpa: 0x800, size: 0x1000 }] }, sys)).toThrow(/page-aligned/);
+    expect(sys.liveBuffers()).toBe(0);
+    const p = MshvPartition.create({ vcpuCount: 2, memory: [{ gpa: 0, size: 0x10000 }] }, sys);
+    p.close();
+    expect(sys.liveBuffers()).toBe(1); // guest RAM stays mapped for the views handed out (as on KVM)
   });
 });

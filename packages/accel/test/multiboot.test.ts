@@ -22,7 +22,7 @@ import {
   parseMultibootHeader,
   writeMultibootInfo,
 } from '../src/guest/multiboot.js';
-import { Partition } from '../src/partition.js';
+import { KvmPartition } from '../src/backends/kvm/partition.js';
 import { describeKvm, MiB } from './helpers/harness.js';
 
 const KERNEL_DIR = fileURLToPath(new URL('./guests/multiboot/', import.meta.url));
@@ -126,7 +126,7 @@ describe('multiboot loader (model)', () => {
 
 describeKvm('multiboot loader (KVM)', () => {
   it('boots a multiboot ELF32 kernel at 4 MiB: info, command line, fw_cfg, INIT/SIPI-started AP, exit status', async () => {
-    const p = Partition.create({ vcpuCount: 2, memory: [{ gpa: 0, size: 8 * MiB }] });
+    const p = KvmPartition.create({ vcpuCount: 2, memory: [{ gpa: 0, size: 8 * MiB }] });
     try {
       const platform = new MultibootPlatform(p);
       const boot = bootMultiboot(p, buildKernel(), { commandLine: 'console=ttyS0 exit=21' });
@@ -153,7 +153,7 @@ describeKvm('multiboot loader (KVM)', () => {
   });
 
   it('rejects an image without a multiboot header or one that overlaps the info area', () => {
-    const p = Partition.create({ memory: [{ gpa: 0, size: 8 * MiB }] });
+    const p = KvmPartition.create({ memory: [{ gpa: 0, size: 8 * MiB }] });
     try {
       expect(() => bootMultiboot(p, new Uint8Array(4096))).toThrow(BootImageError);
       expect(() => bootMultiboot(p, elf32WithHeader(0x9000))).toThrow(/overlaps the multiboot info area/);

@@ -1,16 +1,16 @@
 /** Per-vCPU state the Hyper-V layer needs from KVM: TSC frequency, guest TSC, LAPIC registers. */
 import { afterEach, expect, it } from 'vitest';
-import { Partition } from '../src/partition.js';
+import { KvmPartition } from '../src/backends/kvm/partition.js';
 import { describeKvm } from './helpers/harness.js';
 
-const opened: Partition[] = [];
+const opened: KvmPartition[] = [];
 afterEach(() => {
   for (const p of opened.splice(0)) p.close();
 });
 
 describeKvm('vCPU state for enlightenments', () => {
   it('reports the guest TSC frequency, a moving guest TSC and the LAPIC register page', () => {
-    const p = Partition.create({ memory: [{ gpa: 0, size: 1 << 20 }], vcpuCount: 2 });
+    const p = KvmPartition.create({ memory: [{ gpa: 0, size: 1 << 20 }], vcpuCount: 2 });
     opened.push(p);
     for (const v of p.vcpus) {
       expect(v.tscKhz()).toBeGreaterThan(0);

@@ -1,24 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { FakeWhpxApi, type FakeCall } from '../src/backends/whpx/fake-api.js';
+import { FakeWhpxApi, whpxCapabilities, type WhpxFakeCall as FakeCall } from '../src/testing/index.js';
 import { WhpxPartition } from '../src/backends/whpx/partition.js';
 import { ExitHandlerError, GuestFatalError, HypervisorUnavailableError, MissingCapabilityError } from '../src/errors.js';
 
-// Capabilities a current host reports: hypervisor present, the architecture's feature bit,
-// every extended exit and every synthetic feature.
-function capabilities(arch: 'x64' | 'arm64', over: { present?: number; features?: bigint; synthetic?: bigint } = {}): Map<number, Uint8Array> {
-  const u64 = (v: bigint) => new Uint8Array(new BigUint64Array([v]).buffer);
-  const banks = new Uint8Array(16);
-  new DataView(banks.buffer).setUint32(0, 1, true);
-  new DataView(banks.buffer).setBigUint64(8, over.synthetic ?? 0xffff_ffff_ffffn, true);
-  return new Map([
-    [0, new Uint8Array(new Uint32Array([over.present ?? 1]).buffer)],
-    [1, u64(over.features ?? (arch === 'x64' ? 0x2n : 0x800n))],
-    [2, u64(0x7fffn)],
-    [0x1008, banks],
-  ]);
-}
-
-const fake = (arch: 'x64' | 'arm64', over = {}) => new FakeWhpxApi({ arch, capabilities: capabilities(arch, over) });
+const fake = (arch: 'x64' | 'arm64', over = {}) => new FakeWhpxApi({ arch, capabilities: whpxCapabilities(arch, over) });
 
 const hex = (b: Uint8Array) => Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
 
@@ -414,5 +399,18 @@ describe('WhpxPartition after close', () => {
     expect(() => p.vcpus[0].getRegisters()).toThrow(/partition is closed/);
     expect(() => p.synic.signalEvent(0, 2, 1)).toThrow(/partition is closed/);
     expect(api.calls.length).toBe(calls);
+  });
+});
+
+describe('WhpxPartition setup failures release what they allocated', () => {
+  it('arm64: a VP whose GICR base write fails is deleted with its exit-context buffer, and so are the VPs and RAM before it', () => {
+    const api = fake('arm64');
+    // VP 0's GICR write succeeds, VP 1's fails.
+    api.results.set('WHvSetVirtualProcessorRegisters', [0, 0x80070057]);
+    expect(() => WhpxPartition.create({ arch: 'arm64', vcpuCount: 2, memory: [{ gpa: 0, size: 0x10000 }] }, api)).toThrow(/WHvSetVirtualProcessorRegisters/);
+    const deleted = api.named('WHvDeleteVirtualProcessor').map((c) => c.args['vp']).sort();
+    expect(deleted).toEqual([0, 1]);
+    expect(new Set(api.freed)).toEqual(new Set(api.allocations)); // RAM + both exit contexts
+    expect(api.calls.at(-1)?.fn).toBe('WHvDeletePartition');
   });
 });

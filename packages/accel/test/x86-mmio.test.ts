@@ -11,6 +11,7 @@ import {
   completeMmioRead,
   completeMmioWrite,
   decodeMmioInstruction,
+  instructionPointerBits,
   MAX_INSTRUCTION_LENGTH,
   MmioDecodeError,
   mmioStoreValue,
@@ -22,9 +23,12 @@ import { fuzzRuns } from '../../../test/helpers.js';
 const LONG = { longMode: true, defaultOperand32: false };
 const PROT32 = { longMode: false, defaultOperand32: true };
 const REAL16 = { longMode: false, defaultOperand32: false };
-const d = (...bytes: number[]) => decodeMmioInstruction(Uint8Array.from(bytes), LONG);
-const d32 = (...bytes: number[]) => decodeMmioInstruction(Uint8Array.from(bytes), PROT32);
-const d16 = (...bytes: number[]) => decodeMmioInstruction(Uint8Array.from(bytes), REAL16);
+// The operand tables below compare the decoded operands; the instruction pointer width
+// (ipBits, from the mode alone) has its own tests under "RIP wrap".
+const operands = ({ ipBits: _, ...rest }: MmioInstruction): MmioInstruction => rest;
+const d = (...bytes: number[]) => operands(decodeMmioInstruction(Uint8Array.from(bytes), LONG));
+const d32 = (...bytes: number[]) => operands(decodeMmioInstruction(Uint8Array.from(bytes), PROT32));
+const d16 = (...bytes: number[]) => operands(decodeMmioInstruction(Uint8Array.from(bytes), REAL16));
 const DISP32 = [0x00, 0x00, 0xe0, 0xfe];
 const MOFFS64 = [1, 2, 3, 4, 5, 6, 7, 8];
 
@@ -331,7 +335,7 @@ describe('x86 MMIO decode: hostile input', () => {
       fc.property(candidate, modes, registers, fc.bigInt({ min: -(1n << 70n), max: 1n << 70n }), (bytes, mode, r, value) => {
         const insn = tryDecode(bytes, mode);
         if (!insn) return;
-        const rip = BigInt.asUintN(64, r.rip + BigInt(insn.length));
+        const rip = BigInt.asUintN(instructionPointerBits(mode), r.rip + BigInt(insn.length)); // IP, EIP or RIP wrap
         if (insn.isWrite) {
           const stored = mmioStoreValue(insn, r);
           expect(stored >= 0n && stored < 1n << BigInt(insn.size * 8)).toBe(true);
@@ -346,5 +350,35 @@ describe('x86 MMIO decode: hostile input', () => {
       }),
       { numRuns: fuzzRuns(2000) },
     );
+  });
+});
+
+describe('x86 MMIO completion: RIP wrap in 16- and 32-bit code', () => {
+  const at = (mode: typeof LONG, ...bytes: number[]) => decodeMmioInstruction(Uint8Array.from(bytes), mode);
+
+  it('the instruction pointer is as wide as the code: 64, CS.D 32, else 16 (a 66 prefix does not change it)', () => {
+    expect(at(LONG, 0x8b, 0x07).ipBits).toBe(64);
+    expect(at(PROT32, 0x8b, 0x07).ipBits).toBe(32);
+    expect(at(PROT32, 0x66, 0x8b, 0x07).ipBits).toBe(32);
+    expect(at(REAL16, 0x8b, 0x07).ipBits).toBe(16);
+    expect(at(REAL16, 0x66, 0x8b, 0x07).ipBits).toBe(16);
+  });
+
+  it('EIP wraps at 2^32 in 32-bit code, on reads and writes', () => {
+    const read = at(PROT32, 0x8b, 0x07); // mov eax,[edi]: 2 bytes
+    expect(completeMmioRead(read, regs({ rip: 0xffff_ffffn }), 5n)).toMatchObject({ rax: 5n, rip: 1n });
+    expect(completeMmioWrite(at(PROT32, 0xc7, 0x00, 1, 0, 0, 0), regs({ rip: 0xffff_fffen })).rip).toBe(4n); // 6 bytes
+    expect(completeMmioWrite(read, regs({ rip: 0xffff_fffdn })).rip).toBe(0xffff_ffffn); // no wrap: unchanged
+  });
+
+  it('IP wraps at 2^16 in 16-bit code', () => {
+    expect(completeMmioRead(at(REAL16, 0x8b, 0x07), regs({ rip: 0xffffn }), 0x1234n)).toMatchObject({ rax: 0x1234n, rip: 1n }); // mov ax,[bx]
+    expect(completeMmioWrite(at(REAL16, 0x89, 0x07), regs({ rip: 0xfffen })).rip).toBe(0n);
+    expect(completeMmioWrite(at(REAL16, 0x89, 0x07), regs({ rip: 0x1000n })).rip).toBe(0x1002n);
+  });
+
+  it('64-bit code wraps only at 2^64', () => {
+    expect(completeMmioWrite(at(LONG, 0x89, 0x10), regs({ rip: 0xffff_ffffn })).rip).toBe(0x1_0000_0001n);
+    expect(completeMmioWrite(at(LONG, 0x89, 0x10), regs({ rip: 0xffff_ffff_ffff_ffffn })).rip).toBe(1n);
   });
 });

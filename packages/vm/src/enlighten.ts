@@ -1,14 +1,15 @@
 /**
  * Hyper-V enlightenments on an accelerator without Hyper-V support (KVM here): the user-space
  * SynIC, timers and synthetic MSRs of @hvemu/synic and the hypercall dispatch of
- * @hvemu/hypercalls, attached to a Partition through its public hooks:
+ * @hvemu/hypercalls, attached to any AccelPartition through its public hooks (KVM is the one
+ * that needs them: it has no Hyper-V of its own):
  *
  * - CPUID 0x40000000-0x4000000A from `hypervCpuidLeaves` (passed at partition creation);
  * - every MSR in [0x40000000, 0x40000200) to HyperV (a MsrFault becomes #GP);
  * - the hypercall page: enabling HV_X64_MSR_HYPERCALL writes `out imm8,%al; ret` there, and the
  *   partition turns that OUT into a hypercall exit answered by the dispatcher;
- * - a fast HvSignalEvent (flag 0) rings an ioeventfd doorbell instead of exiting
- *   (signal-doorbell.ts), the exit path staying as fallback;
+ * - a fast HvSignalEvent (flag 0) rings a doorbell instead of exiting where the partition has
+ *   `doorbells` (KVM ioeventfd; signal-doorbell.ts), the exit path staying as fallback;
  * - SynIC interrupts as MSIs into the in-kernel LAPIC. AutoEOI SINTs need nothing more on
  *   this KVM: its LAPIC keeps no in-service state (measured; packages/synic/README.md);
  * - reference time: the TSC model is measured from the backend (KVM_GET_TSC_KHZ and the
@@ -17,7 +18,7 @@
  * - synthetic timers driven by a real-time timer on the injected Clock.
  */
 import { MonotonicClock, silentLogger, type Clock, type Logger } from '@hvemu/common';
-import type { CpuidEntry, Partition } from '@hvemu/accel';
+import type { AccelPartition, CpuidEntry } from '@hvemu/accel';
 import { HypercallDispatcher, hypercallPage } from '@hvemu/hypercalls';
 import { HyperV, hypervCpuidLeaves, MsrFault, type HyperVEvents, type HypervCpuidConfig, type TscModel } from '@hvemu/synic';
 import { measureTscModel, tscReferenceCounter } from './reference-time.js';
@@ -38,7 +39,7 @@ export interface EnlightenmentConfig {
   hypercallPort?: number;
 }
 
-/** Options to spread into Partition.create so the guest sees Hyper-V. */
+/** Options to spread into KvmPartition.create so the guest sees Hyper-V. */
 export function enlightenedPartitionOptions(config: EnlightenmentConfig = {}): {
   hypervisorLeaves: CpuidEntry[];
   hypercallPort: number;
@@ -73,11 +74,12 @@ export interface Enlightenments {
   dispose(): void;
 }
 
-export function attachHyperV(partition: Partition, options: AttachOptions = {}): Enlightenments {
+export function attachHyperV(partition: AccelPartition, options: AttachOptions = {}): Enlightenments {
   const logger = options.logger ?? silentLogger;
   const clock = options.clock ?? new MonotonicClock();
   const port = options.hypercallPort ?? HYPERCALL_PORT;
-  const doorbellPort = options.signalDoorbellPort === undefined ? SIGNAL_DOORBELL_PORT : options.signalDoorbellPort;
+  // Without the doorbell capability the page's fast HvSignalEvent takes the exit path.
+  const doorbellPort = !partition.doorbells ? null : options.signalDoorbellPort === undefined ? SIGNAL_DOORBELL_PORT : options.signalDoorbellPort;
   const memory = partition.memory;
   const tsc = options.tsc ?? measureTscModel(partition, clock);
   const driver = new TimerDriver(clock, () => hyperv);

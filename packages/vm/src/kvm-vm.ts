@@ -18,9 +18,10 @@ import {
   enterLongMode,
   GUEST_RUNTIME_DIR,
   loadElf64,
-  Partition,
+  KvmPartition,
   probeGuestCpuid,
   SERIAL_PORT,
+  type AccelPartition,
   type CpuidProbeResult,
   type IoDevice,
 } from '@hvemu/accel';
@@ -139,7 +140,8 @@ class LineConsole implements IoDevice {
 }
 
 export class KvmVm {
-  readonly partition: Partition;
+  /** Made by KvmPartition.create (this is the KVM preset); used only through AccelPartition. */
+  readonly partition: AccelPartition;
   readonly memory: GuestMemory;
   readonly clock: Clock;
   readonly hyperv: HyperV;
@@ -157,7 +159,7 @@ export class KvmVm {
 
   /** Whether KVM is usable here, with the reason if not. */
   static probe(): { ok: boolean; reason: string } {
-    return Partition.probe();
+    return KvmPartition.probe();
   }
 
   /**
@@ -174,7 +176,7 @@ export class KvmVm {
     const logger = options.logger ?? silentLogger;
     this.clock = options.clock ?? new MonotonicClock();
     this.emit = (who, what) => options.onEvent?.({ time: this.clock.now(), who, what });
-    this.partition = Partition.create({ memory: [{ gpa: 0, size: options.ramBytes ?? DEFAULT_RAM }], ...enlightenedPartitionOptions(), logger });
+    this.partition = KvmPartition.create({ memory: [{ gpa: 0, size: options.ramBytes ?? DEFAULT_RAM }], ...enlightenedPartitionOptions(), logger });
     try {
       this.memory = this.partition.memory;
       this.console = new LineConsole((line) => this.emit('guest', line));

@@ -1,5 +1,5 @@
 /**
- * Reference time on a backend with a real guest TSC (KVM here): the TscModel the reference
+ * Reference time on a backend that exposes the guest TSC (`AccelVcpu.tsc`; KVM here): the TscModel the reference
  * TSC page publishes, measured from the backend, and the TIME_REF_COUNT reader that applies
  * the page's own formula to the calling vCPU's TSC (as KVM does), so a guest comparing the
  * MSR with the page sees no drift at all.
@@ -9,7 +9,7 @@
  * synchronises the TSC writes made at vCPU creation).
  */
 import { HV_CLOCK_HZ, type Clock } from '@hvemu/common';
-import type { Partition } from '@hvemu/accel';
+import { AccelUsageError, type AccelPartition, type GuestTsc } from '@hvemu/accel';
 import { referenceTimeFromTsc, tscPageParameters, type TscModel } from '@hvemu/synic';
 
 /**
@@ -19,16 +19,23 @@ import { referenceTimeFromTsc, tscPageParameters, type TscModel } from '@hvemu/s
  * guest never sees a timer fire before its deadline by its own reading.
  * vCPU 0 must be parked (not yet started): call at attach time.
  */
-export function measureTscModel(partition: Partition, clock: Clock): TscModel {
-  const vcpu = partition.vcpus[0];
-  const frequencyHz = BigInt(vcpu.tscKhz()) * 1000n;
-  const tsc = vcpu.guestTsc();
+export function measureTscModel(partition: AccelPartition, clock: Clock): TscModel {
+  const guestTsc = tscOf(partition, 0);
+  const frequencyHz = BigInt(guestTsc.khz()) * 1000n;
+  const tsc = guestTsc.read();
   const now = clock.now();
   return { frequencyHz, valueAtReferenceZero: tsc - (now * frequencyHz) / HV_CLOCK_HZ };
 }
 
 /** TIME_REF_COUNT for `vp`: the reference TSC page's formula on that vCPU's TSC (read while it is parked at the MSR exit). */
-export function tscReferenceCounter(partition: Partition, model: TscModel): (vp: number) => bigint {
+export function tscReferenceCounter(partition: AccelPartition, model: TscModel): (vp: number) => bigint {
   const params = tscPageParameters(model);
-  return (vp) => referenceTimeFromTsc(partition.vcpus[vp].guestTsc(), params);
+  return (vp) => referenceTimeFromTsc(tscOf(partition, vp).read(), params);
+}
+
+/** vCPU `vp`'s guest TSC: an optional AccelVcpu capability (KVM has it; MSHV and WHPX keep time in the hypervisor). */
+function tscOf(partition: AccelPartition, vp: number): GuestTsc {
+  const tsc = partition.vcpus[vp]?.tsc;
+  if (!tsc) throw new AccelUsageError(`reference time: the ${partition.backend} partition gives no guest TSC (vcpu.tsc): pass a TscModel instead`);
+  return tsc;
 }

@@ -15,7 +15,7 @@
  *   exit path would give, and RAX = status | DOORBELL_HOST_STATUS tells the page so.
  */
 import { HVCALL_SIGNAL_EVENT, HV_HYPERCALL_FAST_BIT } from '@hvemu/hvdef';
-import type { Ioeventfd, Partition } from '@hvemu/accel';
+import { AccelUsageError, type AccelPartition, type Doorbell } from '@hvemu/accel';
 import { DOORBELL_HOST_STATUS, type HypercallDispatcher } from '@hvemu/hypercalls';
 import type { Logger } from '@hvemu/common';
 
@@ -30,11 +30,11 @@ export interface DoorbellStats {
 
 export class SignalDoorbell {
   readonly stats: DoorbellStats = { doorbellWrites: 0n, fallbacks: 0 };
-  private readonly fds = new Map<number, Ioeventfd>();
+  private readonly fds = new Map<number, Doorbell>();
   private readonly unwatch: () => void;
 
   constructor(
-    private readonly partition: Partition,
+    private readonly partition: AccelPartition,
     private readonly hypercalls: HypercallDispatcher,
     private readonly port: number,
     private readonly logger: Logger,
@@ -44,10 +44,12 @@ export class SignalDoorbell {
      */
     private readonly traceSignal?: (connectionId: number, deliver: () => void) => void,
   ) {
+    const doorbells = partition.doorbells;
+    if (!doorbells) throw new AccelUsageError(`SignalDoorbell: the ${partition.backend} partition has no doorbells (partition.doorbells)`);
     partition.addIoDevice({ port, count: 1, write: (_p, size, data, vp) => this.fallback(vp, size, data) });
     this.unwatch = hypercalls.connections.watchEvents({
       added: (id) => {
-        const fd = partition.createIoeventfd({ space: 'pio', address: port, length: 4, datamatch: BigInt(id) });
+        const fd = doorbells.create({ space: 'pio', address: port, length: 4, datamatch: BigInt(id) });
         this.fds.set(id, fd);
         fd.watch((writes) => this.deliver(id, writes));
       },

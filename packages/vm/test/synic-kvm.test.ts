@@ -5,11 +5,11 @@
  */
 import { describe, expect, it } from 'vitest';
 import { HV_STATUS_SUCCESS } from '@hvemu/hvdef';
-import { enterLongMode, loadElf64, Partition, TestPlatform } from '@hvemu/accel';
+import { enterLongMode, loadElf64, KvmPartition, TestPlatform } from '@hvemu/accel';
 import { attachHyperV, enlightenedPartitionOptions } from '@hvemu/vm';
 import { buildHvGuest } from './helpers/hv-guest.js';
 
-const probe = Partition.probe();
+const probe = KvmPartition.probe();
 const describeKvm = probe.ok ? describe : describe.skip;
 if (!probe.ok) {
   if (process.env['HVEMU_REQUIRE_KVM'] === '1') throw new Error(`HVEMU_REQUIRE_KVM=1 but KVM is unusable: ${probe.reason}`);
@@ -19,7 +19,7 @@ if (!probe.ok) {
 describeKvm('Hyper-V enlightenments on KVM', () => {
   it('CPUID, hypercall page, SynIC messages and events, post/signal, #GP on reserved bits', async () => {
     const image = buildHvGuest('synic-basic');
-    const partition = Partition.create({ memory: [{ gpa: 0, size: 16 << 20 }], ...enlightenedPartitionOptions() });
+    const partition = KvmPartition.create({ memory: [{ gpa: 0, size: 16 << 20 }], ...enlightenedPartitionOptions() });
     try {
       const platform = new TestPlatform(partition);
       const { hyperv, hypercalls, dispose } = attachHyperV(partition);

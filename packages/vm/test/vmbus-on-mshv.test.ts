@@ -5,7 +5,8 @@
  * the host's answer leaves through the partition's SynicPort as HvCallPostMessageDirect.
  */
 import { describe, expect, it } from 'vitest';
-import { FakeMshvSys, MshvPartition } from '@hvemu/accel';
+import { MshvPartition } from '@hvemu/accel';
+import { FakeMshvSys } from '@hvemu/accel/testing';
 import { HypercallDispatcher } from '@hvemu/hypercalls';
 import {
   CHANNELMSG_INITIATE_CONTACT,

@@ -30,6 +30,80 @@ export interface AccelVcpu {
   setRegisters(regs: Registers): void;
   getSpecialRegisters(): SpecialRegisters;
   setSpecialRegisters(sregs: SpecialRegisters): void;
+  /** The guest TSC, where the backend exposes it (KVM). Feature-test: `vcpu.tsc?.read()`. */
+  readonly tsc?: GuestTsc;
+}
+
+// --- optional capabilities: members a backend has only where it can serve them; code above
+// accel feature-tests them (`partition.doorbells?.create(...)`) instead of naming a backend.
+
+/** The guest's time-stamp counter as the backend runs a vCPU. Parked vCPUs only (like registers). */
+export interface GuestTsc {
+  /** Ticks per millisecond (KVM_GET_TSC_KHZ). */
+  khz(): number;
+  /** IA32_TSC now. */
+  read(): bigint;
+}
+
+/** Where a doorbell listens: an I/O port or an MMIO address, `length` bytes (0: any), optionally one value only. */
+export interface DoorbellSpec {
+  readonly space: 'mmio' | 'pio';
+  readonly address: number;
+  readonly length: number;
+  readonly datamatch?: bigint;
+}
+
+/** Counts guest writes to a doorbell without an exit to user space (KVM: ioeventfd). */
+export interface Doorbell {
+  /** Reads and resets the count of guest writes since the last call. */
+  take(): bigint;
+  /** Calls `onWrites(count)` on the JS thread soon after the guest writes (counts coalesce). */
+  watch(onWrites: (count: bigint) => void): void;
+  /** Later guest writes exit to user space again. */
+  remove(): void;
+}
+
+export interface Doorbells {
+  create(spec: DoorbellSpec): Doorbell;
+}
+
+/** An interrupt raised without a hypervisor call per interrupt (KVM: irqfd). */
+export interface InterruptTrigger {
+  trigger(): void;
+}
+
+export interface InterruptTriggers {
+  /** A trigger for fixed `vector` on vCPU `vp` (APIC id). */
+  create(vp: number, vector: number): InterruptTrigger;
+}
+
+/** Guest pages listed by PFN seen as one flat host buffer (GPADL rings without a copy). */
+export interface PageListMapping {
+  readonly bytes: Uint8Array;
+  unmap(): void;
+}
+
+export interface PageLists {
+  map(pfns: ArrayLike<number>): PageListMapping;
+}
+
+/**
+ * Guest RAM changed while the partition lives (memory hot add, dynamic memory, ballooning).
+ * Each change reaches `partition.memory` (GuestMemory.onChange listeners hear of it) and the
+ * partition's exit routing. Misuse (unaligned, overlapping RAM or an MMIO device, no such
+ * region, the last region) is an AccelUsageError or MemoryMapError and changes nothing.
+ */
+export interface MemoryControl {
+  /** Maps new zeroed RAM at [gpa, gpa + size) (page-aligned). */
+  addRam(region: { readonly gpa: number; readonly size: number }): void;
+  /**
+   * Unmaps the RAM region added at `gpa` (a region given at creation or by addRam, whole).
+   * Views of it handed out before are detached (KVM) or stop being guest memory: none reaches
+   * unmapped host memory.
+   */
+  removeRam(gpa: number): void;
+  /** The guest's pages in [gpa, gpa + size) become zero; where the backend can, their host memory is released. */
+  discardRam(gpa: number, size: number): void;
 }
 
 export interface AccelPartition {
@@ -51,6 +125,14 @@ export interface AccelPartition {
   run(vps?: readonly number[]): Promise<VcpuOutcome[]>;
   stop(): void;
   close(): void;
+  /** Exit-free guest-to-host doorbells (KVM). */
+  readonly doorbells?: Doorbells;
+  /** Exit-free host-to-guest interrupts (KVM irqfd). */
+  readonly interruptTriggers?: InterruptTriggers;
+  /** Flat views of guest page lists (KVM: memfd pages mapped again). */
+  readonly pageLists?: PageLists;
+  /** Guest RAM added, removed and discarded at run time (all backends). */
+  readonly memoryControl?: MemoryControl;
 }
 
 /**

@@ -51,6 +51,12 @@ export interface MmioInstruction {
   readonly destination?: { reg: GprIndex; highByte: boolean; extend: 'zero' | 'sign' | 'none'; destSize: 1 | 2 | 4 | 8 };
   /** For logs: 'mov', 'movzx', 'movsx', 'movsxd'. */
   readonly mnemonic: string;
+  /**
+   * Width of the instruction pointer the access advances: 64 in 64-bit code, else CS.D's 32
+   * or 16 (an operand-size prefix does not change it). RIP + length wraps at this width, as
+   * the CPU's does. Absent: 64.
+   */
+  readonly ipBits?: 16 | 32 | 64;
 }
 
 /**
@@ -108,6 +114,15 @@ export function decodeMmioInstruction(bytes: Uint8Array, mode: MmioDecodeMode): 
   if (mode === null || typeof mode !== 'object') throw new MmioDecodeError('decodeMmioInstruction: mode must be an object');
   const c = new Cursor(bytes);
   const ctx = readPrefixes(c, mode);
+  return { ...decodeOpcode(c, ctx, bytes), ipBits: instructionPointerBits(mode) };
+}
+
+/** 64 in 64-bit code; outside it CS.D says 32 or 16. */
+export function instructionPointerBits(mode: MmioDecodeMode): 16 | 32 | 64 {
+  return mode.longMode ? 64 : mode.defaultOperand32 ? 32 : 16;
+}
+
+function decodeOpcode(c: Cursor, ctx: Context, bytes: Uint8Array): MmioInstruction {
   const op = c.next();
   switch (op) {
     case 0x88: case 0x89: case 0x8a: case 0x8b:
@@ -295,8 +310,9 @@ export function completeMmioWrite(insn: MmioInstruction, regs: Registers): Regis
   return { ...regs, rip: advance(regs, insn) };
 }
 
+/** RIP past the instruction, wrapped at the instruction pointer's width (IP/EIP/RIP). */
 function advance(regs: Registers, insn: MmioInstruction): bigint {
-  return BigInt.asUintN(64, regs.rip + BigInt(insn.length));
+  return BigInt.asUintN(insn.ipBits ?? 64, regs.rip + BigInt(insn.length));
 }
 
 function hexByte(b: number): string {

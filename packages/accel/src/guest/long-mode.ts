@@ -9,7 +9,13 @@
  */
 import type { GuestMemory } from '@hvemu/memory';
 import { AccelUsageError } from '../errors.js';
-import type { Partition } from '../partition.js';
+import type { AccelPartition, AccelVcpu } from '../backends/types.js';
+
+/** What the loader needs: RAM, and vCPUs whose registers it sets; `makeRunnable` where APs must be released (KVM). */
+export interface LoadablePartition {
+  readonly memory: AccelPartition['memory'];
+  readonly vcpus: readonly (AccelVcpu & { makeRunnable?(): void })[];
+}
 import { checkPartitionLike } from './platform.js';
 import type { Registers, Segment, SpecialRegisters } from '../registers.js';
 
@@ -122,7 +128,7 @@ export function longModeSpecialRegisters(current: SpecialRegisters): SpecialRegi
  * Loads tables and starts state for `vps` (default: every vCPU): each enters `entry` in long
  * mode with RDI = its index and its own stack. Application processors are made runnable.
  */
-export function enterLongMode(partition: Partition, entry: number, vps?: readonly number[]): void {
+export function enterLongMode(partition: LoadablePartition, entry: number, vps?: readonly number[]): void {
   checkPartitionLike(partition, 'enterLongMode');
   vps ??= partition.vcpus.map((v) => v.index);
   if (!Number.isSafeInteger(entry) || entry < 0) throw new AccelUsageError(`enterLongMode: entry must be a non-negative integer address, not ${String(entry)}`);
@@ -143,6 +149,6 @@ export function enterLongMode(partition: Partition, entry: number, vps?: readonl
       rflags: 2n,
     };
     vcpu.setRegisters(regs);
-    if (vp !== 0) vcpu.makeRunnable();
+    if (vp !== 0) vcpu.makeRunnable?.();
   }
 }

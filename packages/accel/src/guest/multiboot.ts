@@ -20,7 +20,7 @@
 import type { GuestMemory } from '@hvemu/memory';
 import { BootImageError } from '../errors.js';
 import type { IoDevice } from '../devices.js';
-import type { Partition } from '../partition.js';
+import type { KvmPartition } from '../backends/kvm/partition.js';
 import type { Registers, Segment, SpecialRegisters } from '../registers.js';
 import { loadElf, type LoadedElf } from './elf.js';
 import { checkPartitionLike, SerialPort } from './platform.js';
@@ -190,7 +190,7 @@ export interface MultibootOptions {
  * The other vCPUs are left alone: in KVM's uninitialized MP state (the default for every vCPU
  * but the first with the in-kernel LAPIC) they wait for the guest's INIT/SIPI once run.
  */
-export function bootMultiboot(partition: Partition, image: Uint8Array, opts: MultibootOptions = {}): MultibootBoot {
+export function bootMultiboot(partition: KvmPartition, image: Uint8Array, opts: MultibootOptions = {}): MultibootBoot {
   parseMultibootHeader(image);
   const memory = partition.memory;
   if (!memory.contains(MULTIBOOT_INFO_GPA, LOADER_AREA_END - MULTIBOOT_INFO_GPA)) {
@@ -285,7 +285,7 @@ export class IsaDebugExit implements IoDevice {
   /** The value written and the status QEMU would exit with; undefined until the guest exits. */
   result: { value: number; status: number; vp: number } | undefined;
 
-  constructor(private readonly partition: Pick<Partition, 'stop'>) {}
+  constructor(private readonly partition: Pick<KvmPartition, 'stop'>) {}
 
   write(port: number, _size: 1 | 2 | 4, value: number, vp: number): { stop: boolean } {
     if (port === ISA_DEBUG_EXIT_PORT && this.result === undefined) {
@@ -304,7 +304,7 @@ export class MultibootPlatform {
   readonly fwCfg: FwCfg;
   readonly debugExit: IsaDebugExit;
 
-  constructor(partition: Partition) {
+  constructor(partition: KvmPartition) {
     checkPartitionLike(partition, 'new MultibootPlatform');
     const ramSize = partition.memory.regions.reduce((n, r) => n + (r.end - r.gpa), 0);
     this.fwCfg = new FwCfg({ cpus: partition.vcpus.length, ramSize });

@@ -5,14 +5,14 @@
  */
 import { GuestMemoryError, type GuestMemory } from '@hvemu/memory';
 import type { IoDevice } from '../devices.js';
-import type { Partition } from '../partition.js';
+import type { AccelPartition } from '../backends/types.js';
 import { AccelUsageError } from '../errors.js';
 
 /** A partition-shaped argument (memory, vCPUs, addIoDevice), or AccelUsageError naming the call. */
 export function checkPartitionLike(partition: unknown, what: string): void {
-  const p = partition as Partial<Partition> | null | undefined;
+  const p = partition as Partial<AccelPartition> | null | undefined;
   if (p === null || typeof p !== 'object' || typeof p.addIoDevice !== 'function' || !p.memory || !Array.isArray(p.vcpus)) {
-    throw new AccelUsageError(`${what}: partition must be a Partition, not ${p === null ? 'null' : typeof p}`);
+    throw new AccelUsageError(`${what}: partition must be a partition (memory, vcpus, addIoDevice), not ${p === null ? 'null' : typeof p}`);
   }
 }
 
@@ -110,7 +110,7 @@ export class TestPlatform {
   readonly debugExit = new DebugExitPort();
   readonly asserts: AssertPort;
 
-  constructor(partition: Partition) {
+  constructor(partition: Pick<AccelPartition, 'memory' | 'addIoDevice'>) {
     checkPartitionLike(partition, 'new TestPlatform');
     this.asserts = new AssertPort(partition.memory);
     partition.addIoDevice(this.serial);

@@ -49,6 +49,12 @@ export interface NativePartition {
   /** Reads and resets an ioeventfd of this partition (0n when no writes); any other fd is refused. */
   takeIoeventfd(fd: number): bigint;
   mapPages(pfns: Float64Array): ArrayBuffer;
+  /** New RAM in a free memslot: buffers covering it in order (each at most 4 GiB). */
+  addRam(gpa: number, size: number): ArrayBuffer[];
+  /** Deletes the memslot of the region starting at `gpa` and detaches its JS buffers. */
+  removeRam(gpa: number): void;
+  /** FALLOC_FL_PUNCH_HOLE on the memfd: the pages read as zero, their host memory is freed. */
+  discardRam(gpa: number, size: number): void;
   close(): void;
 }
 

@@ -2,7 +2,7 @@
 // release their VM fds and RAM; one whose vCPUs run stays alive until run() settles, even when
 // nothing else references it.
 import { readdirSync } from 'node:fs';
-import { Partition, enterLongMode } from '@hvemu/accel';
+import { KvmPartition, enterLongMode } from '@hvemu/accel';
 
 const fds = () => readdirSync('/proc/self/fd').length;
 const settle = async () => {
@@ -15,7 +15,7 @@ const settle = async () => {
 await settle();
 const before = fds();
 for (let i = 0; i < 100; i++) {
-  const p = Partition.create({ memory: [{ gpa: 0, size: 1 << 20 }] });
+  const p = KvmPartition.create({ memory: [{ gpa: 0, size: 1 << 20 }] });
   if (i % 10 === 0) p.createIoeventfd({ space: 'pio', address: 0x90, length: 1 }).watch(() => {});
   if (i % 10 === 1) p.createIrqfd(0, 0x30);
 }
@@ -26,7 +26,7 @@ const collected = fds();
 // A running guest referenced by nothing but its run() promise: out 0x80 in a loop, stopped
 // by the device after 3000 exits.
 function start() {
-  const p = Partition.create({ memory: [{ gpa: 0, size: 4 << 20 }] });
+  const p = KvmPartition.create({ memory: [{ gpa: 0, size: 4 << 20 }] });
   p.memory.write(0x100000, Uint8Array.of(0xe6, 0x80, 0xeb, 0xfc));
   enterLongMode(p, 0x100000);
   let n = 0;

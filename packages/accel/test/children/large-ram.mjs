@@ -1,7 +1,7 @@
 // Child process for large-ram tests: creating a partition with a RAM region over 4 GiB used to
 // abort the whole process ("free(): double free detected"), so the test runs it here and reads
 // the JSON line this prints. Imports the compiled package (npm test builds it first).
-import { Partition } from '@hvemu/accel';
+import { KvmPartition } from '@hvemu/accel';
 
 const GiB = 2 ** 30;
 const layouts = {
@@ -10,7 +10,7 @@ const layouts = {
   'sparse-8g': [{ gpa: 0, size: 16 << 20 }, { gpa: 4 * GiB, size: 8 * GiB }],
 };
 const memory = layouts[process.argv[2]];
-const p = Partition.create({ memory });
+const p = KvmPartition.create({ memory });
 try {
   const last = memory[memory.length - 1];
   const end = last.gpa + last.size;

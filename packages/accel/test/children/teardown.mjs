@@ -3,7 +3,7 @@
 // one form ("terminate called after throwing an instance of 'Napi::Error'"). Prints one JSON
 // line when the main thread got through.
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
-import { Partition, enterLongMode } from '@hvemu/accel';
+import { KvmPartition, enterLongMode } from '@hvemu/accel';
 
 const ENTRY = 0x100000;
 // 64-bit guest loops. 'exits': out 0x80,al; jmp back (a user-space exit per iteration).
@@ -18,7 +18,7 @@ const CODE = {
 
 /** Starts a one-vCPU guest running `kind`; resolves once it has really run (an exit, a doorbell). */
 function startGuest(kind) {
-  const p = Partition.create({ memory: [{ gpa: 0, size: 4 << 20 }] });
+  const p = KvmPartition.create({ memory: [{ gpa: 0, size: 4 << 20 }] });
   p.memory.write(ENTRY, Uint8Array.from(CODE[kind]));
   enterLongMode(p, ENTRY);
   let seen;

@@ -1,6 +1,6 @@
 /** Runs a test guest on a fresh KVM partition with the test platform attached. */
 import { describe } from 'vitest';
-import { Partition, type PartitionOptions, type VcpuOutcome } from '../../src/partition.js';
+import { KvmPartition, type KvmPartitionOptions, type VcpuOutcome } from '../../src/backends/kvm/partition.js';
 import { TestPlatform } from '../../src/guest/platform.js';
 import { loadElf64 } from '../../src/guest/elf.js';
 import { enterLongMode } from '../../src/guest/long-mode.js';
@@ -10,7 +10,7 @@ import { loadAddon } from '../../src/native/addon.js';
 // A missing or broken addon is a build failure, not "no KVM": load it unguarded so the test
 // file fails instead of skipping.
 loadAddon();
-export const KVM = Partition.probe();
+export const KVM = KvmPartition.probe();
 
 /**
  * `describe` that skips, saying why, where /dev/kvm is missing or unusable. With
@@ -31,15 +31,15 @@ export function describeKvm(name: string, fn: () => void): void {
 export const MiB = 1 << 20;
 
 export interface GuestRun {
-  partition: Partition;
+  partition: KvmPartition;
   platform: TestPlatform;
   outcomes: VcpuOutcome[] | undefined;
   error: unknown;
 }
 
-export interface RunOptions extends Partial<PartitionOptions> {
+export interface RunOptions extends Partial<KvmPartitionOptions> {
   /** Called after the image is loaded, before the vCPUs start. */
-  setup?: (partition: Partition, platform: TestPlatform) => void;
+  setup?: (partition: KvmPartition, platform: TestPlatform) => void;
   timeoutMs?: number;
 }
 
@@ -49,7 +49,7 @@ export interface RunOptions extends Partial<PartitionOptions> {
  */
 export async function runGuest(name: string, opts: RunOptions = {}): Promise<GuestRun> {
   const image = buildGuest(name);
-  const partition = Partition.create({ memory: [{ gpa: 0, size: 16 * MiB }], ...opts });
+  const partition = KvmPartition.create({ memory: [{ gpa: 0, size: 16 * MiB }], ...opts });
   const platform = new TestPlatform(partition);
   const { entry } = loadElf64(partition.memory, image);
   enterLongMode(partition, entry);

@@ -4,10 +4,10 @@
  */
 import { fileURLToPath } from 'node:url';
 import { describe } from 'vitest';
-import { buildFreestandingImage, enterLongMode, GUEST_RUNTIME_DIR, loadElf64, Partition, TestPlatform } from '@hvemu/accel';
+import { buildFreestandingImage, enterLongMode, GUEST_RUNTIME_DIR, loadElf64, KvmPartition, TestPlatform } from '@hvemu/accel';
 import { attachHyperV, enlightenedPartitionOptions, type AttachOptions, type Enlightenments } from '@hvemu/vm';
 
-const probe = Partition.probe();
+const probe = KvmPartition.probe();
 if (!probe.ok && process.env['HVEMU_REQUIRE_KVM'] === '1') throw new Error(`HVEMU_REQUIRE_KVM=1 but KVM is unusable: ${probe.reason}`);
 if (!probe.ok) console.warn(`skipping KVM enlightenment tests: ${probe.reason}`);
 export const describeKvm = probe.ok ? describe : describe.skip;
@@ -35,7 +35,7 @@ export const REQ_UNREGISTER = 4;
 export interface HvGuestRun {
   platform: TestPlatform;
   hv: Enlightenments;
-  partition: Partition;
+  partition: KvmPartition;
   /** Per REQ_ISR request: how many ISR bits the in-kernel LAPIC of that vp had set. */
   isrBitsSeen: number[];
   error: unknown;
@@ -52,7 +52,7 @@ export interface HvGuestOptions {
 /** Builds, runs and closes; never rejects (failures are in `error` and the platform). */
 export async function runHvGuest(name: string, opts: HvGuestOptions = {}): Promise<HvGuestRun> {
   const image = buildHvGuest(name);
-  const partition = Partition.create({ memory: [{ gpa: 0, size: 16 << 20 }], vcpuCount: opts.vcpuCount ?? 2, ...enlightenedPartitionOptions() });
+  const partition = KvmPartition.create({ memory: [{ gpa: 0, size: 16 << 20 }], vcpuCount: opts.vcpuCount ?? 2, ...enlightenedPartitionOptions() });
   const platform = new TestPlatform(partition);
   const hv = attachHyperV(partition, opts.attach);
   const unregister = new Map<number, () => void>();

@@ -31,20 +31,14 @@ import {
   SEGMENT_ATTR_LONG,
 } from './abi.js';
 import { decodeMmioInstruction, MmioDecodeError, type MmioInstruction } from '../x86-mmio.js';
+import { hypercallExit, unrecoverableExit, type X64InterceptContext } from '../hv-common/x64.js';
 
-/** What the VMM needs from the intercept header to finish the instruction. */
-export interface InterceptContext {
+/** What the VMM needs from the intercept header to finish the instruction (the shared x64 facts, plus MSHV's). */
+export interface InterceptContext extends X64InterceptContext {
   readonly vp: number;
   readonly messageType: number;
-  /** Instruction length from the header (bits 0-3); 0 when the hypervisor does not give it. */
-  readonly instructionLength: number;
-  readonly rip: bigint;
-  readonly rflags: bigint;
   /** 0 read, 1 write, 2 execute. */
   readonly accessType: number;
-  readonly executionState: number;
-  readonly longMode: boolean;
-  readonly defaultOperand32: boolean;
 }
 
 /** A decoded RUN_VP message: an exit for the router, or a notification the backend consumes itself. */
@@ -72,15 +66,8 @@ export type MshvEvent =
 
 const MAX_INSTRUCTION_BYTES = 16;
 
-function unrecoverable(
-  vp: number,
-  reason: UnrecoverableExit['reason'],
-  backendCode: number,
-  detail: bigint,
-  instructionBytes?: Uint8Array,
-): MshvEvent {
-  const exit: UnrecoverableExit = { kind: 'unrecoverable', vp, reason, backendCode, detail, registers: undefined, instructionBytes };
-  return { kind: 'exit', exit, context: undefined };
+function unrecoverable(vp: number, reason: UnrecoverableExit['reason'], backendCode: number, detail: bigint, instructionBytes?: Uint8Array): MshvEvent {
+  return { kind: 'exit', exit: unrecoverableExit(vp, reason, backendCode, detail, instructionBytes), context: undefined };
 }
 
 function readContext(vp: number, messageType: number, payload: Uint8Array): InterceptContext {
@@ -124,7 +111,8 @@ export function decodeRunMessage(vp: number, buffer: Uint8Array): MshvEvent {
     case HvMessageType.hypercallIntercept:
       return decodeHypercall(vp, type, payload);
     case HvMessageType.x64Halt:
-      return withLength(readContext(vp, type, payload), (context) => ({ kind: 'exit', exit: { kind: 'halt', vp }, context }));
+      // A report of a HLT the hypervisor executed: nothing to complete (README, "Settled").
+      return { kind: 'exit', exit: { kind: 'halt', vp }, context: undefined };
     case HvMessageType.x64ExceptionIntercept:
       return decodeException(vp, type, payload);
     case HvMessageType.synicSintDeliverable:
@@ -232,16 +220,15 @@ function decodeCpuid(vp: number, type: number, payload: Uint8Array): MshvEvent {
   }));
 }
 
-/** TLFS x64 calling convention: RCX control, RDX input GPA (or fast input), R8 output GPA; XMM0-5 for XMM fast input. */
+/**
+ * The TLFS calling convention of the caller's mode (64-bit: RCX/RDX/R8 and XMM0-5; 32-bit:
+ * EDX:EAX, EBX:ECX, EDI:ESI); the message carries all seven registers. A zero instruction
+ * length is no obstacle here: the completion advances by VMCALL's 3 bytes then.
+ */
 function decodeHypercall(vp: number, type: number, payload: Uint8Array): MshvEvent {
   const m = HvX64HypercallInterceptMessage.decode(payload);
   const context = readContext(vp, type, payload);
-  const fast = (m.rcx & HV_HYPERCALL_FAST_BIT) !== 0n;
-  return withLength(context, (c) => ({
-    kind: 'exit',
-    exit: { kind: 'hypercall', vp, control: m.rcx, input: m.rdx, output: m.r8, xmm: fast ? m.xmmRegisters : undefined },
-    context: c,
-  }));
+  return { kind: 'exit', exit: hypercallExit(vp, context.longMode, m, m.xmmRegisters, HV_HYPERCALL_FAST_BIT), context };
 }
 
 /** hvemu installs no exception intercepts; one that arrives anyway cannot be finished here. */

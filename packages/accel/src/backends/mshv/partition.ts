@@ -20,20 +20,16 @@
  * someone else sent) is retried.
  */
 import { silentLogger, type Logger } from '@hvemu/common';
-import { GuestMemory } from '@hvemu/memory';
-import { checkExitResponse } from '../../exit-decode.js';
-import { checkCommonOptions, checkRegisters, checkSpecialRegisters, optNames, optU32List, ramChunks } from '../../validate.js';
-import type { IoDevice, MmioDevice, MsrDevice } from '../../devices.js';
-import { AccelUsageError, ExitHandlerError, HostSystemError, HypervisorUnavailableError, MemoryMapError } from '../../errors.js';
-import { ExitRouter, fatalError } from '../../exit-router.js';
-import type { Exit, ExitHandler, ExitResponse, HypercallExit, MmioExit } from '../../exits.js';
-import { REG_NAMES, type DescriptorTable, type Registers, type Segment, type SpecialRegisters } from '../../registers.js';
-import { runVcpus } from '../vcpu-runs.js';
+import type { GuestMemory, RamRegionSpec } from '@hvemu/memory';
+import { checkCommonOptions, optNames, optU32List } from '../../validate.js';
+import type { MsrDevice } from '../../devices.js';
+import { AccelUsageError, HostSystemError, HypervisorUnavailableError } from '../../errors.js';
+import { ExitRouter } from '../../exit-router.js';
+import { HvPartition, HvVcpu, type RunOnceResult } from '../hv-common/partition.js';
+import { completeX64Intercept, type RegisterWrite } from '../hv-common/x64.js';
 import { OffloadedSynicPort, type OffloadedSynicOps } from '../offloaded-synic.js';
-import type { AccelPartition, AccelVcpu, VcpuOutcome, VcpuStatus } from '../types.js';
-import { mmioStoreValue } from '../x86-mmio.js';
 import * as abi from './abi.js';
-import { completeIntercept, completeMmio, type RegisterWrite } from './completion.js';
+import { MSHV_X64_NAMES } from './completion.js';
 import { decodeRunMessage, type MshvEvent } from './messages.js';
 import { KoffiMshvSys, MshvSysError, type HostBuffer, type MshvSys } from './sys.js';
 
@@ -59,68 +55,33 @@ interface HvcallResult {
 
 const PAGE = 4096;
 const MAX_EAGAIN_RETRIES = 16;
-const MAX_RUN_FAILURES = 8;
 const MAX_MSR_INTERCEPTS = 1024;
 const VP_REGISTER_VALUE = abi.HV_REGISTER_VALUE_SIZE;
 
-class MshvVcpu implements AccelVcpu {
-  status: VcpuStatus = 'created';
-  exits = 0;
-  /** True while a handler for this vCPU's exit runs: register access is allowed then. */
-  inHandler = false;
-  /** SINTs whose deliverability this VP should report (kept so that a stop kick does not drop them). */
-  sintMask = 0;
-
+class MshvVcpu extends HvVcpu {
   constructor(
-    readonly index: number,
+    index: number,
+    owner: MshvPartition,
     readonly fd: number,
     readonly runBuffer: HostBuffer,
-    private readonly owner: MshvPartition,
-  ) {}
-
-  private checkParked(): void {
-    if (this.status === 'running' && !this.inHandler) {
-      throw new AccelUsageError(`vCPU ${this.index} is running: registers are accessible only while it is parked`);
-    }
-  }
-
-  getRegisters(): Registers {
-    this.checkParked();
-    return this.owner.readGeneralRegisters(this.index);
-  }
-
-  setRegisters(regs: Registers): void {
-    checkRegisters(regs, `vCPU ${this.index}: setRegisters: registers`);
-    this.checkParked();
-    this.owner.writeRegisters(this.index, REG_NAMES.map((n) => ({ name: abi.HvX64Register[n], value: BigInt.asUintN(64, regs[n]) })));
-  }
-
-  getSpecialRegisters(): SpecialRegisters {
-    this.checkParked();
-    return this.owner.readSpecialRegisters(this.index);
-  }
-
-  setSpecialRegisters(sregs: SpecialRegisters): void {
-    checkSpecialRegisters(sregs, `vCPU ${this.index}: setSpecialRegisters: registers`);
-    this.checkParked();
-    this.owner.writeSpecialRegisters(this.index, sregs);
+  ) {
+    super(index, owner);
   }
 }
 
-export class MshvPartition implements AccelPartition {
+export class MshvPartition extends HvPartition<MshvVcpu> {
   readonly backend = 'mshv' as const;
+  readonly x64Names = MSHV_X64_NAMES;
   readonly memory: GuestMemory;
   readonly vcpus: readonly MshvVcpu[];
   /** How vmbus reaches the guest: the hypervisor's SynIC through PostMessageDirect / SignalEventDirect. */
   readonly synic: OffloadedSynicPort;
-  private readonly router: ExitRouter;
-  private readonly logger: Logger;
+  protected readonly router: ExitRouter;
   private readonly ram: HostBuffer[] = [];
+  /** Guest-mapped RAM chunks by GPA. */
+  private readonly ramAt = new Map<number, HostBuffer>();
   private readonly hvIn: HostBuffer;
   private readonly hvOut: HostBuffer;
-  private stopping = false;
-  private closed = false;
-  private running: Promise<VcpuOutcome[]> | undefined;
 
   private constructor(
     private readonly sys: MshvSys,
@@ -128,28 +89,35 @@ export class MshvPartition implements AccelPartition {
     private readonly ptFd: number,
     opts: MshvPartitionOptions,
   ) {
-    this.logger = opts.logger ?? silentLogger;
-    this.hvIn = sys.alloc(PAGE);
-    this.hvOut = sys.alloc(PAGE);
-    this.setProperty(abi.HV_PARTITION_PROPERTY_SYNTHETIC_PROC_FEATURES, abi.syntheticFeatureMask(opts.syntheticFeatures ?? abi.DEFAULT_SYNTHETIC_FEATURES));
-    sys.ioctl(ptFd, abi.MSHV_INITIALIZE_PARTITION, null);
+    super(opts.logger ?? silentLogger);
     const count = opts.vcpuCount ?? 1;
-    const pool = Number(process.env['UV_THREADPOOL_SIZE'] ?? 4);
-    if (count >= pool) {
-      // Each running vCPU holds one libuv threadpool worker for the whole RUN_VP.
-      this.logger.warn(`MSHV: ${count} vCPUs need more than UV_THREADPOOL_SIZE=${pool} threadpool workers (set it before Node starts)`);
-    }
     const vcpus: MshvVcpu[] = [];
     this.vcpus = vcpus;
+    // Everything allocated from here on is released if setup fails part-way: create() closes
+    // only the partition and /dev/mshv fds.
+    const pages: HostBuffer[] = [];
     try {
+      this.hvIn = sys.alloc(PAGE);
+      pages.push(this.hvIn);
+      this.hvOut = sys.alloc(PAGE);
+      pages.push(this.hvOut);
+      this.setProperty(abi.HV_PARTITION_PROPERTY_SYNTHETIC_PROC_FEATURES, abi.syntheticFeatureMask(opts.syntheticFeatures ?? abi.DEFAULT_SYNTHETIC_FEATURES));
+      sys.ioctl(ptFd, abi.MSHV_INITIALIZE_PARTITION, null);
+      const pool = Number(process.env['UV_THREADPOOL_SIZE'] ?? 4);
+      if (count >= pool) {
+        // Each running vCPU holds one libuv threadpool worker for the whole RUN_VP.
+        this.logger.warn(`MSHV: ${count} vCPUs need more than UV_THREADPOOL_SIZE=${pool} threadpool workers (set it before Node starts)`);
+      }
       for (let i = 0; i < count; i++) vcpus.push(this.createVp(i));
-      this.memory = this.mapMemory(opts.memory);
-      this.router = new ExitRouter(this.memory.regions, this.logger);
+      this.memory = this.mapInitialRam(opts.memory);
+      this.router = new ExitRouter(this.memory, this.logger);
       this.installIntercepts(opts);
     } catch (e) {
-      // create() closes the partition and /dev/mshv; the VP fds and RAM mappings are ours.
-      for (const v of vcpus) sys.close(v.fd);
-      for (const buf of this.ram) sys.free(buf);
+      for (const v of vcpus) {
+        sys.close(v.fd);
+        sys.free(v.runBuffer);
+      }
+      for (const buf of [...this.ram, ...pages]) sys.free(buf);
       throw e;
     }
     this.synic = new OffloadedSynicPort(this.synicOps(), { vpCount: count, logger: this.logger });
@@ -181,32 +149,32 @@ export class MshvPartition implements AccelPartition {
 
   private createVp(index: number): MshvVcpu {
     const fd = this.sys.ioctl(this.ptFd, abi.MSHV_CREATE_VP, abi.MshvCreateVp.encodeNew({ vpIndex: index }));
-    return new MshvVcpu(index, fd, this.sys.alloc(PAGE), this);
+    try {
+      return new MshvVcpu(index, this, fd, this.sys.alloc(PAGE));
+    } catch (e) {
+      this.sys.close(fd);
+      throw e;
+    }
   }
 
-  private mapMemory(regions: readonly { gpa: number; size: number }[]): GuestMemory {
-    const specs = regions.map((r, i) => {
-      if (r.gpa % PAGE !== 0 || r.size % PAGE !== 0 || r.size <= 0) {
-        throw new MemoryMapError(`RAM region ${i} (gpa 0x${r.gpa.toString(16)}, size 0x${r.size.toString(16)}) is not page-aligned`);
-      }
-      return ramChunks(r).map(({ offset, size }) => {
-        const buf = this.sys.mapRam(size, offset === 0 ? `hvemu-ram-${i}` : `hvemu-ram-${i}+${offset.toString(16)}`);
-        this.ram.push(buf);
-        const region = abi.MshvUserMemRegion.encodeNew({
-          size: BigInt(size),
-          guestPfn: BigInt((r.gpa + offset) / PAGE),
-          userspaceAddr: buf.address,
-          flags: (1 << abi.MSHV_SET_MEM_BIT_WRITABLE) | (1 << abi.MSHV_SET_MEM_BIT_EXECUTABLE),
-        });
-        this.sys.ioctl(this.ptFd, abi.MSHV_SET_GUEST_MEMORY, region);
-        return { gpa: r.gpa + offset, size, buffer: buf.bytes.buffer, byteOffset: buf.bytes.byteOffset };
-      });
-    }).flat();
-    try {
-      return new GuestMemory(specs);
-    } catch (e) {
-      throw new MemoryMapError(`bad guest memory map: ${(e as Error).message}`, { cause: e });
-    }
+  protected mapChunk(gpa: number, size: number, label: string): RamRegionSpec {
+    const buf = this.sys.mapRam(size, label);
+    this.ram.push(buf);
+    this.setGuestMemory(gpa, buf, (1 << abi.MSHV_SET_MEM_BIT_WRITABLE) | (1 << abi.MSHV_SET_MEM_BIT_EXECUTABLE));
+    return { gpa, size, buffer: buf.bytes.buffer, byteOffset: buf.bytes.byteOffset };
+  }
+
+  protected unmapChunk(gpa: number, size: number): void {
+    const buf = this.ramAt.get(gpa);
+    if (!buf || buf.bytes.byteLength !== size) throw new AccelUsageError(`no RAM chunk at 0x${gpa.toString(16)}`);
+    this.setGuestMemory(gpa, buf, 1 << abi.MSHV_SET_MEM_BIT_UNMAP);
+    this.ramAt.delete(gpa);
+  }
+
+  private setGuestMemory(gpa: number, buf: HostBuffer, flags: number): void {
+    const region = abi.MshvUserMemRegion.encodeNew({ size: BigInt(buf.bytes.byteLength), guestPfn: BigInt(gpa / PAGE), userspaceAddr: buf.address, flags });
+    this.sys.ioctl(this.ptFd, abi.MSHV_SET_GUEST_MEMORY, region);
+    if ((flags & (1 << abi.MSHV_SET_MEM_BIT_UNMAP)) === 0) this.ramAt.set(gpa, buf);
   }
 
   private installIntercepts(opts: MshvPartitionOptions): void {
@@ -295,7 +263,7 @@ export class MshvPartition implements AccelPartition {
     return input;
   }
 
-  /** HvCallGetVpRegisters: the low 64 bits of each value, or the full 16 bytes. */
+  /** HvCallGetVpRegisters: 16 bytes per register. */
   readRegisterValues(vp: number, names: readonly number[]): Uint8Array {
     const input = this.vpHeader(vp, names.length * 4);
     const view = new DataView(input.buffer);
@@ -304,59 +272,15 @@ export class MshvPartition implements AccelPartition {
     return r.output;
   }
 
-  readRegisters64(vp: number, names: readonly number[]): bigint[] {
-    const out = this.readRegisterValues(vp, names);
-    const view = new DataView(out.buffer, out.byteOffset);
-    return names.map((_, i) => view.getBigUint64(i * VP_REGISTER_VALUE, true));
-  }
-
-  /** HvCallSetVpRegisters for 64-bit values (one rep hypercall). */
+  /** HvCallSetVpRegisters (one rep hypercall). */
   writeRegisters(vp: number, writes: readonly RegisterWrite[]): void {
     if (writes.length === 0) return;
-    this.writeRawRegisters(vp, writes.map((w) => ({ name: w.name, low: w.value, high: 0n })));
-  }
-
-  private writeRawRegisters(vp: number, assocs: readonly { name: number; low: bigint; high: bigint }[]): void {
     const size = abi.HvRegisterAssoc.size;
-    const input = this.vpHeader(vp, assocs.length * size);
-    assocs.forEach((a, i) =>
-      abi.HvRegisterAssoc.encode({ name: a.name, valueLow: BigInt.asUintN(64, a.low), valueHigh: BigInt.asUintN(64, a.high) }, input, 16 + i * size),
+    const input = this.vpHeader(vp, writes.length * size);
+    writes.forEach((w, i) =>
+      abi.HvRegisterAssoc.encode({ name: w.name, valueLow: BigInt.asUintN(64, w.value), valueHigh: BigInt.asUintN(64, w.high ?? 0n) }, input, 16 + i * size),
     );
-    this.hvcall(this.ptFd, abi.HVCALL_SET_VP_REGISTERS, input, 0, assocs.length);
-  }
-
-  readGeneralRegisters(vp: number): Registers {
-    const values = this.readRegisters64(vp, REG_NAMES.map((n) => abi.HvX64Register[n]));
-    const r = {} as Record<keyof Registers, bigint>;
-    REG_NAMES.forEach((n, i) => (r[n] = values[i]));
-    return r;
-  }
-
-  readSpecialRegisters(vp: number): SpecialRegisters {
-    const segs = Object.entries(abi.HvX64SegmentRegister);
-    const controls = [abi.HV_X64_REGISTER_CR0, abi.HV_X64_REGISTER_CR2, abi.HV_X64_REGISTER_CR3, abi.HV_X64_REGISTER_CR4, abi.HV_X64_REGISTER_CR8, abi.HV_X64_REGISTER_EFER, abi.HV_X64_REGISTER_APIC_BASE];
-    const names = [...segs.map(([, n]) => n), abi.HV_X64_REGISTER_GDTR, abi.HV_X64_REGISTER_IDTR, ...controls];
-    const out = this.readRegisterValues(vp, names);
-    const at = (i: number): Uint8Array => out.subarray(i * VP_REGISTER_VALUE, (i + 1) * VP_REGISTER_VALUE);
-    const view = new DataView(out.buffer, out.byteOffset);
-    const result: Record<string, unknown> = {};
-    segs.forEach(([name], i) => (result[name] = segmentFromHv(at(i))));
-    result['gdt'] = tableFromHv(at(segs.length));
-    result['idt'] = tableFromHv(at(segs.length + 1));
-    ['cr0', 'cr2', 'cr3', 'cr4', 'cr8', 'efer', 'apicBase'].forEach((n, i) => (result[n] = view.getBigUint64((segs.length + 2 + i) * VP_REGISTER_VALUE, true)));
-    return result as unknown as SpecialRegisters;
-  }
-
-  writeSpecialRegisters(vp: number, s: SpecialRegisters): void {
-    const assocs: { name: number; low: bigint; high: bigint }[] = [];
-    for (const [name, reg] of Object.entries(abi.HvX64SegmentRegister)) assocs.push({ name: reg, ...segmentToHv(s[name as keyof typeof abi.HvX64SegmentRegister]) });
-    assocs.push({ name: abi.HV_X64_REGISTER_GDTR, ...tableToHv(s.gdt) }, { name: abi.HV_X64_REGISTER_IDTR, ...tableToHv(s.idt) });
-    const controls: [number, bigint][] = [
-      [abi.HV_X64_REGISTER_CR0, s.cr0], [abi.HV_X64_REGISTER_CR2, s.cr2], [abi.HV_X64_REGISTER_CR3, s.cr3], [abi.HV_X64_REGISTER_CR4, s.cr4],
-      [abi.HV_X64_REGISTER_CR8, s.cr8], [abi.HV_X64_REGISTER_EFER, s.efer], [abi.HV_X64_REGISTER_APIC_BASE, s.apicBase],
-    ];
-    for (const [name, v] of controls) assocs.push({ name, low: v, high: 0n });
-    this.writeRawRegisters(vp, assocs);
+    this.hvcall(this.ptFd, abi.HVCALL_SET_VP_REGISTERS, input, 0, writes.length);
   }
 
   private postMessage(vp: number, sint: number, message: Uint8Array): 'ok' | 'busy' {
@@ -384,171 +308,71 @@ export class MshvPartition implements AccelPartition {
 
   // --- AccelPartition --------------------------------------------------------------------
 
-  private checkOpen(call: string): void {
-    if (this.closed) throw new AccelUsageError(`${call}: the partition is closed`);
-  }
-
-  addIoDevice(device: IoDevice): void {
-    this.checkOpen('addIoDevice');
-    this.router.addIoDevice(device);
-  }
-
-  addMmioDevice(device: MmioDevice): void {
-    this.checkOpen('addMmioDevice');
-    this.router.addMmioDevice(device);
-  }
-
   /** MSRs in 0x40000000-0x400000FF belong to the hypervisor on MSHV; the others get an intercept. */
-  addMsrDevice(device: MsrDevice): void {
+  override addMsrDevice(device: MsrDevice): void {
     this.checkOpen('addMsrDevice');
     // One intercept hypercall per MSR: a device may bring at most MAX_MSR_INTERCEPTS of them.
     this.router.addMsrDevice(device, { maxExtra: MAX_MSR_INTERCEPTS, add: (extra) => extra.forEach((msr) => this.interceptMsr(msr)) });
   }
 
-  onHypercall(handler: ExitHandler<HypercallExit>): void {
-    this.checkOpen('onHypercall');
-    this.router.onHypercall(handler);
-  }
-
-  onExit(handler: ExitHandler): void {
-    this.checkOpen('onExit');
-    this.router.onExit(handler);
-  }
-
   interrupt(vp: number, vector: number): boolean {
     this.checkOpen('interrupt');
-    if (!Number.isInteger(vp) || vp < 0 || vp >= this.vcpus.length) throw new AccelUsageError(`no vCPU ${vp}`);
+    this.checkVp(vp);
     if (!Number.isInteger(vector) || vector < 16 || vector > 255) throw new AccelUsageError(`vector ${vector} is not 16..255`);
     const input = abi.HvInputAssertVirtualInterrupt.encodeNew({ interruptType: abi.HV_X64_INTERRUPT_TYPE_FIXED, destAddr: BigInt(vp), vector });
     const r = this.tryHvcall(this.ptFd, abi.HVCALL_ASSERT_VIRTUAL_INTERRUPT, input, 0, 0);
     return r.status === abi.HV_STATUS_SUCCESS && r.errno === undefined;
   }
 
-  run(vps?: readonly number[]): Promise<VcpuOutcome[]> {
-    if (!this.closed && !this.running) this.stopping = false; // before the loops test it
-    const { started, result } = runVcpus({ closed: this.closed, running: this.running }, this.vcpus, vps, (v) => this.runVcpu(v));
-    if (!started) return result;
-    this.running = started.finally(() => (this.running = undefined));
-    return result;
+  protected kick(v: MshvVcpu): void {
+    this.writeDeliverability(v.index, true);
   }
 
-  stop(): void {
-    if (this.stopping) return;
-    this.stopping = true;
-    for (const v of this.vcpus) {
-      if (v.status !== 'running') continue;
-      try {
-        this.writeDeliverability(v.index, true);
-      } catch (e) {
-        this.logger.warn('stop kick failed', { vp: v.index, error: (e as Error).message });
-      }
-    }
-  }
-
-  /**
-   * Stops the vCPUs and releases the fds and hypercall pages. While RUN_VP calls are still
-   * blocked on the threadpool (they hold the VP files and write into their run buffers), the
-   * release waits until they have returned after the stop kick.
-   */
-  close(): void {
-    if (this.closed) return;
-    this.stop();
-    this.closed = true;
-    const release = (): void => {
-      for (const v of this.vcpus) this.sys.close(v.fd);
-      this.sys.close(this.ptFd);
-      this.sys.close(this.devFd);
-      for (const b of [this.hvIn, this.hvOut, ...this.vcpus.map((v) => v.runBuffer)]) this.sys.free(b);
-    };
-    if (this.running) void this.running.then(release, release);
-    else release();
-    // Guest RAM stays mapped: GuestMemory views handed out must stay valid (as on KVM).
+  /** The fds and the hypercall and run pages (guest RAM stays mapped). */
+  protected release(): void {
+    for (const v of this.vcpus) this.sys.close(v.fd);
+    this.sys.close(this.ptFd);
+    this.sys.close(this.devFd);
+    for (const b of [this.hvIn, this.hvOut, ...this.vcpus.map((v) => v.runBuffer)]) this.sys.free(b);
   }
 
   // --- run loop ----------------------------------------------------------------------------
 
-  private async runVcpu(v: MshvVcpu): Promise<VcpuOutcome> {
-    v.status = 'running';
-    let failures = 0;
-    const done = (cause: VcpuOutcome['cause'], error?: Error): VcpuOutcome => {
-      v.status = 'stopped';
-      return { vp: v.index, cause, error, exits: v.exits };
-    };
-    while (!this.stopping) {
-      try {
-        await this.sys.ioctlAsync(v.fd, abi.MSHV_RUN_VP, v.runBuffer);
-        failures = 0;
-      } catch (e) {
-        if (this.stopping) break;
-        // EINTR (a signal), or an errno koffi could not bring back from the threadpool: retry a few times.
-        if (++failures <= MAX_RUN_FAILURES && (!(e instanceof MshvSysError) || e.errno === undefined || e.errno === abi.Errno.EINTR)) continue;
-        return done('host-error', e instanceof Error ? e : new HostSystemError(String(e), undefined));
-      }
-      v.exits++;
-      try {
-        const stop = await this.handleEvent(v, decodeRunMessage(v.index, v.runBuffer.bytes));
-        if (stop) return done('handler-stop');
-      } catch (e) {
-        return done('host-error', e as Error);
-      }
+  /**
+   * One MSHV_RUN_VP. EINTR (a signal reached the thread) and EAGAIN are the kernel saying
+   * "call again" (the Linux ioctl contract; cloud-hypervisor's MSHV loop does the same); an
+   * errno koffi could not bring back from the threadpool gets a few retries.
+   */
+  protected async runOnce(v: MshvVcpu): Promise<RunOnceResult> {
+    try {
+      await this.sys.ioctlAsync(v.fd, abi.MSHV_RUN_VP, v.runBuffer);
+      return 'exit';
+    } catch (e) {
+      if (!(e instanceof MshvSysError)) throw e;
+      if (e.errno === abi.Errno.EINTR || e.errno === abi.Errno.EAGAIN) return 'interrupted';
+      if (e.errno === undefined) return { transient: e };
+      throw e;
     }
-    return done('stop-requested');
   }
 
-  /** Handles one decoded message; true when the vCPU must stop. */
+  protected handleRun(v: MshvVcpu): Promise<boolean> {
+    return this.handleEvent(v, decodeRunMessage(v.index, v.runBuffer.bytes));
+  }
+
   private async handleEvent(v: MshvVcpu, ev: MshvEvent): Promise<boolean> {
     switch (ev.kind) {
       case 'ignored':
       case 'interruption-deliverable':
         return false;
       case 'sint-deliverable':
-        // The hypervisor clears the bits it reported (one-shot); mirror that before the retry
-        // re-requests whatever still has a backlog.
-        v.sintMask &= ~ev.sints;
-        this.synic.onSintDeliverable(v.index, ev.sints);
+        this.sintDeliverable(v, ev.sints);
         return false;
       case 'mmio':
-        return this.handleMmio(v, ev);
+        return this.finishX64Mmio(v, ev.context, ev.gpa, ev.instruction);
       case 'exit': {
-        const response = await this.dispatch(v, ev.exit);
-        if (ev.exit.kind === 'shutdown' || ev.exit.kind === 'unrecoverable') {
-          if (response?.stop === false) return false;
-          throw fatalError(ev.exit);
-        }
-        this.writeRegisters(v.index, completeIntercept(ev, response));
-        return response?.stop === true;
+        const { context } = ev;
+        return this.finishExit(v, ev.exit, (response) => (context ? completeX64Intercept(this.x64Names, ev.exit, { context, rax: ev.rax, cpuidDefault: ev.cpuidDefault }, response) : []));
       }
-    }
-  }
-
-  private async handleMmio(v: MshvVcpu, ev: Extract<MshvEvent, { kind: 'mmio' }>): Promise<boolean> {
-    // The intercept header's RIP is authoritative for the faulting instruction.
-    const regs = { ...this.readGeneralRegisters(v.index), rip: ev.context.rip };
-    const { instruction } = ev;
-    const exit: MmioExit = {
-      kind: 'mmio',
-      vp: v.index,
-      gpa: ev.gpa,
-      size: instruction.size,
-      isWrite: instruction.isWrite,
-      data: instruction.isWrite ? mmioStoreValue(instruction, regs) : 0n,
-    };
-    const response = await this.dispatch(v, exit);
-    this.writeRegisters(v.index, completeMmio(instruction, regs, response));
-    return response?.stop === true;
-  }
-
-  /** Routes an exit with register access open for the handler; a throwing handler becomes ExitHandlerError. */
-  private async dispatch(v: MshvVcpu, exit: Exit): Promise<ExitResponse | void> {
-    v.inHandler = true;
-    try {
-      const response = await this.router.dispatch(exit);
-      checkExitResponse(exit, response);  // NaN, 1.5 or 2^70 fail the handler instead of reaching the registers
-      return response;
-    } catch (err) {
-      throw new ExitHandlerError(`vCPU ${v.index}: handler for ${exit.kind} failed: ${(err as Error)?.message ?? String(err)}`, v.index, { cause: err });
-    } finally {
-      v.inHandler = false;
     }
   }
 }
@@ -578,32 +402,4 @@ function openDevice(sys: MshvSys): number {
       { cause: e },
     );
   }
-}
-
-/** hv_x64_segment_register -> Segment (attributes: type 0-3, S 4, DPL 5-6, P 7, AVL 12, L 13, D/B 14, G 15). */
-function segmentFromHv(b: Uint8Array): Segment {
-  const s = abi.HvX64Segment.decode(b);
-  const a = s.attributes;
-  const bit = (n: number): boolean => ((a >>> n) & 1) === 1;
-  return {
-    base: s.base, limit: s.limit, selector: s.selector, type: a & 0xf, s: bit(4), dpl: (a >>> 5) & 3, present: bit(7),
-    avl: bit(12), l: bit(13), db: bit(14), g: bit(15), unusable: !bit(7),
-  };
-}
-
-function segmentToHv(s: Segment): { low: bigint; high: bigint } {
-  const b = (v: boolean, n: number): number => (v ? 1 << n : 0);
-  const attributes = (s.type & 0xf) | b(s.s, 4) | ((s.dpl & 3) << 5) | b(s.present && !s.unusable, 7) | b(s.avl, 12) | b(s.l, 13) | b(s.db, 14) | b(s.g, 15);
-  const high = BigInt(s.limit >>> 0) | (BigInt(s.selector & 0xffff) << 32n) | (BigInt(attributes) << 48n);
-  return { low: BigInt.asUintN(64, s.base), high };
-}
-
-/** hv_x64_table_register: pad[3] u16, limit u16 @6, base u64 @8. */
-function tableFromHv(b: Uint8Array): DescriptorTable {
-  const view = new DataView(b.buffer, b.byteOffset, 16);
-  return { limit: view.getUint16(6, true), base: view.getBigUint64(8, true) };
-}
-
-function tableToHv(t: DescriptorTable): { low: bigint; high: bigint } {
-  return { low: BigInt(t.limit & 0xffff) << 48n, high: BigInt.asUintN(64, t.base) };
 }

@@ -1,6 +1,6 @@
 /**
  * The system-call layer under the MSHV backend: the only place that touches libc. The
- * partition talks to an `MshvSys`; tests use FakeMshvSys (fake-sys.ts), real hosts use
+ * partition talks to an `MshvSys`; tests use FakeMshvSys (@hvemu/accel/testing), real hosts use
  * KoffiMshvSys, which loads koffi and libc lazily, when the backend is opened.
  *
  * Structures that carry pointers (mshv_root_hvcall, mshv_user_mem_region) hold host

@@ -1,6 +1,6 @@
 /**
  * The DLL layer under the WHPX backend: the only place that touches WinHvPlatform.dll and
- * kernel32. WhpxPartition talks to a `WhpxApi`; tests use FakeWhpxApi (fake-api.ts), Windows
+ * kernel32. WhpxPartition talks to a `WhpxApi`; tests use FakeWhpxApi (@hvemu/accel/testing), Windows
  * hosts use KoffiWhpxApi, which loads koffi and the DLLs lazily, when the backend is opened.
  *
  * Every call returns the raw HRESULT (as an unsigned 32-bit number): the partition decides

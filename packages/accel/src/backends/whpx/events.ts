@@ -5,24 +5,15 @@
  */
 import type { Exit, UnrecoverableExit } from '../../exits.js';
 import type { MmioInstruction } from '../x86-mmio.js';
+import { unrecoverableExit, type X64Completion as SharedX64Completion, type X64InterceptContext } from '../hv-common/x64.js';
 
-/** The x64 VpContext fields the completion needs. */
-export interface X64Context {
-  readonly rip: bigint;
-  readonly rflags: bigint;
-  /** VpContext.InstructionLength (bits 0-3 of byte @2); 0 when the hypervisor did not give it. */
-  readonly instructionLength: number;
-  readonly executionState: number;
-  /** 64-bit code: CR0.PE, EFER.LMA and CS.L. */
-  readonly longMode: boolean;
-  /** CS.D: default operand size 32 outside 64-bit mode. */
-  readonly defaultOperand32: boolean;
+/** The x64 VpContext fields the completion needs (the same facts as MSHV's intercept header). */
+export type X64Context = X64InterceptContext;
+
+/** What finishes an x64 exit besides the exit itself (hypercalls: the mode in the context picks RAX or EDX:EAX). */
+export interface X64Completion extends SharedX64Completion {
+  readonly arch: 'x64';
 }
-
-export type X64Completion =
-  | { readonly arch: 'x64'; readonly context: X64Context; readonly rax?: bigint; readonly cpuidDefault?: readonly [number, number, number, number] }
-  /** Hypercall: where the result goes depends on the mode (RAX, or EDX:EAX for 32-bit callers). */
-  | { readonly arch: 'x64'; readonly context: X64Context; readonly hypercall64: boolean };
 
 export interface Arm64Completion {
   readonly arch: 'arm64';
@@ -54,15 +45,8 @@ export type WhpxEvent =
   | { readonly kind: 'canceled' }
   | { readonly kind: 'ignored'; readonly reason: number; readonly what: string; readonly detail: number };
 
-export function unrecoverable(
-  vp: number,
-  reason: UnrecoverableExit['reason'],
-  backendCode: number,
-  detail: bigint,
-  instructionBytes?: Uint8Array,
-): WhpxEvent {
-  const exit: UnrecoverableExit = { kind: 'unrecoverable', vp, reason, backendCode, detail, registers: undefined, instructionBytes };
-  return { kind: 'exit', exit, completion: undefined };
+export function unrecoverable(vp: number, reason: UnrecoverableExit['reason'], backendCode: number, detail: bigint, instructionBytes?: Uint8Array): WhpxEvent {
+  return { kind: 'exit', exit: unrecoverableExit(vp, reason, backendCode, detail, instructionBytes), completion: undefined };
 }
 
 /** A 64-bit guest address as a JS number, or undefined beyond 2^53 (no RAM or device lives there). */

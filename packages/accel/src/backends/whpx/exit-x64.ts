@@ -7,7 +7,7 @@
  * advance, an access size that is not 1/2/4, string I/O, an MMIO instruction the decoder
  * rejects -- becomes an `unrecoverable` exit rather than an exception or a guess.
  */
-import type { HypercallExit } from '../../exits.js';
+import { hypercallExit } from '../hv-common/x64.js';
 import { decodeMmioInstruction, MmioDecodeError } from '../x86-mmio.js';
 import {
   EXEC_STATE_CR0_PE,
@@ -165,24 +165,10 @@ function cpuid(vp: number, buf: Uint8Array, context: X64Context, reason: number)
   return { kind: 'exit', exit: { kind: 'cpuid', vp, leaf: n(c.rax), subleaf: n(c.rcx) }, completion: { arch: 'x64', context, cpuidDefault } };
 }
 
-/**
- * Hyper-V hypercall (VMCALL/VMMCALL). 64-bit callers: RCX control, RDX input, R8 output.
- * 32-bit callers (TLFS): EDX:EAX control, EBX:ECX input, EDI:ESI output, result in EDX:EAX.
- */
+/** Hyper-V hypercall (VMCALL/VMMCALL): the TLFS convention of the caller's mode (hv-common/x64.ts). */
 function hypercall(vp: number, buf: Uint8Array, context: X64Context): WhpxEvent {
   const h = WhvX64HypercallContext.decode(buf, X64_UNION_OFFSET);
-  const is64 = context.longMode;
-  const pair = (hi: bigint, lo: bigint): bigint => ((hi & U32) << 32n) | (lo & U32);
-  const control = is64 ? h.rcx : pair(h.rdx, h.rax);
-  const exit: HypercallExit = {
-    kind: 'hypercall',
-    vp,
-    control,
-    input: is64 ? h.rdx : pair(h.rbx, h.rcx),
-    output: is64 ? h.r8 : pair(h.rdi, h.rsi),
-    xmm: is64 && (control & HV_HYPERCALL_FAST_BIT) !== 0n ? h.xmmRegisters : undefined,
-  };
-  return { kind: 'exit', exit, completion: { arch: 'x64', context, hypercall64: is64 } };
+  return { kind: 'exit', exit: hypercallExit(vp, context.longMode, h, h.xmmRegisters, HV_HYPERCALL_FAST_BIT), completion: { arch: 'x64', context } };
 }
 
 /** Exported for tests: the canceled context's reason (0 = WHvRunVpCancelReasonUser). */

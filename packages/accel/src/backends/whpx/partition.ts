@@ -15,21 +15,17 @@
  * WHvCancelRunVirtualProcessor, which WHP exists for.
  */
 import { silentLogger, type Logger } from '@hvemu/common';
-import { GuestMemory } from '@hvemu/memory';
-import { checkExitResponse } from '../../exit-decode.js';
-import { checkCommonOptions, checkObject, checkInt, checkRegisters, checkSpecialRegisters, describeValue, optNames, optU32List, ramChunks } from '../../validate.js';
-import type { IoDevice, MmioDevice, MsrDevice } from '../../devices.js';
-import { AccelUsageError, ExitHandlerError, HypervisorUnavailableError, MemoryMapError, MissingCapabilityError } from '../../errors.js';
-import { ExitRouter, fatalError } from '../../exit-router.js';
-import type { Exit, ExitHandler, ExitResponse, HypercallExit, MmioExit } from '../../exits.js';
-import { REG_NAMES, type DescriptorTable, type Registers, type Segment, type SpecialRegisters } from '../../registers.js';
-import { runVcpus } from '../vcpu-runs.js';
+import type { GuestMemory, RamRegionSpec } from '@hvemu/memory';
+import { checkCommonOptions, checkObject, checkInt, describeValue, optNames, optU32List } from '../../validate.js';
+import { AccelUsageError, HypervisorUnavailableError, MissingCapabilityError } from '../../errors.js';
+import { ExitRouter } from '../../exit-router.js';
+import type { MmioExit } from '../../exits.js';
+import { HvPartition, HvVcpu, type RunOnceResult } from '../hv-common/partition.js';
+import { encodeRegisterValues, HV_REGISTER_VALUE_SIZE, type RegisterWrite } from '../hv-common/x64.js';
 import { OffloadedSynicPort, type OffloadedSynicOps } from '../offloaded-synic.js';
-import type { AccelPartition, AccelVcpu, VcpuOutcome, VcpuStatus } from '../types.js';
-import { mmioStoreValue } from '../x86-mmio.js';
 import * as abi from './abi.js';
 import { loadWhpxApi, WHP_DLL, WHP_REQUIREMENTS, WhpxCallError, type HostBuffer, type PartitionHandle, type WhpxApi } from './api.js';
-import { arm64StoreValue, completeArm64, completeArm64Mmio, completeX64, completeX64Mmio, type RegisterWrite } from './completion.js';
+import { arm64StoreValue, completeArm64, completeArm64Mmio, completeX64, WHPX_X64_NAMES } from './completion.js';
 import type { WhpxEvent } from './events.js';
 import { decodeArm64Exit } from './exit-arm64.js';
 import { decodeX64Exit } from './exit-x64.js';
@@ -101,57 +97,20 @@ function check(call: string, hr: number): void {
   if (abi.failed(hr)) throw new WhpxCallError(call, hr);
 }
 
-class WhpxVcpu implements AccelVcpu {
-  status: VcpuStatus = 'created';
-  exits = 0;
-  /** True while a handler for this vCPU's exit runs: register access is allowed then. */
-  inHandler = false;
-  /** SINTs this VP should report deliverable; `deliverabilityDirty` = not yet written to the VP. */
-  sintMask = 0;
+class WhpxVcpu extends HvVcpu {
+  /** The SINT mask is not yet written to the VP (it was running when it changed). */
   deliverabilityDirty = false;
 
   constructor(
-    readonly index: number,
+    index: number,
+    protected override readonly owner: WhpxPartition,
     readonly exitContext: HostBuffer,
-    private readonly owner: WhpxPartition,
-  ) {}
-
-  get parked(): boolean {
-    return this.status !== 'running' || this.inHandler;
+  ) {
+    super(index, owner);
   }
 
-  private checkParked(): void {
-    if (!this.parked) throw new AccelUsageError(`vCPU ${this.index} is running: registers are accessible only while it is parked`);
-  }
-
-  private checkX64(): void {
+  protected override checkX64(): void {
     if (this.owner.arch !== 'x64') throw new AccelUsageError(`vCPU ${this.index} is arm64: use getArm64Registers()/readRegisters()`);
-  }
-
-  getRegisters(): Registers {
-    this.checkParked();
-    this.checkX64();
-    return this.owner.readGeneralRegisters(this.index);
-  }
-
-  setRegisters(regs: Registers): void {
-    checkRegisters(regs, `vCPU ${this.index}: setRegisters: registers`);
-    this.checkParked();
-    this.checkX64();
-    this.owner.writeRegisters(this.index, REG_NAMES.map((n) => ({ name: abi.WHvX64Register[n], value: BigInt.asUintN(64, regs[n]) })));
-  }
-
-  getSpecialRegisters(): SpecialRegisters {
-    this.checkParked();
-    this.checkX64();
-    return this.owner.readSpecialRegisters(this.index);
-  }
-
-  setSpecialRegisters(sregs: SpecialRegisters): void {
-    checkSpecialRegisters(sregs, `vCPU ${this.index}: setSpecialRegisters: registers`);
-    this.checkParked();
-    this.checkX64();
-    this.owner.writeSpecialRegisters(this.index, sregs);
   }
 
   /** Raw 64-bit register access by WHV_REGISTER_NAME (either architecture). */
@@ -174,28 +133,25 @@ class WhpxVcpu implements AccelVcpu {
   }
 }
 
-export class WhpxPartition implements AccelPartition {
+export class WhpxPartition extends HvPartition<WhpxVcpu> {
   readonly backend = 'whpx' as const;
+  readonly x64Names = WHPX_X64_NAMES;
   readonly arch: abi.WhpxArch;
   readonly memory: GuestMemory;
   readonly vcpus: readonly WhpxVcpu[];
   /** How vmbus reaches the guest: the hypervisor's SynIC through WHvPost.../WHvSignal... */
   readonly synic: OffloadedSynicPort;
-  private readonly router: ExitRouter;
-  private readonly logger: Logger;
+  protected readonly router: ExitRouter;
   private readonly ram: HostBuffer[] = [];
   private readonly exitContextSize: number;
-  private stopping = false;
-  private closed = false;
-  private running: Promise<VcpuOutcome[]> | undefined;
 
   private constructor(
     private readonly api: WhpxApi,
     private readonly handle: PartitionHandle,
     opts: WhpxPartitionOptions & { arch: abi.WhpxArch },
   ) {
+    super(opts.logger ?? silentLogger);
     this.arch = opts.arch;
-    this.logger = opts.logger ?? silentLogger;
     this.exitContextSize = abi.RUN_VP_EXIT_CONTEXT_SIZE[this.arch];
     const count = opts.vcpuCount ?? 1;
     this.configure(opts, count);
@@ -203,7 +159,7 @@ export class WhpxPartition implements AccelPartition {
     const vcpus: WhpxVcpu[] = [];
     this.vcpus = vcpus;
     try {
-      this.memory = this.mapMemory(opts.memory);
+      this.memory = this.mapInitialRam(opts.memory);
       for (let i = 0; i < count; i++) vcpus.push(this.createVp(i, opts.gic));
     } catch (e) {
       // create() deletes the partition; the VPs and buffers are ours to release.
@@ -211,7 +167,7 @@ export class WhpxPartition implements AccelPartition {
       for (const b of [...this.ram, ...vcpus.map((v) => v.exitContext)]) api.free(b);
       throw e;
     }
-    this.router = new ExitRouter(this.memory.regions, this.logger);
+    this.router = new ExitRouter(this.memory, this.logger);
     this.synic = new OffloadedSynicPort(this.synicOps(), { vpCount: count, logger: this.logger });
   }
 
@@ -261,102 +217,52 @@ export class WhpxPartition implements AccelPartition {
     if (leaves.length > 0) this.setProperty('CpuidExitList', Uint8Array.from(new Uint8Array(Uint32Array.from(leaves).buffer)));
   }
 
-  private mapMemory(regions: readonly { gpa: number; size: number }[]): GuestMemory {
+  protected mapChunk(gpa: number, size: number): RamRegionSpec {
     const flags = abi.WHvMapGpaRangeFlag.Read | abi.WHvMapGpaRangeFlag.Write | abi.WHvMapGpaRangeFlag.Execute;
-    const specs = regions.map((r, i) => {
-      if (r.gpa % PAGE !== 0 || r.size % PAGE !== 0 || r.size <= 0) {
-        throw new MemoryMapError(`RAM region ${i} (gpa 0x${r.gpa.toString(16)}, size 0x${r.size.toString(16)}) is not page-aligned`);
-      }
-      return ramChunks(r).map(({ offset, size }) => {
-        const gpa = r.gpa + offset;
-        const buf = this.api.allocate(size);
-        this.ram.push(buf);
-        check(`WHvMapGpaRange(0x${gpa.toString(16)})`, this.api.mapGpaRange(this.handle, buf.address, BigInt(gpa), BigInt(size), flags));
-        return { gpa, size, buffer: buf.bytes.buffer, byteOffset: buf.bytes.byteOffset };
-      });
-    }).flat();
-    try {
-      return new GuestMemory(specs);
-    } catch (e) {
-      throw new MemoryMapError(`bad guest memory map: ${(e as Error).message}`, { cause: e });
-    }
+    const buf = this.api.allocate(size);
+    this.ram.push(buf);
+    check(`WHvMapGpaRange(0x${gpa.toString(16)})`, this.api.mapGpaRange(this.handle, buf.address, BigInt(gpa), BigInt(size), flags));
+    return { gpa, size, buffer: buf.bytes.buffer, byteOffset: buf.bytes.byteOffset };
+  }
+
+  protected unmapChunk(gpa: number, size: number): void {
+    check(`WHvUnmapGpaRange(0x${gpa.toString(16)})`, this.api.unmapGpaRange(this.handle, BigInt(gpa), BigInt(size)));
   }
 
   private createVp(index: number, gic: WhpxGicOptions | undefined): WhpxVcpu {
     check(`WHvCreateVirtualProcessor2(${index})`, this.api.createVirtualProcessor(this.handle, index));
-    const v = new WhpxVcpu(index, this.api.allocate(PAGE), this);
-    if (this.arch === 'arm64') {
-      // Every VP needs its redistributor before it runs; one contiguous GICR region.
-      const g = { ...GIC_DEFAULTS, ...gic };
-      this.writeRegisters(index, [{ name: abi.WHvArm64RegisterGicrBaseGpa, value: g.redistributorBase + BigInt(index) * g.redistributorStride }]);
+    let exitContext: HostBuffer | undefined;
+    try {
+      exitContext = this.api.allocate(PAGE);
+      if (this.arch === 'arm64') {
+        // Every VP needs its redistributor before it runs; one contiguous GICR region.
+        const g = { ...GIC_DEFAULTS, ...gic };
+        this.writeRegisters(index, [{ name: abi.WHvArm64RegisterGicrBaseGpa, value: g.redistributorBase + BigInt(index) * g.redistributorStride }]);
+      }
+      return new WhpxVcpu(index, this, exitContext);
+    } catch (e) {
+      // Not in `vcpus` yet: the constructor's clean-up would miss this VP and its buffer.
+      if (exitContext) this.api.free(exitContext);
+      this.api.deleteVirtualProcessor(this.handle, index);
+      throw e;
     }
-    return v;
-  }
-
-  /** The partition handle is deleted at close(): a DLL call with it afterwards is a use after free. */
-  private checkOpen(call: string): void {
-    if (this.closed) throw new AccelUsageError(`${call}: the partition is closed`);
   }
 
   // --- registers --------------------------------------------------------------------------
 
+  /** The partition handle is deleted at close(): a DLL call with it afterwards is a use after free (checkOpen). */
   readRegisterValues(vp: number, names: readonly number[]): Uint8Array {
     this.checkOpen('WHvGetVirtualProcessorRegisters');
-    const values = new Uint8Array(names.length * abi.WHV_REGISTER_VALUE_SIZE);
+    const values = new Uint8Array(names.length * HV_REGISTER_VALUE_SIZE);
     check('WHvGetVirtualProcessorRegisters', this.api.getVirtualProcessorRegisters(this.handle, vp, Uint32Array.from(names), values));
     return values;
-  }
-
-  readRegisters64(vp: number, names: readonly number[]): bigint[] {
-    const out = this.readRegisterValues(vp, names);
-    const view = new DataView(out.buffer);
-    return names.map((_, i) => view.getBigUint64(i * abi.WHV_REGISTER_VALUE_SIZE, true));
   }
 
   /** One WHvSetVirtualProcessorRegisters for all of `writes`. */
   writeRegisters(vp: number, writes: readonly RegisterWrite[]): void {
     if (writes.length === 0) return;
     this.checkOpen('WHvSetVirtualProcessorRegisters');
-    const values = new Uint8Array(writes.length * abi.WHV_REGISTER_VALUE_SIZE);
-    const view = new DataView(values.buffer);
-    writes.forEach((w, i) => {
-      view.setBigUint64(i * 16, BigInt.asUintN(64, w.value), true);
-      view.setBigUint64(i * 16 + 8, BigInt.asUintN(64, w.high ?? 0n), true);
-    });
-    check('WHvSetVirtualProcessorRegisters', this.api.setVirtualProcessorRegisters(this.handle, vp, Uint32Array.from(writes, (w) => w.name), values));
-  }
-
-  readGeneralRegisters(vp: number): Registers {
-    const values = this.readRegisters64(vp, REG_NAMES.map((n) => abi.WHvX64Register[n]));
-    const r = {} as Record<keyof Registers, bigint>;
-    REG_NAMES.forEach((n, i) => (r[n] = values[i]));
-    return r;
-  }
-
-  readSpecialRegisters(vp: number): SpecialRegisters {
-    const segs = Object.entries(abi.WHvX64SegmentRegister);
-    const controls = [abi.WHvX64RegisterCr0, abi.WHvX64RegisterCr2, abi.WHvX64RegisterCr3, abi.WHvX64RegisterCr4, abi.WHvX64RegisterCr8, abi.WHvX64RegisterEfer, abi.WHvX64RegisterApicBase];
-    const out = this.readRegisterValues(vp, [...segs.map(([, n]) => n), abi.WHvX64RegisterGdtr, abi.WHvX64RegisterIdtr, ...controls]);
-    const at = (i: number): Uint8Array => out.subarray(i * 16, (i + 1) * 16);
-    const view = new DataView(out.buffer);
-    const result: Record<string, unknown> = {};
-    segs.forEach(([name], i) => (result[name] = segmentFromWhp(at(i))));
-    result['gdt'] = tableFromWhp(at(segs.length));
-    result['idt'] = tableFromWhp(at(segs.length + 1));
-    ['cr0', 'cr2', 'cr3', 'cr4', 'cr8', 'efer', 'apicBase'].forEach((n, i) => (result[n] = view.getBigUint64((segs.length + 2 + i) * 16, true)));
-    return result as unknown as SpecialRegisters;
-  }
-
-  writeSpecialRegisters(vp: number, s: SpecialRegisters): void {
-    const writes: RegisterWrite[] = [];
-    for (const [name, reg] of Object.entries(abi.WHvX64SegmentRegister)) writes.push({ name: reg, ...segmentToWhp(s[name as keyof typeof abi.WHvX64SegmentRegister]) });
-    writes.push({ name: abi.WHvX64RegisterGdtr, ...tableToWhp(s.gdt) }, { name: abi.WHvX64RegisterIdtr, ...tableToWhp(s.idt) });
-    const controls: [number, bigint][] = [
-      [abi.WHvX64RegisterCr0, s.cr0], [abi.WHvX64RegisterCr2, s.cr2], [abi.WHvX64RegisterCr3, s.cr3], [abi.WHvX64RegisterCr4, s.cr4],
-      [abi.WHvX64RegisterCr8, s.cr8], [abi.WHvX64RegisterEfer, s.efer], [abi.WHvX64RegisterApicBase, s.apicBase],
-    ];
-    for (const [name, value] of controls) writes.push({ name, value });
-    this.writeRegisters(vp, writes);
+    check('WHvSetVirtualProcessorRegisters', this.api.setVirtualProcessorRegisters(this.handle, vp, Uint32Array.from(writes, (w) => w.name), encodeRegisterValues(writes)));
   }
 
   // --- SynIC ------------------------------------------------------------------------------
@@ -413,99 +319,46 @@ export class WhpxPartition implements AccelPartition {
   }
 
   // --- AccelPartition --------------------------------------------------------------------
-
-  addIoDevice(device: IoDevice): void {
-    this.checkOpen('addIoDevice');
-    this.router.addIoDevice(device);
-  }
-
-  addMmioDevice(device: MmioDevice): void {
-    this.checkOpen('addMmioDevice');
-    this.router.addMmioDevice(device);
-  }
-
-  /** MSRs the hypervisor does not implement exit (UnhandledMsrs); ones it does need `userMsrs` at create time. */
-  addMsrDevice(device: MsrDevice): void {
-    this.checkOpen('addMsrDevice');
-    this.router.addMsrDevice(device);
-  }
-
-  onHypercall(handler: ExitHandler<HypercallExit>): void {
-    this.checkOpen('onHypercall');
-    this.router.onHypercall(handler);
-  }
-
-  onExit(handler: ExitHandler): void {
-    this.checkOpen('onExit');
-    this.router.onExit(handler);
-  }
+  // addMsrDevice (RoutedPartition's): MSRs the hypervisor does not implement exit (UnhandledMsrs); ones it does need `userMsrs` at create time.
 
   /** x64: fixed, edge, physical destination = APIC id `vp`. arm64: assert GIC INTID `vector` (PPI 16-31 on `vp`, SPI 32-1019). */
   interrupt(vp: number, vector: number): boolean {
     this.checkOpen('WHvRequestInterrupt');
-    if (!Number.isInteger(vp) || vp < 0 || vp >= this.vcpus.length) throw new AccelUsageError(`no vCPU ${vp}`);
+    this.checkVp(vp);
     const control = this.arch === 'x64' ? x64InterruptControl(vp, vector) : arm64InterruptControl(vp, vector);
     return !abi.failed(this.api.requestInterrupt(this.handle, control));
   }
 
-  run(vps?: readonly number[]): Promise<VcpuOutcome[]> {
-    if (!this.closed && !this.running) this.stopping = false; // before the loops test it
-    const { started, result } = runVcpus({ closed: this.closed, running: this.running }, this.vcpus, vps, (v) => this.runVcpu(v));
-    if (!started) return result;
-    this.running = started.finally(() => (this.running = undefined));
-    return result;
+  /** WHvCancelRunVirtualProcessor, which WHP exists for. */
+  protected kick(v: WhpxVcpu): void {
+    this.api.cancelRunVirtualProcessor(this.handle, v.index);
   }
 
-  stop(): void {
-    if (this.stopping) return;
-    this.stopping = true;
-    for (const v of this.vcpus) if (v.status === 'running') this.api.cancelRunVirtualProcessor(this.handle, v.index);
+  /** Deletes the VPs and the partition once their runs have returned (guest RAM stays allocated). */
+  protected release(): void {
+    for (const v of this.vcpus) this.api.deleteVirtualProcessor(this.handle, v.index);
+    this.api.deletePartition(this.handle);
+    for (const v of this.vcpus) this.api.free(v.exitContext);
   }
 
-  /** Stops the vCPUs, then deletes them and the partition once their runs have returned. */
-  close(): void {
-    if (this.closed) return;
-    this.stop();
-    this.closed = true;
-    const release = (): void => {
-      for (const v of this.vcpus) this.api.deleteVirtualProcessor(this.handle, v.index);
-      this.api.deletePartition(this.handle);
-      for (const v of this.vcpus) this.api.free(v.exitContext);
-    };
-    if (this.running) void this.running.then(release, release);
-    else release();
-    // Guest RAM stays allocated: GuestMemory views handed out must stay valid (as on KVM and MSHV).
+  protected override get isX64(): boolean {
+    return this.arch === 'x64';
   }
 
   // --- run loop ----------------------------------------------------------------------------
 
-  private async runVcpu(v: WhpxVcpu): Promise<VcpuOutcome> {
-    v.status = 'running';
-    const done = (cause: VcpuOutcome['cause'], error?: Error): VcpuOutcome => {
-      v.status = 'stopped';
-      return { vp: v.index, cause, error, exits: v.exits };
-    };
-    const decode = this.arch === 'x64' ? decodeX64Exit : decodeArm64Exit;
-    while (!this.stopping) {
-      try {
-        if (v.deliverabilityDirty) this.writeDeliverability(v);
-        const hr = await this.api.runVirtualProcessor(this.handle, v.index, v.exitContext, this.exitContextSize);
-        check('WHvRunVirtualProcessor', hr);
-      } catch (e) {
-        return done('host-error', e as Error);
-      }
-      v.exits++;
-      try {
-        const stop = await this.handleEvent(v, decode(v.index, v.exitContext.bytes.subarray(0, this.exitContextSize)));
-        if (stop) return done('handler-stop');
-      } catch (e) {
-        return done('host-error', e as Error);
-      }
-    }
-    return done('stop-requested');
+  /** One WHvRunVirtualProcessor; a SINT mask that changed while the VP ran is written first. */
+  protected async runOnce(v: WhpxVcpu): Promise<RunOnceResult> {
+    if (v.deliverabilityDirty) this.writeDeliverability(v);
+    check('WHvRunVirtualProcessor', await this.api.runVirtualProcessor(this.handle, v.index, v.exitContext, this.exitContextSize));
+    return 'exit';
   }
 
-  /** Handles one decoded exit; true when the vCPU must stop. */
+  protected handleRun(v: WhpxVcpu): Promise<boolean> {
+    const decode = this.arch === 'x64' ? decodeX64Exit : decodeArm64Exit;
+    return this.handleEvent(v, decode(v.index, v.exitContext.bytes.subarray(0, this.exitContextSize)));
+  }
+
   private async handleEvent(v: WhpxVcpu, ev: WhpxEvent): Promise<boolean> {
     switch (ev.kind) {
       case 'canceled':
@@ -515,73 +368,23 @@ export class WhpxPartition implements AccelPartition {
         this.logger.debug('WHPX exit ignored', { vp: v.index, what: ev.what, reason: ev.reason, detail: ev.detail });
         return false;
       case 'sint-deliverable':
-        // The notification is one-shot: the hypervisor cleared the bits it reported.
-        v.sintMask &= ~ev.sints;
-        this.synic.onSintDeliverable(v.index, ev.sints);
+        this.sintDeliverable(v, ev.sints);
         return false;
       case 'mmio-x64':
-        return this.handleMmioX64(v, ev);
-      case 'mmio-arm64':
-        return this.handleMmioArm64(v, ev);
-      case 'exit':
-        return this.handleExit(v, ev);
-    }
-  }
-
-  private async handleExit(v: WhpxVcpu, ev: Extract<WhpxEvent, { kind: 'exit' }>): Promise<boolean> {
-    const response = await this.dispatch(v, ev.exit);
-    const { exit } = ev;
-    if (exit.kind === 'shutdown' || exit.kind === 'unrecoverable') {
-      if (response?.stop === false) return false;
-      throw fatalError({ ...exit, registers: this.tryRegisters(v.index) });
-    }
-    if (ev.completion) {
-      const writes = ev.completion.arch === 'x64' ? completeX64(exit, ev.completion, response) : completeArm64(exit, ev.completion, response);
-      this.writeRegisters(v.index, writes);
-    }
-    return response?.stop === true;
-  }
-
-  private async handleMmioX64(v: WhpxVcpu, ev: Extract<WhpxEvent, { kind: 'mmio-x64' }>): Promise<boolean> {
-    // The exit context's RIP is authoritative for the faulting instruction.
-    const regs = { ...this.readGeneralRegisters(v.index), rip: ev.context.rip };
-    const { instruction } = ev;
-    const exit: MmioExit = { kind: 'mmio', vp: v.index, gpa: ev.gpa, size: instruction.size, isWrite: instruction.isWrite, data: instruction.isWrite ? mmioStoreValue(instruction, regs) : 0n };
-    const response = await this.dispatch(v, exit);
-    this.writeRegisters(v.index, completeX64Mmio(instruction, regs, response));
-    return response?.stop === true;
-  }
-
-  private async handleMmioArm64(v: WhpxVcpu, ev: Extract<WhpxEvent, { kind: 'mmio-arm64' }>): Promise<boolean> {
-    const { access } = ev;
-    const source = access.isWrite && access.srt !== 31 ? this.readRegisters64(v.index, [abi.arm64X(access.srt)])[0] : 0n;
-    const exit: MmioExit = { kind: 'mmio', vp: v.index, gpa: ev.gpa, size: access.size, isWrite: access.isWrite, data: access.isWrite ? arm64StoreValue(access, source) : 0n };
-    const response = await this.dispatch(v, exit);
-    this.writeRegisters(v.index, completeArm64Mmio(access, ev.pc, response));
-    return response?.stop === true;
-  }
-
-  /** Registers for a fatal-exit report (x64), or undefined if they cannot be read. */
-  private tryRegisters(vp: number): Registers | undefined {
-    if (this.arch !== 'x64') return undefined;
-    try {
-      return this.readGeneralRegisters(vp);
-    } catch {
-      return undefined;
-    }
-  }
-
-  /** Routes an exit with register access open for the handler; a throwing handler becomes ExitHandlerError. */
-  private async dispatch(v: WhpxVcpu, exit: Exit): Promise<ExitResponse | void> {
-    v.inHandler = true;
-    try {
-      const response = await this.router.dispatch(exit);
-      checkExitResponse(exit, response);  // NaN, 1.5 or 2^70 fail the handler instead of reaching the registers
-      return response;
-    } catch (err) {
-      throw new ExitHandlerError(`vCPU ${v.index}: handler for ${exit.kind} failed: ${(err as Error)?.message ?? String(err)}`, v.index, { cause: err });
-    } finally {
-      v.inHandler = false;
+        return this.finishX64Mmio(v, ev.context, ev.gpa, ev.instruction);
+      case 'mmio-arm64': {
+        const { access } = ev;
+        const source = access.isWrite && access.srt !== 31 ? this.readRegisters64(v.index, [abi.arm64X(access.srt)])[0] : 0n;
+        const exit: MmioExit = { kind: 'mmio', vp: v.index, gpa: ev.gpa, size: access.size, isWrite: access.isWrite, data: access.isWrite ? arm64StoreValue(access, source) : 0n };
+        return this.finishExit(v, exit, (response) => completeArm64Mmio(access, ev.pc, response));
+      }
+      case 'exit': {
+        const { exit, completion } = ev;
+        return this.finishExit(v, exit, (response) => {
+          if (!completion) return [];
+          return completion.arch === 'x64' ? completeX64(exit, completion, response) : completeArm64(exit, completion, response);
+        });
+      }
     }
   }
 }
@@ -680,29 +483,4 @@ export function arm64InterruptControl(vp: number, intid: number): Uint8Array {
     destinationAddress: BigInt(vp),
     requestedVector: intid,
   });
-}
-
-/** WHV_X64_SEGMENT_REGISTER -> Segment (attributes: type 0-3, S 4, DPL 5-6, P 7, AVL 12, L 13, D/B 14, G 15). */
-function segmentFromWhp(b: Uint8Array): Segment {
-  const s = abi.WhvX64SegmentRegister.decode(b);
-  const a = s.attributes;
-  const bit = (n: number): boolean => ((a >>> n) & 1) === 1;
-  return { base: s.base, limit: s.limit, selector: s.selector, type: a & 0xf, s: bit(4), dpl: (a >>> 5) & 3, present: bit(7), avl: bit(12), l: bit(13), db: bit(14), g: bit(15), unusable: !bit(7) };
-}
-
-function segmentToWhp(s: Segment): { value: bigint; high: bigint } {
-  const b = (v: boolean, n: number): number => (v ? 1 << n : 0);
-  const attributes = (s.type & 0xf) | b(s.s, 4) | ((s.dpl & 3) << 5) | b(s.present && !s.unusable, 7) | b(s.avl, 12) | b(s.l, 13) | b(s.db, 14) | b(s.g, 15);
-  const bytes = abi.WhvX64SegmentRegister.encodeNew({ base: BigInt.asUintN(64, s.base), limit: s.limit >>> 0, selector: s.selector & 0xffff, attributes });
-  const view = new DataView(bytes.buffer);
-  return { value: view.getBigUint64(0, true), high: view.getBigUint64(8, true) };
-}
-
-function tableFromWhp(b: Uint8Array): DescriptorTable {
-  const t = abi.WhvX64TableRegister.decode(b);
-  return { limit: t.limit, base: t.base };
-}
-
-function tableToWhp(t: DescriptorTable): { value: bigint; high: bigint } {
-  return { value: BigInt(t.limit & 0xffff) << 48n, high: BigInt.asUintN(64, t.base) };
 }

@@ -7,8 +7,8 @@
  * VMM kicks it (NMI/interrupt bits in DELIVERABILITY_NOTIFICATIONS), then returns an
  * HVMSG_X64_INTERRUPTION_DELIVERABLE message.
  */
-import * as abi from './abi.js';
-import { MshvSysError, sysError, type HostBuffer, type MshvSys } from './sys.js';
+import * as abi from '../backends/mshv/abi.js';
+import { MshvSysError, sysError, type HostBuffer, type MshvSys } from '../backends/mshv/sys.js';
 
 export type FakeCall =
   | { readonly op: 'open'; readonly path: string }
@@ -121,7 +121,14 @@ export class FakeMshvSys implements MshvSys {
     return this.newBuffer(size);
   }
 
-  free(): void {}
+  free(buffer: HostBuffer): void {
+    if (!this.buffers.delete(buffer.address)) throw new Error(`FakeMshvSys.free: 0x${buffer.address.toString(16)} is not a live buffer (double free?)`);
+  }
+
+  /** Buffers from alloc() or mapRam() not freed yet (a leak check after a failed create()). */
+  liveBuffers(): number {
+    return this.buffers.size;
+  }
 
   private newBuffer(size: number): HostBuffer {
     const address = this.nextAddress;

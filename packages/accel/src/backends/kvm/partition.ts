@@ -1,7 +1,7 @@
 /**
- * Partition and Vcpu: the backend-neutral face of a VM. This file holds the KVM-backed
- * implementation over the native addon; the exit model, device maps and register shapes it
- * uses are shared with the backends to come (MSHV, WHPX, simulated).
+ * KvmPartition and KvmVcpu: the AccelPartition over Linux KVM, through the native addon
+ * (native/). The exit model, device maps and register shapes it uses are shared with the
+ * MSHV and WHPX backends.
  *
  * How exits reach TypeScript (README.md has the measured cost):
  *   vCPU thread: fills its exit slot, publishes POSTED, spins briefly, then sleeps on a futex.
@@ -12,19 +12,20 @@
  */
 import { performance } from 'node:perf_hooks';
 import { silentLogger, type Logger } from '@hvemu/common';
-import { GuestMemory } from '@hvemu/memory';
-import { buildCpuidModel, decodeCpuid, encodeCpuid, type CpuidEntry } from './cpuid.js';
-import type { IoDevice, MmioDevice, MsrDevice } from './devices.js';
-import { ExitRouter, fatalError, isPromise } from './exit-router.js';
-import type { AccelPartition, AccelVcpu, VcpuOutcome, VcpuStatus } from './backends/types.js';
+import { GuestMemory, type RamRegionSpec } from '@hvemu/memory';
+import { buildCpuidModel, decodeCpuid, encodeCpuid, type CpuidEntry } from '../../cpuid.js';
+import type { MsrDevice } from '../../devices.js';
+import { ExitRouter, fatalError, isPromise } from '../../exit-router.js';
+import type { AccelPartition, AccelVcpu, Doorbells, GuestTsc, InterruptTriggers, PageLists, VcpuOutcome, VcpuStatus } from '../types.js';
 import {
   AccelUsageError,
   ExitHandlerError,
   HostSystemError,
   HypervisorUnavailableError,
   native,
-} from './errors.js';
-import { decodeExit, encodeResponse } from './exit-decode.js';
+} from '../../errors.js';
+import { decodeExit, encodeResponse } from '../../exit-decode.js';
+import { RoutedPartition } from '../routed-partition.js';
 import {
   checkCommonOptions,
   checkCpuidEntries,
@@ -40,10 +41,10 @@ import {
   optFunction,
   optInt,
   U32_MAX,
-} from './validate.js';
-import type { Exit, ExitHandler, ExitResponse, HypercallExit } from './exits.js';
-import { loadAddon, type NativeEventfdWatcher, type NativePartition } from './native/addon.js';
-import { ExitCause, HDR_JS_POLLING, Off, SlotState, SlotView } from './native/exit-slot.js';
+} from '../../validate.js';
+import type { Exit, ExitResponse } from '../../exits.js';
+import { loadAddon, type NativeEventfdWatcher, type NativePartition } from '../../native/addon.js';
+import { ExitCause, HDR_JS_POLLING, Off, SlotState, SlotView } from '../../native/exit-slot.js';
 import {
   packRegisters,
   packSpecialRegisters,
@@ -51,14 +52,14 @@ import {
   unpackSpecialRegisters,
   type Registers,
   type SpecialRegisters,
-} from './registers.js';
+} from '../../registers.js';
 
 export interface MemoryRegion {
   readonly gpa: number;
   readonly size: number;
 }
 
-export interface PartitionOptions {
+export interface KvmPartitionOptions {
   /** Number of vCPUs (APIC ids 0..n-1). Default 1. */
   readonly vcpuCount?: number;
   /** Guest RAM regions; the gaps are MMIO space. */
@@ -115,7 +116,7 @@ export interface VcpuTimes {
   readonly waitNs: bigint;
 }
 
-export class Vcpu implements AccelVcpu {
+export class KvmVcpu implements AccelVcpu {
   /** Exits this vCPU has posted (including ones still being answered). */
   exits = 0;
   status: VcpuStatus = 'created';
@@ -165,6 +166,8 @@ export class Vcpu implements AccelVcpu {
     }
     this.call('setXmm', () => this.nativePartition.setXmm(this.index, xmm));
   }
+  /** The AccelVcpu face of tscKhz()/guestTsc(). */
+  readonly tsc: GuestTsc = { khz: () => this.tscKhz(), read: () => this.guestTsc() };
   /** The guest TSC frequency in kHz as the backend runs this vCPU (KVM_GET_TSC_KHZ). */
   tscKhz(): number {
     return this.call('tscKhz', () => this.nativePartition.getTscKhz(this.index));
@@ -243,32 +246,37 @@ function ramSpecs(ram: readonly MemoryRegion[], buffers: ArrayBuffer[][]): { gpa
  * weakly (an unclosed, unreachable partition is collected and its VM released by the addon's
  * finalizer), but one whose vCPUs run must stay alive until run() settles, reachable or not.
  */
-const running = new Set<Partition>();
+const running = new Set<KvmPartition>();
 
-export class Partition implements AccelPartition {
+export class KvmPartition extends RoutedPartition implements AccelPartition {
   readonly backend = 'kvm' as const;
   readonly memory: GuestMemory;
-  readonly vcpus: readonly Vcpu[];
+  /** AccelPartition's optional capabilities, all served on KVM. */
+  readonly doorbells: Doorbells = { create: (spec) => this.createIoeventfd(spec) };
+  readonly interruptTriggers: InterruptTriggers = { create: (vp, vector) => this.createIrqfd(vp, vector) };
+  readonly pageLists: PageLists = { map: (pfns) => this.mapPageList(pfns) };
+
+  readonly vcpus: readonly KvmVcpu[];
   private readonly nativePartition: NativePartition;
   private readonly slots: readonly SlotView[];
   private readonly header: Int32Array;
   private readonly inFlight: boolean[];
   private readonly ended: boolean[];
-  private readonly router: ExitRouter;
+  protected readonly router: ExitRouter;
   private readonly userMsrs: number[];
   private readonly pollMs: number;
   private readonly logger: Logger;
   private runWaiters: { resolve: (o: VcpuOutcome[]) => void; reject: (e: unknown) => void }[] = [];
   private outcomes: (VcpuOutcome | undefined)[];
-  private closed = false;
   private watcher: NativeEventfdWatcher | undefined;
   private readonly watched = new Map<number, () => void>();
 
-  private constructor(opts: PartitionOptions) {
+  private constructor(opts: KvmPartitionOptions) {
+    super();
     checkOptions(opts);
     const addon = loadAddon();
-    const KvmPartition = addon.KvmPartition;
-    if (!KvmPartition) throw new HypervisorUnavailableError(addon.probeKvm().message);
+    const NativeKvmPartition = addon.KvmPartition;
+    if (!NativeKvmPartition) throw new HypervisorUnavailableError(addon.probeKvm().message);
     const vcpuCount = opts.vcpuCount ?? 1;
     this.logger = opts.logger ?? silentLogger;
     this.pollMs = (opts.pollMicros ?? DEFAULT_POLL_MICROS) / 1000;
@@ -276,7 +284,7 @@ export class Partition implements AccelPartition {
     const ram = opts.memory.map(({ gpa, size }) => ({ gpa, size }));
     this.nativePartition = native(
       () =>
-        new KvmPartition(
+        new NativeKvmPartition(
           {
             vcpuCount,
             ram,
@@ -289,16 +297,17 @@ export class Partition implements AccelPartition {
           // Weakly: the addon's threadsafe function holds this callback for the partition's
           // life, so a strong `this` here would keep every unclosed partition (its VM fds and
           // RAM) alive for ever. While vCPUs run, `running` holds the partition instead.
-          Partition.weakly(this, Partition.drainOf),
+          KvmPartition.weakly(this, KvmPartition.drainOf),
         ),
     );
     try {
       this.memory = new GuestMemory(ramSpecs(ram, this.nativePartition.ramBuffers()));
-      this.router = new ExitRouter(this.memory.regions, this.logger);
+      for (const r of ram) this.noteRam(r.gpa, r.size);
+      this.router = new ExitRouter(this.memory, this.logger);
       const exitBuffer = this.nativePartition.exitBuffer();
       this.header = new Int32Array(exitBuffer, 0, 16);
       this.slots = Array.from({ length: vcpuCount }, (_, vp) => new SlotView(exitBuffer, vp));
-      this.vcpus = this.slots.map((slot, vp) => new Vcpu(this.nativePartition, vp, slot, () => this.closed));
+      this.vcpus = this.slots.map((slot, vp) => new KvmVcpu(this.nativePartition, vp, slot, () => this.closed));
       this.inFlight = new Array<boolean>(vcpuCount).fill(false);
       this.ended = new Array<boolean>(vcpuCount).fill(false);
       this.outcomes = new Array<VcpuOutcome | undefined>(vcpuCount).fill(undefined);
@@ -314,7 +323,7 @@ export class Partition implements AccelPartition {
    * `fn` a static function, not in the constructor: V8 keeps a closure's whole enclosing
    * context, and the constructor's (and a method's) holds `this`.
    */
-  private static weakly<A extends unknown[]>(partition: Partition, fn: (p: Partition, ...args: A) => void): (...args: A) => void {
+  private static weakly<A extends unknown[]>(partition: KvmPartition, fn: (p: KvmPartition, ...args: A) => void): (...args: A) => void {
     const ref = new WeakRef(partition);
     return (...args: A) => {
       const p = ref.deref();
@@ -322,11 +331,11 @@ export class Partition implements AccelPartition {
     };
   }
 
-  private static drainOf(p: Partition): void {
+  private static drainOf(p: KvmPartition): void {
     p.drain();
   }
 
-  private static fdsReadyOf(p: Partition, fds: number[]): void {
+  private static fdsReadyOf(p: KvmPartition, fds: number[]): void {
     p.onFdsReady(fds);
   }
 
@@ -335,8 +344,8 @@ export class Partition implements AccelPartition {
    * model. Options of the wrong type or out of range are an AccelUsageError naming the option;
    * a RAM map KVM cannot take is a MemoryMapError.
    */
-  static create(opts: PartitionOptions): Partition {
-    return new Partition(opts);
+  static create(opts: KvmPartitionOptions): KvmPartition {
+    return new KvmPartition(opts);
   }
 
   /** Whether KVM is usable here (open + API 12 + a VM can be created), with the reason if not. */
@@ -349,7 +358,7 @@ export class Partition implements AccelPartition {
     }
   }
 
-  private programCpuid(opts: PartitionOptions): void {
+  private programCpuid(opts: KvmPartitionOptions): void {
     const supported = decodeCpuid(native(() => this.nativePartition.supportedCpuid()));
     for (const v of this.vcpus) {
       const entries = buildCpuidModel(supported, {
@@ -363,18 +372,8 @@ export class Partition implements AccelPartition {
 
   // ---- devices and handlers -------------------------------------------------------------
 
-  addIoDevice(device: IoDevice): void {
-    this.checkOpen('addIoDevice');
-    this.router.addIoDevice(device);
-  }
-
-  addMmioDevice(device: MmioDevice): void {
-    this.checkOpen('addMmioDevice');
-    this.router.addMmioDevice(device);
-  }
-
   /** Handles MSR exits for [msr, msr+count). MSRs outside the Hyper-V range are added to the filter. */
-  addMsrDevice(device: MsrDevice): void {
+  override addMsrDevice(device: MsrDevice): void {
     this.checkOpen('addMsrDevice');
     // KVM's MSR filter holds the Hyper-V range plus KVM_EXTRA_MSRS single MSRs: a device that
     // needs more is refused before any list is built, and a native refusal adds nothing.
@@ -390,18 +389,6 @@ export class Partition implements AccelPartition {
         this.userMsrs.splice(0, this.userMsrs.length, ...next);
       },
     });
-  }
-
-  /** Receives hypercall exits (see PartitionOptions.hypercallPort). */
-  onHypercall(handler: ExitHandler<HypercallExit>): void {
-    this.checkOpen('onHypercall');
-    this.router.onHypercall(handler);
-  }
-
-  /** Receives every exit no device or specific handler took (including halt, shutdown, unrecoverable). */
-  onExit(handler: ExitHandler): void {
-    this.checkOpen('onExit');
-    this.router.onExit(handler);
   }
 
   // ---- interrupts and doorbells --------------------------------------------------------
@@ -483,7 +470,7 @@ export class Partition implements AccelPartition {
       const Watcher = loadAddon().EventfdWatcher;
       if (!Watcher) throw new HypervisorUnavailableError('this build of the native addon has no eventfd watcher');
       // As the exit callback: the watcher must not keep the partition alive.
-      const onReady = Partition.weakly(this, Partition.fdsReadyOf);
+      const onReady = KvmPartition.weakly(this, KvmPartition.fdsReadyOf);
       this.watcher = native(() => new Watcher(onReady));
     }
     if (this.watched.has(fd)) throw new AccelUsageError(`eventfd ${fd} is already watched`);
@@ -508,6 +495,23 @@ export class Partition implements AccelPartition {
   }
 
   /** Maps guest pages `pfns` (each must be RAM) side by side into one host view. It stays valid after close(). */
+  // ---- guest RAM at run time --------------------------------------------------------------
+
+  /** A new memslot over a new memfd (the addon checks alignment, the platform hole and overlap too). */
+  protected mapRam(gpa: number, size: number): RamRegionSpec[] {
+    return ramSpecs([{ gpa, size }], [native(() => this.nativePartition.addRam(gpa, size))]);
+  }
+
+  /** Deletes the memslot; the addon detaches every JS buffer over the region before its mapping can go. */
+  protected unmapRam(gpa: number): void {
+    native(() => this.nativePartition.removeRam(gpa));
+  }
+
+  /** FALLOC_FL_PUNCH_HOLE on the memfd: zeros for the guest and JS, the host pages freed. */
+  protected discardPages(gpa: number, size: number): void {
+    native(() => this.nativePartition.discardRam(gpa, size));
+  }
+
   mapPageList(pfns: ArrayLike<number>): PageListView {
     this.checkOpen('mapPageList');
     if (pfns === null || typeof pfns !== 'object' || typeof (pfns as { length?: unknown }).length !== 'number') {
@@ -526,10 +530,6 @@ export class Partition implements AccelPartition {
   }
 
   /** Refuses calls on a closed partition: AccelUsageError naming the call. */
-  private checkOpen(what: string): void {
-    if (this.closed) throw new AccelUsageError(`${what}: the partition is closed`);
-  }
-
   private msiFor(vp: number, vector: number): { address: number; data: number } {
     // APIC ids are 0..n-1; 0xff would be a broadcast to every vCPU, not "vCPU 255".
     if (typeof vp !== 'number' || !Number.isInteger(vp) || vp < 0 || vp >= this.vcpus.length) {
@@ -622,6 +622,7 @@ export class Partition implements AccelPartition {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    this.router.dispose();
     this.watcher?.close();
     this.watched.clear();
     this.nativePartition.close();
@@ -761,23 +762,23 @@ export class Partition implements AccelPartition {
   }
 }
 
-/** Partition.create's options (see PartitionOptions); the RAM map's layout is KVM's to judge. */
-function checkOptions(opts: PartitionOptions): void {
-  const o = checkCommonOptions(opts, 'Partition.create', 256);
-  if (o['hypercallPort'] !== undefined) checkInt(o['hypercallPort'], 'Partition.create: options.hypercallPort', 0, 0xffff);
-  optBool(o['int3Fixup'], 'Partition.create: options.int3Fixup');
-  optBool(o['syncRegs'], 'Partition.create: options.syncRegs');
-  optInt(o['spinIterations'], 'Partition.create: options.spinIterations', 0, U32_MAX, 0);
+/** KvmPartition.create's options (see KvmPartitionOptions); the RAM map's layout is KVM's to judge. */
+function checkOptions(opts: KvmPartitionOptions): void {
+  const o = checkCommonOptions(opts, 'KvmPartition.create', 256);
+  if (o['hypercallPort'] !== undefined) checkInt(o['hypercallPort'], 'KvmPartition.create: options.hypercallPort', 0, 0xffff);
+  optBool(o['int3Fixup'], 'KvmPartition.create: options.int3Fixup');
+  optBool(o['syncRegs'], 'KvmPartition.create: options.syncRegs');
+  optInt(o['spinIterations'], 'KvmPartition.create: options.spinIterations', 0, U32_MAX, 0);
   // NaN would make the exit poll loop never see its deadline; Infinity likewise.
-  if (o['pollMicros'] !== undefined) checkFinite(o['pollMicros'], 'Partition.create: options.pollMicros', 0, 1_000_000);
+  if (o['pollMicros'] !== undefined) checkFinite(o['pollMicros'], 'KvmPartition.create: options.pollMicros', 0, 1_000_000);
   if (o['hypervisorLeaves'] !== undefined) {
-    checkCpuidEntries(o['hypervisorLeaves'], 'Partition.create: options.hypervisorLeaves', 256).forEach((e, i) => {
+    checkCpuidEntries(o['hypervisorLeaves'], 'KvmPartition.create: options.hypervisorLeaves', 256).forEach((e, i) => {
       if (e.function < 0x40000000 || e.function > 0x400000ff) {
-        throw new AccelUsageError(`Partition.create: options.hypervisorLeaves[${i}].function 0x${e.function.toString(16)} is outside 0x40000000-0x400000ff`);
+        throw new AccelUsageError(`KvmPartition.create: options.hypervisorLeaves[${i}].function 0x${e.function.toString(16)} is outside 0x40000000-0x400000ff`);
       }
     });
   }
-  optFunction(o['customizeCpuid'], 'Partition.create: options.customizeCpuid');
+  optFunction(o['customizeCpuid'], 'KvmPartition.create: options.customizeCpuid');
 }
 
 /** createIoeventfd's spec: a space, an address in it, an access length, an optional u64 datamatch. */

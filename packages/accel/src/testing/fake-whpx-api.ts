@@ -5,8 +5,8 @@
  * its run blocks until WHvCancelRunVirtualProcessor, which then returns a Canceled exit (as the
  * real call does). Everything is byte-level: the partition cannot tell it from the DLL.
  */
-import { RUN_VP_EXIT_CONTEXT_SIZE, S_OK, WHV_REGISTER_VALUE_SIZE, WHvRunVpExitReasonArm64, WHvRunVpExitReasonX64, type WhpxArch } from './abi.js';
-import type { HostBuffer, PartitionHandle, WhpxApi } from './api.js';
+import { RUN_VP_EXIT_CONTEXT_SIZE, S_OK, WHV_REGISTER_VALUE_SIZE, WHvRunVpExitReasonArm64, WHvRunVpExitReasonX64, type WhpxArch } from '../backends/whpx/abi.js';
+import type { HostBuffer, PartitionHandle, WhpxApi } from '../backends/whpx/api.js';
 
 export interface FakeCall {
   readonly fn: string;
