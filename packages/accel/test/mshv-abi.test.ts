@@ -54,7 +54,7 @@ describe('MSHV structures', () => {
   });
 
   it('intercept messages match the x64 layouts (payload offsets)', () => {
-    expect(abi.HvMessageHeader.size).toBe(16);
+    expect(abi.hv_message_header.size).toBe(16);
     expect(offsets(abi.HvX64InterceptHeader)).toEqual({ vpIndex: 0, lengthAndCr8: 4, interceptAccessType: 5, executionState: 6, cs: 8, rip: 24, rflags: 32 });
     expect(abi.HvX64IoPortInterceptMessage.size).toBe(128);
     expect(offsets(abi.HvX64IoPortInterceptMessage)).toMatchObject({ portNumber: 40, accessInfo: 42, instructionByteCount: 43, rax: 48, instructionBytes: 56, ds: 72, es: 88, rcx: 104, rsi: 112, rdi: 120 });
@@ -66,7 +66,7 @@ describe('MSHV structures', () => {
     expect(abi.HvX64ExceptionInterceptMessage.size).toBe(240);
     expect(offsets(abi.HvX64SintDeliverableMessage)).toMatchObject({ deliverableSints: 40 });
     for (const s of [abi.HvX64IoPortInterceptMessage, abi.HvX64MemoryInterceptMessage, abi.HvX64HypercallInterceptMessage, abi.HvX64ExceptionInterceptMessage]) {
-      expect(s.size).toBeLessThanOrEqual(abi.HV_MESSAGE_PAYLOAD_BYTES);
+      expect(s.size).toBeLessThanOrEqual(abi.HV_MESSAGE_PAYLOAD_BYTE_COUNT);
     }
   });
 });

@@ -10,6 +10,7 @@ const hex = (b: Uint8Array) => Array.from(b, (x) => x.toString(16).padStart(2, '
 /** Setup calls in a readable form. */
 function summarize(calls: readonly FakeCall[]): unknown[] {
   return calls.map((c) => {
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any -- recorded FFI arguments of every shape
     const a = c.args as Record<string, any>;
     switch (c.fn) {
       case 'WHvGetCapability':

@@ -83,6 +83,19 @@ export const HV_MESSAGE_TYPE_HYPERVISOR_MASK = 0x80000000;
 /** hv_message_flags.msg_pending */
 export const HV_MESSAGE_FLAG_PENDING = 1;
 
+/** struct hv_message_header: the first 16 bytes of hv_message. */
+export const HV_MESSAGE_HEADER_SIZE = 16;
+export const hv_message_header = defineStruct('hv_message_header', HV_MESSAGE_HEADER_SIZE, [
+  [0, 'message_type', 'u32'],
+  [4, 'payload_size', 'u8'],
+  [5, 'message_flags', 'u8'],
+  [6, 'reserved', 'u16'],
+  [8, 'sender', 'u64'],
+]);
+
+/** union hv_register_value: every VP register moves as 16 bytes (Get/SetVpRegisters, WHV_REGISTER_VALUE). */
+export const HV_REGISTER_VALUE_SIZE = 16;
+
 /** struct hv_message: one slot of the SIMP page. */
 export const hv_message = defineStruct('hv_message', HV_MESSAGE_SIZE, [
   [0, 'message_type', 'u32'],

@@ -10,13 +10,8 @@
  * onPostReady listeners hear when that SINT can take messages again.
  */
 import { HvemuError, silentLogger, type Logger } from '@hvemu/common';
-import type { PortMessage, SynicPortLike } from './types.js';
+import { HV_MESSAGE_HEADER_SIZE, HV_MESSAGE_PAYLOAD_BYTE_COUNT, HV_MESSAGE_SIZE, HV_SYNIC_SINT_COUNT, type PortMessage, type SynicPort } from '@hvemu/hvdef';
 
-/** struct hv_message: 16-byte header + 240-byte payload. */
-export const HV_MESSAGE_SIZE = 256;
-export const HV_MESSAGE_HEADER_SIZE = 16;
-export const HV_MESSAGE_PAYLOAD_MAX = 240;
-export const HV_SINT_COUNT = 16;
 
 /** What the backend does with the hypervisor (one hypercall or DLL call each). */
 export interface OffloadedSynicOps {
@@ -48,8 +43,8 @@ export function encodeHvMessage(message: PortMessage): Uint8Array {
   if (!Number.isInteger(message.type) || message.type < 0 || message.type > 0xffffffff) {
     throw new SynicPostError(`SynIC message type ${String(message.type)} is not a u32`);
   }
-  if (message.payload.length > HV_MESSAGE_PAYLOAD_MAX) {
-    throw new SynicPostError(`SynIC message payload of ${message.payload.length} bytes exceeds ${HV_MESSAGE_PAYLOAD_MAX}`);
+  if (message.payload.length > HV_MESSAGE_PAYLOAD_BYTE_COUNT) {
+    throw new SynicPostError(`SynIC message payload of ${message.payload.length} bytes exceeds ${HV_MESSAGE_PAYLOAD_BYTE_COUNT}`);
   }
   const out = new Uint8Array(HV_MESSAGE_SIZE);
   const view = new DataView(out.buffer);
@@ -59,7 +54,7 @@ export function encodeHvMessage(message: PortMessage): Uint8Array {
   return out;
 }
 
-export class OffloadedSynicPort implements SynicPortLike {
+export class OffloadedSynicPort implements SynicPort {
   /** Backlog per vp, per sint (FIFO of encoded hv_messages). */
   private readonly backlog: Uint8Array[][][];
   private readonly requested: number[];
@@ -81,7 +76,7 @@ export class OffloadedSynicPort implements SynicPortLike {
     if (opts.queueLimit !== undefined && (!Number.isInteger(opts.queueLimit) || opts.queueLimit < 1)) {
       throw new SynicPostError(`OffloadedSynicPort: queueLimit must be a positive integer, not ${String(opts.queueLimit)}`);
     }
-    this.backlog = Array.from({ length: opts.vpCount }, () => Array.from({ length: HV_SINT_COUNT }, () => []));
+    this.backlog = Array.from({ length: opts.vpCount }, () => Array.from({ length: HV_SYNIC_SINT_COUNT }, () => []));
     this.requested = new Array<number>(opts.vpCount).fill(0);
     this.refusedMask = new Array<number>(opts.vpCount).fill(0);
     this.queueLimit = opts.queueLimit ?? 64;
@@ -118,7 +113,7 @@ export class OffloadedSynicPort implements SynicPortLike {
   onSintDeliverable(vp: number, sintMask: number): void {
     if (vp < 0 || vp >= this.backlog.length) return;
     this.requested[vp] = 0;  // the notification is one-shot
-    for (let sint = 0; sint < HV_SINT_COUNT; sint++) {
+    for (let sint = 0; sint < HV_SYNIC_SINT_COUNT; sint++) {
       if ((sintMask & (1 << sint)) === 0) continue;
       const queue = this.backlog[vp][sint];
       const before = queue.length;
@@ -147,7 +142,7 @@ export class OffloadedSynicPort implements SynicPortLike {
 
   private queueFor(vp: number, sint: number): Uint8Array[] {
     if (!Number.isInteger(vp) || vp < 0 || vp >= this.backlog.length) throw new SynicPostError(`no vCPU ${vp}`);
-    if (!Number.isInteger(sint) || sint < 0 || sint >= HV_SINT_COUNT) throw new SynicPostError(`SINT ${sint} is out of range 0..15`);
+    if (!Number.isInteger(sint) || sint < 0 || sint >= HV_SYNIC_SINT_COUNT) throw new SynicPostError(`SINT ${sint} is out of range 0..15`);
     return this.backlog[vp][sint];
   }
 

@@ -135,22 +135,3 @@ export interface AccelPartition {
   readonly memoryControl?: MemoryControl;
 }
 
-/**
- * A SynIC message as vmbus posts it (structurally @hvemu/synic's SynicMessage): the
- * hypervisor builds the 16-byte hv_message header from `type` and the payload's length.
- */
-export interface PortMessage {
-  readonly type: number;
-  readonly payload: Uint8Array;
-}
-
-/**
- * @hvemu/synic's SynicPort, structurally: how vmbus reaches the guest. On KVM hvemu's own
- * SynIC serves it; on MSHV and WHPX the hypervisor owns the SynIC and the backend serves it
- * with OffloadedSynicPort.
- */
-export interface SynicPortLike {
-  postMessage(vp: number, sint: number, message: PortMessage): 'delivered' | 'queued' | 'busy';
-  signalEvent(vp: number, sint: number, flag: number): boolean;
-  onPostReady?(listener: (vp: number, sint: number) => void): () => void;
-}

@@ -44,7 +44,7 @@ const MMAP_RAM = 1;
 /** Low-memory layout of what the loader writes (QEMU puts the info at 0x9000 too). */
 export const MULTIBOOT_INFO_GPA = 0x9000;
 const INFO_SIZE = 0x80;
-const MMAP_GPA = 0x9080;
+const MMAP_GPA = MULTIBOOT_INFO_GPA + INFO_SIZE;
 const MMAP_MAX_ENTRIES = 8;
 const MMAP_ENTRY_SIZE = 24;  // u32 size (=20) + u64 base + u64 length + u32 type
 const BOOT_GDT_GPA = 0x9200;

@@ -17,6 +17,7 @@
  *
  * Pure functions: they return register writes; the backend applies each list in one call.
  */
+import { HV_REGISTER_VALUE_SIZE } from '@hvemu/hvdef';
 import type { Exit, ExitResponse, HypercallExit, UnrecoverableExit } from '../../exits.js';
 import { REG_NAMES, type DescriptorTable, type Registers, type Segment, type SpecialRegisters } from '../../registers.js';
 import { completeMmioRead, completeMmioWrite, instructionPointerBits, type MmioInstruction } from '../x86-mmio.js';
@@ -64,7 +65,7 @@ export interface X64RegisterNames {
   readonly injectGp: RegisterWrite;
 }
 
-export const HV_REGISTER_VALUE_SIZE = 16;
+export { HV_REGISTER_VALUE_SIZE } from '@hvemu/hvdef';
 /** VMCALL (0F 01 C1) and VMMCALL (0F 01 D9): the only instructions a TLFS hypercall page holds. */
 export const HYPERCALL_INSTRUCTION_LENGTH = 3;
 const SEGMENT_NAMES: readonly SegmentName[] = ['cs', 'ds', 'es', 'fs', 'gs', 'ss', 'tr', 'ldt'];

@@ -131,34 +131,38 @@ export const MSHV_SET_VP_STATE = iowr(MSHV_IOCTL, 0x02, MshvGetSetVpState.size);
 // ---------------------------------------------------------------------------------------------
 // Hypercalls (HVCALL_*, hvgdk_mini.h) and their status codes.
 
-export const HVCALL_GET_PARTITION_PROPERTY = 0x0044;
-export const HVCALL_SET_PARTITION_PROPERTY = 0x0045;
-export const HVCALL_INSTALL_INTERCEPT = 0x004d;
-export const HVCALL_GET_VP_REGISTERS = 0x0050;
-export const HVCALL_SET_VP_REGISTERS = 0x0051;
-export const HVCALL_TRANSLATE_VIRTUAL_ADDRESS = 0x0052;
-export const HVCALL_POST_MESSAGE = 0x005c;
-export const HVCALL_SIGNAL_EVENT = 0x005d;
-export const HVCALL_REGISTER_INTERCEPT_RESULT = 0x0091;
-export const HVCALL_ASSERT_VIRTUAL_INTERRUPT = 0x0094;
-export const HVCALL_SIGNAL_EVENT_DIRECT = 0x00c0;
-export const HVCALL_POST_MESSAGE_DIRECT = 0x00c1;
-
-export const HV_STATUS_SUCCESS = 0x0;
-export const HV_STATUS_INVALID_HYPERCALL_CODE = 0x2;
-export const HV_STATUS_INVALID_PARAMETER = 0x5;
-export const HV_STATUS_ACCESS_DENIED = 0x6;
-export const HV_STATUS_INVALID_PARTITION_STATE = 0x7;
-export const HV_STATUS_UNKNOWN_PROPERTY = 0x9;
-export const HV_STATUS_INSUFFICIENT_MEMORY = 0xb;
-export const HV_STATUS_INVALID_VP_INDEX = 0xe;
-export const HV_STATUS_INVALID_CONNECTION_ID = 0x12;
-/** The SINT's message slot is occupied: PostMessageDirect's "busy". */
-export const HV_STATUS_INSUFFICIENT_BUFFERS = 0x13;
-export const HV_STATUS_INVALID_VP_STATE = 0x15;
-
-/** Hypercall control word (TLFS): fast bit. */
-export const HV_HYPERCALL_FAST_BIT = 1n << 16n;
+// Declared once in @hvemu/hvdef; re-exported so this module reads as the whole ABI.
+export {
+  HVCALL_GET_PARTITION_PROPERTY,
+  HVCALL_SET_PARTITION_PROPERTY,
+  HVCALL_INSTALL_INTERCEPT,
+  HVCALL_GET_VP_REGISTERS,
+  HVCALL_SET_VP_REGISTERS,
+  HVCALL_TRANSLATE_VIRTUAL_ADDRESS,
+  HVCALL_POST_MESSAGE,
+  HVCALL_SIGNAL_EVENT,
+  HVCALL_REGISTER_INTERCEPT_RESULT,
+  HVCALL_ASSERT_VIRTUAL_INTERRUPT,
+  HVCALL_SIGNAL_EVENT_DIRECT,
+  HVCALL_POST_MESSAGE_DIRECT,
+  HV_STATUS_SUCCESS,
+  HV_STATUS_INVALID_HYPERCALL_CODE,
+  HV_STATUS_INVALID_PARAMETER,
+  HV_STATUS_ACCESS_DENIED,
+  HV_STATUS_INVALID_PARTITION_STATE,
+  HV_STATUS_UNKNOWN_PROPERTY,
+  HV_STATUS_INSUFFICIENT_MEMORY,
+  HV_STATUS_INVALID_VP_INDEX,
+  HV_STATUS_INVALID_CONNECTION_ID,
+  HV_STATUS_INSUFFICIENT_BUFFERS,
+  HV_STATUS_INVALID_VP_STATE,
+  HV_HYPERCALL_FAST_BIT,
+  HV_REGISTER_VALUE_SIZE,
+  HV_MESSAGE_SIZE,
+  HV_MESSAGE_HEADER_SIZE,
+  HV_MESSAGE_PAYLOAD_BYTE_COUNT,
+  hv_message_header,
+} from '@hvemu/hvdef';
 
 // Hypercall inputs; the kernel overwrites the leading partition id (MSHV_ROOT_HVCALL rule).
 
@@ -199,7 +203,6 @@ export const HvRegisterAssoc = defineStruct('hv_register_assoc', 32, [
   [16, 'valueLow', 'u64'],
   [24, 'valueHigh', 'u64'],
 ] as const);
-export const HV_REGISTER_VALUE_SIZE = 16;
 
 export const HvInputAssertVirtualInterrupt = defineStruct('hv_input_assert_virtual_interrupt', 32, [
   [0, 'partitionId', 'u64'],
@@ -359,17 +362,7 @@ export const X86_VECTOR_GP = 13;
 // ---------------------------------------------------------------------------------------------
 // hv_message (hvgdk_mini.h) and the x64 intercept messages (rust-vmm hv-headers/hvhdk.h).
 
-export const HV_MESSAGE_SIZE = 256;
-export const HV_MESSAGE_HEADER_SIZE = 16;
-export const HV_MESSAGE_PAYLOAD_BYTES = 240;
 
-export const HvMessageHeader = defineStruct('hv_message_header', 16, [
-  [0, 'messageType', 'u32'],
-  [4, 'payloadSize', 'u8'],
-  [5, 'messageFlags', 'u8'],
-  [6, 'reserved', 'u16'],
-  [8, 'sender', 'u64'],
-] as const);
 
 export const HvMessageType = {
   none: 0x00000000,

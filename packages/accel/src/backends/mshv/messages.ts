@@ -12,9 +12,9 @@ import {
   EXEC_STATE_EFER_LMA,
   HV_HYPERCALL_FAST_BIT,
   HV_MESSAGE_HEADER_SIZE,
-  HV_MESSAGE_PAYLOAD_BYTES,
+  HV_MESSAGE_PAYLOAD_BYTE_COUNT,
   HV_MESSAGE_SIZE,
-  HvMessageHeader,
+  hv_message_header,
   HvMessageType,
   HvX64CpuidInterceptMessage,
   HvX64ExceptionInterceptMessage,
@@ -92,10 +92,10 @@ function readContext(vp: number, messageType: number, payload: Uint8Array): Inte
  */
 export function decodeRunMessage(vp: number, buffer: Uint8Array): MshvEvent {
   if (buffer.length < HV_MESSAGE_SIZE) return unrecoverable(vp, 'internal-error', 0, BigInt(buffer.length));
-  const header = HvMessageHeader.decode(buffer);
-  const type = header.messageType;
-  if (header.payloadSize > HV_MESSAGE_PAYLOAD_BYTES) {
-    return unrecoverable(vp, 'internal-error', type, BigInt(header.payloadSize));
+  const header = hv_message_header.decode(buffer);
+  const type = header.message_type;
+  if (header.payload_size > HV_MESSAGE_PAYLOAD_BYTE_COUNT) {
+    return unrecoverable(vp, 'internal-error', type, BigInt(header.payload_size));
   }
   const payload = buffer.subarray(HV_MESSAGE_HEADER_SIZE, HV_MESSAGE_SIZE);
   switch (type) {

@@ -57,7 +57,9 @@ export function sysError(call: string, errno: number | undefined): MshvSysError 
   return new MshvSysError(`${call} failed: ${name}`, errno);
 }
 
-// koffi is untyped at this boundary (functions declared from C prototypes).
+// koffi is untyped at this boundary (functions declared from C prototypes): `any` is the
+// honest type here, confined to this module.
+/* eslint-disable @typescript-eslint/no-explicit-any */
 type Fn = ((...args: any[]) => any) & { async: (...args: any[]) => void };
 
 interface Libc {

@@ -72,7 +72,9 @@ const MEM_COMMIT_RESERVE = 0x3000;
 const MEM_RELEASE = 0x8000;
 const PAGE_READWRITE = 0x04;
 
-// koffi is untyped at this boundary (functions declared from C prototypes).
+// koffi is untyped at this boundary (functions declared from C prototypes): `any` is the
+// honest type here, confined to this module.
+/* eslint-disable @typescript-eslint/no-explicit-any */
 type Fn = ((...args: any[]) => any) & { async: (...args: any[]) => void };
 
 interface Dlls {
