@@ -22,7 +22,7 @@ const MiB = 1 << 20;
 const EXITS_PER_RUN = 4000;
 const CODE_GPA = 0x100000;
 const BENCH_MSR = 0x40000020;
-const MARK_PORT = 0xe0;  // out 0xe0 = start of the timed loop, out 0xe1 = its end
+const MARK_PORT = 0xe0; // out 0xe0 = start of the timed loop, out 0xe1 = its end
 
 export type Figures = Record<string, number | string>;
 
@@ -42,7 +42,12 @@ const STRATEGIES: readonly Strategy[] = [
   { key: 'tsfn', label: 'rdmsr, JS woken per exit (pollMicros 0)', options: { pollMicros: 0 }, loop: 'rdmsr' },
   { key: 'futex', label: 'rdmsr, no spin, no poll (futex + tsfn)', options: { spinIterations: 0, pollMicros: 0 }, loop: 'rdmsr' },
   { key: 'hypercall', label: 'hypercall, sync regs (default)', options: { hypercallPort: HYPERCALL_PORT }, loop: 'hypercall' },
-  { key: 'hypercall_ioctl', label: 'hypercall, register ioctls (syncRegs false)', options: { hypercallPort: HYPERCALL_PORT, syncRegs: false }, loop: 'hypercall' },
+  {
+    key: 'hypercall_ioctl',
+    label: 'hypercall, register ioctls (syncRegs false)',
+    options: { hypercallPort: HYPERCALL_PORT, syncRegs: false },
+    loop: 'hypercall',
+  },
 ];
 
 /** The guest loop of exit-baseline.c: out 0xe0; ebx=n; ecx=MSR; 1: rdmsr; dec ebx; jnz 1b; out 0xe1; hlt. */
@@ -116,7 +121,7 @@ function median(xs: number[]): number {
 /** Exit round trip, every strategy and C interleaved per round; medians and bests. */
 async function benchExits(rounds: number, log: (line: string) => void): Promise<Figures> {
   const binary = buildCBaseline();
-  await runTs(STRATEGIES[0], 500);  // warm up the JIT and the page cache
+  await runTs(STRATEGIES[0], 500); // warm up the JIT and the page cache
   const c: number[] = [];
   const ts = new Map<string, TsRun[]>(STRATEGIES.map((s) => [s.key, []]));
   for (let r = 0; r < rounds; r++) {
@@ -139,7 +144,9 @@ async function benchExits(rounds: number, log: (line: string) => void): Promise<
     figures[`exit_ts_${s.key}_best_ratio`] = round(bestRatio);
     const runUs = median(runs.map((x) => x.runUs));
     const waitUs = median(runs.map((x) => x.waitUs));
-    log(`${s.label.padEnd(46)}${fmtUs(med, best)}  ${ratio.toFixed(2).padStart(12)}  ${bestRatio.toFixed(2).padStart(10)}  ${runUs.toFixed(1).padStart(10)}  ${waitUs.toFixed(1).padStart(14)}`);
+    log(
+      `${s.label.padEnd(46)}${fmtUs(med, best)}  ${ratio.toFixed(2).padStart(12)}  ${bestRatio.toFixed(2).padStart(10)}  ${runUs.toFixed(1).padStart(10)}  ${waitUs.toFixed(1).padStart(14)}`,
+    );
   }
   figures['exit_target_ratio'] = 1.5;
   return figures;
@@ -164,7 +171,8 @@ function closedLoop(count: Int32Array, n: number, send: () => void): number {
     // Spin on guest memory: the guest's handler makes no exit, so nothing else would tell us.
     const deadline = performance.now() + MSI_WAIT_LIMIT_MS;
     for (let k = 0; Atomics.load(count, 0) - start < i; k++) {
-      if ((k & 1023) === 0 && performance.now() > deadline) throw new Error(`MSI bench: interrupt ${i} not handled within ${MSI_WAIT_LIMIT_MS} ms`);
+      if ((k & 1023) === 0 && performance.now() > deadline)
+        throw new Error(`MSI bench: interrupt ${i} not handled within ${MSI_WAIT_LIMIT_MS} ms`);
     }
   }
   return n / ((performance.now() - t0) / 1000);
@@ -180,7 +188,10 @@ async function runMsi(n: number): Promise<MsiRates> {
     const readyGpa = new Promise<number>((resolve) => (ready = resolve));
     p.addIoDevice({ port: MSI_READY_PORT, count: 1, write: (_port, _size, value) => ready(value) });
     const done = p.run();
-    const gpa = await Promise.race([readyGpa, done.then(() => Promise.reject(new Error(`MSI guest ended early: ${platform.serial.text()}`)))]);
+    const gpa = await Promise.race([
+      readyGpa,
+      done.then(() => Promise.reject(new Error(`MSI guest ended early: ${platform.serial.text()}`))),
+    ]);
     // Give the guest time to reach its sti;hlt (a few instructions at ~1 µs each).
     await new Promise((r) => setTimeout(r, 5));
     const block = new Int32Array(p.memory.bytes(gpa, 8).buffer, p.memory.bytes(gpa, 8).byteOffset, 2);
@@ -203,8 +214,12 @@ async function benchMsi(rounds: number, n: number, log: (line: string) => void):
   const sig = median(runs.map((x) => x.signalPerSec));
   const fd = median(runs.map((x) => x.irqfdPerSec));
   log(`MSI into a halted guest, delivered + EOI'd, closed loop, ${n} interrupts per run, ${rounds} rounds; median`);
-  log(`  KvmPartition.interrupt (KVM_SIGNAL_MSI): ${Math.round(sig).toLocaleString('en-US').padStart(8)} /s  (${(1e6 / sig).toFixed(1)} us each)`);
-  log(`  irqfd (eventfd write):                ${Math.round(fd).toLocaleString('en-US').padStart(8)} /s  (${(1e6 / fd).toFixed(1)} us each)`);
+  log(
+    `  KvmPartition.interrupt (KVM_SIGNAL_MSI): ${Math.round(sig).toLocaleString('en-US').padStart(8)} /s  (${(1e6 / sig).toFixed(1)} us each)`,
+  );
+  log(
+    `  irqfd (eventfd write):                ${Math.round(fd).toLocaleString('en-US').padStart(8)} /s  (${(1e6 / fd).toFixed(1)} us each)`,
+  );
   return { msi_signal_per_s: Math.round(sig), msi_irqfd_per_s: Math.round(fd) };
 }
 

@@ -25,8 +25,8 @@ const BURSTS = 10;
 const LATENCY_ROUNDS = 1000;
 const SIGNALS = 2000;
 const REQUEST_PORT = 0xe0; // 1: post a burst, 2: signal an event
-const ACK_PORT = 0xe3;     // the guest's event handler ran
-const MARK_PORT = 0xe1;    // phase marks
+const ACK_PORT = 0xe3; // the guest's event handler ran
+const MARK_PORT = 0xe1; // phase marks
 const SIGNAL_CONNECTION = 20;
 
 const GUEST = String.raw`
@@ -117,7 +117,8 @@ export async function benchSynic(): Promise<Figures> {
     enterLongMode(partition, entry);
     await partition.run();
     hv.drainDoorbells();
-    if (platform.debugExit.codes.get(0) !== 0 || marks.length !== 5) throw new Error(`synic bench guest failed: ${platform.assertionSummary()}`);
+    if (platform.debugExit.codes.get(0) !== 0 || marks.length !== 5)
+      throw new Error(`synic bench guest failed: ${platform.assertionSummary()}`);
   } finally {
     hv.dispose();
     partition.close();
@@ -138,9 +139,13 @@ export async function benchSynic(): Promise<Figures> {
   };
   console.log('SynIC and hypercalls (issue #4), KVM:');
   console.log(`  host->guest messages (EOM-driven):      ${figures.synic_message_rate_per_s} /s`);
-  console.log(`  event signal -> guest handler -> ack:   ${figures.synic_event_latency_us_median} µs median, ${figures.synic_event_latency_us_p90} µs p90`);
+  console.log(
+    `  event signal -> guest handler -> ack:   ${figures.synic_event_latency_us_median} µs median, ${figures.synic_event_latency_us_p90} µs p90`,
+  );
   console.log(`  guest HvSignalEvent, doorbell:          ${figures.synic_signal_doorbell_us} µs/call`);
-  console.log(`  guest HvSignalEvent, exit path:         ${figures.synic_signal_exit_us} µs/call  (x${figures.synic_signal_exit_over_doorbell})`);
+  console.log(
+    `  guest HvSignalEvent, exit path:         ${figures.synic_signal_exit_us} µs/call  (x${figures.synic_signal_exit_over_doorbell})`,
+  );
   return figures;
 }
 

@@ -17,13 +17,7 @@ const ROUNDS = 5;
 /** µs per heartbeat round trip; with `tracePath`, the run is captured there. */
 async function heartbeats(tracePath?: string): Promise<number> {
   const clock = new ManualClock();
-  const recorder = tracePath
-    ? TraceRecorder.toFile(
-        tracePath,
-        icTraceHeader('hvemu bench'),
-        { clock },
-      )
-    : undefined;
+  const recorder = tracePath ? TraceRecorder.toFile(tracePath, icTraceHeader('hvemu bench'), { clock }) : undefined;
   const vm = new SimulatedVm({ clock, trace: recorder });
   await vm.guest.boot();
   await vm.settle();
@@ -70,7 +64,9 @@ export async function benchTrace(log: (line: string) => void = console.log): Pro
     const eventsPerS = (trace.events.length * 1000) / replayMs;
     log(`Traces (issue #6): simulated IC scenario, ${BEATS} heartbeat round trips, ${ROUNDS} rounds interleaved`);
     log(`  capture off: ${offUs.toFixed(1)} us/round trip; capture on (to a file): ${onUs.toFixed(1)} us (x${(onUs / offUs).toFixed(2)})`);
-    log(`  replay: ${trace.events.length} events in ${replayMs.toFixed(1)} ms = ${Math.round(eventsPerS)} events/s (${matched ? 'matched' : 'DIVERGED'})`);
+    log(
+      `  replay: ${trace.events.length} events in ${replayMs.toFixed(1)} ms = ${Math.round(eventsPerS)} events/s (${matched ? 'matched' : 'DIVERGED'})`,
+    );
     return {
       trace_capture_off_us: Math.round(offUs * 10) / 10,
       trace_capture_on_us: Math.round(onUs * 10) / 10,

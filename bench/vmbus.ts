@@ -47,7 +47,9 @@ export async function benchVmbus(log: (line: string) => void = console.log): Pro
   for (let r = 0; r < 3; r++) runs.push(await channelSetup());
   runs.sort((a, b) => a.openUs - b.openUs);
   const setup = runs[1];
-  log(`  offer-to-open per channel (GPADL of 32 pages + OPENCHANNEL), median of 3: ${setup.openUs.toFixed(1)} us; ${Math.round(setup.perSecond)} channels/s`);
+  log(
+    `  offer-to-open per channel (GPADL of 32 pages + OPENCHANNEL), median of 3: ${setup.openUs.toFixed(1)} us; ${Math.round(setup.perSecond)} channels/s`,
+  );
   await heartbeatRoundTrip(200);
   const hbUs = await heartbeatRoundTrip(2000);
   log(`  heartbeat IC round trip (host request -> guest answer -> host), 2000 beats: ${hbUs.toFixed(2)} us`);
@@ -63,7 +65,15 @@ export async function benchVmbus(log: (line: string) => void = console.log): Pro
 
 async function measureMnfScan(n: number): Promise<number> {
   const bus = simulatedBus();
-  bus.host.offerChannel({ interfaceType: 'f8615163-df3e-46c5-913f-f2d2f965ed0e', interfaceInstance: '00000000-0000-0000-0000-00000000abcd', monitorAllocated: true, monitorId: 3 }, { onOpen: () => {} });
+  bus.host.offerChannel(
+    {
+      interfaceType: 'f8615163-df3e-46c5-913f-f2d2f965ed0e',
+      interfaceInstance: '00000000-0000-0000-0000-00000000abcd',
+      monitorAllocated: true,
+      monitorId: 3,
+    },
+    { onOpen: () => {} },
+  );
   await bus.client.connect();
   for (let i = 0; i < 1000; i++) bus.host.scanMonitorPage();
   const t0 = process.hrtime.bigint();
@@ -90,7 +100,10 @@ export async function benchVmbusKvm(log: (line: string) => void = console.log): 
   }
   const beats = 20;
   const events: { time: bigint; what: string }[] = [];
-  const vm = new KvmVm({ image: buildVmbusDemoGuest({ minHeartbeats: beats }), onEvent: (e) => events.push({ time: e.time, what: e.what }) });
+  const vm = new KvmVm({
+    image: buildVmbusDemoGuest({ minHeartbeats: beats }),
+    onEvent: (e) => events.push({ time: e.time, what: e.what }),
+  });
   try {
     const run = vm.run();
     await vm.whenReady(['heartbeat', 'shutdown'], 60_000);
@@ -115,8 +128,12 @@ export async function benchVmbusKvm(log: (line: string) => void = console.log): 
     rtts.sort((a, b) => a - b);
     const median = rtts[rtts.length >> 1];
     log(`VMBus on KVM (C guest, ~1M guest instructions/s): ${opened.length} channels opened`);
-    log(`  offer-to-open per channel: ${openUs.map((u) => `${(u / 1000).toFixed(1)} ms`).join(', ')}; ${perSecond.toFixed(1)} channels/s from the first offer`);
-    log(`  heartbeat IC round trip, ${beats} beats: median ${median.toFixed(0)} us (min ${rtts[0].toFixed(0)}, max ${rtts[rtts.length - 1].toFixed(0)})`);
+    log(
+      `  offer-to-open per channel: ${openUs.map((u) => `${(u / 1000).toFixed(1)} ms`).join(', ')}; ${perSecond.toFixed(1)} channels/s from the first offer`,
+    );
+    log(
+      `  heartbeat IC round trip, ${beats} beats: median ${median.toFixed(0)} us (min ${rtts[0].toFixed(0)}, max ${rtts[rtts.length - 1].toFixed(0)})`,
+    );
     return {
       vmbus_kvm_open_ms: round(Math.max(...openUs) / 1000),
       vmbus_kvm_channels_per_s: round(perSecond),

@@ -25,7 +25,7 @@ describeKvm('KvmVm API edges', () => {
     expect(e).toBeInstanceOf(AccelUsageError);
     expect((e as Error).message).toMatch(/KvmVm.run: the VM is closed/);
     expect((e as { code?: string }).code).toBeUndefined();
-    vm.stop();  // no-ops after close
+    vm.stop(); // no-ops after close
     vm.close();
   });
 
@@ -54,7 +54,9 @@ describeKvm('KvmVm API edges', () => {
   it('waits with a NaN timeout or an unknown IC are refused instead of never expiring', async () => {
     const vm = new KvmVm({ image: buildVmbusDemoGuest() });
     try {
-      await expect(vm.whenReady(['heartbeat'], NaN)).rejects.toThrow(/KvmVm.whenReady: timeoutMs must be a finite number of ms >= 0, not NaN/);
+      await expect(vm.whenReady(['heartbeat'], NaN)).rejects.toThrow(
+        /KvmVm.whenReady: timeoutMs must be a finite number of ms >= 0, not NaN/,
+      );
       await expect(vm.whenReady(['nosuch' as never])).rejects.toThrow(HostUsageError);
       await expect(vm.exerciseIcs({ timeoutMs: NaN })).rejects.toThrow(/options.timeoutMs/);
       await expect(vm.exerciseIcs({ heartbeats: -1 })).rejects.toThrow(/options.heartbeats/);

@@ -59,19 +59,40 @@ describe('the packed package set', () => {
     mkdirSync(app);
     run(npm, ['pack', '--workspaces', '--pack-destination', tarballs, '--silent'], { cwd: repo });
     const packed = readdirSync(tarballs).filter((f) => f.endsWith('.tgz'));
-    expect(packed.sort()).toEqual(readdirSync(join(repo, 'packages')).map((p) => `hvemu-${p}-0.1.0.tgz`).sort());
+    expect(packed.sort()).toEqual(
+      readdirSync(join(repo, 'packages'))
+        .map((p) => `hvemu-${p}-0.1.0.tgz`)
+        .sort(),
+    );
 
     writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'consumer', version: '1.0.0', private: true, type: 'module' }));
     // Only the tarballs and their third-party dependencies (from npm's cache where it has them).
-    run(npm, ['install', '--prefer-offline', '--no-audit', '--no-fund', '@types/node@20', ...packed.map((f) => join(tarballs, f))], { cwd: app });
+    run(npm, ['install', '--prefer-offline', '--no-audit', '--no-fund', '@types/node@20', ...packed.map((f) => join(tarballs, f))], {
+      cwd: app,
+    });
 
     writeFileSync(join(app, 'consumer.ts'), CONSUMER);
     writeFileSync(
       join(app, 'tsconfig.json'),
-      JSON.stringify({ compilerOptions: { target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', strict: true, outDir: 'out', skipLibCheck: false, types: ['node'] }, files: ['consumer.ts'] }),
+      JSON.stringify({
+        compilerOptions: {
+          target: 'ES2022',
+          module: 'NodeNext',
+          moduleResolution: 'NodeNext',
+          strict: true,
+          outDir: 'out',
+          skipLibCheck: false,
+          types: ['node'],
+        },
+        files: ['consumer.ts'],
+      }),
     );
     run(process.execPath, [join(repo, 'node_modules/typescript/bin/tsc'), '-p', '.'], { cwd: app });
-    expect(JSON.parse(run(process.execPath, ['out/consumer.js'], { cwd: app }))).toEqual({ ram: 16 << 20, refused: true, addon: 'boolean' });
+    expect(JSON.parse(run(process.execPath, ['out/consumer.js'], { cwd: app }))).toEqual({
+      ram: 16 << 20,
+      refused: true,
+      addon: 'boolean',
+    });
     expect(run(join(app, 'node_modules/.bin/hvemu'), ['help'], { cwd: app })).toContain('usage: hvemu');
   }, 300_000);
 });

@@ -14,32 +14,32 @@ function myHandler(p: PacketView): number {
 describe('README example', () => {
   it('runs', () => {
     // Every well-formed packet, at every position in rings of every shape, reaches the handler intact.
-fc.assert(
-  fc.property(ringGeometry({ minDataSize: 2048 }), outgoingPacket({ maxPayload: 512 }), (g, packet) => {
-    const t = createTestRing(g);
-    t.writer.write(packet);
-    let handled = 0;
-    t.reader.readBatch((p) => {
-      myHandler(p);
-      handled++;
-    });
-    return handled === 1;
-  }),
-);
+    fc.assert(
+      fc.property(ringGeometry({ minDataSize: 2048 }), outgoingPacket({ maxPayload: 512 }), (g, packet) => {
+        const t = createTestRing(g);
+        t.writer.write(packet);
+        let handled = 0;
+        t.reader.readBatch((p) => {
+          myHandler(p);
+          handled++;
+        });
+        return handled === 1;
+      }),
+    );
 
-// A hostile guest's ring never reaches the handler: the reader stops with a RingCorruptError.
-fc.assert(
-  fc.property(hostileRing(), (h) => {
-    const t = createTestRing(h.geometry);
-    applyCorruption(t, h);
-    try {
-      t.reader.readBatch(myHandler);
-      t.writer.freeBytes();
-    } catch (e) {
-      return e instanceof RingCorruptError;
-    }
-    return true; // some corruptions only show when more data arrives
-  }),
-);
+    // A hostile guest's ring never reaches the handler: the reader stops with a RingCorruptError.
+    fc.assert(
+      fc.property(hostileRing(), (h) => {
+        const t = createTestRing(h.geometry);
+        applyCorruption(t, h);
+        try {
+          t.reader.readBatch(myHandler);
+          t.writer.freeBytes();
+        } catch (e) {
+          return e instanceof RingCorruptError;
+        }
+        return true; // some corruptions only show when more data arrives
+      }),
+    );
   });
 });

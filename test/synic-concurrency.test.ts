@@ -20,12 +20,17 @@ async function run(count: number, window: number) {
   const memoryBuffer = new SharedArrayBuffer(size);
   const memory = new GuestMemory([{ gpa: 0, size, buffer: memoryBuffer }]);
   const bells = new Int32Array(new SharedArrayBuffer(16));
-  const synic = new VpSynic(0, memory, {
-    raise: () => {
-      Atomics.add(bells, 0, 1);
-      Atomics.notify(bells, 0);
+  const synic = new VpSynic(
+    0,
+    memory,
+    {
+      raise: () => {
+        Atomics.add(bells, 0, 1);
+        Atomics.notify(bells, 0);
+      },
     },
-  }, { queueLimit: 16 });
+    { queueLimit: 16 },
+  );
   synic.writeMsr(HV_X64_MSR_SCONTROL, 1n);
   synic.writeMsr(HV_X64_MSR_SIMP, BigInt(SIMP) | 1n);
   synic.writeMsr(HV_X64_MSR_SINT0 + SINT, 0xf3n);

@@ -133,7 +133,20 @@ export function compareCpuid(programmed: readonly CpuidEntry[], seen: readonly C
 
 /** Feature bits whose presence matters to a kernel on an instruction-emulating KVM (KVM-NOTES.md). */
 const NAMED_BITS: Record<string, Record<number, string>> = {
-  '1.ecx': { 0: 'SSE3', 9: 'SSSE3', 12: 'FMA', 19: 'SSE4.1', 20: 'SSE4.2', 22: 'MOVBE', 23: 'POPCNT', 26: 'XSAVE', 27: 'OSXSAVE', 28: 'AVX', 29: 'F16C', 30: 'RDRAND' },
+  '1.ecx': {
+    0: 'SSE3',
+    9: 'SSSE3',
+    12: 'FMA',
+    19: 'SSE4.1',
+    20: 'SSE4.2',
+    22: 'MOVBE',
+    23: 'POPCNT',
+    26: 'XSAVE',
+    27: 'OSXSAVE',
+    28: 'AVX',
+    29: 'F16C',
+    30: 'RDRAND',
+  },
   '7.ebx': { 0: 'FSGSBASE', 3: 'BMI1', 5: 'AVX2', 7: 'SMEP', 8: 'BMI2', 16: 'AVX512F', 18: 'RDSEED', 19: 'ADX', 20: 'SMAP' },
 };
 
@@ -147,7 +160,9 @@ function bitNames(d: CpuidDifference, bits: number): string {
 /** One line per difference, for logs: `leaf 0x1.0 ecx: 0x80202001 programmed, 0xf6f83203 seen (+bits 23 (POPCNT), ...)`. */
 export function describeCpuidDifferences(differences: readonly CpuidDifference[]): string[] {
   return differences.map((d) => {
-    const parts = [`leaf 0x${d.function.toString(16)}.${d.index} ${d.register}: 0x${d.programmed.toString(16)} programmed, 0x${d.seen.toString(16)} seen`];
+    const parts = [
+      `leaf 0x${d.function.toString(16)}.${d.index} ${d.register}: 0x${d.programmed.toString(16)} programmed, 0x${d.seen.toString(16)} seen`,
+    ];
     if (d.addedBits) parts.push(`+bits ${bitNames(d, d.addedBits)}`);
     if (d.removedBits) parts.push(`-bits ${bitNames(d, d.removedBits)}`);
     return parts.join('; ');
@@ -158,7 +173,9 @@ export function describeCpuidDifferences(differences: readonly CpuidDifference[]
 export function warnCpuidDifferences(result: CpuidProbeResult, logger: Logger): number {
   const lines = describeCpuidDifferences(result.differences);
   if (lines.length > 0) {
-    logger.warn(`this KVM does not honour ${lines.length} CPUID register(s) of hvemu's model; the guest sees host values there`, { differences: lines });
+    logger.warn(`this KVM does not honour ${lines.length} CPUID register(s) of hvemu's model; the guest sees host values there`, {
+      differences: lines,
+    });
   }
   return lines.length;
 }

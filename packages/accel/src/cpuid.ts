@@ -23,14 +23,27 @@ const WORDS = 7;
 export function decodeCpuid(words: Uint32Array): CpuidEntry[] {
   const out: CpuidEntry[] = [];
   for (let i = 0; i + WORDS <= words.length; i += WORDS) {
-    out.push({ function: words[i], index: words[i + 1], flags: words[i + 2], eax: words[i + 3], ebx: words[i + 4], ecx: words[i + 5], edx: words[i + 6] });
+    out.push({
+      function: words[i],
+      index: words[i + 1],
+      flags: words[i + 2],
+      eax: words[i + 3],
+      ebx: words[i + 4],
+      ecx: words[i + 5],
+      edx: words[i + 6],
+    });
   }
   return out;
 }
 
 export function encodeCpuid(entries: readonly CpuidEntry[]): Uint32Array {
   const w = new Uint32Array(entries.length * WORDS);
-  entries.forEach((e, i) => w.set([e.function, e.index, e.flags, e.eax, e.ebx, e.ecx, e.edx].map((x) => x >>> 0), i * WORDS));
+  entries.forEach((e, i) =>
+    w.set(
+      [e.function, e.index, e.flags, e.eax, e.ebx, e.ecx, e.edx].map((x) => x >>> 0),
+      i * WORDS,
+    ),
+  );
   return w;
 }
 
@@ -46,7 +59,10 @@ const EXT1_ECX_KEEP = bits(0);
 const EXT1_EDX_KEEP = (bits(11, 20, 29) | (LEAF1_EDX_KEEP & 0x0183f3ff)) >>> 0;
 
 /** Leaves kept (with masking below); every other leaf is dropped and reads as zeros. */
-const KEPT_LEAVES = new Set([0x0, 0x1, 0x2, 0x4, 0x7, 0xb, 0x1f, 0x80000000, 0x80000001, 0x80000002, 0x80000003, 0x80000004, 0x80000005, 0x80000006, 0x80000007, 0x80000008]);
+const KEPT_LEAVES = new Set([
+  0x0, 0x1, 0x2, 0x4, 0x7, 0xb, 0x1f, 0x80000000, 0x80000001, 0x80000002, 0x80000003, 0x80000004, 0x80000005, 0x80000006, 0x80000007,
+  0x80000008,
+]);
 
 export const HYPERVISOR_LEAF_FIRST = 0x40000000;
 export const HYPERVISOR_LEAF_LAST = 0x400000ff;
@@ -84,7 +100,7 @@ function conservative(e: CpuidEntry, apicId: number): CpuidEntry | undefined {
       r.edx = (e.edx & EXT1_EDX_KEEP) >>> 0;
       return r;
     case 0x80000008:
-      r.ebx = 0;  // AMD speculation-control and misc feature bits
+      r.ebx = 0; // AMD speculation-control and misc feature bits
       return r;
     default:
       return r;
@@ -100,7 +116,8 @@ export function buildCpuidModel(supported: readonly CpuidEntry[], opts: CpuidMod
   if (opts === null || typeof opts !== 'object' || !Number.isInteger(opts.apicId) || opts.apicId < 0 || opts.apicId > 0xffffffff) {
     throw new AccelUsageError(`buildCpuidModel: opts.apicId must be an integer APIC id, not ${String(opts?.apicId)}`);
   }
-  if (opts.hypervisorLeaves !== undefined && !Array.isArray(opts.hypervisorLeaves)) throw new AccelUsageError('buildCpuidModel: opts.hypervisorLeaves must be an array');
+  if (opts.hypervisorLeaves !== undefined && !Array.isArray(opts.hypervisorLeaves))
+    throw new AccelUsageError('buildCpuidModel: opts.hypervisorLeaves must be an array');
   const out: CpuidEntry[] = [];
   for (const e of supported) {
     if (isHypervisorLeaf(e.function) || !KEPT_LEAVES.has(e.function)) continue;

@@ -63,7 +63,9 @@ export class RangeMap<D> {
     const end = start + length;
     for (const r of this.ranges) {
       if (start < r.end && r.start < end) {
-        throw new AccelUsageError(`${this.what} range [0x${start.toString(16)}, 0x${end.toString(16)}) overlaps [0x${r.start.toString(16)}, 0x${r.end.toString(16)})`);
+        throw new AccelUsageError(
+          `${this.what} range [0x${start.toString(16)}, 0x${end.toString(16)}) overlaps [0x${r.start.toString(16)}, 0x${r.end.toString(16)})`,
+        );
       }
     }
   }

@@ -44,7 +44,8 @@ export class HostSystemError extends AccelError {
 export class NativeAddonError extends AccelError {}
 
 /** Why a guest stopped for good. */
-export type FatalReason = 'triple-fault' | 'system-event' | 'emulation-failure' | 'internal-error' | 'entry-failure' | 'host-error' | 'unknown';
+export type FatalReason =
+  'triple-fault' | 'system-event' | 'emulation-failure' | 'internal-error' | 'entry-failure' | 'host-error' | 'unknown';
 
 /**
  * A vCPU stopped because of something the guest did that cannot be continued: a triple

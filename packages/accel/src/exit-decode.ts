@@ -47,7 +47,16 @@ export function decodeExit(slot: SlotView): Exit {
       const count = Math.max(1, Math.min(slot.word(Off.count), SLOT_DATA_SIZE / size));
       const string = (flags & ExitFlag.string) !== 0;
       const bytes = string && isWrite ? slot.bytes.slice(SLOT_DATA_OFFSET, SLOT_DATA_OFFSET + count * size) : new Uint8Array(0);
-      return { kind: 'io', vp, port: Number(slot.big(Off.a0)) & 0xffff, size, isWrite, data: Number(slot.big(Off.a1) & 0xffffffffn), count, bytes };
+      return {
+        kind: 'io',
+        vp,
+        port: Number(slot.big(Off.a0)) & 0xffff,
+        size,
+        isWrite,
+        data: Number(slot.big(Off.a1) & 0xffffffffn),
+        count,
+        bytes,
+      };
     }
     case ExitKindCode.mmio:
       return { kind: 'mmio', vp, gpa: Number(slot.big(Off.a0)), size: slot.word(Off.size), isWrite, data: slot.big(Off.a1) };
@@ -70,12 +79,27 @@ export function decodeExit(slot: SlotView): Exit {
       return { kind: 'halt', vp };
     case ExitKindCode.shutdown: {
       const code = Number(slot.big(Off.a3));
-      return { kind: 'shutdown', vp, reason: code === KVM_EXIT_SYSTEM_EVENT ? 'system-event' : 'triple-fault', backendCode: code, detail: slot.big(Off.a1), registers: registersOf(slot) };
+      return {
+        kind: 'shutdown',
+        vp,
+        reason: code === KVM_EXIT_SYSTEM_EVENT ? 'system-event' : 'triple-fault',
+        backendCode: code,
+        detail: slot.big(Off.a1),
+        registers: registersOf(slot),
+      };
     }
     default: {
       const code = Number(slot.big(Off.a3));
       const detail = slot.big(Off.a1);
-      return { kind: 'unrecoverable', vp, reason: unrecoverableReason(code, detail), backendCode: code, detail, registers: registersOf(slot), instructionBytes: insnOf(slot) };
+      return {
+        kind: 'unrecoverable',
+        vp,
+        reason: unrecoverableReason(code, detail),
+        backendCode: code,
+        detail,
+        registers: registersOf(slot),
+        instructionBytes: insnOf(slot),
+      };
     }
   }
 }
@@ -99,11 +123,16 @@ function answerValue(exit: Exit, v: unknown): bigint {
  */
 export function checkExitResponse(exit: Exit, response: unknown): void {
   if (response === undefined || response === null) return;
-  if (typeof response !== 'object') throw new AccelUsageError(`the answer to the ${exit.kind} exit must be an ExitResponse object, not ${typeof response}`);
+  if (typeof response !== 'object')
+    throw new AccelUsageError(`the answer to the ${exit.kind} exit must be an ExitResponse object, not ${typeof response}`);
   const r = response as ExitResponse;
   answerValue(exit, r.value);
-  if (r.bytes !== undefined && !(r.bytes instanceof Uint8Array)) throw new AccelUsageError(`the answer to the ${exit.kind} exit has bytes that are not a Uint8Array`);
-  if (r.cpuid !== undefined && (!Array.isArray(r.cpuid) || r.cpuid.length !== 4 || !r.cpuid.every((w) => Number.isInteger(w) && w >= 0 && w <= 0xffffffff))) {
+  if (r.bytes !== undefined && !(r.bytes instanceof Uint8Array))
+    throw new AccelUsageError(`the answer to the ${exit.kind} exit has bytes that are not a Uint8Array`);
+  if (
+    r.cpuid !== undefined &&
+    (!Array.isArray(r.cpuid) || r.cpuid.length !== 4 || !r.cpuid.every((w) => Number.isInteger(w) && w >= 0 && w <= 0xffffffff))
+  ) {
     throw new AccelUsageError(`the answer to the ${exit.kind} exit has cpuid that is not four u32 words`);
   }
 }

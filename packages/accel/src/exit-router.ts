@@ -47,7 +47,12 @@ export class ExitRouter {
       this.ram = ram;
       return;
     }
-    if (ram === null || typeof ram !== 'object' || !Array.isArray((ram as RamMapLike).regions) || typeof (ram as RamMapLike).onChange !== 'function') {
+    if (
+      ram === null ||
+      typeof ram !== 'object' ||
+      !Array.isArray((ram as RamMapLike).regions) ||
+      typeof (ram as RamMapLike).onChange !== 'function'
+    ) {
       throw new AccelUsageError('new ExitRouter(ram): ram must be an array of RAM regions or a GuestMemory');
     }
     const map = ram as RamMapLike;
@@ -57,7 +62,11 @@ export class ExitRouter {
       if (change.kind !== 'added') return;
       for (const s of this.mmioDevices.spans()) {
         if (change.region.gpa < s.end && s.start < change.region.end) {
-          this.logger.error('RAM added over an MMIO device: guest accesses there now reach RAM', { gpa: change.region.gpa, end: change.region.end, device: s.start });
+          this.logger.error('RAM added over an MMIO device: guest accesses there now reach RAM', {
+            gpa: change.region.gpa,
+            end: change.region.end,
+            device: s.start,
+          });
         }
       }
     });
@@ -72,7 +81,9 @@ export class ExitRouter {
   checkRam(gpa: number, size: number): void {
     for (const s of this.mmioDevices.spans()) {
       if (gpa < s.end && s.start < gpa + size) {
-        throw new AccelUsageError(`RAM at 0x${gpa.toString(16)}+0x${size.toString(16)} would cover the MMIO device at 0x${s.start.toString(16)}`);
+        throw new AccelUsageError(
+          `RAM at 0x${gpa.toString(16)}+0x${size.toString(16)} would cover the MMIO device at 0x${s.start.toString(16)}`,
+        );
       }
     }
   }
@@ -151,7 +162,7 @@ export class ExitRouter {
   }
 
   private dispatchIo(exit: IoExit): ExitResponse | void | Promise<ExitResponse | void> {
-    const dev = this.ioDevices.find(exit.port);  // a device owns ports, whatever the access width
+    const dev = this.ioDevices.find(exit.port); // a device owns ports, whatever the access width
     if (!dev) return this.fallback ? this.fallback(exit) : exit.isWrite ? undefined : { value: allOnes(exit.size) };
     if (exit.count > 1) return stringIo(dev, exit);
     if (exit.isWrite) return control(dev.write?.(exit.port, exit.size, exit.data, exit.vp));
@@ -246,7 +257,8 @@ export function fatalError(exit: Exit & { kind: 'shutdown' | 'unrecoverable' }):
     return new GuestFatalError(`vCPU ${exit.vp}: guest ${text}${where}${dump}`, exit.vp, reason, regs, undefined);
   }
   const bytes = exit.instructionBytes;
-  const insn = bytes && bytes.length > 0 ? `; instruction bytes at RIP: ${Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join(' ')}` : '';
+  const insn =
+    bytes && bytes.length > 0 ? `; instruction bytes at RIP: ${Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join(' ')}` : '';
   const reason: FatalReason = exit.reason === 'bad-io' ? 'internal-error' : exit.reason === 'unknown' ? 'unknown' : exit.reason;
   return new GuestFatalError(
     `vCPU ${exit.vp}: unrecoverable exit (${exit.reason}, backend code ${exit.backendCode}, detail ${exit.detail})${where}${insn}${dump}`,

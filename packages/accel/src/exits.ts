@@ -86,16 +86,7 @@ export interface UnrecoverableExit extends ExitBase {
   readonly instructionBytes: Uint8Array | undefined;
 }
 
-export type Exit =
-  | IoExit
-  | MmioExit
-  | MsrReadExit
-  | MsrWriteExit
-  | CpuidExit
-  | HypercallExit
-  | HaltExit
-  | ShutdownExit
-  | UnrecoverableExit;
+export type Exit = IoExit | MmioExit | MsrReadExit | MsrWriteExit | CpuidExit | HypercallExit | HaltExit | ShutdownExit | UnrecoverableExit;
 
 export type ExitKind = Exit['kind'];
 

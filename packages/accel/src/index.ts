@@ -87,7 +87,13 @@ export {
   type MultibootHeader,
   type MultibootOptions,
 } from './guest/multiboot.js';
-export { enterLongMode, writeLongModeTables, longModeSpecialRegisters, LOADER_RESERVED_END, type LoadablePartition } from './guest/long-mode.js';
+export {
+  enterLongMode,
+  writeLongModeTables,
+  longModeSpecialRegisters,
+  LOADER_RESERVED_END,
+  type LoadablePartition,
+} from './guest/long-mode.js';
 export {
   TestPlatform,
   SerialPort,
@@ -121,16 +127,45 @@ export {
   type OffloadedSynicOps,
   type OffloadedSynicOptions,
 } from './backends/offloaded-synic.js';
-export { decodeMmioInstruction, mmioStoreValue, completeMmioRead, completeMmioWrite, MmioDecodeError, MAX_INSTRUCTION_LENGTH, type MmioInstruction, type MmioDecodeMode, type GprIndex } from './backends/x86-mmio.js';
+export {
+  decodeMmioInstruction,
+  mmioStoreValue,
+  completeMmioRead,
+  completeMmioWrite,
+  MmioDecodeError,
+  MAX_INSTRUCTION_LENGTH,
+  type MmioInstruction,
+  type MmioDecodeMode,
+  type GprIndex,
+} from './backends/x86-mmio.js';
 export { MshvPartition, type MshvPartitionOptions } from './backends/mshv/partition.js';
 export { KoffiMshvSys, MshvSysError, type MshvSys, type HostBuffer } from './backends/mshv/sys.js';
 export { decodeRunMessage, type MshvEvent, type InterceptContext } from './backends/mshv/messages.js';
 export { completeIntercept, completeMmio, type RegisterWrite } from './backends/mshv/completion.js';
 export * as mshvAbi from './backends/mshv/abi.js';
-export { WhpxPartition, extendedExits as whpxExtendedExits, gicParameters as whpxGicParameters, type WhpxPartitionOptions, type WhpxGicOptions } from './backends/whpx/partition.js';
-export { loadWhpxApi, WhpxCallError, WHP_DLL, type WhpxApi, type HostBuffer as WhpxHostBuffer, type PartitionHandle as WhpxPartitionHandle } from './backends/whpx/api.js';
+export {
+  WhpxPartition,
+  extendedExits as whpxExtendedExits,
+  gicParameters as whpxGicParameters,
+  type WhpxPartitionOptions,
+  type WhpxGicOptions,
+} from './backends/whpx/partition.js';
+export {
+  loadWhpxApi,
+  WhpxCallError,
+  WHP_DLL,
+  type WhpxApi,
+  type HostBuffer as WhpxHostBuffer,
+  type PartitionHandle as WhpxPartitionHandle,
+} from './backends/whpx/api.js';
 export { decodeX64Exit as decodeWhpxX64Exit } from './backends/whpx/exit-x64.js';
 export { decodeArm64Exit as decodeWhpxArm64Exit, decodeDataAbort } from './backends/whpx/exit-arm64.js';
 export type { WhpxEvent, Arm64DataAccess } from './backends/whpx/events.js';
-export { completeX64 as completeWhpxX64, completeX64Mmio as completeWhpxX64Mmio, completeArm64 as completeWhpxArm64, completeArm64Mmio as completeWhpxArm64Mmio, type RegisterWrite as WhpxRegisterWrite } from './backends/whpx/completion.js';
+export {
+  completeX64 as completeWhpxX64,
+  completeX64Mmio as completeWhpxX64Mmio,
+  completeArm64 as completeWhpxArm64,
+  completeArm64Mmio as completeWhpxArm64Mmio,
+  type RegisterWrite as WhpxRegisterWrite,
+} from './backends/whpx/completion.js';
 export * as whpxAbi from './backends/whpx/abi.js';

@@ -5,17 +5,46 @@
 
 /** General-purpose registers, RIP and RFLAGS. */
 export interface Registers {
-  rax: bigint; rbx: bigint; rcx: bigint; rdx: bigint;
-  rsi: bigint; rdi: bigint; rsp: bigint; rbp: bigint;
-  r8: bigint; r9: bigint; r10: bigint; r11: bigint;
-  r12: bigint; r13: bigint; r14: bigint; r15: bigint;
-  rip: bigint; rflags: bigint;
+  rax: bigint;
+  rbx: bigint;
+  rcx: bigint;
+  rdx: bigint;
+  rsi: bigint;
+  rdi: bigint;
+  rsp: bigint;
+  rbp: bigint;
+  r8: bigint;
+  r9: bigint;
+  r10: bigint;
+  r11: bigint;
+  r12: bigint;
+  r13: bigint;
+  r14: bigint;
+  r15: bigint;
+  rip: bigint;
+  rflags: bigint;
 }
 
 /** The order of the native array (struct kvm_regs). */
 export const REG_NAMES = [
-  'rax', 'rbx', 'rcx', 'rdx', 'rsi', 'rdi', 'rsp', 'rbp',
-  'r8', 'r9', 'r10', 'r11', 'r12', 'r13', 'r14', 'r15', 'rip', 'rflags',
+  'rax',
+  'rbx',
+  'rcx',
+  'rdx',
+  'rsi',
+  'rdi',
+  'rsp',
+  'rbp',
+  'r8',
+  'r9',
+  'r10',
+  'r11',
+  'r12',
+  'r13',
+  'r14',
+  'r15',
+  'rip',
+  'rflags',
 ] as const satisfies readonly (keyof Registers)[];
 
 export interface Segment {
@@ -45,10 +74,21 @@ export interface DescriptorTable {
 
 /** Segment, descriptor-table and control registers. */
 export interface SpecialRegisters {
-  cs: Segment; ds: Segment; es: Segment; fs: Segment; gs: Segment; ss: Segment; tr: Segment; ldt: Segment;
+  cs: Segment;
+  ds: Segment;
+  es: Segment;
+  fs: Segment;
+  gs: Segment;
+  ss: Segment;
+  tr: Segment;
+  ldt: Segment;
   gdt: DescriptorTable;
   idt: DescriptorTable;
-  cr0: bigint; cr2: bigint; cr3: bigint; cr4: bigint; cr8: bigint;
+  cr0: bigint;
+  cr2: bigint;
+  cr3: bigint;
+  cr4: bigint;
+  cr8: bigint;
   efer: bigint;
   apicBase: bigint;
 }
@@ -89,8 +129,16 @@ function unpackSegment(a: BigUint64Array, at: number): Segment {
 function packSegment(s: Segment, a: BigUint64Array, at: number): void {
   const b = (v: boolean, n: number): number => (v ? 1 << n : 0);
   const attrs =
-    (s.selector & 0xffff) | ((s.type & 0xf) << 16) | b(s.present, 20) | ((s.dpl & 3) << 21) |
-    b(s.db, 23) | b(s.s, 24) | b(s.l, 25) | b(s.g, 26) | b(s.avl, 27) | b(s.unusable, 28);
+    (s.selector & 0xffff) |
+    ((s.type & 0xf) << 16) |
+    b(s.present, 20) |
+    ((s.dpl & 3) << 21) |
+    b(s.db, 23) |
+    b(s.s, 24) |
+    b(s.l, 25) |
+    b(s.g, 26) |
+    b(s.avl, 27) |
+    b(s.unusable, 28);
   a[at] = BigInt.asUintN(64, s.base);
   a[at + 1] = BigInt(s.limit >>> 0);
   a[at + 2] = BigInt(attrs >>> 0);

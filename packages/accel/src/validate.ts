@@ -146,7 +146,9 @@ export function checkCommonOptions(v: unknown, what: string, maxVcpus: number): 
   checkMemoryMap(o['memory'], `${what}: options.memory`);
   optInt(o['vcpuCount'], `${what}: options.vcpuCount`, 1, maxVcpus, 1);
   if (o['userMsrs'] !== undefined) {
-    checkArray(o['userMsrs'], `${what}: options.userMsrs`, 1024).forEach((m, i) => checkInt(m, `${what}: options.userMsrs[${i}]`, 0, U32_MAX));
+    checkArray(o['userMsrs'], `${what}: options.userMsrs`, 1024).forEach((m, i) =>
+      checkInt(m, `${what}: options.userMsrs[${i}]`, 0, U32_MAX),
+    );
   }
   if (o['logger'] !== undefined) checkObject(o['logger'], `${what}: options.logger`);
   return o;
@@ -162,7 +164,8 @@ export const MAX_RAM_CHUNK = 2 ** 32;
 /** The pieces of a RAM region, each at most MAX_RAM_CHUNK bytes, by offset into the region. */
 export function ramChunks(region: { size: number }): { offset: number; size: number }[] {
   const out: { offset: number; size: number }[] = [];
-  for (let offset = 0; offset < region.size; offset += MAX_RAM_CHUNK) out.push({ offset, size: Math.min(MAX_RAM_CHUNK, region.size - offset) });
+  for (let offset = 0; offset < region.size; offset += MAX_RAM_CHUNK)
+    out.push({ offset, size: Math.min(MAX_RAM_CHUNK, region.size - offset) });
   return out;
 }
 
@@ -176,6 +179,7 @@ export function optU32List(v: unknown, what: string, max = 1024): void {
 export function optNames(v: unknown, what: string, known: object): void {
   if (v === undefined) return;
   checkArray(v, what, 256).forEach((x, i) => {
-    if (typeof x !== 'string' || !Object.hasOwn(known, x)) throw new AccelUsageError(`${what}[${i}] ${describeValue(x)} is not one of ${Object.keys(known).join(', ')}`);
+    if (typeof x !== 'string' || !Object.hasOwn(known, x))
+      throw new AccelUsageError(`${what}[${i}] ${describeValue(x)} is not one of ${Object.keys(known).join(', ')}`);
   });
 }

@@ -55,17 +55,44 @@ function realModeCode(steps: readonly Step[]): number[] {
   const code = [0xb8, 0xff, 0xff, 0x8e, 0xd8]; // mov ax, 0xffff; mov ds, ax
   for (const s of steps) {
     switch (s.op) {
-      case 'in': code.push(0xe4, s.port); break; // in al, imm8
-      case 'out-stop': code.push(0xe6, STOP_PORT); break; // out 0xf4, al
-      case 'mmio-write8': code.push(0xc6, 0x06, ...le16(s.gpa - DS_BASE), s.value); break; // mov byte [disp16], imm8
-      case 'mmio-read8': code.push(0xa0, ...le16(s.gpa - DS_BASE)); break; // mov al, [moffs16]
-      case 'rdmsr': code.push(0x66, 0xb9, ...le32(s.msr), 0x0f, 0x32); break;
-      case 'wrmsr':
-        code.push(0x66, 0xb9, ...le32(s.msr), 0x66, 0xb8, ...le32(Number(s.value & 0xffff_ffffn)), 0x66, 0xba, ...le32(Number(s.value >> 32n)), 0x0f, 0x30);
+      case 'in':
+        code.push(0xe4, s.port);
+        break; // in al, imm8
+      case 'out-stop':
+        code.push(0xe6, STOP_PORT);
+        break; // out 0xf4, al
+      case 'mmio-write8':
+        code.push(0xc6, 0x06, ...le16(s.gpa - DS_BASE), s.value);
+        break; // mov byte [disp16], imm8
+      case 'mmio-read8':
+        code.push(0xa0, ...le16(s.gpa - DS_BASE));
+        break; // mov al, [moffs16]
+      case 'rdmsr':
+        code.push(0x66, 0xb9, ...le32(s.msr), 0x0f, 0x32);
         break;
-      case 'hypercall': code.push(0x66, 0xb9, ...le32(s.control), 0xe6, HYPERCALL_PORT); break; // ecx = control; the hypercall page's OUT
-      case 'spin': code.push(0xeb, 0xfe); break;
-      default: throw new Error(`KVM cannot run ${s.op}`);
+      case 'wrmsr':
+        code.push(
+          0x66,
+          0xb9,
+          ...le32(s.msr),
+          0x66,
+          0xb8,
+          ...le32(Number(s.value & 0xffff_ffffn)),
+          0x66,
+          0xba,
+          ...le32(Number(s.value >> 32n)),
+          0x0f,
+          0x30,
+        );
+        break;
+      case 'hypercall':
+        code.push(0x66, 0xb9, ...le32(s.control), 0xe6, HYPERCALL_PORT);
+        break; // ecx = control; the hypercall page's OUT
+      case 'spin':
+        code.push(0xeb, 0xfe);
+        break;
+      default:
+        throw new Error(`KVM cannot run ${s.op}`);
     }
   }
   return code;
@@ -99,16 +126,35 @@ function scripted(steps: readonly Step[], x: Builders): Uint8Array[] {
   steps.forEach((s, i) => {
     const at = { rip: 0x1000n + BigInt(i * 16) };
     switch (s.op) {
-      case 'in': out.push(x.io(s.port, false, 0n, at)); break;
-      case 'out-stop': out.push(x.io(STOP_PORT, true, 0n, at)); break;
-      case 'mmio-write8': out.push(x.mmio(BigInt(s.gpa), true, [0xc6, 0x00, s.value], at)); break; // mov byte [rax], imm8
-      case 'mmio-read8': out.push(x.mmio(BigInt(s.gpa), false, [0x8a, 0x00], at)); break; // mov al, [rax]
-      case 'rdmsr': out.push(x.msr(s.msr, false, 0n, at)); break;
-      case 'wrmsr': out.push(x.msr(s.msr, true, s.value, at)); break;
-      case 'cpuid': out.push(x.cpuid(s.leaf, 0, at)); break;
-      case 'hypercall': out.push(x.hypercall(BigInt(s.control), 0n, 0n, at)); break;
-      case 'halt': out.push(x.halt(at)); break;
-      case 'spin': break; // an empty script blocks the run until the backend's kick
+      case 'in':
+        out.push(x.io(s.port, false, 0n, at));
+        break;
+      case 'out-stop':
+        out.push(x.io(STOP_PORT, true, 0n, at));
+        break;
+      case 'mmio-write8':
+        out.push(x.mmio(BigInt(s.gpa), true, [0xc6, 0x00, s.value], at));
+        break; // mov byte [rax], imm8
+      case 'mmio-read8':
+        out.push(x.mmio(BigInt(s.gpa), false, [0x8a, 0x00], at));
+        break; // mov al, [rax]
+      case 'rdmsr':
+        out.push(x.msr(s.msr, false, 0n, at));
+        break;
+      case 'wrmsr':
+        out.push(x.msr(s.msr, true, s.value, at));
+        break;
+      case 'cpuid':
+        out.push(x.cpuid(s.leaf, 0, at));
+        break;
+      case 'hypercall':
+        out.push(x.hypercall(BigInt(s.control), 0n, 0n, at));
+        break;
+      case 'halt':
+        out.push(x.halt(at));
+        break;
+      case 'spin':
+        break; // an empty script blocks the run until the backend's kick
     }
   });
   return out;
@@ -177,34 +223,53 @@ describe.each(backends)('conformance: $name', (b) => {
 
   test('MMIO: a store and a load outside RAM reach the device with GPA, size and data; the load lands in AL', async () => {
     const log: string[] = [];
-    const { regs } = await runSteps(b, [{ op: 'mmio-write8', gpa: 0x10_0010, value: 0x42 }, { op: 'mmio-read8', gpa: 0x10_0020 }], (p) =>
-      p.addMmioDevice({
-        gpa: 0x10_0000,
-        size: 0x100,
-        read: (gpa, size) => (log.push(`r ${gpa.toString(16)} ${size}`), 0x99n),
-        write: (gpa, size, data) => void log.push(`w ${gpa.toString(16)} ${size} ${data.toString(16)}`),
-      }),
+    const { regs } = await runSteps(
+      b,
+      [
+        { op: 'mmio-write8', gpa: 0x10_0010, value: 0x42 },
+        { op: 'mmio-read8', gpa: 0x10_0020 },
+      ],
+      (p) =>
+        p.addMmioDevice({
+          gpa: 0x10_0000,
+          size: 0x100,
+          read: (gpa, size) => (log.push(`r ${gpa.toString(16)} ${size}`), 0x99n),
+          write: (gpa, size, data) => void log.push(`w ${gpa.toString(16)} ${size} ${data.toString(16)}`),
+        }),
     );
     expect(log).toEqual(['w 100010 1 42', 'r 100020 1']);
     expect(regs.rax & 0xffn).toBe(0x99n);
   });
 
-  test('MSRs: WRMSR hands EDX:EAX to the device, RDMSR returns its value in EDX:EAX', async () => {
-    const written: bigint[] = [];
-    const { regs } = await runSteps(b, [{ op: 'wrmsr', msr: 0x4000_0105, value: 0xaabb_ccdd_0011_2233n }, { op: 'rdmsr', msr: 0x4000_0105 }], (p) =>
-      p.addMsrDevice({ msr: 0x4000_0105, read: () => 0x1122_3344_5566_7788n, write: (_msr, value) => void written.push(value) }),
-    );
-    expect(written).toEqual([0xaabb_ccdd_0011_2233n]);
-    expect(regs.rax & 0xffff_ffffn).toBe(0x5566_7788n);
-    expect(regs.rdx & 0xffff_ffffn).toBe(0x1122_3344n);
-  }, ['wrmsr']);
+  test(
+    'MSRs: WRMSR hands EDX:EAX to the device, RDMSR returns its value in EDX:EAX',
+    async () => {
+      const written: bigint[] = [];
+      const { regs } = await runSteps(
+        b,
+        [
+          { op: 'wrmsr', msr: 0x4000_0105, value: 0xaabb_ccdd_0011_2233n },
+          { op: 'rdmsr', msr: 0x4000_0105 },
+        ],
+        (p) => p.addMsrDevice({ msr: 0x4000_0105, read: () => 0x1122_3344_5566_7788n, write: (_msr, value) => void written.push(value) }),
+      );
+      expect(written).toEqual([0xaabb_ccdd_0011_2233n]);
+      expect(regs.rax & 0xffff_ffffn).toBe(0x5566_7788n);
+      expect(regs.rdx & 0xffff_ffffn).toBe(0x1122_3344n);
+    },
+    ['wrmsr'],
+  );
 
-  test('CPUID: a leaf that exits is answered by the handler into EAX/EBX/ECX/EDX', async () => {
-    const { regs } = await runSteps(b, [{ op: 'cpuid', leaf: 0x4000_0000 }], (p) =>
-      p.onExit((e) => (e.kind === 'cpuid' && e.leaf === 0x4000_0000 ? { cpuid: [1, 2, 3, 4] } : undefined)),
-    );
-    expect([regs.rax, regs.rbx, regs.rcx, regs.rdx].map((r) => r & 0xffff_ffffn)).toEqual([1n, 2n, 3n, 4n]);
-  }, ['cpuid']);
+  test(
+    'CPUID: a leaf that exits is answered by the handler into EAX/EBX/ECX/EDX',
+    async () => {
+      const { regs } = await runSteps(b, [{ op: 'cpuid', leaf: 0x4000_0000 }], (p) =>
+        p.onExit((e) => (e.kind === 'cpuid' && e.leaf === 0x4000_0000 ? { cpuid: [1, 2, 3, 4] } : undefined)),
+      );
+      expect([regs.rax, regs.rbx, regs.rcx, regs.rdx].map((r) => r & 0xffff_ffffn)).toEqual([1n, 2n, 3n, 4n]);
+    },
+    ['cpuid'],
+  );
 
   test('hypercall: the handler sees the control word and its status lands in RAX', async () => {
     const controls: bigint[] = [];
@@ -215,12 +280,18 @@ describe.each(backends)('conformance: $name', (b) => {
     expect(regs.rax & 0xffffn).toBe(0x1234n);
   });
 
-  test('halt: the exit reaches onExit, which may stop the vCPU', async () => {
-    const kinds: string[] = [];
-    const { outcomes } = await runSteps(b, [{ op: 'halt' }], (p) => p.onExit((e) => (kinds.push(e.kind), e.kind === 'halt' ? { stop: true } : undefined)));
-    expect(kinds).toEqual(['halt']);
-    expect(outcomes[0].cause).toBe('handler-stop');
-  }, ['halt']);
+  test(
+    'halt: the exit reaches onExit, which may stop the vCPU',
+    async () => {
+      const kinds: string[] = [];
+      const { outcomes } = await runSteps(b, [{ op: 'halt' }], (p) =>
+        p.onExit((e) => (kinds.push(e.kind), e.kind === 'halt' ? { stop: true } : undefined)),
+      );
+      expect(kinds).toEqual(['halt']);
+      expect(outcomes[0].cause).toBe('handler-stop');
+    },
+    ['halt'],
+  );
 
   test('stop(): a vCPU that makes no exit is kicked out and ends stop-requested; run() again works after', async () => {
     const { p, load } = b.create();
@@ -272,7 +343,12 @@ describe.each(backends)('conformance: $name', (b) => {
         memoryControl: p.memoryControl !== undefined,
         tsc: p.vcpus[0].tsc !== undefined,
       };
-      expect(Object.entries(has).filter(([, v]) => v).map(([k]) => k).sort()).toEqual([...b.capabilities].sort());
+      expect(
+        Object.entries(has)
+          .filter(([, v]) => v)
+          .map(([k]) => k)
+          .sort(),
+      ).toEqual([...b.capabilities].sort());
     } finally {
       p.close();
     }

@@ -24,29 +24,49 @@ describeKvm('KVM partition errors and lifecycle', () => {
   it('rejects a memory map that overlaps the LAPIC/IOAPIC hole, overlaps itself or is unaligned', () => {
     expect(() => KvmPartition.create({ memory: [{ gpa: 0xfe000000, size: 0x2000000 }] })).toThrow(MemoryMapError);
     expect(() => KvmPartition.create({ memory: [{ gpa: 0xfe000000, size: 0x2000000 }] })).toThrow(/platform hole 0xfec00000-0xffffffff/);
-    expect(() => KvmPartition.create({ memory: [{ gpa: 0, size: 2 * MiB }, { gpa: MiB, size: MiB }] })).toThrow(/overlaps the previous region/);
+    expect(() =>
+      KvmPartition.create({
+        memory: [
+          { gpa: 0, size: 2 * MiB },
+          { gpa: MiB, size: MiB },
+        ],
+      }),
+    ).toThrow(/overlaps the previous region/);
     expect(() => KvmPartition.create({ memory: [{ gpa: 0x800, size: MiB }] })).toThrow(MemoryMapError);
     expect(() => KvmPartition.create({ memory: [] })).toThrow(MemoryMapError);
   });
 
   it('exposes each RAM region (below and above a hole) as its own zero-copy buffer', () => {
-    const p = KvmPartition.create({ memory: [{ gpa: 0, size: 2 * MiB }, { gpa: 0x100000000, size: MiB }] });
+    const p = KvmPartition.create({
+      memory: [
+        { gpa: 0, size: 2 * MiB },
+        { gpa: 0x100000000, size: MiB },
+      ],
+    });
     opened.push(p);
-    expect(p.memory.regions.map((r) => [r.gpa, r.size])).toEqual([[0, 2 * MiB], [0x100000000, MiB]]);
+    expect(p.memory.regions.map((r) => [r.gpa, r.size])).toEqual([
+      [0, 2 * MiB],
+      [0x100000000, MiB],
+    ]);
     p.memory.writeU32(0x100000000 + 16, 0xabcd);
     expect(p.memory.readU32(0x100000000 + 16)).toBe(0xabcd);
     expect(p.memory.contains(2 * MiB, 1)).toBe(false);
   });
 
   it('maps a scattered page list (GPADL) into one flat zero-copy view, and refuses non-RAM pages', () => {
-    const p = KvmPartition.create({ memory: [{ gpa: 0, size: 2 * MiB }, { gpa: 0x100000000, size: MiB }] });
+    const p = KvmPartition.create({
+      memory: [
+        { gpa: 0, size: 2 * MiB },
+        { gpa: 0x100000000, size: MiB },
+      ],
+    });
     opened.push(p);
     const pfns = [0x105, 0x103, 0x100000, 0x104];
     const view = p.mapPageList(pfns);
     expect(view.bytes.length).toBe(4 * 4096);
-    view.bytes[4096 * 2 + 5] = 0x5a;  // lands in the region above 4 GiB
+    view.bytes[4096 * 2 + 5] = 0x5a; // lands in the region above 4 GiB
     expect(p.memory.readU8(0x100000005)).toBe(0x5a);
-    p.memory.writeU32(0x104000 + 8, 0xfeedf00d);  // guest-side write shows in the view
+    p.memory.writeU32(0x104000 + 8, 0xfeedf00d); // guest-side write shows in the view
     expect(new DataView(view.bytes.buffer).getUint32(3 * 4096 + 8, true)).toBe(0xfeedf00d);
     view.unmap();
     expect(view.bytes.length).toBe(0);
@@ -68,7 +88,10 @@ describeKvm('KVM partition errors and lifecycle', () => {
     expect(p.memory.readU64(0x400000)).toBeGreaterThan(counter);
     p.stop();
     const outcomes = await done;
-    expect(outcomes.map((o) => [o.vp, o.cause])).toEqual([[0, 'stop-requested'], [1, 'stop-requested']]);
+    expect(outcomes.map((o) => [o.vp, o.cause])).toEqual([
+      [0, 'stop-requested'],
+      [1, 'stop-requested'],
+    ]);
     expect(p.vcpus.map((v) => v.status)).toEqual(['stopped', 'stopped']);
     // Parked now: registers are readable, and RIP is inside the guest image.
     expect(p.vcpus[0].getRegisters().rip).toBeGreaterThanOrEqual(0x100000n);

@@ -74,7 +74,11 @@ describeKvm('KVM test guests', () => {
       },
     });
     expectExit(r, { 0: 7 });
-    expect(outs).toEqual([[1, 0x11], [2, 0x2233], [4, 0x44556677]]);
+    expect(outs).toEqual([
+      [1, 0x11],
+      [2, 0x2233],
+      [4, 0x44556677],
+    ]);
     expect(String.fromCharCode(...strings)).toBe('hello');
     expect(mmio.get(0x10000008)).toBe(0xdeadbeefn);
     expect(mmio.get(0xd0000000)).toBe(0x0123456789abcdefn);
@@ -92,7 +96,7 @@ describeKvm('KVM test guests', () => {
           write: () => {
             // The vCPU is parked at this exit: read what it wrote, answer through RAM.
             const view = p.memory.u32Array(0x301000, 256);
-            sawGuestPattern = view.every((v, i) => v === ((0x600d0000 | i) >>> 0));
+            sawGuestPattern = view.every((v, i) => v === (0x600d0000 | i) >>> 0);
             p.memory.writeU32(0x300000, 0x12345678);
           },
         });
@@ -133,7 +137,7 @@ describeKvm('KVM test guests', () => {
     expectExit(r, { 0: 0 });
     expect(doorbells.map((d) => d.take())).toEqual([10n, 5n]);
     expect(doorbells.map((d) => d.take())).toEqual([0n, 0n]);
-    expect(r.partition.vcpus[0].exits).toBe(1);  // only the debug-exit port
+    expect(r.partition.vcpus[0].exits).toBe(1); // only the debug-exit port
   });
 
   it('reports doorbell writes to JS by itself (native eventfd watcher: no timer, no exit)', async () => {
@@ -172,14 +176,17 @@ describeKvm('KVM test guests', () => {
             // XMM fast output: the handler writes XMM registers of the parked vCPU.
             const all = p.vcpus[h.vp].getXmm();
             expect(all.subarray(0, 96)).toEqual(h.xmm);
-            all[5 * 16 + 8] = 0x77;  // XMM5 bits 64-71
+            all[5 * 16 + 8] = 0x77; // XMM5 bits 64-71
             p.vcpus[h.vp].setXmm(all);
           }
           return { value: h.control + h.input + h.output };
         }),
     });
     expectExit(r, { 0: 0 });
-    expect(calls).toEqual([[0x5cn, 0x1000n, 0x2000n], [0x10001n, 7n, 9n]]);
+    expect(calls).toEqual([
+      [0x5cn, 0x1000n, 0x2000n],
+      [0x10001n, 7n, 9n],
+    ]);
     expect(xmmLow).toEqual([undefined, [0x100n, 0x101n, 0x102n, 0x103n, 0x104n, 0x105n]]);
   });
 
@@ -192,11 +199,11 @@ describeKvm('KVM test guests', () => {
           p.onHypercall((h) => {
             const v = p.vcpus[h.vp];
             v.setRegisters({ ...v.getRegisters(), rbx: 0xabc0n + h.input, rax: 0xdeadn });
-            return { value: 0x100n + h.input };  // the answer's RAX wins over the one just set
+            return { value: 0x100n + h.input }; // the answer's RAX wins over the one just set
           }),
       });
       expectExit(r, { 0: 0 });
-      expect(r.partition.vcpus[0].exits).toBe(4);  // three hypercalls and the debug exit
+      expect(r.partition.vcpus[0].exits).toBe(4); // three hypercalls and the debug exit
     });
   }
 

@@ -47,9 +47,29 @@ const GiB = 2 ** 30;
 
 describeKvm('KVM partition hardening', () => {
   it.each([
-    ['split-3g-6g', [[0, 3 * GiB], [4 * GiB, 4 * GiB], [8 * GiB, 2 * GiB]]],
-    ['just-over-4g', [[4 * GiB, 4 * GiB], [8 * GiB, 4096]]],
-    ['sparse-8g', [[0, 16 << 20], [4 * GiB, 4 * GiB], [8 * GiB, 4 * GiB]]],
+    [
+      'split-3g-6g',
+      [
+        [0, 3 * GiB],
+        [4 * GiB, 4 * GiB],
+        [8 * GiB, 2 * GiB],
+      ],
+    ],
+    [
+      'just-over-4g',
+      [
+        [4 * GiB, 4 * GiB],
+        [8 * GiB, 4096],
+      ],
+    ],
+    [
+      'sparse-8g',
+      [
+        [0, 16 << 20],
+        [4 * GiB, 4 * GiB],
+        [8 * GiB, 4 * GiB],
+      ],
+    ],
   ])('RAM regions over 4 GiB work (%s): served as 4 GiB buffers, written and read near the end and across the seam', (layout, regions) => {
     // memfd RAM is allocated when touched: these sizes cost a few pages.
     const r = runChild('large-ram.mjs', [layout]);
@@ -106,7 +126,7 @@ describeKvm('KVM partition hardening', () => {
   it('an irqfd after close() refuses trigger() and writes nothing into the file that now has its fd number', () => {
     const p = partition();
     const irqfd = p.createIrqfd(0, 0x30);
-    irqfd.trigger();  // works while open
+    irqfd.trigger(); // works while open
     p.close();
     const dir = mkdtempSync(join(tmpdir(), 'hvemu-fd-'));
     try {
@@ -131,7 +151,7 @@ describeKvm('KVM partition hardening', () => {
     b.remove();
     expect(() => b.take()).toThrow(/ioeventfd \d+: take: the ioeventfd was removed/);
     expect(() => b.watch(() => {})).toThrow(AccelUsageError);
-    b.remove();  // again: a no-op
+    b.remove(); // again: a no-op
     p.close();
     const dir = mkdtempSync(join(tmpdir(), 'hvemu-fd-'));
     try {
@@ -140,7 +160,7 @@ describeKvm('KVM partition hardening', () => {
       expect(() => a.take()).toThrow(AccelUsageError);
       expect(() => a.take()).toThrow(/ioeventfd \d+: take: the partition is closed/);
       expect(() => a.watch(() => {})).toThrow(AccelUsageError);
-      a.remove();  // after close: a no-op
+      a.remove(); // after close: a no-op
       expect(reused, 'the fd number came back').toBeDefined();
       if (reused) {
         // Nothing read: the file position is still at its start.
@@ -210,7 +230,7 @@ describeKvm('KVM partition hardening', () => {
   it('run() with bad vCPU lists, while running and after close rejects with AccelUsageError and starts nothing', async () => {
     const p = partition(2);
     const ENTRY = 0x100000;
-    p.memory.write(ENTRY, Uint8Array.of(0xeb, 0xfe));  // jmp $
+    p.memory.write(ENTRY, Uint8Array.of(0xeb, 0xfe)); // jmp $
     enterLongMode(p, ENTRY);
     const bad: [unknown, RegExp][] = [
       [[2], /run\(vps\): 2 names no vCPU \(the partition has vCPUs 0..1\)/],
@@ -246,19 +266,27 @@ describeKvm('KVM partition hardening', () => {
   it.each([
     ['async NaN', async () => NaN],
     ['async "abc"', async () => 'abc' as never],
-    ['sync 2^70 (was silently truncated)', () => 2n ** 70n as never],
+    ['sync 2^70 (was silently truncated)', () => (2n ** 70n) as never],
     ['sync 1.5', () => 1.5],
   ])('a device answering %s stops its vCPU with ExitHandlerError instead of hanging or truncating', async (_name, read) => {
     const p = partition();
     const ENTRY = 0x100000;
-    p.memory.write(ENTRY, Uint8Array.of(0xe4, 0x81, 0xeb, 0xfe));  // in al, 0x81; jmp $
+    p.memory.write(ENTRY, Uint8Array.of(0xe4, 0x81, 0xeb, 0xfe)); // in al, 0x81; jmp $
     enterLongMode(p, ENTRY);
     p.addIoDevice({ port: 0x81, count: 1, read: read as () => number });
     const timeout = new Promise((r) => setTimeout(() => r('timed out'), 10_000));
-    const result = await Promise.race([p.run().then(() => 'resolved', (e: unknown) => e), timeout]);
+    const result = await Promise.race([
+      p.run().then(
+        () => 'resolved',
+        (e: unknown) => e,
+      ),
+      timeout,
+    ]);
     if (result === 'timed out') p.stop();
     expect(result).toBeInstanceOf(ExitHandlerError);
-    expect((result as Error).message).toMatch(/handler for io exit failed: the answer to the io exit has value .*: it must be an integer or a bigint within 64 bits/);
+    expect((result as Error).message).toMatch(
+      /handler for io exit failed: the answer to the io exit has value .*: it must be an integer or a bigint within 64 bits/,
+    );
   });
 
   it('unclosed, unreachable partitions are collected and release their fds; a running one lives until run() settles', () => {
@@ -268,7 +296,7 @@ describeKvm('KVM partition hardening', () => {
     expect(r.status, describeChild(r)).toBe(0);
     const out = r.json as { before: number; created: number; collected: number; outcome: [string, number][] };
     expect(out.created - out.before).toBeGreaterThanOrEqual(400);
-    expect(out.collected - out.before, JSON.stringify(out)).toBeLessThanOrEqual(8);  // an engine may keep the last one or two
+    expect(out.collected - out.before, JSON.stringify(out)).toBeLessThanOrEqual(8); // an engine may keep the last one or two
     expect(out.outcome).toEqual([['handler-stop', 3000]]);
   });
 });

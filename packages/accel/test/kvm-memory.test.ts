@@ -23,7 +23,6 @@ function partition(): KvmPartition {
   return p;
 }
 
-
 describeKvm('KVM memoryControl with a running guest', () => {
   it('the guest reads RAM added at run time; after removal the same load is an MMIO exit and old views are detached', async () => {
     const p = partition();
@@ -58,7 +57,12 @@ describeKvm('KVM memoryControl with a running guest', () => {
   });
 
   it('removing a region given at creation detaches the buffers handed out for it', () => {
-    const p = KvmPartition.create({ memory: [{ gpa: 0, size: MiB }, { gpa: 0x1000_0000, size: MiB }] });
+    const p = KvmPartition.create({
+      memory: [
+        { gpa: 0, size: MiB },
+        { gpa: 0x1000_0000, size: MiB },
+      ],
+    });
     try {
       const view = p.memory.bytes(0x1000_0000, 0x1000);
       view[0] = 1;

@@ -17,25 +17,37 @@ const MiB = 1 << 20;
 const whpxFake = (): FakeWhpxApi => new FakeWhpxApi({ arch: 'x64', capabilities: whpxCapabilities('x64') });
 
 const backends: [string, () => { p: AccelPartition; mapped: () => number; unmapped: () => { gpa: bigint; size: bigint }[] }][] = [
-  ['MSHV', () => {
-    const sys = new FakeMshvSys();
-    const p = MshvPartition.create({ memory: [{ gpa: 0, size: MiB }] }, sys);
-    const memIoctls = () => sys.calls.filter((c) => c.op === 'ioctl' && c.request === mshvAbi.MSHV_SET_GUEST_MEMORY).map((c) => mshvAbi.MshvUserMemRegion.decode((c as { arg: Uint8Array }).arg));
-    return {
-      p,
-      mapped: () => memIoctls().filter((r) => (r.flags & (1 << mshvAbi.MSHV_SET_MEM_BIT_UNMAP)) === 0).length,
-      unmapped: () => memIoctls().filter((r) => (r.flags & (1 << mshvAbi.MSHV_SET_MEM_BIT_UNMAP)) !== 0).map((r) => ({ gpa: r.guestPfn * 4096n, size: r.size })),
-    };
-  }],
-  ['WHPX', () => {
-    const api = whpxFake();
-    const p = WhpxPartition.create({ arch: 'x64', memory: [{ gpa: 0, size: MiB }] }, api);
-    return {
-      p,
-      mapped: () => api.named('WHvMapGpaRange').length,
-      unmapped: () => api.named('WHvUnmapGpaRange').map((c) => ({ gpa: c.args['gpa'] as bigint, size: c.args['size'] as bigint })),
-    };
-  }],
+  [
+    'MSHV',
+    () => {
+      const sys = new FakeMshvSys();
+      const p = MshvPartition.create({ memory: [{ gpa: 0, size: MiB }] }, sys);
+      const memIoctls = () =>
+        sys.calls
+          .filter((c) => c.op === 'ioctl' && c.request === mshvAbi.MSHV_SET_GUEST_MEMORY)
+          .map((c) => mshvAbi.MshvUserMemRegion.decode((c as { arg: Uint8Array }).arg));
+      return {
+        p,
+        mapped: () => memIoctls().filter((r) => (r.flags & (1 << mshvAbi.MSHV_SET_MEM_BIT_UNMAP)) === 0).length,
+        unmapped: () =>
+          memIoctls()
+            .filter((r) => (r.flags & (1 << mshvAbi.MSHV_SET_MEM_BIT_UNMAP)) !== 0)
+            .map((r) => ({ gpa: r.guestPfn * 4096n, size: r.size })),
+      };
+    },
+  ],
+  [
+    'WHPX',
+    () => {
+      const api = whpxFake();
+      const p = WhpxPartition.create({ arch: 'x64', memory: [{ gpa: 0, size: MiB }] }, api);
+      return {
+        p,
+        mapped: () => api.named('WHvMapGpaRange').length,
+        unmapped: () => api.named('WHvUnmapGpaRange').map((c) => ({ gpa: c.args['gpa'] as bigint, size: c.args['size'] as bigint })),
+      };
+    },
+  ],
 ];
 
 describe.each(backends)('%s memoryControl', (_name, make) => {

@@ -3,7 +3,15 @@ import { GuestMemory } from '@hvemu/memory';
 import { describe, expect, it } from 'vitest';
 import { buildCpuidModel, decodeCpuid, encodeCpuid, hypervisorVendorLeaf, type CpuidEntry } from '../src/cpuid.js';
 import { RangeMap } from '../src/devices.js';
-import { AccelUsageError, ApiVersionError, HostSystemError, HypervisorUnavailableError, MemoryMapError, MissingCapabilityError, fromNativeError } from '../src/errors.js';
+import {
+  AccelUsageError,
+  ApiVersionError,
+  HostSystemError,
+  HypervisorUnavailableError,
+  MemoryMapError,
+  MissingCapabilityError,
+  fromNativeError,
+} from '../src/errors.js';
 import { decodeExit, encodeResponse } from '../src/exit-decode.js';
 import { loadElf64 } from '../src/guest/elf.js';
 import { writeLongModeTables, PML4_GPA, GDT_GPA } from '../src/guest/long-mode.js';
@@ -11,7 +19,16 @@ import { AssertPort } from '../src/guest/platform.js';
 import { AnswerStatus, ExitFlag, ExitKindCode, HEADER_SIZE, Off, SLOT_DATA_OFFSET, SLOT_SIZE, SlotView } from '../src/native/exit-slot.js';
 import { packRegisters, packSpecialRegisters, unpackRegisters, unpackSpecialRegisters, REG_NAMES, SREG_WORDS } from '../src/registers.js';
 
-const entry = (fn: number, regs: Partial<CpuidEntry> = {}): CpuidEntry => ({ function: fn, index: 0, flags: 0, eax: 0, ebx: 0, ecx: 0, edx: 0, ...regs });
+const entry = (fn: number, regs: Partial<CpuidEntry> = {}): CpuidEntry => ({
+  function: fn,
+  index: 0,
+  flags: 0,
+  eax: 0,
+  ebx: 0,
+  ecx: 0,
+  edx: 0,
+  ...regs,
+});
 
 describe('CPUID model', () => {
   const supported = [
@@ -43,8 +60,8 @@ describe('CPUID model', () => {
     expect(leaf(7)).toMatchObject({ eax: 0, ebx: 0, ecx: 0, edx: 0 });
     expect(leaf(7, 1)).toBeUndefined();
     expect(leaf(0xd)).toBeUndefined();
-    expect(leaf(0x80000001)!.edx & (1 << 26)).toBe(0);  // no 1 GiB pages
-    expect(leaf(0x80000001)!.edx & (1 << 29)).not.toBe(0);  // long mode
+    expect(leaf(0x80000001)!.edx & (1 << 26)).toBe(0); // no 1 GiB pages
+    expect(leaf(0x80000001)!.edx & (1 << 29)).not.toBe(0); // long mode
   });
 
   it('rejects a caller leaf outside the hypervisor range, and round-trips the wire form', () => {
@@ -87,12 +104,12 @@ describe('exit slot answers', () => {
   it('publishes ANSWERED only over POSTED: an EXITED slot (vCPU gave up on a stop request) stays EXITED', () => {
     const slot = new SlotView(new ArrayBuffer(HEADER_SIZE + SLOT_SIZE), 0);
     const stateWord = Off.state / 4;
-    slot.i32[stateWord] = 1;  // POSTED
+    slot.i32[stateWord] = 1; // POSTED
     slot.i32[Off.sleeping / 4] = 1;
-    expect(slot.publishAnswer()).toBe(true);  // answered, and the thread sleeps: wake it
+    expect(slot.publishAnswer()).toBe(true); // answered, and the thread sleeps: wake it
     expect(slot.state()).toBe(2);
-    slot.i32[stateWord] = 3;  // EXITED
-    expect(slot.publishAnswer()).toBe(false);  // nothing to wake
+    slot.i32[stateWord] = 3; // EXITED
+    expect(slot.publishAnswer()).toBe(false); // nothing to wake
     expect(slot.state()).toBe(3);
   });
 });
@@ -114,9 +131,20 @@ describe('registers', () => {
     const regs = Object.fromEntries(REG_NAMES.map((n, i) => [n, BigInt(i) * 0x1111n])) as ReturnType<typeof unpackRegisters>;
     expect(unpackRegisters(packRegisters(regs))).toEqual(regs);
     const raw = new BigUint64Array(SREG_WORDS).map((_, i) => BigInt(i));
-    raw[2] = 0x1fff0008n;  // every attribute bit set, selector 8
+    raw[2] = 0x1fff0008n; // every attribute bit set, selector 8
     const s = unpackSpecialRegisters(raw);
-    expect(s.cs).toMatchObject({ selector: 8, type: 0xf, present: true, dpl: 3, db: true, s: true, l: true, g: true, avl: true, unusable: true });
+    expect(s.cs).toMatchObject({
+      selector: 8,
+      type: 0xf,
+      present: true,
+      dpl: 3,
+      db: true,
+      s: true,
+      l: true,
+      g: true,
+      avl: true,
+      unusable: true,
+    });
     expect(packSpecialRegisters(s)).toEqual(raw);
   });
 });
@@ -139,7 +167,7 @@ describe('test-guest loader', () => {
     const mem = GuestMemory.createShared(1 << 20);
     writeLongModeTables(mem);
     expect(mem.readU64(PML4_GPA)).toBe(0x2003n);
-    expect(mem.readU64(0x3000 + 3 * 0x1000 + 511 * 8)).toBe(0xffe00000n | 0x93n);  // last 2 MiB below 4 GiB, uncached
+    expect(mem.readU64(0x3000 + 3 * 0x1000 + 511 * 8)).toBe(0xffe00000n | 0x93n); // last 2 MiB below 4 GiB, uncached
     expect(mem.readU64(GDT_GPA + 8)).toBe(0x00af9a000000ffffn);
   });
 
@@ -155,12 +183,12 @@ describe('test-guest loader', () => {
     v.setBigUint64(32, 64n, true);
     v.setUint16(54, 56, true);
     v.setUint16(56, 1, true);
-    v.setUint32(64, 1, true);  // PT_LOAD
-    v.setBigUint64(64 + 24, 0x200000n, true);  // paddr beyond the 1 MiB of RAM
+    v.setUint32(64, 1, true); // PT_LOAD
+    v.setBigUint64(64 + 24, 0x200000n, true); // paddr beyond the 1 MiB of RAM
     v.setBigUint64(64 + 40, 0x1000n, true);
     expect(() => loadElf64(mem, elf)).toThrow(/not in guest RAM/);
     v.setBigUint64(64 + 24, 0x1000n, true);
-    v.setBigUint64(64 + 32, 0x10000n, true);  // filesz beyond the file
+    v.setBigUint64(64 + 32, 0x10000n, true); // filesz beyond the file
     v.setBigUint64(64 + 40, 0x10000n, true);
     expect(() => loadElf64(mem, elf)).toThrow(/exceeds the file/);
     expect(() => loadElf64(mem, new Uint8Array(10))).toThrow(/bad magic/);

@@ -48,24 +48,79 @@ describe('MSHV structures', () => {
     expect(offsets(abi.HvRegisterAssoc)).toEqual({ name: 0, reserved1: 4, reserved2: 8, valueLow: 16, valueHigh: 24 });
     expect(abi.HvInputAssertVirtualInterrupt.size).toBe(32);
     expect(offsets(abi.HvInputAssertVirtualInterrupt)).toMatchObject({ interruptType: 8, destAddr: 16, vector: 24, targetVtl: 28 });
-    expect(offsets(abi.HvInputSignalEventDirect)).toEqual({ targetPartition: 0, targetVp: 8, targetVtl: 12, targetSint: 13, flagNumber: 14 });
-    expect(offsets(abi.HvInputPostMessageDirect)).toEqual({ partitionId: 0, vpIndex: 8, vtl: 12, padding: 13, sintIndex: 16, message: 20, padding2: 276 });
+    expect(offsets(abi.HvInputSignalEventDirect)).toEqual({
+      targetPartition: 0,
+      targetVp: 8,
+      targetVtl: 12,
+      targetSint: 13,
+      flagNumber: 14,
+    });
+    expect(offsets(abi.HvInputPostMessageDirect)).toEqual({
+      partitionId: 0,
+      vpIndex: 8,
+      vtl: 12,
+      padding: 13,
+      sintIndex: 16,
+      message: 20,
+      padding2: 276,
+    });
     expect(abi.HvInputPostMessageDirect.size).toBe(280);
   });
 
   it('intercept messages match the x64 layouts (payload offsets)', () => {
     expect(abi.hv_message_header.size).toBe(16);
-    expect(offsets(abi.HvX64InterceptHeader)).toEqual({ vpIndex: 0, lengthAndCr8: 4, interceptAccessType: 5, executionState: 6, cs: 8, rip: 24, rflags: 32 });
+    expect(offsets(abi.HvX64InterceptHeader)).toEqual({
+      vpIndex: 0,
+      lengthAndCr8: 4,
+      interceptAccessType: 5,
+      executionState: 6,
+      cs: 8,
+      rip: 24,
+      rflags: 32,
+    });
     expect(abi.HvX64IoPortInterceptMessage.size).toBe(128);
-    expect(offsets(abi.HvX64IoPortInterceptMessage)).toMatchObject({ portNumber: 40, accessInfo: 42, instructionByteCount: 43, rax: 48, instructionBytes: 56, ds: 72, es: 88, rcx: 104, rsi: 112, rdi: 120 });
+    expect(offsets(abi.HvX64IoPortInterceptMessage)).toMatchObject({
+      portNumber: 40,
+      accessInfo: 42,
+      instructionByteCount: 43,
+      rax: 48,
+      instructionBytes: 56,
+      ds: 72,
+      es: 88,
+      rcx: 104,
+      rsi: 112,
+      rdi: 120,
+    });
     expect(abi.HvX64MemoryInterceptMessage.size).toBe(80);
-    expect(offsets(abi.HvX64MemoryInterceptMessage)).toMatchObject({ cacheType: 40, instructionByteCount: 44, memoryAccessInfo: 45, guestVirtualAddress: 48, guestPhysicalAddress: 56, instructionBytes: 64 });
+    expect(offsets(abi.HvX64MemoryInterceptMessage)).toMatchObject({
+      cacheType: 40,
+      instructionByteCount: 44,
+      memoryAccessInfo: 45,
+      guestVirtualAddress: 48,
+      guestPhysicalAddress: 56,
+      instructionBytes: 64,
+    });
     expect(offsets(abi.HvX64MsrInterceptMessage)).toMatchObject({ msrNumber: 40, rdx: 48, rax: 56 });
     expect(abi.HvX64CpuidInterceptMessage.size).toBe(104);
-    expect(offsets(abi.HvX64HypercallInterceptMessage)).toMatchObject({ rax: 40, rbx: 48, rcx: 56, rdx: 64, r8: 72, rsi: 80, rdi: 88, xmmRegisters: 96, flags: 192 });
+    expect(offsets(abi.HvX64HypercallInterceptMessage)).toMatchObject({
+      rax: 40,
+      rbx: 48,
+      rcx: 56,
+      rdx: 64,
+      r8: 72,
+      rsi: 80,
+      rdi: 88,
+      xmmRegisters: 96,
+      flags: 192,
+    });
     expect(abi.HvX64ExceptionInterceptMessage.size).toBe(240);
     expect(offsets(abi.HvX64SintDeliverableMessage)).toMatchObject({ deliverableSints: 40 });
-    for (const s of [abi.HvX64IoPortInterceptMessage, abi.HvX64MemoryInterceptMessage, abi.HvX64HypercallInterceptMessage, abi.HvX64ExceptionInterceptMessage]) {
+    for (const s of [
+      abi.HvX64IoPortInterceptMessage,
+      abi.HvX64MemoryInterceptMessage,
+      abi.HvX64HypercallInterceptMessage,
+      abi.HvX64ExceptionInterceptMessage,
+    ]) {
       expect(s.size).toBeLessThanOrEqual(abi.HV_MESSAGE_PAYLOAD_BYTE_COUNT);
     }
   });

@@ -7,15 +7,45 @@ import type { Registers } from '../src/registers.js';
 
 // Register names (hv_register_name): RAX 0x20000, RCX 0x20001, RDX 0x20002, RBX 0x20003, RIP 0x20010,
 // pending interruption 0x10002.
-const RAX = 0x20000, RCX = 0x20001, RDX = 0x20002, RBX = 0x20003, RIP = 0x20010, PENDING = 0x10002;
+const RAX = 0x20000,
+  RCX = 0x20001,
+  RDX = 0x20002,
+  RBX = 0x20003,
+  RIP = 0x20010,
+  PENDING = 0x10002;
 
 const ctx = (length: number, rip = 0x1000n): InterceptContext => ({
-  vp: 0, messageType: 0, instructionLength: length, rip, rflags: 2n, accessType: 0, executionState: 0x14, longMode: true, defaultOperand32: false,
+  vp: 0,
+  messageType: 0,
+  instructionLength: length,
+  rip,
+  rflags: 2n,
+  accessType: 0,
+  executionState: 0x14,
+  longMode: true,
+  defaultOperand32: false,
 });
 
 const regs = (over: Partial<Registers> = {}): Registers => ({
-  rax: 0n, rbx: 0n, rcx: 0n, rdx: 0n, rsi: 0n, rdi: 0n, rsp: 0n, rbp: 0n, r8: 0n, r9: 0n, r10: 0n, r11: 0n,
-  r12: 0n, r13: 0n, r14: 0n, r15: 0n, rip: 0x2000n, rflags: 2n, ...over,
+  rax: 0n,
+  rbx: 0n,
+  rcx: 0n,
+  rdx: 0n,
+  rsi: 0n,
+  rdi: 0n,
+  rsp: 0n,
+  rbp: 0n,
+  r8: 0n,
+  r9: 0n,
+  r10: 0n,
+  r11: 0n,
+  r12: 0n,
+  r13: 0n,
+  r14: 0n,
+  r15: 0n,
+  rip: 0x2000n,
+  rflags: 2n,
+  ...over,
 });
 
 describe('MSHV completion', () => {
@@ -53,15 +83,24 @@ describe('MSHV completion', () => {
   it('CPUID writes the four registers (the handler answer, else the hypervisor default)', () => {
     const exit: Exit = { kind: 'cpuid', vp: 0, leaf: 0x4000_0000, subleaf: 0 };
     const expected = (a: number, b: number, c: number, d: number) => [
-      { name: RAX, value: BigInt(a) }, { name: RBX, value: BigInt(b) }, { name: RCX, value: BigInt(c) }, { name: RDX, value: BigInt(d) }, { name: RIP, value: 0x1002n },
+      { name: RAX, value: BigInt(a) },
+      { name: RBX, value: BigInt(b) },
+      { name: RCX, value: BigInt(c) },
+      { name: RDX, value: BigInt(d) },
+      { name: RIP, value: 0x1002n },
     ];
-    expect(completeIntercept({ exit, context: ctx(2), cpuidDefault: [1, 2, 3, 4] }, { cpuid: [0xffff_ffff, 6, 7, 8] })).toEqual(expected(0xffff_ffff, 6, 7, 8));
+    expect(completeIntercept({ exit, context: ctx(2), cpuidDefault: [1, 2, 3, 4] }, { cpuid: [0xffff_ffff, 6, 7, 8] })).toEqual(
+      expected(0xffff_ffff, 6, 7, 8),
+    );
     expect(completeIntercept({ exit, context: ctx(2), cpuidDefault: [1, 2, 3, 4] }, undefined)).toEqual(expected(1, 2, 3, 4));
   });
 
   it('hypercall: RAX = status, RIP past the VMCALL (the hypervisor does not advance it)', () => {
     const exit: Exit = { kind: 'hypercall', vp: 0, control: 0x5cn, input: 0n, output: 0n, xmm: undefined };
-    expect(completeIntercept({ exit, context: ctx(3) }, { value: 0x12 })).toEqual([{ name: RAX, value: 0x12n }, { name: RIP, value: 0x1003n }]);
+    expect(completeIntercept({ exit, context: ctx(3) }, { value: 0x12 })).toEqual([
+      { name: RAX, value: 0x12n },
+      { name: RIP, value: 0x1003n },
+    ]);
   });
 
   it('fatal exits and exits without context need no writes', () => {

@@ -83,7 +83,10 @@ describe('decodeRunMessage: intercepts', () => {
     w.v.setUint32(56, 0x277, true);
     w.v.setBigUint64(64, 0xaabb_ccddn, true); // rdx
     w.v.setBigUint64(72, 0xffff_ffff_1122_3344n, true); // rax (upper half ignored)
-    expect(decodeRunMessage(0, w.buf)).toMatchObject({ kind: 'exit', exit: { kind: 'msr-write', msr: 0x277, value: 0xaabb_ccdd_1122_3344n } });
+    expect(decodeRunMessage(0, w.buf)).toMatchObject({
+      kind: 'exit',
+      exit: { kind: 'msr-write', msr: 0x277, value: 0xaabb_ccdd_1122_3344n },
+    });
   });
 
   it('CPUID: leaf/subleaf and the hypervisor default result', () => {
@@ -95,7 +98,11 @@ describe('decodeRunMessage: intercepts', () => {
     v.setBigUint64(104, 0x44n, true); // default rdx
     v.setBigUint64(112, 0x22n, true); // default rbx
     const ev = decodeRunMessage(0, buf);
-    expect(ev).toMatchObject({ kind: 'exit', exit: { kind: 'cpuid', leaf: 0x4000_0000, subleaf: 3 }, cpuidDefault: [0x11, 0x22, 0x33, 0x44] });
+    expect(ev).toMatchObject({
+      kind: 'exit',
+      exit: { kind: 'cpuid', leaf: 0x4000_0000, subleaf: 3 },
+      cpuidDefault: [0x11, 0x22, 0x33, 0x44],
+    });
   });
 
   it('hypercall: RCX control, RDX input, R8 output; XMM only for fast calls', () => {
@@ -105,7 +112,10 @@ describe('decodeRunMessage: intercepts', () => {
     v.setBigUint64(80, 0x2000n, true); // rdx
     v.setBigUint64(88, 0x3000n, true); // r8
     const slow = decodeRunMessage(0, buf);
-    expect(slow).toMatchObject({ kind: 'exit', exit: { kind: 'hypercall', control: 0x5cn, input: 0x2000n, output: 0x3000n, xmm: undefined } });
+    expect(slow).toMatchObject({
+      kind: 'exit',
+      exit: { kind: 'hypercall', control: 0x5cn, input: 0x2000n, output: 0x3000n, xmm: undefined },
+    });
     v.setBigUint64(72, 0x5cn | (1n << 16n), true);
     buf[112] = 0x77; // xmm0 byte 0
     buf[207] = 0x99; // xmm5 byte 15
@@ -130,19 +140,34 @@ describe('decodeRunMessage: intercepts', () => {
   });
 
   it('MMIO whose bytes disagree with the access type, or cannot be decoded, is an emulation failure', () => {
-    expect(decodeRunMessage(0, memoryMessage(0xd000_0000n, false, [0x89, 0x10]))).toMatchObject({ kind: 'exit', exit: { kind: 'unrecoverable', reason: 'emulation-failure' } });
-    expect(decodeRunMessage(0, memoryMessage(0xd000_0000n, true, [0x0f, 0x0b]))).toMatchObject({ kind: 'exit', exit: { kind: 'unrecoverable', reason: 'emulation-failure' } });
+    expect(decodeRunMessage(0, memoryMessage(0xd000_0000n, false, [0x89, 0x10]))).toMatchObject({
+      kind: 'exit',
+      exit: { kind: 'unrecoverable', reason: 'emulation-failure' },
+    });
+    expect(decodeRunMessage(0, memoryMessage(0xd000_0000n, true, [0x0f, 0x0b]))).toMatchObject({
+      kind: 'exit',
+      exit: { kind: 'unrecoverable', reason: 'emulation-failure' },
+    });
   });
 
   it('halt, triple fault, invalid VP register, exception intercept', () => {
     expect(decodeRunMessage(0, message(0x80010007, 40, { length: 1 }).buf)).toMatchObject({ kind: 'exit', exit: { kind: 'halt' } });
-    expect(decodeRunMessage(2, message(0x80000021, 40, { rip: 0xfff0n }).buf)).toMatchObject({ kind: 'exit', exit: { kind: 'shutdown', vp: 2, reason: 'triple-fault', detail: 0xfff0n } });
-    expect(decodeRunMessage(0, message(0x80000020, 8).buf)).toMatchObject({ kind: 'exit', exit: { kind: 'unrecoverable', reason: 'entry-failure' } });
+    expect(decodeRunMessage(2, message(0x80000021, 40, { rip: 0xfff0n }).buf)).toMatchObject({
+      kind: 'exit',
+      exit: { kind: 'shutdown', vp: 2, reason: 'triple-fault', detail: 0xfff0n },
+    });
+    expect(decodeRunMessage(0, message(0x80000020, 8).buf)).toMatchObject({
+      kind: 'exit',
+      exit: { kind: 'unrecoverable', reason: 'entry-failure' },
+    });
     const ex = message(0x80010003, 240, { length: 2 });
     ex.v.setUint16(56, 6, true); // vector #UD
     ex.v.setUint8(59, 2); // instruction_byte_count
     ex.buf.set([0x0f, 0x0b], 80);
-    expect(decodeRunMessage(0, ex.buf)).toMatchObject({ kind: 'exit', exit: { kind: 'unrecoverable', reason: 'internal-error', detail: 6n << 32n, instructionBytes: Uint8Array.of(0x0f, 0x0b) } });
+    expect(decodeRunMessage(0, ex.buf)).toMatchObject({
+      kind: 'exit',
+      exit: { kind: 'unrecoverable', reason: 'internal-error', detail: 6n << 32n, instructionBytes: Uint8Array.of(0x0f, 0x0b) },
+    });
   });
 
   it('SINT deliverable and interruption deliverable are notifications', () => {
@@ -157,10 +182,22 @@ describe('decodeRunMessage: intercepts', () => {
 
 describe('decodeRunMessage: hostile input', () => {
   it('truncated buffer, payload_size > 240, unknown type, zero instruction length, > 16 instruction bytes', () => {
-    expect(decodeRunMessage(0, new Uint8Array(100))).toMatchObject({ kind: 'exit', exit: { kind: 'unrecoverable', reason: 'internal-error' } });
-    expect(decodeRunMessage(0, message(0x80010000, 241).buf)).toMatchObject({ kind: 'exit', exit: { kind: 'unrecoverable', detail: 241n } });
-    expect(decodeRunMessage(0, message(0x8123_4567, 0).buf)).toMatchObject({ kind: 'exit', exit: { kind: 'unrecoverable', reason: 'unknown', backendCode: 0x8123_4567 } });
-    expect(decodeRunMessage(0, ioMessage({ port: 1, size: 1, write: true, rax: 0n, length: 0 }))).toMatchObject({ kind: 'exit', exit: { kind: 'unrecoverable' } });
+    expect(decodeRunMessage(0, new Uint8Array(100))).toMatchObject({
+      kind: 'exit',
+      exit: { kind: 'unrecoverable', reason: 'internal-error' },
+    });
+    expect(decodeRunMessage(0, message(0x80010000, 241).buf)).toMatchObject({
+      kind: 'exit',
+      exit: { kind: 'unrecoverable', detail: 241n },
+    });
+    expect(decodeRunMessage(0, message(0x8123_4567, 0).buf)).toMatchObject({
+      kind: 'exit',
+      exit: { kind: 'unrecoverable', reason: 'unknown', backendCode: 0x8123_4567 },
+    });
+    expect(decodeRunMessage(0, ioMessage({ port: 1, size: 1, write: true, rax: 0n, length: 0 }))).toMatchObject({
+      kind: 'exit',
+      exit: { kind: 'unrecoverable' },
+    });
     const m = memoryMessage(0xd000_0000n, true, [0x89, 0x10]);
     m[60] = 200; // instruction_byte_count
     expect(decodeRunMessage(0, m)).toMatchObject({ kind: 'exit', exit: { kind: 'unrecoverable', reason: 'emulation-failure' } });
@@ -170,15 +207,22 @@ describe('decodeRunMessage: hostile input', () => {
   });
 
   it('any 256 bytes decode to a defined event without throwing', () => {
-    const types = [0, 0x80000000, 0x80000001, 0x80000020, 0x80000021, 0x80000022, 0x80000050, 0x80000062, 0x80010000, 0x80010001, 0x80010002, 0x80010003, 0x80010004, 0x80010007, 0x80010008];
+    const types = [
+      0, 0x80000000, 0x80000001, 0x80000020, 0x80000021, 0x80000022, 0x80000050, 0x80000062, 0x80010000, 0x80010001, 0x80010002, 0x80010003,
+      0x80010004, 0x80010007, 0x80010008,
+    ];
     fc.assert(
-      fc.property(fc.uint8Array({ minLength: 256, maxLength: 256 }), fc.option(fc.constantFrom(...types), { nil: undefined }), (bytes, type) => {
-        if (type !== undefined) new DataView(bytes.buffer).setUint32(0, type, true);
-        const ev = decodeRunMessage(0, bytes);
-        expect(['exit', 'mmio', 'sint-deliverable', 'interruption-deliverable', 'ignored']).toContain(ev.kind);
-        if (ev.kind === 'exit' && ev.exit.kind === 'unrecoverable') expect((ev.exit.instructionBytes?.length ?? 0) <= 16).toBe(true);
-        if (ev.kind === 'mmio') expect(ev.instructionBytes.length).toBeLessThanOrEqual(16);
-      }),
+      fc.property(
+        fc.uint8Array({ minLength: 256, maxLength: 256 }),
+        fc.option(fc.constantFrom(...types), { nil: undefined }),
+        (bytes, type) => {
+          if (type !== undefined) new DataView(bytes.buffer).setUint32(0, type, true);
+          const ev = decodeRunMessage(0, bytes);
+          expect(['exit', 'mmio', 'sint-deliverable', 'interruption-deliverable', 'ignored']).toContain(ev.kind);
+          if (ev.kind === 'exit' && ev.exit.kind === 'unrecoverable') expect((ev.exit.instructionBytes?.length ?? 0) <= 16).toBe(true);
+          if (ev.kind === 'mmio') expect(ev.instructionBytes.length).toBeLessThanOrEqual(16);
+        },
+      ),
       { numRuns: 3000 },
     );
   });

@@ -14,13 +14,17 @@ const mmio = (gpa: bigint, write: boolean, bytes: number[], rip: bigint) => mshv
 const hypercall = (control: bigint, input: bigint, output: bigint, rip: bigint) => mshvExits.hypercall(control, input, output, { rip });
 const sintDeliverable = (mask: number) => mshvExits.sintDeliverable(mask);
 
-const RAX = 0x20000, RDX = 0x20002, RIP = 0x20010;
+const RAX = 0x20000,
+  RDX = 0x20002,
+  RIP = 0x20010;
 
 /** The setup calls in a readable form: ioctl name + decoded argument, or hypercall code + input fields. */
 function summarize(calls: readonly FakeCall[]): unknown[] {
   const names = new Map<number, string>([
-    [abi.MSHV_CREATE_PARTITION, 'CREATE_PARTITION'], [abi.MSHV_INITIALIZE_PARTITION, 'INITIALIZE_PARTITION'],
-    [abi.MSHV_CREATE_VP, 'CREATE_VP'], [abi.MSHV_SET_GUEST_MEMORY, 'SET_GUEST_MEMORY'],
+    [abi.MSHV_CREATE_PARTITION, 'CREATE_PARTITION'],
+    [abi.MSHV_INITIALIZE_PARTITION, 'INITIALIZE_PARTITION'],
+    [abi.MSHV_CREATE_VP, 'CREATE_VP'],
+    [abi.MSHV_SET_GUEST_MEMORY, 'SET_GUEST_MEMORY'],
   ]);
   const outList: unknown[] = [];
   for (const c of calls) {
@@ -36,7 +40,8 @@ function summarize(calls: readonly FakeCall[]): unknown[] {
       const a = c.arg ? new DataView(c.arg.buffer, c.arg.byteOffset) : undefined;
       if (c.request === abi.MSHV_CREATE_PARTITION) outList.push([name, c.fd, a!.getBigUint64(0, true), a!.getBigUint64(8, true)]);
       else if (c.request === abi.MSHV_CREATE_VP) outList.push([name, c.fd, a!.getUint32(0, true)]);
-      else if (c.request === abi.MSHV_SET_GUEST_MEMORY) outList.push([name, c.fd, a!.getBigUint64(0, true), a!.getBigUint64(8, true), c.arg![24]]);
+      else if (c.request === abi.MSHV_SET_GUEST_MEMORY)
+        outList.push([name, c.fd, a!.getBigUint64(0, true), a!.getBigUint64(8, true), c.arg![24]]);
       else outList.push([name, c.fd]);
     }
   }
@@ -51,7 +56,18 @@ async function until(cond: () => boolean): Promise<void> {
 describe('MshvPartition.create', () => {
   it('issues the setup calls in the order the kernel requires', () => {
     const sys = new FakeMshvSys();
-    const p = MshvPartition.create({ vcpuCount: 2, memory: [{ gpa: 0, size: 0x10000 }, { gpa: 0x10_0000, size: 0x2000 }], userMsrs: [0x1a0], cpuidLeaves: [0x4000_0010] }, sys);
+    const p = MshvPartition.create(
+      {
+        vcpuCount: 2,
+        memory: [
+          { gpa: 0, size: 0x10000 },
+          { gpa: 0x10_0000, size: 0x2000 },
+        ],
+        userMsrs: [0x1a0],
+        cpuidLeaves: [0x4000_0010],
+      },
+      sys,
+    );
     expect(p.backend).toBe('mshv');
     expect(summarize(sys.calls)).toEqual([
       ['open', '/dev/mshv'],
@@ -78,7 +94,8 @@ describe('MshvPartition.create', () => {
 
   it('an optional intercept the hypervisor refuses is not fatal; a required one is', () => {
     const sys = new FakeMshvSys();
-    sys.hvcallHook = (code, input) => (code === 0x4d && new DataView(input.buffer).getUint32(12, true) === 0xd ? { status: abi.HV_STATUS_INVALID_PARAMETER } : undefined);
+    sys.hvcallHook = (code, input) =>
+      code === 0x4d && new DataView(input.buffer).getUint32(12, true) === 0xd ? { status: abi.HV_STATUS_INVALID_PARAMETER } : undefined;
     expect(() => MshvPartition.create({ memory: [{ gpa: 0, size: 0x1000 }] }, sys).close()).not.toThrow();
     const strict = new FakeMshvSys();
     strict.hvcallHook = (code) => (code === 0x4d ? { status: abi.HV_STATUS_ACCESS_DENIED } : undefined);
@@ -90,7 +107,9 @@ describe('MshvPartition.create', () => {
     const sys = new FakeMshvSys();
     sys.openErrno = abi.Errno.ENOENT;
     expect(() => MshvPartition.create({ memory: [{ gpa: 0, size: 0x1000 }] }, sys)).toThrow(HypervisorUnavailableError);
-    expect(() => MshvPartition.create({ memory: [{ gpa: 0, size: 0x1000 }] }, sys)).toThrow(/\/dev\/mshv.*Linux 6\.15\+.*root partition.*CONFIG_MSHV_ROOT/);
+    expect(() => MshvPartition.create({ memory: [{ gpa: 0, size: 0x1000 }] }, sys)).toThrow(
+      /\/dev\/mshv.*Linux 6\.15\+.*root partition.*CONFIG_MSHV_ROOT/,
+    );
     sys.openErrno = abi.Errno.EACCES;
     expect(() => MshvPartition.create({ memory: [{ gpa: 0, size: 0x1000 }] }, sys)).toThrow(/\/dev\/mshv: permission denied/);
   });
@@ -123,7 +142,11 @@ describe('MshvPartition run loop (fake /dev/mshv)', () => {
     const sys = new FakeMshvSys();
     const p = MshvPartition.create({ vcpuCount: 1, memory: [{ gpa: 0, size: 0x10000 }] }, sys);
     const events: string[] = [];
-    p.addIoDevice({ port: 0x3f8, count: 1, write: (port, size, value) => void events.push(`out ${port.toString(16)} ${size} ${value.toString(16)}`) });
+    p.addIoDevice({
+      port: 0x3f8,
+      count: 1,
+      write: (port, size, value) => void events.push(`out ${port.toString(16)} ${size} ${value.toString(16)}`),
+    });
     p.addIoDevice({ port: 0x60, count: 1, read: () => (events.push('in 60'), 0xab) });
     p.addMsrDevice({ msr: 0x1a0, read: () => (events.push('rdmsr 1a0'), undefined) });
     p.addMmioDevice({
@@ -170,20 +193,32 @@ describe('MshvPartition run loop (fake /dev/mshv)', () => {
       'mmio read d0000004 4',
       'hypercall 5c 2000 0',
     ]);
-    const writes = sys.hvcalls(0x51).slice(writesFrom).map((c) => {
-      const n = c.reps;
-      return Array.from({ length: n }, (_, i) => {
-        const a = abi.HvRegisterAssoc.decode(c.input, 16 + i * 32);
-        return [a.name.toString(16), a.valueLow.toString(16)];
+    const writes = sys
+      .hvcalls(0x51)
+      .slice(writesFrom)
+      .map((c) => {
+        const n = c.reps;
+        return Array.from({ length: n }, (_, i) => {
+          const a = abi.HvRegisterAssoc.decode(c.input, 16 + i * 32);
+          return [a.name.toString(16), a.valueLow.toString(16)];
+        });
       });
-    });
     expect(writes).toEqual([
       [['20010', '1001']], // OUT: RIP
-      [['20000', '123456ab'], ['20010', '1002']], // IN: AL merged, RIP
+      [
+        ['20000', '123456ab'],
+        ['20010', '1002'],
+      ], // IN: AL merged, RIP
       [['10002', 'd0017']], // RDMSR -> #GP, no RIP advance
       [['20010', '3002']], // MMIO write: RIP
-      [['20000', '11223344'], ['20010', '3004']], // MMIO read: EAX, RIP
-      [['20000', '0'], ['20010', '4003']], // hypercall: status, RIP past VMCALL
+      [
+        ['20000', '11223344'],
+        ['20010', '3004'],
+      ], // MMIO read: EAX, RIP
+      [
+        ['20000', '0'],
+        ['20010', '4003'],
+      ], // hypercall: status, RIP past VMCALL
       [['10006', '3']], // stop(): NMI | interrupt notification kick
     ]);
     expect(sys.posted.map((m) => [m.vp, m.sint, m.message[16]])).toEqual([[0, 2, 9]]);
@@ -200,7 +235,9 @@ describe('MshvPartition run loop (fake /dev/mshv)', () => {
     const s = v.getSpecialRegisters();
     v.setSpecialRegisters({ ...s, cr0: 0x11n, gdt: { base: 0x5000n, limit: 0x27 } });
     const gdtr = sys.hvcalls(0x51).at(-1)!;
-    const gdtAssoc = Array.from({ length: gdtr.reps }, (_, i) => abi.HvRegisterAssoc.decode(gdtr.input, 16 + i * 32)).find((a) => a.name === 0x70001);
+    const gdtAssoc = Array.from({ length: gdtr.reps }, (_, i) => abi.HvRegisterAssoc.decode(gdtr.input, 16 + i * 32)).find(
+      (a) => a.name === 0x70001,
+    );
     expect(gdtAssoc).toMatchObject({ valueLow: 0x27n << 48n, valueHigh: 0x5000n }); // limit @6, base @8
     let inside: bigint | undefined;
     p.addIoDevice({ port: 0x80, count: 1, write: () => ((inside = v.getRegisters().rip), { stop: true }) });
@@ -217,7 +254,13 @@ describe('MshvPartition run loop (fake /dev/mshv)', () => {
     const p = MshvPartition.create({ memory: [{ gpa: 0, size: 0x1000 }] }, sys);
     sys.script(0, msg(0x80000021, 40, 0xfff0n, 0).buf);
     await expect(p.run()).rejects.toThrow(GuestFatalError);
-    p.addIoDevice({ port: 0x70, count: 1, write: () => { throw new Error('boom'); } });
+    p.addIoDevice({
+      port: 0x70,
+      count: 1,
+      write: () => {
+        throw new Error('boom');
+      },
+    });
     sys.script(0, out(0x70, 0, 0x10n));
     await expect(p.run()).rejects.toThrow(ExitHandlerError);
     p.close();
@@ -230,7 +273,10 @@ describe('MshvPartition run loop (fake /dev/mshv)', () => {
       p.addIoDevice({ port: 0x60, count: 1, read: () => answer as number });
       sys.script(0, inb(0x60, 0n, 0x10n));
       const writes = sys.hvcalls(0x51).length;
-      const e = await p.run().then(() => undefined, (err: unknown) => err);
+      const e = await p.run().then(
+        () => undefined,
+        (err: unknown) => err,
+      );
       expect(e, String(answer)).toBeInstanceOf(ExitHandlerError);
       expect((e as Error).message).toMatch(/handler for io failed: the answer to the io exit has value .* within 64 bits/);
       expect(sys.hvcalls(0x51).length, 'no register write-back').toBe(writes);
@@ -255,7 +301,12 @@ describe('MshvPartition run loop (fake /dev/mshv)', () => {
     const sys = new FakeMshvSys();
     const p = MshvPartition.create({ vcpuCount: 2, memory: [{ gpa: 0, size: 0x1000 }] }, sys);
     expect(p.synic.signalEvent(1, 3, 7)).toBe(true);
-    expect(abi.HvInputSignalEventDirect.decode(sys.hvcalls(0xc0)[0].input)).toMatchObject({ targetVp: 1, targetSint: 3, flagNumber: 7, targetVtl: 0 });
+    expect(abi.HvInputSignalEventDirect.decode(sys.hvcalls(0xc0)[0].input)).toMatchObject({
+      targetVp: 1,
+      targetSint: 3,
+      flagNumber: 7,
+      targetVtl: 0,
+    });
     p.close();
   });
 });
@@ -277,7 +328,10 @@ describe('MshvPartition setup failures release what they allocated', () => {
   // Each step of setup made to fail in turn: the hypercall pages, VP run pages, VP fds and RAM
   // are all released (before: the two hypercall pages leaked whenever setup threw).
   const steps: [string, (sys: FakeMshvSys) => void][] = [
-    ['the synthetic-features property', (sys) => (sys.hvcallHook = (code) => (code === abi.HVCALL_SET_PARTITION_PROPERTY ? { status: 0x5 } : undefined))],
+    [
+      'the synthetic-features property',
+      (sys) => (sys.hvcallHook = (code) => (code === abi.HVCALL_SET_PARTITION_PROPERTY ? { status: 0x5 } : undefined)),
+    ],
     ['an intercept', (sys) => (sys.hvcallHook = (code) => (code === abi.HVCALL_INSTALL_INTERCEPT ? { status: 0x5 } : undefined))],
   ];
   for (const [what, inject] of steps) {
@@ -286,7 +340,9 @@ describe('MshvPartition setup failures release what they allocated', () => {
       inject(sys);
       expect(() => MshvPartition.create({ vcpuCount: 2, memory: [{ gpa: 0, size: 0x10000 }] }, sys)).toThrow();
       expect(sys.liveBuffers()).toBe(0);
-      const opened = sys.calls.filter((c) => c.op === 'open').length + sys.calls.filter((c) => c.op === 'ioctl' && (c.request === abi.MSHV_CREATE_PARTITION || c.request === abi.MSHV_CREATE_VP)).length;
+      const opened =
+        sys.calls.filter((c) => c.op === 'open').length +
+        sys.calls.filter((c) => c.op === 'ioctl' && (c.request === abi.MSHV_CREATE_PARTITION || c.request === abi.MSHV_CREATE_VP)).length;
       expect(sys.calls.filter((c) => c.op === 'close').length).toBe(opened);
     });
   }

@@ -41,7 +41,7 @@ function header(flags: number, at = 64, size = 256): Uint8Array {
   const v = new DataView(image.buffer);
   v.setUint32(at, 0x1badb002, true);
   v.setUint32(at + 4, flags, true);
-  v.setUint32(at + 8, (-(0x1badb002 + flags)) >>> 0, true);
+  v.setUint32(at + 8, -(0x1badb002 + flags) >>> 0, true);
   return image;
 }
 
@@ -50,17 +50,17 @@ function elf32WithHeader(paddr: number): Uint8Array {
   const image = header(0x2, 96, 128);
   const v = new DataView(image.buffer);
   v.setUint32(0, 0x7f454c46);
-  image[4] = 1;  // ELF32
-  image[5] = 1;  // little-endian
-  v.setUint16(18, 3, true);  // EM_386
-  v.setUint32(24, paddr, true);  // entry
-  v.setUint32(28, 52, true);  // phoff
-  v.setUint16(42, 32, true);  // phentsize
-  v.setUint16(44, 1, true);  // phnum
-  v.setUint32(52, 1, true);  // PT_LOAD
+  image[4] = 1; // ELF32
+  image[5] = 1; // little-endian
+  v.setUint16(18, 3, true); // EM_386
+  v.setUint32(24, paddr, true); // entry
+  v.setUint32(28, 52, true); // phoff
+  v.setUint16(42, 32, true); // phentsize
+  v.setUint16(44, 1, true); // phnum
+  v.setUint32(52, 1, true); // PT_LOAD
   v.setUint32(52 + 12, paddr, true);
-  v.setUint32(52 + 16, 128, true);  // filesz
-  v.setUint32(52 + 20, 0x2000, true);  // memsz
+  v.setUint32(52 + 16, 128, true); // filesz
+  v.setUint32(52 + 20, 0x2000, true); // memsz
   return image;
 }
 
@@ -84,9 +84,9 @@ describe('multiboot loader (model)', () => {
     ]);
     const at = writeMultibootInfo(mem, 'console=ttyS0 exit=3');
     expect(at).toBe(MULTIBOOT_INFO_GPA);
-    expect(mem.readU32(at) & 0x45).toBe(0x45);  // memory, cmdline, mmap
+    expect(mem.readU32(at) & 0x45).toBe(0x45); // memory, cmdline, mmap
     expect(mem.readU32(at + 4)).toBe(640);
-    expect(mem.readU32(at + 8)).toBe(5 * 1024);  // 1 MiB up to the hole at 6 MiB
+    expect(mem.readU32(at + 8)).toBe(5 * 1024); // 1 MiB up to the hole at 6 MiB
     const cmd = mem.readU32(at + 16);
     expect(new TextDecoder().decode(mem.bytes(cmd, 20))).toBe('console=ttyS0 exit=3');
     expect(mem.readU8(cmd + 20)).toBe(0);
@@ -106,8 +106,8 @@ describe('multiboot loader (model)', () => {
     };
     expect(String.fromCharCode(...readItem(FW_CFG_SIGNATURE, 4))).toBe('QEMU');
     expect(readItem(FW_CFG_NB_CPUS, 3)).toEqual([3, 0, 0]);
-    expect(readItem(0x1234, 2)).toEqual([0, 0]);  // unknown key
-    expect(readItem(0x10000 | FW_CFG_NB_CPUS, 1)).toEqual([3]);  // selector is 16 bits wide
+    expect(readItem(0x1234, 2)).toEqual([0, 0]); // unknown key
+    expect(readItem(0x10000 | FW_CFG_NB_CPUS, 1)).toEqual([3]); // selector is 16 bits wide
     expect(fw.read(FW_CFG_PORT)).toBe(0);
   });
 
@@ -115,7 +115,7 @@ describe('multiboot loader (model)', () => {
     let stops = 0;
     const dev = new IsaDebugExit({ stop: () => void stops++ });
     expect(dev.write(0xf4, 4, 21, 1)).toEqual({ stop: true });
-    dev.write(0xf4, 4, 5, 0);  // later writes (another vCPU racing) do not overwrite the first
+    dev.write(0xf4, 4, 5, 0); // later writes (another vCPU racing) do not overwrite the first
     expect(dev.result).toEqual({ value: 21, status: 43, vp: 1 });
     expect(stops).toBe(2);
     const big = new IsaDebugExit({ stop: () => {} });
@@ -145,7 +145,10 @@ describeKvm('multiboot loader (KVM)', () => {
       expect(platform.debugExit.result).toEqual({ value: 21, status: 43, vp: 0 });
       // Both vCPUs ended without error. The BSP's cause is 'handler-stop' or 'stop-requested'
       // depending on whether its thread read the answer before it saw the partition-wide stop.
-      expect(outcomes.map((o) => [o.vp, o.error])).toEqual([[0, undefined], [1, undefined]]);
+      expect(outcomes.map((o) => [o.vp, o.error])).toEqual([
+        [0, undefined],
+        [1, undefined],
+      ]);
       expect(outcomes[1].cause).toBe('stop-requested');
     } finally {
       p.close();

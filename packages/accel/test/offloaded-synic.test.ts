@@ -50,7 +50,7 @@ describe('OffloadedSynicPort', () => {
     port.onSintDeliverable(1, 1 << 2);
     expect(hv.delivered.map((d) => d.first)).toEqual([10, 11]);
     expect(port.pending(1, 2)).toBe(1);
-    expect(hv.requests.at(-1)).toEqual({ vp: 1, mask: 1 << 2 });  // re-armed for the last one
+    expect(hv.requests.at(-1)).toEqual({ vp: 1, mask: 1 << 2 }); // re-armed for the last one
     hv.consume(1, 2);
     port.onSintDeliverable(1, 1 << 2);
     expect(hv.delivered.map((d) => d.first)).toEqual([10, 11, 12]);
@@ -62,7 +62,7 @@ describe('OffloadedSynicPort', () => {
     const port = new OffloadedSynicPort(hv, { vpCount: 1 });
     port.postMessage(0, 0, msg(1, 1));
     port.postMessage(0, 0, msg(1, 2));
-    hv.consume(0, 0);  // freed, but no notification seen yet
+    hv.consume(0, 0); // freed, but no notification seen yet
     expect(port.postMessage(0, 0, msg(1, 3))).toBe('queued');
     port.onSintDeliverable(0, 1);
     hv.consume(0, 0);
@@ -80,13 +80,18 @@ describe('OffloadedSynicPort', () => {
     expect(port.stats.refused).toBe(2);
     expect(() => port.postMessage(1, 0, msg(1, 0))).toThrow(/no vCPU 1/);
     expect(() => port.signalEvent(0, 16, 0)).toThrow(/SINT 16/);
-    port.onSintDeliverable(7, 0xffff);  // a notification for a vCPU we do not have is ignored
+    port.onSintDeliverable(7, 0xffff); // a notification for a vCPU we do not have is ignored
   });
 
   it('delivers every message exactly once, in per-SINT order, under any interleaving of consumes and notifications', () => {
     fc.assert(
       fc.property(
-        fc.array(fc.oneof(fc.record({ op: fc.constant('post' as const), sint: fc.nat(3) }), fc.record({ op: fc.constant('consume' as const), sint: fc.nat(3) }))),
+        fc.array(
+          fc.oneof(
+            fc.record({ op: fc.constant('post' as const), sint: fc.nat(3) }),
+            fc.record({ op: fc.constant('consume' as const), sint: fc.nat(3) }),
+          ),
+        ),
         (ops) => {
           const hv = new FakeHypervisorSynic();
           const port = new OffloadedSynicPort(hv, { vpCount: 1, queueLimit: 1000 });
@@ -119,7 +124,11 @@ describe('OffloadedSynicPort refusals', () => {
     const port = new OffloadedSynicPort(hv, { vpCount: 1, queueLimit: 1 });
     const ready: string[] = [];
     port.onPostReady((vp, sint) => ready.push(`${vp}:${sint}`));
-    expect([port.postMessage(0, 2, msg(1, 1)), port.postMessage(0, 2, msg(1, 2)), port.postMessage(0, 2, msg(1, 3))]).toEqual(['delivered', 'queued', 'busy']);
+    expect([port.postMessage(0, 2, msg(1, 1)), port.postMessage(0, 2, msg(1, 2)), port.postMessage(0, 2, msg(1, 3))]).toEqual([
+      'delivered',
+      'queued',
+      'busy',
+    ]);
     hv.consume(0, 2);
     port.onSintDeliverable(0, 1 << 2);
     expect(ready).toEqual(['0:2']);

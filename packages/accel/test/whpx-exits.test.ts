@@ -1,6 +1,13 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { completeArm64, completeArm64Mmio, completeX64, completeX64Mmio, arm64LoadValue, mergeIn } from '../src/backends/whpx/completion.js';
+import {
+  completeArm64,
+  completeArm64Mmio,
+  completeX64,
+  completeX64Mmio,
+  arm64LoadValue,
+  mergeIn,
+} from '../src/backends/whpx/completion.js';
 import type { WhpxEvent } from '../src/backends/whpx/events.js';
 import { decodeArm64Exit, decodeDataAbort } from '../src/backends/whpx/exit-arm64.js';
 import { decodeX64Exit } from '../src/backends/whpx/exit-x64.js';
@@ -39,8 +46,25 @@ const exitOf = (ev: WhpxEvent) => {
 };
 
 const regs = (over: Partial<Registers> = {}): Registers => ({
-  rax: 0n, rbx: 0n, rcx: 0n, rdx: 0n, rsi: 0n, rdi: 0n, rsp: 0n, rbp: 0n,
-  r8: 0n, r9: 0n, r10: 0n, r11: 0n, r12: 0n, r13: 0n, r14: 0n, r15: 0n, rip: 0n, rflags: 2n, ...over,
+  rax: 0n,
+  rbx: 0n,
+  rcx: 0n,
+  rdx: 0n,
+  rsi: 0n,
+  rdi: 0n,
+  rsp: 0n,
+  rbp: 0n,
+  r8: 0n,
+  r9: 0n,
+  r10: 0n,
+  r11: 0n,
+  r12: 0n,
+  r13: 0n,
+  r14: 0n,
+  r15: 0n,
+  rip: 0n,
+  rflags: 2n,
+  ...over,
 });
 
 describe('x64 exit decoding', () => {
@@ -128,7 +152,10 @@ describe('x64 exit decoding', () => {
     const ev = exitOf(decodeX64Exit(0, h.buf));
     expect(ev.exit).toMatchObject({ kind: 'hypercall', control: 0x1_005cn, input: 0x2000n, output: 0x3000n });
     expect(Array.from((ev.exit as { xmm: Uint8Array }).xmm)).toEqual(Array.from({ length: 96 }, (_, i) => i));
-    expect(completeX64(ev.exit, ev.completion as never, { value: 0 })).toEqual([{ name: 0, value: 0n }, { name: 0x10, value: 0x5003n }]);
+    expect(completeX64(ev.exit, ev.completion as never, { value: 0 })).toEqual([
+      { name: 0, value: 0n },
+      { name: 0x10, value: 0x5003n },
+    ]);
   });
 
   it('hypercall from 32-bit code: EDX:EAX control, EBX:ECX input, EDI:ESI output, status to EDX:EAX', () => {
@@ -174,7 +201,11 @@ describe('x64 exit decoding', () => {
       m.v.setUint32(68, access, true);
       return decodeX64Exit(0, m.buf);
     };
-    expect(exitOf(bad(2, [0x0f, 0x0b], 0)).exit).toMatchObject({ kind: 'unrecoverable', reason: 'emulation-failure', instructionBytes: Uint8Array.of(0x0f, 0x0b) });
+    expect(exitOf(bad(2, [0x0f, 0x0b], 0)).exit).toMatchObject({
+      kind: 'unrecoverable',
+      reason: 'emulation-failure',
+      instructionBytes: Uint8Array.of(0x0f, 0x0b),
+    });
     expect(exitOf(bad(0, [], 0)).exit).toMatchObject({ reason: 'emulation-failure', detail: 0n });
     expect(exitOf(bad(200, [], 0)).exit).toMatchObject({ reason: 'emulation-failure', detail: 200n });
     expect(exitOf(bad(2, [0x8b, 0x07], 2)).exit).toMatchObject({ reason: 'emulation-failure' });
@@ -190,17 +221,42 @@ describe('x64 exit decoding', () => {
     eoi.v.setUint32(48, 0x31, true);
     expect(decodeX64Exit(0, eoi.buf)).toMatchObject({ kind: 'ignored', what: 'apic-eoi', detail: 0x31 });
     expect(decodeX64Exit(0, x64Ctx(7, 0n, 0).buf)).toMatchObject({ kind: 'ignored', what: 'interrupt-window' });
-    expect(exitOf(decodeX64Exit(2, x64Ctx(8, 0x10n, 1).buf))).toEqual({ kind: 'exit', exit: { kind: 'halt', vp: 2 }, completion: undefined });
-    expect(exitOf(decodeX64Exit(0, x64Ctx(4, 0xfff0n, 0).buf)).exit).toMatchObject({ kind: 'shutdown', reason: 'triple-fault', backendCode: 4, detail: 0xfff0n });
-    expect(exitOf(decodeX64Exit(0, x64Ctx(5, 0n, 0).buf)).exit).toMatchObject({ kind: 'unrecoverable', reason: 'entry-failure', backendCode: 5 });
+    expect(exitOf(decodeX64Exit(2, x64Ctx(8, 0x10n, 1).buf))).toEqual({
+      kind: 'exit',
+      exit: { kind: 'halt', vp: 2 },
+      completion: undefined,
+    });
+    expect(exitOf(decodeX64Exit(0, x64Ctx(4, 0xfff0n, 0).buf)).exit).toMatchObject({
+      kind: 'shutdown',
+      reason: 'triple-fault',
+      backendCode: 4,
+      detail: 0xfff0n,
+    });
+    expect(exitOf(decodeX64Exit(0, x64Ctx(5, 0n, 0).buf)).exit).toMatchObject({
+      kind: 'unrecoverable',
+      reason: 'entry-failure',
+      backendCode: 5,
+    });
     const uf = x64Ctx(6, 0n, 0);
     uf.v.setUint32(48, 2, true);
     uf.v.setBigUint64(56, 0x28n, true);
-    expect(exitOf(decodeX64Exit(0, uf.buf)).exit).toMatchObject({ kind: 'unrecoverable', reason: 'internal-error', detail: (2n << 32n) | 0x28n });
+    expect(exitOf(decodeX64Exit(0, uf.buf)).exit).toMatchObject({
+      kind: 'unrecoverable',
+      reason: 'internal-error',
+      detail: (2n << 32n) | 0x28n,
+    });
     expect(exitOf(decodeX64Exit(0, x64Ctx(0x1002, 0n, 0).buf)).exit).toMatchObject({ kind: 'unrecoverable', backendCode: 0x1002 });
-    expect(exitOf(decodeX64Exit(0, x64Ctx(0x7777, 0n, 0).buf)).exit).toMatchObject({ kind: 'unrecoverable', reason: 'unknown', backendCode: 0x7777 });
+    expect(exitOf(decodeX64Exit(0, x64Ctx(0x7777, 0n, 0).buf)).exit).toMatchObject({
+      kind: 'unrecoverable',
+      reason: 'unknown',
+      backendCode: 0x7777,
+    });
     expect(exitOf(decodeX64Exit(0, x64Ctx(0, 0n, 0).buf)).exit).toMatchObject({ kind: 'unrecoverable', reason: 'unknown', backendCode: 0 });
-    expect(exitOf(decodeX64Exit(0, new Uint8Array(100))).exit).toMatchObject({ kind: 'unrecoverable', reason: 'internal-error', detail: 100n });
+    expect(exitOf(decodeX64Exit(0, new Uint8Array(100))).exit).toMatchObject({
+      kind: 'unrecoverable',
+      reason: 'internal-error',
+      detail: 100n,
+    });
   });
 
   it('an IN/MSR/CPUID exit without an instruction length cannot be completed: internal error', () => {
@@ -214,12 +270,17 @@ describe('x64 exit decoding', () => {
   it('hostile contexts: any 224 bytes decode to a defined event, never a throw', () => {
     const reasons = [0, 1, 2, 4, 5, 6, 7, 8, 9, 0xa, 0x1000, 0x1001, 0x1002, 0x1003, 0x1005, 0x2001, 0xdead];
     fc.assert(
-      fc.property(fc.uint8Array({ minLength: 224, maxLength: 224 }), fc.option(fc.constantFrom(...reasons), { nil: undefined }), (bytes, reason) => {
-        if (reason !== undefined) new DataView(bytes.buffer).setUint32(0, reason, true);
-        const ev = decodeX64Exit(0, bytes);
-        expect(['exit', 'mmio-x64', 'sint-deliverable', 'canceled', 'ignored']).toContain(ev.kind);
-        if (ev.kind === 'exit' && ev.exit.kind === 'unrecoverable' && ev.exit.instructionBytes) expect(ev.exit.instructionBytes.length).toBeLessThanOrEqual(16);
-      }),
+      fc.property(
+        fc.uint8Array({ minLength: 224, maxLength: 224 }),
+        fc.option(fc.constantFrom(...reasons), { nil: undefined }),
+        (bytes, reason) => {
+          if (reason !== undefined) new DataView(bytes.buffer).setUint32(0, reason, true);
+          const ev = decodeX64Exit(0, bytes);
+          expect(['exit', 'mmio-x64', 'sint-deliverable', 'canceled', 'ignored']).toContain(ev.kind);
+          if (ev.kind === 'exit' && ev.exit.kind === 'unrecoverable' && ev.exit.instructionBytes)
+            expect(ev.exit.instructionBytes.length).toBeLessThanOrEqual(16);
+        },
+      ),
       { numRuns: 3000 },
     );
   });
@@ -228,7 +289,14 @@ describe('x64 exit decoding', () => {
 describe('arm64 exit decoding', () => {
   // ESR for a data abort: ISV, SAS, SSE, SRT, SF, WnR.
   const esr = (o: { size: number; srt: number; write?: boolean; sse?: boolean; sf?: boolean; isv?: boolean }): bigint =>
-    (0x24n << 26n) | (1n << 25n) | ((o.isv ?? true) ? 1n << 24n : 0n) | (BigInt(Math.log2(o.size)) << 22n) | (o.sse ? 1n << 21n : 0n) | (BigInt(o.srt) << 16n) | (o.sf ? 1n << 15n : 0n) | (o.write ? 1n << 6n : 0n);
+    (0x24n << 26n) |
+    (1n << 25n) |
+    ((o.isv ?? true) ? 1n << 24n : 0n) |
+    (BigInt(Math.log2(o.size)) << 22n) |
+    (o.sse ? 1n << 21n : 0n) |
+    (BigInt(o.srt) << 16n) |
+    (o.sf ? 1n << 15n : 0n) |
+    (o.write ? 1n << 6n : 0n);
 
   const mmio = (reason: number, gpa: bigint, syndrome: bigint, pc = 0x4000_0000n, accessType = 0) => {
     const c = arm64Ctx(reason, pc);
@@ -243,7 +311,12 @@ describe('arm64 exit decoding', () => {
 
   it('unmapped GPA with ISV: size, register, direction, sign extension; a load completes X[SRT] and PC += 4', () => {
     const ev = decodeArm64Exit(0, mmio(0x80000000, 0x0900_0000n, esr({ size: 2, srt: 5, sse: true, sf: false })));
-    expect(ev).toEqual({ kind: 'mmio-arm64', gpa: 0x0900_0000, pc: 0x4000_0000n, access: { size: 2, isWrite: false, srt: 5, signExtend: true, sixtyFour: false } });
+    expect(ev).toEqual({
+      kind: 'mmio-arm64',
+      gpa: 0x0900_0000,
+      pc: 0x4000_0000n,
+      access: { size: 2, isWrite: false, srt: 5, signExtend: true, sixtyFour: false },
+    });
     if (ev.kind !== 'mmio-arm64') return;
     expect(completeArm64Mmio(ev.access, ev.pc, { value: 0x8001n })).toEqual([
       { name: 0x20005, value: 0xffff_8001n }, // LDRSH Wt: sign-extended to 32, upper half zero
@@ -257,31 +330,55 @@ describe('arm64 exit decoding', () => {
   it('load value rules: zero-extend, sign-extend to W or X, XZR destination writes nothing', () => {
     expect(arm64LoadValue({ size: 1, isWrite: false, srt: 0, signExtend: false, sixtyFour: false }, 0x1ffn)).toBe(0xffn);
     expect(arm64LoadValue({ size: 1, isWrite: false, srt: 0, signExtend: true, sixtyFour: true }, 0x80n)).toBe(0xffff_ffff_ffff_ff80n);
-    expect(arm64LoadValue({ size: 4, isWrite: false, srt: 0, signExtend: true, sixtyFour: true }, 0x8000_0000n)).toBe(0xffff_ffff_8000_0000n);
-    expect(arm64LoadValue({ size: 8, isWrite: false, srt: 0, signExtend: false, sixtyFour: true }, 0x1234_5678_9abc_def0n)).toBe(0x1234_5678_9abc_def0n);
-    expect(completeArm64Mmio({ size: 4, isWrite: false, srt: 31, signExtend: false, sixtyFour: false }, 0x100n, { value: 5 })).toEqual([{ name: 0x20022, value: 0x104n }]);
+    expect(arm64LoadValue({ size: 4, isWrite: false, srt: 0, signExtend: true, sixtyFour: true }, 0x8000_0000n)).toBe(
+      0xffff_ffff_8000_0000n,
+    );
+    expect(arm64LoadValue({ size: 8, isWrite: false, srt: 0, signExtend: false, sixtyFour: true }, 0x1234_5678_9abc_def0n)).toBe(
+      0x1234_5678_9abc_def0n,
+    );
+    expect(completeArm64Mmio({ size: 4, isWrite: false, srt: 31, signExtend: false, sixtyFour: false }, 0x100n, { value: 5 })).toEqual([
+      { name: 0x20022, value: 0x104n },
+    ]);
     expect(decodeDataAbort(esr({ size: 4, srt: 3, isv: false }))).toBeUndefined();
   });
 
   it('ISV = 0, cache maintenance, stage-1 walk, execute access: emulation failure with the instruction', () => {
     const noIsv = exitOf(decodeArm64Exit(0, mmio(0x80000000, 0x0900_0000n, esr({ size: 4, srt: 0, isv: false }))));
-    expect(noIsv.exit).toMatchObject({ kind: 'unrecoverable', reason: 'emulation-failure', backendCode: 0x80000000, instructionBytes: Uint8Array.of(0x20, 0x00, 0x40, 0xb9) });
-    expect(exitOf(decodeArm64Exit(0, mmio(0x80000000, 0n, esr({ size: 4, srt: 0 }) | (1n << 8n)))).exit).toMatchObject({ reason: 'emulation-failure' });
-    expect(exitOf(decodeArm64Exit(0, mmio(0x80000000, 0n, esr({ size: 4, srt: 0 }) | (1n << 7n)))).exit).toMatchObject({ reason: 'emulation-failure' });
-    expect(exitOf(decodeArm64Exit(0, mmio(0x80000000, 0n, esr({ size: 4, srt: 0 }), 0n, 2))).exit).toMatchObject({ reason: 'emulation-failure' });
+    expect(noIsv.exit).toMatchObject({
+      kind: 'unrecoverable',
+      reason: 'emulation-failure',
+      backendCode: 0x80000000,
+      instructionBytes: Uint8Array.of(0x20, 0x00, 0x40, 0xb9),
+    });
+    expect(exitOf(decodeArm64Exit(0, mmio(0x80000000, 0n, esr({ size: 4, srt: 0 }) | (1n << 8n)))).exit).toMatchObject({
+      reason: 'emulation-failure',
+    });
+    expect(exitOf(decodeArm64Exit(0, mmio(0x80000000, 0n, esr({ size: 4, srt: 0 }) | (1n << 7n)))).exit).toMatchObject({
+      reason: 'emulation-failure',
+    });
+    expect(exitOf(decodeArm64Exit(0, mmio(0x80000000, 0n, esr({ size: 4, srt: 0 }), 0n, 2))).exit).toMatchObject({
+      reason: 'emulation-failure',
+    });
   });
 
   it('hypercall HVC #1: X0 control, X1 input, X2 output; fast input X3..X14; X0 = status, PC += 4', () => {
     const c = arm64Ctx(0x80000050, 0x8000n);
     c.v.setUint16(16 + 24, 1, true); // immediate
     const x = (n: number, value: bigint) => c.v.setBigUint64(16 + 32 + n * 8, value, true);
-    x(0, 0x1_0005n); x(1, 0xaaaan); x(2, 0xbbbbn);
+    x(0, 0x1_0005n);
+    x(1, 0xaaaan);
+    x(2, 0xbbbbn);
     for (let i = 3; i < 18; i++) x(i, BigInt(i));
     const ev = exitOf(decodeArm64Exit(1, c.buf));
     expect(ev.exit).toMatchObject({ kind: 'hypercall', vp: 1, control: 0x1_0005n, input: 0xaaaan, output: 0xbbbbn });
     const xmm = new DataView((ev.exit as { xmm: Uint8Array }).xmm.buffer);
-    expect(Array.from({ length: 12 }, (_, i) => xmm.getBigUint64(i * 8, true))).toEqual(Array.from({ length: 12 }, (_, i) => BigInt(i + 3)));
-    expect(completeArm64(ev.exit, ev.completion as never, { value: 0 })).toEqual([{ name: 0x20000, value: 0n }, { name: 0x20022, value: 0x8004n }]);
+    expect(Array.from({ length: 12 }, (_, i) => xmm.getBigUint64(i * 8, true))).toEqual(
+      Array.from({ length: 12 }, (_, i) => BigInt(i + 3)),
+    );
+    expect(completeArm64(ev.exit, ev.completion as never, { value: 0 })).toEqual([
+      { name: 0x20000, value: 0n },
+      { name: 0x20022, value: 0x8004n },
+    ]);
   });
 
   it('hypercall HVC #0 (SMCCC): control in X1; other immediates are unrecoverable', () => {
@@ -297,26 +394,43 @@ describe('arm64 exit decoding', () => {
   it('reset, SINT deliverable, canceled, fatal and unknown reasons', () => {
     const r = arm64Ctx(0x8001000c, 0n);
     r.v.setUint32(16 + 24, 1, true); // reboot
-    expect(exitOf(decodeArm64Exit(0, r.buf)).exit).toEqual({ kind: 'shutdown', vp: 0, reason: 'system-event', backendCode: 0x8001000c, detail: 1n, registers: undefined });
+    expect(exitOf(decodeArm64Exit(0, r.buf)).exit).toEqual({
+      kind: 'shutdown',
+      vp: 0,
+      reason: 'system-event',
+      backendCode: 0x8001000c,
+      detail: 1n,
+      registers: undefined,
+    });
     const s = arm64Ctx(0x80000062, 0n);
     s.v.setUint16(16 + 24, 0x0006, true);
     expect(decodeArm64Exit(0, s.buf)).toEqual({ kind: 'sint-deliverable', sints: 6 });
     expect(decodeArm64Exit(0, arm64Ctx(0xffffffff, 0n).buf)).toEqual({ kind: 'canceled' });
-    expect(exitOf(decodeArm64Exit(0, arm64Ctx(0x80000021, 0x10n).buf)).exit).toMatchObject({ kind: 'unrecoverable', reason: 'internal-error', detail: 0x10n });
+    expect(exitOf(decodeArm64Exit(0, arm64Ctx(0x80000021, 0x10n).buf)).exit).toMatchObject({
+      kind: 'unrecoverable',
+      reason: 'internal-error',
+      detail: 0x10n,
+    });
     expect(exitOf(decodeArm64Exit(0, arm64Ctx(0x80000020, 0n).buf)).exit).toMatchObject({ reason: 'entry-failure' });
     expect(exitOf(decodeArm64Exit(0, arm64Ctx(0x80010006, 0n).buf)).exit).toMatchObject({ reason: 'unknown', backendCode: 0x80010006 });
     expect(exitOf(decodeArm64Exit(0, new Uint8Array(224))).exit).toMatchObject({ reason: 'internal-error', detail: 224n });
   });
 
   it('hostile contexts: any 272 bytes decode to a defined event, never a throw', () => {
-    const reasons = [0, 0x80000000, 0x80000001, 0x80000020, 0x80000021, 0x80000022, 0x80000050, 0x80000062, 0x80010006, 0x8001000c, 0xffffffff, 1];
+    const reasons = [
+      0, 0x80000000, 0x80000001, 0x80000020, 0x80000021, 0x80000022, 0x80000050, 0x80000062, 0x80010006, 0x8001000c, 0xffffffff, 1,
+    ];
     fc.assert(
-      fc.property(fc.uint8Array({ minLength: 272, maxLength: 272 }), fc.option(fc.constantFrom(...reasons), { nil: undefined }), (bytes, reason) => {
-        if (reason !== undefined) new DataView(bytes.buffer).setUint32(0, reason, true);
-        const ev = decodeArm64Exit(0, bytes);
-        expect(['exit', 'mmio-arm64', 'sint-deliverable', 'canceled']).toContain(ev.kind);
-        if (ev.kind === 'mmio-arm64') expect([1, 2, 4, 8]).toContain(ev.access.size);
-      }),
+      fc.property(
+        fc.uint8Array({ minLength: 272, maxLength: 272 }),
+        fc.option(fc.constantFrom(...reasons), { nil: undefined }),
+        (bytes, reason) => {
+          if (reason !== undefined) new DataView(bytes.buffer).setUint32(0, reason, true);
+          const ev = decodeArm64Exit(0, bytes);
+          expect(['exit', 'mmio-arm64', 'sint-deliverable', 'canceled']).toContain(ev.kind);
+          if (ev.kind === 'mmio-arm64') expect([1, 2, 4, 8]).toContain(ev.access.size);
+        },
+      ),
       { numRuns: 3000 },
     );
   });

@@ -92,12 +92,27 @@ async function until(cond: () => boolean): Promise<void> {
   if (!cond()) throw new Error('condition not reached');
 }
 
-const RAX = 0, RDX = 2, RDI = 7, RIP = 0x10;
+const RAX = 0,
+  RDX = 2,
+  RDI = 7,
+  RIP = 0x10;
 
 describe('WhpxPartition.create', () => {
   it('x64: capabilities, every property before setup, then RAM and VPs, in order', () => {
     const api = fake('x64');
-    const p = WhpxPartition.create({ arch: 'x64', vcpuCount: 2, memory: [{ gpa: 0, size: 0x10000 }, { gpa: 0x10_0000, size: 0x2000 }], userMsrs: [0x1a0], cpuidLeaves: [0x4000_0010] }, api);
+    const p = WhpxPartition.create(
+      {
+        arch: 'x64',
+        vcpuCount: 2,
+        memory: [
+          { gpa: 0, size: 0x10000 },
+          { gpa: 0x10_0000, size: 0x2000 },
+        ],
+        userMsrs: [0x1a0],
+        cpuidLeaves: [0x4000_0010],
+      },
+      api,
+    );
     expect(p.backend).toBe('whpx');
     expect(summarize(api.calls)).toEqual([
       ['WHvGetCapability', 0], // HypervisorPresent
@@ -129,13 +144,24 @@ describe('WhpxPartition.create', () => {
 
   it('arm64: GICv3 parameters before setup (64 bytes), hypercall exits only, GICR base per VP after creation', () => {
     const api = fake('arm64');
-    const p = WhpxPartition.create({ arch: 'arm64', vcpuCount: 2, memory: [{ gpa: 0x4000_0000, size: 0x4000 }], gic: { distributorBase: 0x0800_0000n, redistributorBase: 0x080a_0000n } }, api);
+    const p = WhpxPartition.create(
+      {
+        arch: 'arm64',
+        vcpuCount: 2,
+        memory: [{ gpa: 0x4000_0000, size: 0x4000 }],
+        gic: { distributorBase: 0x0800_0000n, redistributorBase: 0x080a_0000n },
+      },
+      api,
+    );
     const gic =
-      '01000000' + '00000000' + // EmulationMode GicV3, reserved
+      '01000000' +
+      '00000000' + // EmulationMode GicV3, reserved
       '0000000800000000' + // GicdBaseAddress
       '0000000000000000' + // GitsTranslaterBaseAddress: none
-      '00000000' + '00000000' + // reserved, GicLpiIntIdBits = 0 (no LPIs: v2m-style MSIs)
-      '14000000' + '17000000' + // virtual timer PPI 20, PMU PPI 0x17
+      '00000000' +
+      '00000000' + // reserved, GicLpiIntIdBits = 0 (no LPIs: v2m-style MSIs)
+      '14000000' +
+      '17000000' + // virtual timer PPI 20, PMU PPI 0x17
       '00'.repeat(24);
     expect(summarize(api.calls)).toEqual([
       ['WHvGetCapability', 0],
@@ -158,17 +184,29 @@ describe('WhpxPartition.create', () => {
   });
 
   it('no hypervisor, no arm64 support, missing synthetic features: typed errors that say what is missing', () => {
-    expect(() => WhpxPartition.create({ arch: 'x64', memory: [{ gpa: 0, size: 0x1000 }] }, fake('x64', { present: 0 }))).toThrow(HypervisorUnavailableError);
-    expect(() => WhpxPartition.create({ arch: 'x64', memory: [{ gpa: 0, size: 0x1000 }] }, fake('x64', { present: 0 }))).toThrow(/WinHvPlatform\.dll is loaded but reports no hypervisor.*Windows Hypervisor Platform/);
-    expect(() => WhpxPartition.create({ arch: 'arm64', memory: [{ gpa: 0, size: 0x1000 }] }, fake('arm64', { features: 0n }))).toThrow(/Arm64Support.*26100\.3915/);
-    expect(() => WhpxPartition.create({ arch: 'x64', memory: [{ gpa: 0, size: 0x1000 }] }, fake('x64', { synthetic: 0xfn }))).toThrow(MissingCapabilityError);
-    expect(() => WhpxPartition.create({ arch: 'x64', memory: [{ gpa: 0, size: 0x1000 }] }, fake('x64', { synthetic: 0xfn }))).toThrow(/AccessSynicRegs.*AccessSyntheticTimerRegs/);
+    expect(() => WhpxPartition.create({ arch: 'x64', memory: [{ gpa: 0, size: 0x1000 }] }, fake('x64', { present: 0 }))).toThrow(
+      HypervisorUnavailableError,
+    );
+    expect(() => WhpxPartition.create({ arch: 'x64', memory: [{ gpa: 0, size: 0x1000 }] }, fake('x64', { present: 0 }))).toThrow(
+      /WinHvPlatform\.dll is loaded but reports no hypervisor.*Windows Hypervisor Platform/,
+    );
+    expect(() => WhpxPartition.create({ arch: 'arm64', memory: [{ gpa: 0, size: 0x1000 }] }, fake('arm64', { features: 0n }))).toThrow(
+      /Arm64Support.*26100\.3915/,
+    );
+    expect(() => WhpxPartition.create({ arch: 'x64', memory: [{ gpa: 0, size: 0x1000 }] }, fake('x64', { synthetic: 0xfn }))).toThrow(
+      MissingCapabilityError,
+    );
+    expect(() => WhpxPartition.create({ arch: 'x64', memory: [{ gpa: 0, size: 0x1000 }] }, fake('x64', { synthetic: 0xfn }))).toThrow(
+      /AccessSynicRegs.*AccessSyntheticTimerRegs/,
+    );
   });
 
   it('a failing setup call deletes the partition and names the call and HRESULT', () => {
     const api = fake('x64');
     api.results.set('WHvSetupPartition', [0x80370302]);
-    expect(() => WhpxPartition.create({ arch: 'x64', memory: [{ gpa: 0, size: 0x1000 }] }, api)).toThrow(/WHvSetupPartition failed: HRESULT 0x80370302/);
+    expect(() => WhpxPartition.create({ arch: 'x64', memory: [{ gpa: 0, size: 0x1000 }] }, api)).toThrow(
+      /WHvSetupPartition failed: HRESULT 0x80370302/,
+    );
     expect(api.calls.at(-1)?.fn).toBe('WHvDeletePartition');
   });
 
@@ -190,7 +228,11 @@ describe('WhpxPartition run loop (fake DLL)', () => {
     const api = fake('x64');
     const p = WhpxPartition.create({ arch: 'x64', memory: [{ gpa: 0, size: 0x10000 }] }, api);
     const events: string[] = [];
-    p.addIoDevice({ port: 0x3f8, count: 1, write: (port, size, value) => void events.push(`out ${port.toString(16)} ${size} ${value.toString(16)}`) });
+    p.addIoDevice({
+      port: 0x3f8,
+      count: 1,
+      write: (port, size, value) => void events.push(`out ${port.toString(16)} ${size} ${value.toString(16)}`),
+    });
     p.addIoDevice({ port: 0x60, count: 1, read: () => (events.push('in 60'), 0xab) });
     p.addMsrDevice({ msr: 0x1a0, read: () => (events.push('rdmsr 1a0'), undefined) });
     p.addMmioDevice({
@@ -199,7 +241,9 @@ describe('WhpxPartition run loop (fake DLL)', () => {
       write: (gpa, size, value) => void events.push(`mmio write ${gpa.toString(16)} ${size} ${value.toString(16)}`),
       read: (gpa, size) => (events.push(`mmio read ${gpa.toString(16)} ${size}`), 0x1122_3344n),
     });
-    p.onHypercall((h) => (events.push(`hypercall ${h.control.toString(16)} ${h.input.toString(16)} ${h.output.toString(16)}`), { value: 0 }));
+    p.onHypercall(
+      (h) => (events.push(`hypercall ${h.control.toString(16)} ${h.input.toString(16)} ${h.output.toString(16)}`), { value: 0 }),
+    );
 
     // A SynIC message that finds its slot busy waits for SINT-deliverable (VP parked: written at once).
     api.results.set('WHvPostVirtualProcessorSynicMessage', [0xc0350019]);
@@ -225,19 +269,38 @@ describe('WhpxPartition run loop (fake DLL)', () => {
     p.stop();
     const outcomes = await running;
     expect(outcomes).toEqual([{ vp: 0, cause: 'stop-requested', error: undefined, exits: 8 }]);
-    expect(events).toEqual(['out 3f8 1 41', 'in 60', 'rdmsr 1a0', 'mmio write d0000000 4 deadbeef', 'mmio read d0000004 4', 'hypercall 5c 2000 0']);
+    expect(events).toEqual([
+      'out 3f8 1 41',
+      'in 60',
+      'rdmsr 1a0',
+      'mmio write d0000000 4 deadbeef',
+      'mmio read d0000004 4',
+      'hypercall 5c 2000 0',
+    ]);
 
-    const writes = api.calls.slice(mark).filter((c) => c.fn === 'WHvSetVirtualProcessorRegisters').map((c) => {
-      const values = new DataView((c.args['values'] as Uint8Array).buffer);
-      return (c.args['names'] as number[]).map((n, i) => [n, values.getBigUint64(i * 16, true), values.getBigUint64(i * 16 + 8, true)]);
-    });
+    const writes = api.calls
+      .slice(mark)
+      .filter((c) => c.fn === 'WHvSetVirtualProcessorRegisters')
+      .map((c) => {
+        const values = new DataView((c.args['values'] as Uint8Array).buffer);
+        return (c.args['names'] as number[]).map((n, i) => [n, values.getBigUint64(i * 16, true), values.getBigUint64(i * 16 + 8, true)]);
+      });
     expect(writes).toEqual([
       [[RIP, 0x1001n, 0n]], // OUT: advance
-      [[RAX, 0x1234_56abn, 0n], [RIP, 0x1002n, 0n]], // IN: AL merged
+      [
+        [RAX, 0x1234_56abn, 0n],
+        [RIP, 0x1002n, 0n],
+      ], // IN: AL merged
       [[0x80000002, 0xd0101n, 0n]], // RDMSR #GP: pending exception, RIP unchanged
       [[RIP, 0x3002n, 0n]], // MMIO write
-      [[RAX, 0x1122_3344n, 0n], [RIP, 0x3004n, 0n]], // MMIO read
-      [[RAX, 0n, 0n], [RIP, 0x4003n, 0n]], // hypercall: status, RIP += 3
+      [
+        [RAX, 0x1122_3344n, 0n],
+        [RIP, 0x3004n, 0n],
+      ], // MMIO read
+      [
+        [RAX, 0n, 0n],
+        [RIP, 0x4003n, 0n],
+      ], // hypercall: status, RIP += 3
       // SINT deliverable: no write; the notification is one-shot and the backlog is empty.
     ]);
     const posts = api.named('WHvPostVirtualProcessorSynicMessage');
@@ -299,7 +362,12 @@ describe('WhpxPartition run loop (fake DLL)', () => {
     const api = fake('arm64');
     const p = WhpxPartition.create({ arch: 'arm64', memory: [{ gpa: 0x4000_0000, size: 0x1000 }] }, api);
     const events: string[] = [];
-    p.addMmioDevice({ gpa: 0x0900_0000, size: 0x1000, read: (gpa, size) => (events.push(`read ${gpa.toString(16)} ${size}`), 0xfen), write: (gpa, size, v) => void events.push(`write ${gpa.toString(16)} ${size} ${v.toString(16)}`) });
+    p.addMmioDevice({
+      gpa: 0x0900_0000,
+      size: 0x1000,
+      read: (gpa, size) => (events.push(`read ${gpa.toString(16)} ${size}`), 0xfen),
+      write: (gpa, size, v) => void events.push(`write ${gpa.toString(16)} ${size} ${v.toString(16)}`),
+    });
     p.onHypercall((h) => (events.push(`hvc ${h.control.toString(16)}`), { value: 0x1234 }));
     api.setRegister64(0, 0x20003, 0xaabb_ccddn); // X3
     const abort = (gpa: bigint, syndrome: bigint, pc: bigint) => {
@@ -323,14 +391,23 @@ describe('WhpxPartition run loop (fake DLL)', () => {
     const mark = api.calls.length;
     await expect(p.run()).rejects.toThrow(GuestFatalError);
     expect(events).toEqual(['read 9000010 1', 'write 9000020 2 ccdd', 'hvc 5c']);
-    const writes = api.calls.slice(mark).filter((c) => c.fn === 'WHvSetVirtualProcessorRegisters').map((c) => {
-      const values = new DataView((c.args['values'] as Uint8Array).buffer);
-      return (c.args['names'] as number[]).map((n, i) => [n, values.getBigUint64(i * 16, true)]);
-    });
+    const writes = api.calls
+      .slice(mark)
+      .filter((c) => c.fn === 'WHvSetVirtualProcessorRegisters')
+      .map((c) => {
+        const values = new DataView((c.args['values'] as Uint8Array).buffer);
+        return (c.args['names'] as number[]).map((n, i) => [n, values.getBigUint64(i * 16, true)]);
+      });
     expect(writes).toEqual([
-      [[0x20007, 0xffff_ffff_ffff_fffen], [0x20022, 0x1004n]],
+      [
+        [0x20007, 0xffff_ffff_ffff_fffen],
+        [0x20022, 0x1004n],
+      ],
       [[0x20022, 0x1008n]],
-      [[0x20000, 0x1234n], [0x20022, 0x2004n]],
+      [
+        [0x20000, 0x1234n],
+        [0x20022, 0x2004n],
+      ],
     ]);
     p.close();
   });
@@ -338,7 +415,13 @@ describe('WhpxPartition run loop (fake DLL)', () => {
   it('a handler that throws stops its vCPU with ExitHandlerError; an unknown exit reason stops with GuestFatalError', async () => {
     const api = fake('x64');
     const p = WhpxPartition.create({ arch: 'x64', memory: [{ gpa: 0, size: 0x1000 }] }, api);
-    p.addIoDevice({ port: 0x80, count: 1, write: () => { throw new Error('boom'); } });
+    p.addIoDevice({
+      port: 0x80,
+      count: 1,
+      write: () => {
+        throw new Error('boom');
+      },
+    });
     api.script(0, out(0x80, 1, 0x10n));
     await expect(p.run()).rejects.toThrow(ExitHandlerError);
     api.script(0, x64Ctx(0x4242, 0x20n, 0).buf);
@@ -352,7 +435,10 @@ describe('WhpxPartition run loop (fake DLL)', () => {
       const p = WhpxPartition.create({ arch: 'x64', memory: [{ gpa: 0, size: 0x1000 }] }, api);
       p.addIoDevice({ port: 0x60, count: 1, read: () => answer as number });
       api.script(0, inb(0x60, 0n, 0x10n));
-      const e = await p.run().then(() => undefined, (err: unknown) => err);
+      const e = await p.run().then(
+        () => undefined,
+        (err: unknown) => err,
+      );
       expect(e, String(answer)).toBeInstanceOf(ExitHandlerError);
       expect((e as Error).message).toMatch(/handler for io failed: the answer to the io exit has value .* within 64 bits/);
       p.close();
@@ -375,7 +461,20 @@ describe('WhpxPartition run loop (fake DLL)', () => {
     v.setRegisters({ ...regs, rip: 0xfff0n, rflags: 2n });
     expect(api.register64(0, RIP)).toBe(0xfff0n);
     const s = v.getSpecialRegisters();
-    const cs = { base: 0xffff_0000n, limit: 0xffff, selector: 0xf000, type: 0xb, present: true, dpl: 0, db: false, s: true, l: false, g: false, avl: false, unusable: false };
+    const cs = {
+      base: 0xffff_0000n,
+      limit: 0xffff,
+      selector: 0xf000,
+      type: 0xb,
+      present: true,
+      dpl: 0,
+      db: false,
+      s: true,
+      l: false,
+      g: false,
+      avl: false,
+      unusable: false,
+    };
     v.setSpecialRegisters({ ...s, cs, gdt: { base: 0x1000n, limit: 0x27 }, cr0: 0x60000010n });
     const back = v.getSpecialRegisters();
     expect(back.cs).toEqual(cs);
@@ -408,8 +507,13 @@ describe('WhpxPartition setup failures release what they allocated', () => {
     const api = fake('arm64');
     // VP 0's GICR write succeeds, VP 1's fails.
     api.results.set('WHvSetVirtualProcessorRegisters', [0, 0x80070057]);
-    expect(() => WhpxPartition.create({ arch: 'arm64', vcpuCount: 2, memory: [{ gpa: 0, size: 0x10000 }] }, api)).toThrow(/WHvSetVirtualProcessorRegisters/);
-    const deleted = api.named('WHvDeleteVirtualProcessor').map((c) => c.args['vp']).sort();
+    expect(() => WhpxPartition.create({ arch: 'arm64', vcpuCount: 2, memory: [{ gpa: 0, size: 0x10000 }] }, api)).toThrow(
+      /WHvSetVirtualProcessorRegisters/,
+    );
+    const deleted = api
+      .named('WHvDeleteVirtualProcessor')
+      .map((c) => c.args['vp'])
+      .sort();
     expect(deleted).toEqual([0, 1]);
     expect(new Set(api.freed)).toEqual(new Set(api.allocations)); // RAM + both exit contexts
     expect(api.calls.at(-1)?.fn).toBe('WHvDeletePartition');

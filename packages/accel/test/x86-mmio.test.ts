@@ -33,13 +33,38 @@ const DISP32 = [0x00, 0x00, 0xe0, 0xfe];
 const MOFFS64 = [1, 2, 3, 4, 5, 6, 7, 8];
 
 function regs(over: Partial<Registers> = {}): Registers {
-  const zero = { rax: 0n, rbx: 0n, rcx: 0n, rdx: 0n, rsi: 0n, rdi: 0n, rsp: 0n, rbp: 0n, r8: 0n, r9: 0n, r10: 0n, r11: 0n, r12: 0n, r13: 0n, r14: 0n, r15: 0n, rip: 0x1000n, rflags: 2n };
+  const zero = {
+    rax: 0n,
+    rbx: 0n,
+    rcx: 0n,
+    rdx: 0n,
+    rsi: 0n,
+    rdi: 0n,
+    rsp: 0n,
+    rbp: 0n,
+    r8: 0n,
+    r9: 0n,
+    r10: 0n,
+    r11: 0n,
+    r12: 0n,
+    r13: 0n,
+    r14: 0n,
+    r15: 0n,
+    rip: 0x1000n,
+    rflags: 2n,
+  };
   return { ...zero, ...over };
 }
 
 describe('x86 MMIO decode: 64-bit code', () => {
   it('MOV r,r/m loads (8A/8B)', () => {
-    expect(d(0x8b, 0x07)).toEqual({ length: 2, size: 4, isWrite: false, destination: { reg: 0, highByte: false, extend: 'none', destSize: 4 }, mnemonic: 'mov' }); // mov eax,[rdi]
+    expect(d(0x8b, 0x07)).toEqual({
+      length: 2,
+      size: 4,
+      isWrite: false,
+      destination: { reg: 0, highByte: false, extend: 'none', destSize: 4 },
+      mnemonic: 'mov',
+    }); // mov eax,[rdi]
     expect(d(0x48, 0x8b, 0x47, 0x08)).toMatchObject({ length: 4, size: 8, destination: { reg: 0, destSize: 8 } }); // mov rax,[rdi+8]
     expect(d(0x44, 0x8b, 0x8e, 0x00, 0x01, 0x00, 0x00)).toMatchObject({ length: 7, size: 4, destination: { reg: 9 } }); // mov r9d,[rsi+0x100]
     expect(d(0x66, 0x8b, 0x07)).toMatchObject({ length: 3, size: 2, destination: { destSize: 2 } }); // mov ax,[rdi]
@@ -66,7 +91,13 @@ describe('x86 MMIO decode: 64-bit code', () => {
   });
 
   it('MOV r/m,r stores (88/89), byte registers with and without REX', () => {
-    expect(d(0x89, 0x10)).toEqual({ length: 2, size: 4, isWrite: true, source: { kind: 'register', reg: 2, highByte: false }, mnemonic: 'mov' }); // mov [rax],edx
+    expect(d(0x89, 0x10)).toEqual({
+      length: 2,
+      size: 4,
+      isWrite: true,
+      source: { kind: 'register', reg: 2, highByte: false },
+      mnemonic: 'mov',
+    }); // mov [rax],edx
     expect(d(0x66, 0x89, 0x10)).toMatchObject({ length: 3, size: 2, source: { reg: 2 } }); // mov [rax],dx
     expect(d(0x48, 0x89, 0x10)).toMatchObject({ length: 3, size: 8 }); // mov [rax],rdx
     expect(d(0x4c, 0x89, 0x00)).toMatchObject({ size: 8, source: { reg: 8 } }); // mov [rax],r8
@@ -79,7 +110,13 @@ describe('x86 MMIO decode: 64-bit code', () => {
   });
 
   it('MOV r/m,imm (C6 /0, C7 /0): the immediate follows every addressing byte', () => {
-    expect(d(0xc7, 0x00, 0x78, 0x56, 0x34, 0x12)).toEqual({ length: 6, size: 4, isWrite: true, source: { kind: 'immediate', value: 0x12345678n }, mnemonic: 'mov' });
+    expect(d(0xc7, 0x00, 0x78, 0x56, 0x34, 0x12)).toEqual({
+      length: 6,
+      size: 4,
+      isWrite: true,
+      source: { kind: 'immediate', value: 0x12345678n },
+      mnemonic: 'mov',
+    });
     expect(d(0x48, 0xc7, 0x00, 0xff, 0xff, 0xff, 0xff)).toMatchObject({ length: 7, size: 8, source: { value: 0xffff_ffff_ffff_ffffn } }); // imm32 sign-extended
     expect(d(0x48, 0xc7, 0x00, 0x78, 0x56, 0x34, 0x12)).toMatchObject({ length: 7, size: 8, source: { value: 0x12345678n } });
     expect(d(0x66, 0xc7, 0x00, 0x34, 0x12)).toMatchObject({ length: 5, size: 2, source: { value: 0x1234n } });
@@ -87,25 +124,51 @@ describe('x86 MMIO decode: 64-bit code', () => {
     expect(d(0x66, 0xc6, 0x00, 0x7f)).toMatchObject({ length: 4, size: 1 }); // 66 does not widen a byte store
     expect(d(0xc6, 0x05, 0x01, 0x02, 0x03, 0x04, 0x7f)).toMatchObject({ length: 7, size: 1, source: { value: 0x7fn } }); // mov byte [rip+disp32],0x7f
     expect(d(0xc7, 0x44, 0x24, 0x10, 1, 0, 0, 0)).toMatchObject({ length: 8, source: { value: 1n } }); // mov dword [rsp+0x10],1
-    expect(d(0xc7, 0x84, 0x88, 0x00, 0x10, 0x00, 0x00, 0xef, 0xbe, 0xad, 0xde)).toMatchObject({ length: 11, source: { value: 0xdeadbeefn } }); // [rax+rcx*4+0x1000]
+    expect(d(0xc7, 0x84, 0x88, 0x00, 0x10, 0x00, 0x00, 0xef, 0xbe, 0xad, 0xde)).toMatchObject({
+      length: 11,
+      source: { value: 0xdeadbeefn },
+    }); // [rax+rcx*4+0x1000]
     expect(d(0xc7, 0x04, 0x25, ...DISP32, 1, 0, 0, 0)).toMatchObject({ length: 11 }); // mov dword [0xfee00000],1
   });
 
   it('MOVZX, MOVSX, MOVSXD', () => {
-    expect(d(0x0f, 0xb6, 0x07)).toEqual({ length: 3, size: 1, isWrite: false, destination: { reg: 0, highByte: false, extend: 'zero', destSize: 4 }, mnemonic: 'movzx' });
+    expect(d(0x0f, 0xb6, 0x07)).toEqual({
+      length: 3,
+      size: 1,
+      isWrite: false,
+      destination: { reg: 0, highByte: false, extend: 'zero', destSize: 4 },
+      mnemonic: 'movzx',
+    });
     expect(d(0x0f, 0xb7, 0x07)).toMatchObject({ length: 3, size: 2, destination: { extend: 'zero', destSize: 4 } });
     expect(d(0x48, 0x0f, 0xb7, 0x07)).toMatchObject({ length: 4, size: 2, destination: { extend: 'zero', destSize: 8 } });
     expect(d(0x66, 0x0f, 0xb6, 0x07)).toMatchObject({ length: 4, size: 1, destination: { destSize: 2 } }); // movzx ax,byte
-    expect(d(0x48, 0x0f, 0xbe, 0x07)).toMatchObject({ length: 4, size: 1, mnemonic: 'movsx', destination: { extend: 'sign', destSize: 8 } });
+    expect(d(0x48, 0x0f, 0xbe, 0x07)).toMatchObject({
+      length: 4,
+      size: 1,
+      mnemonic: 'movsx',
+      destination: { extend: 'sign', destSize: 8 },
+    });
     expect(d(0x0f, 0xbf, 0x07)).toMatchObject({ size: 2, mnemonic: 'movsx', destination: { destSize: 4 } });
     expect(d(0x0f, 0xb6, 0x27)).toMatchObject({ destination: { reg: 4, highByte: false } }); // movzx esp,byte: never AH
     expect(d(0x4c, 0x0f, 0xb6, 0x47, 0x10)).toMatchObject({ length: 5, destination: { reg: 8, destSize: 8 } }); // movzx r8,byte [rdi+0x10]
-    expect(d(0x48, 0x63, 0x07)).toEqual({ length: 3, size: 4, isWrite: false, destination: { reg: 0, highByte: false, extend: 'sign', destSize: 8 }, mnemonic: 'movsxd' });
+    expect(d(0x48, 0x63, 0x07)).toEqual({
+      length: 3,
+      size: 4,
+      isWrite: false,
+      destination: { reg: 0, highByte: false, extend: 'sign', destSize: 8 },
+      mnemonic: 'movsxd',
+    });
     expect(d(0x4c, 0x63, 0x4f, 0x04)).toMatchObject({ length: 4, destination: { reg: 9 } }); // movsxd r9,[rdi+4]
   });
 
   it('MOV moffs (A0-A3): 8-byte offset, 4 with 67, always AL/rAX', () => {
-    expect(d(0xa1, ...MOFFS64)).toEqual({ length: 9, size: 4, isWrite: false, destination: { reg: 0, highByte: false, extend: 'none', destSize: 4 }, mnemonic: 'mov' });
+    expect(d(0xa1, ...MOFFS64)).toEqual({
+      length: 9,
+      size: 4,
+      isWrite: false,
+      destination: { reg: 0, highByte: false, extend: 'none', destSize: 4 },
+      mnemonic: 'mov',
+    });
     expect(d(0x48, 0xa1, ...MOFFS64)).toMatchObject({ length: 10, size: 8 }); // movabs rax,[moffs64]
     expect(d(0xa0, ...MOFFS64)).toMatchObject({ length: 9, size: 1, destination: { reg: 0, highByte: false } });
     expect(d(0x41, 0xa0, ...MOFFS64)).toMatchObject({ destination: { reg: 0 } }); // REX.B does not select r8b
@@ -279,7 +342,23 @@ describe('x86 MMIO completion', () => {
 
 describe('x86 MMIO decode: hostile input', () => {
   const modes = fc.record({ longMode: fc.boolean(), defaultOperand32: fc.boolean() });
-  const supportedOpcode = fc.constantFrom([0x88], [0x89], [0x8a], [0x8b], [0xc6], [0xc7], [0xa0], [0xa1], [0xa2], [0xa3], [0x63], [0x0f, 0xb6], [0x0f, 0xb7], [0x0f, 0xbe], [0x0f, 0xbf]);
+  const supportedOpcode = fc.constantFrom(
+    [0x88],
+    [0x89],
+    [0x8a],
+    [0x8b],
+    [0xc6],
+    [0xc7],
+    [0xa0],
+    [0xa1],
+    [0xa2],
+    [0xa3],
+    [0x63],
+    [0x0f, 0xb6],
+    [0x0f, 0xb7],
+    [0x0f, 0xbe],
+    [0x0f, 0xbf],
+  );
   const prefix = fc.constantFrom(0x66, 0x67, 0x26, 0x2e, 0x36, 0x3e, 0x64, 0x65, 0xf0, 0xf3, 0x40, 0x41, 0x44, 0x48, 0x4c, 0x4f);
   /** Mostly well-formed candidates, so the decode paths (not only the rejections) are fuzzed. */
   const candidate = fc
@@ -330,7 +409,9 @@ describe('x86 MMIO decode: hostile input', () => {
 
   it('completion changes only the destination register and RIP, and store values fit the access', () => {
     const u64 = fc.bigInt({ min: 0n, max: (1n << 64n) - 1n });
-    const registers = fc.tuple(...REG_NAMES.map(() => u64)).map((values) => Object.fromEntries(REG_NAMES.map((n, i) => [n, values[i]])) as unknown as Registers);
+    const registers = fc
+      .tuple(...REG_NAMES.map(() => u64))
+      .map((values) => Object.fromEntries(REG_NAMES.map((n, i) => [n, values[i]])) as unknown as Registers);
     fc.assert(
       fc.property(candidate, modes, registers, fc.bigInt({ min: -(1n << 70n), max: 1n << 70n }), (bytes, mode, r, value) => {
         const insn = tryDecode(bytes, mode);

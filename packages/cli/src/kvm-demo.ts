@@ -24,20 +24,15 @@ export function kvmAvailable(): { ok: boolean; reason: string } {
 
 export async function runKvmDemo(print: (line: string) => void, tracePath?: string): Promise<KvmDemoResult> {
   if (typeof print !== 'function') throw new HostUsageError('runKvmDemo: print must be a function');
-  if (tracePath !== undefined && (typeof tracePath !== 'string' || tracePath === '')) throw new HostUsageError(`runKvmDemo: tracePath must be a non-empty string, got ${String(tracePath)}`);
+  if (tracePath !== undefined && (typeof tracePath !== 'string' || tracePath === ''))
+    throw new HostUsageError(`runKvmDemo: tracePath must be a non-empty string, got ${String(tracePath)}`);
   const heartbeats = 3;
   // Say what CPUID the guest really sees where this KVM ignores hvemu's model (a guest kernel
   // would then patch in instructions the emulator may not run).
   const cpuid = await KvmVm.probeCpuid();
   for (const line of describeCpuidDifferences(cpuid.differences)) print(`warning: cpuid: ${line}`);
   const clock = new MonotonicClock();
-  const recorder = tracePath
-    ? TraceRecorder.toFile(
-        tracePath,
-        icTraceHeader('hvemu demo (KVM guest)'),
-        { clock },
-      )
-    : undefined;
+  const recorder = tracePath ? TraceRecorder.toFile(tracePath, icTraceHeader('hvemu demo (KVM guest)'), { clock }) : undefined;
   const vm = new KvmVm({
     image: buildVmbusDemoGuest({ minHeartbeats: heartbeats }),
     clock,
@@ -46,7 +41,9 @@ export async function runKvmDemo(print: (line: string) => void, tracePath?: stri
   });
   try {
     const run = vm.run();
-    const host = vm.exerciseIcs({ heartbeats, shutdown: { kind: 'poweroff', message: 'demo finished' }, timeoutMs: 60_000 }).catch((e: unknown) => e as Error);
+    const host = vm
+      .exerciseIcs({ heartbeats, shutdown: { kind: 'poweroff', message: 'demo finished' }, timeoutMs: 60_000 })
+      .catch((e: unknown) => e as Error);
     const [result, exercise] = await Promise.all([run, host]);
     if (exercise instanceof Error) {
       print(`host: ${exercise.message}`);

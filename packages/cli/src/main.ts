@@ -60,7 +60,13 @@ channel alone; --json prints one JSON object`,
     usage: 'hvemu trace show FILE [--json] [--relid N] [--direction guest-to-host|host-to-guest] [--from SECONDS] [--to SECONDS]',
     help: `a trace as a readable timeline (times in reference-time seconds), streamed;
 --json prints JSON Lines (header, each event, dropped notices, footer, summary)`,
-    options: { json: { type: 'boolean' }, relid: { type: 'string' }, direction: { type: 'string' }, from: { type: 'string' }, to: { type: 'string' } },
+    options: {
+      json: { type: 'boolean' },
+      relid: { type: 'string' },
+      direction: { type: 'string' },
+      from: { type: 'string' },
+      to: { type: 'string' },
+    },
     positionals: ['FILE'],
     run: traceShow,
   },
@@ -98,7 +104,8 @@ async function main(argv: string[]): Promise<number> {
   let args = rest;
   if (command === 'trace') {
     const [sub, ...more] = rest;
-    if (sub !== 'show') return usageError('hvemu trace', sub === undefined ? 'missing subcommand' : `unknown subcommand '${sub}'`, VERBS['trace show'].usage);
+    if (sub !== 'show')
+      return usageError('hvemu trace', sub === undefined ? 'missing subcommand' : `unknown subcommand '${sub}'`, VERBS['trace show'].usage);
     name = 'trace show';
     args = more;
   }
@@ -135,7 +142,10 @@ function parseCommandLine(verb: Verb, args: string[]): { values: Values; positio
     // Node's messages run on ("... To specify a positional argument ..."): the first sentence names the problem.
     const message = (error as Error).message ?? String(error);
     const ambiguous = /^Option '(-[^' ]+)[^']*' argument is ambiguous/.exec(message);
-    if (ambiguous) throw new UsageError(`option ${ambiguous[1]} needs a value, and the next argument is a flag (write ${ambiguous[1]}=VALUE for a value starting with '-')`);
+    if (ambiguous)
+      throw new UsageError(
+        `option ${ambiguous[1]} needs a value, and the next argument is a flag (write ${ambiguous[1]}=VALUE for a value starting with '-')`,
+      );
     const first = message.split(/\.\s|\n/)[0];
     throw new UsageError(first.charAt(0).toLowerCase() + first.slice(1));
   }
@@ -193,7 +203,9 @@ async function demo(values: Values): Promise<number> {
   }
   const kvm = kvmAvailable();
   if (kvm.ok && !values.sim) {
-    process.stdout.write('hvemu demo: a KVM guest (C, Linux-like VMBus and IC drivers) with heartbeat, shutdown, timesync and KVP offered\n\n');
+    process.stdout.write(
+      'hvemu demo: a KVM guest (C, Linux-like VMBus and IC drivers) with heartbeat, shutdown, timesync and KVP offered\n\n',
+    );
     const r = await runKvmDemo((line) => process.stdout.write(`${line}\n`), trace);
     return r.exitCode === 0 && r.shutdownStatus === 0 ? 0 : 1;
   }
@@ -243,7 +255,8 @@ async function traceShow(values: Values, [file]: string[]): Promise<number> {
     from: values.from === undefined ? undefined : secondsOption('from', values.from as string),
     to: values.to === undefined ? undefined : secondsOption('to', values.to as string),
   };
-  if (filter.from !== undefined && filter.to !== undefined && filter.from > filter.to) throw new UsageError(`--from ${values.from} is after --to ${values.to}`);
+  if (filter.from !== undefined && filter.to !== undefined && filter.from > filter.to)
+    throw new UsageError(`--from ${values.from} is after --to ${values.to}`);
   const reader = TraceReader.open(file);
   const out = new LineWriter();
   try {
@@ -251,7 +264,8 @@ async function traceShow(values: Values, [file]: string[]): Promise<number> {
     let r = lines.next();
     for (; !r.done; r = lines.next()) if (!out.line(r.value)) await out.drained();
     out.flush();
-    if (r.value.truncated) process.stderr.write(`hvemu trace show: warning: ${file} is truncated (no footer): ${r.value.events} events read\n`);
+    if (r.value.truncated)
+      process.stderr.write(`hvemu trace show: warning: ${file} is truncated (no footer): ${r.value.events} events read\n`);
     return 0;
   } catch (error) {
     out.flush();
@@ -267,7 +281,8 @@ async function traceShow(values: Values, [file]: string[]): Promise<number> {
 }
 
 function u32Option(name: string, text: string): number {
-  if (!/^\d{1,10}$/.test(text) || Number(text) > 0xffffffff) throw new UsageError(`--${name} ${text} is not a channel relid (an integer 0..4294967295)`);
+  if (!/^\d{1,10}$/.test(text) || Number(text) > 0xffffffff)
+    throw new UsageError(`--${name} ${text} is not a channel relid (an integer 0..4294967295)`);
   return Number(text);
 }
 

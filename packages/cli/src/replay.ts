@@ -30,7 +30,11 @@ export function runReplay(trace: Trace | TraceReader, options: ReplayOptions = {
   const warnings = result.warnings.map((w) => `warning: ${w}`);
   const common = { compared: result.compared, driven: result.driven, truncated: result.truncated, warnings: result.warnings };
   if (!result.divergence) {
-    return { matched: true, lines: [`match${warnings.length ? ' (with warnings)' : ''}: ${summary}`, ...warnings], json: { matched: true, ...common } };
+    return {
+      matched: true,
+      lines: [`match${warnings.length ? ' (with warnings)' : ''}: ${summary}`, ...warnings],
+      json: { matched: true, ...common },
+    };
   }
   const d = result.divergence;
   const lines = [`DIVERGENCE: ${summary}`, ...warnings, ...describeDivergence(d)];

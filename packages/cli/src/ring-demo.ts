@@ -35,7 +35,8 @@ export function runRingDemo(options: DemoOptions): { requests: number; completio
   if (typeof options !== 'object' || options === null) throw new HostUsageError('runRingDemo: options must be an object with print');
   if (typeof options.print !== 'function') throw new HostUsageError('runRingDemo: options.print must be a function');
   const requests = options.requests ?? 6;
-  if (!Number.isInteger(requests) || requests < 1 || requests > 1000) throw new HostUsageError(`runRingDemo: options.requests must be an integer 1..1000, got ${String(requests)}`);
+  if (!Number.isInteger(requests) || requests < 1 || requests > 1000)
+    throw new HostUsageError(`runRingDemo: options.requests must be an integer 1..1000, got ${String(requests)}`);
   const print = options.print;
   const memory = GuestMemory.createShared(64 * PAGE_SIZE);
   // The guest's ring GPADL: 4 pages (control + 3 data) each way, scattered in guest RAM.
@@ -53,8 +54,24 @@ export function runRingDemo(options: DemoOptions): { requests: number; completio
     const side = target();
     if (side) side.interrupts++;
   };
-  sides.guest = { name: 'guest', endpoint: openRingEndpoint(layout, 'guest', interrupt(() => sides.host)), interrupts: 0 };
-  sides.host = { name: 'host', endpoint: openRingEndpoint(layout, 'host', interrupt(() => sides.guest)), interrupts: 0 };
+  sides.guest = {
+    name: 'guest',
+    endpoint: openRingEndpoint(
+      layout,
+      'guest',
+      interrupt(() => sides.host),
+    ),
+    interrupts: 0,
+  };
+  sides.host = {
+    name: 'host',
+    endpoint: openRingEndpoint(
+      layout,
+      'host',
+      interrupt(() => sides.guest),
+    ),
+    interrupts: 0,
+  };
   const guest = sides.guest;
   const host = sides.host;
 

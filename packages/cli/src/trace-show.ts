@@ -10,7 +10,13 @@
  */
 import { HostUsageError } from '@hvemu/common';
 import { parseIcMessage, ICMSG_HDR } from '@hvemu/util';
-import { CHANNELMSG_INITIATE_CONTACT, CHANNELMSG_VERSION_RESPONSE, channelMessageName, parseChannelMessage, vmpacket_descriptor } from '@hvemu/vmbus';
+import {
+  CHANNELMSG_INITIATE_CONTACT,
+  CHANNELMSG_VERSION_RESPONSE,
+  channelMessageName,
+  parseChannelMessage,
+  vmpacket_descriptor,
+} from '@hvemu/vmbus';
 import { eventRelid, TraceReader, type Trace, type TraceDropped, type TraceEvent, type TracePassSummary } from '@hvemu/trace';
 
 export interface ShowFilter {
@@ -93,7 +99,8 @@ export function showsEvent(e: TraceEvent, f: ShowFilter): boolean {
   if (f.from !== undefined && e.time < f.from) return false;
   if (f.to !== undefined && e.time > f.to) return false;
   if (f.relid !== undefined && eventRelid(e) !== f.relid) return false;
-  if (f.direction && e.kind === 'ringPacket' && (e.ringPacket.direction === 'GUEST_TO_HOST') !== (f.direction === 'guest-to-host')) return false;
+  if (f.direction && e.kind === 'ringPacket' && (e.ringPacket.direction === 'GUEST_TO_HOST') !== (f.direction === 'guest-to-host'))
+    return false;
   if (f.direction && e.kind !== 'ringPacket') return false;
   return true;
 }
@@ -112,7 +119,8 @@ class NegotiationWatcher {
       if (!(m instanceof Error) && m.msgtype === CHANNELMSG_INITIATE_CONTACT) this.requested = m.vmbus_version_requested;
     } else if (e.kind === 'synicMessage') {
       const m = parseChannelMessage(e.synicMessage.payload);
-      if (!(m instanceof Error) && m.msgtype === CHANNELMSG_VERSION_RESPONSE && m.version_supported && this.requested) this.version = this.requested;
+      if (!(m instanceof Error) && m.msgtype === CHANNELMSG_VERSION_RESPONSE && m.version_supported && this.requested)
+        this.version = this.requested;
     }
   }
 }
@@ -122,7 +130,8 @@ export interface ShowSummary extends TracePassSummary {
   shown: number;
 }
 
-const jsonReplacer = (_k: string, v: unknown): unknown => (typeof v === 'bigint' ? v.toString() : v instanceof Uint8Array ? Buffer.from(v).toString('hex') : v);
+const jsonReplacer = (_k: string, v: unknown): unknown =>
+  typeof v === 'bigint' ? v.toString() : v instanceof Uint8Array ? Buffer.from(v).toString('hex') : v;
 
 /**
  * Shows a trace as it reads it (see the module comment), line by line to `print`. A trace cut
@@ -149,7 +158,9 @@ export function* traceLines(trace: Trace | TraceReader, f: ShowFilter, json: boo
   let shown = 0;
   if (json) yield JSON.stringify({ header: h }, jsonReplacer);
   else {
-    const version = h.vmbusVersion ? `VMBus ${versionText(h.vmbusVersion)}` : 'VMBus version not known when the capture started (see the end)';
+    const version = h.vmbusVersion
+      ? `VMBus ${versionText(h.vmbusVersion)}`
+      : 'VMBus version not known when the capture started (see the end)';
     yield `trace schema ${h.schemaVersion}, ${version}, producer ${h.producer}`;
     for (const d of h.devices) yield `  device ${d.name} relid ${d.relid} class ${d.classId}`;
   }
@@ -159,14 +170,22 @@ export function* traceLines(trace: Trace | TraceReader, f: ShowFilter, json: boo
     shown++;
     return json ? JSON.stringify({ event: e }, jsonReplacer) : `${timeText(e.time)} vp${e.vp} #${e.seq} ${describeEvent(e)}`;
   };
-  const droppedLine = (d: TraceDropped): string => (json ? JSON.stringify({ dropped: d }, jsonReplacer) : `(${d.count} events dropped from #${d.firstSeq})`);
+  const droppedLine = (d: TraceDropped): string =>
+    json ? JSON.stringify({ dropped: d }, jsonReplacer) : `(${d.count} events dropped from #${d.firstSeq})`;
   let summary: TracePassSummary;
   if (trace instanceof TraceReader) {
     const pass = trace.records();
     let r = pass.next();
     for (; !r.done; r = pass.next()) {
       const rec = r.value;
-      const line = rec.kind === 'event' ? eventLine(rec.event) : rec.kind === 'dropped' ? droppedLine(rec.dropped) : json ? JSON.stringify({ footer: rec.footer }, jsonReplacer) : null;
+      const line =
+        rec.kind === 'event'
+          ? eventLine(rec.event)
+          : rec.kind === 'dropped'
+            ? droppedLine(rec.dropped)
+            : json
+              ? JSON.stringify({ footer: rec.footer }, jsonReplacer)
+              : null;
       if (line !== null) yield line;
     }
     summary = r.value;
@@ -189,7 +208,10 @@ export function* traceLines(trace: Trace | TraceReader, f: ShowFilter, json: boo
   }
   const vmbusVersion = summary.vmbusVersion || watcher.version;
   if (json) {
-    yield JSON.stringify({ summary: { events: summary.events, shown, droppedEvents: summary.droppedEvents, truncated: summary.truncated, vmbusVersion } }, jsonReplacer);
+    yield JSON.stringify(
+      { summary: { events: summary.events, shown, droppedEvents: summary.droppedEvents, truncated: summary.truncated, vmbusVersion } },
+      jsonReplacer,
+    );
   } else {
     const negotiated = vmbusVersion ? `VMBus ${versionText(vmbusVersion)} negotiated` : 'no VMBus version negotiated';
     yield summary.truncated

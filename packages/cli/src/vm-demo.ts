@@ -21,14 +21,11 @@ function stamp(t: bigint): string {
 
 export async function runVmDemo(print: (line: string) => void, tracePath?: string): Promise<VmDemoResult> {
   if (typeof print !== 'function') throw new HostUsageError('runVmDemo: print must be a function');
-  if (tracePath !== undefined && (typeof tracePath !== 'string' || tracePath === '')) throw new HostUsageError(`runVmDemo: tracePath must be a non-empty string, got ${String(tracePath)}`);
+  if (tracePath !== undefined && (typeof tracePath !== 'string' || tracePath === ''))
+    throw new HostUsageError(`runVmDemo: tracePath must be a non-empty string, got ${String(tracePath)}`);
   const clock = new ManualClock();
   const recorder = tracePath
-    ? TraceRecorder.toFile(
-        tracePath,
-        icTraceHeader('hvemu demo (simulated partition)', 0x50003),
-        { clock },
-      )
+    ? TraceRecorder.toFile(tracePath, icTraceHeader('hvemu demo (simulated partition)', 0x50003), { clock })
     : undefined;
   const vm = new SimulatedVm({ clock, trace: recorder, onEvent: (e) => print(`${stamp(e.time)}  ${e.who.padEnd(5)}  ${e.what}`) });
   const host = (what: string): void => vm.hostEvent(what);

@@ -42,12 +42,17 @@ async function runAll(list: string[][], cwd?: string): Promise<Run[]> {
 
 describe('hvemu command line, adversarially', () => {
   it('the bin target is a committed file, so npm links it before dist/ is built', async () => {
-    const pkg = JSON.parse(readFileSync(fileURLToPath(new URL('../package.json', import.meta.url)), 'utf8')) as { bin: Record<string, string>; files: string[] };
+    const pkg = JSON.parse(readFileSync(fileURLToPath(new URL('../package.json', import.meta.url)), 'utf8')) as {
+      bin: Record<string, string>;
+      files: string[];
+    };
     const bin = fileURLToPath(new URL(`../${pkg.bin.hvemu}`, import.meta.url));
     expect(pkg.bin.hvemu).toBe('./bin/hvemu.js');
     expect(pkg.files).toContain('bin');
     // npm ci links bins from the lockfile's copy of the field, not package.json's.
-    const lock = JSON.parse(readFileSync(fileURLToPath(new URL('../../../package-lock.json', import.meta.url)), 'utf8')) as { packages: Record<string, { bin?: Record<string, string> }> };
+    const lock = JSON.parse(readFileSync(fileURLToPath(new URL('../../../package-lock.json', import.meta.url)), 'utf8')) as {
+      packages: Record<string, { bin?: Record<string, string> }>;
+    };
     expect(`./${lock.packages['packages/cli'].bin?.hvemu}`).toBe(pkg.bin.hvemu);
     expect(statSync(bin).mode & 0o111).not.toBe(0);
     const r = await new Promise<Run>((resolve) =>
@@ -78,7 +83,10 @@ describe('hvemu command line, adversarially', () => {
       [['replay', SIM, '--json=yes'], /option '--json' does not take an argument/],
       [['replay', SIM, '--device='], /--device needs a non-empty value/],
       [['replay', ''], /TRACE is empty/],
-      [['replay', SIM, '--device', 'storage'], /^hvemu replay: the trace has no device storage \(it has: heartbeat, shutdown, timesync, kvp\)$/],
+      [
+        ['replay', SIM, '--device', 'storage'],
+        /^hvemu replay: the trace has no device storage \(it has: heartbeat, shutdown, timesync, kvp\)$/,
+      ],
       [['replay', join(dir, 'missing.hvtrace')], /^hvemu replay: cannot read trace .*missing\.hvtrace: ENOENT/],
       [['replay', dir], /^hvemu replay: cannot read trace .*: EISDIR/],
       [['replay', '/dev/zero'], /^hvemu replay: trace corrupt at byte 0: not an hvemu trace \(bad magic\)$/],
@@ -86,7 +94,10 @@ describe('hvemu command line, adversarially', () => {
       [['trace', 'shw', SIM], /^hvemu trace: unknown subcommand 'shw'/],
       [['trace', 'show'], /^hvemu trace show: missing FILE \(usage: hvemu trace show FILE/],
       [['trace', 'show', SIM, SIM], /unexpected argument/],
-      [['trace', 'show', SIM, '--relid', 'abc'], /^hvemu trace show: --relid abc is not a channel relid \(an integer 0\.\.4294967295\) \(usage: hvemu trace show FILE/],
+      [
+        ['trace', 'show', SIM, '--relid', 'abc'],
+        /^hvemu trace show: --relid abc is not a channel relid \(an integer 0\.\.4294967295\) \(usage: hvemu trace show FILE/,
+      ],
       [['trace', 'show', SIM, '--relid', '-1'], /--relid.*(ambiguous|not a channel relid|needs a value)/],
       [['trace', 'show', SIM, '--relid', '1.5'], /--relid 1\.5 is not a channel relid/],
       [['trace', 'show', SIM, '--relid', '4294967296'], /--relid 4294967296 is not a channel relid/],
@@ -100,12 +111,18 @@ describe('hvemu command line, adversarially', () => {
       [['demo', '--trace', '--sim'], /^hvemu demo: option --trace needs a value, and the next argument is a flag/],
       [['demo', '--sim', 'now'], /unexpected argument 'now'/],
       [['demo', '--sims'], /unknown option '--sims'/],
-      [['demo', '--sim', '--trace', join(dir, 'no-such-dir', 't.hvtrace')], /^hvemu demo: cannot write trace .*no-such-dir\/t\.hvtrace: ENOENT/],
+      [
+        ['demo', '--sim', '--trace', join(dir, 'no-such-dir', 't.hvtrace')],
+        /^hvemu demo: cannot write trace .*no-such-dir\/t\.hvtrace: ENOENT/,
+      ],
       [['demo', '--sim', '--trace', '/dev/full'], /^hvemu demo: cannot write trace \/dev\/full: ENOSPC/],
       [['ring-demo', '--fast'], /unknown option '--fast'/],
       [['help', 'me'], /unexpected argument 'me'/],
     ];
-    const results = await runAll(bad.map(([args]) => args), dir);
+    const results = await runAll(
+      bad.map(([args]) => args),
+      dir,
+    );
     results.forEach((r, i) => {
       const what = bad[i][0].join(' ');
       expect(r.code, what).toBe(2);
@@ -156,20 +173,29 @@ describe('hvemu command line, adversarially', () => {
     expect(replayed.stdout).toMatch(/warning: the trace has no footer/);
     expect(replayed.stdout).toMatch(/warning: the trace holds no events: nothing was replayed or compared/);
     expect(replayed.stderr).toMatch(/^hvemu replay: warning: the trace has no footer/);
-    expect(shown.stdout.trim().split('\n').at(-1)).toMatch(/^truncated: no footer \(the file was cut, or its recorder did not close\); 0 events read/);
+    expect(shown.stdout.trim().split('\n').at(-1)).toMatch(
+      /^truncated: no footer \(the file was cut, or its recorder did not close\); 0 events read/,
+    );
     expect(shown.stderr).toMatch(/header-only\.hvtrace is truncated \(no footer\)/);
-    expect(JSON.parse(json.stdout.trim().split('\n').at(-1)!)).toEqual({ summary: { events: 0, shown: 0, droppedEvents: '0', truncated: true, vmbusVersion: 327683 } });
+    expect(JSON.parse(json.stdout.trim().split('\n').at(-1)!)).toEqual({
+      summary: { events: 0, shown: 0, droppedEvents: '0', truncated: true, vmbusVersion: 327683 },
+    });
     // Cut inside a record: the events before it are shown, then the error names the offset; exit 1.
     const cut = join(dir, 'cut.hvtrace');
     writeFileSync(cut, bytes.subarray(0, 3000));
     const [cutShow] = await runAll([['trace', 'show', cut]]);
     expect(cutShow.code).toBe(1);
     expect(cutShow.stdout).toMatch(/#\d+ /);
-    expect(cutShow.stderr).toMatch(/^hvemu trace show: trace corrupt at byte \d+: record of \d+ bytes cut after \d+ \(the trace is truncated\)\n$/);
+    expect(cutShow.stderr).toMatch(
+      /^hvemu trace show: trace corrupt at byte \d+: record of \d+ bytes cut after \d+ \(the trace is truncated\)\n$/,
+    );
   });
 
   it('trace show of the KVM fixture says the VMBus version the guest negotiated', async () => {
-    const [text, json] = await runAll([['trace', 'show', KVM], ['trace', 'show', KVM, '--json']]);
+    const [text, json] = await runAll([
+      ['trace', 'show', KVM],
+      ['trace', 'show', KVM, '--json'],
+    ]);
     expect(text.stdout).not.toMatch(/VMBus 0\.0/);
     expect(text.stdout.trim().split('\n').at(-1)).toBe('90 events, 0 dropped; VMBus 5.3 negotiated');
     expect(JSON.parse(json.stdout.trim().split('\n').at(-1)!).summary.vmbusVersion).toBe(0x50003);

@@ -69,7 +69,9 @@ describe('the CLI on a large trace, with a V8 heap smaller than the trace', () =
   });
 
   it('trace show --json waits for a slow reader instead of piling its output up in memory', async () => {
-    const child = spawn('node', [`--max-old-space-size=${HEAP_MB}`, MAIN, 'trace', 'show', TRACE, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn('node', [`--max-old-space-size=${HEAP_MB}`, MAIN, 'trace', 'show', TRACE, '--json'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stderr = '';
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     // Nobody reads for a while: the pipe fills, and the CLI must wait, not buffer 60 MB.

@@ -36,7 +36,10 @@ function hostAnswerIndex(events: readonly TraceEvent[], ic: number): number {
 }
 
 describe('hvemu replay', () => {
-  for (const [name, path] of [['simulated IC scenario', SIM], ['KVM demo guest', KVM]] as const) {
+  for (const [name, path] of [
+    ['simulated IC scenario', SIM],
+    ['KVM demo guest', KVM],
+  ] as const) {
     it(`replays the ${name} fixture clean, every event compared`, () => {
       const trace = readTraceFile(path);
       const result = replayTrace(trace);
@@ -74,14 +77,26 @@ describe('hvemu replay', () => {
   it('reports a dropped host packet and a dropped guest packet at the exact event', () => {
     const trace = readTraceFile(SIM);
     const hostPacket = hostAnswerIndex(trace.events, 3); // the shutdown request
-    const r1 = replayTrace(withEvents(trace, trace.events.filter((_, i) => i !== hostPacket)));
+    const r1 = replayTrace(
+      withEvents(
+        trace,
+        trace.events.filter((_, i) => i !== hostPacket),
+      ),
+    );
     expect(r1.divergence?.index).toBe(hostPacket);
     expect(r1.divergence?.actual?.kind).toBe('ringPacket');
 
     // The guest's negotiate answer on timesync: without it in the ring the host never becomes
     // ready, so the time sample it sent next in the recording is missing, right there.
-    const guestPacket = trace.events.findIndex((e) => e.kind === 'ringPacket' && e.ringPacket.direction === 'GUEST_TO_HOST' && e.ringPacket.relid === 3);
-    const r2 = replayTrace(withEvents(trace, trace.events.filter((_, i) => i !== guestPacket)));
+    const guestPacket = trace.events.findIndex(
+      (e) => e.kind === 'ringPacket' && e.ringPacket.direction === 'GUEST_TO_HOST' && e.ringPacket.relid === 3,
+    );
+    const r2 = replayTrace(
+      withEvents(
+        trace,
+        trace.events.filter((_, i) => i !== guestPacket),
+      ),
+    );
     expect(r2.divergence?.index).toBe(guestPacket);
     expect(r2.divergence?.expected?.kind).toBe('ringPacket');
     expect(r2.divergence?.actual?.kind).not.toBe('ringPacket');
@@ -106,7 +121,19 @@ describe('hvemu replay', () => {
     const trace = readTraceFile(SIM);
     const kvp = replayTrace(trace, { device: 'kvp' });
     expect(kvp.divergence).toBeNull();
-    expect(kvp.compared).toBe(trace.events.filter((e) => 'ringPacket' in e ? e.ringPacket.relid === 4 : e.kind === 'channelState' ? e.channelState.relid === 4 : e.kind === 'gpadlCreated' ? e.gpadlCreated.relid === 4 : e.kind === 'hostCall' ? e.hostCall.relid === 4 : false).length);
+    expect(kvp.compared).toBe(
+      trace.events.filter((e) =>
+        'ringPacket' in e
+          ? e.ringPacket.relid === 4
+          : e.kind === 'channelState'
+            ? e.channelState.relid === 4
+            : e.kind === 'gpadlCreated'
+              ? e.gpadlCreated.relid === 4
+              : e.kind === 'hostCall'
+                ? e.hostCall.relid === 4
+                : false,
+      ).length,
+    );
     // Another device's mutation does not matter to it; its own does.
     const events = structuredClone(trace.events);
     const heartbeat = hostAnswerIndex(events, 1);

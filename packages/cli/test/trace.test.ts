@@ -24,7 +24,20 @@ async function freshCapture(): Promise<TraceEvent[]> {
 describe('trace fixture of the simulated IC scenario', () => {
   it('contains every kind of event the scenario produces', () => {
     const kinds = new Set(readTraceFile(FIXTURE).events.map((e) => e.kind));
-    for (const k of ['msrWrite', 'postMessage', 'signalEvent', 'hypercallResult', 'synicMessage', 'synicEventFlag', 'interrupt', 'eom', 'gpadlCreated', 'ringPacket', 'channelState', 'hostCall']) {
+    for (const k of [
+      'msrWrite',
+      'postMessage',
+      'signalEvent',
+      'hypercallResult',
+      'synicMessage',
+      'synicEventFlag',
+      'interrupt',
+      'eom',
+      'gpadlCreated',
+      'ringPacket',
+      'channelState',
+      'hostCall',
+    ]) {
       expect(kinds.has(k as TraceEvent['kind'])).toBe(true);
     }
   });
@@ -37,7 +50,9 @@ describe('trace fixture of the simulated IC scenario', () => {
 
   it('reports a changed byte in a host answer, a dropped packet and a reordered message at the exact event', async () => {
     const recorded = readTraceFile(FIXTURE).events;
-    const answer = recorded.findIndex((e) => e.kind === 'ringPacket' && e.ringPacket.direction === 'HOST_TO_GUEST' && e.ringPacket.packet.length > 60);
+    const answer = recorded.findIndex(
+      (e) => e.kind === 'ringPacket' && e.ringPacket.direction === 'HOST_TO_GUEST' && e.ringPacket.packet.length > 60,
+    );
     const changed = structuredClone(recorded);
     const packet = (changed[answer] as Extract<TraceEvent, { kind: 'ringPacket' }>).ringPacket.packet;
     packet[packet.length - 1] ^= 0xff;

@@ -30,12 +30,16 @@ export class ManualClock implements Clock {
   }
   /** Moves time forward by `ticks` (100 ns units). */
   advance(ticks: bigint): void {
-    if (typeof ticks !== 'bigint' || ticks < 0n) throw new HostUsageError(`ManualClock.advance(${String(ticks)}): ticks must be a non-negative bigint (a clock cannot go backwards)`);
+    if (typeof ticks !== 'bigint' || ticks < 0n)
+      throw new HostUsageError(`ManualClock.advance(${String(ticks)}): ticks must be a non-negative bigint (a clock cannot go backwards)`);
     this.time += ticks;
   }
   /** Sets the time; it may not go backwards. */
   set(time: bigint): void {
-    if (typeof time !== 'bigint' || time < this.time) throw new HostUsageError(`ManualClock.set(${String(time)}): time must be a bigint no earlier than ${this.time} (a clock cannot go backwards)`);
+    if (typeof time !== 'bigint' || time < this.time)
+      throw new HostUsageError(
+        `ManualClock.set(${String(time)}): time must be a bigint no earlier than ${this.time} (a clock cannot go backwards)`,
+      );
     this.time = time;
   }
 }

@@ -45,8 +45,16 @@ export class ConsoleLogger implements Logger {
     const suffix = fields ? ' ' + JSON.stringify(fields, (_k, v) => (typeof v === 'bigint' ? v.toString() : v)) : '';
     this.write(`[${level}] ${message}${suffix}`);
   }
-  debug(m: string, f?: Readonly<Record<string, unknown>>): void { this.emit('debug', m, f); }
-  info(m: string, f?: Readonly<Record<string, unknown>>): void { this.emit('info', m, f); }
-  warn(m: string, f?: Readonly<Record<string, unknown>>): void { this.emit('warn', m, f); }
-  error(m: string, f?: Readonly<Record<string, unknown>>): void { this.emit('error', m, f); }
+  debug(m: string, f?: Readonly<Record<string, unknown>>): void {
+    this.emit('debug', m, f);
+  }
+  info(m: string, f?: Readonly<Record<string, unknown>>): void {
+    this.emit('info', m, f);
+  }
+  warn(m: string, f?: Readonly<Record<string, unknown>>): void {
+    this.emit('warn', m, f);
+  }
+  error(m: string, f?: Readonly<Record<string, unknown>>): void {
+    this.emit('error', m, f);
+  }
 }

@@ -23,13 +23,7 @@ export type FieldType = ScalarType | BytesType;
 /** One row of a structure table: byte offset, field name, type. */
 export type FieldRow = readonly [offset: number, name: string, type: FieldType];
 
-type ValueOf<T extends FieldType> = T extends 'u64'
-  ? bigint
-  : T extends 'guid'
-    ? string
-    : T extends BytesType
-      ? Uint8Array
-      : number;
+type ValueOf<T extends FieldType> = T extends 'u64' ? bigint : T extends 'guid' ? string : T extends BytesType ? Uint8Array : number;
 
 /** The decoded object type of a structure with the given rows. */
 export type StructValue<Rows extends readonly FieldRow[]> = {
@@ -84,11 +78,7 @@ function fieldSize(type: FieldType): number {
  * Declares a structure. Throws HostUsageError at definition time if the rows do not tile
  * `[0, size)` exactly.
  */
-export function defineStruct<const Rows extends readonly FieldRow[]>(
-  name: string,
-  size: number,
-  rows: Rows,
-): StructLayout<Rows> {
+export function defineStruct<const Rows extends readonly FieldRow[]>(name: string, size: number, rows: Rows): StructLayout<Rows> {
   checkTiling(name, size, rows);
   const offsetOf: Record<string, number> = {};
   for (const [offset, fieldName] of rows) offsetOf[fieldName] = offset;
@@ -134,9 +124,7 @@ function checkTiling(name: string, size: number, rows: readonly FieldRow[]): voi
     if (seen.has(fieldName)) throw new HostUsageError(`${name}: field ${fieldName} declared twice`);
     seen.add(fieldName);
     if (offset !== expected) {
-      throw new HostUsageError(
-        `${name}.${fieldName}: declared at offset ${offset}, but the previous field ends at ${expected}`,
-      );
+      throw new HostUsageError(`${name}.${fieldName}: declared at offset ${offset}, but the previous field ends at ${expected}`);
     }
     const width = fieldSize(type);
     if (!Number.isInteger(width) || width <= 0) throw new HostUsageError(`${name}.${fieldName}: bad width ${width}`);
@@ -211,13 +199,7 @@ function writeField(view: DataView, at: number, type: FieldType, value: unknown,
 export function formatGuid(b: Uint8Array): string {
   const hex = (i: number): string => b[i].toString(16).padStart(2, '0');
   const group = (idx: number[]): string => idx.map(hex).join('');
-  return [
-    group([3, 2, 1, 0]),
-    group([5, 4]),
-    group([7, 6]),
-    group([8, 9]),
-    group([10, 11, 12, 13, 14, 15]),
-  ].join('-');
+  return [group([3, 2, 1, 0]), group([5, 4]), group([7, 6]), group([8, 9]), group([10, 11, 12, 13, 14, 15])].join('-');
 }
 
 /** Parses a canonical GUID string into its 16 wire bytes (see formatGuid). */

@@ -18,10 +18,25 @@ describe('defineStruct', () => {
   });
 
   it('rejects a gap, an overlap and a size mismatch when the structure is declared', () => {
-    expect(() => defineStruct('gap', 8, [[0, 'x', 'u32'], [6, 'y', 'u16']])).toThrow(HostUsageError);
-    expect(() => defineStruct('overlap', 8, [[0, 'x', 'u32'], [2, 'y', 'u32']])).toThrow(/previous field ends at 4/);
+    expect(() =>
+      defineStruct('gap', 8, [
+        [0, 'x', 'u32'],
+        [6, 'y', 'u16'],
+      ]),
+    ).toThrow(HostUsageError);
+    expect(() =>
+      defineStruct('overlap', 8, [
+        [0, 'x', 'u32'],
+        [2, 'y', 'u32'],
+      ]),
+    ).toThrow(/previous field ends at 4/);
     expect(() => defineStruct('short', 12, [[0, 'x', 'u64']])).toThrow(/sizeof is 12/);
-    expect(() => defineStruct('dup', 8, [[0, 'x', 'u32'], [4, 'x', 'u32']])).toThrow(/twice/);
+    expect(() =>
+      defineStruct('dup', 8, [
+        [0, 'x', 'u32'],
+        [4, 'x', 'u32'],
+      ]),
+    ).toThrow(/twice/);
   });
 
   it('encodes little-endian at the declared offsets', () => {
@@ -79,8 +94,10 @@ describe('GUIDs', () => {
   });
 
   it('round-trips any 16 bytes', () => {
-    fc.assert(fc.property(fc.uint8Array({ minLength: 16, maxLength: 16 }), (b) => {
-      expect(Array.from(parseGuid(formatGuid(b)))).toEqual(Array.from(b));
-    }));
+    fc.assert(
+      fc.property(fc.uint8Array({ minLength: 16, maxLength: 16 }), (b) => {
+        expect(Array.from(parseGuid(formatGuid(b)))).toEqual(Array.from(b));
+      }),
+    );
   });
 });

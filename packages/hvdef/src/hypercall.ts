@@ -24,7 +24,9 @@ const REP_COUNT_SHIFT = 32n;
 const REP_START_SHIFT = 48n;
 const REP_MASK = 0xfffn;
 /** Every bit that is not a field: 27-31, 44-47, 60-63. */
-export const HV_HYPERCALL_RESERVED_BITS = ~(CODE_MASK | HV_HYPERCALL_FAST_BIT | (VARHEAD_MASK << VARHEAD_SHIFT) | (REP_MASK << REP_COUNT_SHIFT) | (REP_MASK << REP_START_SHIFT)) & 0xffff_ffff_ffff_ffffn;
+export const HV_HYPERCALL_RESERVED_BITS =
+  ~(CODE_MASK | HV_HYPERCALL_FAST_BIT | (VARHEAD_MASK << VARHEAD_SHIFT) | (REP_MASK << REP_COUNT_SHIFT) | (REP_MASK << REP_START_SHIFT)) &
+  0xffff_ffff_ffff_ffffn;
 
 export interface HypercallControl {
   code: number;

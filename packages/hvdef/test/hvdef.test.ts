@@ -31,7 +31,9 @@ describe('@hvemu/hvdef', () => {
   it('encodes the hypercall control word as the TLFS lays it out', () => {
     expect(encodeControl({ code: HVCALL_POST_MESSAGE })).toBe(0x5cn);
     expect(encodeControl({ code: HVCALL_SIGNAL_EVENT, fast: true })).toBe(0x1005dn);
-    expect(encodeControl({ code: 0x13, repCount: 3, repStart: 1, variableHeaderSize: 2 })).toBe(0x13n | (2n << 17n) | (3n << 32n) | (1n << 48n));
+    expect(encodeControl({ code: 0x13, repCount: 3, repStart: 1, variableHeaderSize: 2 })).toBe(
+      0x13n | (2n << 17n) | (3n << 32n) | (1n << 48n),
+    );
     expect(decodeControl(0x1005dn)).toMatchObject({ code: HVCALL_SIGNAL_EVENT, fast: true, reservedBitsSet: false });
     expect(decodeControl(1n << 63n).reservedBitsSet).toBe(true);
   });

@@ -1,10 +1,22 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { HV_STATUS_INSUFFICIENT_BUFFERS, HV_STATUS_INVALID_ALIGNMENT, HV_STATUS_INVALID_CONNECTION_ID, HV_STATUS_INVALID_HYPERCALL_CODE, HV_STATUS_INVALID_HYPERCALL_INPUT, HV_STATUS_INVALID_PARAMETER, HV_STATUS_SUCCESS, decodeControl, encodeControl, HVCALL_NOTIFY_LONG_SPIN_WAIT, HVCALL_POST_MESSAGE, HVCALL_SIGNAL_EVENT, resultStatus } from '@hvemu/hvdef';
-import { GuestMemory, PAGE_SIZE } from '@hvemu/memory';
 import {
-  HypercallDispatcher,
-} from '@hvemu/hypercalls';
+  HV_STATUS_INSUFFICIENT_BUFFERS,
+  HV_STATUS_INVALID_ALIGNMENT,
+  HV_STATUS_INVALID_CONNECTION_ID,
+  HV_STATUS_INVALID_HYPERCALL_CODE,
+  HV_STATUS_INVALID_HYPERCALL_INPUT,
+  HV_STATUS_INVALID_PARAMETER,
+  HV_STATUS_SUCCESS,
+  decodeControl,
+  encodeControl,
+  HVCALL_NOTIFY_LONG_SPIN_WAIT,
+  HVCALL_POST_MESSAGE,
+  HVCALL_SIGNAL_EVENT,
+  resultStatus,
+} from '@hvemu/hvdef';
+import { GuestMemory, PAGE_SIZE } from '@hvemu/memory';
+import { HypercallDispatcher } from '@hvemu/hypercalls';
 import { fuzzRuns } from '../../../test/helpers.js';
 
 const INPUT = 0x2000;
@@ -27,7 +39,7 @@ function setup() {
     memory.writeU32(INPUT, fields.connectionId ?? 4);
     memory.writeU32(INPUT + 4, fields.reserved ?? 0);
     memory.writeU32(INPUT + 8, fields.type ?? 1);
-    memory.writeU32(INPUT + 12, fields.size ?? (fields.payload?.length ?? 0));
+    memory.writeU32(INPUT + 12, fields.size ?? fields.payload?.length ?? 0);
     memory.write(INPUT + 16, Uint8Array.from(fields.payload ?? []));
   };
   const call = (code: number, rdx: bigint, opts: { fast?: boolean; rcx?: bigint; vp?: number } = {}) =>
@@ -102,7 +114,10 @@ describe('HvSignalEvent', () => {
     t.memory.writeU32(INPUT, 0x2a);
     t.memory.writeU32(INPUT + 4, 7);
     expect(t.call(HVCALL_SIGNAL_EVENT, BigInt(INPUT))).toBe(HV_STATUS_SUCCESS);
-    expect(t.signals).toEqual([{ vp: 1, flag: 3 }, { vp: 0, flag: 7 }]);
+    expect(t.signals).toEqual([
+      { vp: 1, flag: 3 },
+      { vp: 0, flag: 7 },
+    ]);
   });
 
   it('rejects unknown connections and reserved bits', () => {
@@ -124,11 +139,17 @@ describe('dispatch', () => {
     const t = setup();
     const known = new Set([0, 2, 3, 4, 5, 0x12, 0x13]);
     fc.assert(
-      fc.property(fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }), fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }), fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }), fc.constantFrom(0x5c, 0x5d, 0x08, 0), (rcx, rdx, r8, code) => {
-        const regs = { rcx: (rcx & ~0xffffn) | BigInt(code), rdx, r8 };
-        const status = resultStatus(t.d.dispatch(0, regs));
-        expect(known.has(status)).toBe(true);
-      }),
+      fc.property(
+        fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }),
+        fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }),
+        fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }),
+        fc.constantFrom(0x5c, 0x5d, 0x08, 0),
+        (rcx, rdx, r8, code) => {
+          const regs = { rcx: (rcx & ~0xffffn) | BigInt(code), rdx, r8 };
+          const status = resultStatus(t.d.dispatch(0, regs));
+          expect(known.has(status)).toBe(true);
+        },
+      ),
       { numRuns: fuzzRuns(2000) },
     );
   });

@@ -12,7 +12,14 @@ const anyValue = (v: unknown): never => v as never;
 describe('GuestMemory at its API edge', () => {
   it.each([-1, NaN, 1.5, Infinity, -Infinity, 2 ** 53])('a GPA of %s is a HostUsageError naming it, not "GPA 0x-1"', (gpa) => {
     const m = memory();
-    for (const access of [() => m.readU8(gpa), () => m.readU32(gpa), () => m.writeU16(gpa, 1), () => m.bytes(gpa, 1), () => m.read(gpa, new Uint8Array(1)), () => m.u32Array(gpa, 1)]) {
+    for (const access of [
+      () => m.readU8(gpa),
+      () => m.readU32(gpa),
+      () => m.writeU16(gpa, 1),
+      () => m.bytes(gpa, 1),
+      () => m.read(gpa, new Uint8Array(1)),
+      () => m.u32Array(gpa, 1),
+    ]) {
       expect(access).toThrow(HostUsageError);
       expect(access).toThrow(`GPA ${gpa} is not a non-negative integer`);
     }

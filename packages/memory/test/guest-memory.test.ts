@@ -37,7 +37,12 @@ describe('GuestMemory', () => {
     fc.assert(
       fc.property(badGpa, fc.constantFrom(1, 2, 4, 8) as fc.Arbitrary<1 | 2 | 4 | 8>, (gpa, width) => {
         if (m.contains(gpa, width)) return; // a straddling start that happens to fit
-        const write = { 1: () => m.writeU8(gpa, 1), 2: () => m.writeU16(gpa, 1), 4: () => m.writeU32(gpa, 1), 8: () => m.writeU64(gpa, 1n) }[width];
+        const write = {
+          1: () => m.writeU8(gpa, 1),
+          2: () => m.writeU16(gpa, 1),
+          4: () => m.writeU32(gpa, 1),
+          8: () => m.writeU64(gpa, 1n),
+        }[width];
         const read = { 1: () => m.readU8(gpa), 2: () => m.readU16(gpa), 4: () => m.readU32(gpa), 8: () => m.readU64(gpa) }[width];
         // A GPA that is no address at all is the host caller's bug; a real address outside RAM
         // is a guest request refused.
@@ -230,7 +235,9 @@ describe('GuestMemory grows and shrinks (dynamic memory)', () => {
 
   it('refuses overlaps, unknown regions, the last region, and malformed specs, leaving the map as it was', () => {
     const m = GuestMemory.createShared(MiB);
-    expect(() => m.addRegion({ gpa: MiB - PAGE_SIZE, size: 2 * PAGE_SIZE, buffer: new SharedArrayBuffer(2 * PAGE_SIZE) })).toThrow(HostUsageError);
+    expect(() => m.addRegion({ gpa: MiB - PAGE_SIZE, size: 2 * PAGE_SIZE, buffer: new SharedArrayBuffer(2 * PAGE_SIZE) })).toThrow(
+      HostUsageError,
+    );
     expect(() => m.addRegion({ gpa: 2 * MiB, size: 100, buffer: new SharedArrayBuffer(100) })).toThrow(HostUsageError);
     expect(() => m.addRegion({ gpa: 2 * MiB, size: PAGE_SIZE, buffer: 'x' as never })).toThrow(HostUsageError);
     expect(() => m.removeRegion(2 * MiB)).toThrow(HostUsageError);

@@ -62,7 +62,14 @@ function ascii4(s: string, at: number): number {
 
 export function hypervCpuidLeaves(config: HypervCpuidConfig = {}): CpuidLeaf[] {
   const vendor = (config.vendor ?? 'Microsoft Hv').padEnd(12, '\0').slice(0, 12);
-  const leaf = (fn: number, eax = 0, ebx = 0, ecx = 0, edx = 0): CpuidLeaf => ({ function: fn, index: 0, eax: eax >>> 0, ebx: ebx >>> 0, ecx: ecx >>> 0, edx: edx >>> 0 });
+  const leaf = (fn: number, eax = 0, ebx = 0, ecx = 0, edx = 0): CpuidLeaf => ({
+    function: fn,
+    index: 0,
+    eax: eax >>> 0,
+    ebx: ebx >>> 0,
+    ecx: ecx >>> 0,
+    edx: edx >>> 0,
+  });
   const featuresEax =
     HV_MSR_VP_RUNTIME_AVAILABLE |
     HV_MSR_TIME_REF_COUNT_AVAILABLE |

@@ -34,7 +34,6 @@ import { tscPageParameters, writeTscPage, type TscModel } from './reference-tsc.
 import { VpStimers } from './stimer.js';
 import { VpSynic, type SynicInterruptSink, type SynicMessage, type SynicObserver } from './vp-synic.js';
 
-
 export interface HyperVEvents {
   /** The guest wrote CRASH_CTL with CrashNotify: P0-P4 and the control value. */
   crash?(vp: number, params: readonly bigint[], control: bigint): void;
@@ -90,13 +89,15 @@ export class HyperV implements SynicPort {
     this.vpCount = options.vpCount;
     this.logger = options.logger ?? silentLogger;
     this.tsc = options.tsc ?? { frequencyHz: 1_000_000_000n, valueAtReferenceZero: 0n };
-    this.synics = Array.from({ length: options.vpCount }, (_, vp) =>
-      new VpSynic(vp, options.memory, options.sink, {
-        logger: this.logger,
-        queueLimit: options.queueLimit,
-        observer: options.observer,
-        onQueueSpace: (sint) => this.postReady(vp, sint),
-      }),
+    this.synics = Array.from(
+      { length: options.vpCount },
+      (_, vp) =>
+        new VpSynic(vp, options.memory, options.sink, {
+          logger: this.logger,
+          queueLimit: options.queueLimit,
+          observer: options.observer,
+          onQueueSpace: (sint) => this.postReady(vp, sint),
+        }),
     );
     this.timers = this.synics.map((s, vp) => new VpStimers(vp, s, options.sink, options.clock));
   }
@@ -115,7 +116,8 @@ export class HyperV implements SynicPort {
   }
 
   private checkVp(vp: number): number {
-    if (!(vp >= 0 && vp < this.vpCount) || vp % 1 !== 0) throw new HostUsageError(`vp ${String(vp)} is not one of this partition's ${this.vpCount} VPs`);
+    if (!(vp >= 0 && vp < this.vpCount) || vp % 1 !== 0)
+      throw new HostUsageError(`vp ${String(vp)} is not one of this partition's ${this.vpCount} VPs`);
     return vp;
   }
 

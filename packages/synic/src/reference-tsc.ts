@@ -21,7 +21,8 @@ export interface TscPageParameters {
 }
 
 export function tscPageParameters(tsc: TscModel): TscPageParameters {
-  if (typeof tsc.frequencyHz !== 'bigint' || tsc.frequencyHz <= 0n) throw new HostUsageError(`TSC frequency ${String(tsc.frequencyHz)} Hz is not a positive bigint`);
+  if (typeof tsc.frequencyHz !== 'bigint' || tsc.frequencyHz <= 0n)
+    throw new HostUsageError(`TSC frequency ${String(tsc.frequencyHz)} Hz is not a positive bigint`);
   const scale = ((HV_CLOCK_HZ << 64n) / tsc.frequencyHz) & U64;
   const offset = -((tsc.valueAtReferenceZero * scale) >> 64n);
   return { scale, offset };

@@ -144,7 +144,8 @@ export class VpStimers {
       this.synic.postMessage(sintOf(t.config), {
         type: HVMSG_TIMER_EXPIRED,
         payload,
-        beforeWrite: (p) => hv_timer_message_payload.encode({ timer_index: index, expiration_time: expiration, delivery_time: this.clock.now() }, p),
+        beforeWrite: (p) =>
+          hv_timer_message_payload.encode({ timer_index: index, expiration_time: expiration, delivery_time: this.clock.now() }, p),
         onDelivered: () => {
           t.messageInFlight = false;
         },

@@ -242,7 +242,8 @@ export class VpSynic {
    */
   signalEvent(sint: number, flag: number): boolean {
     checkSint(sint);
-    if (!(flag >= 0 && flag < HV_EVENT_FLAGS_COUNT) || flag % 1 !== 0) throw new HostUsageError(`event flag ${String(flag)} is not in [0, ${HV_EVENT_FLAGS_COUNT})`);
+    if (!(flag >= 0 && flag < HV_EVENT_FLAGS_COUNT) || flag % 1 !== 0)
+      throw new HostUsageError(`event flag ${String(flag)} is not in [0, ${HV_EVENT_FLAGS_COUNT})`);
     const words = this.eventWords;
     if (!this.enabled || words === null) {
       const held = this.heldFlags[sint];
@@ -337,5 +338,6 @@ export class VpSynic {
 }
 
 function checkSint(sint: number): void {
-  if (!(sint >= 0 && sint < HV_SYNIC_SINT_COUNT) || sint % 1 !== 0) throw new HostUsageError(`SINT ${String(sint)} is not in [0, ${HV_SYNIC_SINT_COUNT})`);
+  if (!(sint >= 0 && sint < HV_SYNIC_SINT_COUNT) || sint % 1 !== 0)
+    throw new HostUsageError(`SINT ${String(sint)} is not in [0, ${HV_SYNIC_SINT_COUNT})`);
 }

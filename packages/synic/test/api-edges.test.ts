@@ -6,14 +6,18 @@ import { GuestMemory } from '@hvemu/memory';
 import { HyperV, tscPageParameters } from '@hvemu/synic';
 
 const sink = { raise: () => {} };
-const make = (vpCount: unknown) => new HyperV({ memory: GuestMemory.createShared(1 << 16), vpCount: vpCount as number, clock: new ManualClock(), sink });
+const make = (vpCount: unknown) =>
+  new HyperV({ memory: GuestMemory.createShared(1 << 16), vpCount: vpCount as number, clock: new ManualClock(), sink });
 const anyValue = (v: unknown): never => v as never;
 
 describe('HyperV at its API edge', () => {
-  it.each([0, -1, 1.5, NaN, '2', undefined, HV_MAXIMUM_PROCESSORS + 1, 1e9])('vpCount %s is a HostUsageError, at once (no allocation sized by it)', (n) => {
-    expect(() => make(n)).toThrow(HostUsageError);
-    expect(() => make(n)).toThrow(`vpCount ${String(n)} is not an integer in [1, ${HV_MAXIMUM_PROCESSORS}]`);
-  });
+  it.each([0, -1, 1.5, NaN, '2', undefined, HV_MAXIMUM_PROCESSORS + 1, 1e9])(
+    'vpCount %s is a HostUsageError, at once (no allocation sized by it)',
+    (n) => {
+      expect(() => make(n)).toThrow(HostUsageError);
+      expect(() => make(n)).toThrow(`vpCount ${String(n)} is not an integer in [1, ${HV_MAXIMUM_PROCESSORS}]`);
+    },
+  );
 
   it('takes every count up to the Hyper-V maximum', () => {
     expect(make(1).vpCount).toBe(1);

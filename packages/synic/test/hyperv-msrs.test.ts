@@ -1,14 +1,26 @@
 import { describe, expect, it } from 'vitest';
-import { HV_X64_MSR_APIC_FREQUENCY, HV_X64_MSR_CRASH_CTL, HV_X64_MSR_CRASH_P0, HV_X64_MSR_EOM, HV_X64_MSR_GUEST_OS_ID, HV_X64_MSR_HYPERCALL, HV_X64_MSR_REFERENCE_TSC, HV_X64_MSR_SCONTROL, HV_X64_MSR_SIEFP, HV_X64_MSR_SIMP, HV_X64_MSR_SINT0, HV_X64_MSR_STIMER0_CONFIG, HV_X64_MSR_SVERSION, HV_X64_MSR_TIME_REF_COUNT, HV_X64_MSR_TSC_FREQUENCY, HV_X64_MSR_VP_INDEX, ms_hyperv_tsc_page } from '@hvemu/hvdef';
+import {
+  HV_X64_MSR_APIC_FREQUENCY,
+  HV_X64_MSR_CRASH_CTL,
+  HV_X64_MSR_CRASH_P0,
+  HV_X64_MSR_EOM,
+  HV_X64_MSR_GUEST_OS_ID,
+  HV_X64_MSR_HYPERCALL,
+  HV_X64_MSR_REFERENCE_TSC,
+  HV_X64_MSR_SCONTROL,
+  HV_X64_MSR_SIEFP,
+  HV_X64_MSR_SIMP,
+  HV_X64_MSR_SINT0,
+  HV_X64_MSR_STIMER0_CONFIG,
+  HV_X64_MSR_SVERSION,
+  HV_X64_MSR_TIME_REF_COUNT,
+  HV_X64_MSR_TSC_FREQUENCY,
+  HV_X64_MSR_VP_INDEX,
+  ms_hyperv_tsc_page,
+} from '@hvemu/hvdef';
 import { ManualClock } from '@hvemu/common';
 import { GuestMemory, PAGE_SIZE } from '@hvemu/memory';
-import {
-  HyperV,
-  hypervCpuidLeaves,
-  MsrFault,
-  referenceTimeFromTsc,
-  tscAtReferenceTime,
-} from '@hvemu/synic';
+import { HyperV, hypervCpuidLeaves, MsrFault, referenceTimeFromTsc, tscAtReferenceTime } from '@hvemu/synic';
 
 function partition(vpCount = 2) {
   const memory = GuestMemory.createShared(64 * PAGE_SIZE);
@@ -127,6 +139,8 @@ describe('CPUID leaves', () => {
     expect(features.edx & (1 << 19)).not.toBe(0); // direct-mode stimers
     expect(leaves.get(0x40000004)!.eax & (1 << 9)).not.toBe(0); // deprecating AutoEOI
     expect(leaves.get(0x40000005)!.eax).toBe(4);
-    expect(hypervCpuidLeaves({ deprecateAutoEoi: false, directStimers: false }).find((l) => l.function === 0x40000004)!.eax & (1 << 9)).toBe(0);
+    expect(
+      hypervCpuidLeaves({ deprecateAutoEoi: false, directStimers: false }).find((l) => l.function === 0x40000004)!.eax & (1 << 9),
+    ).toBe(0);
   });
 });

@@ -4,10 +4,7 @@ import { HV_X64_MSR_EOM, HV_X64_MSR_SCONTROL, HV_X64_MSR_SIEFP, HV_X64_MSR_SIMP,
 import { HostUsageError } from '@hvemu/common';
 import { hvemuSynicSystem, synicSlotProperty, TEST_SIMP_GPA } from '@hvemu/synic/testing';
 import { GuestMemory, PAGE_SIZE } from '@hvemu/memory';
-import {
-  SynicQueueFull,
-  VpSynic,
-} from '@hvemu/synic';
+import { SynicQueueFull, VpSynic } from '@hvemu/synic';
 import { fuzzRuns } from '../../../test/helpers.js';
 
 describe('message slots (model-based)', () => {

@@ -22,7 +22,12 @@ describe('TIME_REF_COUNT from a backend reference counter', () => {
   });
 
   it('falls back to the clock without a hook', () => {
-    const hv = new HyperV({ memory: GuestMemory.createShared(4 * PAGE_SIZE), vpCount: 1, clock: new ManualClock(42n), sink: { raise: () => {} } });
+    const hv = new HyperV({
+      memory: GuestMemory.createShared(4 * PAGE_SIZE),
+      vpCount: 1,
+      clock: new ManualClock(42n),
+      sink: { raise: () => {} },
+    });
     expect(hv.readMsr(0, HV_X64_MSR_TIME_REF_COUNT)).toBe(42n);
   });
 });

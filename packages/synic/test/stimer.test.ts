@@ -1,10 +1,21 @@
 import { describe, expect, it } from 'vitest';
-import { HV_STIMER_AUTO_ENABLE, HV_STIMER_DIRECT_MODE, HV_STIMER_ENABLE, HV_STIMER_PERIODIC, HV_X64_MSR_EOM, HV_X64_MSR_SCONTROL, HV_X64_MSR_SIMP, HV_X64_MSR_SINT0, HV_X64_MSR_STIMER0_CONFIG, HVMSG_TIMER_EXPIRED, hv_message, hv_timer_message_payload } from '@hvemu/hvdef';
+import {
+  HV_STIMER_AUTO_ENABLE,
+  HV_STIMER_DIRECT_MODE,
+  HV_STIMER_ENABLE,
+  HV_STIMER_PERIODIC,
+  HV_X64_MSR_EOM,
+  HV_X64_MSR_SCONTROL,
+  HV_X64_MSR_SIMP,
+  HV_X64_MSR_SINT0,
+  HV_X64_MSR_STIMER0_CONFIG,
+  HVMSG_TIMER_EXPIRED,
+  hv_message,
+  hv_timer_message_payload,
+} from '@hvemu/hvdef';
 import { ManualClock } from '@hvemu/common';
 import { GuestMemory, PAGE_SIZE } from '@hvemu/memory';
-import {
-  HyperV,
-} from '@hvemu/synic';
+import { HyperV } from '@hvemu/synic';
 
 const CONFIG = (n: number) => HV_X64_MSR_STIMER0_CONFIG + 2 * n;
 const COUNT = (n: number) => HV_X64_MSR_STIMER0_CONFIG + 2 * n + 1;

@@ -4,7 +4,16 @@
  */
 import { HostUsageError } from '@hvemu/common';
 import { describe, TraceFormatError } from './errors.js';
-import { eventBodyProblem, recordBodyProblem, RecordType, TRACE_MAGIC, type TraceDropped, type TraceEvent, type TraceFooter, type TraceHeader } from './schema.js';
+import {
+  eventBodyProblem,
+  recordBodyProblem,
+  RecordType,
+  TRACE_MAGIC,
+  type TraceDropped,
+  type TraceEvent,
+  type TraceFooter,
+  type TraceHeader,
+} from './schema.js';
 
 export type TraceRecord =
   | { kind: 'header'; header: TraceHeader }
@@ -17,11 +26,15 @@ export type TraceRecord =
  * buffer). A record of the wrong shape is a HostUsageError naming the field.
  */
 export function encodeRecord(record: TraceRecord): Uint8Array {
-  if (typeof record !== 'object' || record === null) throw new HostUsageError(`encodeRecord: record must be { kind, ... }, got ${describe(record)}`);
-  if (!['header', 'event', 'dropped', 'footer'].includes(record.kind)) throw new HostUsageError(`encodeRecord: record.kind must be header, event, dropped or footer, got ${describe(record.kind)}`);
+  if (typeof record !== 'object' || record === null)
+    throw new HostUsageError(`encodeRecord: record must be { kind, ... }, got ${describe(record)}`);
+  if (!['header', 'event', 'dropped', 'footer'].includes(record.kind))
+    throw new HostUsageError(`encodeRecord: record.kind must be header, event, dropped or footer, got ${describe(record.kind)}`);
   const body = (record as Record<string, unknown>)[record.kind];
-  if (typeof body !== 'object' || body === null) throw new HostUsageError(`encodeRecord: record.${record.kind} must be an object, got ${describe(body)}`);
-  const problem = record.kind === 'event' ? eventBodyProblem(record.event) : recordBodyProblem(record.kind, body as Record<string, unknown>);
+  if (typeof body !== 'object' || body === null)
+    throw new HostUsageError(`encodeRecord: record.${record.kind} must be an object, got ${describe(body)}`);
+  const problem =
+    record.kind === 'event' ? eventBodyProblem(record.event) : recordBodyProblem(record.kind, body as Record<string, unknown>);
   if (problem) throw new HostUsageError(`encodeRecord: record.${record.kind}: ${problem}`);
   try {
     return encodeRecordUnchecked(record);
@@ -105,7 +118,10 @@ export function decodeRecordBody(body: Uint8Array, offset: number): TraceRecord 
   let obj: Record<string, unknown>;
   try {
     const message = RecordType.decode(body);
-    obj = RecordType.toObject(message, { longs: BigInt, enums: String, defaults: true, arrays: true, oneofs: true }) as Record<string, unknown>;
+    obj = RecordType.toObject(message, { longs: BigInt, enums: String, defaults: true, arrays: true, oneofs: true }) as Record<
+      string,
+      unknown
+    >;
   } catch (error) {
     throw new TraceFormatError(offset, `undecodable record: ${(error as Error).message}`);
   }

@@ -59,11 +59,16 @@ function compare(a: unknown, b: unknown, path: string, out: string[], skip: Set<
 }
 
 /** The first divergence between `expected` and `actual`, or null when they match. */
-export function firstDivergence(expected: readonly TraceEvent[], actual: readonly TraceEvent[], options: DiffOptions = {}): Divergence | null {
+export function firstDivergence(
+  expected: readonly TraceEvent[],
+  actual: readonly TraceEvent[],
+  options: DiffOptions = {},
+): Divergence | null {
   if (!Array.isArray(expected)) throw new HostUsageError(`firstDivergence: expected must be an array of events, got ${describe(expected)}`);
   if (!Array.isArray(actual)) throw new HostUsageError(`firstDivergence: actual must be an array of events, got ${describe(actual)}`);
   const context = options.context ?? 5;
-  if (!Number.isInteger(context) || context < 0) throw new HostUsageError(`firstDivergence: options.context must be a non-negative integer, got ${describe(context)}`);
+  if (!Number.isInteger(context) || context < 0)
+    throw new HostUsageError(`firstDivergence: options.context must be a non-negative integer, got ${describe(context)}`);
   const n = Math.max(expected.length, actual.length);
   for (let i = 0; i < n; i++) {
     const e = expected[i];

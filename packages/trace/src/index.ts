@@ -21,7 +21,15 @@ export {
 } from './schema.js';
 export { TraceFormatError, TraceInputError, TraceOutputError } from './errors.js';
 export { encodeRecord, decodeRecords, MAX_RECORD_BYTES, type TraceRecord } from './codec.js';
-export { TraceRecorder, FileOutput, MemoryOutput, disabledTraceSink, type TraceSink, type RecordOutput, type RecorderOptions } from './recorder.js';
+export {
+  TraceRecorder,
+  FileOutput,
+  MemoryOutput,
+  disabledTraceSink,
+  type TraceSink,
+  type RecordOutput,
+  type RecorderOptions,
+} from './recorder.js';
 export {
   parseTrace,
   readTraceFile,

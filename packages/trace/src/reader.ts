@@ -16,7 +16,15 @@ import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { HostUsageError } from '@hvemu/common';
 import { decodeRecordBody, MAX_RECORD_BYTES, type TraceRecord } from './codec.js';
 import { describe, TraceFormatError, TraceInputError } from './errors.js';
-import { TRACE_MAGIC, TRACE_SCHEMA_MIN_VERSION, TRACE_SCHEMA_VERSION, type TraceDropped, type TraceEvent, type TraceFooter, type TraceHeader } from './schema.js';
+import {
+  TRACE_MAGIC,
+  TRACE_SCHEMA_MIN_VERSION,
+  TRACE_SCHEMA_VERSION,
+  type TraceDropped,
+  type TraceEvent,
+  type TraceFooter,
+  type TraceHeader,
+} from './schema.js';
 
 /** A whole trace in memory (small traces, tests); TraceReader for anything else. */
 export interface Trace {
@@ -149,7 +157,10 @@ export class TraceReader {
       if (first.record.kind !== 'header') throw new TraceFormatError(first.offset, 'first record is not a header');
       const v = first.record.header.schemaVersion;
       if (v < TRACE_SCHEMA_MIN_VERSION || v > TRACE_SCHEMA_VERSION) {
-        throw new TraceFormatError(first.offset, `schema version ${v}, this reader knows ${TRACE_SCHEMA_MIN_VERSION}-${TRACE_SCHEMA_VERSION}`);
+        throw new TraceFormatError(
+          first.offset,
+          `schema version ${v}, this reader knows ${TRACE_SCHEMA_MIN_VERSION}-${TRACE_SCHEMA_VERSION}`,
+        );
       }
       this.header = first.record.header;
       this.bodyOffset = this.bufPosition + this.start;
@@ -161,13 +172,15 @@ export class TraceReader {
 
   /** Opens a trace file (or a pipe or device, read once) and reads its header. */
   static open(path: string): TraceReader {
-    if (typeof path !== 'string' || path.length === 0) throw new HostUsageError(`TraceReader.open: path must be a non-empty string, got ${describe(path)}`);
+    if (typeof path !== 'string' || path.length === 0)
+      throw new HostUsageError(`TraceReader.open: path must be a non-empty string, got ${describe(path)}`);
     return new TraceReader(new FileSource(path));
   }
 
   /** A reader over a trace already in memory. */
   static fromBytes(bytes: Uint8Array): TraceReader {
-    if (!(bytes instanceof Uint8Array)) throw new HostUsageError(`TraceReader.fromBytes: bytes must be a Uint8Array, got ${describe(bytes)}`);
+    if (!(bytes instanceof Uint8Array))
+      throw new HostUsageError(`TraceReader.fromBytes: bytes must be a Uint8Array, got ${describe(bytes)}`);
     return new TraceReader(new BytesSource(bytes));
   }
 
@@ -186,7 +199,8 @@ export class TraceReader {
    */
   *records(): Generator<TraceBodyRecord, TracePassSummary> {
     if (this.passActive) throw new HostUsageError('TraceReader.records: a pass is already under way');
-    if (this.passes > 0 && !this.source.rewindable) throw new HostUsageError('TraceReader.records: this trace is not a regular file and can be read only once');
+    if (this.passes > 0 && !this.source.rewindable)
+      throw new HostUsageError('TraceReader.records: this trace is not a regular file and can be read only once');
     this.passActive = true;
     this.passes++;
     try {
@@ -203,7 +217,8 @@ export class TraceReader {
           case 'header':
             throw new TraceFormatError(offset, 'second header');
           case 'event':
-            if (record.event.seq < expectedSeq) throw new TraceFormatError(offset, `event sequence ${record.event.seq} after ${expectedSeq - 1n}`);
+            if (record.event.seq < expectedSeq)
+              throw new TraceFormatError(offset, `event sequence ${record.event.seq} after ${expectedSeq - 1n}`);
             expectedSeq = record.event.seq + 1n;
             events++;
             yield { kind: 'event', event: record.event, offset, length };
@@ -216,7 +231,10 @@ export class TraceReader {
           case 'footer':
             footer = record.footer;
             if (footer.events !== BigInt(events) || footer.dropped !== droppedEvents) {
-              throw new TraceFormatError(offset, `the footer counts ${footer.events} events and ${footer.dropped} dropped; the trace holds ${events} and ${droppedEvents}`);
+              throw new TraceFormatError(
+                offset,
+                `the footer counts ${footer.events} events and ${footer.dropped} dropped; the trace holds ${events} and ${droppedEvents}`,
+              );
             }
             yield { kind: 'footer', footer, offset, length };
             break;
@@ -342,7 +360,8 @@ export function parseTrace(bytes: Uint8Array): Trace {
  * traces and tests: use TraceReader.open to stream a trace of any size.
  */
 export function readTraceFile(path: string): Trace {
-  if (typeof path !== 'string' || path.length === 0) throw new HostUsageError(`readTraceFile: path must be a non-empty string, got ${describe(path)}`);
+  if (typeof path !== 'string' || path.length === 0)
+    throw new HostUsageError(`readTraceFile: path must be a non-empty string, got ${describe(path)}`);
   const reader = TraceReader.open(path);
   try {
     return reader.readAll();

@@ -79,7 +79,8 @@ export class TraceRecorder implements TraceSink {
   }
 
   noteVmbusVersion(version: number): void {
-    if (!isU32(version)) throw new HostUsageError(`TraceRecorder.noteVmbusVersion: version must be a 32-bit unsigned integer, got ${describe(version)}`);
+    if (!isU32(version))
+      throw new HostUsageError(`TraceRecorder.noteVmbusVersion: version must be a 32-bit unsigned integer, got ${describe(version)}`);
     this.vmbusVersion = version;
   }
 
@@ -124,7 +125,9 @@ export class TraceRecorder implements TraceSink {
     if (this.droppedSinceLast > 0n) {
       this.output.write(encodeRecord({ kind: 'dropped', dropped: { count: this.droppedSinceLast, firstSeq: this.firstDroppedSeq } }));
     }
-    this.output.write(encodeRecord({ kind: 'footer', footer: { events: this.seq - this.dropped, dropped: this.dropped, vmbusVersion: this.vmbusVersion } }));
+    this.output.write(
+      encodeRecord({ kind: 'footer', footer: { events: this.seq - this.dropped, dropped: this.dropped, vmbusVersion: this.vmbusVersion } }),
+    );
     await this.output.close();
   }
 }
@@ -145,7 +148,8 @@ export class FileOutput implements RecordOutput {
 
   /** Opens (creates or truncates) `path` now: an unwritable path is a TraceOutputError here, not an error event later. */
   constructor(private readonly path: string) {
-    if (typeof path !== 'string' || path.length === 0) throw new HostUsageError(`FileOutput: path must be a non-empty string, got ${describe(path)}`);
+    if (typeof path !== 'string' || path.length === 0)
+      throw new HostUsageError(`FileOutput: path must be a non-empty string, got ${describe(path)}`);
     let fd: number;
     try {
       fd = openSync(path, 'w');
@@ -194,7 +198,8 @@ export class FileOutput implements RecordOutput {
         else resolve();
       };
       // Destroyed by a write error whose 'error' event has not been emitted yet: `errored` has it.
-      if (this.failure || this.stream.destroyed) return done(this.stream.errored ?? (this.failure ? null : new Error('the output stream was destroyed')));
+      if (this.failure || this.stream.destroyed)
+        return done(this.stream.errored ?? (this.failure ? null : new Error('the output stream was destroyed')));
       this.stream.once('error', (error) => done(error));
       this.stream.end((error?: Error | null) => done(error));
     });
@@ -225,12 +230,19 @@ function isU32(v: unknown): v is number {
 /** The recorder's arguments, checked where they enter (output null: toFile makes its own). */
 function checkRecorderArguments(output: RecordOutput | null, header: unknown, options: unknown): void {
   const where = 'TraceRecorder';
-  if (output !== null && (typeof output !== 'object' || typeof (output as RecordOutput).write !== 'function' || typeof (output as RecordOutput).close !== 'function')) {
+  if (
+    output !== null &&
+    (typeof output !== 'object' ||
+      typeof (output as RecordOutput).write !== 'function' ||
+      typeof (output as RecordOutput).close !== 'function')
+  ) {
     throw new HostUsageError(`${where}: output must be a RecordOutput (pending, write, close), got ${describe(output)}`);
   }
-  if (typeof header !== 'object' || header === null) throw new HostUsageError(`${where}: header must be an object, got ${describe(header)}`);
+  if (typeof header !== 'object' || header === null)
+    throw new HostUsageError(`${where}: header must be an object, got ${describe(header)}`);
   const h = header as Record<string, unknown>;
-  if (!isU32(h.vmbusVersion)) throw new HostUsageError(`${where}: header.vmbusVersion must be a 32-bit unsigned integer, got ${describe(h.vmbusVersion)}`);
+  if (!isU32(h.vmbusVersion))
+    throw new HostUsageError(`${where}: header.vmbusVersion must be a 32-bit unsigned integer, got ${describe(h.vmbusVersion)}`);
   if (typeof h.producer !== 'string') throw new HostUsageError(`${where}: header.producer must be a string, got ${describe(h.producer)}`);
   if (h.createdUnixMs !== undefined && (typeof h.createdUnixMs !== 'bigint' || h.createdUnixMs < 0n)) {
     throw new HostUsageError(`${where}: header.createdUnixMs must be a non-negative bigint, got ${describe(h.createdUnixMs)}`);
@@ -238,11 +250,21 @@ function checkRecorderArguments(output: RecordOutput | null, header: unknown, op
   if (!Array.isArray(h.devices)) throw new HostUsageError(`${where}: header.devices must be an array, got ${describe(h.devices)}`);
   h.devices.forEach((d: unknown, i) => {
     const dev = d as Record<string, unknown> | null;
-    if (typeof dev !== 'object' || dev === null || typeof dev.name !== 'string' || typeof dev.classId !== 'string' || typeof dev.instanceId !== 'string' || !isU32(dev.relid)) {
-      throw new HostUsageError(`${where}: header.devices[${i}] must be { name, classId, instanceId: string; relid: u32 }, got ${describe(d)}`);
+    if (
+      typeof dev !== 'object' ||
+      dev === null ||
+      typeof dev.name !== 'string' ||
+      typeof dev.classId !== 'string' ||
+      typeof dev.instanceId !== 'string' ||
+      !isU32(dev.relid)
+    ) {
+      throw new HostUsageError(
+        `${where}: header.devices[${i}] must be { name, classId, instanceId: string; relid: u32 }, got ${describe(d)}`,
+      );
     }
   });
-  if (typeof options !== 'object' || options === null) throw new HostUsageError(`${where}: options must be an object with a clock, got ${describe(options)}`);
+  if (typeof options !== 'object' || options === null)
+    throw new HostUsageError(`${where}: options must be an object with a clock, got ${describe(options)}`);
   const o = options as Record<string, unknown>;
   if (typeof o.clock !== 'object' || o.clock === null || typeof (o.clock as { now?: unknown }).now !== 'function') {
     throw new HostUsageError(`${where}: options.clock must be a Clock (now()), got ${describe(o.clock)}`);

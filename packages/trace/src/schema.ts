@@ -52,10 +52,16 @@ export type TraceEventBody =
   | { kind: 'synicEventFlag'; synicEventFlag: { sint: number; flag: number } }
   | { kind: 'interrupt'; interrupt: { vector: number; autoEoi: boolean } }
   | { kind: 'eom'; eom: Record<string, never> }
-  | { kind: 'gpadlCreated'; gpadlCreated: { relid: number; gpadl: number; byteOffset: number; byteCount: number; pfns: bigint[]; status: number } }
+  | {
+      kind: 'gpadlCreated';
+      gpadlCreated: { relid: number; gpadl: number; byteOffset: number; byteCount: number; pfns: bigint[]; status: number };
+    }
   | { kind: 'gpadlTorndown'; gpadlTorndown: { relid: number; gpadl: number } }
   | { kind: 'ringPacket'; ringPacket: { relid: number; direction: Direction; packet: Uint8Array; ranges: GpaRangeData[] } }
-  | { kind: 'channelState'; channelState: { relid: number; state: ChannelStateKind; classId: string; instanceId: string; subchannelIndex: number } }
+  | {
+      kind: 'channelState';
+      channelState: { relid: number; state: ChannelStateKind; classId: string; instanceId: string; subchannelIndex: number };
+    }
   | { kind: 'hostCall'; hostCall: { relid: number; device: string; method: string; argsJson: string } };
 
 export type TraceEventKind = TraceEventBody['kind'];
@@ -156,20 +162,40 @@ function isU64(v: unknown): boolean {
 
 /** The fields of the other records (header devices are checked one by one). */
 const RECORD_FIELDS: Record<'header' | 'dropped' | 'footer', [string, FieldType][]> = {
-  header: [['schemaVersion', 'u32'], ['vmbusVersion', 'u32'], ['producer', 'string'], ['createdUnixMs', 'u64']],
-  dropped: [['count', 'u64'], ['firstSeq', 'u64']],
-  footer: [['events', 'u64'], ['dropped', 'u64']],
+  header: [
+    ['schemaVersion', 'u32'],
+    ['vmbusVersion', 'u32'],
+    ['producer', 'string'],
+    ['createdUnixMs', 'u64'],
+  ],
+  dropped: [
+    ['count', 'u64'],
+    ['firstSeq', 'u64'],
+  ],
+  footer: [
+    ['events', 'u64'],
+    ['dropped', 'u64'],
+  ],
 };
 
 /** What is wrong with a header, Dropped or footer record's body, naming the field, or null. */
 export function recordBodyProblem(kind: 'header' | 'dropped' | 'footer', body: Record<string, unknown>): string | null {
-  for (const [name, type] of RECORD_FIELDS[kind]) if (!fieldOk(type, body[name])) return `${kind}.${name} must be ${type}, got ${describe(body[name])}`;
-  if (kind === 'footer' && body.vmbusVersion !== undefined && !isU32(body.vmbusVersion)) return `footer.vmbusVersion must be u32, got ${describe(body.vmbusVersion)}`;
+  for (const [name, type] of RECORD_FIELDS[kind])
+    if (!fieldOk(type, body[name])) return `${kind}.${name} must be ${type}, got ${describe(body[name])}`;
+  if (kind === 'footer' && body.vmbusVersion !== undefined && !isU32(body.vmbusVersion))
+    return `footer.vmbusVersion must be u32, got ${describe(body.vmbusVersion)}`;
   if (kind === 'header') {
     if (!Array.isArray(body.devices)) return `header.devices must be an array, got ${describe(body.devices)}`;
     for (const [i, d] of (body.devices as unknown[]).entries()) {
       const dev = d as Record<string, unknown> | null;
-      if (typeof dev !== 'object' || dev === null || typeof dev.name !== 'string' || typeof dev.classId !== 'string' || typeof dev.instanceId !== 'string' || !isU32(dev.relid)) {
+      if (
+        typeof dev !== 'object' ||
+        dev === null ||
+        typeof dev.name !== 'string' ||
+        typeof dev.classId !== 'string' ||
+        typeof dev.instanceId !== 'string' ||
+        !isU32(dev.relid)
+      ) {
         return `header.devices[${i}] must be { name, classId, instanceId: string; relid: u32 }, got ${describe(d)}`;
       }
     }
@@ -178,7 +204,10 @@ export function recordBodyProblem(kind: 'header' | 'dropped' | 'footer', body: R
 }
 
 /** BODY_FIELDS as lists, made once (the recorder checks every event). */
-const BODY_FIELD_LIST = Object.fromEntries(Object.entries(BODY_FIELDS).map(([k, f]) => [k, Object.entries(f)])) as Record<TraceEventKind, [string, FieldType][]>;
+const BODY_FIELD_LIST = Object.fromEntries(Object.entries(BODY_FIELDS).map(([k, f]) => [k, Object.entries(f)])) as Record<
+  TraceEventKind,
+  [string, FieldType][]
+>;
 
 function fieldOk(type: FieldType, v: unknown): boolean {
   switch (type) {
@@ -220,7 +249,8 @@ function isU32(v: unknown): boolean {
 export function eventBodyProblem(body: unknown): string | null {
   if (typeof body !== 'object' || body === null) return `the event is ${describe(body)}`;
   const kind = (body as { kind?: unknown }).kind;
-  if (typeof kind !== 'string' || !Object.hasOwn(BODY_FIELDS, kind)) return `unknown kind ${describe(kind)} (known: ${Object.keys(BODY_FIELDS).join(', ')})`;
+  if (typeof kind !== 'string' || !Object.hasOwn(BODY_FIELDS, kind))
+    return `unknown kind ${describe(kind)} (known: ${Object.keys(BODY_FIELDS).join(', ')})`;
   const fields = (body as Record<string, unknown>)[kind] as Record<string, unknown> | null;
   if (typeof fields !== 'object' || fields === null) return `${kind} must be an object, got ${describe(fields)}`;
   for (const [name, type] of BODY_FIELD_LIST[kind as TraceEventKind]) {

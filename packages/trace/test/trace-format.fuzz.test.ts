@@ -4,7 +4,17 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { ManualClock } from '@hvemu/common';
-import { decodeHostCallArgs, encodeHostCallArgs, MAX_RECORD_BYTES, MemoryOutput, parseTrace, readTraceFile, TraceFormatError, TraceRecorder, type TraceEventBody } from '@hvemu/trace';
+import {
+  decodeHostCallArgs,
+  encodeHostCallArgs,
+  MAX_RECORD_BYTES,
+  MemoryOutput,
+  parseTrace,
+  readTraceFile,
+  TraceFormatError,
+  TraceRecorder,
+  type TraceEventBody,
+} from '@hvemu/trace';
 import { fuzzRuns } from '../../../test/helpers.js';
 
 const u32 = fc.nat(0xffffffff);
@@ -15,14 +25,22 @@ const guid = fc.uuid();
 /** Every event kind with arbitrary contents. */
 const eventBody: fc.Arbitrary<TraceEventBody> = fc.oneof(
   fc.record({ connectionId: u32, messageType: u32, payload: bytes }).map((postMessage) => ({ kind: 'postMessage' as const, postMessage })),
-  fc.record({ connectionId: u32, flagNumber: fc.nat(0xffff), fast: fc.boolean() }).map((signalEvent) => ({ kind: 'signalEvent' as const, signalEvent })),
-  fc.record({ callCode: fc.nat(0xffff), status: fc.nat(0xffff) }).map((hypercallResult) => ({ kind: 'hypercallResult' as const, hypercallResult })),
+  fc
+    .record({ connectionId: u32, flagNumber: fc.nat(0xffff), fast: fc.boolean() })
+    .map((signalEvent) => ({ kind: 'signalEvent' as const, signalEvent })),
+  fc
+    .record({ callCode: fc.nat(0xffff), status: fc.nat(0xffff) })
+    .map((hypercallResult) => ({ kind: 'hypercallResult' as const, hypercallResult })),
   fc.record({ msr: u32, value: u64 }).map((msrWrite) => ({ kind: 'msrWrite' as const, msrWrite })),
-  fc.record({ sint: fc.nat(15), messageType: u32, payload: bytes }).map((synicMessage) => ({ kind: 'synicMessage' as const, synicMessage })),
+  fc
+    .record({ sint: fc.nat(15), messageType: u32, payload: bytes })
+    .map((synicMessage) => ({ kind: 'synicMessage' as const, synicMessage })),
   fc.record({ sint: fc.nat(15), flag: fc.nat(2047) }).map((synicEventFlag) => ({ kind: 'synicEventFlag' as const, synicEventFlag })),
   fc.record({ vector: fc.nat(255), autoEoi: fc.boolean() }).map((interrupt) => ({ kind: 'interrupt' as const, interrupt })),
   fc.constant({ kind: 'eom' as const, eom: {} }),
-  fc.record({ relid: u32, gpadl: u32, byteOffset: u32, byteCount: u32, pfns: fc.array(u64, { maxLength: 8 }), status: u32 }).map((gpadlCreated) => ({ kind: 'gpadlCreated' as const, gpadlCreated })),
+  fc
+    .record({ relid: u32, gpadl: u32, byteOffset: u32, byteCount: u32, pfns: fc.array(u64, { maxLength: 8 }), status: u32 })
+    .map((gpadlCreated) => ({ kind: 'gpadlCreated' as const, gpadlCreated })),
   fc.record({ relid: u32, gpadl: u32 }).map((gpadlTorndown) => ({ kind: 'gpadlTorndown' as const, gpadlTorndown })),
   fc
     .record({
@@ -33,7 +51,13 @@ const eventBody: fc.Arbitrary<TraceEventBody> = fc.oneof(
     })
     .map((ringPacket) => ({ kind: 'ringPacket' as const, ringPacket })),
   fc
-    .record({ relid: u32, state: fc.constantFrom('OFFERED' as const, 'OPENED' as const, 'CLOSED' as const, 'RESCINDED' as const), classId: guid, instanceId: guid, subchannelIndex: fc.nat(0xffff) })
+    .record({
+      relid: u32,
+      state: fc.constantFrom('OFFERED' as const, 'OPENED' as const, 'CLOSED' as const, 'RESCINDED' as const),
+      classId: guid,
+      instanceId: guid,
+      subchannelIndex: fc.nat(0xffff),
+    })
     .map((channelState) => ({ kind: 'channelState' as const, channelState })),
   fc
     .record({ relid: u32, device: fc.string(), method: fc.string(), argsJson: fc.json() })
@@ -48,7 +72,11 @@ function plain(v: unknown): unknown {
   return v;
 }
 
-const header = { vmbusVersion: 0x50003, devices: [{ name: 'heartbeat', classId: '57164f39-9115-4e78-ab55-382f3bd5422d', instanceId: 'a', relid: 3 }], producer: 'test' };
+const header = {
+  vmbusVersion: 0x50003,
+  devices: [{ name: 'heartbeat', classId: '57164f39-9115-4e78-ab55-382f3bd5422d', instanceId: 'a', relid: 3 }],
+  producer: 'test',
+};
 
 function capture(events: [number, TraceEventBody][], stall?: (i: number) => number) {
   const clock = new ManualClock();
@@ -71,7 +99,6 @@ describe('trace format', () => {
     expect(() => decodeHostCallArgs('{"not": "an array"}')).toThrow(SyntaxError);
   });
 
-
   it('round-trips every event kind with its time, vp and sequence', () => {
     fc.assert(
       fc.property(fc.array(fc.tuple(fc.nat(63), eventBody), { maxLength: 20 }), (events) => {
@@ -91,7 +118,10 @@ describe('trace format', () => {
   });
 
   it('drops events when the output falls behind, and says how many and from where', () => {
-    const events = Array.from({ length: 10 }, (_, i): [number, TraceEventBody] => [0, { kind: 'synicEventFlag', synicEventFlag: { sint: 2, flag: i } }]);
+    const events = Array.from({ length: 10 }, (_, i): [number, TraceEventBody] => [
+      0,
+      { kind: 'synicEventFlag', synicEventFlag: { sint: 2, flag: i } },
+    ]);
     // The "disk" is stalled for events 3..6.
     const { bytes, rec } = capture(events, (i) => (i >= 3 && i <= 6 ? 10_000 : 0));
     expect(rec.eventsDropped).toBe(4n);
@@ -103,9 +133,16 @@ describe('trace format', () => {
 
   it('writes a record larger than maxBufferedBytes when nothing is pending (else it could never be recorded)', () => {
     // The 100k-run fuzz found it: one 2 KB hostCall under a 1000-byte buffer left 0 events.
-    const big: TraceEventBody = { kind: 'hostCall', hostCall: { relid: 1, device: 'kvp', method: 'set', argsJson: JSON.stringify(['x'.repeat(2000)]) } };
+    const big: TraceEventBody = {
+      kind: 'hostCall',
+      hostCall: { relid: 1, device: 'kvp', method: 'set', argsJson: JSON.stringify(['x'.repeat(2000)]) },
+    };
     const small: TraceEventBody = { kind: 'eom', eom: {} };
-    const { bytes, rec } = capture([[0, small], [0, big], [0, small]]);
+    const { bytes, rec } = capture([
+      [0, small],
+      [0, big],
+      [0, small],
+    ]);
     expect(rec.eventsDropped).toBe(0n);
     expect(parseTrace(bytes).events.map((e) => e.kind)).toEqual(['eom', 'hostCall', 'eom']);
     // With something pending it still waits its turn: dropped, counted.
@@ -118,7 +155,10 @@ describe('trace format', () => {
     const out = new MemoryOutput();
     const rec = new TraceRecorder(out, header, { clock: new ManualClock(), maxBufferedBytes: 1 << 30 });
     const huge = new Uint8Array(MAX_RECORD_BYTES + 1);
-    rec.record(0, { kind: 'ringPacket', ringPacket: { relid: 1, direction: 'GUEST_TO_HOST', packet: new Uint8Array(16), ranges: [{ byteOffset: 0, pfns: [1n], data: huge }] } });
+    rec.record(0, {
+      kind: 'ringPacket',
+      ringPacket: { relid: 1, direction: 'GUEST_TO_HOST', packet: new Uint8Array(16), ranges: [{ byteOffset: 0, pfns: [1n], data: huge }] },
+    });
     rec.record(0, { kind: 'eom', eom: {} });
     void rec.close();
     expect(rec.eventsDropped).toBe(1n);
@@ -138,7 +178,10 @@ describe('trace format', () => {
   });
 
   it('reports a corrupt or truncated file as TraceFormatError with the offset, never anything else', () => {
-    const events = Array.from({ length: 5 }, (_, i): [number, TraceEventBody] => [0, { kind: 'postMessage', postMessage: { connectionId: 4, messageType: 1, payload: new Uint8Array(i * 10) } }]);
+    const events = Array.from({ length: 5 }, (_, i): [number, TraceEventBody] => [
+      0,
+      { kind: 'postMessage', postMessage: { connectionId: 4, messageType: 1, payload: new Uint8Array(i * 10) } },
+    ]);
     const good = capture(events).bytes;
     // Every truncation point.
     for (let cut = 0; cut < good.length; cut++) {

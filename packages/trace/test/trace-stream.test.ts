@@ -24,7 +24,11 @@ import {
   type TraceEventBody,
 } from '@hvemu/trace';
 
-const header = { vmbusVersion: 0, devices: [{ name: 'heartbeat', classId: '57164f39-9115-4e78-ab55-382f3bd5422d', instanceId: 'a', relid: 1 }], producer: 'test' };
+const header = {
+  vmbusVersion: 0,
+  devices: [{ name: 'heartbeat', classId: '57164f39-9115-4e78-ab55-382f3bd5422d', instanceId: 'a', relid: 1 }],
+  producer: 'test',
+};
 const dir = mkdtempSync(join(tmpdir(), 'hvemu-stream-'));
 
 /** A RecordOutput that writes synchronously (nothing is ever pending, nothing dropped), in 1 MiB batches. */
@@ -87,7 +91,10 @@ describe('streaming trace reader', () => {
     let r = pass.next();
     for (; !r.done; r = pass.next()) {
       const e = r.value;
-      if (e.kind !== 'ringPacket' || new DataView(e.ringPacket.packet.buffer, e.ringPacket.packet.byteOffset).getUint32(0, true) !== count) {
+      if (
+        e.kind !== 'ringPacket' ||
+        new DataView(e.ringPacket.packet.buffer, e.ringPacket.packet.byteOffset).getUint32(0, true) !== count
+      ) {
         throw new Error(`event ${count} is not the one recorded`);
       }
       sizes += e.ringPacket.packet.length;
@@ -123,7 +130,10 @@ describe('streaming trace reader', () => {
     const full = trace('full.hvtrace', [eom, eom, eom]);
     const unclosed = trace('unclosed.hvtrace', [eom, eom], false);
     const headerOnly = trace('header-only.hvtrace', [], false);
-    for (const [bytes, events] of [[unclosed, 2], [headerOnly, 0]] as const) {
+    for (const [bytes, events] of [
+      [unclosed, 2],
+      [headerOnly, 0],
+    ] as const) {
       const reader = TraceReader.fromBytes(bytes);
       expect([...reader.events()].length).toBe(events);
       expect(reader.lastPass).toMatchObject({ events, truncated: true, footer: null });
@@ -172,18 +182,36 @@ describe('streaming trace reader', () => {
       [() => parseTrace('HVTRACE1' as never), /TraceReader\.fromBytes: bytes must be a Uint8Array, got 'HVTRACE1'/],
       [() => TraceReader.open(42 as never), /path must be a non-empty string, got 42/],
       [() => new TraceRecorder({} as never, header, { clock }), /output must be a RecordOutput/],
-      [() => new TraceRecorder(new MemoryOutput(), { ...header, vmbusVersion: -1 }, { clock }), /header\.vmbusVersion must be a 32-bit unsigned integer, got -1/],
+      [
+        () => new TraceRecorder(new MemoryOutput(), { ...header, vmbusVersion: -1 }, { clock }),
+        /header\.vmbusVersion must be a 32-bit unsigned integer, got -1/,
+      ],
       [() => new TraceRecorder(new MemoryOutput(), { ...header, devices: [{ name: 'x' }] } as never, { clock }), /header\.devices\[0\]/],
       [() => new TraceRecorder(new MemoryOutput(), header, {} as never), /options\.clock must be a Clock/],
-      [() => new TraceRecorder(new MemoryOutput(), header, { clock, maxBufferedBytes: -5 }), /options\.maxBufferedBytes must be a non-negative integer, got -5/],
-      [() => new TraceRecorder(new MemoryOutput(), header, { clock }).record(-1, { kind: 'eom', eom: {} }), /record: vp must be a 32-bit unsigned integer, got -1/],
-      [() => new TraceRecorder(new MemoryOutput(), header, { clock }).record(0, { kind: 'frob' } as never), /record: body: unknown kind 'frob' \(known: postMessage/],
+      [
+        () => new TraceRecorder(new MemoryOutput(), header, { clock, maxBufferedBytes: -5 }),
+        /options\.maxBufferedBytes must be a non-negative integer, got -5/,
+      ],
+      [
+        () => new TraceRecorder(new MemoryOutput(), header, { clock }).record(-1, { kind: 'eom', eom: {} }),
+        /record: vp must be a 32-bit unsigned integer, got -1/,
+      ],
+      [
+        () => new TraceRecorder(new MemoryOutput(), header, { clock }).record(0, { kind: 'frob' } as never),
+        /record: body: unknown kind 'frob' \(known: postMessage/,
+      ],
       [() => TraceRecorder.toFile('', header, { clock }), /path must be a non-empty string/],
       [() => firstDivergence('a' as never, []), /firstDivergence: expected must be an array of events, got 'a'/],
       [() => firstDivergence([], [], { context: -1 }), /options\.context must be a non-negative integer/],
-      [() => encodeRecord({ kind: 'event', event: { seq: 0n, time: 0n, vp: 0, kind: 'eom' } } as never), /encodeRecord: record\.event: eom must be an object, got undefined/],
+      [
+        () => encodeRecord({ kind: 'event', event: { seq: 0n, time: 0n, vp: 0, kind: 'eom' } } as never),
+        /encodeRecord: record\.event: eom must be an object, got undefined/,
+      ],
       [() => encodeRecord({ kind: 'trailer' } as never), /record\.kind must be header, event, dropped or footer, got 'trailer'/],
-      [() => encodeRecord({ kind: 'footer', footer: { events: 'many' } } as never), /encodeRecord: record\.footer: footer\.events must be u64, got 'many'/],
+      [
+        () => encodeRecord({ kind: 'footer', footer: { events: 'many' } } as never),
+        /encodeRecord: record\.footer: footer\.events must be u64, got 'many'/,
+      ],
       [() => [...decodeRecords('HVTRACE1' as never)], /decodeRecords: bytes must be a Uint8Array/],
       [() => decodeHostCallArgs(5 as never), /decodeHostCallArgs: json must be a string, got 5/],
     ];
@@ -194,10 +222,12 @@ describe('streaming trace reader', () => {
     // A refused record does not use up a sequence number: the footer still adds up.
     const out = new MemoryOutput();
     const rec = new TraceRecorder(out, header, { clock });
-    expect(() => rec.record(0, { kind: 'postMessage', postMessage: { connectionId: 'x', messageType: 1, payload: new Uint8Array(1) } } as never)).toThrow(
-      /record: body: postMessage\.connectionId must be u32, got 'x'/,
-    );
-    expect(() => rec.record(0, { kind: 'ringPacket', ringPacket: { relid: 1, direction: 'GUEST_TO_HOST', packet: 'ab', ranges: [] } } as never)).toThrow(/ringPacket\.packet must be bytes/);
+    expect(() =>
+      rec.record(0, { kind: 'postMessage', postMessage: { connectionId: 'x', messageType: 1, payload: new Uint8Array(1) } } as never),
+    ).toThrow(/record: body: postMessage\.connectionId must be u32, got 'x'/);
+    expect(() =>
+      rec.record(0, { kind: 'ringPacket', ringPacket: { relid: 1, direction: 'GUEST_TO_HOST', packet: 'ab', ranges: [] } } as never),
+    ).toThrow(/ringPacket\.packet must be bytes/);
     rec.record(0, { kind: 'eom', eom: {} });
     void rec.close();
     expect(parseTrace(out.bytes()).events.map((e) => e.seq)).toEqual([0n]);
@@ -212,7 +242,11 @@ describe('streaming trace reader', () => {
   });
 
   it('an unwritable trace path fails when the recorder is made, naming the path', () => {
-    expect(() => TraceRecorder.toFile(join(dir, 'no-such-dir', 't.hvtrace'), header, { clock: new ManualClock() })).toThrow(TraceOutputError);
-    expect(() => TraceRecorder.toFile(join(dir, 'no-such-dir', 't.hvtrace'), header, { clock: new ManualClock() })).toThrow(/cannot write trace .*no-such-dir\/t\.hvtrace: ENOENT/);
+    expect(() => TraceRecorder.toFile(join(dir, 'no-such-dir', 't.hvtrace'), header, { clock: new ManualClock() })).toThrow(
+      TraceOutputError,
+    );
+    expect(() => TraceRecorder.toFile(join(dir, 'no-such-dir', 't.hvtrace'), header, { clock: new ManualClock() })).toThrow(
+      /cannot write trace .*no-such-dir\/t\.hvtrace: ENOENT/,
+    );
   });
 });

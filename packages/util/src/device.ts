@@ -44,7 +44,6 @@ export const IC_HOST_API: Readonly<Record<IcKind, readonly string[]>> = {
   kvp: ['set', 'get', 'delete', 'enumerate', 'list'],
 };
 
-
 /** Routes a service's sends to whichever channel is open now. */
 class SwitchableTransport implements IcTransport {
   target: IcTransport | null = null;

@@ -67,7 +67,8 @@ export function buildIcMessage(header: Omit<IcHeader, 'messageSize'>, body: Uint
 /** Parses and checks the framing of an IC packet payload from the guest. */
 export function parseIcMessage(payload: Uint8Array): { header: IcHeader; body: Uint8Array } {
   if (payload.length < ICMSG_HDR) throw new IcProtocolError(`IC message of ${payload.length} bytes is shorter than its headers`);
-  if (payload.length > IC_MAX_MESSAGE_SIZE) throw new IcProtocolError(`IC message of ${payload.length} bytes exceeds ${IC_MAX_MESSAGE_SIZE}`);
+  if (payload.length > IC_MAX_MESSAGE_SIZE)
+    throw new IcProtocolError(`IC message of ${payload.length} bytes exceeds ${IC_MAX_MESSAGE_SIZE}`);
   const h = icmsg_hdr.decode(payload, vmbuspipe_hdr.size);
   const header: IcHeader = {
     framework: { major: h.icverframe_major, minor: h.icverframe_minor },
@@ -104,7 +105,8 @@ export function decodeNegotiate(body: Uint8Array): { frameworks: IcVersion[]; se
     throw new IcProtocolError(`negotiate lists ${n.icframe_vercnt}/${n.icmsg_vercnt} versions (max ${IC_MAX_VERSION_COUNT})`);
   }
   const count = n.icframe_vercnt + n.icmsg_vercnt;
-  if (body.length < icmsg_negotiate.size + 4 * count) throw new IcProtocolError(`negotiate body of ${body.length} bytes for ${count} versions`);
+  if (body.length < icmsg_negotiate.size + 4 * count)
+    throw new IcProtocolError(`negotiate body of ${body.length} bytes for ${count} versions`);
   const all = Array.from({ length: count }, (_, i) => ic_version.decode(body, icmsg_negotiate.size + 4 * i));
   return { frameworks: all.slice(0, n.icframe_vercnt), services: all.slice(n.icframe_vercnt) };
 }

@@ -14,7 +14,14 @@ export {
 } from './framework.js';
 export { IcHostService, type IcState, type IcTransport, type IcVersions } from './service.js';
 export { HeartbeatService, HEARTBEAT_VERSIONS, type HeartbeatStatus } from './services/heartbeat.js';
-export { ShutdownService, SHUTDOWN_VERSIONS, SHTDN_REASON_FLAG_PLANNED, type ShutdownAnswer, type ShutdownKind, type ShutdownRequest } from './services/shutdown.js';
+export {
+  ShutdownService,
+  SHUTDOWN_VERSIONS,
+  SHTDN_REASON_FLAG_PLANNED,
+  type ShutdownAnswer,
+  type ShutdownKind,
+  type ShutdownRequest,
+} from './services/shutdown.js';
 export { TimesyncService, TIMESYNC_VERSIONS, hostFileTime } from './services/timesync.js';
 export {
   KvpService,

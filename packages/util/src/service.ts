@@ -65,8 +65,10 @@ export abstract class IcHostService {
   open(): void {
     this.queue.length = 0;
     this.state = 'negotiating';
-    this.enqueue(ICMSGTYPE_NEGOTIATE, (txn) => buildNegotiateRequest(txn, this.offered.frameworks, this.offered.services), (_h, body) =>
-      this.onNegotiated(body),
+    this.enqueue(
+      ICMSGTYPE_NEGOTIATE,
+      (txn) => buildNegotiateRequest(txn, this.offered.frameworks, this.offered.services),
+      (_h, body) => this.onNegotiated(body),
     );
   }
 
@@ -110,8 +112,13 @@ export abstract class IcHostService {
     if (this.state !== 'ready' || this.queue.length >= MAX_QUEUED) return false;
     const framework = this.framework!;
     const version = this.serviceVersion!;
-    this.enqueue(this.messageType, (txn) =>
-      buildIcMessage({ framework, messageType: this.messageType, messageVersion: version, status: 0, transactionId: txn, flags: HOST_REQUEST_FLAGS }, body),
+    this.enqueue(
+      this.messageType,
+      (txn) =>
+        buildIcMessage(
+          { framework, messageType: this.messageType, messageVersion: version, status: 0, transactionId: txn, flags: HOST_REQUEST_FLAGS },
+          body,
+        ),
       onResponse,
     );
     return true;
@@ -136,7 +143,8 @@ export abstract class IcHostService {
     try {
       this.handle(payload, transactionId);
     } catch (error) {
-      if (!(error instanceof IcProtocolError) && !(error instanceof RangeError) && !((error as Error).name === 'StructBoundsError')) throw error;
+      if (!(error instanceof IcProtocolError) && !(error instanceof RangeError) && !((error as Error).name === 'StructBoundsError'))
+        throw error;
       this.logger.warn(`${this.name}: dropped a guest message: ${(error as Error).message}`);
     }
   }
@@ -145,9 +153,12 @@ export abstract class IcHostService {
     const head = this.queue[0];
     const { header, body } = parseIcMessage(payload);
     if (!head || !head.sent) throw new IcProtocolError(`unsolicited message type ${header.messageType}`);
-    if (!isResponse(header.flags)) throw new IcProtocolError(`message type ${header.messageType} is not a response (flags ${header.flags})`);
+    if (!isResponse(header.flags))
+      throw new IcProtocolError(`message type ${header.messageType} is not a response (flags ${header.flags})`);
     if (transactionId !== head.transactionId || header.transactionId !== head.icTransactionId || header.messageType !== head.messageType) {
-      throw new IcProtocolError(`response (type ${header.messageType}, transaction ${transactionId}) does not match the request outstanding`);
+      throw new IcProtocolError(
+        `response (type ${header.messageType}, transaction ${transactionId}) does not match the request outstanding`,
+      );
     }
     this.queue.shift();
     head.onResponse(header, body);

@@ -2,7 +2,17 @@ import { describe, expect, it } from 'vitest';
 import { ManualClock } from '@hvemu/common';
 import { GuestMemory, PAGE_SIZE } from '@hvemu/memory';
 import { openRingEndpoint, PacketQueue, ringPairFromPages, VM_PKT_DATA_INBAND } from '@hvemu/vmbus';
-import { bindIcToQueue, GuestIcEndpoint, HeartbeatService, HV_S_OK, icQueueTransport, ShutdownService, type GuestIcKind, type IcHostService, type IcTransport } from '@hvemu/util';
+import {
+  bindIcToQueue,
+  GuestIcEndpoint,
+  HeartbeatService,
+  HV_S_OK,
+  icQueueTransport,
+  ShutdownService,
+  type GuestIcKind,
+  type IcHostService,
+  type IcTransport,
+} from '@hvemu/util';
 
 /** One IC channel: 4-page rings each way (util channels use 3 data pages), host and simulated guest ends. */
 function icChannel<S extends IcHostService>(kind: GuestIcKind, make: (t: IcTransport) => S) {

@@ -71,12 +71,16 @@ describe('IC negotiation', () => {
   });
 
   it('marks the service unsupported when the guest has no common version', async () => {
-    const { service } = loopback('heartbeat', (t) => new HeartbeatService(t, new ManualClock()), (answer) => {
-      // The guest answers with empty lists (counts 0/0): no common version.
-      const out = answer.slice();
-      out.fill(0, 28, 36);
-      return out;
-    });
+    const { service } = loopback(
+      'heartbeat',
+      (t) => new HeartbeatService(t, new ManualClock()),
+      (answer) => {
+        // The guest answers with empty lists (counts 0/0): no common version.
+        const out = answer.slice();
+        out.fill(0, 28, 36);
+        return out;
+      },
+    );
     service.open();
     await settle();
     expect(service.state).toBe('unsupported');
@@ -100,7 +104,11 @@ describe('heartbeat', () => {
 
   it('counts a beat sent while the last is unanswered as missed', async () => {
     // A guest that negotiates but never answers heartbeats.
-    const { service } = loopback('heartbeat', (t) => new HeartbeatService(t, new ManualClock()), (a) => (parseIcMessage(a).header.messageType === 1 ? null : a));
+    const { service } = loopback(
+      'heartbeat',
+      (t) => new HeartbeatService(t, new ManualClock()),
+      (a) => (parseIcMessage(a).header.messageType === 1 ? null : a),
+    );
     service.open();
     await settle();
     expect(service.beat()).toBe(true);
@@ -124,7 +132,11 @@ describe('shutdown', () => {
   });
 
   it('fails pending requests with null when the channel closes', async () => {
-    const { service } = loopback('shutdown', (t) => new ShutdownService(t), (a) => (parseIcMessage(a).header.messageType === 3 ? null : a));
+    const { service } = loopback(
+      'shutdown',
+      (t) => new ShutdownService(t),
+      (a) => (parseIcMessage(a).header.messageType === 3 ? null : a),
+    );
     service.open();
     await settle();
     const answer = service.shutdown({ kind: 'poweroff' });
@@ -157,7 +169,10 @@ describe('KVP', () => {
     await settle();
     expect((await service.set(KVP_POOL_EXTERNAL, { key: 'VirtualMachineName', value: 'hvemu-demo' }))?.status).toBe(HV_S_OK);
     expect((await service.set(KVP_POOL_EXTERNAL, { key: 'Cores', value: { u32: 2 } }))?.status).toBe(HV_S_OK);
-    expect(await service.get(KVP_POOL_EXTERNAL, 'VirtualMachineName')).toEqual({ status: HV_S_OK, record: { key: 'VirtualMachineName', value: 'hvemu-demo' } });
+    expect(await service.get(KVP_POOL_EXTERNAL, 'VirtualMachineName')).toEqual({
+      status: HV_S_OK,
+      record: { key: 'VirtualMachineName', value: 'hvemu-demo' },
+    });
     expect((await service.get(KVP_POOL_EXTERNAL, 'missing'))?.status).toBe(HV_E_FAIL);
     expect(await service.list(KVP_POOL_EXTERNAL)).toEqual([
       { key: 'VirtualMachineName', value: 'hvemu-demo' },

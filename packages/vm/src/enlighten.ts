@@ -79,7 +79,11 @@ export function attachHyperV(partition: AccelPartition, options: AttachOptions =
   const clock = options.clock ?? new MonotonicClock();
   const port = options.hypercallPort ?? HYPERCALL_PORT;
   // Without the doorbell capability the page's fast HvSignalEvent takes the exit path.
-  const doorbellPort = !partition.doorbells ? null : options.signalDoorbellPort === undefined ? SIGNAL_DOORBELL_PORT : options.signalDoorbellPort;
+  const doorbellPort = !partition.doorbells
+    ? null
+    : options.signalDoorbellPort === undefined
+      ? SIGNAL_DOORBELL_PORT
+      : options.signalDoorbellPort;
   const memory = partition.memory;
   const tsc = options.tsc ?? measureTscModel(partition, clock);
   const driver = new TimerDriver(clock, () => hyperv);
@@ -96,7 +100,8 @@ export function attachHyperV(partition: AccelPartition, options: AttachOptions =
     installHypercallPage: (gpa) => memory.write(gpa, hypercallPage({ port, doorbellPort: doorbellPort ?? undefined })),
   });
   const hypercalls = new HypercallDispatcher({ memory, logger, onCall: options.trace?.onCall, onResult: options.trace?.onResult });
-  const doorbell = doorbellPort === null ? undefined : new SignalDoorbell(partition, hypercalls, doorbellPort, logger, options.trace?.onDoorbellSignal);
+  const doorbell =
+    doorbellPort === null ? undefined : new SignalDoorbell(partition, hypercalls, doorbellPort, logger, options.trace?.onDoorbellSignal);
   partition.addMsrDevice({
     msr: HV_MSR_FIRST,
     count: HV_MSR_COUNT,
@@ -153,12 +158,15 @@ class TimerDriver {
     if (next === null) return;
     // Reference time is in 100 ns units.
     const delayMs = Math.max(0, Number(next - this.clock.now()) / 10_000);
-    this.handle = setTimeout(() => {
-      this.handle = undefined;
-      this.armedFor = null;
-      this.hyperv().expireTimers();
-      this.reschedule();
-    }, Math.min(delayMs, 2 ** 31 - 1));
+    this.handle = setTimeout(
+      () => {
+        this.handle = undefined;
+        this.armedFor = null;
+        this.hyperv().expireTimers();
+        this.reschedule();
+      },
+      Math.min(delayMs, 2 ** 31 - 1),
+    );
   }
 
   dispose(): void {

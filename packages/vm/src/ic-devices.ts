@@ -6,7 +6,18 @@
 import { HostUsageError } from '@hvemu/common';
 import { attachDevice, DeviceRegistry, type DeviceEnvironment, type VmbusHost } from '@hvemu/vmbus';
 import type { TraceDevice } from '@hvemu/trace';
-import { IC_DEVICE_KINDS, IC_KINDS, IC_OFFERS, type HeartbeatService, type IcDevice, type IcHostService, type IcKind, type KvpService, type ShutdownService, type TimesyncService } from '@hvemu/util';
+import {
+  IC_DEVICE_KINDS,
+  IC_KINDS,
+  IC_OFFERS,
+  type HeartbeatService,
+  type IcDevice,
+  type IcHostService,
+  type IcKind,
+  type KvpService,
+  type ShutdownService,
+  type TimesyncService,
+} from '@hvemu/util';
 
 export interface IntegrationComponents {
   heartbeat: IcDevice<HeartbeatService>;
@@ -65,7 +76,12 @@ export function offerIntegrationComponents(
 export function icTraceHeader(producer: string, vmbusVersion = 0): { vmbusVersion: number; devices: TraceDevice[]; producer: string } {
   return {
     vmbusVersion,
-    devices: IC_KINDS.map((name, i) => ({ name, classId: IC_OFFERS[name].interfaceType, instanceId: IC_OFFERS[name].interfaceInstance, relid: i + 1 })),
+    devices: IC_KINDS.map((name, i) => ({
+      name,
+      classId: IC_OFFERS[name].interfaceType,
+      instanceId: IC_OFFERS[name].interfaceInstance,
+      relid: i + 1,
+    })),
     producer,
   };
 }

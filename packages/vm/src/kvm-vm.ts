@@ -176,7 +176,11 @@ export class KvmVm {
     const logger = options.logger ?? silentLogger;
     this.clock = options.clock ?? new MonotonicClock();
     this.emit = (who, what) => options.onEvent?.({ time: this.clock.now(), who, what });
-    this.partition = KvmPartition.create({ memory: [{ gpa: 0, size: options.ramBytes ?? DEFAULT_RAM }], ...enlightenedPartitionOptions(), logger });
+    this.partition = KvmPartition.create({
+      memory: [{ gpa: 0, size: options.ramBytes ?? DEFAULT_RAM }],
+      ...enlightenedPartitionOptions(),
+      logger,
+    });
     try {
       this.memory = this.partition.memory;
       this.console = new LineConsole((line) => this.emit('guest', line));
@@ -255,7 +259,8 @@ export class KvmVm {
     const timeoutMs = options.timeoutMs ?? 20_000;
     checkTimeout(timeoutMs, 'KvmVm.exerciseIcs: options.timeoutMs');
     const heartbeats = options.heartbeats ?? 3;
-    if (!Number.isSafeInteger(heartbeats) || heartbeats < 0) throw new HostUsageError(`KvmVm.exerciseIcs: options.heartbeats must be a non-negative integer, not ${String(heartbeats)}`);
+    if (!Number.isSafeInteger(heartbeats) || heartbeats < 0)
+      throw new HostUsageError(`KvmVm.exerciseIcs: options.heartbeats must be a non-negative integer, not ${String(heartbeats)}`);
     const heartbeat = this.ics.heartbeat.host;
     await this.whenReady(['heartbeat', 'shutdown'], timeoutMs);
     this.emit('host', `heartbeat and shutdown ready (framework ${versionOf(heartbeat.framework)})`);
@@ -264,7 +269,11 @@ export class KvmVm {
       const before = heartbeat.status.lastSequence;
       if (!heartbeat.beat()) throw new Error('heartbeat: the service refused to send a beat');
       this.emit('host', `heartbeat ${i + 1} sent`);
-      await this.until(() => heartbeat.status.lastSequence !== before || heartbeat.status.badAnswers > 0, timeoutMs, `heartbeat ${i + 1} answer`);
+      await this.until(
+        () => heartbeat.status.lastSequence !== before || heartbeat.status.badAnswers > 0,
+        timeoutMs,
+        `heartbeat ${i + 1} answer`,
+      );
       if (heartbeat.status.lastSequence === before) throw new Error(`heartbeat: bad answer (${heartbeat.status.badAnswers} so far)`);
       heartbeatAnswers.push(heartbeat.status.lastSequence!);
       this.emit('host', `guest answered heartbeat with ${heartbeat.status.lastSequence}`);
@@ -273,7 +282,10 @@ export class KvmVm {
     if (request === null) return { heartbeatAnswers, shutdown: null };
     this.emit('host', `shutdown (${request.kind}) requested`);
     const shutdown = await withTimeout(this.ics.shutdown.host.shutdown(request), timeoutMs, 'shutdown answer');
-    this.emit('host', shutdown ? `guest answered shutdown with status 0x${shutdown.status.toString(16)}` : 'shutdown channel closed unanswered');
+    this.emit(
+      'host',
+      shutdown ? `guest answered shutdown with status 0x${shutdown.status.toString(16)}` : 'shutdown channel closed unanswered',
+    );
     return { heartbeatAnswers, shutdown };
   }
 
@@ -309,7 +321,10 @@ export class KvmVm {
       case 'connected':
         return this.emit('host', `VMBus connected at version ${versionString(action.version)}`);
       case 'open':
-        return this.emit('host', `opens relid ${action.request.relid} (${action.request.pfns.length} ring pages, split at ${action.request.downstreamPageOffset})`);
+        return this.emit(
+          'host',
+          `opens relid ${action.request.relid} (${action.request.pfns.length} ring pages, split at ${action.request.downstreamPageOffset})`,
+        );
       case 'gpadl-created':
         return this.emit('host', `GPADL 0x${action.gpadl.toString(16)} created for relid ${action.relid}`);
       case 'log':
@@ -324,10 +339,13 @@ export class KvmVm {
 /** The options' shape: the guest image and RAM size are checked here, the rest by the layers that use them. */
 function checkKvmVmOptions(options: unknown): asserts options is KvmVmOptions {
   if (options === null || typeof options !== 'object' || Array.isArray(options)) {
-    throw new HostUsageError(`new KvmVm(options): options must be an object with a guest image, not ${options === null ? 'null' : typeof options}`);
+    throw new HostUsageError(
+      `new KvmVm(options): options must be an object with a guest image, not ${options === null ? 'null' : typeof options}`,
+    );
   }
   const o = options as Partial<KvmVmOptions>;
-  if (!(o.image instanceof Uint8Array)) throw new HostUsageError('new KvmVm(options): options.image must be a Uint8Array (a 64-bit ELF guest)');
+  if (!(o.image instanceof Uint8Array))
+    throw new HostUsageError('new KvmVm(options): options.image must be a Uint8Array (a 64-bit ELF guest)');
   const ram = o.ramBytes;
   if (ram !== undefined && (typeof ram !== 'number' || !Number.isSafeInteger(ram) || ram <= 0 || ram % 4096 !== 0)) {
     throw new HostUsageError(`new KvmVm(options): options.ramBytes must be a positive multiple of 4096, not ${String(ram)}`);
@@ -336,7 +354,8 @@ function checkKvmVmOptions(options: unknown): asserts options is KvmVmOptions {
 
 /** A wait's timeout: NaN would never expire (the comparison with it is always false). */
 function checkTimeout(ms: unknown, what: string): void {
-  if (typeof ms !== 'number' || !(ms >= 0) || ms === Infinity) throw new HostUsageError(`${what} must be a finite number of ms >= 0, not ${String(ms)}`);
+  if (typeof ms !== 'number' || !(ms >= 0) || ms === Infinity)
+    throw new HostUsageError(`${what} must be a finite number of ms >= 0, not ${String(ms)}`);
 }
 
 function versionOf(v: { major: number; minor: number } | null): string {

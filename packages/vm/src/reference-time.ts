@@ -36,6 +36,7 @@ export function tscReferenceCounter(partition: AccelPartition, model: TscModel):
 /** vCPU `vp`'s guest TSC: an optional AccelVcpu capability (KVM has it; MSHV and WHPX keep time in the hypervisor). */
 function tscOf(partition: AccelPartition, vp: number): GuestTsc {
   const tsc = partition.vcpus[vp]?.tsc;
-  if (!tsc) throw new AccelUsageError(`reference time: the ${partition.backend} partition gives no guest TSC (vcpu.tsc): pass a TscModel instead`);
+  if (!tsc)
+    throw new AccelUsageError(`reference time: the ${partition.backend} partition gives no guest TSC (vcpu.tsc): pass a TscModel instead`);
   return tsc;
 }

@@ -24,7 +24,18 @@
  * (ReplayError); a replay that falls a whole window behind or ahead of the recording has
  * diverged there.
  */
-import { HV_X64_MSR_EOM, HV_X64_MSR_REFERENCE_TSC, HV_X64_MSR_SIEFP, HV_X64_MSR_SIMP, encodeControl, HVCALL_POST_MESSAGE, HVCALL_SIGNAL_EVENT, HV_MESSAGE_PAYLOAD_BYTE_COUNT, HV_MESSAGE_SIZE, HV_SYNIC_SINT_COUNT } from '@hvemu/hvdef';
+import {
+  HV_X64_MSR_EOM,
+  HV_X64_MSR_REFERENCE_TSC,
+  HV_X64_MSR_SIEFP,
+  HV_X64_MSR_SIMP,
+  encodeControl,
+  HVCALL_POST_MESSAGE,
+  HVCALL_SIGNAL_EVENT,
+  HV_MESSAGE_PAYLOAD_BYTE_COUNT,
+  HV_MESSAGE_SIZE,
+  HV_SYNIC_SINT_COUNT,
+} from '@hvemu/hvdef';
 import { HostUsageError, HvemuError, ManualClock, silentLogger, type Logger } from '@hvemu/common';
 import { GuestMemory, PAGE_SIZE } from '@hvemu/memory';
 import { HypercallDispatcher } from '@hvemu/hypercalls';
@@ -145,9 +156,13 @@ export function replayTrace(trace: Trace | TraceReader, options: ReplayOptions =
     relid: (d.expected && eventRelid(d.expected)) ?? (d.actual && eventRelid(d.actual)),
   };
   const warnings: string[] = [];
-  if (scan.truncated) warnings.push(`the trace has no footer (it was cut, or its recorder did not close): only the ${scan.events} events before the end were replayed`);
+  if (scan.truncated)
+    warnings.push(
+      `the trace has no footer (it was cut, or its recorder did not close): only the ${scan.events} events before the end were replayed`,
+    );
   if (scan.events === 0) warnings.push('the trace holds no events: nothing was replayed or compared');
-  else if (run.compared === 0) warnings.push(`no recorded events of ${options.device !== undefined ? `device ${options.device}` : 'the trace'} were compared`);
+  else if (run.compared === 0)
+    warnings.push(`no recorded events of ${options.device !== undefined ? `device ${options.device}` : 'the trace'} were compared`);
   return {
     matched: divergence === null,
     compared: run.compared,
@@ -184,15 +199,18 @@ function eventSource(trace: Trace | TraceReader): EventSource {
       },
     };
   }
-  if (typeof trace !== 'object' || trace === null) throw new HostUsageError(`replayTrace: trace must be a Trace or a TraceReader, got ${describe(trace)}`);
+  if (typeof trace !== 'object' || trace === null)
+    throw new HostUsageError(`replayTrace: trace must be a Trace or a TraceReader, got ${describe(trace)}`);
   const t = trace as Partial<Trace>;
   checkHeader(t.header);
   if (!Array.isArray(t.events)) throw new HostUsageError(`replayTrace: trace.events must be an array of events, got ${describe(t.events)}`);
   if (!Array.isArray(t.dropped)) throw new HostUsageError(`replayTrace: trace.dropped must be an array, got ${describe(t.dropped)}`);
-  if (t.footer !== null && (typeof t.footer !== 'object' || t.footer === undefined)) throw new HostUsageError(`replayTrace: trace.footer must be a footer or null, got ${describe(t.footer)}`);
+  if (t.footer !== null && (typeof t.footer !== 'object' || t.footer === undefined))
+    throw new HostUsageError(`replayTrace: trace.footer must be a footer or null, got ${describe(t.footer)}`);
   let droppedEvents = 0n;
   t.dropped.forEach((d, i) => {
-    if (typeof d !== 'object' || d === null || typeof d.count !== 'bigint' || d.count < 0n) throw new HostUsageError(`replayTrace: trace.dropped[${i}] must be { count: bigint, firstSeq: bigint }, got ${describe(d)}`);
+    if (typeof d !== 'object' || d === null || typeof d.count !== 'bigint' || d.count < 0n)
+      throw new HostUsageError(`replayTrace: trace.dropped[${i}] must be { count: bigint, firstSeq: bigint }, got ${describe(d)}`);
     droppedEvents += d.count;
   });
   const events = t.events;
@@ -200,7 +218,8 @@ function eventSource(trace: Trace | TraceReader): EventSource {
 }
 
 function checkHeader(header: unknown): asserts header is TraceHeader {
-  if (typeof header !== 'object' || header === null) throw new HostUsageError(`replayTrace: trace.header must be an object, got ${describe(header)}`);
+  if (typeof header !== 'object' || header === null)
+    throw new HostUsageError(`replayTrace: trace.header must be an object, got ${describe(header)}`);
   const devices = (header as Partial<TraceHeader>).devices;
   if (!Array.isArray(devices)) throw new HostUsageError(`replayTrace: trace.header.devices must be an array, got ${describe(devices)}`);
   devices.forEach((d: unknown, i) => {
@@ -212,12 +231,17 @@ function checkHeader(header: unknown): asserts header is TraceHeader {
 }
 
 function checkOptions(options: unknown): asserts options is ReplayOptions {
-  if (typeof options !== 'object' || options === null) throw new HostUsageError(`replayTrace: options must be an object, got ${describe(options)}`);
+  if (typeof options !== 'object' || options === null)
+    throw new HostUsageError(`replayTrace: options must be an object, got ${describe(options)}`);
   const o = options as Record<string, unknown>;
-  if (o.device !== undefined && typeof o.device !== 'string') throw new HostUsageError(`replayTrace: options.device must be a device name (string), got ${describe(o.device)}`);
-  if (o.wallClockMs !== undefined && typeof o.wallClockMs !== 'function') throw new HostUsageError(`replayTrace: options.wallClockMs must be a function, got ${describe(o.wallClockMs)}`);
-  if (o.onEvent !== undefined && typeof o.onEvent !== 'function') throw new HostUsageError(`replayTrace: options.onEvent must be a function, got ${describe(o.onEvent)}`);
-  if (o.devices !== undefined && !(o.devices instanceof DeviceRegistry)) throw new HostUsageError(`replayTrace: options.devices must be a DeviceRegistry, got ${describe(o.devices)}`);
+  if (o.device !== undefined && typeof o.device !== 'string')
+    throw new HostUsageError(`replayTrace: options.device must be a device name (string), got ${describe(o.device)}`);
+  if (o.wallClockMs !== undefined && typeof o.wallClockMs !== 'function')
+    throw new HostUsageError(`replayTrace: options.wallClockMs must be a function, got ${describe(o.wallClockMs)}`);
+  if (o.onEvent !== undefined && typeof o.onEvent !== 'function')
+    throw new HostUsageError(`replayTrace: options.onEvent must be a function, got ${describe(o.onEvent)}`);
+  if (o.devices !== undefined && !(o.devices instanceof DeviceRegistry))
+    throw new HostUsageError(`replayTrace: options.devices must be a DeviceRegistry, got ${describe(o.devices)}`);
   if (o.context !== undefined && !(Number.isInteger(o.context) && (o.context as number) >= 0 && (o.context as number) <= MAX_CONTEXT)) {
     throw new HostUsageError(`replayTrace: options.context must be an integer 0..${MAX_CONTEXT}, got ${describe(o.context)}`);
   }
@@ -448,7 +472,14 @@ class ReplaySession {
     this.memory = GuestMemory.createShared(coalesce([...pages, this.scratchGpa / PAGE_SIZE]));
     this.vpCount = scan.vpCount;
     const hooks = traceHooks(this.sink, this.memory, () => this.vmbus?.server);
-    this.hyperv = new HyperV({ memory: this.memory, vpCount: this.vpCount, clock: this.clock, logger: this.logger, observer: hooks.synic, sink: { raise: () => {} } });
+    this.hyperv = new HyperV({
+      memory: this.memory,
+      vpCount: this.vpCount,
+      clock: this.clock,
+      logger: this.logger,
+      observer: hooks.synic,
+      sink: { raise: () => {} },
+    });
     this.hypercalls = new HypercallDispatcher({ memory: this.memory, logger: this.logger, onCall: hooks.onCall, onResult: hooks.onResult });
     this.vmbus = new VmbusHost({
       memory: this.memory,
@@ -467,7 +498,10 @@ class ReplaySession {
   }
 
   /** Offers the header's devices in relid order. */
-  private offerDevices(options: ReplayOptions, onHostCall: (relid: number, device: string, method: string, args: readonly unknown[]) => void): void {
+  private offerDevices(
+    options: ReplayOptions,
+    onHostCall: (relid: number, device: string, method: string, args: readonly unknown[]) => void,
+  ): void {
     const env = { clock: this.clock, logger: this.logger, wallClockMs: options.wallClockMs ?? (() => SIMULATED_WALL_CLOCK_MS) };
     const devices = [...this.header.devices].sort((a, b) => a.relid - b.relid);
     if (options.device !== undefined && !devices.some((d) => d.name === options.device)) {
@@ -476,11 +510,15 @@ class ReplaySession {
     const registry = options.devices ?? defaultDevices();
     for (const d of devices) {
       const kind = registry.get(d.name);
-      if (!kind) throw new ReplayError(`device ${d.name} (relid ${d.relid}) has no replay factory: no registered device kind of that name; known: ${registry.names.join(', ')}`);
+      if (!kind)
+        throw new ReplayError(
+          `device ${d.name} (relid ${d.relid}) has no replay factory: no registered device kind of that name; known: ${registry.names.join(', ')}`,
+        );
       const alone = options.device === undefined || options.device === d.name;
       const device = kind.create(env);
       const channel: Channel = alone ? attachDevice(this.vmbus, device).channel : this.vmbus.offerChannel(kind.offer, new InertDevice());
-      if (channel.relid !== d.relid) throw new ReplayError(`device ${d.name} was offered as relid ${channel.relid}, the trace has ${d.relid}`);
+      if (channel.relid !== d.relid)
+        throw new ReplayError(`device ${d.name} was offered as relid ${channel.relid}, the trace has ${d.relid}`);
       if (alone) {
         this.devices.set(d.relid, { name: d.name, device });
         if (isHostCallable(device)) device.observeHostCalls((method, args) => onHostCall(channel.relid, d.name, method, args));
@@ -489,7 +527,13 @@ class ReplaySession {
   }
 
   /** The second pass: drives every guest event and device call, comparing as it goes; stops at the first divergence. */
-  run(pass: Iterator<TraceEvent, unknown>): { driven: number; compared: number; divergence: Divergence | null; actualEvents: number; peakWindowEvents: number } {
+  run(pass: Iterator<TraceEvent, unknown>): {
+    driven: number;
+    compared: number;
+    divergence: Divergence | null;
+    actualEvents: number;
+    peakWindowEvents: number;
+  } {
     const window = new EventWindow(pass);
     let driven = 0;
     try {
@@ -511,7 +555,13 @@ class ReplaySession {
       this.vmbus.dispose();
     }
     this.comparison.finish();
-    return { driven, compared: this.comparison.compared, divergence: this.comparison.divergence, actualEvents: this.sink.count, peakWindowEvents: window.peak };
+    return {
+      driven,
+      compared: this.comparison.compared,
+      divergence: this.comparison.divergence,
+      actualEvents: this.sink.count,
+      peakWindowEvents: window.peak,
+    };
   }
 
   private drive(e: TraceEvent): void {
@@ -607,7 +657,10 @@ class ReplaySession {
         const layout = ringPairFromPages(this.memory, pfns, m.downstream_ringbuffer_pageoffset);
         layout.guestToHost.initialize();
         layout.hostToGuest.initialize();
-        this.guestRings.set(m.child_relid, openRingEndpoint(layout, 'guest', () => {}, { logger: this.logger, name: `replay guest relid ${m.child_relid}` }));
+        this.guestRings.set(
+          m.child_relid,
+          openRingEndpoint(layout, 'guest', () => {}, { logger: this.logger, name: `replay guest relid ${m.child_relid}` }),
+        );
       } catch (error) {
         this.logger.warn('replay: the recorded ring layout is unusable', { relid: m.child_relid, error: String(error) });
       }
@@ -761,8 +814,10 @@ function checkEvent(e: unknown, index: number): asserts e is TraceEvent {
   const where = `event ${index}`;
   if (typeof e !== 'object' || e === null) throw new ReplayError(`${where} is ${describe(e)}, not an event`);
   const ev = e as Record<string, unknown>;
-  if (typeof ev.seq !== 'bigint' || ev.seq < 0n) throw new ReplayError(`${where}: seq must be a non-negative bigint, got ${describe(ev.seq)}`);
-  if (typeof ev.time !== 'bigint' || ev.time < 0n) throw new ReplayError(`${where} (#${ev.seq}): time must be a non-negative bigint, got ${describe(ev.time)}`);
+  if (typeof ev.seq !== 'bigint' || ev.seq < 0n)
+    throw new ReplayError(`${where}: seq must be a non-negative bigint, got ${describe(ev.seq)}`);
+  if (typeof ev.time !== 'bigint' || ev.time < 0n)
+    throw new ReplayError(`${where} (#${ev.seq}): time must be a non-negative bigint, got ${describe(ev.time)}`);
   if (!isU32(ev.vp)) throw new ReplayError(`event #${ev.seq} names vCPU ${describe(ev.vp)}; replay supports 0..${MAX_REPLAY_VPS - 1}`);
   const problem = eventBodyProblem(ev);
   if (problem) throw new ReplayError(`${where} (#${ev.seq}): ${problem}`);

@@ -4,7 +4,14 @@
  * TypeScript guest client posting through the HvPostMessage input page. For protocol tests and
  * benchmarks that want the real path without a full SimulatedVm and its devices.
  */
-import { HV_X64_MSR_EOM, HV_X64_MSR_GUEST_OS_ID, HV_X64_MSR_SCONTROL, HV_X64_MSR_SIEFP, HV_X64_MSR_SIMP, HV_X64_MSR_SINT0 } from '@hvemu/hvdef';
+import {
+  HV_X64_MSR_EOM,
+  HV_X64_MSR_GUEST_OS_ID,
+  HV_X64_MSR_SCONTROL,
+  HV_X64_MSR_SIEFP,
+  HV_X64_MSR_SIMP,
+  HV_X64_MSR_SINT0,
+} from '@hvemu/hvdef';
 import { ManualClock, MemoryLogger } from '@hvemu/common';
 import { GuestMemory } from '@hvemu/memory';
 import { HypercallDispatcher } from '@hvemu/hypercalls';
@@ -41,6 +48,12 @@ export function createSimulatedBus(options: SimulatedBusOptions = {}) {
     writeEom: (vp) => hyperv.writeMsr(vp, HV_X64_MSR_EOM, 0n),
   });
   const freePages = memory.ramSize / 4096 - SIM_BUS_LAYOUT.firstFreePfn;
-  const client = new VmbusClient({ vp: 0, ...options.client, transport, memory, pages: new BumpPageAllocator(SIM_BUS_LAYOUT.firstFreePfn, freePages) });
+  const client = new VmbusClient({
+    vp: 0,
+    ...options.client,
+    transport,
+    memory,
+    pages: new BumpPageAllocator(SIM_BUS_LAYOUT.firstFreePfn, freePages),
+  });
   return { memory, logger, hyperv, dispatcher, host, client };
 }

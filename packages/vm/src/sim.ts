@@ -5,7 +5,14 @@
  * negotiate VMBus, take the offers, open every IC channel and answer the host's IC messages
  * when its SINT 2 interrupt shows a channel's event flag. Deterministic with a ManualClock.
  */
-import { HV_X64_MSR_EOM, HV_X64_MSR_GUEST_OS_ID, HV_X64_MSR_SCONTROL, HV_X64_MSR_SIEFP, HV_X64_MSR_SIMP, HV_X64_MSR_SINT0 } from '@hvemu/hvdef';
+import {
+  HV_X64_MSR_EOM,
+  HV_X64_MSR_GUEST_OS_ID,
+  HV_X64_MSR_SCONTROL,
+  HV_X64_MSR_SIEFP,
+  HV_X64_MSR_SIMP,
+  HV_X64_MSR_SINT0,
+} from '@hvemu/hvdef';
 import { HostUsageError, ManualClock, silentLogger, type Clock, type Logger } from '@hvemu/common';
 import { GuestMemory, PAGE_SIZE } from '@hvemu/memory';
 import { HypercallDispatcher } from '@hvemu/hypercalls';
@@ -116,8 +123,13 @@ const MAX_SIMULATED_RAM = 4 * 2 ** 30;
 function checkSimulatedVmOptions(options: SimulatedVmOptions): void {
   if (typeof options !== 'object' || options === null) throw new HostUsageError('SimulatedVm options must be an object');
   const { ramBytes, clock, logger, onEvent } = options;
-  if (ramBytes !== undefined && !(Number.isSafeInteger(ramBytes) && ramBytes >= MIN_SIMULATED_RAM && ramBytes <= MAX_SIMULATED_RAM && ramBytes % PAGE_SIZE === 0)) {
-    throw new HostUsageError(`SimulatedVm: ramBytes ${String(ramBytes)} is not a multiple of ${PAGE_SIZE} from ${MIN_SIMULATED_RAM} to ${MAX_SIMULATED_RAM}`);
+  if (
+    ramBytes !== undefined &&
+    !(Number.isSafeInteger(ramBytes) && ramBytes >= MIN_SIMULATED_RAM && ramBytes <= MAX_SIMULATED_RAM && ramBytes % PAGE_SIZE === 0)
+  ) {
+    throw new HostUsageError(
+      `SimulatedVm: ramBytes ${String(ramBytes)} is not a multiple of ${PAGE_SIZE} from ${MIN_SIMULATED_RAM} to ${MAX_SIMULATED_RAM}`,
+    );
   }
   if (clock !== undefined && typeof clock?.now !== 'function') throw new HostUsageError('SimulatedVm: clock must have a now() method');
   if (logger !== undefined && typeof logger?.warn !== 'function') throw new HostUsageError('SimulatedVm: logger must implement Logger');

@@ -20,7 +20,6 @@ import {
   type VmbusServer,
 } from '@hvemu/vmbus';
 
-
 export interface TraceHooks {
   synic: SynicObserver;
   onCall(record: HypercallRecord): void;
@@ -143,11 +142,17 @@ function recordHypercall(sink: TraceSink, memory: GuestMemory, r: HypercallRecor
     if (!v) return;
     const size = Math.min(v.getUint32(12, true), 240);
     const payload = new Uint8Array(v.buffer, 16, size).slice();
-    sink.record(r.vp, { kind: 'postMessage', postMessage: { connectionId: v.getUint32(0, true), messageType: v.getUint32(8, true), payload } });
+    sink.record(r.vp, {
+      kind: 'postMessage',
+      postMessage: { connectionId: v.getUint32(0, true), messageType: v.getUint32(8, true), payload },
+    });
   } else if (r.control.code === HVCALL_SIGNAL_EVENT) {
     const v = input(8);
     if (!v) return;
-    sink.record(r.vp, { kind: 'signalEvent', signalEvent: { connectionId: v.getUint32(0, true), flagNumber: v.getUint16(4, true), fast: r.control.fast } });
+    sink.record(r.vp, {
+      kind: 'signalEvent',
+      signalEvent: { connectionId: v.getUint32(0, true), flagNumber: v.getUint16(4, true), fast: r.control.fast },
+    });
   }
 }
 
@@ -159,10 +164,19 @@ function recordAction(sink: TraceSink, action: ServerAction, server: VmbusServer
       if (m.msgtype === CHANNELMSG_OFFERCHANNEL) {
         sink.record(action.vp, {
           kind: 'channelState',
-          channelState: { relid: m.child_relid, state: 'OFFERED', classId: m.if_type, instanceId: m.if_instance, subchannelIndex: m.sub_channel_index },
+          channelState: {
+            relid: m.child_relid,
+            state: 'OFFERED',
+            classId: m.if_type,
+            instanceId: m.if_instance,
+            subchannelIndex: m.sub_channel_index,
+          },
         });
       } else if (m.msgtype === CHANNELMSG_RESCIND_CHANNELOFFER) {
-        sink.record(action.vp, { kind: 'channelState', channelState: { relid: m.child_relid, state: 'RESCINDED', classId: '', instanceId: '', subchannelIndex: 0 } });
+        sink.record(action.vp, {
+          kind: 'channelState',
+          channelState: { relid: m.child_relid, state: 'RESCINDED', classId: '', instanceId: '', subchannelIndex: 0 },
+        });
       }
       return;
     }
@@ -171,10 +185,16 @@ function recordAction(sink: TraceSink, action: ServerAction, server: VmbusServer
       sink.noteVmbusVersion?.(action.version);
       return;
     case 'open':
-      sink.record(action.request.targetVp, { kind: 'channelState', channelState: { relid: action.request.relid, state: 'OPENED', classId: '', instanceId: '', subchannelIndex: 0 } });
+      sink.record(action.request.targetVp, {
+        kind: 'channelState',
+        channelState: { relid: action.request.relid, state: 'OPENED', classId: '', instanceId: '', subchannelIndex: 0 },
+      });
       return;
     case 'close':
-      sink.record(0, { kind: 'channelState', channelState: { relid: action.relid, state: 'CLOSED', classId: '', instanceId: '', subchannelIndex: 0 } });
+      sink.record(0, {
+        kind: 'channelState',
+        channelState: { relid: action.relid, state: 'CLOSED', classId: '', instanceId: '', subchannelIndex: 0 },
+      });
       return;
     case 'gpadl-created': {
       const g = server?.gpadl(action.gpadl);

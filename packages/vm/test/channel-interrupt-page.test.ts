@@ -12,7 +12,10 @@ const INTERRUPT_PAGE = 0x6000;
 
 function setup(versions?: number[]) {
   const flags: number[] = [];
-  const bus = createSimulatedBus({ client: { versions, interruptPage: INTERRUPT_PAGE }, observer: { eventFlagSet: (_vp, _sint, flag) => flags.push(flag) } });
+  const bus = createSimulatedBus({
+    client: { versions, interruptPage: INTERRUPT_PAGE },
+    observer: { eventFlagSet: (_vp, _sint, flag) => flags.push(flag) },
+  });
   return { ...bus, flags };
 }
 
@@ -27,7 +30,14 @@ describe('pre-Win8 shared interrupt page', () => {
         ch.rings.outbound.write({ type: VM_PKT_DATA_INBAND, payload: Uint8Array.of(7) });
       },
     };
-    const channel = t.host.offerChannel({ interfaceType: '57164f39-9115-4e78-ab55-382f3bd5422d', interfaceInstance: '00000000-0000-0000-0000-000000000009', dedicatedInterrupt: false }, device);
+    const channel = t.host.offerChannel(
+      {
+        interfaceType: '57164f39-9115-4e78-ab55-382f3bd5422d',
+        interfaceInstance: '00000000-0000-0000-0000-000000000009',
+        dedicatedInterrupt: false,
+      },
+      device,
+    );
     expect(await t.client.connect()).toBe(VERSION_WIN7);
     await t.client.requestOffers();
     const ch = await t.client.openChannel(channel.relid);

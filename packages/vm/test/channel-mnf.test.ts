@@ -20,7 +20,15 @@ describe('monitored notification (MNF)', () => {
       onOpen: () => {},
       onSignal: (ch) => void ch.rings.inbound.drain((p) => received.push(p.payload()[0])),
     };
-    const mnf = t.host.offerChannel({ interfaceType: '57164f39-9115-4e78-ab55-382f3bd5422d', interfaceInstance: '00000000-0000-0000-0000-000000000001', monitorAllocated: true, monitorId: 37 }, device);
+    const mnf = t.host.offerChannel(
+      {
+        interfaceType: '57164f39-9115-4e78-ab55-382f3bd5422d',
+        interfaceInstance: '00000000-0000-0000-0000-000000000001',
+        monitorAllocated: true,
+        monitorId: 37,
+      },
+      device,
+    );
     await t.client.connect();
     const [offer] = await t.client.requestOffers();
     expect(offer).toMatchObject({ monitor_allocated: 1, monitorid: 37 });
@@ -40,7 +48,15 @@ describe('monitored notification (MNF)', () => {
 
   it('ignores trigger bits that no offer owns', async () => {
     const t = setup();
-    t.host.offerChannel({ interfaceType: '57164f39-9115-4e78-ab55-382f3bd5422d', interfaceInstance: '00000000-0000-0000-0000-000000000002', monitorAllocated: true, monitorId: 1 }, { onOpen: () => {} });
+    t.host.offerChannel(
+      {
+        interfaceType: '57164f39-9115-4e78-ab55-382f3bd5422d',
+        interfaceInstance: '00000000-0000-0000-0000-000000000002',
+        monitorAllocated: true,
+        monitorId: 1,
+      },
+      { onOpen: () => {} },
+    );
     await t.client.connect();
     t.memory.writeU32(MONITOR_PAGES[1] + 8, 0xffff_fff0); // hostile: bits of monitor ids nobody has
     expect(t.host.scanMonitorPage()).toBe(0);

@@ -26,7 +26,11 @@ describe('DeviceRegistry', () => {
     // Without a kind for the trace's devices there is nothing to replay them with.
     expect(() => replayTrace(trace, { devices: new DeviceRegistry() })).toThrow(ReplayError);
     // A registry whose 'kvp' is another device: the replay uses it, and so diverges on the KVP channel.
-    const silentKvp: DeviceKind = { name: 'kvp', offer: IC_OFFERS.kvp, create: () => ({ offer: IC_OFFERS.kvp, open: () => {}, onSignal: () => {} }) };
+    const silentKvp: DeviceKind = {
+      name: 'kvp',
+      offer: IC_OFFERS.kvp,
+      create: () => ({ offer: IC_OFFERS.kvp, open: () => {}, onSignal: () => {} }),
+    };
     const registry = new DeviceRegistry().register(...IC_DEVICE_KINDS.filter((k) => k.name !== 'kvp'), silentKvp);
     let outcome: unknown;
     try {

@@ -24,7 +24,6 @@ describeKvm('Hyper-V enlightenments from guests on KVM', () => {
   });
 });
 
-
 describeKvm('Hyper-V timers and reference time from guests on KVM', () => {
   it('stimer: one-shot, periodic, direct and message mode on both vCPUs', async () => {
     const run = await runHvGuest('stimer');

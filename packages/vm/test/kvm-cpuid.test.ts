@@ -8,7 +8,12 @@ describeKvm('CPUID of a KvmVm guest', () => {
     const r = await KvmVm.probeCpuid();
     const hvLeaves = enlightenedPartitionOptions().hypervisorLeaves;
     for (const leaf of hvLeaves) {
-      expect(r.seen.find((e) => e.function === leaf.function && e.index === leaf.index)).toMatchObject({ eax: leaf.eax, ebx: leaf.ebx, ecx: leaf.ecx, edx: leaf.edx });
+      expect(r.seen.find((e) => e.function === leaf.function && e.index === leaf.index)).toMatchObject({
+        eax: leaf.eax,
+        ebx: leaf.ebx,
+        ecx: leaf.ecx,
+        edx: leaf.edx,
+      });
     }
     expect(r.differences.filter((d) => d.function >= 0x40000000 && d.function <= 0x400000ff)).toEqual([]);
     // Whatever this host passes through, each difference is named once, in order.

@@ -17,7 +17,17 @@ type Mutation = { at: number; op: 'flip' | 'drop' | 'dup' | 'msr' | 'vp' | 'call
 
 /** Host calls a hostile trace might record: every device's methods, none, and arguments of every shape. */
 const METHODS = ['beat', 'shutdown', 'sample', 'set', 'get', 'delete', 'enumerate', 'list', 'toString', 'constructor', '__proto__', ''];
-const ARGS = ['[]', '[null]', '[1,2,3]', '["x"]', '[{"kind":"reboot"}]', '[0,{"key":5,"value":[]}]', '[{"$bigint":"99999999999999999999"}]', '[{"$bytes":"zz"}]', '[[[[[]]]]]'];
+const ARGS = [
+  '[]',
+  '[null]',
+  '[1,2,3]',
+  '["x"]',
+  '[{"kind":"reboot"}]',
+  '[0,{"key":5,"value":[]}]',
+  '[{"$bigint":"99999999999999999999"}]',
+  '[{"$bytes":"zz"}]',
+  '[[[[[]]]]]',
+];
 
 function mutate(events: readonly TraceEvent[], m: Mutation): TraceEvent[] {
   const out = structuredClone(events) as TraceEvent[];
@@ -43,7 +53,14 @@ function mutate(events: readonly TraceEvent[], m: Mutation): TraceEvent[] {
       if (e.kind === 'msrWrite') e.msrWrite.value = m.value;
       break;
     case 'flip': {
-      const bytes = e.kind === 'postMessage' ? e.postMessage.payload : e.kind === 'ringPacket' ? e.ringPacket.packet : e.kind === 'hostCall' ? null : null;
+      const bytes =
+        e.kind === 'postMessage'
+          ? e.postMessage.payload
+          : e.kind === 'ringPacket'
+            ? e.ringPacket.packet
+            : e.kind === 'hostCall'
+              ? null
+              : null;
       if (bytes && bytes.length > 0) bytes[m.byte % bytes.length] ^= 0xff;
       if (e.kind === 'hostCall') e.hostCall.argsJson = e.hostCall.argsJson.slice(0, m.byte % (e.hostCall.argsJson.length + 1));
       break;
@@ -80,7 +97,9 @@ describe('replay of hostile traces', () => {
 
   it('every hostile host call ends in a match, a divergence or a ReplayError', () => {
     // The first call on each device (the others are more of the same).
-    const calls = [...new Map(trace.events.flatMap((e, i) => (e.kind === 'hostCall' ? [[e.hostCall.relid, i] as const] : [])).reverse()).values()];
+    const calls = [
+      ...new Map(trace.events.flatMap((e, i) => (e.kind === 'hostCall' ? [[e.hostCall.relid, i] as const] : [])).reverse()).values(),
+    ];
     expect(calls.length).toBe(4);
     for (const at of calls) {
       for (let method = 0; method < METHODS.length; method++) {
@@ -104,7 +123,10 @@ describe('replay of hostile traces', () => {
     const post = big.findIndex((e) => e.kind === 'postMessage');
     (big[post] as Extract<TraceEvent, { kind: 'postMessage' }>).postMessage.payload = new Uint8Array(10_000);
     const statuses: number[] = [];
-    const r = replayTrace({ ...trace, events: big }, { onEvent: (e) => e.kind === 'hypercallResult' && statuses.push(e.hypercallResult.status) });
+    const r = replayTrace(
+      { ...trace, events: big },
+      { onEvent: (e) => e.kind === 'hypercallResult' && statuses.push(e.hypercallResult.status) },
+    );
     expect(r.matched).toBe(false);
     // The host answered it with a status, as it would have answered the guest.
     expect(statuses.some((s) => s !== 0)).toBe(true);

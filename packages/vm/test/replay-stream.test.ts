@@ -49,7 +49,9 @@ describe('streaming replay', () => {
     const flood = Array.from({ length: MAX_WINDOW_EVENTS + 1 }, () => flag);
     const at = events.findIndex((e) => e.kind === 'postMessage');
     events.splice(at + 1, 0, ...flood);
-    expect(() => replayTrace({ ...trace, events })).toThrow(new RegExp(`more than ${MAX_WINDOW_EVENTS} events between one guest event and the next`));
+    expect(() => replayTrace({ ...trace, events })).toThrow(
+      new RegExp(`more than ${MAX_WINDOW_EVENTS} events between one guest event and the next`),
+    );
   });
 
   it('warns when the trace is truncated or empty instead of a bare match', () => {
@@ -77,8 +79,30 @@ describe('streaming replay', () => {
       [trace, null, /options must be an object/],
       [{ ...trace, events: [{ ...trace.events[0], seq: 1 }] }, undefined, /event 0: seq must be a non-negative bigint/],
       [{ ...trace, events: [{ ...trace.events[0], kind: 'bogus' }] }, undefined, /event 0 \(#0\): unknown kind 'bogus'/],
-      [{ ...trace, events: [{ seq: 0n, time: 0n, vp: 0, kind: 'postMessage', postMessage: { connectionId: 1, messageType: 1, payload: 'hi' } }] }, undefined, /postMessage\.payload must be bytes/],
-      [{ ...trace, events: [{ seq: 0n, time: 0n, vp: 0, kind: 'ringPacket', ringPacket: { relid: 1, direction: 'sideways', packet: new Uint8Array(16), ranges: [] } }] }, undefined, /ringPacket\.direction/],
+      [
+        {
+          ...trace,
+          events: [{ seq: 0n, time: 0n, vp: 0, kind: 'postMessage', postMessage: { connectionId: 1, messageType: 1, payload: 'hi' } }],
+        },
+        undefined,
+        /postMessage\.payload must be bytes/,
+      ],
+      [
+        {
+          ...trace,
+          events: [
+            {
+              seq: 0n,
+              time: 0n,
+              vp: 0,
+              kind: 'ringPacket',
+              ringPacket: { relid: 1, direction: 'sideways', packet: new Uint8Array(16), ranges: [] },
+            },
+          ],
+        },
+        undefined,
+        /ringPacket\.direction/,
+      ],
       [{ ...trace, events: [null] }, undefined, /event 0 is null, not an event/],
     ];
     for (const [t, o, message] of bad) {

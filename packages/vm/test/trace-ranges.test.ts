@@ -28,7 +28,7 @@ describe('GPA-direct range data in traces', () => {
     const memory = t.memory;
     // Page 0 is free in the test layout (a guard page): put the referenced data there.
     const data = Uint8Array.from({ length: 600 }, (_, i) => (i * 7) & 0xff);
-    memory.write(PAGE_SIZE - 300, data.subarray(0, 300));  // end of page 0 ...
+    memory.write(PAGE_SIZE - 300, data.subarray(0, 300)); // end of page 0 ...
     const secondPage = t.guardGpa / PAGE_SIZE; // ... continuing at the start of the next listed PFN (the trailing guard page)
     const saved = memory.bytes(secondPage * PAGE_SIZE, 300).slice();
     memory.write(secondPage * PAGE_SIZE, data.subarray(300));
@@ -58,7 +58,9 @@ describe('GPA-direct range data in traces', () => {
 
   it('caps what one packet records and survives absurd ranges', () => {
     const memory = GuestMemory.createShared(2 * PAGE_SIZE);
-    const huge = rangeData(memory, [{ byteCount: 64 << 20, byteOffset: 0, pfns: Array.from({ length: (64 << 20) / PAGE_SIZE }, (_, i) => i) }]);
+    const huge = rangeData(memory, [
+      { byteCount: 64 << 20, byteOffset: 0, pfns: Array.from({ length: (64 << 20) / PAGE_SIZE }, (_, i) => i) },
+    ]);
     expect(huge[0].data.length).toBe(16 << 20);
     expect(() => rangeData(memory, [{ byteCount: 10, byteOffset: 4090, pfns: [Number.MAX_SAFE_INTEGER, 2 ** 60] }])).not.toThrow();
     expect(() => restoreRangeData(memory, [{ byteOffset: 5, pfns: [2n ** 63n], data: new Uint8Array(100) }])).not.toThrow();

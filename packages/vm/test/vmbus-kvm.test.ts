@@ -35,7 +35,8 @@ describeKvm('VMBus on KVM', () => {
       const serial = result.serial;
       expect(serial).toContain('vmbus: version 5.3 accepted');
       expect(serial).toContain('vmbus: 4 offers');
-      for (const kind of ['heartbeat', 'shutdown', 'timesync', 'kvp']) expect(serial).toMatch(new RegExp(`offer relid \\d+ ${kind} connection`));
+      for (const kind of ['heartbeat', 'shutdown', 'timesync', 'kvp'])
+        expect(serial).toMatch(new RegExp(`offer relid \\d+ ${kind} connection`));
       expect(serial).toMatch(/heartbeat: opened relid \d+, status 0/);
       expect(serial).toMatch(/shutdown: opened relid \d+, status 0/);
       expect(serial).toContain('heartbeat: negotiated framework 3.0, service 3.0');
@@ -81,7 +82,11 @@ describeKvm('VMBus on KVM', () => {
 
   it('falls back to an older version the host accepts, and uses the msg_conn_id the host gives', async () => {
     const cases = [
-      { vmbus: { maxVersion: VERSION_WIN10_V4_1 }, expected: 'vmbus: version 4.1 accepted (message connection 1)', refused: ['5.3', '5.2', '5.1', '5.0'] },
+      {
+        vmbus: { maxVersion: VERSION_WIN10_V4_1 },
+        expected: 'vmbus: version 4.1 accepted (message connection 1)',
+        refused: ['5.3', '5.2', '5.1', '5.0'],
+      },
       { vmbus: { messageConnectionId: 0x2a }, expected: 'vmbus: version 5.3 accepted (message connection 42)', refused: [] },
     ];
     for (const { vmbus, expected, refused } of cases) {

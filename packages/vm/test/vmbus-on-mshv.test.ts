@@ -53,7 +53,13 @@ describe('VMBus over the MSHV backend (fake /dev/mshv)', () => {
     offerIntegrationComponents(vmbus, ics);
 
     // The guest's hv_input_post_message: connection id, message type 1, size, INITIATE_CONTACT for 5.0.
-    const contact = encodeChannelMessage(CHANNELMSG_INITIATE_CONTACT, { vmbus_version_requested: 0x50000, target_vcpu: 0, interrupt_page: 2n, monitor_page1: 0n, monitor_page2: 0n });
+    const contact = encodeChannelMessage(CHANNELMSG_INITIATE_CONTACT, {
+      vmbus_version_requested: 0x50000,
+      target_vcpu: 0,
+      interrupt_page: 2n,
+      monitor_page1: 0n,
+      monitor_page2: 0n,
+    });
     const input = new Uint8Array(16 + contact.length);
     const view = new DataView(input.buffer);
     view.setUint32(0, VMBUS_MESSAGE_CONNECTION, true);

@@ -7,7 +7,28 @@ export { ringPairFromPages, openRingEndpoint, type RingEndpoint, type RingPairLa
 export * from './protocol/index.js';
 export * from './server/index.js';
 export * from './client/index.js';
-export { encodeGpaDirectHeader, GuestData, GuestDataLease, GuestDataRevokedError, type GuestDataOptions, type PageRange } from './device/guest-data.js';
+export {
+  encodeGpaDirectHeader,
+  GuestData,
+  GuestDataLease,
+  GuestDataRevokedError,
+  type GuestDataOptions,
+  type PageRange,
+} from './device/guest-data.js';
 export { PacketQueue, type PacketQueueOptions } from './device/packet-queue.js';
-export { attachDevice, DeviceStateError, type AttachedDevice, type AttachOptions, type DeviceChannel, type VmbusDevice } from './device/device.js';
-export { DeviceRegistry, isHostCallable, type DeviceEnvironment, type DeviceKind, type HostCallable, type HostCallObserver } from './device/registry.js';
+export {
+  attachDevice,
+  DeviceStateError,
+  type AttachedDevice,
+  type AttachOptions,
+  type DeviceChannel,
+  type VmbusDevice,
+} from './device/device.js';
+export {
+  DeviceRegistry,
+  isHostCallable,
+  type DeviceEnvironment,
+  type DeviceKind,
+  type HostCallable,
+  type HostCallObserver,
+} from './device/registry.js';

@@ -45,7 +45,10 @@ describe('VMBus end to end (simulated partition, real SynIC slots and hypercalls
   it('connects, gets every offer, opens, exchanges packets both ways, retargets, closes, tears down, unloads, reconnects', async () => {
     const p = partition();
     const log: string[] = [];
-    const hb = p.host.offerChannel({ interfaceType: HEARTBEAT, interfaceInstance: '00000000-0000-0000-0000-000000000001' }, echoDevice(log));
+    const hb = p.host.offerChannel(
+      { interfaceType: HEARTBEAT, interfaceInstance: '00000000-0000-0000-0000-000000000001' },
+      echoDevice(log),
+    );
     const sd = p.host.offerChannel({ interfaceType: SHUTDOWN, interfaceInstance: '00000000-0000-0000-0000-000000000002' }, echoDevice(log));
 
     expect(await p.client.connect()).toBe(VERSION_WIN10_V5_3);
@@ -106,23 +109,33 @@ describe('VMBus end to end (simulated partition, real SynIC slots and hypercalls
   it('a device that kept the rings of a closed channel cannot touch the pages the guest took back', async () => {
     const p = partition();
     let kept: Channel['rings'] | undefined;
-    const hb = p.host.offerChannel({ interfaceType: HEARTBEAT, interfaceInstance: '00000000-0000-0000-0000-000000000001' }, {
-      onOpen: (ch) => void (kept = ch.rings),
-    });
+    const hb = p.host.offerChannel(
+      { interfaceType: HEARTBEAT, interfaceInstance: '00000000-0000-0000-0000-000000000001' },
+      {
+        onOpen: (ch) => void (kept = ch.rings),
+      },
+    );
     await p.client.connect();
     await p.client.requestOffers();
     const ch = await p.client.openChannel(hb.relid);
     ch.rings.outbound.write({ type: VM_PKT_DATA_INBAND, transactionId: 1n, payload: new Uint8Array(8) });
-    const pfns = p.host.server.gpadlsOf(hb.relid).find((g) => g.handle === ch.ringGpadl)!.ranges.flatMap((r) => r.pfns);
+    const pfns = p.host.server
+      .gpadlsOf(hb.relid)
+      .find((g) => g.handle === ch.ringGpadl)!
+      .ranges.flatMap((r) => r.pfns);
     await p.client.closeChannel(ch);
     const before = pfns.map((pfn) => new Uint8Array(p.memory.page(pfn)));
-    expect(() => kept!.outbound.write({ type: VM_PKT_DATA_INBAND, transactionId: 2n, payload: new Uint8Array(8) })).toThrow(RingClosedError);
+    expect(() => kept!.outbound.write({ type: VM_PKT_DATA_INBAND, transactionId: 2n, payload: new Uint8Array(8) })).toThrow(
+      RingClosedError,
+    );
     expect(() => kept!.inbound.drain(() => {})).toThrow(RingClosedError);
     expect(() => kept!.inbound.commit()).toThrow(RingClosedError);
     expect(() => kept!.outbound.requestSpace(64)).toThrow(RingClosedError);
     expect(pfns.map((pfn) => new Uint8Array(p.memory.page(pfn)))).toEqual(before);
     // The guest's own ends are retired too.
-    expect(() => ch.rings.outbound.write({ type: VM_PKT_DATA_INBAND, transactionId: 3n, payload: new Uint8Array(8) })).toThrow(RingClosedError);
+    expect(() => ch.rings.outbound.write({ type: VM_PKT_DATA_INBAND, transactionId: 3n, payload: new Uint8Array(8) })).toThrow(
+      RingClosedError,
+    );
   });
 
   it('falls back version by version when the host is older', async () => {
@@ -167,18 +180,41 @@ describe('VMBus end to end (simulated partition, real SynIC slots and hypercalls
     await expect(p.client.createGpadl(a.relid, [(8 << 20) / PAGE_SIZE + 3])).rejects.toBeInstanceOf(VmbusClientError);
     // A ring split beyond the GPADL: OPENCHANNEL_RESULT with a failure status.
     const gpadl = await p.client.createGpadl(a.relid, [0x700, 0x701, 0x702, 0x703]);
-    p.client.post(encodeChannelMessage(CHANNELMSG_OPENCHANNEL, { child_relid: a.relid, openid: 9, ringbuffer_gpadlhandle: gpadl, downstream_ringbuffer_pageoffset: 9 }));
+    p.client.post(
+      encodeChannelMessage(CHANNELMSG_OPENCHANNEL, {
+        child_relid: a.relid,
+        openid: 9,
+        ringbuffer_gpadlhandle: gpadl,
+        downstream_ringbuffer_pageoffset: 9,
+      }),
+    );
     expect(p.client.takeUnclaimed()).toMatchObject([{ msgtype: CHANNELMSG_OPENCHANNEL_RESULT, openid: 9, status: 0xc0000001 }]);
     // Double open of the good channel: refused, the channel stays open.
-    p.client.post(encodeChannelMessage(CHANNELMSG_OPENCHANNEL, { child_relid: b.relid, openid: 10, ringbuffer_gpadlhandle: good.ringGpadl, downstream_ringbuffer_pageoffset: 4 }));
+    p.client.post(
+      encodeChannelMessage(CHANNELMSG_OPENCHANNEL, {
+        child_relid: b.relid,
+        openid: 10,
+        ringbuffer_gpadlhandle: good.ringGpadl,
+        downstream_ringbuffer_pageoffset: 4,
+      }),
+    );
     expect(p.client.takeUnclaimed()).toMatchObject([{ msgtype: CHANNELMSG_OPENCHANNEL_RESULT, openid: 10, status: 0xc0000001 }]);
     // Garbage and a GPADL body for nobody: dropped.
     p.client.post(new Uint8Array([99, 0, 0, 0, 0, 0, 0, 0]));
-    p.client.post(gpadlMessages(a.relid, 0x5555, Array.from({ length: 40 }, (_, i) => 0x710 + i), 40 * PAGE_SIZE)[1]);
+    p.client.post(
+      gpadlMessages(
+        a.relid,
+        0x5555,
+        Array.from({ length: 40 }, (_, i) => 0x710 + i),
+        40 * PAGE_SIZE,
+      )[1],
+    );
     p.client.post(encodeChannelMessage(CHANNELMSG_CLOSECHANNEL, { child_relid: 999 }));
     expect(p.client.takeUnclaimed()).toEqual([]);
     const reasons = p.logger.records.filter((r) => r.level === 'warn').map((r) => r.fields?.reason);
-    expect(reasons).toEqual(expect.arrayContaining(['bad-gpadl', 'bad-ring-split', 'double-open', 'unknown-type', 'bogus-gpadl', 'bogus-relid']));
+    expect(reasons).toEqual(
+      expect.arrayContaining(['bad-gpadl', 'bad-ring-split', 'double-open', 'unknown-type', 'bogus-gpadl', 'bogus-relid']),
+    );
 
     // Now open `a` properly, then the guest corrupts its ring: only `a` fails.
     const ring = await p.client.openChannel(a.relid);

@@ -53,8 +53,13 @@ describe('channel message structures', () => {
   it('have the Linux sizes', () => {
     expect(vmbus_channel_offer.size).toBe(176);
     expect(vmbus_channel_offer_channel.size).toBe(196);
-    for (const [type, size] of Object.entries(LINUX_SIZES)) expect([Number(type), channelMessageSize(Number(type) as never)]).toEqual([Number(type), size]);
-    expect(Object.keys(CHANNEL_MESSAGES).map(Number).sort((a, b) => a - b)).toEqual(Object.keys(LINUX_SIZES).map(Number));
+    for (const [type, size] of Object.entries(LINUX_SIZES))
+      expect([Number(type), channelMessageSize(Number(type) as never)]).toEqual([Number(type), size]);
+    expect(
+      Object.keys(CHANNEL_MESSAGES)
+        .map(Number)
+        .sort((a, b) => a - b),
+    ).toEqual(Object.keys(LINUX_SIZES).map(Number));
   });
 
   it('offer fields sit at the Linux offsets (+8 in the message)', () => {
@@ -65,7 +70,9 @@ describe('channel message structures', () => {
 
   it('encodes GUIDs in the Windows mixed-endian layout', () => {
     const bytes = encodeChannelMessage(CHANNELMSG_OFFERCHANNEL, { if_type: 'f8615163-df3e-46c5-913f-f2d2f965ed0e' });
-    expect([...bytes.subarray(8, 24)]).toEqual([0x63, 0x51, 0x61, 0xf8, 0x3e, 0xdf, 0xc5, 0x46, 0x91, 0x3f, 0xf2, 0xd2, 0xf9, 0x65, 0xed, 0x0e]);
+    expect([...bytes.subarray(8, 24)]).toEqual([
+      0x63, 0x51, 0x61, 0xf8, 0x3e, 0xdf, 0xc5, 0x46, 0x91, 0x3f, 0xf2, 0xd2, 0xf9, 0x65, 0xed, 0x0e,
+    ]);
   });
 
   it('round-trips every fixed message', () => {
@@ -80,7 +87,9 @@ describe('channel message structures', () => {
   });
 
   it('decodes the >= 5.0 form of INITIATE_CONTACT and the 6.0 VERSION_RESPONSE', () => {
-    const ic = parseChannelMessage(encodeInitiateContact({ vmbus_version_requested: VERSION_WIN10_V5_3, target_vcpu: 3, msg_sint: 2, msg_vtl: 0, feature_flags: 0x21 }));
+    const ic = parseChannelMessage(
+      encodeInitiateContact({ vmbus_version_requested: VERSION_WIN10_V5_3, target_vcpu: 3, msg_sint: 2, msg_vtl: 0, feature_flags: 0x21 }),
+    );
     expect(ic).toMatchObject({ msgtype: CHANNELMSG_INITIATE_CONTACT, target_vcpu: 3, msg_sint: 2, msg_vtl: 0, feature_flags: 0x21 });
     const v1 = encodeVersionResponse({ version_supported: 1, msg_conn_id: 4 }, false);
     const v2 = encodeVersionResponse({ version_supported: 1, msg_conn_id: 4, supported_features: 0x20 }, true);
@@ -91,7 +100,12 @@ describe('channel message structures', () => {
 
   it('splits GPADLs as Linux does: 26 PFNs in the header, 28 per body, all <= 240 bytes', () => {
     for (const pages of [1, 26, 27, 54, 55, 200]) {
-      const msgs = gpadlMessages(1, 0xe1e10, Array.from({ length: pages }, (_, i) => i + 100), pages * 4096);
+      const msgs = gpadlMessages(
+        1,
+        0xe1e10,
+        Array.from({ length: pages }, (_, i) => i + 100),
+        pages * 4096,
+      );
       expect(msgs.length).toBe(1 + Math.ceil(Math.max(0, pages - GPADL_HEADER_MAX_PFNS) / GPADL_BODY_MAX_PFNS));
       for (const m of msgs) expect(m.length).toBeLessThanOrEqual(240);
       const header = parseChannelMessage(msgs[0]);

@@ -24,11 +24,16 @@ const PAGES = 64;
 
 /** Ranges over scattered pages of a 64-page memory: any first-page offset, any length, 1-4 ranges. */
 const rangesArb = fc.array(
-  fc.record({ byteOffset: fc.integer({ min: 0, max: PAGE_SIZE - 1 }), byteCount: fc.integer({ min: 0, max: 3 * PAGE_SIZE }) }).chain(({ byteOffset, byteCount }) =>
-    fc
-      .uniqueArray(fc.integer({ min: 0, max: PAGES - 1 }), { minLength: Math.ceil((byteOffset + byteCount) / PAGE_SIZE), maxLength: Math.ceil((byteOffset + byteCount) / PAGE_SIZE) })
-      .map((pfns): PageRange => ({ byteOffset, byteCount, pfns })),
-  ),
+  fc
+    .record({ byteOffset: fc.integer({ min: 0, max: PAGE_SIZE - 1 }), byteCount: fc.integer({ min: 0, max: 3 * PAGE_SIZE }) })
+    .chain(({ byteOffset, byteCount }) =>
+      fc
+        .uniqueArray(fc.integer({ min: 0, max: PAGES - 1 }), {
+          minLength: Math.ceil((byteOffset + byteCount) / PAGE_SIZE),
+          maxLength: Math.ceil((byteOffset + byteCount) / PAGE_SIZE),
+        })
+        .map((pfns): PageRange => ({ byteOffset, byteCount, pfns })),
+    ),
   { minLength: 1, maxLength: 4 },
 );
 
@@ -59,7 +64,12 @@ describe('GuestData', () => {
         const length = total === 0 ? 0 : b % (total - offset + 1);
         // read = the model's bytes
         const read = data.toBytes(offset, length);
-        expect(Buffer.compare(read, Uint8Array.from({ length }, (_, i) => before[gpaOf(ranges, offset + i)]))).toBe(0);
+        expect(
+          Buffer.compare(
+            read,
+            Uint8Array.from({ length }, (_, i) => before[gpaOf(ranges, offset + i)]),
+          ),
+        ).toBe(0);
         // views cover the same bytes in order
         expect(Buffer.compare(Buffer.concat(data.views(offset, length)), read)).toBe(0);
         // a slice reads the same
@@ -85,7 +95,13 @@ describe('GuestData', () => {
     expect(() => GuestData.fromRanges(memory, [{ byteOffset: 0, byteCount: PAGE_SIZE + 1, pfns: [0] }])).toThrow(GuestMemoryError);
     expect(() => GuestData.fromRanges(memory, [{ byteOffset: 0, byteCount: 100, pfns: [0] }], { maxBytes: 99 })).toThrow(HostUsageError);
     const d = GuestData.fromRanges(memory, [{ byteOffset: 10, byteCount: 100, pfns: [1] }]);
-    for (const bad of [() => d.read(95, new Uint8Array(10)), () => d.write(-1, new Uint8Array(1)), () => d.slice(50, 51), () => d.toBytes(0.5, 1), () => d.read(0, new Uint8Array(4), 2, 4)]) {
+    for (const bad of [
+      () => d.read(95, new Uint8Array(10)),
+      () => d.write(-1, new Uint8Array(1)),
+      () => d.slice(50, 51),
+      () => d.toBytes(0.5, 1),
+      () => d.read(0, new Uint8Array(4), 2, 4),
+    ]) {
       expect(bad).toThrow(HostUsageError);
     }
   });
@@ -111,7 +127,12 @@ function inband(tid: number, bytes: number, fill = tid): { type: number; transac
 }
 
 /** The host end of a test ring pair: `guest` writes what the host reads; the host writes `toGuest`. */
-function queuePair(pendingSendFeature = true): { toHost: TestRing; toGuest: TestRing; queue: PacketQueue; received: () => { tid: number; first: number; length: number }[] } {
+function queuePair(pendingSendFeature = true): {
+  toHost: TestRing;
+  toGuest: TestRing;
+  queue: PacketQueue;
+  received: () => { tid: number; first: number; length: number }[];
+} {
   const toHost = createTestRing({ dataSize: 4096 });
   const toGuest = createTestRing({ dataSize: 4096, pendingSendFeature });
   const queue = new PacketQueue({ inbound: toHost.reader, outbound: toGuest.writer }, { memory: toHost.memory, name: 'test' });
@@ -189,7 +210,9 @@ describe('PacketQueue', () => {
     const waiting = Array.from({ length: 30 }, (_, i) => queue.send(inband(i, 200)));
     queue.close('relid 9 closed');
     const results = await Promise.allSettled(waiting);
-    expect(results.filter((r) => r.status === 'rejected').every((r) => (r as PromiseRejectedResult).reason instanceof RingClosedError)).toBe(true);
+    expect(
+      results.filter((r) => r.status === 'rejected').every((r) => (r as PromiseRejectedResult).reason instanceof RingClosedError),
+    ).toBe(true);
     expect(results.some((r) => r.status === 'rejected')).toBe(true);
     await expect(queue.send(inband(99, 8))).rejects.toBeInstanceOf(RingClosedError);
     expect(() => queue.trySend(inband(99, 8))).toThrow(RingClosedError);
@@ -220,7 +243,12 @@ describe('PacketQueue', () => {
     const { toHost, queue } = queuePair();
     const memory = toHost.memory;
     const pfns = [0, 2]; // the test ring's guard page and first data page: any RAM will do
-    toHost.writer.write({ type: VM_PKT_DATA_USING_GPA_DIRECT, transactionId: 5n, header: encodeGpaDirectHeader([{ byteOffset: 4000, byteCount: 200, pfns }]), payload: new Uint8Array(8) });
+    toHost.writer.write({
+      type: VM_PKT_DATA_USING_GPA_DIRECT,
+      transactionId: 5n,
+      header: encodeGpaDirectHeader([{ byteOffset: 4000, byteCount: 200, pfns }]),
+      payload: new Uint8Array(8),
+    });
     let data: GuestData | undefined;
     queue.read((p: PacketView) => void (data = queue.externalData(p)));
     expect(data!.length).toBe(200);

@@ -54,7 +54,10 @@ describe('device layer', () => {
     const p = partition({ waitForAnswers: true });
     const log: string[] = [];
     const gate = deferred();
-    const dev = attachDevice(p.host, gatedDevice(() => gate.promise, log));
+    const dev = attachDevice(
+      p.host,
+      gatedDevice(() => gate.promise, log),
+    );
     await connected(p);
     let opened = false;
     const guestOpen = p.client.openChannel(dev.channel.relid).then((ch) => ((opened = true), ch));
@@ -73,7 +76,10 @@ describe('device layer', () => {
     const p = partition({ waitForAnswers: true });
     const log: string[] = [];
     let refuse = true;
-    const dev = attachDevice(p.host, gatedDevice(async () => (refuse ? Promise.reject(new Error('backend missing')) : undefined), log));
+    const dev = attachDevice(
+      p.host,
+      gatedDevice(async () => (refuse ? Promise.reject(new Error('backend missing')) : undefined), log),
+    );
     await connected(p);
     await expect(p.client.openChannel(dev.channel.relid)).rejects.toBeInstanceOf(VmbusClientError);
     expect(dev.openChannels()).toEqual([]);
@@ -89,7 +95,10 @@ describe('device layer', () => {
     const p = partition({ waitForAnswers: true });
     const log: string[] = [];
     const gate = deferred();
-    const dev = attachDevice(p.host, gatedDevice(() => gate.promise, log));
+    const dev = attachDevice(
+      p.host,
+      gatedDevice(() => gate.promise, log),
+    );
     await connected(p);
     const relid = dev.channel.relid;
     const guestOpen = p.client.openChannel(relid).catch((e: unknown) => e);
@@ -127,7 +136,11 @@ describe('device layer', () => {
     let next = 0;
     while (replies.length < 200) {
       // The guest writes what fits, reads what came back (signalling the host for space as Linux does).
-      while (next < 200 && ch.rings.outbound.write({ type: VM_PKT_DATA_INBAND, transactionId: BigInt(next), payload: new Uint8Array(600).fill(next & 0xff) })) next++;
+      while (
+        next < 200 &&
+        ch.rings.outbound.write({ type: VM_PKT_DATA_INBAND, transactionId: BigInt(next), payload: new Uint8Array(600).fill(next & 0xff) })
+      )
+        next++;
       ch.rings.inbound.drain((pkt) => {
         expect(pkt.payload()[0]).toBe((Number(pkt.transactionId) & 0xff) ^ 0xff);
         replies.push(Number(pkt.transactionId));

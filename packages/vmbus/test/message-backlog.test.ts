@@ -11,7 +11,10 @@ import { HyperV } from '@hvemu/synic';
 import { CHANNELMSG_REQUESTOFFERS, encodeChannelMessage } from '@hvemu/vmbus';
 import { HEARTBEAT, partition } from './helpers/sim-partition.js';
 
-const offer = (i: number) => ({ interfaceType: HEARTBEAT, interfaceInstance: `00000000-0000-0000-0000-${i.toString(16).padStart(12, '0')}` });
+const offer = (i: number) => ({
+  interfaceType: HEARTBEAT,
+  interfaceInstance: `00000000-0000-0000-0000-${i.toString(16).padStart(12, '0')}`,
+});
 const HV_STATUS_INSUFFICIENT_BUFFERS = 0x13;
 
 describe('HyperV as a SynicPort', () => {
@@ -24,7 +27,12 @@ describe('HyperV as a SynicPort', () => {
     const ready: string[] = [];
     hv.onPostReady((vp, sint) => ready.push(`${vp}:${sint}`));
     const m = { type: 1, payload: new Uint8Array(8) };
-    expect([hv.postMessage(0, 2, m), hv.postMessage(0, 2, m), hv.postMessage(0, 2, m), hv.postMessage(0, 2, m)]).toEqual(['delivered', 'queued', 'queued', 'busy']);
+    expect([hv.postMessage(0, 2, m), hv.postMessage(0, 2, m), hv.postMessage(0, 2, m), hv.postMessage(0, 2, m)]).toEqual([
+      'delivered',
+      'queued',
+      'queued',
+      'busy',
+    ]);
     expect(ready).toEqual([]);
     // The guest frees its slot and EOMs: the next queued message goes in, and the queue has room.
     Atomics.store(memory.u32Array(0x1000 + 2 * 256, 1), 0, 0);
@@ -48,7 +56,8 @@ describe('the VMBus host never loses a channel message', () => {
       expect(p.host.stats.messagesRefused).toBe(1);
       const received: number[] = [];
       for (let spins = 0; received.length < 21 && spins < 1000; spins++) {
-        for (let bytes = p.transport.receive(); bytes !== null; bytes = p.transport.receive()) received.push(new DataView(bytes.buffer, bytes.byteOffset).getUint32(0, true));
+        for (let bytes = p.transport.receive(); bytes !== null; bytes = p.transport.receive())
+          received.push(new DataView(bytes.buffer, bytes.byteOffset).getUint32(0, true));
         if (hidePostReady) await new Promise((r) => setTimeout(r, 2));
       }
       // OFFERCHANNEL (1) x 20 in relid order, then ALLOFFERS_DELIVERED (4).

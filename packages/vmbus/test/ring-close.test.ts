@@ -14,7 +14,18 @@ describe('closing a ring end', () => {
     t.reader.close('relid 7 closed');
     const snapshot = new Uint8Array(t.memory.bytes(0, t.memory.ramSize));
     expect(t.reader.closed).toBe(true);
-    for (const call of [() => t.reader.peek(), () => t.reader.available(), () => t.reader.readBatch(() => {}), () => t.reader.drain(() => {}), () => t.reader.commit(), () => t.reader.mask(), () => t.reader.unmask(), () => view.u32(0), () => view.payload(), () => view.copyPayload(new Uint8Array(8))]) {
+    for (const call of [
+      () => t.reader.peek(),
+      () => t.reader.available(),
+      () => t.reader.readBatch(() => {}),
+      () => t.reader.drain(() => {}),
+      () => t.reader.commit(),
+      () => t.reader.mask(),
+      () => t.reader.unmask(),
+      () => view.u32(0),
+      () => view.payload(),
+      () => view.copyPayload(new Uint8Array(8)),
+    ]) {
       expect(call).toThrow(RingClosedError);
     }
     expect(() => t.reader.peek()).toThrow('test reader: relid 7 closed');
@@ -26,7 +37,13 @@ describe('closing a ring end', () => {
     t.writer.write(packet(1n));
     t.writer.close();
     const snapshot = new Uint8Array(t.memory.bytes(0, t.memory.ramSize));
-    for (const call of [() => t.writer.write(packet(2n)), () => t.writer.freeBytes(), () => t.writer.requestSpace(64), () => t.writer.clearPendingSend(), () => t.writer.batch(() => 0)]) {
+    for (const call of [
+      () => t.writer.write(packet(2n)),
+      () => t.writer.freeBytes(),
+      () => t.writer.requestSpace(64),
+      () => t.writer.clearPendingSend(),
+      () => t.writer.batch(() => 0),
+    ]) {
       expect(call).toThrow(RingClosedError);
     }
     expect(new Uint8Array(t.memory.bytes(0, t.memory.ramSize))).toEqual(snapshot);

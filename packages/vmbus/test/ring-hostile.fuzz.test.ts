@@ -58,12 +58,14 @@ describe('hostile rings', () => {
           let bytes = 0;
           try {
             const reader = new RingReader(t.ring, { signal: () => {} });
-            while (reader.readBatch((p) => {
-              packets++;
-              bytes += p.payload().length + p.header().length;
-              p.gpaRanges();
-              p.transferPages();
-            }, 1) === 1) {
+            while (
+              reader.readBatch((p) => {
+                packets++;
+                bytes += p.payload().length + p.header().length;
+                p.gpaRanges();
+                p.transferPages();
+              }, 1) === 1
+            ) {
               if (packets > g.dataSize / 24) throw new Error('read more packets than the ring can hold');
             }
           } catch (e) {

@@ -23,14 +23,22 @@ import { fuzzRuns } from '../../../test/helpers.js';
 describe('wire structures', () => {
   it('match the sizes and offsets of the Linux structures', () => {
     expect(hv_ring_buffer.size).toBe(4096);
-    expect(hv_ring_buffer.offsetOf).toMatchObject({ write_index: 0, read_index: 4, interrupt_mask: 8, pending_send_sz: 12, feature_bits: 0x40 });
+    expect(hv_ring_buffer.offsetOf).toMatchObject({
+      write_index: 0,
+      read_index: 4,
+      interrupt_mask: 8,
+      pending_send_sz: 12,
+      feature_bits: 0x40,
+    });
     expect(vmpacket_descriptor.size).toBe(16);
     expect(vmpacket_descriptor.offsetOf).toMatchObject({ type: 0, offset8: 2, len8: 4, flags: 6, trans_id: 8 });
   });
 
   it('lays a packet out as descriptor, payload padded to 8, and the previous-index trailer', () => {
     const t = createTestRing({ dataSize: 256, startIndex: 48 });
-    expect(t.writer.write({ type: VM_PKT_DATA_INBAND, flags: 1, transactionId: 0x1122334455667788n, payload: Uint8Array.of(1, 2, 3) })).toBe(true);
+    expect(
+      t.writer.write({ type: VM_PKT_DATA_INBAND, flags: 1, transactionId: 0x1122334455667788n, payload: Uint8Array.of(1, 2, 3) }),
+    ).toBe(true);
     const d = t.ring.data;
     expect(vmpacket_descriptor.decode(d.view(48, 16)!)).toEqual({ type: 6, offset8: 2, len8: 3, flags: 1, trans_id: 0x1122334455667788n });
     expect(Array.from(d.view(64, 8)!)).toEqual([1, 2, 3, 0, 0, 0, 0, 0]);

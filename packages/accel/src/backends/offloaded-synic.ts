@@ -10,8 +10,14 @@
  * onPostReady listeners hear when that SINT can take messages again.
  */
 import { HvemuError, silentLogger, type Logger } from '@hvemu/common';
-import { HV_MESSAGE_HEADER_SIZE, HV_MESSAGE_PAYLOAD_BYTE_COUNT, HV_MESSAGE_SIZE, HV_SYNIC_SINT_COUNT, type PortMessage, type SynicPort } from '@hvemu/hvdef';
-
+import {
+  HV_MESSAGE_HEADER_SIZE,
+  HV_MESSAGE_PAYLOAD_BYTE_COUNT,
+  HV_MESSAGE_SIZE,
+  HV_SYNIC_SINT_COUNT,
+  type PortMessage,
+  type SynicPort,
+} from '@hvemu/hvdef';
 
 /** What the backend does with the hypervisor (one hypercall or DLL call each). */
 export interface OffloadedSynicOps {
@@ -92,7 +98,8 @@ export class OffloadedSynicPort implements SynicPort {
     }
     if (queue.length >= this.queueLimit) {
       this.stats.refused++;
-      if ((this.refusedMask[vp] & (1 << sint)) === 0) this.logger.debug('SynIC backlog full; posts refused until it drains', { vp, sint, type: message.type });
+      if ((this.refusedMask[vp] & (1 << sint)) === 0)
+        this.logger.debug('SynIC backlog full; posts refused until it drains', { vp, sint, type: message.type });
       this.refusedMask[vp] |= 1 << sint;
       return 'busy';
     }
@@ -112,7 +119,7 @@ export class OffloadedSynicPort implements SynicPort {
   /** The backend saw a SINT-deliverable notification for `sintMask` on `vp`: retry those backlogs in order. */
   onSintDeliverable(vp: number, sintMask: number): void {
     if (vp < 0 || vp >= this.backlog.length) return;
-    this.requested[vp] = 0;  // the notification is one-shot
+    this.requested[vp] = 0; // the notification is one-shot
     for (let sint = 0; sint < HV_SYNIC_SINT_COUNT; sint++) {
       if ((sintMask & (1 << sint)) === 0) continue;
       const queue = this.backlog[vp][sint];

@@ -42,13 +42,15 @@ export abstract class RoutedPartition {
 
   private addRam(region: { readonly gpa: number; readonly size: number }): void {
     this.checkOpen('memoryControl.addRam');
-    if (region === null || typeof region !== 'object') throw new AccelUsageError(`memoryControl.addRam: region must be an object {gpa, size}, not ${describeValue(region)}`);
+    if (region === null || typeof region !== 'object')
+      throw new AccelUsageError(`memoryControl.addRam: region must be an object {gpa, size}, not ${describeValue(region)}`);
     const gpa = checkInt(region.gpa, 'memoryControl.addRam: region.gpa', 0, MAX_GPA - PAGE);
     const size = checkInt(region.size, 'memoryControl.addRam: region.size', PAGE, MAX_GPA - gpa);
     const where = `RAM at 0x${gpa.toString(16)}+0x${size.toString(16)}`;
     if (gpa % PAGE !== 0 || size % PAGE !== 0) throw new MemoryMapError(`memoryControl.addRam: ${where} is not page-aligned`);
     for (const [start, n] of this.ramRegions) {
-      if (gpa < start + n && start < gpa + size) throw new MemoryMapError(`memoryControl.addRam: ${where} overlaps RAM at 0x${start.toString(16)}`);
+      if (gpa < start + n && start < gpa + size)
+        throw new MemoryMapError(`memoryControl.addRam: ${where} overlaps RAM at 0x${start.toString(16)}`);
     }
     this.router.checkRam(gpa, size);
     const specs = this.mapRam(gpa, size);
@@ -59,7 +61,10 @@ export abstract class RoutedPartition {
   private removeRam(gpa: number): void {
     this.checkOpen('memoryControl.removeRam');
     const size = this.ramRegions.get(gpa);
-    if (size === undefined) throw new AccelUsageError(`memoryControl.removeRam: no RAM region starts at ${typeof gpa === 'number' ? `0x${gpa.toString(16)}` : describeValue(gpa)}`);
+    if (size === undefined)
+      throw new AccelUsageError(
+        `memoryControl.removeRam: no RAM region starts at ${typeof gpa === 'number' ? `0x${gpa.toString(16)}` : describeValue(gpa)}`,
+      );
     if (this.ramRegions.size === 1) throw new AccelUsageError('memoryControl.removeRam: the last RAM region cannot be removed');
     // GuestMemory first: from here on no access through it reaches the region.
     for (const r of this.memory.regions.filter((m) => m.gpa >= gpa && m.end <= gpa + size)) this.memory.removeRegion(r.gpa);

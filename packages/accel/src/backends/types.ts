@@ -134,4 +134,3 @@ export interface AccelPartition {
   /** Guest RAM added, removed and discarded at run time (all backends). */
   readonly memoryControl?: MemoryControl;
 }
-

@@ -70,7 +70,24 @@ export class MmioDecodeError extends HvemuError {
 /** The CPU's architectural limit; longer encodings raise #GP and never reach an intercept. */
 export const MAX_INSTRUCTION_LENGTH = 15;
 
-const GPR_NAMES = ['rax', 'rcx', 'rdx', 'rbx', 'rsp', 'rbp', 'rsi', 'rdi', 'r8', 'r9', 'r10', 'r11', 'r12', 'r13', 'r14', 'r15'] as const satisfies readonly (keyof Registers)[];
+const GPR_NAMES = [
+  'rax',
+  'rcx',
+  'rdx',
+  'rbx',
+  'rsp',
+  'rbp',
+  'rsi',
+  'rdi',
+  'r8',
+  'r9',
+  'r10',
+  'r11',
+  'r12',
+  'r13',
+  'r14',
+  'r15',
+] as const satisfies readonly (keyof Registers)[];
 const SEGMENT_PREFIXES: ReadonlySet<number> = new Set([0x26, 0x2e, 0x36, 0x3e, 0x64, 0x65]);
 
 /** `longMode`: 64-bit code (EFER.LMA and CS.L). `defaultOperand32`: CS.D, the default operand
@@ -93,8 +110,10 @@ class Cursor {
   at = 0;
   constructor(private readonly bytes: Uint8Array) {}
   next(): number {
-    if (this.at >= MAX_INSTRUCTION_LENGTH) throw new MmioDecodeError(`instruction longer than ${MAX_INSTRUCTION_LENGTH} bytes: ${hex(this.bytes)}`);
-    if (this.at >= this.bytes.length) throw new MmioDecodeError(`instruction truncated after ${this.bytes.length} bytes: ${hex(this.bytes)}`);
+    if (this.at >= MAX_INSTRUCTION_LENGTH)
+      throw new MmioDecodeError(`instruction longer than ${MAX_INSTRUCTION_LENGTH} bytes: ${hex(this.bytes)}`);
+    if (this.at >= this.bytes.length)
+      throw new MmioDecodeError(`instruction truncated after ${this.bytes.length} bytes: ${hex(this.bytes)}`);
     return this.bytes[this.at++];
   }
   skip(n: number): void {
@@ -125,11 +144,18 @@ export function instructionPointerBits(mode: MmioDecodeMode): 16 | 32 | 64 {
 function decodeOpcode(c: Cursor, ctx: Context, bytes: Uint8Array): MmioInstruction {
   const op = c.next();
   switch (op) {
-    case 0x88: case 0x89: case 0x8a: case 0x8b:
+    case 0x88:
+    case 0x89:
+    case 0x8a:
+    case 0x8b:
       return decodeMov(c, ctx, op);
-    case 0xc6: case 0xc7:
+    case 0xc6:
+    case 0xc7:
       return decodeMovImmediate(c, ctx, op, bytes);
-    case 0xa0: case 0xa1: case 0xa2: case 0xa3:
+    case 0xa0:
+    case 0xa1:
+    case 0xa2:
+    case 0xa3:
       return decodeMovOffset(c, ctx, op);
     case 0x63:
       return decodeMovsxd(c, ctx, bytes);
@@ -150,8 +176,10 @@ function readPrefixes(c: Cursor, mode: MmioDecodeMode): Context {
   let rex = 0;
   for (;;) {
     const b = c.next();
-    if (b === 0xf0) throw new MmioDecodeError('LOCK-prefixed MMIO access is not emulated (LOCK MOV is #UD; atomics on device memory are not supported)');
-    if (b === 0xf2 || b === 0xf3) throw new MmioDecodeError('REP/REPNE-prefixed MMIO access (string instruction or XACQUIRE/XRELEASE) is not emulated');
+    if (b === 0xf0)
+      throw new MmioDecodeError('LOCK-prefixed MMIO access is not emulated (LOCK MOV is #UD; atomics on device memory are not supported)');
+    if (b === 0xf2 || b === 0xf3)
+      throw new MmioDecodeError('REP/REPNE-prefixed MMIO access (string instruction or XACQUIRE/XRELEASE) is not emulated');
     if (mode.longMode && b >= 0x40 && b <= 0x4f) {
       rex = b;
       continue;
@@ -209,7 +237,8 @@ function decodeMovOffset(c: Cursor, ctx: Context, op: number): MmioInstruction {
 
 /** REX.W 63: MOVSXD r64, r/m32. Without W it is a plain 32-bit move nobody emits; outside 64-bit mode it is ARPL. */
 function decodeMovsxd(c: Cursor, ctx: Context, bytes: Uint8Array): MmioInstruction {
-  if (!ctx.longMode || !(ctx.rex & 8)) throw new MmioDecodeError(`opcode 63 is emulated only as MOVSXD with REX.W in 64-bit mode: ${hex(bytes)}`);
+  if (!ctx.longMode || !(ctx.rex & 8))
+    throw new MmioDecodeError(`opcode 63 is emulated only as MOVSXD with REX.W in 64-bit mode: ${hex(bytes)}`);
   const reg = readModRm(c, ctx).reg;
   return { length: c.at, size: 4, isWrite: false, destination: { reg, highByte: false, extend: 'sign', destSize: 8 }, mnemonic: 'movsxd' };
 }
@@ -224,7 +253,13 @@ function decodeExtend(c: Cursor, ctx: Context, bytes: Uint8Array): MmioInstructi
   const size = op2 === 0xb6 || op2 === 0xbe ? 1 : 2;
   const extend = op2 === 0xb6 || op2 === 0xb7 ? 'zero' : 'sign';
   const destSize = ctx.operandSize; // never 1, so never AH..BH
-  return { length: c.at, size, isWrite: false, destination: { reg, highByte: false, extend, destSize }, mnemonic: extend === 'zero' ? 'movzx' : 'movsx' };
+  return {
+    length: c.at,
+    size,
+    isWrite: false,
+    destination: { reg, highByte: false, extend, destSize },
+    mnemonic: extend === 'zero' ? 'movzx' : 'movsx',
+  };
 }
 
 /**

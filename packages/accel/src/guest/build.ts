@@ -21,12 +21,27 @@ const RUNTIME_FILES = ['start.S', 'rt.c', 'rt.h', 'link.ld'];
 
 /** Flags every freestanding guest gets, whatever its mode. */
 export const FREESTANDING_CFLAGS: readonly string[] = [
-  '-O2', '-g0', '-std=gnu11', '-Wall', '-Wextra', '-Werror',
-  '-ffreestanding', '-nostdlib', '-fno-pic', '-no-pie', '-static',
+  '-O2',
+  '-g0',
+  '-std=gnu11',
+  '-Wall',
+  '-Wextra',
+  '-Werror',
+  '-ffreestanding',
+  '-nostdlib',
+  '-fno-pic',
+  '-no-pie',
+  '-static',
   // The emulator behind KVM here has gaps in SSE/AVX; keep guest code to integer instructions.
-  '-mgeneral-regs-only', '-fno-stack-protector', '-fcf-protection=none',
-  '-fno-asynchronous-unwind-tables', '-fno-builtin',
-  '-Wl,--build-id=none', '-Wl,--no-warn-rwx-segments', '-Wl,-z,noexecstack', '-Wl,-z,max-page-size=4096',
+  '-mgeneral-regs-only',
+  '-fno-stack-protector',
+  '-fcf-protection=none',
+  '-fno-asynchronous-unwind-tables',
+  '-fno-builtin',
+  '-Wl,--build-id=none',
+  '-Wl,--no-warn-rwx-segments',
+  '-Wl,-z,noexecstack',
+  '-Wl,-z,max-page-size=4096',
 ];
 
 export interface ImageSpec {

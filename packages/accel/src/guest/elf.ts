@@ -7,7 +7,8 @@ import type { GuestMemory } from '@hvemu/memory';
 import { AccelUsageError } from '../errors.js';
 
 function checkImage(image: unknown, what: string): void {
-  if (!(image instanceof Uint8Array)) throw new AccelUsageError(`${what}: image must be a Uint8Array (an ELF file's bytes), not ${image === null ? 'null' : typeof image}`);
+  if (!(image instanceof Uint8Array))
+    throw new AccelUsageError(`${what}: image must be a Uint8Array (an ELF file's bytes), not ${image === null ? 'null' : typeof image}`);
 }
 
 const PT_LOAD = 1;
@@ -43,7 +44,8 @@ function parseElf(image: Uint8Array, allow: { elf32: boolean }): ElfHeader {
   if (image.length < 52 || image[0] !== 0x7f || image[1] !== 0x45 || image[2] !== 0x4c || image[3] !== 0x46) bad('bad magic');
   const v = new DataView(image.buffer, image.byteOffset, image.byteLength);
   const is64 = image[4] === 2;
-  if (!(is64 || (allow.elf32 && image[4] === 1)) || image[5] !== 1) bad(allow.elf32 ? 'not ELF32/ELF64 little-endian' : 'not ELF64 little-endian');
+  if (!(is64 || (allow.elf32 && image[4] === 1)) || image[5] !== 1)
+    bad(allow.elf32 ? 'not ELF32/ELF64 little-endian' : 'not ELF64 little-endian');
   if (is64 && image.length < 64) bad('truncated header');
   const machine = v.getUint16(18, true);
   if (is64 ? machine !== EM_X86_64 : machine !== EM_386) bad(is64 ? 'not x86-64' : 'not i386');
@@ -78,7 +80,8 @@ function placeSegments(memory: GuestMemory, image: Uint8Array, elf: ElfHeader): 
     low = Math.min(low, s.paddr);
     high = Math.max(high, s.paddr + s.memsz);
   }
-  if (!memory.contains(elf.entry, 1)) throw new AccelUsageError(`not a loadable x86 ELF image: entry 0x${elf.entry.toString(16)} is not in guest RAM`);
+  if (!memory.contains(elf.entry, 1))
+    throw new AccelUsageError(`not a loadable x86 ELF image: entry 0x${elf.entry.toString(16)} is not in guest RAM`);
   for (const s of elf.segments) {
     memory.write(s.paddr, image.subarray(s.offset, s.offset + s.filesz));
     memory.bytes(s.paddr + s.filesz, s.memsz - s.filesz).fill(0);

@@ -36,7 +36,7 @@ export const SELECTOR_TSS = 0x18;
 const PTE_PRESENT = 1n;
 const PTE_WRITE = 2n;
 const PTE_LARGE = 0x80n;
-const PTE_PCD = 0x10n;  // uncached: the 3-4 GiB window is MMIO (LAPIC, IOAPIC, device BARs)
+const PTE_PCD = 0x10n; // uncached: the 3-4 GiB window is MMIO (LAPIC, IOAPIC, device BARs)
 
 const CR0_PE = 1n;
 const CR0_MP = 2n;
@@ -113,7 +113,20 @@ export function longModeSpecialRegisters(current: SpecialRegisters): SpecialRegi
     fs: data,
     gs: data,
     ss: data,
-    tr: { base: BigInt(TSS_GPA), limit: 0x67, selector: SELECTOR_TSS, type: 0xb, present: true, dpl: 0, db: false, s: false, l: false, g: false, avl: false, unusable: false },
+    tr: {
+      base: BigInt(TSS_GPA),
+      limit: 0x67,
+      selector: SELECTOR_TSS,
+      type: 0xb,
+      present: true,
+      dpl: 0,
+      db: false,
+      s: false,
+      l: false,
+      g: false,
+      avl: false,
+      unusable: false,
+    },
     ldt: { ...current.ldt, selector: 0, type: 0x2, present: true, unusable: false, s: false },
     gdt: { base: BigInt(GDT_GPA), limit: 8 * 5 - 1 },
     idt: { base: 0n, limit: 0 },
@@ -131,20 +144,35 @@ export function longModeSpecialRegisters(current: SpecialRegisters): SpecialRegi
 export function enterLongMode(partition: LoadablePartition, entry: number, vps?: readonly number[]): void {
   checkPartitionLike(partition, 'enterLongMode');
   vps ??= partition.vcpus.map((v) => v.index);
-  if (!Number.isSafeInteger(entry) || entry < 0) throw new AccelUsageError(`enterLongMode: entry must be a non-negative integer address, not ${String(entry)}`);
+  if (!Number.isSafeInteger(entry) || entry < 0)
+    throw new AccelUsageError(`enterLongMode: entry must be a non-negative integer address, not ${String(entry)}`);
   if (!Array.isArray(vps)) throw new AccelUsageError('enterLongMode: vps must be an array of vCPU indices');
   if (vps.length > MAX_LOADER_VCPUS) throw new AccelUsageError(`the loader supports at most ${MAX_LOADER_VCPUS} vCPUs`);
   for (const vp of vps) {
-    if (typeof vp !== 'number' || !Number.isInteger(vp) || !partition.vcpus[vp]) throw new AccelUsageError(`enterLongMode: no vCPU ${String(vp)}`);
+    if (typeof vp !== 'number' || !Number.isInteger(vp) || !partition.vcpus[vp])
+      throw new AccelUsageError(`enterLongMode: no vCPU ${String(vp)}`);
   }
   writeLongModeTables(partition.memory);
   for (const vp of vps) {
     const vcpu = partition.vcpus[vp];
     vcpu.setSpecialRegisters(longModeSpecialRegisters(vcpu.getSpecialRegisters()));
     const regs: Registers = {
-      rax: 0n, rbx: 0n, rcx: 0n, rdx: 0n, rsi: 0n, rdi: BigInt(vp), rbp: 0n,
-      rsp: BigInt(STACK_TOP - vp * STACK_SIZE - 8),  // -8: the ABI's call alignment at entry
-      r8: 0n, r9: 0n, r10: 0n, r11: 0n, r12: 0n, r13: 0n, r14: 0n, r15: 0n,
+      rax: 0n,
+      rbx: 0n,
+      rcx: 0n,
+      rdx: 0n,
+      rsi: 0n,
+      rdi: BigInt(vp),
+      rbp: 0n,
+      rsp: BigInt(STACK_TOP - vp * STACK_SIZE - 8), // -8: the ABI's call alignment at entry
+      r8: 0n,
+      r9: 0n,
+      r10: 0n,
+      r11: 0n,
+      r12: 0n,
+      r13: 0n,
+      r14: 0n,
+      r15: 0n,
       rip: BigInt(entry),
       rflags: 2n,
     };

@@ -30,8 +30,8 @@ export const MULTIBOOT_BOOTLOADER_MAGIC = 0x2badb002;
 /** The header must sit 32-bit aligned in the first 8 KiB of the image. */
 const HEADER_SEARCH_LIMIT = 8192;
 /** Header flags bits 0-15 are requirements; we can honour these two. */
-const HEADER_PAGE_ALIGN = 1 << 0;  // modules page-aligned: trivially true, we load none
-const HEADER_MEMORY_INFO = 1 << 1;  // mem_lower/mem_upper (and the map): always provided
+const HEADER_PAGE_ALIGN = 1 << 0; // modules page-aligned: trivially true, we load none
+const HEADER_MEMORY_INFO = 1 << 1; // mem_lower/mem_upper (and the map): always provided
 const HEADER_VIDEO_MODE = 1 << 2;
 const HEADER_AOUT_KLUDGE = 1 << 16;
 
@@ -46,13 +46,13 @@ export const MULTIBOOT_INFO_GPA = 0x9000;
 const INFO_SIZE = 0x80;
 const MMAP_GPA = MULTIBOOT_INFO_GPA + INFO_SIZE;
 const MMAP_MAX_ENTRIES = 8;
-const MMAP_ENTRY_SIZE = 24;  // u32 size (=20) + u64 base + u64 length + u32 type
+const MMAP_ENTRY_SIZE = 24; // u32 size (=20) + u64 base + u64 length + u32 type
 const BOOT_GDT_GPA = 0x9200;
 const CMDLINE_GPA = 0x9400;
 const LOADER_AREA_END = 0xa000;
 export const MAX_COMMAND_LINE = LOADER_AREA_END - CMDLINE_GPA - 1;
 const ONE_MIB = 0x100000;
-const LOW_MEMORY_END = 0xa0000;  // 640 KiB: conventional memory below the VGA hole
+const LOW_MEMORY_END = 0xa0000; // 640 KiB: conventional memory below the VGA hole
 
 const SELECTOR_CODE32 = 0x08;
 const SELECTOR_DATA32 = 0x10;
@@ -67,14 +67,15 @@ export interface MultibootHeader {
 
 /** Finds and checks the multiboot header; throws BootImageError when absent or unsupported. */
 export function parseMultibootHeader(image: Uint8Array): MultibootHeader {
-  if (!(image instanceof Uint8Array)) throw new BootImageError(`a multiboot image must be a Uint8Array, not ${image === null ? 'null' : typeof image}`);
+  if (!(image instanceof Uint8Array))
+    throw new BootImageError(`a multiboot image must be a Uint8Array, not ${image === null ? 'null' : typeof image}`);
   const v = new DataView(image.buffer, image.byteOffset, image.byteLength);
   const end = Math.min(HEADER_SEARCH_LIMIT, image.length) - 12;
   for (let at = 0; at <= end; at += 4) {
     if (v.getUint32(at, true) !== MULTIBOOT_HEADER_MAGIC) continue;
     const flags = v.getUint32(at + 4, true);
     const checksum = v.getUint32(at + 8, true);
-    if (((MULTIBOOT_HEADER_MAGIC + flags + checksum) >>> 0) !== 0) continue;  // not a header, just the number
+    if ((MULTIBOOT_HEADER_MAGIC + flags + checksum) >>> 0 !== 0) continue; // not a header, just the number
     checkHeaderFlags(flags);
     return { offset: at, flags };
   }
@@ -87,7 +88,8 @@ function checkHeaderFlags(flags: number): void {
   }
   if (flags & HEADER_VIDEO_MODE) throw new BootImageError('multiboot header requires a video mode (flag 2): there is no display');
   const unknown = flags & 0xffff & ~(HEADER_PAGE_ALIGN | HEADER_MEMORY_INFO);
-  if (unknown !== 0) throw new BootImageError(`multiboot header requires features this loader does not know (flags 0x${unknown.toString(16)})`);
+  if (unknown !== 0)
+    throw new BootImageError(`multiboot header requires features this loader does not know (flags 0x${unknown.toString(16)})`);
 }
 
 /** RAM as the guest should see it, in the map's terms. */
@@ -122,7 +124,8 @@ function contiguousKib(ranges: RamRange[], start: number, limit = Infinity): num
  * mem_lower @4, mem_upper @8, cmdline @16, mmap_length @44, mmap_addr @48.
  */
 export function writeMultibootInfo(memory: GuestMemory, commandLine: string): number {
-  if (typeof commandLine !== 'string') throw new BootImageError(`the command line must be a string, not ${commandLine === null ? 'null' : typeof commandLine}`);
+  if (typeof commandLine !== 'string')
+    throw new BootImageError(`the command line must be a string, not ${commandLine === null ? 'null' : typeof commandLine}`);
   const cmd = new TextEncoder().encode(commandLine);
   if (cmd.length > MAX_COMMAND_LINE) throw new BootImageError(`command line is ${cmd.length} bytes; at most ${MAX_COMMAND_LINE}`);
   if (cmd.includes(0)) throw new BootImageError('command line contains a NUL byte');
@@ -138,7 +141,7 @@ export function writeMultibootInfo(memory: GuestMemory, commandLine: string): nu
   memory.writeU32(MULTIBOOT_INFO_GPA + 48, MMAP_GPA);
   entries.forEach((r, i) => {
     const at = MMAP_GPA + i * MMAP_ENTRY_SIZE;
-    memory.writeU32(at, MMAP_ENTRY_SIZE - 4);  // `size` does not count itself
+    memory.writeU32(at, MMAP_ENTRY_SIZE - 4); // `size` does not count itself
     memory.writeU64(at + 4, BigInt(r.base));
     memory.writeU64(at + 12, BigInt(r.length));
     memory.writeU32(at + 20, MMAP_RAM);
@@ -154,7 +157,20 @@ export function writeMultibootInfo(memory: GuestMemory, commandLine: string): nu
 }
 
 function flat32(selector: number, type: number): Segment {
-  return { base: 0n, limit: 0xffffffff, selector, type, present: true, dpl: 0, db: true, s: true, l: false, g: true, avl: false, unusable: false };
+  return {
+    base: 0n,
+    limit: 0xffffffff,
+    selector,
+    type,
+    present: true,
+    dpl: 0,
+    db: true,
+    s: true,
+    l: false,
+    g: true,
+    avl: false,
+    unusable: false,
+  };
 }
 
 /** The multiboot entry state: protected mode, paging off, flat 4 GiB code and data. */
@@ -210,11 +226,24 @@ export function bootMultiboot(partition: KvmPartition, image: Uint8Array, opts: 
   const bsp = partition.vcpus[0];
   bsp.setSpecialRegisters(multibootSpecialRegisters(bsp.getSpecialRegisters()));
   const regs: Registers = {
-    rax: BigInt(MULTIBOOT_BOOTLOADER_MAGIC), rbx: BigInt(infoGpa), rcx: 0n, rdx: 0n,
-    rsi: 0n, rdi: 0n, rsp: 0n, rbp: 0n,  // ESP is undefined at entry; the kernel sets its own
-    r8: 0n, r9: 0n, r10: 0n, r11: 0n, r12: 0n, r13: 0n, r14: 0n, r15: 0n,
+    rax: BigInt(MULTIBOOT_BOOTLOADER_MAGIC),
+    rbx: BigInt(infoGpa),
+    rcx: 0n,
+    rdx: 0n,
+    rsi: 0n,
+    rdi: 0n,
+    rsp: 0n,
+    rbp: 0n, // ESP is undefined at entry; the kernel sets its own
+    r8: 0n,
+    r9: 0n,
+    r10: 0n,
+    r11: 0n,
+    r12: 0n,
+    r13: 0n,
+    r14: 0n,
+    r15: 0n,
     rip: BigInt(loaded.entry),
-    rflags: 2n,  // IF = 0, VM = 0
+    rflags: 2n, // IF = 0, VM = 0
   };
   bsp.setRegisters(regs);
   return { ...loaded, infoGpa };
@@ -228,7 +257,7 @@ export const FW_CFG_ID = 0x01;
 export const FW_CFG_RAM_SIZE = 0x03;
 export const FW_CFG_NB_CPUS = 0x05;
 export const FW_CFG_MAX_CPUS = 0x0f;
-const FW_CFG_ID_TRADITIONAL = 1;  // the legacy byte-wise interface only, no DMA
+const FW_CFG_ID_TRADITIONAL = 1; // the legacy byte-wise interface only, no DMA
 
 /**
  * QEMU's fw_cfg, legacy I/O interface: a write to 0x510 selects an item and rewinds it; each
@@ -260,7 +289,7 @@ export class FwCfg implements IoDevice {
   }
 
   write(port: number, _size: 1 | 2 | 4, value: number): void {
-    if (port !== FW_CFG_PORT) return;  // writes to the data port are ignored (read-only items)
+    if (port !== FW_CFG_PORT) return; // writes to the data port are ignored (read-only items)
     this.selected = this.items.get(value & 0xffff);
     this.offset = 0;
   }

@@ -63,7 +63,10 @@ export class SlotView {
   readonly u64: BigUint64Array;
   readonly bytes: Uint8Array;
 
-  constructor(buffer: ArrayBuffer, readonly vp: number) {
+  constructor(
+    buffer: ArrayBuffer,
+    readonly vp: number,
+  ) {
     const base = HEADER_SIZE + vp * SLOT_SIZE;
     this.u32 = new Uint32Array(buffer, base, SLOT_SIZE / 4);
     this.i32 = new Int32Array(buffer, base, SLOT_SIZE / 4);

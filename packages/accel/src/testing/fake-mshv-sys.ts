@@ -122,7 +122,8 @@ export class FakeMshvSys implements MshvSys {
   }
 
   free(buffer: HostBuffer): void {
-    if (!this.buffers.delete(buffer.address)) throw new Error(`FakeMshvSys.free: 0x${buffer.address.toString(16)} is not a live buffer (double free?)`);
+    if (!this.buffers.delete(buffer.address))
+      throw new Error(`FakeMshvSys.free: 0x${buffer.address.toString(16)} is not a live buffer (double free?)`);
   }
 
   /** Buffers from alloc() or mapRam() not freed yet (a leak check after a failed create()). */

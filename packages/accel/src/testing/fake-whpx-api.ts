@@ -5,7 +5,14 @@
  * its run blocks until WHvCancelRunVirtualProcessor, which then returns a Canceled exit (as the
  * real call does). Everything is byte-level: the partition cannot tell it from the DLL.
  */
-import { RUN_VP_EXIT_CONTEXT_SIZE, S_OK, WHV_REGISTER_VALUE_SIZE, WHvRunVpExitReasonArm64, WHvRunVpExitReasonX64, type WhpxArch } from '../backends/whpx/abi.js';
+import {
+  RUN_VP_EXIT_CONTEXT_SIZE,
+  S_OK,
+  WHV_REGISTER_VALUE_SIZE,
+  WHvRunVpExitReasonArm64,
+  WHvRunVpExitReasonX64,
+  type WhpxArch,
+} from '../backends/whpx/abi.js';
 import type { HostBuffer, PartitionHandle, WhpxApi } from '../backends/whpx/api.js';
 
 export interface FakeCall {
@@ -164,7 +171,8 @@ export class FakeWhpxApi implements WhpxApi {
 
   setVirtualProcessorRegisters(h: PartitionHandle, vp: number, names: Uint32Array, values: Uint8Array): number {
     const hr = this.record('WHvSetVirtualProcessorRegisters', { h, vp, names: Array.from(names), values: values.slice() });
-    if (hr === S_OK) names.forEach((n, i) => this.regsOf(vp).set(n, values.slice(i * WHV_REGISTER_VALUE_SIZE, (i + 1) * WHV_REGISTER_VALUE_SIZE)));
+    if (hr === S_OK)
+      names.forEach((n, i) => this.regsOf(vp).set(n, values.slice(i * WHV_REGISTER_VALUE_SIZE, (i + 1) * WHV_REGISTER_VALUE_SIZE)));
     return hr;
   }
 

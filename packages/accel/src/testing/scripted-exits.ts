@@ -156,7 +156,10 @@ export const whpxExits = {
  * feature bit (x64 LocalApicEmulation, arm64 Arm64Support), every extended exit and every
  * synthetic feature; `over` changes one of them.
  */
-export function whpxCapabilities(arch: WhpxArch, over: { present?: number; features?: bigint; synthetic?: bigint } = {}): Map<number, Uint8Array> {
+export function whpxCapabilities(
+  arch: WhpxArch,
+  over: { present?: number; features?: bigint; synthetic?: bigint } = {},
+): Map<number, Uint8Array> {
   const u64 = (v: bigint) => new Uint8Array(new BigUint64Array([v]).buffer);
   const banks = new Uint8Array(16);
   new DataView(banks.buffer).setUint32(0, 1, true);

@@ -5,9 +5,15 @@ import { KvmPartition } from '@hvemu/accel';
 
 const GiB = 2 ** 30;
 const layouts = {
-  'split-3g-6g': [{ gpa: 0, size: 3 * GiB }, { gpa: 4 * GiB, size: 6 * GiB }],
+  'split-3g-6g': [
+    { gpa: 0, size: 3 * GiB },
+    { gpa: 4 * GiB, size: 6 * GiB },
+  ],
   'just-over-4g': [{ gpa: 4 * GiB, size: 4 * GiB + 4096 }],
-  'sparse-8g': [{ gpa: 0, size: 16 << 20 }, { gpa: 4 * GiB, size: 8 * GiB }],
+  'sparse-8g': [
+    { gpa: 0, size: 16 << 20 },
+    { gpa: 4 * GiB, size: 8 * GiB },
+  ],
 };
 const memory = layouts[process.argv[2]];
 const p = KvmPartition.create({ memory });

@@ -120,7 +120,8 @@ function checkAll(model: SynicSlotModel, real: SynicSystem): void {
       sameMessage(slot, model.slot[s], `SINT ${s}`);
       if (slot) {
         const waiting = model.waiting[s].length > 0;
-        if (!model.masked[s]) check(slot.pending === waiting, `SINT ${s}: msg_pending ${slot.pending} with ${model.waiting[s].length} waiting`);
+        if (!model.masked[s])
+          check(slot.pending === waiting, `SINT ${s}: msg_pending ${slot.pending} with ${model.waiting[s].length} waiting`);
         else check(!slot.pending || waiting, `SINT ${s}: msg_pending set with nothing waiting`);
       }
     }
@@ -130,7 +131,11 @@ function checkAll(model: SynicSlotModel, real: SynicSystem): void {
 
 type Cmd = fc.Command<SynicSlotModel, SynicSystem>;
 
-const command = (name: string, run: (m: SynicSlotModel, r: SynicSystem) => void, when: (m: Readonly<SynicSlotModel>) => boolean = () => true): Cmd => ({
+const command = (
+  name: string,
+  run: (m: SynicSlotModel, r: SynicSystem) => void,
+  when: (m: Readonly<SynicSlotModel>) => boolean = () => true,
+): Cmd => ({
   check: when,
   run(m, r) {
     run(m, r);
@@ -148,33 +153,49 @@ export function synicSlotCommands(sintCount = 4, options: { maxCommands?: number
   });
   return fc.commands(
     [
-      fc.tuple(sint, message).map(([s, msg]) => command(`post(${s}, type ${msg.type}, ${msg.payload.length}B)`, (m, r) => {
-        m.post(s, msg);
-        r.post(s, msg.type, msg.payload);
-      })),
-      fc.tuple(sint, message).map(([s, msg]) => command(`post(${s}) x2`, (m, r) => {
-        m.post(s, msg);
-        r.post(s, msg.type, msg.payload);
-        m.post(s, msg);
-        r.post(s, msg.type, msg.payload);
-      })),
-      sint.map((s) => command(`consume(${s})`, (m, r) => {
-        sameMessage(r.readSlot(s), m.slot[s], `consume(${s})`);
-        m.consume(s);
-        r.consumeSlot(s);
-      }, (m) => m.simpEnabled)),
-      fc.tuple(sint, fc.boolean()).map(([s, masked]) => command(`${masked ? 'mask' : 'unmask'}(${s})`, (m, r) => {
-        m.setMasked(s, masked);
-        r.setMasked(s, masked);
-      })),
-      fc.tuple(sint, fc.boolean()).map(([s, polling]) => command(`polling(${s}, ${polling})`, (m, r) => {
-        m.setPolling(s, polling);
-        r.setPolling(s, polling);
-      })),
-      fc.boolean().map((on) => command(`simp(${on})`, (m, r) => {
-        m.setSimpEnabled(on);
-        r.setSimpEnabled(on);
-      })),
+      fc.tuple(sint, message).map(([s, msg]) =>
+        command(`post(${s}, type ${msg.type}, ${msg.payload.length}B)`, (m, r) => {
+          m.post(s, msg);
+          r.post(s, msg.type, msg.payload);
+        }),
+      ),
+      fc.tuple(sint, message).map(([s, msg]) =>
+        command(`post(${s}) x2`, (m, r) => {
+          m.post(s, msg);
+          r.post(s, msg.type, msg.payload);
+          m.post(s, msg);
+          r.post(s, msg.type, msg.payload);
+        }),
+      ),
+      sint.map((s) =>
+        command(
+          `consume(${s})`,
+          (m, r) => {
+            sameMessage(r.readSlot(s), m.slot[s], `consume(${s})`);
+            m.consume(s);
+            r.consumeSlot(s);
+          },
+          (m) => m.simpEnabled,
+        ),
+      ),
+      fc.tuple(sint, fc.boolean()).map(([s, masked]) =>
+        command(`${masked ? 'mask' : 'unmask'}(${s})`, (m, r) => {
+          m.setMasked(s, masked);
+          r.setMasked(s, masked);
+        }),
+      ),
+      fc.tuple(sint, fc.boolean()).map(([s, polling]) =>
+        command(`polling(${s}, ${polling})`, (m, r) => {
+          m.setPolling(s, polling);
+          r.setPolling(s, polling);
+        }),
+      ),
+      fc.boolean().map((on) =>
+        command(`simp(${on})`, (m, r) => {
+          m.setSimpEnabled(on);
+          r.setSimpEnabled(on);
+        }),
+      ),
       fc.constant(command('spurious EOM', (_m, r) => r.spuriousEom())),
     ],
     { maxCommands: options.maxCommands ?? 80 },

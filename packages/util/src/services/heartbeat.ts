@@ -6,7 +6,16 @@ import type { Clock, Logger } from '@hvemu/common';
 import { HV_S_OK, heartbeat_msg_data, ICMSGTYPE_HEARTBEAT } from '../protocol.js';
 import { IcHostService, type IcTransport } from '../service.js';
 
-export const HEARTBEAT_VERSIONS = { frameworks: [{ major: 1, minor: 0 }, { major: 3, minor: 0 }], services: [{ major: 1, minor: 0 }, { major: 3, minor: 0 }] };
+export const HEARTBEAT_VERSIONS = {
+  frameworks: [
+    { major: 1, minor: 0 },
+    { major: 3, minor: 0 },
+  ],
+  services: [
+    { major: 1, minor: 0 },
+    { major: 3, minor: 0 },
+  ],
+};
 
 export interface HeartbeatStatus {
   /** The last sequence number the guest answered correctly. */
@@ -24,7 +33,11 @@ export class HeartbeatService extends IcHostService {
   private outstanding = false;
   readonly status: HeartbeatStatus = { lastSequence: null, lastAnswer: null, missed: 0, badAnswers: 0 };
 
-  constructor(transport: IcTransport, private readonly clock: Clock, logger?: Logger) {
+  constructor(
+    transport: IcTransport,
+    private readonly clock: Clock,
+    logger?: Logger,
+  ) {
     super('heartbeat', ICMSGTYPE_HEARTBEAT, HEARTBEAT_VERSIONS, transport, logger);
   }
 

@@ -26,8 +26,15 @@ import { IcHostService, type IcTransport } from '../service.js';
 import { padTo } from './heartbeat.js';
 
 export const KVP_VERSIONS = {
-  frameworks: [{ major: 1, minor: 0 }, { major: 3, minor: 0 }],
-  services: [{ major: 3, minor: 0 }, { major: 4, minor: 0 }, { major: 5, minor: 0 }],
+  frameworks: [
+    { major: 1, minor: 0 },
+    { major: 3, minor: 0 },
+  ],
+  services: [
+    { major: 3, minor: 0 },
+    { major: 4, minor: 0 },
+    { major: 5, minor: 0 },
+  ],
 };
 
 export type KvpValue = string | { u32: number } | { u64: bigint };
@@ -79,7 +86,14 @@ export function encodeKvpRecord(record: KvpRecord): Uint8Array {
     value = new Uint8Array(HV_KVP_EXCHANGE_MAX_VALUE_SIZE);
     const dv = new DataView(value.buffer);
     const v: unknown = record.value;
-    if (typeof v === 'object' && v !== null && 'u32' in v && Number.isInteger(v.u32) && (v.u32 as number) >= 0 && (v.u32 as number) <= 0xffff_ffff) {
+    if (
+      typeof v === 'object' &&
+      v !== null &&
+      'u32' in v &&
+      Number.isInteger(v.u32) &&
+      (v.u32 as number) >= 0 &&
+      (v.u32 as number) <= 0xffff_ffff
+    ) {
       dv.setUint32(0, v.u32 as number, true);
       [valueType, valueSize] = [REG_U32, 4];
     } else if (typeof v === 'object' && v !== null && 'u64' in v && typeof v.u64 === 'bigint' && v.u64 >= 0n && v.u64 < 1n << 64n) {
@@ -97,14 +111,20 @@ export function decodeKvpRecord(bytes: Uint8Array): KvpRecord {
   const key = decodeUtf16z(r.key, r.key_size);
   const dv = new DataView(r.value.buffer, r.value.byteOffset, r.value.byteLength);
   const value: KvpValue =
-    r.value_type === REG_U32 ? { u32: dv.getUint32(0, true) } : r.value_type === REG_U64 ? { u64: dv.getBigUint64(0, true) } : decodeUtf16z(r.value, r.value_size);
+    r.value_type === REG_U32
+      ? { u32: dv.getUint32(0, true) }
+      : r.value_type === REG_U64
+        ? { u64: dv.getBigUint64(0, true) }
+        : decodeUtf16z(r.value, r.value_size);
   return { key, value };
 }
 
 /** A full hv_kvp_msg body: header, then `body` at offset 4. */
 function kvpMessage(operation: number, pool: number, body: Uint8Array): Uint8Array {
   if (!Number.isInteger(pool) || pool < 0 || pool >= KVP_POOL_COUNT) {
-    throw new HostUsageError(`KVP pool ${String(pool)} is not one of the ${KVP_POOL_COUNT} pools (KVP_POOL_EXTERNAL .. KVP_POOL_AUTO_INTERNAL)`);
+    throw new HostUsageError(
+      `KVP pool ${String(pool)} is not one of the ${KVP_POOL_COUNT} pools (KVP_POOL_EXTERNAL .. KVP_POOL_AUTO_INTERNAL)`,
+    );
   }
   const msg = new Uint8Array(HV_KVP_MSG_SIZE);
   hv_kvp_hdr.encode({ operation, pool }, msg, 0);
@@ -134,7 +154,8 @@ export class KvpService extends IcHostService {
 
   /** The record at `index` of `pool`; a non-zero status (HV_S_CONT / E_FAIL) past the end. */
   enumerate(pool: number, index: number): Promise<KvpResult | null> {
-    if (!Number.isInteger(index) || index < 0 || index > 0xffff_ffff) throw new HostUsageError(`KVP enumerate index ${String(index)} is not a u32`);
+    if (!Number.isInteger(index) || index < 0 || index > 0xffff_ffff)
+      throw new HostUsageError(`KVP enumerate index ${String(index)} is not a u32`);
     const body = new Uint8Array(4 + hv_kvp_exchg_msg_value.size);
     new DataView(body.buffer).setUint32(0, index, true);
     return this.transact(kvpMessage(KVP_OP_ENUMERATE, pool, body), true, 4);

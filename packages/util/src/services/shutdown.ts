@@ -7,8 +7,16 @@ import { ICMSGTYPE_SHUTDOWN, shutdown_msg_data, SHUTDOWN_FLAG_FORCE, SHUTDOWN_FL
 import { IcHostService, type IcTransport } from '../service.js';
 
 export const SHUTDOWN_VERSIONS = {
-  frameworks: [{ major: 1, minor: 0 }, { major: 3, minor: 0 }],
-  services: [{ major: 1, minor: 0 }, { major: 3, minor: 0 }, { major: 3, minor: 1 }, { major: 3, minor: 2 }],
+  frameworks: [
+    { major: 1, minor: 0 },
+    { major: 3, minor: 0 },
+  ],
+  services: [
+    { major: 1, minor: 0 },
+    { major: 3, minor: 0 },
+    { major: 3, minor: 1 },
+    { major: 3, minor: 2 },
+  ],
 };
 
 export type ShutdownKind = 'poweroff' | 'reboot' | 'hibernate';

@@ -4,12 +4,26 @@
  * (set the clock: after boot or restore) or SAMPLE (a hint). Time comes from injected clocks.
  */
 import type { Clock, Logger } from '@hvemu/common';
-import { ICMSGTYPE_TIMESYNC, ICTIMESYNCFLAG_SAMPLE, ICTIMESYNCFLAG_SYNC, ictimesync_data, ictimesync_ref_data, WLTIMEDELTA } from '../protocol.js';
+import {
+  ICMSGTYPE_TIMESYNC,
+  ICTIMESYNCFLAG_SAMPLE,
+  ICTIMESYNCFLAG_SYNC,
+  ictimesync_data,
+  ictimesync_ref_data,
+  WLTIMEDELTA,
+} from '../protocol.js';
 import { IcHostService, type IcTransport } from '../service.js';
 
 export const TIMESYNC_VERSIONS = {
-  frameworks: [{ major: 1, minor: 0 }, { major: 3, minor: 0 }],
-  services: [{ major: 1, minor: 0 }, { major: 3, minor: 0 }, { major: 4, minor: 0 }],
+  frameworks: [
+    { major: 1, minor: 0 },
+    { major: 3, minor: 0 },
+  ],
+  services: [
+    { major: 1, minor: 0 },
+    { major: 3, minor: 0 },
+    { major: 4, minor: 0 },
+  ],
 };
 
 /** Host UTC in 100 ns units since 1601-01-01 (Windows FILETIME), from a Unix-ms wall clock. */

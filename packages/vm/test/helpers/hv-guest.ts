@@ -52,7 +52,11 @@ export interface HvGuestOptions {
 /** Builds, runs and closes; never rejects (failures are in `error` and the platform). */
 export async function runHvGuest(name: string, opts: HvGuestOptions = {}): Promise<HvGuestRun> {
   const image = buildHvGuest(name);
-  const partition = KvmPartition.create({ memory: [{ gpa: 0, size: 16 << 20 }], vcpuCount: opts.vcpuCount ?? 2, ...enlightenedPartitionOptions() });
+  const partition = KvmPartition.create({
+    memory: [{ gpa: 0, size: 16 << 20 }],
+    vcpuCount: opts.vcpuCount ?? 2,
+    ...enlightenedPartitionOptions(),
+  });
   const platform = new TestPlatform(partition);
   const hv = attachHyperV(partition, opts.attach);
   const unregister = new Map<number, () => void>();

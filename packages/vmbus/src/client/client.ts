@@ -168,7 +168,11 @@ export class VmbusClient {
         vmbus_version_requested: version,
         target_vcpu: this.vp,
         ...(modern
-          ? { msg_sint: VMBUS_MESSAGE_SINT, msg_vtl: 0, feature_flags: version >= VERSION_WIN10_V6_0 ? (this.options.featureFlags ?? 0) : 0 }
+          ? {
+              msg_sint: VMBUS_MESSAGE_SINT,
+              msg_vtl: 0,
+              feature_flags: version >= VERSION_WIN10_V6_0 ? (this.options.featureFlags ?? 0) : 0,
+            }
           : { interrupt_page: BigInt(this.options.interruptPage ?? 0) }),
         monitor_page1: BigInt(mp1),
         monitor_page2: BigInt(mp2),
@@ -387,7 +391,9 @@ export class VmbusClient {
 export function gpadlMessages(relid: number, gpadl: number, pfns: readonly number[], byteCount: number, byteOffset = 0): Uint8Array[] {
   const range = encodeGpaRange(byteCount, byteOffset, pfns);
   const headerBytes = Math.min(range.length, 8 + 8 * GPADL_HEADER_MAX_PFNS);
-  const messages = [encodeGpadlHeader({ child_relid: relid, gpadl, range_buflen: range.length, rangecount: 1 }, range.subarray(0, headerBytes))];
+  const messages = [
+    encodeGpadlHeader({ child_relid: relid, gpadl, range_buflen: range.length, rangecount: 1 }, range.subarray(0, headerBytes)),
+  ];
   for (let at = headerBytes; at < range.length; at += 8 * GPADL_BODY_MAX_PFNS) {
     messages.push(encodeGpadlBody({ gpadl }, range.subarray(at, Math.min(range.length, at + 8 * GPADL_BODY_MAX_PFNS))));
   }

@@ -37,7 +37,6 @@ export interface GuestTransport {
   wait?(): Promise<void>;
 }
 
-
 export interface SimpTransportOptions {
   memory: GuestMemory;
   /** The VP the guest runs this on (VMBUS_CONNECT_CPU's VP index). */
@@ -62,8 +61,12 @@ export function simpTransport(options: SimpTransportOptions): GuestTransport {
   const signalInput = new Uint8Array(hv_input_signal_event.size);
   return {
     post(connectionId, payload) {
-      if (payload.length > HV_MESSAGE_PAYLOAD_BYTE_COUNT) throw new HostUsageError(`a channel message of ${payload.length} bytes (max ${HV_MESSAGE_PAYLOAD_BYTE_COUNT})`);
-      hv_input_post_message.encode({ connectionid: connectionId, reserved: 0, message_type: VMBUS_MESSAGE_TYPE, payload_size: payload.length, payload }, input);
+      if (payload.length > HV_MESSAGE_PAYLOAD_BYTE_COUNT)
+        throw new HostUsageError(`a channel message of ${payload.length} bytes (max ${HV_MESSAGE_PAYLOAD_BYTE_COUNT})`);
+      hv_input_post_message.encode(
+        { connectionid: connectionId, reserved: 0, message_type: VMBUS_MESSAGE_TYPE, payload_size: payload.length, payload },
+        input,
+      );
       return resultStatus(options.hypercall(vp, POST_MESSAGE, BigInt(options.inputPageGpa), 0n));
     },
     signal(connectionId) {

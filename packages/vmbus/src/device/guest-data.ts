@@ -145,7 +145,7 @@ export class GuestData {
       const whole = p.buffer.view(at, n);
       if (whole) return void out.push(whole);
       // Scattered pages: one view per page-bounded chunk.
-      for (let o = 0; o < n; ) {
+      for (let o = 0; o < n;) {
         const inPage = (p.pageOffset + at + o) % PAGE_SIZE;
         const chunk = Math.min(PAGE_SIZE - inPage, n - o);
         out.push(p.buffer.view(at + o, chunk)!);
@@ -190,7 +190,9 @@ function checkTarget(bytes: Uint8Array, offset: number, length: number): void {
  * descriptor): reserved u32, rangecount u32, then per range byte_count u32, byte_offset u32 and
  * the PFNs (u64 each) it spans. What a guest driver (or a test client) sends to name its data.
  */
-export function encodeGpaDirectHeader(ranges: readonly { byteCount: number; byteOffset: number; pfns: ArrayLike<number | bigint> }[]): Uint8Array {
+export function encodeGpaDirectHeader(
+  ranges: readonly { byteCount: number; byteOffset: number; pfns: ArrayLike<number | bigint> }[],
+): Uint8Array {
   const length = 8 + ranges.reduce((n, r) => n + 8 + r.pfns.length * 8, 0);
   const out = new Uint8Array(length);
   const dv = new DataView(out.buffer);

@@ -308,7 +308,11 @@ export function parseChannelMessage(bytes: Uint8Array): ChannelMessage | Channel
   }
   const msgtype = readType(bytes);
   if (!isKnownMessageType(msgtype)) {
-    return new ChannelProtocolError('unknown-type', `type ${msgtype}${msgtype >= CHANNELMSG_COUNT ? ' (>= CHANNELMSG_COUNT)' : ''}`, msgtype);
+    return new ChannelProtocolError(
+      'unknown-type',
+      `type ${msgtype}${msgtype >= CHANNELMSG_COUNT ? ' (>= CHANNELMSG_COUNT)' : ''}`,
+      msgtype,
+    );
   }
   const { layout } = CHANNEL_MESSAGES[msgtype];
   if (bytes.length < layout.size) {
@@ -321,7 +325,11 @@ export function parseChannelMessage(bytes: Uint8Array): ChannelMessage | Channel
       const extra = bytes.length - layout.size;
       // GPADL data is a sequence of u64 words (range headers and PFNs); a partial word or no word at all is malformed.
       if (extra === 0 || extra % 8 !== 0) {
-        return new ChannelProtocolError('malformed', `${channelMessageName(msgtype)} carries ${extra} data bytes (need whole u64s, >= 1)`, msgtype);
+        return new ChannelProtocolError(
+          'malformed',
+          `${channelMessageName(msgtype)} carries ${extra} data bytes (need whole u64s, >= 1)`,
+          msgtype,
+        );
       }
       message.rangeData = bytes.slice(layout.size);
       break;
@@ -334,9 +342,8 @@ export function parseChannelMessage(bytes: Uint8Array): ChannelMessage | Channel
       break;
     }
     case CHANNELMSG_VERSION_RESPONSE:
-      message.supported_features = bytes.length >= vmbus_channel_version_response2.size
-        ? vmbus_channel_version_response2.decode(bytes).supported_features
-        : 0;
+      message.supported_features =
+        bytes.length >= vmbus_channel_version_response2.size ? vmbus_channel_version_response2.decode(bytes).supported_features : 0;
       break;
     default:
       break;
@@ -356,12 +363,15 @@ export function encodeChannelMessage<T extends ChannelMessageType>(msgtype: T, f
 }
 
 /** VERSION_RESPONSE: 16 bytes, or 20 with supported_features when answering an accepted 6.0 request. */
-export function encodeVersionResponse(fields: {
-  version_supported: number;
-  connection_state?: number;
-  msg_conn_id?: number;
-  supported_features?: number;
-}, withFeatures: boolean): Uint8Array {
+export function encodeVersionResponse(
+  fields: {
+    version_supported: number;
+    connection_state?: number;
+    msg_conn_id?: number;
+    supported_features?: number;
+  },
+  withFeatures: boolean,
+): Uint8Array {
   const layout = withFeatures ? vmbus_channel_version_response2 : vmbus_channel_version_response;
   return layout.encodeNew({ ...fields, msgtype: CHANNELMSG_VERSION_RESPONSE } as never);
 }
@@ -396,7 +406,10 @@ export function encodeInitiateContact(fields: {
 }
 
 /** A GPADL_HEADER carrying `rangeData` (gpa_range records and PFNs, the first part of range_buflen bytes). */
-export function encodeGpadlHeader(fields: { child_relid: number; gpadl: number; range_buflen: number; rangecount: number }, rangeData: Uint8Array): Uint8Array {
+export function encodeGpadlHeader(
+  fields: { child_relid: number; gpadl: number; range_buflen: number; rangecount: number },
+  rangeData: Uint8Array,
+): Uint8Array {
   const bytes = new Uint8Array(vmbus_channel_gpadl_header.size + rangeData.length);
   vmbus_channel_gpadl_header.encode({ ...fields, msgtype: CHANNELMSG_GPADL_HEADER }, bytes);
   bytes.set(rangeData, vmbus_channel_gpadl_header.size);

@@ -406,7 +406,8 @@ export class RingReader {
   /** @internal */
   packetByte(p: PacketView, offset: number, width: 1 | 2 | 4): number {
     if (this.closedBy) throw this.closedBy;
-    if (!(offset >= 0 && offset + width <= p.length)) throw new HostUsageError(`packet read [${offset}, +${width}) outside a ${p.length}-byte packet`);
+    if (!(offset >= 0 && offset + width <= p.length))
+      throw new HostUsageError(`packet read [${offset}, +${width}) outside a ${p.length}-byte packet`);
     const data = this.ring.data;
     const start = p.ringOffset + offset;
     if (start + width <= this.size) {
@@ -435,7 +436,8 @@ export class RingReader {
   /** @internal */
   copyPacketBytes(p: PacketView, offset: number, target: Uint8Array, targetOffset: number, length: number): void {
     if (this.closedBy) throw this.closedBy;
-    if (!(offset >= 0 && length >= 0 && offset + length <= p.length)) throw new HostUsageError(`packet copy [${offset}, +${length}) outside a ${p.length}-byte packet`);
+    if (!(offset >= 0 && length >= 0 && offset + length <= p.length))
+      throw new HostUsageError(`packet copy [${offset}, +${length}) outside a ${p.length}-byte packet`);
     const start = this.wrapAdd(p.ringOffset, offset);
     if (this.flatBuffer !== null && start + length <= this.size) {
       target.set(new Uint8Array(this.flatBuffer, this.flatBase + start, length), targetOffset);

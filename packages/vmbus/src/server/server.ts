@@ -72,7 +72,6 @@ import {
 import type { OpenRequest, ServerAction } from './actions.js';
 import { decodeGpadlRanges, gpadlPageCount, type GpadlAssembly, type GpadlRange, type GuestRamMap } from './gpadl.js';
 
-
 /** What a device offers. GUIDs in canonical text form. */
 export interface OfferSpec {
   /** if_type: the device class. */
@@ -358,7 +357,12 @@ export class VmbusServer {
       this.dispatch(message, out);
     } catch (error) {
       // A bug here must not take down the VMM or leak to the guest; it is logged loudly.
-      out.push({ kind: 'log', level: 'error', message: 'vmbus server: internal error handling a guest message', fields: { error: String(error) } });
+      out.push({
+        kind: 'log',
+        level: 'error',
+        message: 'vmbus server: internal error handling a guest message',
+        fields: { error: String(error) },
+      });
     }
     return out.list;
   }
@@ -417,7 +421,12 @@ export class VmbusServer {
     const refuseTo = version >= VERSION_WIN8_1 && targetOk ? msg.target_vcpu : targetOk ? 0 : vp;
     const refuse = (reason: string, detail: string): void => {
       out.warn(reason, `INITIATE_CONTACT ${versionString(version)} refused: ${detail}`, { vp });
-      this.send(out, refuseTo, CHANNELMSG_VERSION_RESPONSE, encodeVersionResponse({ version_supported: 0, connection_state: VMBUS_CONNECTION_SUCCESSFUL }, false));
+      this.send(
+        out,
+        refuseTo,
+        CHANNELMSG_VERSION_RESPONSE,
+        encodeVersionResponse({ version_supported: 0, connection_state: VMBUS_CONNECTION_SUCCESSFUL }, false),
+      );
     };
     if (!VMBUS_VERSIONS.includes(version) || version > this.maxVersion) return refuse('unsupported-version', 'version not supported');
     if (!targetOk) return refuse('bad-target-vp', `target_vcpu ${msg.target_vcpu} of ${this.vpCount} VPs`);
@@ -525,7 +534,12 @@ export class VmbusServer {
     if (ch.offered && this.connection) {
       ch.state = 'rescinded';
       // The ring's TORNDOWN would never be matched now: Linux does not tear down GPADLs of a rescinded channel.
-      this.send(out, this.connection.messageVp, CHANNELMSG_RESCIND_CHANNELOFFER, encodeChannelMessage(CHANNELMSG_RESCIND_CHANNELOFFER, { child_relid: ch.relid }));
+      this.send(
+        out,
+        this.connection.messageVp,
+        CHANNELMSG_RESCIND_CHANNELOFFER,
+        encodeChannelMessage(CHANNELMSG_RESCIND_CHANNELOFFER, { child_relid: ch.relid }),
+      );
     } else {
       this.freeChannel(ch, out);
     }
@@ -611,7 +625,12 @@ export class VmbusServer {
   }
 
   private sendGpadlCreated(relid: number, gpadl: number, status: number, out: Out): void {
-    this.send(out, this.connection!.messageVp, CHANNELMSG_GPADL_CREATED, encodeChannelMessage(CHANNELMSG_GPADL_CREATED, { child_relid: relid, gpadl, creation_status: status }));
+    this.send(
+      out,
+      this.connection!.messageVp,
+      CHANNELMSG_GPADL_CREATED,
+      encodeChannelMessage(CHANNELMSG_GPADL_CREATED, { child_relid: relid, gpadl, creation_status: status }),
+    );
   }
 
   private onGpadlTeardown(msg: ChannelMessageOf<typeof CHANNELMSG_GPADL_TEARDOWN>, out: Out): void {
@@ -623,7 +642,8 @@ export class VmbusServer {
       return this.sendTorndown(handle, out);
     }
     const g = this.gpadls.get(handle);
-    if (!g || g.relid !== relid) return out.warn('bogus-gpadl', `GPADL_TEARDOWN of 0x${handle.toString(16)} on relid ${relid}: no such GPADL, dropped`);
+    if (!g || g.relid !== relid)
+      return out.warn('bogus-gpadl', `GPADL_TEARDOWN of 0x${handle.toString(16)} on relid ${relid}: no such GPADL, dropped`);
     if (g.tearingDown) return out.warn('out-of-order', `GPADL 0x${handle.toString(16)} is already being torn down: dropped`);
     const ch = this.channels.get(relid);
     if (ch && (ch.state === 'open' || ch.state === 'opening') && ch.ringGpadl === handle) {
@@ -642,7 +662,12 @@ export class VmbusServer {
   }
 
   private sendTorndown(handle: number, out: Out): void {
-    this.send(out, this.connection!.messageVp, CHANNELMSG_GPADL_TORNDOWN, encodeChannelMessage(CHANNELMSG_GPADL_TORNDOWN, { gpadl: handle }));
+    this.send(
+      out,
+      this.connection!.messageVp,
+      CHANNELMSG_GPADL_TORNDOWN,
+      encodeChannelMessage(CHANNELMSG_GPADL_TORNDOWN, { gpadl: handle }),
+    );
   }
 
   /** Teardowns deferred while the channel was open. */
@@ -671,7 +696,8 @@ export class VmbusServer {
     const targetVp = conn.version >= VERSION_WIN8 ? msg.target_vp : 0;
     if (targetVp >= this.vpCount) return fail('bad-target-vp', `target_vp ${msg.target_vp} of ${this.vpCount} VPs`);
     const g = this.gpadls.get(msg.ringbuffer_gpadlhandle);
-    if (!g || g.relid !== relid) return fail('bad-ring-gpadl', `ring GPADL 0x${msg.ringbuffer_gpadlhandle.toString(16)} is not a GPADL of this channel`);
+    if (!g || g.relid !== relid)
+      return fail('bad-ring-gpadl', `ring GPADL 0x${msg.ringbuffer_gpadlhandle.toString(16)} is not a GPADL of this channel`);
     if (g.tearingDown) return fail('bad-ring-gpadl', 'the ring GPADL is being torn down');
     const ring = g.ranges.length === 1 ? g.ranges[0] : null;
     if (!ring || ring.byteOffset !== 0 || ring.byteCount !== ring.pfns.length * PAGE_SIZE) {
@@ -700,7 +726,12 @@ export class VmbusServer {
   }
 
   private sendOpenResult(ch: ServerChannel, openid: number, status: number, out: Out): void {
-    this.send(out, this.connection!.messageVp, CHANNELMSG_OPENCHANNEL_RESULT, encodeChannelMessage(CHANNELMSG_OPENCHANNEL_RESULT, { child_relid: ch.relid, openid, status }));
+    this.send(
+      out,
+      this.connection!.messageVp,
+      CHANNELMSG_OPENCHANNEL_RESULT,
+      encodeChannelMessage(CHANNELMSG_OPENCHANNEL_RESULT, { child_relid: ch.relid, openid, status }),
+    );
   }
 
   private onCloseChannel(relid: number, out: Out): void {
@@ -717,7 +748,8 @@ export class VmbusServer {
 
   private onModifyChannel(conn: ConnectionInfo, msg: ChannelMessageOf<typeof CHANNELMSG_MODIFYCHANNEL>, out: Out): void {
     const relid = msg.child_relid;
-    if (conn.version < VERSION_WIN10_V4_1) return out.warn('version', `MODIFYCHANNEL needs VMBus 4.1 (connected at ${versionString(conn.version)}): dropped`);
+    if (conn.version < VERSION_WIN10_V4_1)
+      return out.warn('version', `MODIFYCHANNEL needs VMBus 4.1 (connected at ${versionString(conn.version)}): dropped`);
     const ch = this.channels.get(relid);
     if (!ch || !ch.offered) return out.warn('bogus-relid', `MODIFYCHANNEL for unknown relid ${relid}: dropped`);
     let status = 0;
@@ -733,7 +765,12 @@ export class VmbusServer {
     }
     // Only 5.3 guests wait for an answer.
     if (conn.version >= VERSION_WIN10_V5_3) {
-      this.send(out, conn.messageVp, CHANNELMSG_MODIFYCHANNEL_RESPONSE, encodeChannelMessage(CHANNELMSG_MODIFYCHANNEL_RESPONSE, { child_relid: relid, status }));
+      this.send(
+        out,
+        conn.messageVp,
+        CHANNELMSG_MODIFYCHANNEL_RESPONSE,
+        encodeChannelMessage(CHANNELMSG_MODIFYCHANNEL_RESPONSE, { child_relid: relid, status }),
+      );
     }
   }
 
@@ -785,7 +822,8 @@ export class VmbusServer {
     if (!this.connection && (this.gpadls.size > 0 || this.assemblies.size > 0)) problems.push('GPADLs without a connection');
     for (const ch of this.channels.values()) {
       if (ch.relid < 1 || ch.relid >= MAX_CHANNEL_RELIDS) problems.push(`relid ${ch.relid} out of range`);
-      if ((ch.state === 'open' || ch.state === 'opening') && !this.connection) problems.push(`relid ${ch.relid} ${ch.state} without a connection`);
+      if ((ch.state === 'open' || ch.state === 'opening') && !this.connection)
+        problems.push(`relid ${ch.relid} ${ch.state} without a connection`);
       if (ch.state === 'open' || ch.state === 'opening') {
         const g = this.gpadls.get(ch.ringGpadl);
         if (!g || g.relid !== ch.relid) problems.push(`relid ${ch.relid} ${ch.state} without its ring GPADL`);
@@ -806,7 +844,11 @@ function validateOfferSpec(spec: OfferSpec): void {
   if (spec.monitorAllocated && !(Number.isInteger(spec.monitorId) && spec.monitorId! >= 0 && spec.monitorId! < VMBUS_MONITOR_ID_COUNT)) {
     throw new HostUsageError(`monitorId must be 0..${VMBUS_MONITOR_ID_COUNT - 1} with monitorAllocated`);
   }
-  for (const [name, v, max] of [['flags', spec.flags ?? 0, 0xffff], ['mmioMegabytes', spec.mmioMegabytes ?? 0, 0xffff], ['pipeMode', spec.pipeMode ?? 0, 0xffffffff]] as const) {
+  for (const [name, v, max] of [
+    ['flags', spec.flags ?? 0, 0xffff],
+    ['mmioMegabytes', spec.mmioMegabytes ?? 0, 0xffff],
+    ['pipeMode', spec.pipeMode ?? 0, 0xffffffff],
+  ] as const) {
     if (!Number.isInteger(v) || v < 0 || v > max) throw new HostUsageError(`offer ${name} ${v} out of range`);
   }
 }
@@ -829,4 +871,3 @@ function encodeOffer(ch: ServerChannel): Uint8Array {
     connection_id: ch.connectionId,
   });
 }
-

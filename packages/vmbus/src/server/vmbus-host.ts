@@ -45,7 +45,6 @@ interface HeldMessage {
   readonly bytes: Uint8Array;
 }
 
-
 export interface VmbusHostOptions extends Omit<ServerOptions, 'ram'> {
   memory: GuestMemory;
   synic: SynicPort;
@@ -81,7 +80,15 @@ export class VmbusHost {
   private readonly disposers: (() => void)[] = [];
   private readonly channelHost: ChannelHost;
   /** Statistics. */
-  readonly stats = { messagesIn: 0, messagesOut: 0, messagesHeld: 0, messagesRefused: 0, messagesLost: 0, guestSignals: 0, spuriousSignals: 0 };
+  readonly stats = {
+    messagesIn: 0,
+    messagesOut: 0,
+    messagesHeld: 0,
+    messagesRefused: 0,
+    messagesLost: 0,
+    guestSignals: 0,
+    spuriousSignals: 0,
+  };
   /** Channel messages waiting for the SynIC, oldest first. */
   private readonly backlog: HeldMessage[] = [];
   private backlogTimer: ReturnType<typeof setTimeout> | null = null;
@@ -94,7 +101,11 @@ export class VmbusHost {
     this.logger = options.logger ?? silentLogger;
     this.server = new VmbusServer({ ...options, ram: options.memory });
     const onMessage = (vp: number, type: number, payload: Uint8Array): number => this.onGuestMessage(vp, type, payload);
-    for (const id of new Set([VMBUS_MESSAGE_CONNECTION_ID, VMBUS_MESSAGE_CONNECTION_ID_4, options.messageConnectionId ?? VMBUS_MESSAGE_CONNECTION_ID])) {
+    for (const id of new Set([
+      VMBUS_MESSAGE_CONNECTION_ID,
+      VMBUS_MESSAGE_CONNECTION_ID_4,
+      options.messageConnectionId ?? VMBUS_MESSAGE_CONNECTION_ID,
+    ])) {
       this.disposers.push(this.connections.registerMessage(id, { onMessage }));
     }
     // Pre-Win7 guests (and non-dedicated interrupts before 5.0) signal the shared event connection.
@@ -288,7 +299,10 @@ export class VmbusHost {
     const limit = this.options.maxBacklog ?? DEFAULT_MAX_BACKLOG;
     if (this.backlog.length >= limit) {
       this.stats.messagesLost++;
-      this.logger.error(`vmbus: ${channelMessageName(message.msgtype)} to vp ${message.vp} lost: ${limit} messages already wait for the guest`, { reason: 'message-backlog-full' });
+      this.logger.error(
+        `vmbus: ${channelMessageName(message.msgtype)} to vp ${message.vp} lost: ${limit} messages already wait for the guest`,
+        { reason: 'message-backlog-full' },
+      );
       return;
     }
     this.backlog.push(message);

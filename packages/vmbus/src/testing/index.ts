@@ -3,30 +3,10 @@
  * hostile rings; the ring reference model and its fast-check commands; a test ring in
  * simulated guest memory with guard pages.
  */
-export {
-  payload,
-  gpaDirectHeader,
-  transferPageHeader,
-  outgoingPacket,
-  ringGeometry,
-} from './arbitraries.js';
+export { payload, gpaDirectHeader, transferPageHeader, outgoingPacket, ringGeometry } from './arbitraries.js';
 export { RingModel, expectedReception, packetSpace, type ReceivedPacket } from './model.js';
-export {
-  ringCommands,
-  ringModelProperty,
-  hvemuRingSystem,
-  receivedFromView,
-  RingMismatch,
-  type RingSystem,
-} from './commands.js';
-export {
-  createTestRing,
-  guardsIntact,
-  GUARD_BYTE,
-  DEFAULT_GEOMETRY,
-  type RingGeometry,
-  type TestRing,
-} from './test-ring.js';
+export { ringCommands, ringModelProperty, hvemuRingSystem, receivedFromView, RingMismatch, type RingSystem } from './commands.js';
+export { createTestRing, guardsIntact, GUARD_BYTE, DEFAULT_GEOMETRY, type RingGeometry, type TestRing } from './test-ring.js';
 export {
   hostileRing,
   applyCorruption,

@@ -19,15 +19,31 @@ export const HEARTBEAT = '57164f39-9115-4e78-ab55-382f3bd5422d';
 export const SHUTDOWN = '0e0b6031-5213-4934-818b-38d90ced39db';
 export const NET = 'f8615163-df3e-46c5-913f-f2d2f965ed0e';
 
-export function partition(options: { maxVersion?: number; waitForAnswers?: boolean; queueLimit?: number; maxBacklog?: number; hidePostReady?: boolean } = {}) {
+export function partition(
+  options: { maxVersion?: number; waitForAnswers?: boolean; queueLimit?: number; maxBacklog?: number; hidePostReady?: boolean } = {},
+) {
   const memory = GuestMemory.createShared(8 << 20);
   const interrupts: string[] = [];
   const logger = new MemoryLogger();
-  const hv = new HyperV({ memory, vpCount: VPS, clock: new ManualClock(), queueLimit: options.queueLimit, sink: { raise: (vp, vector) => interrupts.push(`${vp}:${vector}`) } });
+  const hv = new HyperV({
+    memory,
+    vpCount: VPS,
+    clock: new ManualClock(),
+    queueLimit: options.queueLimit,
+    sink: { raise: (vp, vector) => interrupts.push(`${vp}:${vector}`) },
+  });
   const dispatcher = new HypercallDispatcher({ memory, logger });
   // A port that cannot say when it is ready again (as a minimal third-party port would be).
   const synic = options.hidePostReady ? { postMessage: hv.postMessage.bind(hv), signalEvent: hv.signalEvent.bind(hv) } : hv;
-  const host = new VmbusHost({ memory, synic, connections: dispatcher.connections, vpCount: VPS, logger, maxVersion: options.maxVersion, maxBacklog: options.maxBacklog });
+  const host = new VmbusHost({
+    memory,
+    synic,
+    connections: dispatcher.connections,
+    vpCount: VPS,
+    logger,
+    maxVersion: options.maxVersion,
+    maxBacklog: options.maxBacklog,
+  });
   // The guest enables the SynIC on each VP: SIMP, SIEFP, SINT2 unmasked on the VMBus vector.
   hv.writeMsr(0, 0x40000000, 0x8100n); // GUEST_OS_ID
   for (let vp = 0; vp < VPS; vp++) {
@@ -61,4 +77,3 @@ export function partition(options: { maxVersion?: number; waitForAnswers?: boole
   };
   return { memory, hv, dispatcher, host, client, transport, interrupts, logger, takeEvent };
 }
-

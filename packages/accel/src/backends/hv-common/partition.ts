@@ -149,13 +149,15 @@ export abstract class HvPartition<V extends HvVcpu> extends RoutedPartition impl
 
   /** The creation-time RAM map (setup calls it once). */
   protected mapInitialRam(regions: readonly { gpa: number; size: number }[]): GuestMemory {
-    const specs = regions.map((r, i) => {
-      if (r.gpa % PAGE !== 0 || r.size % PAGE !== 0 || r.size <= 0) {
-        throw new MemoryMapError(`RAM region ${i} (gpa 0x${r.gpa.toString(16)}, size 0x${r.size.toString(16)}) is not page-aligned`);
-      }
-      this.noteRam(r.gpa, r.size);
-      return this.mapRegion(r.gpa, r.size, `hvemu-ram-${i}`);
-    }).flat();
+    const specs = regions
+      .map((r, i) => {
+        if (r.gpa % PAGE !== 0 || r.size % PAGE !== 0 || r.size <= 0) {
+          throw new MemoryMapError(`RAM region ${i} (gpa 0x${r.gpa.toString(16)}, size 0x${r.size.toString(16)}) is not page-aligned`);
+        }
+        this.noteRam(r.gpa, r.size);
+        return this.mapRegion(r.gpa, r.size, `hvemu-ram-${i}`);
+      })
+      .flat();
     try {
       return new GuestMemory(specs);
     } catch (e) {
@@ -164,7 +166,9 @@ export abstract class HvPartition<V extends HvVcpu> extends RoutedPartition impl
   }
 
   private mapRegion(gpa: number, size: number, label: string): RamRegionSpec[] {
-    return ramChunks({ size }).map(({ offset, size: n }) => this.mapChunk(gpa + offset, n, offset === 0 ? label : `${label}+${offset.toString(16)}`));
+    return ramChunks({ size }).map(({ offset, size: n }) =>
+      this.mapChunk(gpa + offset, n, offset === 0 ? label : `${label}+${offset.toString(16)}`),
+    );
   }
 
   protected mapRam(gpa: number, size: number): RamRegionSpec[] {
@@ -323,7 +327,9 @@ export abstract class HvPartition<V extends HvVcpu> extends RoutedPartition impl
       checkExitResponse(exit, response); // NaN, 1.5 or 2^70 fail the handler instead of reaching the registers
       return response;
     } catch (err) {
-      throw new ExitHandlerError(`vCPU ${v.index}: handler for ${exit.kind} failed: ${(err as Error)?.message ?? String(err)}`, v.index, { cause: err });
+      throw new ExitHandlerError(`vCPU ${v.index}: handler for ${exit.kind} failed: ${(err as Error)?.message ?? String(err)}`, v.index, {
+        cause: err,
+      });
     } finally {
       v.inHandler = false;
     }

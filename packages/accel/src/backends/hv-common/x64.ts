@@ -74,7 +74,13 @@ const U32 = 0xffff_ffffn;
 const U64 = (v: bigint): bigint => BigInt.asUintN(64, v);
 
 /** An exit hvemu cannot continue from (a hostile or unknown intercept), reported with what is known. */
-export function unrecoverableExit(vp: number, reason: UnrecoverableExit['reason'], backendCode: number, detail: bigint, instructionBytes?: Uint8Array): UnrecoverableExit {
+export function unrecoverableExit(
+  vp: number,
+  reason: UnrecoverableExit['reason'],
+  backendCode: number,
+  detail: bigint,
+  instructionBytes?: Uint8Array,
+): UnrecoverableExit {
   return { kind: 'unrecoverable', vp, reason, backendCode, detail, registers: undefined, instructionBytes };
 }
 
@@ -120,7 +126,12 @@ export function hypercallExit(
 }
 
 /** The register writes that finish `exit` given the handler's answer (none for fatal exits and HLT). */
-export function completeX64Intercept(names: X64RegisterNames, exit: Exit, completion: X64Completion, response: ExitResponse | void): RegisterWrite[] {
+export function completeX64Intercept(
+  names: X64RegisterNames,
+  exit: Exit,
+  completion: X64Completion,
+  response: ExitResponse | void,
+): RegisterWrite[] {
   const r = response ?? {};
   const { context } = completion;
   const g = names.general;
@@ -159,7 +170,12 @@ export function completeX64Intercept(names: X64RegisterNames, exit: Exit, comple
 }
 
 /** Register writes for an x64 MMIO exit: the emulator's new register file as a diff, RIP past the access (wrapped). */
-export function completeX64Mmio(names: X64RegisterNames, instruction: MmioInstruction, regs: Registers, response: ExitResponse | void): RegisterWrite[] {
+export function completeX64Mmio(
+  names: X64RegisterNames,
+  instruction: MmioInstruction,
+  regs: Registers,
+  response: ExitResponse | void,
+): RegisterWrite[] {
   const after = instruction.isWrite ? completeMmioWrite(instruction, regs) : completeMmioRead(instruction, regs, toBigInt(response?.value));
   return diffRegisters(names, regs, after);
 }
@@ -236,14 +252,25 @@ export function decodeSegment(b: Uint8Array): Segment {
   const a = view.getUint16(14, true);
   const bit = (n: number): boolean => ((a >>> n) & 1) === 1;
   return {
-    base: view.getBigUint64(0, true), limit: view.getUint32(8, true), selector: view.getUint16(12, true),
-    type: a & 0xf, s: bit(4), dpl: (a >>> 5) & 3, present: bit(7), avl: bit(12), l: bit(13), db: bit(14), g: bit(15), unusable: !bit(7),
+    base: view.getBigUint64(0, true),
+    limit: view.getUint32(8, true),
+    selector: view.getUint16(12, true),
+    type: a & 0xf,
+    s: bit(4),
+    dpl: (a >>> 5) & 3,
+    present: bit(7),
+    avl: bit(12),
+    l: bit(13),
+    db: bit(14),
+    g: bit(15),
+    unusable: !bit(7),
   };
 }
 
 export function encodeSegment(s: Segment): { value: bigint; high: bigint } {
   const b = (v: boolean, n: number): number => (v ? 1 << n : 0);
-  const attributes = (s.type & 0xf) | b(s.s, 4) | ((s.dpl & 3) << 5) | b(s.present && !s.unusable, 7) | b(s.avl, 12) | b(s.l, 13) | b(s.db, 14) | b(s.g, 15);
+  const attributes =
+    (s.type & 0xf) | b(s.s, 4) | ((s.dpl & 3) << 5) | b(s.present && !s.unusable, 7) | b(s.avl, 12) | b(s.l, 13) | b(s.db, 14) | b(s.g, 15);
   const high = BigInt(s.limit >>> 0) | (BigInt(s.selector & 0xffff) << 32n) | (BigInt(attributes) << 48n);
   return { value: U64(s.base), high };
 }

@@ -17,13 +17,7 @@ import { buildCpuidModel, decodeCpuid, encodeCpuid, type CpuidEntry } from '../.
 import type { MsrDevice } from '../../devices.js';
 import { ExitRouter, fatalError, isPromise } from '../../exit-router.js';
 import type { AccelPartition, AccelVcpu, Doorbells, GuestTsc, InterruptTriggers, PageLists, VcpuOutcome, VcpuStatus } from '../types.js';
-import {
-  AccelUsageError,
-  ExitHandlerError,
-  HostSystemError,
-  HypervisorUnavailableError,
-  native,
-} from '../../errors.js';
+import { AccelUsageError, ExitHandlerError, HostSystemError, HypervisorUnavailableError, native } from '../../errors.js';
 import { decodeExit, encodeResponse } from '../../exit-decode.js';
 import { RoutedPartition } from '../routed-partition.js';
 import {
@@ -626,7 +620,7 @@ export class KvmPartition extends RoutedPartition implements AccelPartition {
     this.watcher?.close();
     this.watched.clear();
     this.nativePartition.close();
-    this.drain();  // collect EXITED slots so pending run() promises settle
+    this.drain(); // collect EXITED slots so pending run() promises settle
     this.settleIfDone(true);
   }
 
@@ -657,7 +651,7 @@ export class KvmPartition extends RoutedPartition implements AccelPartition {
       else if (now - idleSince > this.pollMs || this.allEnded()) break;
     }
     Atomics.exchange(this.header, HDR_JS_POLLING, 0);
-    this.scan();  // anything posted while we were turning polling off
+    this.scan(); // anything posted while we were turning polling off
   }
 
   private allEnded(): boolean {
@@ -723,7 +717,9 @@ export class KvmPartition extends RoutedPartition implements AccelPartition {
   private fail(slot: SlotView, exit: Exit | undefined, err: unknown): void {
     const vcpu = this.vcpus[slot.vp];
     const what = exit ? `${exit.kind} exit` : 'exit';
-    vcpu.error ??= new ExitHandlerError(`vCPU ${slot.vp}: handler for ${what} failed: ${(err as Error)?.message ?? String(err)}`, slot.vp, { cause: err });
+    vcpu.error ??= new ExitHandlerError(`vCPU ${slot.vp}: handler for ${what} failed: ${(err as Error)?.message ?? String(err)}`, slot.vp, {
+      cause: err,
+    });
     this.logger.error('exit handler failed; stopping vCPU', { vp: slot.vp, kind: exit?.kind, error: String(err) });
     this.complete(slot, exit ?? { kind: 'halt', vp: slot.vp }, { stop: true });
   }
@@ -774,7 +770,9 @@ function checkOptions(opts: KvmPartitionOptions): void {
   if (o['hypervisorLeaves'] !== undefined) {
     checkCpuidEntries(o['hypervisorLeaves'], 'KvmPartition.create: options.hypervisorLeaves', 256).forEach((e, i) => {
       if (e.function < 0x40000000 || e.function > 0x400000ff) {
-        throw new AccelUsageError(`KvmPartition.create: options.hypervisorLeaves[${i}].function 0x${e.function.toString(16)} is outside 0x40000000-0x400000ff`);
+        throw new AccelUsageError(
+          `KvmPartition.create: options.hypervisorLeaves[${i}].function 0x${e.function.toString(16)} is outside 0x40000000-0x400000ff`,
+        );
       }
     });
   }

@@ -317,11 +317,24 @@ export const HV_X64_REGISTER_DELIVERABILITY_NOTIFICATIONS = 0x00010006;
 
 /** The general-purpose registers in the hypervisor's numbering (RAX 0x20000 ... R15 0x2000F). */
 export const HvX64Register = {
-  rax: 0x00020000, rcx: 0x00020001, rdx: 0x00020002, rbx: 0x00020003,
-  rsp: 0x00020004, rbp: 0x00020005, rsi: 0x00020006, rdi: 0x00020007,
-  r8: 0x00020008, r9: 0x00020009, r10: 0x0002000a, r11: 0x0002000b,
-  r12: 0x0002000c, r13: 0x0002000d, r14: 0x0002000e, r15: 0x0002000f,
-  rip: 0x00020010, rflags: 0x00020011,
+  rax: 0x00020000,
+  rcx: 0x00020001,
+  rdx: 0x00020002,
+  rbx: 0x00020003,
+  rsp: 0x00020004,
+  rbp: 0x00020005,
+  rsi: 0x00020006,
+  rdi: 0x00020007,
+  r8: 0x00020008,
+  r9: 0x00020009,
+  r10: 0x0002000a,
+  r11: 0x0002000b,
+  r12: 0x0002000c,
+  r13: 0x0002000d,
+  r14: 0x0002000e,
+  r15: 0x0002000f,
+  rip: 0x00020010,
+  rflags: 0x00020011,
 } as const;
 
 export const HV_X64_REGISTER_XMM0 = 0x00030000;
@@ -331,8 +344,14 @@ export const HV_X64_REGISTER_CR3 = 0x00040002;
 export const HV_X64_REGISTER_CR4 = 0x00040003;
 export const HV_X64_REGISTER_CR8 = 0x00040004;
 export const HvX64SegmentRegister = {
-  es: 0x00060000, cs: 0x00060001, ss: 0x00060002, ds: 0x00060003,
-  fs: 0x00060004, gs: 0x00060005, ldt: 0x00060006, tr: 0x00060007,
+  es: 0x00060000,
+  cs: 0x00060001,
+  ss: 0x00060002,
+  ds: 0x00060003,
+  fs: 0x00060004,
+  gs: 0x00060005,
+  ldt: 0x00060006,
+  tr: 0x00060007,
 } as const;
 export const HV_X64_REGISTER_IDTR = 0x00070000;
 export const HV_X64_REGISTER_GDTR = 0x00070001;
@@ -361,8 +380,6 @@ export const X86_VECTOR_GP = 13;
 
 // ---------------------------------------------------------------------------------------------
 // hv_message (hvgdk_mini.h) and the x64 intercept messages (rust-vmm hv-headers/hvhdk.h).
-
-
 
 export const HvMessageType = {
   none: 0x00000000,
@@ -518,4 +535,15 @@ export const HvX64UnsupportedFeatureMessage = defineStruct('hv_x64_unsupported_f
 ] as const);
 
 /** Linux errno values the backend tells apart. */
-export const Errno = { EPERM: 1, ENOENT: 2, EINTR: 4, ENXIO: 6, EAGAIN: 11, EACCES: 13, ENODEV: 19, EINVAL: 22, ENOTTY: 25, EOPNOTSUPP: 95 } as const;
+export const Errno = {
+  EPERM: 1,
+  ENOENT: 2,
+  EINTR: 4,
+  ENXIO: 6,
+  EAGAIN: 11,
+  EACCES: 13,
+  ENODEV: 19,
+  EINVAL: 22,
+  ENOTTY: 25,
+  EOPNOTSUPP: 95,
+} as const;

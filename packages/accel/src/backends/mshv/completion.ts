@@ -7,7 +7,14 @@
  */
 import type { Exit, ExitResponse } from '../../exits.js';
 import type { Registers } from '../../registers.js';
-import { completeX64Intercept, completeX64Mmio, diffRegisters as diff, type RegisterWrite, type X64Completion, type X64RegisterNames } from '../hv-common/x64.js';
+import {
+  completeX64Intercept,
+  completeX64Mmio,
+  diffRegisters as diff,
+  type RegisterWrite,
+  type X64Completion,
+  type X64RegisterNames,
+} from '../hv-common/x64.js';
 import type { MmioInstruction } from '../x86-mmio.js';
 import {
   HV_REGISTER_PENDING_INTERRUPTION,
@@ -37,8 +44,13 @@ export const MSHV_X64_NAMES: X64RegisterNames = {
   gdtr: HV_X64_REGISTER_GDTR,
   idtr: HV_X64_REGISTER_IDTR,
   control: {
-    cr0: HV_X64_REGISTER_CR0, cr2: HV_X64_REGISTER_CR2, cr3: HV_X64_REGISTER_CR3, cr4: HV_X64_REGISTER_CR4,
-    cr8: HV_X64_REGISTER_CR8, efer: HV_X64_REGISTER_EFER, apicBase: HV_X64_REGISTER_APIC_BASE,
+    cr0: HV_X64_REGISTER_CR0,
+    cr2: HV_X64_REGISTER_CR2,
+    cr3: HV_X64_REGISTER_CR3,
+    cr4: HV_X64_REGISTER_CR4,
+    cr8: HV_X64_REGISTER_CR8,
+    efer: HV_X64_REGISTER_EFER,
+    apicBase: HV_X64_REGISTER_APIC_BASE,
   },
   injectGp: { name: HV_REGISTER_PENDING_INTERRUPTION, value: pendingException(X86_VECTOR_GP, 0) },
 };

@@ -66,7 +66,13 @@ export type MshvEvent =
 
 const MAX_INSTRUCTION_BYTES = 16;
 
-function unrecoverable(vp: number, reason: UnrecoverableExit['reason'], backendCode: number, detail: bigint, instructionBytes?: Uint8Array): MshvEvent {
+function unrecoverable(
+  vp: number,
+  reason: UnrecoverableExit['reason'],
+  backendCode: number,
+  detail: bigint,
+  instructionBytes?: Uint8Array,
+): MshvEvent {
   return { kind: 'exit', exit: unrecoverableExit(vp, reason, backendCode, detail, instructionBytes), context: undefined };
 }
 

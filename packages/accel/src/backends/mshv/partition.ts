@@ -101,7 +101,10 @@ export class MshvPartition extends HvPartition<MshvVcpu> {
       pages.push(this.hvIn);
       this.hvOut = sys.alloc(PAGE);
       pages.push(this.hvOut);
-      this.setProperty(abi.HV_PARTITION_PROPERTY_SYNTHETIC_PROC_FEATURES, abi.syntheticFeatureMask(opts.syntheticFeatures ?? abi.DEFAULT_SYNTHETIC_FEATURES));
+      this.setProperty(
+        abi.HV_PARTITION_PROPERTY_SYNTHETIC_PROC_FEATURES,
+        abi.syntheticFeatureMask(opts.syntheticFeatures ?? abi.DEFAULT_SYNTHETIC_FEATURES),
+      );
       sys.ioctl(ptFd, abi.MSHV_INITIALIZE_PARTITION, null);
       const pool = Number(process.env['UV_THREADPOOL_SIZE'] ?? 4);
       if (count >= pool) {
@@ -172,7 +175,12 @@ export class MshvPartition extends HvPartition<MshvVcpu> {
   }
 
   private setGuestMemory(gpa: number, buf: HostBuffer, flags: number): void {
-    const region = abi.MshvUserMemRegion.encodeNew({ size: BigInt(buf.bytes.byteLength), guestPfn: BigInt(gpa / PAGE), userspaceAddr: buf.address, flags });
+    const region = abi.MshvUserMemRegion.encodeNew({
+      size: BigInt(buf.bytes.byteLength),
+      guestPfn: BigInt(gpa / PAGE),
+      userspaceAddr: buf.address,
+      flags,
+    });
     this.sys.ioctl(this.ptFd, abi.MSHV_SET_GUEST_MEMORY, region);
     if ((flags & (1 << abi.MSHV_SET_MEM_BIT_UNMAP)) === 0) this.ramAt.set(gpa, buf);
   }
@@ -278,7 +286,11 @@ export class MshvPartition extends HvPartition<MshvVcpu> {
     const size = abi.HvRegisterAssoc.size;
     const input = this.vpHeader(vp, writes.length * size);
     writes.forEach((w, i) =>
-      abi.HvRegisterAssoc.encode({ name: w.name, valueLow: BigInt.asUintN(64, w.value), valueHigh: BigInt.asUintN(64, w.high ?? 0n) }, input, 16 + i * size),
+      abi.HvRegisterAssoc.encode(
+        { name: w.name, valueLow: BigInt.asUintN(64, w.value), valueHigh: BigInt.asUintN(64, w.high ?? 0n) },
+        input,
+        16 + i * size,
+      ),
     );
     this.hvcall(this.ptFd, abi.HVCALL_SET_VP_REGISTERS, input, 0, writes.length);
   }
@@ -302,7 +314,9 @@ export class MshvPartition extends HvPartition<MshvVcpu> {
 
   /** SINT notifications for `vp`, plus the NMI/interrupt bits while a stop kick is pending. */
   private writeDeliverability(vp: number, kick: boolean): void {
-    const value = (BigInt(this.vcpus[vp].sintMask & 0xffff) << abi.DELIVERABILITY_SINT_SHIFT) | (kick ? abi.DELIVERABILITY_NMI | abi.DELIVERABILITY_INTERRUPT : 0n);
+    const value =
+      (BigInt(this.vcpus[vp].sintMask & 0xffff) << abi.DELIVERABILITY_SINT_SHIFT) |
+      (kick ? abi.DELIVERABILITY_NMI | abi.DELIVERABILITY_INTERRUPT : 0n);
     this.writeRegisters(vp, [{ name: abi.HV_X64_REGISTER_DELIVERABILITY_NOTIFICATIONS, value }]);
   }
 
@@ -319,7 +333,11 @@ export class MshvPartition extends HvPartition<MshvVcpu> {
     this.checkOpen('interrupt');
     this.checkVp(vp);
     if (!Number.isInteger(vector) || vector < 16 || vector > 255) throw new AccelUsageError(`vector ${vector} is not 16..255`);
-    const input = abi.HvInputAssertVirtualInterrupt.encodeNew({ interruptType: abi.HV_X64_INTERRUPT_TYPE_FIXED, destAddr: BigInt(vp), vector });
+    const input = abi.HvInputAssertVirtualInterrupt.encodeNew({
+      interruptType: abi.HV_X64_INTERRUPT_TYPE_FIXED,
+      destAddr: BigInt(vp),
+      vector,
+    });
     const r = this.tryHvcall(this.ptFd, abi.HVCALL_ASSERT_VIRTUAL_INTERRUPT, input, 0, 0);
     return r.status === abi.HV_STATUS_SUCCESS && r.errno === undefined;
   }
@@ -371,7 +389,9 @@ export class MshvPartition extends HvPartition<MshvVcpu> {
         return this.finishX64Mmio(v, ev.context, ev.gpa, ev.instruction);
       case 'exit': {
         const { context } = ev;
-        return this.finishExit(v, ev.exit, (response) => (context ? completeX64Intercept(this.x64Names, ev.exit, { context, rax: ev.rax, cpuidDefault: ev.cpuidDefault }, response) : []));
+        return this.finishExit(v, ev.exit, (response) =>
+          context ? completeX64Intercept(this.x64Names, ev.exit, { context, rax: ev.rax, cpuidDefault: ev.cpuidDefault }, response) : [],
+        );
       }
     }
   }

@@ -88,7 +88,14 @@ export const ExtendedVmExit = {
 } as const;
 
 /** WHV_X64_MSR_EXIT_BITMAP bit numbers. */
-export const X64MsrExitBitmap = { UnhandledMsrs: 0, TscMsrWrite: 1, TscMsrRead: 2, ApicBaseMsrWrite: 3, MiscEnableMsrRead: 4, McUpdatePatchLevelMsrRead: 5 } as const;
+export const X64MsrExitBitmap = {
+  UnhandledMsrs: 0,
+  TscMsrWrite: 1,
+  TscMsrRead: 2,
+  ApicBaseMsrWrite: 3,
+  MiscEnableMsrRead: 4,
+  McUpdatePatchLevelMsrRead: 5,
+} as const;
 
 /** WHV_X64_LOCAL_APIC_EMULATION_MODE. */
 export const LocalApicEmulationMode = { None: 0, XApic: 1, X2Apic: 2 } as const;
@@ -126,7 +133,11 @@ export const SyntheticFeature = {
 } as const;
 export type SyntheticFeatureName = keyof typeof SyntheticFeature;
 
-const X64_ONLY_FEATURES: ReadonlySet<SyntheticFeatureName> = new Set(['AccessGuestIdleReg', 'AccessFrequencyRegs', 'EnableExtendedGvaRangesForFlushVirtualAddressList']);
+const X64_ONLY_FEATURES: ReadonlySet<SyntheticFeatureName> = new Set([
+  'AccessGuestIdleReg',
+  'AccessFrequencyRegs',
+  'EnableExtendedGvaRangesForFlushVirtualAddressList',
+]);
 const ARM64_ONLY_FEATURES: ReadonlySet<SyntheticFeatureName> = new Set(['SyncContext']);
 
 /**
@@ -180,9 +191,24 @@ export const WHV_REGISTER_VALUE_SIZE = 16;
 
 /** x64 WHV_REGISTER_NAME for hvemu's Registers fields. */
 export const WHvX64Register = {
-  rax: 0x00, rcx: 0x01, rdx: 0x02, rbx: 0x03, rsp: 0x04, rbp: 0x05, rsi: 0x06, rdi: 0x07,
-  r8: 0x08, r9: 0x09, r10: 0x0a, r11: 0x0b, r12: 0x0c, r13: 0x0d, r14: 0x0e, r15: 0x0f,
-  rip: 0x10, rflags: 0x11,
+  rax: 0x00,
+  rcx: 0x01,
+  rdx: 0x02,
+  rbx: 0x03,
+  rsp: 0x04,
+  rbp: 0x05,
+  rsi: 0x06,
+  rdi: 0x07,
+  r8: 0x08,
+  r9: 0x09,
+  r10: 0x0a,
+  r11: 0x0b,
+  r12: 0x0c,
+  r13: 0x0d,
+  r14: 0x0e,
+  r15: 0x0f,
+  rip: 0x10,
+  rflags: 0x11,
 } as const;
 
 export const WHvX64SegmentRegister = { es: 0x12, cs: 0x13, ss: 0x14, ds: 0x15, fs: 0x16, gs: 0x17, ldt: 0x18, tr: 0x19 } as const;
@@ -381,7 +407,9 @@ export const WhvX64UnsupportedFeatureContext = defineStruct('WHV_X64_UNSUPPORTED
   [8, 'featureParameter', 'u64'],
 ] as const);
 
-export const WhvX64InterruptionDeliverableContext = defineStruct('WHV_X64_INTERRUPTION_DELIVERABLE_CONTEXT', 4, [[0, 'deliverableType', 'u32']] as const);
+export const WhvX64InterruptionDeliverableContext = defineStruct('WHV_X64_INTERRUPTION_DELIVERABLE_CONTEXT', 4, [
+  [0, 'deliverableType', 'u32'],
+] as const);
 export const WhvX64ApicEoiContext = defineStruct('WHV_X64_APIC_EOI_CONTEXT', 4, [[0, 'interruptVector', 'u32']] as const);
 export const WhvRunVpCanceledContext = defineStruct('WHV_RUN_VP_CANCELED_CONTEXT', 4, [[0, 'cancelReason', 'u32']] as const);
 

@@ -113,7 +113,11 @@ function loadDlls(): Dlls {
   // WHV_SYNIC_EVENT_PARAMETERS is passed by value (8 bytes). Anonymous, so a second load does
   // not redeclare a named koffi type.
   const eventParams = koffi.struct({ VpIndex: 'uint32_t', TargetSint: 'uint8_t', TargetVtl: 'uint8_t', FlagNumber: 'uint16_t' });
-  fns['WHvSignalVirtualProcessorSynicEvent'] = whp.func('WHvSignalVirtualProcessorSynicEvent', 'int32_t', ['void *', eventParams, '_Out_ int32_t *']);
+  fns['WHvSignalVirtualProcessorSynicEvent'] = whp.func('WHvSignalVirtualProcessorSynicEvent', 'int32_t', [
+    'void *',
+    eventParams,
+    '_Out_ int32_t *',
+  ]);
   const kernel32 = koffi.load('kernel32.dll');
   fns['VirtualAlloc'] = kernel32.func('void *VirtualAlloc(void *address, size_t size, uint32_t type, uint32_t protect)');
   fns['VirtualFree'] = kernel32.func('int32_t VirtualFree(void *address, size_t size, uint32_t type)');
@@ -131,7 +135,8 @@ export function loadWhpxApi(): WhpxApi {
     dlls = loadDlls();
   } catch (e) {
     throw new HypervisorUnavailableError(
-      `WHPX backend: cannot load ${WHP_DLL} (${(e as Error).message}; host platform ${process.platform}/${process.arch}). ` + `It needs ${WHP_REQUIREMENTS}.`,
+      `WHPX backend: cannot load ${WHP_DLL} (${(e as Error).message}; host platform ${process.platform}/${process.arch}). ` +
+        `It needs ${WHP_REQUIREMENTS}.`,
       { cause: e },
     );
   }

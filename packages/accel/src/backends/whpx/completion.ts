@@ -10,7 +10,13 @@
  */
 import type { Exit, ExitResponse } from '../../exits.js';
 import type { Registers } from '../../registers.js';
-import { completeX64Intercept, completeX64Mmio as completeMmio, toBigInt, type RegisterWrite, type X64RegisterNames } from '../hv-common/x64.js';
+import {
+  completeX64Intercept,
+  completeX64Mmio as completeMmio,
+  toBigInt,
+  type RegisterWrite,
+  type X64RegisterNames,
+} from '../hv-common/x64.js';
 import type { MmioInstruction } from '../x86-mmio.js';
 import {
   arm64X,
@@ -48,8 +54,13 @@ export const WHPX_X64_NAMES: X64RegisterNames = {
   gdtr: WHvX64RegisterGdtr,
   idtr: WHvX64RegisterIdtr,
   control: {
-    cr0: WHvX64RegisterCr0, cr2: WHvX64RegisterCr2, cr3: WHvX64RegisterCr3, cr4: WHvX64RegisterCr4,
-    cr8: WHvX64RegisterCr8, efer: WHvX64RegisterEfer, apicBase: WHvX64RegisterApicBase,
+    cr0: WHvX64RegisterCr0,
+    cr2: WHvX64RegisterCr2,
+    cr3: WHvX64RegisterCr3,
+    cr4: WHvX64RegisterCr4,
+    cr8: WHvX64RegisterCr8,
+    efer: WHvX64RegisterEfer,
+    apicBase: WHvX64RegisterApicBase,
   },
   injectGp,
 };

@@ -45,7 +45,13 @@ export type WhpxEvent =
   | { readonly kind: 'canceled' }
   | { readonly kind: 'ignored'; readonly reason: number; readonly what: string; readonly detail: number };
 
-export function unrecoverable(vp: number, reason: UnrecoverableExit['reason'], backendCode: number, detail: bigint, instructionBytes?: Uint8Array): WhpxEvent {
+export function unrecoverable(
+  vp: number,
+  reason: UnrecoverableExit['reason'],
+  backendCode: number,
+  detail: bigint,
+  instructionBytes?: Uint8Array,
+): WhpxEvent {
   return { kind: 'exit', exit: unrecoverableExit(vp, reason, backendCode, detail, instructionBytes), completion: undefined };
 }
 

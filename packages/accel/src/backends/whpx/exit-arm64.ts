@@ -55,7 +55,11 @@ export function decodeArm64Exit(vp: number, buf: Uint8Array): WhpxEvent {
     case R.Arm64Reset: {
       // PSCI SYSTEM_OFF / SYSTEM_RESET: the guest asked to power off (0) or reboot (1).
       const r = WhvArm64ResetContext.decode(buf, ARM64_UNION_OFFSET);
-      return { kind: 'exit', exit: { kind: 'shutdown', vp, reason: 'system-event', backendCode: reason, detail: BigInt(r.resetType), registers: undefined }, completion: undefined };
+      return {
+        kind: 'exit',
+        exit: { kind: 'shutdown', vp, reason: 'system-event', backendCode: reason, detail: BigInt(r.resetType), registers: undefined },
+        completion: undefined,
+      };
     }
     case R.UnrecoverableException:
       return unrecoverable(vp, 'internal-error', reason, pc);
@@ -85,7 +89,8 @@ function memoryAccess(vp: number, buf: Uint8Array, reason: number): WhpxEvent {
   const m = WhvMemoryAccessContextArm64.decode(buf, ARM64_UNION_OFFSET);
   const bytes = m.instructionByteCount === 4 ? m.instructionBytes : undefined;
   const gpa = safeGpa(m.gpa);
-  if (gpa === undefined || m.interceptAccessType === MEMORY_ACCESS_EXECUTE) return unrecoverable(vp, 'emulation-failure', reason, m.gpa, bytes);
+  if (gpa === undefined || m.interceptAccessType === MEMORY_ACCESS_EXECUTE)
+    return unrecoverable(vp, 'emulation-failure', reason, m.gpa, bytes);
   // CM: a cache maintenance instruction on MMIO (QEMU refuses it too); S1PTW: the guest's own
   // page-table walk hit MMIO. Neither is a load or store a device can answer.
   if ((m.syndrome & (ESR_CM | ESR_S1PTW)) !== 0n) return unrecoverable(vp, 'emulation-failure', reason, m.syndrome, bytes);

@@ -79,7 +79,12 @@ export function decodeX64Exit(vp: number, buf: Uint8Array): WhpxEvent {
       // Only level-triggered vectors EOI to the VMM; hvemu injects edge-triggered MSIs only.
       return { kind: 'ignored', reason, what: 'apic-eoi', detail: WhvX64ApicEoiContext.decode(buf, X64_UNION_OFFSET).interruptVector };
     case R.X64InterruptWindow:
-      return { kind: 'ignored', reason, what: 'interrupt-window', detail: WhvX64InterruptionDeliverableContext.decode(buf, X64_UNION_OFFSET).deliverableType };
+      return {
+        kind: 'ignored',
+        reason,
+        what: 'interrupt-window',
+        detail: WhvX64InterruptionDeliverableContext.decode(buf, X64_UNION_OFFSET).deliverableType,
+      };
     default:
       return fatal(vp, buf, context, reason);
   }
@@ -89,7 +94,11 @@ export function decodeX64Exit(vp: number, buf: Uint8Array): WhpxEvent {
 function fatal(vp: number, buf: Uint8Array, context: X64Context, reason: number): WhpxEvent {
   switch (reason) {
     case R.UnrecoverableException:
-      return { kind: 'exit', exit: { kind: 'shutdown', vp, reason: 'triple-fault', backendCode: reason, detail: context.rip, registers: undefined }, completion: undefined };
+      return {
+        kind: 'exit',
+        exit: { kind: 'shutdown', vp, reason: 'triple-fault', backendCode: reason, detail: context.rip, registers: undefined },
+        completion: undefined,
+      };
     case R.InvalidVpRegisterValue:
       return unrecoverable(vp, 'entry-failure', reason, 0n);
     case R.UnsupportedFeature: {
@@ -99,7 +108,13 @@ function fatal(vp: number, buf: Uint8Array, context: X64Context, reason: number)
     case R.Exception: {
       // hvemu does not enable exception exits; report one that arrives anyway with its bytes.
       const e = WhvVpExceptionContext.decode(buf, X64_UNION_OFFSET);
-      return unrecoverable(vp, 'internal-error', reason, BigInt(e.exceptionType), instructionBytes(e.instructionBytes, e.instructionByteCount));
+      return unrecoverable(
+        vp,
+        'internal-error',
+        reason,
+        BigInt(e.exceptionType),
+        instructionBytes(e.instructionBytes, e.instructionByteCount),
+      );
     }
     default:
       return unrecoverable(vp, 'unknown', reason, 0n);
@@ -162,13 +177,21 @@ function cpuid(vp: number, buf: Uint8Array, context: X64Context, reason: number)
   if (context.instructionLength === 0) return unrecoverable(vp, 'internal-error', reason, c.rax & U32);
   const n = (v: bigint): number => Number(v & U32);
   const cpuidDefault = [n(c.defaultResultRax), n(c.defaultResultRbx), n(c.defaultResultRcx), n(c.defaultResultRdx)] as const;
-  return { kind: 'exit', exit: { kind: 'cpuid', vp, leaf: n(c.rax), subleaf: n(c.rcx) }, completion: { arch: 'x64', context, cpuidDefault } };
+  return {
+    kind: 'exit',
+    exit: { kind: 'cpuid', vp, leaf: n(c.rax), subleaf: n(c.rcx) },
+    completion: { arch: 'x64', context, cpuidDefault },
+  };
 }
 
 /** Hyper-V hypercall (VMCALL/VMMCALL): the TLFS convention of the caller's mode (hv-common/x64.ts). */
 function hypercall(vp: number, buf: Uint8Array, context: X64Context): WhpxEvent {
   const h = WhvX64HypercallContext.decode(buf, X64_UNION_OFFSET);
-  return { kind: 'exit', exit: hypercallExit(vp, context.longMode, h, h.xmmRegisters, HV_HYPERCALL_FAST_BIT), completion: { arch: 'x64', context } };
+  return {
+    kind: 'exit',
+    exit: hypercallExit(vp, context.longMode, h, h.xmmRegisters, HV_HYPERCALL_FAST_BIT),
+    completion: { arch: 'x64', context },
+  };
 }
 
 /** Exported for tests: the canceled context's reason (0 = WHvRunVpCancelReasonUser). */

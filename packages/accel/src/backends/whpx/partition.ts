@@ -85,10 +85,12 @@ function checkWhpxOptions(opts: WhpxPartitionOptions): void {
     const g = checkObject(o['gic'], `${what}.gic`);
     for (const k of ['distributorBase', 'redistributorBase', 'redistributorStride'] as const) {
       const v = g[k];
-      if (v !== undefined && (typeof v !== 'bigint' || v < 0n || v >= 1n << 52n)) throw new AccelUsageError(`${what}.gic.${k} must be a bigint address below 2^52, not ${describeValue(v)}`);
+      if (v !== undefined && (typeof v !== 'bigint' || v < 0n || v >= 1n << 52n))
+        throw new AccelUsageError(`${what}.gic.${k} must be a bigint address below 2^52, not ${describeValue(v)}`);
     }
     if (g['lpiIntIdBits'] !== undefined) checkInt(g['lpiIntIdBits'], `${what}.gic.lpiIntIdBits`, 0, 32);
-    for (const k of ['virtualTimerPpi', 'performanceMonitorsPpi'] as const) if (g[k] !== undefined) checkInt(g[k], `${what}.gic.${k}`, 16, 31);
+    for (const k of ['virtualTimerPpi', 'performanceMonitorsPpi'] as const)
+      if (g[k] !== undefined) checkInt(g[k], `${what}.gic.${k}`, 16, 31);
   }
 }
 
@@ -127,7 +129,12 @@ class WhpxVcpu extends HvVcpu {
   /** arm64: X0-X30, SP, PC, PSTATE. */
   getArm64Registers(): { x: bigint[]; sp: bigint; pc: bigint; pstate: bigint } {
     this.checkParked();
-    const names = [...Array.from({ length: 31 }, (_, i) => abi.arm64X(i)), abi.WHvArm64RegisterSp, abi.WHvArm64RegisterPc, abi.WHvArm64RegisterPstate];
+    const names = [
+      ...Array.from({ length: 31 }, (_, i) => abi.arm64X(i)),
+      abi.WHvArm64RegisterSp,
+      abi.WHvArm64RegisterPc,
+      abi.WHvArm64RegisterPstate,
+    ];
     const v = this.owner.readRegisters64(this.index, names);
     return { x: v.slice(0, 31), sp: v[31], pc: v[32], pstate: v[33] };
   }
@@ -210,7 +217,13 @@ export class WhpxPartition extends HvPartition<WhpxVcpu> {
     const msrs = opts.userMsrs ?? [];
     if (msrs.length > 0) {
       const list = new Uint8Array(msrs.length * abi.WhvMsrActionEntry.size);
-      msrs.forEach((index, i) => abi.WhvMsrActionEntry.encode({ index, readAction: abi.MsrAction.Exit, writeAction: abi.MsrAction.Exit }, list, i * abi.WhvMsrActionEntry.size));
+      msrs.forEach((index, i) =>
+        abi.WhvMsrActionEntry.encode(
+          { index, readAction: abi.MsrAction.Exit, writeAction: abi.MsrAction.Exit },
+          list,
+          i * abi.WhvMsrActionEntry.size,
+        ),
+      );
       this.setProperty('MsrActionList', list);
     }
     const leaves = opts.cpuidLeaves ?? [];
@@ -237,7 +250,9 @@ export class WhpxPartition extends HvPartition<WhpxVcpu> {
       if (this.arch === 'arm64') {
         // Every VP needs its redistributor before it runs; one contiguous GICR region.
         const g = { ...GIC_DEFAULTS, ...gic };
-        this.writeRegisters(index, [{ name: abi.WHvArm64RegisterGicrBaseGpa, value: g.redistributorBase + BigInt(index) * g.redistributorStride }]);
+        this.writeRegisters(index, [
+          { name: abi.WHvArm64RegisterGicrBaseGpa, value: g.redistributorBase + BigInt(index) * g.redistributorStride },
+        ]);
       }
       return new WhpxVcpu(index, this, exitContext);
     } catch (e) {
@@ -262,7 +277,15 @@ export class WhpxPartition extends HvPartition<WhpxVcpu> {
   writeRegisters(vp: number, writes: readonly RegisterWrite[]): void {
     if (writes.length === 0) return;
     this.checkOpen('WHvSetVirtualProcessorRegisters');
-    check('WHvSetVirtualProcessorRegisters', this.api.setVirtualProcessorRegisters(this.handle, vp, Uint32Array.from(writes, (w) => w.name), encodeRegisterValues(writes)));
+    check(
+      'WHvSetVirtualProcessorRegisters',
+      this.api.setVirtualProcessorRegisters(
+        this.handle,
+        vp,
+        Uint32Array.from(writes, (w) => w.name),
+        encodeRegisterValues(writes),
+      ),
+    );
   }
 
   // --- SynIC ------------------------------------------------------------------------------
@@ -315,7 +338,9 @@ export class WhpxPartition extends HvPartition<WhpxVcpu> {
 
   private writeDeliverability(v: WhpxVcpu): void {
     v.deliverabilityDirty = false;
-    this.writeRegisters(v.index, [{ name: abi.deliverabilityRegister(this.arch), value: BigInt(v.sintMask) << abi.DELIVERABILITY_SINT_SHIFT }]);
+    this.writeRegisters(v.index, [
+      { name: abi.deliverabilityRegister(this.arch), value: BigInt(v.sintMask) << abi.DELIVERABILITY_SINT_SHIFT },
+    ]);
   }
 
   // --- AccelPartition --------------------------------------------------------------------
@@ -375,7 +400,14 @@ export class WhpxPartition extends HvPartition<WhpxVcpu> {
       case 'mmio-arm64': {
         const { access } = ev;
         const source = access.isWrite && access.srt !== 31 ? this.readRegisters64(v.index, [abi.arm64X(access.srt)])[0] : 0n;
-        const exit: MmioExit = { kind: 'mmio', vp: v.index, gpa: ev.gpa, size: access.size, isWrite: access.isWrite, data: access.isWrite ? arm64StoreValue(access, source) : 0n };
+        const exit: MmioExit = {
+          kind: 'mmio',
+          vp: v.index,
+          gpa: ev.gpa,
+          size: access.size,
+          isWrite: access.isWrite,
+          data: access.isWrite ? arm64StoreValue(access, source) : 0n,
+        };
         return this.finishExit(v, exit, (response) => completeArm64Mmio(access, ev.pc, response));
       }
       case 'exit': {
@@ -410,14 +442,29 @@ function checkCapabilities(api: WhpxApi, arch: abi.WhpxArch, opts: WhpxPartition
   }
   const features = capabilityU64(api, abi.WHvCapabilityCode.Features) ?? 0n;
   if (arch === 'arm64' && (features & abi.CAPABILITY_FEATURE_ARM64_SUPPORT) === 0n) {
-    throw new MissingCapabilityError(`${WHP_DLL}: no Arm64Support in WHvCapabilityCodeFeatures: arm64 WHP needs Windows 11 24H2 build 26100.3915 or later`);
+    throw new MissingCapabilityError(
+      `${WHP_DLL}: no Arm64Support in WHvCapabilityCodeFeatures: arm64 WHP needs Windows 11 24H2 build 26100.3915 or later`,
+    );
   }
   if (arch === 'x64' && (features & abi.CAPABILITY_FEATURE_LOCAL_APIC_EMULATION) === 0n) {
     throw new MissingCapabilityError(`${WHP_DLL}: no LocalApicEmulation in WHvCapabilityCodeFeatures (needs Windows 10 1809+)`);
   }
-  requireBits('extended VM exits', capabilityU64(api, abi.WHvCapabilityCode.ExtendedVmExits) ?? 0n, extendedExits(arch, opts), (m) => bitNames(abi.ExtendedVmExit, m));
-  const synthetic = capabilityU64(api, abi.WHvCapabilityCode.SyntheticProcessorFeaturesBanks, abi.WhvSyntheticProcessorFeaturesBanks.size, abi.WhvSyntheticProcessorFeaturesBanks.offsetOf.bank0) ?? 0n;
-  requireBits('synthetic processor features', synthetic, abi.syntheticFeatureMask(opts.syntheticFeatures ?? abi.DEFAULT_SYNTHETIC_FEATURES, arch), abi.syntheticFeatureNames);
+  requireBits('extended VM exits', capabilityU64(api, abi.WHvCapabilityCode.ExtendedVmExits) ?? 0n, extendedExits(arch, opts), (m) =>
+    bitNames(abi.ExtendedVmExit, m),
+  );
+  const synthetic =
+    capabilityU64(
+      api,
+      abi.WHvCapabilityCode.SyntheticProcessorFeaturesBanks,
+      abi.WhvSyntheticProcessorFeaturesBanks.size,
+      abi.WhvSyntheticProcessorFeaturesBanks.offsetOf.bank0,
+    ) ?? 0n;
+  requireBits(
+    'synthetic processor features',
+    synthetic,
+    abi.syntheticFeatureMask(opts.syntheticFeatures ?? abi.DEFAULT_SYNTHETIC_FEATURES, arch),
+    abi.syntheticFeatureNames,
+  );
 }
 
 function requireBits(what: string, supported: bigint, wanted: bigint, names: (mask: bigint) => string[]): void {
@@ -426,7 +473,9 @@ function requireBits(what: string, supported: bigint, wanted: bigint, names: (ma
 }
 
 function bitNames(table: Record<string, number>, mask: bigint): string[] {
-  return Object.entries(table).filter(([, bit]) => (mask >> BigInt(bit)) & 1n).map(([n]) => n);
+  return Object.entries(table)
+    .filter(([, bit]) => (mask >> BigInt(bit)) & 1n)
+    .map(([n]) => n);
 }
 
 /**
@@ -471,13 +520,15 @@ export function gicParameters(gic: WhpxGicOptions | undefined): Uint8Array {
 
 export function x64InterruptControl(vp: number, vector: number): Uint8Array {
   if (!Number.isInteger(vector) || vector < 16 || vector > 255) throw new AccelUsageError(`vector ${vector} is not 16..255`);
-  const control = BigInt(abi.X64_INTERRUPT_TYPE_FIXED) | (BigInt(abi.X64_DESTINATION_PHYSICAL) << 8n) | (BigInt(abi.X64_TRIGGER_EDGE) << 12n);
+  const control =
+    BigInt(abi.X64_INTERRUPT_TYPE_FIXED) | (BigInt(abi.X64_DESTINATION_PHYSICAL) << 8n) | (BigInt(abi.X64_TRIGGER_EDGE) << 12n);
   return abi.WhvInterruptControlX64.encodeNew({ control, destination: vp, vector });
 }
 
 /** Edge semantics: asserted once (an MSI through a v2m frame is an edge on an SPI); level lines would also need a deassert. */
 export function arm64InterruptControl(vp: number, intid: number): Uint8Array {
-  if (!Number.isInteger(intid) || intid < 16 || intid > 1019) throw new AccelUsageError(`GIC INTID ${intid} is not a PPI or SPI (16..1019)`);
+  if (!Number.isInteger(intid) || intid < 16 || intid > 1019)
+    throw new AccelUsageError(`GIC INTID ${intid} is not a PPI or SPI (16..1019)`);
   return abi.WhvInterruptControlArm64.encodeNew({
     interruptControl: abi.ARM64_INTERRUPT_TYPE_FIXED | abi.ARM64_INTERRUPT_ASSERTED,
     destinationAddress: BigInt(vp),
