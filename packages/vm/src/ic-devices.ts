@@ -6,6 +6,7 @@
 import { HostUsageError } from '@hvemu/common';
 import { attachDevice, DeviceRegistry, type DeviceEnvironment, type VmbusHost } from '@hvemu/vmbus';
 import type { TraceDevice } from '@hvemu/trace';
+import type { Vm } from './builder.js';
 import {
   IC_DEVICE_KINDS,
   IC_KINDS,
@@ -40,6 +41,21 @@ export function createIcDevice(kind: IcKind, env: IcEnvironment): IcDevice<IcHos
   const found = IC_DEVICE_KINDS.find((k) => k.name === kind);
   if (!found) throw new HostUsageError(`no integration component ${String(kind)} (known: ${IC_KINDS.join(', ')})`);
   return found.create(env);
+}
+
+/** The integration components of a composed VM (it must offer all four). */
+export function integrationComponentsOf(vm: Vm): IntegrationComponents {
+  const ic = (name: IcKind): IcDevice<IcHostService> => {
+    const attached = vm.devices.get(name);
+    if (!attached) throw new HostUsageError(`the VM offers no ${name}`);
+    return attached.device as IcDevice<IcHostService>;
+  };
+  return {
+    heartbeat: ic('heartbeat') as IcDevice<HeartbeatService>,
+    shutdown: ic('shutdown') as IcDevice<ShutdownService>,
+    timesync: ic('timesync') as IcDevice<TimesyncService>,
+    kvp: ic('kvp') as IcDevice<KvpService>,
+  };
 }
 
 export function createIntegrationComponents(env: IcEnvironment): IntegrationComponents {

@@ -28,12 +28,12 @@ import {
 import type { GuestMemory } from '@hvemu/memory';
 import type { HypercallDispatcher } from '@hvemu/hypercalls';
 import type { HyperV } from '@hvemu/synic';
-import { channelMessageName, versionString, VmbusHost, type ServerAction } from '@hvemu/vmbus';
+import { channelMessageName, versionString, type ServerAction, type VmbusHost } from '@hvemu/vmbus';
 import type { IcKind, ShutdownAnswer, ShutdownRequest } from '@hvemu/util';
-import { disabledTraceSink, type TraceSink } from '@hvemu/trace';
-import { createIntegrationComponents, offerIntegrationComponents, type IntegrationComponents } from './ic-devices.js';
-import { traceHooks } from './trace-capture.js';
-import { attachHyperV, enlightenedPartitionOptions, type Enlightenments } from './enlighten.js';
+import type { TraceSink } from '@hvemu/trace';
+import { IC_KINDS, integrationComponentsOf, type IntegrationComponents } from './ic-devices.js';
+import { enlightenedPartitionOptions, type Enlightenments } from './enlighten.js';
+import { buildVm, type Vm } from './builder.js';
 import type { TimelineEvent } from './sim.js';
 
 export interface KvmVmOptions {
@@ -148,6 +148,8 @@ export class KvmVm {
   readonly hypercalls: HypercallDispatcher;
   readonly vmbus: VmbusHost;
   readonly ics: IntegrationComponents;
+  /** The composition this preset is made of (buildVm on a KvmPartition with the ICs). */
+  readonly vm: Vm;
   private readonly enlightenments: Enlightenments;
   private readonly console: LineConsole;
   private readonly debugExit = new DebugExitPort();
@@ -186,25 +188,22 @@ export class KvmVm {
       this.console = new LineConsole((line) => this.emit('guest', line));
       this.asserts = new AssertPort(this.memory);
       for (const device of [this.console, this.debugExit, this.asserts]) this.partition.addIoDevice(device);
-      const hooks = traceHooks(options.trace ?? disabledTraceSink, this.memory, () => this.vmbus?.server);
-      this.enlightenments = attachHyperV(this.partition, { clock: this.clock, logger, trace: hooks });
-      this.hyperv = this.enlightenments.hyperv;
-      this.hypercalls = this.enlightenments.hypercalls;
-      this.vmbus = new VmbusHost({
-        memory: this.memory,
-        synic: this.hyperv,
-        connections: this.hypercalls.connections,
-        vpCount: this.partition.vcpus.length,
-        ...options.vmbus,
+      this.vm = buildVm({
+        partition: this.partition,
+        devices: IC_KINDS,
+        clock: this.clock,
+        wallClockMs: options.wallClockMs ?? Date.now,
         logger,
-        onAction: (action) => {
-          hooks.onAction(action);
-          this.describe(action);
-        },
-        onPacket: hooks.onPacket,
+        trace: options.trace,
+        vmbus: options.vmbus,
+        onAction: (action) => this.describe(action),
+        onOffer: (name, relid) => this.emit('host', `offers ${name} as relid ${relid}`),
       });
-      this.ics = createIntegrationComponents({ clock: this.clock, logger, wallClockMs: options.wallClockMs ?? Date.now });
-      offerIntegrationComponents(this.vmbus, this.ics, { log: (what) => this.emit('host', what), onHostCall: hooks.onHostCall });
+      this.enlightenments = this.vm.enlightenments!;
+      this.hyperv = this.vm.hyperv!;
+      this.hypercalls = this.vm.hypercalls;
+      this.vmbus = this.vm.vmbus;
+      this.ics = integrationComponentsOf(this.vm);
       const { entry } = loadElf64(this.memory, options.image);
       enterLongMode(this.partition, entry);
     } catch (error) {

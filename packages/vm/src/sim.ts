@@ -13,11 +13,11 @@ import {
   HV_X64_MSR_SIMP,
   HV_X64_MSR_SINT0,
 } from '@hvemu/hvdef';
-import { HostUsageError, ManualClock, silentLogger, type Clock, type Logger } from '@hvemu/common';
-import { GuestMemory, PAGE_SIZE } from '@hvemu/memory';
-import { HypercallDispatcher } from '@hvemu/hypercalls';
-import { HyperV } from '@hvemu/synic';
-import { BumpPageAllocator, simpTransport, VM_PKT_DATA_INBAND, VmbusClient, VmbusHost, type GuestChannel } from '@hvemu/vmbus';
+import { HostUsageError, ManualClock, type Clock, type Logger } from '@hvemu/common';
+import { PAGE_SIZE, type GuestMemory } from '@hvemu/memory';
+import type { HypercallDispatcher } from '@hvemu/hypercalls';
+import type { HyperV } from '@hvemu/synic';
+import { BumpPageAllocator, simpTransport, VM_PKT_DATA_INBAND, VmbusClient, type GuestChannel, type VmbusHost } from '@hvemu/vmbus';
 import {
   GuestIcEndpoint,
   ICMSGTYPE_HEARTBEAT,
@@ -32,9 +32,9 @@ import {
   type IcKind,
 } from '@hvemu/util';
 
-import { disabledTraceSink, type TraceSink } from '@hvemu/trace';
-import { traceHooks } from './trace-capture.js';
-import { createIntegrationComponents, offerIntegrationComponents, type IntegrationComponents } from './ic-devices.js';
+import type { TraceSink } from '@hvemu/trace';
+import { buildVm, type Vm } from './builder.js';
+import { IC_KINDS, integrationComponentsOf, type IntegrationComponents } from './ic-devices.js';
 
 /** The simulated host's wall clock (Unix ms), fixed so runs and replays are reproducible. */
 export const SIMULATED_WALL_CLOCK_MS = 1_700_000_000_000;
@@ -75,34 +75,29 @@ export class SimulatedVm {
   readonly guest: SimulatedLinuxGuest;
   private readonly emit: (who: 'host' | 'guest', what: string) => void;
 
+  /** The composition this preset is made of (buildVm with the simulated partition and the ICs). */
+  readonly vm: Vm;
+
   constructor(options: SimulatedVmOptions = {}) {
     checkSimulatedVmOptions(options);
-    const vpCount = options.vpCount ?? 1;
-    const logger = options.logger ?? silentLogger;
     this.clock = options.clock ?? new ManualClock();
     this.emit = (who, what) => options.onEvent?.({ time: this.clock.now(), who, what });
-    this.memory = GuestMemory.createShared(options.ramBytes ?? 16 << 20);
-    const hooks = traceHooks(options.trace ?? disabledTraceSink, this.memory, () => this.vmbus?.server);
-    this.hyperv = new HyperV({
-      observer: hooks.synic,
-      memory: this.memory,
-      vpCount,
+    this.vm = buildVm({
+      ramBytes: options.ramBytes,
+      vpCount: options.vpCount,
+      interruptSink: { raise: (vp) => queueMicrotask(() => this.guest.onInterrupt(vp)) },
+      devices: IC_KINDS,
       clock: this.clock,
-      logger,
-      sink: { raise: (vp) => queueMicrotask(() => this.guest.onInterrupt(vp)) },
+      wallClockMs: () => SIMULATED_WALL_CLOCK_MS,
+      logger: options.logger,
+      trace: options.trace,
+      onOffer: (name, relid) => this.emit('host', `offers ${name} as relid ${relid}`),
     });
-    this.hypercalls = new HypercallDispatcher({ memory: this.memory, logger, onCall: hooks.onCall, onResult: hooks.onResult });
-    this.vmbus = new VmbusHost({
-      memory: this.memory,
-      synic: this.hyperv,
-      connections: this.hypercalls.connections,
-      vpCount,
-      logger,
-      onAction: hooks.onAction,
-      onPacket: hooks.onPacket,
-    });
-    this.ics = createIntegrationComponents({ clock: this.clock, logger, wallClockMs: () => SIMULATED_WALL_CLOCK_MS });
-    offerIntegrationComponents(this.vmbus, this.ics, { log: (what) => this.emit('host', what), onHostCall: hooks.onHostCall });
+    this.memory = this.vm.memory;
+    this.hyperv = this.vm.hyperv!;
+    this.hypercalls = this.vm.hypercalls;
+    this.vmbus = this.vm.vmbus;
+    this.ics = integrationComponentsOf(this.vm);
     this.guest = new SimulatedLinuxGuest(this, (what) => this.emit('guest', what));
   }
 

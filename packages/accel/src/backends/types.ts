@@ -3,6 +3,7 @@
  * (/dev/mshv) and WHPX (WinHvPlatform.dll). Code above accel (synic, vmbus, vm) programs
  * against these interfaces; only the composition root picks a backend.
  */
+import type { SynicPort } from '@hvemu/hvdef';
 import type { GuestMemory } from '@hvemu/memory';
 import type { IoDevice, MmioDevice, MsrDevice } from '../devices.js';
 import type { ExitHandler, HypercallExit } from '../exits.js';
@@ -133,4 +134,9 @@ export interface AccelPartition {
   readonly pageLists?: PageLists;
   /** Guest RAM added, removed and discarded at run time (all backends). */
   readonly memoryControl?: MemoryControl;
+  /**
+   * The guest's SynIC, where the hypervisor owns it (MSHV, WHPX: OffloadedSynicPort). Absent
+   * on KVM, where hvemu's own SynIC (@hvemu/synic) is attached instead.
+   */
+  readonly synic?: SynicPort;
 }

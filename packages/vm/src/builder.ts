@@ -1,0 +1,172 @@
+/**
+ * One composition for every VM: a partition (any backend) or the simulated one, the SynIC
+ * (hvemu's own where the backend has none — KVM, simulation — or the hypervisor's, served by
+ * the partition's `synic` port on MSHV and WHPX), the hypercall dispatcher, the VMBus host and
+ * the devices, taken by name from a DeviceRegistry. KvmVm and SimulatedVm are presets of it.
+ */
+import { HostUsageError, ManualClock, silentLogger, type Clock, type Logger } from '@hvemu/common';
+import type { SynicPort } from '@hvemu/hvdef';
+import { HypercallDispatcher } from '@hvemu/hypercalls';
+import { GuestMemory } from '@hvemu/memory';
+import { HyperV, type SynicInterruptSink } from '@hvemu/synic';
+import { disabledTraceSink, type TraceSink } from '@hvemu/trace';
+import {
+  attachDevice,
+  isHostCallable,
+  VmbusHost,
+  type AttachedDevice,
+  type DeviceRegistry,
+  type ServerAction,
+  type VmbusHostOptions,
+} from '@hvemu/vmbus';
+import type { AccelPartition } from '@hvemu/accel';
+import { attachHyperV, type Enlightenments } from './enlighten.js';
+import { defaultDevices } from './ic-devices.js';
+import { traceHooks, type TraceHooks } from './trace-capture.js';
+
+export interface VmSpec {
+  /**
+   * The partition to compose on (KVM, MSHV, WHPX — fakes included). Absent: the simulated
+   * partition (guest RAM in a SharedArrayBuffer, no vCPUs; a TypeScript guest drives it).
+   */
+  partition?: AccelPartition;
+  /** Simulated only: guest RAM bytes (default 16 MiB) and virtual processors (default 1). */
+  ramBytes?: number;
+  vpCount?: number;
+  /** Simulated only: where hvemu's SynIC raises interrupts (the TypeScript guest). */
+  interruptSink?: SynicInterruptSink;
+  /** Device kinds to offer, by name, in this order (relids 1..n on a fresh bus). Default: every registered kind. */
+  devices?: readonly string[];
+  /** Where the device kinds come from (default: defaultDevices(), the integration components). */
+  registry?: DeviceRegistry;
+  clock?: Clock;
+  /** Host wall clock for the devices that report it (timesync), Unix ms. */
+  wallClockMs?: () => number;
+  logger?: Logger;
+  /** Trace capture (default: off). */
+  trace?: TraceSink;
+  /** VMBus host options (versions, limits). */
+  vmbus?: Partial<Omit<VmbusHostOptions, 'memory' | 'synic' | 'connections' | 'logger' | 'onAction' | 'onPacket'>>;
+  /** Every VMBus action, after the trace saw it (timelines). */
+  onAction?(action: ServerAction): void;
+  /** Each device as it is offered. */
+  onOffer?(name: string, relid: number): void;
+}
+
+export interface Vm {
+  /** Which backend: the partition's, or 'simulated'. */
+  readonly backend: AccelPartition['backend'] | 'simulated';
+  readonly partition: AccelPartition | null;
+  readonly memory: GuestMemory;
+  readonly clock: Clock;
+  /** hvemu's SynIC, timers and Hyper-V MSRs, where hvemu owns them (KVM, simulated); null where the hypervisor does. */
+  readonly hyperv: HyperV | null;
+  /** The KVM enlightenments (hypercall page, doorbell), where hvemu attached them. */
+  readonly enlightenments: Enlightenments | null;
+  /** What VMBus posts and signals through: hvemu's SynIC or the hypervisor's. */
+  readonly synic: SynicPort;
+  readonly hypercalls: HypercallDispatcher;
+  readonly vmbus: VmbusHost;
+  /** The offered devices by name. */
+  readonly devices: ReadonlyMap<string, AttachedDevice>;
+  readonly traceHooks: TraceHooks;
+  /** Unregisters the VMBus host's connections (the partition, if any, is the caller's to close). */
+  dispose(): void;
+}
+
+/** Composes a VM from `spec`. */
+export function buildVm(spec: VmSpec = {}): Vm {
+  if (typeof spec !== 'object' || spec === null) throw new HostUsageError('buildVm: spec must be an object');
+  const logger = spec.logger ?? silentLogger;
+  const clock = spec.clock ?? new ManualClock();
+  const partition = spec.partition ?? null;
+  const memory = partition ? partition.memory : GuestMemory.createShared(spec.ramBytes ?? 16 << 20);
+  // The trace hooks read the server's GPADLs; the host they belong to is made below.
+  const made: { vmbus?: VmbusHost } = {};
+  const hooks = traceHooks(spec.trace ?? disabledTraceSink, memory, () => made.vmbus?.server);
+  const side = partition ? partitionSide(partition, clock, logger, hooks) : simulatedSide(spec, memory, clock, logger, hooks);
+  const vmbus = (made.vmbus = new VmbusHost({
+    memory,
+    synic: side.synic,
+    connections: side.hypercalls.connections,
+    vpCount: partition ? partition.vcpus.length : (spec.vpCount ?? 1),
+    ...spec.vmbus,
+    logger,
+    onAction: (action) => {
+      hooks.onAction(action);
+      spec.onAction?.(action);
+    },
+    onPacket: hooks.onPacket,
+  }));
+  const devices = offerDevices(vmbus, spec, { clock, logger, wallClockMs: spec.wallClockMs ?? Date.now }, hooks);
+  return {
+    backend: partition ? partition.backend : 'simulated',
+    partition,
+    memory,
+    clock,
+    hyperv: side.hyperv,
+    enlightenments: side.enlightenments,
+    synic: side.synic,
+    hypercalls: side.hypercalls,
+    vmbus,
+    devices,
+    traceHooks: hooks,
+    dispose: () => vmbus.dispose(),
+  };
+}
+
+interface SynicSide {
+  synic: SynicPort;
+  hyperv: HyperV | null;
+  enlightenments: Enlightenments | null;
+  hypercalls: HypercallDispatcher;
+}
+
+/** A real partition: the hypervisor's SynIC where it has one, else hvemu's attached to it. */
+function partitionSide(partition: AccelPartition, clock: Clock, logger: Logger, hooks: TraceHooks): SynicSide {
+  const offloaded = partition.synic;
+  if (offloaded) {
+    const hypercalls = new HypercallDispatcher({ memory: partition.memory, logger, onCall: hooks.onCall, onResult: hooks.onResult });
+    partition.onHypercall((h) => ({ value: hypercalls.dispatch(h.vp, { rcx: h.control, rdx: h.input, r8: h.output }) }));
+    return { synic: offloaded, hyperv: null, enlightenments: null, hypercalls };
+  }
+  const enlightenments = attachHyperV(partition, { clock, logger, trace: hooks });
+  return { synic: enlightenments.hyperv, hyperv: enlightenments.hyperv, enlightenments, hypercalls: enlightenments.hypercalls };
+}
+
+/** The simulated partition: hvemu's SynIC over shared memory, interrupts to the TypeScript guest. */
+function simulatedSide(spec: VmSpec, memory: GuestMemory, clock: Clock, logger: Logger, hooks: TraceHooks): SynicSide {
+  const hyperv = new HyperV({
+    memory,
+    vpCount: spec.vpCount ?? 1,
+    clock,
+    logger,
+    observer: hooks.synic,
+    sink: spec.interruptSink ?? { raise: () => {} },
+  });
+  const hypercalls = new HypercallDispatcher({ memory, logger, onCall: hooks.onCall, onResult: hooks.onResult });
+  return { synic: hyperv, hyperv, enlightenments: null, hypercalls };
+}
+
+/** Offers the named device kinds in order; host-API calls of each are traced with their relid. */
+function offerDevices(
+  vmbus: VmbusHost,
+  spec: VmSpec,
+  env: { clock: Clock; logger: Logger; wallClockMs: () => number },
+  hooks: TraceHooks,
+): Map<string, AttachedDevice> {
+  const registry = spec.registry ?? defaultDevices();
+  const names = spec.devices ?? registry.names;
+  if (!Array.isArray(names)) throw new HostUsageError('buildVm: devices must be a list of device kind names');
+  const devices = new Map<string, AttachedDevice>();
+  for (const name of names) {
+    if (devices.has(name)) throw new HostUsageError(`buildVm: device ${name} is listed twice`);
+    const device = registry.require(name).create(env);
+    const attached = attachDevice(vmbus, device, { logger: env.logger });
+    const relid = attached.channel.relid;
+    if (isHostCallable(device)) device.observeHostCalls((method, args) => hooks.onHostCall(relid, name, method, args));
+    spec.onOffer?.(name, relid);
+    devices.set(name, attached);
+  }
+  return devices;
+}
