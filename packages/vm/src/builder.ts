@@ -19,7 +19,8 @@ import {
   type ServerAction,
   type VmbusHostOptions,
 } from '@hvemu/vmbus';
-import type { AccelPartition } from '@hvemu/accel';
+import { HypervisorUnavailableError, KvmPartition, MshvPartition, WhpxPartition, type AccelPartition } from '@hvemu/accel';
+import { enlightenedPartitionOptions } from './enlighten.js';
 import { attachHyperV, type Enlightenments } from './enlighten.js';
 import { defaultDevices } from './ic-devices.js';
 import { traceHooks, type TraceHooks } from './trace-capture.js';
@@ -169,4 +170,46 @@ function offerDevices(
     devices.set(name, attached);
   }
   return devices;
+}
+
+/** A backend by name; 'auto' takes the first usable of KVM, MSHV and WHPX, else the simulated partition. */
+export type BackendChoice = 'auto' | 'kvm' | 'mshv' | 'whpx' | 'simulated';
+
+export interface PartitionSpec {
+  /** Guest RAM from GPA 0 (default 16 MiB). */
+  ramBytes?: number;
+  /** Virtual processors (default 1). */
+  vcpus?: number;
+  logger?: Logger;
+}
+
+const BACKEND_CHOICES: readonly BackendChoice[] = ['auto', 'kvm', 'mshv', 'whpx', 'simulated'];
+
+/**
+ * Opens the named backend's partition with the enlightened defaults (on KVM: the Hyper-V CPUID
+ * leaves and hypercall port hvemu's SynIC needs; on MSHV and WHPX the hypervisor provides them),
+ * for buildVm. Returns null for 'simulated', and for 'auto' when no hypervisor is usable here.
+ * A named backend that is not usable here is a HypervisorUnavailableError saying why.
+ */
+export function openPartition(choice: BackendChoice = 'auto', spec: PartitionSpec = {}): AccelPartition | null {
+  if (!BACKEND_CHOICES.includes(choice))
+    throw new HostUsageError(`openPartition: backend ${String(choice)} is not one of ${BACKEND_CHOICES.join(', ')}`);
+  const memory = [{ gpa: 0, size: spec.ramBytes ?? 16 << 20 }];
+  const vcpuCount = spec.vcpus ?? 1;
+  const open: Record<Exclude<BackendChoice, 'auto' | 'simulated'>, () => AccelPartition> = {
+    kvm: () => KvmPartition.create({ memory, vcpuCount, ...enlightenedPartitionOptions(), logger: spec.logger }),
+    mshv: () => MshvPartition.create({ memory, vcpuCount, logger: spec.logger }),
+    whpx: () => WhpxPartition.create({ memory, vcpuCount, logger: spec.logger }),
+  };
+  if (choice === 'simulated') return null;
+  if (choice !== 'auto') return open[choice]();
+  for (const name of ['kvm', 'mshv', 'whpx'] as const) {
+    if (name === 'kvm' && !KvmPartition.probe().ok) continue;
+    try {
+      return open[name]();
+    } catch (error) {
+      if (!(error instanceof HypervisorUnavailableError)) throw error;
+    }
+  }
+  return null;
 }

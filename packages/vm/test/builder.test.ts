@@ -5,7 +5,8 @@
  */
 import { describe, expect, it } from 'vitest';
 import { HostUsageError } from '@hvemu/common';
-import { MshvPartition, WhpxPartition, type AccelPartition } from '@hvemu/accel';
+import { existsSync } from 'node:fs';
+import { HypervisorUnavailableError, KvmPartition, MshvPartition, WhpxPartition, type AccelPartition } from '@hvemu/accel';
 import { FakeMshvSys, FakeWhpxApi, mshvExits, whpxCapabilities, whpxExits } from '@hvemu/accel/testing';
 import { HV_MESSAGE_HEADER_SIZE, hv_input_post_message } from '@hvemu/hvdef';
 import {
@@ -19,7 +20,7 @@ import {
   VERSION_WIN10_V5_3,
 } from '@hvemu/vmbus';
 import { IC_OFFERS } from '@hvemu/util';
-import { buildVm, defaultDevices } from '@hvemu/vm';
+import { buildVm, defaultDevices, openPartition } from '@hvemu/vm';
 
 const CONTACT_GPA = 0x2000;
 const OFFERS_GPA = 0x3000;
@@ -138,5 +139,35 @@ describe('buildVm', () => {
     expect(() => buildVm({ devices: ['storvsp'] })).toThrow(HostUsageError);
     expect(() => buildVm({ devices: ['kvp', 'kvp'] })).toThrow('listed twice');
     expect(() => buildVm(null as never)).toThrow(HostUsageError);
+  });
+});
+
+describe('openPartition', () => {
+  const kvm = KvmPartition.probe();
+
+  it("opens KVM by name (or 'auto') where it is usable, and buildVm composes hvemu's SynIC on it", () => {
+    if (!kvm.ok) {
+      expect(() => openPartition('kvm')).toThrow();
+      return;
+    }
+    for (const choice of ['kvm', 'auto'] as const) {
+      const p = openPartition(choice)!;
+      try {
+        expect(p.backend).toBe('kvm');
+        const vm = buildVm({ partition: p, devices: ['heartbeat'] });
+        expect(vm.hyperv).not.toBeNull();
+        expect(vm.synic).toBe(vm.hyperv);
+        vm.dispose();
+      } finally {
+        p.close();
+      }
+    }
+  });
+
+  it('a named hypervisor that is not here is a HypervisorUnavailableError; simulated is no partition', () => {
+    if (!existsSync('/dev/mshv')) expect(() => openPartition('mshv')).toThrow(HypervisorUnavailableError);
+    if (process.platform !== 'win32') expect(() => openPartition('whpx')).toThrow(HypervisorUnavailableError);
+    expect(openPartition('simulated')).toBeNull();
+    expect(() => openPartition('qemu' as never)).toThrow(HostUsageError);
   });
 });
