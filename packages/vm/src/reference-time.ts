@@ -12,19 +12,30 @@ import { HV_CLOCK_HZ, type Clock } from '@hvemu/common';
 import { AccelUsageError, type AccelPartition, type GuestTsc } from '@hvemu/accel';
 import { referenceTimeFromTsc, tscPageParameters, type TscModel } from '@hvemu/synic';
 
+/** Bracketed TSC reads taken; the tightest bracket sets the model. */
+const TSC_SAMPLES = 16;
+
 /**
  * The guest TSC against `clock`: frequency from the backend, and the TSC value at reference
- * time 0 from one TSC read bracketed by two clock reads. The later clock read is used, so the
- * TSC-derived time runs at most one ioctl (a few µs) ahead of the Clock the timers use: a
- * guest never sees a timer fire before its deadline by its own reading.
+ * time 0 from a TSC read bracketed by two clock reads. The later clock read is used, so the
+ * TSC-derived time runs at most one bracket ahead of the Clock the timers use: a guest never
+ * sees a timer fire before its deadline by its own reading. Of TSC_SAMPLES brackets the
+ * tightest is taken, so a host that descheduled this thread mid-read (a loaded machine) does
+ * not leave a skew of milliseconds between the guest's TIME_REF_COUNT and the timestamps the
+ * host writes (a timer message's DeliveryTime).
  * vCPU 0 must be parked (not yet started): call at attach time.
  */
 export function measureTscModel(partition: AccelPartition, clock: Clock): TscModel {
   const guestTsc = tscOf(partition, 0);
   const frequencyHz = BigInt(guestTsc.khz()) * 1000n;
-  const tsc = guestTsc.read();
-  const now = clock.now();
-  return { frequencyHz, valueAtReferenceZero: tsc - (now * frequencyHz) / HV_CLOCK_HZ };
+  let best: { window: bigint; tsc: bigint; after: bigint } | undefined;
+  for (let i = 0; i < TSC_SAMPLES; i++) {
+    const before = clock.now();
+    const tsc = guestTsc.read();
+    const after = clock.now();
+    if (!best || after - before < best.window) best = { window: after - before, tsc, after };
+  }
+  return { frequencyHz, valueAtReferenceZero: best!.tsc - (best!.after * frequencyHz) / HV_CLOCK_HZ };
 }
 
 /** TIME_REF_COUNT for `vp`: the reference TSC page's formula on that vCPU's TSC (read while it is parked at the MSR exit). */
