@@ -10,21 +10,16 @@
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { HostUsageError, MonotonicClock, silentLogger, type Clock, type Logger } from '@hvemu/common';
+import { AccelUsageError, KvmPartition, probeGuestCpuid, type AccelPartition, type CpuidProbeResult, type IoDevice } from '@hvemu/accel';
 import {
-  AccelUsageError,
   AssertPort,
   buildFreestandingImage,
   DebugExitPort,
   enterLongMode,
   GUEST_RUNTIME_DIR,
   loadElf64,
-  KvmPartition,
-  probeGuestCpuid,
   SERIAL_PORT,
-  type AccelPartition,
-  type CpuidProbeResult,
-  type IoDevice,
-} from '@hvemu/accel';
+} from '@hvemu/platform';
 import type { GuestMemory } from '@hvemu/memory';
 import type { HypercallDispatcher } from '@hvemu/hypercalls';
 import type { HyperV } from '@hvemu/synic';

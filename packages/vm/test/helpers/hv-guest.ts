@@ -4,7 +4,8 @@
  */
 import { fileURLToPath } from 'node:url';
 import { describe } from 'vitest';
-import { buildFreestandingImage, enterLongMode, GUEST_RUNTIME_DIR, loadElf64, KvmPartition, TestPlatform } from '@hvemu/accel';
+import { KvmPartition } from '@hvemu/accel';
+import { buildFreestandingImage, enterLongMode, GUEST_RUNTIME_DIR, loadElf64, TestPlatform } from '@hvemu/platform';
 import { attachHyperV, enlightenedPartitionOptions, type AttachOptions, type Enlightenments } from '@hvemu/vm';
 
 const probe = KvmPartition.probe();
