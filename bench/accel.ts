@@ -16,7 +16,8 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { KvmPartition, TestPlatform, buildLongModeGuest, enterLongMode, loadElf64, type KvmPartitionOptions } from '@hvemu/accel';
+import { KvmPartition, type KvmPartitionOptions } from '@hvemu/accel';
+import { TestPlatform, buildLongModeGuest, enterLongMode, loadElf64 } from '@hvemu/platform';
 
 const MiB = 1 << 20;
 const EXITS_PER_RUN = 4000;

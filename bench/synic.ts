@@ -15,7 +15,8 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { HV_STATUS_SUCCESS } from '@hvemu/hvdef';
-import { KvmPartition, TestPlatform, buildLongModeGuest, enterLongMode, loadElf64 } from '@hvemu/accel';
+import { KvmPartition } from '@hvemu/accel';
+import { TestPlatform, buildLongModeGuest, enterLongMode, loadElf64 } from '@hvemu/platform';
 import { attachHyperV, enlightenedPartitionOptions } from '@hvemu/vm';
 
 type Figures = Record<string, number | string>;

@@ -86,7 +86,7 @@ function round(x: number): number {
 }
 
 /**
- * The same on KVM with the C guest (packages/vm/test/guests/vmbus): offer-to-open latency per
+ * The same on KVM with the C guest (packages/vm/guests/vmbus): offer-to-open latency per
  * channel (host OFFERCHANNEL sent -> OPENCHANNEL_RESULT sent, from the host timeline), channels
  * opened per second, and the heartbeat IC round trip (beat() -> the answer arriving at the
  * host, on the VM's clock).

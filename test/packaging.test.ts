@@ -30,6 +30,7 @@ const CONSUMER = `
 import { HostUsageError, ManualClock } from '@hvemu/common';
 import { GuestMemory } from '@hvemu/memory';
 import { KvmPartition, probeGuestCpuid } from '@hvemu/accel';
+import { TestPlatform } from '@hvemu/platform';
 import { HyperV } from '@hvemu/synic';
 import { HypercallDispatcher } from '@hvemu/hypercalls';
 import { VmbusHost } from '@hvemu/vmbus';
@@ -41,7 +42,7 @@ import { SimulatedVm } from '@hvemu/vm';
 
 const vm = new SimulatedVm({ clock: new ManualClock() });
 const parts: [GuestMemory, HyperV, HypercallDispatcher, VmbusHost] = [vm.memory, vm.hyperv, vm.hypercalls, vm.vmbus];
-void [createTestRing, ringGeometry, KvpService, TraceRecorder, probeGuestCpuid, KvmPartition, FakeMshvSys, FakeWhpxApi];
+void [createTestRing, ringGeometry, KvpService, TraceRecorder, probeGuestCpuid, KvmPartition, FakeMshvSys, FakeWhpxApi, TestPlatform];
 let refused = false;
 try {
   new SimulatedVm({ vpCount: 0 });

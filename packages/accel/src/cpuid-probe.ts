@@ -11,7 +11,7 @@ import type { Logger } from '@hvemu/common';
 import type { CpuidEntry } from './cpuid.js';
 import { AccelUsageError } from './errors.js';
 import { KvmPartition, type KvmPartitionOptions } from './backends/kvm/partition.js';
-import type { LoadablePartition } from './guest/long-mode.js';
+import type { AccelPartition } from './backends/types.js';
 
 export type CpuidRegister = 'eax' | 'ebx' | 'ecx' | 'edx';
 const REGISTERS: readonly CpuidRegister[] = ['eax', 'ebx', 'ecx', 'edx'];
@@ -102,7 +102,7 @@ export async function probeGuestCpuid(options: CpuidProbeOptions = {}): Promise<
 }
 
 /** Flat real mode at `rip` on vCPU 0: CS, DS, ES, SS based at 0 (tiny probes and test guests). */
-export function enterFlatRealMode(partition: LoadablePartition, rip: number): void {
+export function enterFlatRealMode(partition: Pick<AccelPartition, 'vcpus'>, rip: number): void {
   const vcpu = partition.vcpus[0];
   const sregs = vcpu.getSpecialRegisters();
   for (const name of ['cs', 'ds', 'es', 'ss'] as const) sregs[name] = { ...sregs[name], base: 0n, selector: 0 };

@@ -27,9 +27,6 @@ export class MemoryMapError extends AccelError {}
 /** A call that the partition's or vCPU's current state does not allow, or a bad argument. */
 export class AccelUsageError extends AccelError {}
 
-/** A boot image (multiboot kernel) that cannot be loaded: no header, unsupported flags, bad ELF, no room. */
-export class BootImageError extends AccelUsageError {}
-
 /** An unexpected failure of a host system call. */
 export class HostSystemError extends AccelError {
   constructor(

@@ -3,9 +3,7 @@ import { AccelUsageError, ExitHandlerError, GuestFatalError, MemoryMapError } fr
 import { KvmPartition } from '../src/backends/kvm/partition.js';
 import { describeKvm, MiB, runGuest, summary, type GuestRun } from './helpers/harness.js';
 import { buildGuest } from './helpers/guest-build.js';
-import { loadElf64 } from '../src/guest/elf.js';
-import { enterLongMode } from '../src/guest/long-mode.js';
-import { TestPlatform } from '../src/guest/platform.js';
+import { enterLongMode, loadElf64, TestPlatform } from '@hvemu/platform';
 
 const opened: KvmPartition[] = [];
 afterEach(() => {

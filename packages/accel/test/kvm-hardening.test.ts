@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { afterEach, expect, it } from 'vitest';
 import { AccelUsageError, ExitHandlerError } from '../src/errors.js';
 import { KvmPartition } from '../src/backends/kvm/partition.js';
-import { enterLongMode } from '../src/guest/long-mode.js';
+import { enterLongMode } from '@hvemu/platform';
 import { describeKvm, MiB } from './helpers/harness.js';
 import { describeChild, runChild } from './helpers/child.js';
 

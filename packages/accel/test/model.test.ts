@@ -1,5 +1,4 @@
 /** Pure parts of accel: no /dev/kvm needed. */
-import { GuestMemory } from '@hvemu/memory';
 import { describe, expect, it } from 'vitest';
 import { buildCpuidModel, decodeCpuid, encodeCpuid, hypervisorVendorLeaf, type CpuidEntry } from '../src/cpuid.js';
 import { RangeMap } from '../src/devices.js';
@@ -13,9 +12,6 @@ import {
   fromNativeError,
 } from '../src/errors.js';
 import { decodeExit, encodeResponse } from '../src/exit-decode.js';
-import { loadElf64 } from '../src/guest/elf.js';
-import { writeLongModeTables, PML4_GPA, GDT_GPA } from '../src/guest/long-mode.js';
-import { AssertPort } from '../src/guest/platform.js';
 import { AnswerStatus, ExitFlag, ExitKindCode, HEADER_SIZE, Off, SLOT_DATA_OFFSET, SLOT_SIZE, SlotView } from '../src/native/exit-slot.js';
 import { packRegisters, packSpecialRegisters, unpackRegisters, unpackSpecialRegisters, REG_NAMES, SREG_WORDS } from '../src/registers.js';
 
@@ -159,57 +155,5 @@ describe('native error mapping', () => {
     expect(fromNativeError(err('HVEMU_USAGE'))).toBeInstanceOf(AccelUsageError);
     expect(fromNativeError(err('HVEMU_SYSTEM'))).toMatchObject({ errno: 5 });
     expect(fromNativeError(err('HVEMU_SYSTEM'))).toBeInstanceOf(HostSystemError);
-  });
-});
-
-describe('test-guest loader', () => {
-  it('writes identity-mapped page tables and a GDT', () => {
-    const mem = GuestMemory.createShared(1 << 20);
-    writeLongModeTables(mem);
-    expect(mem.readU64(PML4_GPA)).toBe(0x2003n);
-    expect(mem.readU64(0x3000 + 3 * 0x1000 + 511 * 8)).toBe(0xffe00000n | 0x93n); // last 2 MiB below 4 GiB, uncached
-    expect(mem.readU64(GDT_GPA + 8)).toBe(0x00af9a000000ffffn);
-  });
-
-  it('rejects ELF images whose segments point outside guest RAM or the file', () => {
-    const mem = GuestMemory.createShared(1 << 20);
-    const elf = new Uint8Array(64 + 56);
-    const v = new DataView(elf.buffer);
-    v.setUint32(0, 0x7f454c46);
-    elf[4] = 2;
-    elf[5] = 1;
-    v.setUint16(18, 62, true);
-    v.setBigUint64(24, 0x1000n, true);
-    v.setBigUint64(32, 64n, true);
-    v.setUint16(54, 56, true);
-    v.setUint16(56, 1, true);
-    v.setUint32(64, 1, true); // PT_LOAD
-    v.setBigUint64(64 + 24, 0x200000n, true); // paddr beyond the 1 MiB of RAM
-    v.setBigUint64(64 + 40, 0x1000n, true);
-    expect(() => loadElf64(mem, elf)).toThrow(/not in guest RAM/);
-    v.setBigUint64(64 + 24, 0x1000n, true);
-    v.setBigUint64(64 + 32, 0x10000n, true); // filesz beyond the file
-    v.setBigUint64(64 + 40, 0x10000n, true);
-    expect(() => loadElf64(mem, elf)).toThrow(/exceeds the file/);
-    expect(() => loadElf64(mem, new Uint8Array(10))).toThrow(/bad magic/);
-  });
-
-  it('reads guest assertion reports through bounds-checked memory, surviving bad pointers', () => {
-    const mem = GuestMemory.createShared(1 << 20);
-    const port = new AssertPort(mem);
-    mem.write(0x2000, new TextEncoder().encode('a.c\0'));
-    mem.write(0x2100, new TextEncoder().encode('x == 1\0'));
-    mem.writeU64(0x1000, 0x2000n);
-    mem.writeU64(0x1008, 0x2100n);
-    mem.writeU32(0x1010, 42);
-    expect(port.write(0xf6, 4, 0x1000, 0)).toEqual({ stop: true });
-    mem.writeU64(0x1000, 0xdead00000000n);
-    port.write(0xf6, 4, 0x1000, 1);
-    port.write(0xf6, 4, 0xfffffff0, 2);
-    expect(port.failures).toEqual([
-      { vp: 0, file: 'a.c', line: 42, expression: 'x == 1' },
-      { vp: 1, file: '<bad pointer>', line: 0, expression: '<bad pointer>' },
-      { vp: 2, file: '<bad pointer>', line: 0, expression: '<bad pointer>' },
-    ]);
   });
 });

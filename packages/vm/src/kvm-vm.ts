@@ -10,21 +10,16 @@
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { HostUsageError, MonotonicClock, silentLogger, type Clock, type Logger } from '@hvemu/common';
+import { AccelUsageError, KvmPartition, probeGuestCpuid, type AccelPartition, type CpuidProbeResult, type IoDevice } from '@hvemu/accel';
 import {
-  AccelUsageError,
   AssertPort,
   buildFreestandingImage,
   DebugExitPort,
   enterLongMode,
   GUEST_RUNTIME_DIR,
   loadElf64,
-  KvmPartition,
-  probeGuestCpuid,
   SERIAL_PORT,
-  type AccelPartition,
-  type CpuidProbeResult,
-  type IoDevice,
-} from '@hvemu/accel';
+} from '@hvemu/platform';
 import type { GuestMemory } from '@hvemu/memory';
 import type { HypercallDispatcher } from '@hvemu/hypercalls';
 import type { HyperV } from '@hvemu/synic';
@@ -82,12 +77,12 @@ export interface IcExerciseResult {
 
 const DEFAULT_RAM = 16 << 20;
 const POLL_MS = 2;
-/** The demo guest's C sources, relative to this module (the same from src/ and dist/). */
-const DEMO_GUEST_DIR = fileURLToPath(new URL('../test/guests/vmbus/', import.meta.url));
+/** The demo guest's C sources (packages/vm/guests, shipped with the package), relative to this module (the same from src/ and dist/). */
+const DEMO_GUEST_DIR = fileURLToPath(new URL('../guests/vmbus/', import.meta.url));
 const DEMO_GUEST_SOURCES = ['hv.c', 'vmbus.c', 'ring.c', 'ic.c', 'main.c'];
 
 /**
- * Builds the VMBus demo guest (packages/vm/test/guests/vmbus) with the long-mode runtime;
+ * Builds the VMBus demo guest (packages/vm/guests/vmbus) with the long-mode runtime;
  * cached by content hash, never committed. `minHeartbeats` is the count it must answer
  * before a shutdown request for exit code 0.
  */

@@ -5,7 +5,8 @@
  */
 import { describe, expect, it } from 'vitest';
 import { HV_STATUS_SUCCESS } from '@hvemu/hvdef';
-import { enterLongMode, loadElf64, KvmPartition, TestPlatform } from '@hvemu/accel';
+import { KvmPartition } from '@hvemu/accel';
+import { enterLongMode, loadElf64, TestPlatform } from '@hvemu/platform';
 import { attachHyperV, enlightenedPartitionOptions } from '@hvemu/vm';
 import { buildHvGuest } from './helpers/hv-guest.js';
 

@@ -1,5 +1,5 @@
 /**
- * VMBus end to end on KVM: a C guest (guests/vmbus) negotiates the version, lists the offers,
+ * VMBus end to end on KVM: a C guest (packages/vm/guests/vmbus, the demo guest) negotiates the version, lists the offers,
  * creates ring GPADLs, opens heartbeat and shutdown, answers heartbeats and a shutdown request;
  * both sides are checked: the guest's serial output and exit code, the host's IC services,
  * VmbusHost and SynIC statistics.

@@ -2,7 +2,8 @@
 // release their VM fds and RAM; one whose vCPUs run stays alive until run() settles, even when
 // nothing else references it.
 import { readdirSync } from 'node:fs';
-import { KvmPartition, enterLongMode } from '@hvemu/accel';
+import { KvmPartition } from '@hvemu/accel';
+import { enterLongMode } from '@hvemu/platform';
 
 const fds = () => readdirSync('/proc/self/fd').length;
 const settle = async () => {

@@ -3,7 +3,8 @@
 // one form ("terminate called after throwing an instance of 'Napi::Error'"). Prints one JSON
 // line when the main thread got through.
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
-import { KvmPartition, enterLongMode } from '@hvemu/accel';
+import { KvmPartition } from '@hvemu/accel';
+import { enterLongMode } from '@hvemu/platform';
 
 const ENTRY = 0x100000;
 // 64-bit guest loops. 'exits': out 0x80,al; jmp back (a user-space exit per iteration).

@@ -1,7 +1,7 @@
-/** Builds test/guests/<name>.c with the long-mode runtime (see src/guest/build.ts). */
+/** Builds test/guests/<name>.c with the long-mode runtime (@hvemu/platform's buildLongModeGuest). */
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { buildLongModeGuest } from '../../src/guest/build.js';
+import { buildLongModeGuest } from '@hvemu/platform';
 
 const GUESTS_DIR = fileURLToPath(new URL('../guests/', import.meta.url));
 

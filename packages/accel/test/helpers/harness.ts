@@ -1,9 +1,7 @@
 /** Runs a test guest on a fresh KVM partition with the test platform attached. */
 import { describe } from 'vitest';
 import { KvmPartition, type KvmPartitionOptions, type VcpuOutcome } from '../../src/backends/kvm/partition.js';
-import { TestPlatform } from '../../src/guest/platform.js';
-import { loadElf64 } from '../../src/guest/elf.js';
-import { enterLongMode } from '../../src/guest/long-mode.js';
+import { enterLongMode, loadElf64, TestPlatform } from '@hvemu/platform';
 import { buildGuest } from './guest-build.js';
 import { loadAddon } from '../../src/native/addon.js';
 

@@ -1,10 +1,12 @@
 /**
- * Runs an enlightenment test guest (packages/vm/test/guests/*.c + hv.h) on KVM with HyperV and
+ * Runs an enlightenment test guest (packages/vm/test/guests/*.c + hv.h, and the Hyper-V ABI
+ * header packages/vm/guests/hv-abi.h it shares with the VMBus demo guest) on KVM with HyperV and
  * the hypercall dispatcher attached, and the request port hv.h names.
  */
 import { fileURLToPath } from 'node:url';
 import { describe } from 'vitest';
-import { buildFreestandingImage, enterLongMode, GUEST_RUNTIME_DIR, loadElf64, KvmPartition, TestPlatform } from '@hvemu/accel';
+import { KvmPartition } from '@hvemu/accel';
+import { buildFreestandingImage, enterLongMode, GUEST_RUNTIME_DIR, loadElf64, TestPlatform } from '@hvemu/platform';
 import { attachHyperV, enlightenedPartitionOptions, type AttachOptions, type Enlightenments } from '@hvemu/vm';
 
 const probe = KvmPartition.probe();
@@ -14,15 +16,17 @@ export const describeKvm = probe.ok ? describe : describe.skip;
 
 const guestFile = (name: string): string => fileURLToPath(new URL(`../guests/${name}`, import.meta.url));
 const rt = (f: string): string => `${GUEST_RUNTIME_DIR}${f}`;
+/** packages/vm/guests: hv-abi.h (and the demo guest), not test code. */
+const ABI_DIR = fileURLToPath(new URL('../../guests/', import.meta.url));
 
 /** Builds guests/<name>.c with hv.h and hv-abi.h (dependencies of the build cache, unlike buildLongModeGuest). */
 export function buildHvGuest(name: string): Uint8Array {
   return buildFreestandingImage({
     name,
     sources: [rt('start.S'), rt('rt.c'), guestFile(`${name}.c`)],
-    dependencies: ['rt.h', 'link.ld'].map(rt).concat(guestFile('hv.h'), guestFile('hv-abi.h')),
+    dependencies: ['rt.h', 'link.ld'].map(rt).concat(guestFile('hv.h'), `${ABI_DIR}hv-abi.h`),
     linkScript: rt('link.ld'),
-    flags: ['-mno-red-zone', `-I${GUEST_RUNTIME_DIR}`],
+    flags: ['-mno-red-zone', `-I${GUEST_RUNTIME_DIR}`, `-I${ABI_DIR}`],
   });
 }
 

@@ -8,16 +8,14 @@
  *   0x7000 GDT, 0x7100 TSS, stacks: 16 KiB per vCPU growing down from 0x80000.
  */
 import type { GuestMemory } from '@hvemu/memory';
-import { AccelUsageError } from '../errors.js';
-import type { AccelPartition, AccelVcpu } from '../backends/types.js';
+import { AccelUsageError, type AccelPartition, type AccelVcpu, type Registers, type Segment, type SpecialRegisters } from '@hvemu/accel';
+import { checkPartitionLike } from './platform.js';
 
 /** What the loader needs: RAM, and vCPUs whose registers it sets; `makeRunnable` where APs must be released (KVM). */
 export interface LoadablePartition {
   readonly memory: AccelPartition['memory'];
   readonly vcpus: readonly (AccelVcpu & { makeRunnable?(): void })[];
 }
-import { checkPartitionLike } from './platform.js';
-import type { Registers, Segment, SpecialRegisters } from '../registers.js';
 
 export const PML4_GPA = 0x1000;
 const PDPT_GPA = 0x2000;

@@ -4,7 +4,7 @@
  * input we did not produce, so every offset and size is checked before use.
  */
 import type { GuestMemory } from '@hvemu/memory';
-import { AccelUsageError } from '../errors.js';
+import { AccelUsageError } from '@hvemu/accel';
 
 function checkImage(image: unknown, what: string): void {
   if (!(image instanceof Uint8Array))

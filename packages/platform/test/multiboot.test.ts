@@ -7,8 +7,9 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { GuestMemory } from '@hvemu/memory';
+import { KvmPartition } from '@hvemu/accel';
 import { BootImageError } from '../src/errors.js';
-import { buildFreestandingImage } from '../src/guest/build.js';
+import { buildFreestandingImage } from '../src/build.js';
 import {
   bootMultiboot,
   FwCfg,
@@ -21,9 +22,8 @@ import {
   MultibootPlatform,
   parseMultibootHeader,
   writeMultibootInfo,
-} from '../src/guest/multiboot.js';
-import { KvmPartition } from '../src/backends/kvm/partition.js';
-import { describeKvm, MiB } from './helpers/harness.js';
+} from '../src/multiboot.js';
+import { describeKvm, MiB } from './helpers/kvm.js';
 
 const KERNEL_DIR = fileURLToPath(new URL('./guests/multiboot/', import.meta.url));
 

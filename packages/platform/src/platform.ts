@@ -4,9 +4,7 @@
  * and an assertion port through which the guest reports file:line:expression.
  */
 import { GuestMemoryError, type GuestMemory } from '@hvemu/memory';
-import type { IoDevice } from '../devices.js';
-import type { AccelPartition } from '../backends/types.js';
-import { AccelUsageError } from '../errors.js';
+import { AccelUsageError, type AccelPartition, type IoDevice } from '@hvemu/accel';
 
 /** A partition-shaped argument (memory, vCPUs, addIoDevice), or AccelUsageError naming the call. */
 export function checkPartitionLike(partition: unknown, what: string): void {

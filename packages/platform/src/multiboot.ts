@@ -18,10 +18,8 @@
  * segment addresses are checked before use, and device inputs are masked to their width.
  */
 import type { GuestMemory } from '@hvemu/memory';
-import { BootImageError } from '../errors.js';
-import type { IoDevice } from '../devices.js';
-import type { KvmPartition } from '../backends/kvm/partition.js';
-import type { Registers, Segment, SpecialRegisters } from '../registers.js';
+import type { IoDevice, KvmPartition, Registers, Segment, SpecialRegisters } from '@hvemu/accel';
+import { BootImageError } from './errors.js';
 import { loadElf, type LoadedElf } from './elf.js';
 import { checkPartitionLike, SerialPort } from './platform.js';
 

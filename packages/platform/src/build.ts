@@ -3,7 +3,7 @@
  * of the sources and flags. Used by the tests and the benchmark; binaries are never committed.
  *
  * Two flavours:
- *   - `buildLongModeGuest`: one C file + the runtime in packages/accel/guest (64-bit, linked at
+ *   - `buildLongModeGuest`: one C file + the runtime in packages/platform/guest (64-bit, linked at
  *     1 MiB, entered in long mode by enterLongMode);
  *   - `buildFreestandingImage`: any list of sources with a caller's link script and machine
  *     flags (the multiboot test kernel: 32-bit entry, linked at 4 MiB).
@@ -15,8 +15,8 @@ import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-/** packages/accel/guest: the long-mode runtime (start.S, rt.c, rt.h, link.ld). */
-export const GUEST_RUNTIME_DIR = fileURLToPath(new URL('../../guest/', import.meta.url));
+/** packages/platform/guest: the long-mode runtime (start.S, rt.c, rt.h, link.ld). */
+export const GUEST_RUNTIME_DIR = fileURLToPath(new URL('../guest/', import.meta.url));
 const RUNTIME_FILES = ['start.S', 'rt.c', 'rt.h', 'link.ld'];
 
 /** Flags every freestanding guest gets, whatever its mode. */

@@ -1,7 +1,8 @@
-/* The Hyper-V guest ABI the C test guests use (TLFS names): synthetic MSRs, SINT and synthetic
+/* The Hyper-V guest ABI the C guests use (TLFS names): synthetic MSRs, SINT and synthetic
  * timer bits, message types, hypercall codes and statuses, the SynIC message slot, and the
- * hypercall-page call. Definitions only; each guest keeps its own pages. Shared by hv.h (the
- * enlightenment guests), synic-basic.c and the VMBus demo guest (vmbus/vmbus.h). */
+ * hypercall-page call. Definitions only; each guest keeps its own pages. Shared by the VMBus
+ * demo guest (vmbus/vmbus.h) and the test guests in ../test/guests (hv.h, the enlightenment
+ * guests, and synic-basic.c), which find it with -I packages/vm/guests. */
 #ifndef HVEMU_HV_ABI_H
 #define HVEMU_HV_ABI_H
 #include "rt.h"

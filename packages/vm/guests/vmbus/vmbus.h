@@ -1,5 +1,5 @@
 /*
- * A small VMBus guest for KVM tests: the steps Linux hv_vmbus + hv_utils take to reach the
+ * The VMBus demo guest (`hvemu demo`, KvmVm's buildVmbusDemoGuest, and the KVM tests): the steps Linux hv_vmbus + hv_utils take to reach the
  * heartbeat and shutdown integration components, written from the protocol facts in
  * shared/reference/linux-guest-protocols.md. Everything the host writes (messages, ring
  * indices, packet lengths) is bounds-checked before use.

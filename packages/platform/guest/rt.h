@@ -10,7 +10,7 @@ typedef long int64_t;
 typedef unsigned long uintptr_t;
 typedef unsigned long size_t;
 
-/* Ports of the host test platform (packages/accel/src/guest/platform.ts). */
+/* Ports of the host test platform (packages/platform/src/platform.ts). */
 #define SERIAL_PORT 0x3f8
 #define DEBUG_EXIT_PORT 0xf4
 #define ASSERT_PORT 0xf6
