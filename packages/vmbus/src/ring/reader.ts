@@ -14,9 +14,9 @@
  * lists) is validated before use; a violation is a RingCorruptError that marks the ring
  * broken. Each packet consumes at least 24 bytes, so no loop can run forever.
  */
-import { HostUsageError, silentLogger, type Logger } from '@hvemu/common';
+import { HostUsageError } from '@hvemu/common';
 import { PAGE_SIZE } from '@hvemu/memory';
-import { RingClosedError, RingCorruptError, type RingFault } from './errors.js';
+import type { RingFault } from './errors.js';
 import {
   FEAT_PENDING_SEND_SZ,
   RING_FEATURE_BITS,
@@ -32,7 +32,7 @@ import {
   VMPACKET_DESCRIPTOR_SIZE,
 } from './protocol.js';
 import { bytesToRead, bytesToWrite, type RingBuffer } from './ring-buffer.js';
-import type { RingEndOptions, RingTap } from './writer.js';
+import { RingEnd, type RingEndOptions } from './ring-end.js';
 
 /** Offset of the range list in GPA-direct and transfer-page packets (after a 16-byte descriptor and 8-byte header). */
 const RANGES_OFFSET = 24;
@@ -162,14 +162,8 @@ export function pfnsSpanned(byteOffset: number, byteCount: number): number {
   return Math.ceil((byteOffset + byteCount) / PAGE_SIZE);
 }
 
-export class RingReader {
-  readonly ring: RingBuffer;
-  private readonly control: Uint32Array;
-  private readonly size: number;
+export class RingReader extends RingEnd {
   private readonly signalWriter: () => void;
-  private readonly logger: Logger;
-  private readonly name: string;
-  private readonly tap: RingTap | undefined;
   private readonly view: PacketView;
   /** Next byte to read (private; never read back from the control page). */
   private readIndex: number;
@@ -183,19 +177,12 @@ export class RingReader {
   /** The data area's host buffer and offset when it is contiguous in host memory (the fast path), else null. */
   private readonly flatBuffer: ArrayBufferLike | null;
   private readonly flatBase: number;
-  private brokenBy: RingCorruptError | null = null;
-  private closedBy: RingClosedError | null = null;
   packetsRead = 0;
   signals = 0;
 
   constructor(ring: RingBuffer, options: RingEndOptions) {
-    this.ring = ring;
-    this.control = ring.control;
-    this.size = ring.dataSize;
+    super(ring, options);
     this.signalWriter = options.signal;
-    this.logger = options.logger ?? silentLogger;
-    this.name = options.name ?? 'ring';
-    this.tap = options.tap;
     this.view = new PacketView(this);
     this.flatBuffer = ring.data.flat?.buffer ?? null;
     this.flatBase = ring.data.flat?.byteOffset ?? 0;
@@ -208,27 +195,10 @@ export class RingReader {
     this.lastWrite = write;
   }
 
-  get broken(): RingCorruptError | null {
-    return this.brokenBy;
-  }
-
-  /** True once close() was called: every later operation throws RingClosedError. */
-  get closed(): boolean {
-    return this.closedBy !== null;
-  }
-
-  /**
-   * Retires this reader: its ring's pages are no longer the channel's (closed, rescinded), so no
-   * later call, and no PacketView it handed out, may touch them.
-   */
-  close(reason = 'the ring was closed'): void {
-    this.closedBy ??= new RingClosedError(`${this.name}: ${reason}`);
+  /** Retires this reader; a PacketView it handed out refuses reads too. */
+  override close(reason = 'the ring was closed'): void {
+    super.close(reason);
     this.peekedEnd = -1;
-  }
-
-  /** Throws if the ring is broken or closed. */
-  private checkUsable(): void {
-    if (this.brokenBy !== null || this.closedBy !== null) throw this.brokenBy ?? this.closedBy!;
   }
 
   /** Bytes the writer has published beyond the private read index (write_index loaded and validated now). */
@@ -477,16 +447,8 @@ export class RingReader {
     return next >= this.size ? next - this.size : next;
   }
 
-  private checkIndex(index: number, fault: RingFault): void {
-    if (index >= this.size || index % 8 !== 0) {
-      this.fail(fault, `index ${index} is not an 8-aligned offset below ${this.size}`, index);
-    }
-  }
-
-  private fail(fault: RingFault, detail: string, at: number): never {
-    this.brokenBy = new RingCorruptError(fault, detail, at);
+  protected override fail(fault: RingFault, detail: string, at: number): never {
     this.peekedEnd = -1;
-    this.logger.warn(`${this.name}: ${this.brokenBy.message}`, { fault, ring: this.name });
-    throw this.brokenBy;
+    return super.fail(fault, detail, at);
   }
 }

@@ -15,9 +15,8 @@
  * The write index is private: the copy in the control page is only ever written. The
  * reader's read_index is guest-writable and is validated on every use.
  */
-import { HostUsageError, silentLogger, type Logger } from '@hvemu/common';
-import { RingClosedError, RingCorruptError } from './errors.js';
-import type { PacketView } from './reader.js';
+import { HostUsageError } from '@hvemu/common';
+import { RingEnd, type RingEndOptions } from './ring-end.js';
 import {
   FEAT_PENDING_SEND_SZ,
   RING_FEATURE_BITS,
@@ -45,34 +44,13 @@ export interface OutgoingPacket {
   payload?: Uint8Array | readonly Uint8Array[];
 }
 
-export interface RingEndOptions {
-  /** Raise the other end's interrupt (the channel's signal). */
-  signal: () => void;
-  /** Where protocol violations are reported. */
-  logger?: Logger;
-  /** A name for log records (e.g. "relid 5 outbound"). */
-  name?: string;
-  /** Sees every packet this end writes (writer) or reads (reader): traces. Off by default. */
-  tap?: RingTap;
-}
-
-/** Packet taps for traces: the packet as written, or the view as read (valid during the call). */
-export interface RingTap {
-  written?(packet: OutgoingPacket): void;
-  read?(packet: PacketView): void;
-}
+export type { RingEndOptions, RingTap } from './ring-end.js';
 
 const EMPTY = new Uint8Array(0);
 const TWO_POW_32 = 2 ** 32;
 
-export class RingWriter {
-  readonly ring: RingBuffer;
-  private readonly control: Uint32Array;
-  private readonly size: number;
+export class RingWriter extends RingEnd {
   private readonly signalReader: () => void;
-  private readonly logger: Logger;
-  private readonly name: string;
-  private readonly tap: RingTap | undefined;
   /** Next byte to write (private; never read back from the control page). */
   private writeIndex: number;
   /** The write index the reader can see. */
@@ -85,20 +63,13 @@ export class RingWriter {
   /** The data area as one view when it is contiguous in host memory (the fast path), else null. */
   private readonly flatBytes: Uint8Array | null;
   private readonly flatView: DataView | null;
-  private brokenBy: RingCorruptError | null = null;
-  private closedBy: RingClosedError | null = null;
   /** Statistics. */
   packetsWritten = 0;
   signals = 0;
 
   constructor(ring: RingBuffer, options: RingEndOptions) {
-    this.ring = ring;
-    this.control = ring.control;
-    this.size = ring.dataSize;
+    super(ring, options);
     this.signalReader = options.signal;
-    this.logger = options.logger ?? silentLogger;
-    this.name = options.name ?? 'ring';
-    this.tap = options.tap;
     this.flatBytes = ring.data.flat;
     this.flatView = this.flatBytes ? new DataView(this.flatBytes.buffer, this.flatBytes.byteOffset, this.flatBytes.byteLength) : null;
     const write = Atomics.load(this.control, RING_WRITE_INDEX);
@@ -109,26 +80,6 @@ export class RingWriter {
     this.checkIndex(read, 'read-index-out-of-range');
     this.writeIndex = this.publishedWrite = write;
     this.lastRead = read;
-  }
-
-  /** The error that broke this ring, if any. */
-  get broken(): RingCorruptError | null {
-    return this.brokenBy;
-  }
-
-  /** True once close() was called: every later operation throws RingClosedError. */
-  get closed(): boolean {
-    return this.closedBy !== null;
-  }
-
-  /** Retires this writer: its ring's pages are no longer the channel's, so nothing more is written. */
-  close(reason = 'the ring was closed'): void {
-    this.closedBy ??= new RingClosedError(`${this.name}: ${reason}`);
-  }
-
-  /** Throws if the ring is broken or closed. */
-  private checkUsable(): void {
-    if (this.brokenBy !== null || this.closedBy !== null) throw this.brokenBy ?? this.closedBy!;
   }
 
   /** Bytes a packet with this header and payload length occupies in the ring, trailer included. */
@@ -301,18 +252,6 @@ export class RingWriter {
     }
     this.lastRead = read;
     return read;
-  }
-
-  private checkIndex(index: number, fault: 'read-index-out-of-range' | 'write-index-out-of-range'): void {
-    if (index >= this.size || index % 8 !== 0) {
-      this.fail(fault, `index ${index} is not an 8-aligned offset below ${this.size}`, index);
-    }
-  }
-
-  private fail(fault: RingCorruptError['fault'], detail: string, at: number): never {
-    this.brokenBy = new RingCorruptError(fault, detail, at);
-    this.logger.warn(`${this.name}: ${this.brokenBy.message}`, { fault, ring: this.name });
-    throw this.brokenBy;
   }
 
   private writeDescriptor(at: number, packet: OutgoingPacket, offset8: number, len8: number): void {
