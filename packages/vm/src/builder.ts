@@ -9,7 +9,7 @@ import type { SynicPort } from '@hvemu/hvdef';
 import { HypercallDispatcher } from '@hvemu/hypercalls';
 import { GuestMemory } from '@hvemu/memory';
 import { HyperV, type SynicInterruptSink } from '@hvemu/synic';
-import { disabledTraceSink, type TraceSink } from '@hvemu/trace';
+import { disabledTraceSink, type TraceDevice, type TraceSink } from '@hvemu/trace';
 import {
   attachDevice,
   isHostCallable,
@@ -71,6 +71,10 @@ export interface Vm {
   /** The offered devices by name. */
   readonly devices: ReadonlyMap<string, AttachedDevice>;
   readonly traceHooks: TraceHooks;
+  /** Tells every device the VM starts running (their `start`, in offer order). */
+  start(): Promise<void>;
+  /** Tells every device the VM stops; resolves when each has no request in flight (their `stop`). */
+  stop(): Promise<void>;
   /** Unregisters the VMBus host's connections (the partition, if any, is the caller's to close). */
   dispose(): void;
 }
@@ -112,6 +116,12 @@ export function buildVm(spec: VmSpec = {}): Vm {
     vmbus,
     devices,
     traceHooks: hooks,
+    start: async () => {
+      for (const d of devices.values()) await d.device.start?.();
+    },
+    stop: async () => {
+      await Promise.all([...devices.values()].map((d) => d.device.stop?.()));
+    },
     dispose: () => vmbus.dispose(),
   };
 }
@@ -212,4 +222,24 @@ export function openPartition(choice: BackendChoice = 'auto', spec: PartitionSpe
     }
   }
   return null;
+}
+
+/**
+ * The trace header of a VM that offers `devices` (kind names, in order) on a fresh bus, so at
+ * relids 1..n: written before the VM runs, as a recorder needs it.
+ */
+export function deviceTraceHeader(
+  producer: string,
+  options: { devices?: readonly string[]; registry?: DeviceRegistry; vmbusVersion?: number } = {},
+): { vmbusVersion: number; devices: TraceDevice[]; producer: string } {
+  const registry = options.registry ?? defaultDevices();
+  const names = options.devices ?? registry.names;
+  return {
+    vmbusVersion: options.vmbusVersion ?? 0,
+    devices: names.map((name, i) => {
+      const { offer } = registry.require(name);
+      return { name, classId: offer.interfaceType, instanceId: offer.interfaceInstance, relid: i + 1 };
+    }),
+    producer,
+  };
 }

@@ -6,11 +6,10 @@
 import { HostUsageError } from '@hvemu/common';
 import { attachDevice, DeviceRegistry, type DeviceEnvironment, type VmbusHost } from '@hvemu/vmbus';
 import type { TraceDevice } from '@hvemu/trace';
-import type { Vm } from './builder.js';
+import { deviceTraceHeader, type Vm } from './builder.js';
 import {
   IC_DEVICE_KINDS,
   IC_KINDS,
-  IC_OFFERS,
   type HeartbeatService,
   type IcDevice,
   type IcHostService,
@@ -90,14 +89,5 @@ export function offerIntegrationComponents(
 
 /** The trace header (without schema version and creation time) of a VM with the ICs at relids 1-4. */
 export function icTraceHeader(producer: string, vmbusVersion = 0): { vmbusVersion: number; devices: TraceDevice[]; producer: string } {
-  return {
-    vmbusVersion,
-    devices: IC_KINDS.map((name, i) => ({
-      name,
-      classId: IC_OFFERS[name].interfaceType,
-      instanceId: IC_OFFERS[name].interfaceInstance,
-      relid: i + 1,
-    })),
-    producer,
-  };
+  return deviceTraceHeader(producer, { devices: IC_KINDS, vmbusVersion });
 }

@@ -18,9 +18,11 @@ import {
   encodeChannelMessage,
   parseChannelMessage,
   VERSION_WIN10_V5_3,
+  DeviceRegistry,
+  type DeviceKind,
 } from '@hvemu/vmbus';
 import { IC_OFFERS } from '@hvemu/util';
-import { buildVm, defaultDevices, openPartition } from '@hvemu/vm';
+import { buildVm, defaultDevices, deviceTraceHeader, openPartition } from '@hvemu/vm';
 
 const CONTACT_GPA = 0x2000;
 const OFFERS_GPA = 0x3000;
@@ -169,5 +171,43 @@ describe('openPartition', () => {
     if (process.platform !== 'win32') expect(() => openPartition('whpx')).toThrow(HypervisorUnavailableError);
     expect(openPartition('simulated')).toBeNull();
     expect(() => openPartition('qemu' as never)).toThrow(HostUsageError);
+  });
+});
+
+describe('buildVm lifecycle and trace headers', () => {
+  it('start and stop reach every device that has them, start in offer order', async () => {
+    const calls: string[] = [];
+    const kind = (name: string): DeviceKind => ({
+      name,
+      offer: { interfaceType: IC_OFFERS.heartbeat.interfaceType, interfaceInstance: `00000000-0000-0000-0000-00000000000${name.length}` },
+      create: () => ({
+        offer: IC_OFFERS.heartbeat,
+        open: () => {},
+        onSignal: () => {},
+        start: () => void calls.push(`start ${name}`),
+        stop: async () => {
+          await new Promise((r) => setTimeout(r, 5));
+          calls.push(`stopped ${name}`);
+        },
+      }),
+    });
+    const vm = buildVm({ registry: new DeviceRegistry().register(kind('a'), kind('bb')) });
+    await vm.start();
+    await vm.stop();
+    expect(calls.slice(0, 2)).toEqual(['start a', 'start bb']);
+    expect(calls.slice(2).sort()).toEqual(['stopped a', 'stopped bb']);
+  });
+
+  it('deviceTraceHeader names the devices a VM offers, at relids 1..n', () => {
+    const header = deviceTraceHeader('test', { devices: ['kvp', 'heartbeat'], vmbusVersion: 0x50003 });
+    expect(header).toEqual({
+      vmbusVersion: 0x50003,
+      producer: 'test',
+      devices: [
+        { name: 'kvp', classId: IC_OFFERS.kvp.interfaceType, instanceId: IC_OFFERS.kvp.interfaceInstance, relid: 1 },
+        { name: 'heartbeat', classId: IC_OFFERS.heartbeat.interfaceType, instanceId: IC_OFFERS.heartbeat.interfaceInstance, relid: 2 },
+      ],
+    });
+    expect(() => deviceTraceHeader('test', { devices: ['nope'] })).toThrow(HostUsageError);
   });
 });

@@ -14,6 +14,7 @@ import {
   VM_PKT_COMP,
   VM_PKT_DATA_INBAND,
   VM_PKT_DATA_USING_GPA_DIRECT,
+  VM_PKT_DATA_USING_XFER_PAGES,
   type PacketView,
   type PageRange,
 } from '@hvemu/vmbus';
@@ -266,5 +267,47 @@ describe('PacketQueue', () => {
     expect(inbandErr).toBeInstanceOf(HostUsageError);
     queue.close();
     expect(() => data!.toBytes()).toThrow(GuestDataRevokedError);
+  });
+});
+
+describe('PacketQueue transfer pages', () => {
+  it('slices the transfer page set by the ranges a xfer-page packet names; a range outside the set is refused', () => {
+    const { toHost, queue } = queuePair();
+    const set = GuestData.fromRanges(toHost.memory, [{ byteOffset: 0, byteCount: 2 * PAGE_SIZE, pfns: [2, 3] }]);
+    set.write(100, new Uint8Array([1, 2, 3]));
+    set.write(PAGE_SIZE + 5, new Uint8Array([9, 8]));
+    const header = (ranges: [number, number][]) => {
+      const h = new Uint8Array(8 + ranges.length * 8);
+      const dv = new DataView(h.buffer);
+      dv.setUint16(0, 7, true); // pageset id
+      dv.setUint32(4, ranges.length, true);
+      ranges.forEach(([count, offset], i) => {
+        dv.setUint32(8 + i * 8, count, true);
+        dv.setUint32(12 + i * 8, offset, true);
+      });
+      return h;
+    };
+    toHost.writer.write({
+      type: VM_PKT_DATA_USING_XFER_PAGES,
+      transactionId: 1n,
+      header: header([
+        [3, 100],
+        [2, PAGE_SIZE + 5],
+      ]),
+    });
+    toHost.writer.write({ type: VM_PKT_DATA_USING_XFER_PAGES, transactionId: 2n, header: header([[10, 2 * PAGE_SIZE - 5]]) });
+    const results: unknown[] = [];
+    queue.read((p) => {
+      try {
+        results.push(queue.transferData(p, set).map((d) => [...d.toBytes()]));
+      } catch (e) {
+        results.push(e);
+      }
+    });
+    expect(results[0]).toEqual([
+      [1, 2, 3],
+      [9, 8],
+    ]);
+    expect(results[1]).toBeInstanceOf(GuestMemoryError);
   });
 });

@@ -7,7 +7,7 @@
  * waiting send rejects with RingClosedError and every GuestData handed out is revoked.
  */
 import { HostUsageError, silentLogger, type Logger } from '@hvemu/common';
-import type { GuestMemory } from '@hvemu/memory';
+import { GuestMemoryError, type GuestMemory } from '@hvemu/memory';
 import { RingClosedError } from '../ring/errors.js';
 import type { RingEndpoint } from '../ring/pair.js';
 import { FEAT_PENDING_SEND_SZ, RING_FEATURE_BITS, VM_PKT_COMP, VM_PKT_DATA_USING_GPA_DIRECT } from '../ring/protocol.js';
@@ -112,6 +112,27 @@ export class PacketQueue {
     return GuestData.fromRanges(this.options.memory, packet.gpaRanges(), {
       maxBytes: this.options.maxExternalBytes ?? DEFAULT_MAX_EXTERNAL,
       lease: this.lease,
+    });
+  }
+
+  /**
+   * The bytes a VM_PKT_DATA_USING_XFER_PAGES packet names in its transfer page set `set` (the
+   * GuestData of the GPADL the device registered as that set), one slice per range. A range
+   * outside the set is the guest's error: GuestMemoryError (refuse that request).
+   */
+  transferData(packet: PacketView, set: GuestData): GuestData[] {
+    this.checkOpen();
+    const xfer = packet.transferPages();
+    if (!xfer) throw new HostUsageError(`${this.name}: packet type ${packet.type} names no transfer pages`);
+    return xfer.ranges.map((r) => {
+      if (r.byteOffset + r.byteCount > set.length) {
+        throw new GuestMemoryError(
+          `${this.name}: transfer range [${r.byteOffset}, +${r.byteCount}) outside a ${set.length}-byte page set`,
+          NaN,
+          r.byteCount,
+        );
+      }
+      return set.slice(r.byteOffset, r.byteCount);
     });
   }
 
