@@ -48,7 +48,7 @@ export {
   type CpuidProbeResult,
   type CpuidRegister,
 } from './cpuid-probe.js';
-export { formatRegisters, type Registers, type Segment, type SpecialRegisters, type DescriptorTable } from './registers.js';
+export { formatRegisters, registersWith, type Registers, type Segment, type SpecialRegisters, type DescriptorTable } from './registers.js';
 export {
   AccelError,
   AccelUsageError,

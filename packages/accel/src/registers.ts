@@ -97,6 +97,12 @@ const SEGMENT_NAMES = ['cs', 'ds', 'es', 'fs', 'gs', 'ss', 'tr', 'ldt'] as const
 const CONTROL_NAMES = ['cr0', 'cr2', 'cr3', 'cr4', 'cr8', 'efer', 'apicBase'] as const;
 export const SREG_WORDS = 35;
 
+/** General registers as a loader sets them: every one zero but those given (RFLAGS' reserved bit 1 set). */
+export function registersWith(values: Partial<Registers>): Registers {
+  const r = Object.fromEntries(REG_NAMES.map((name) => [name, 0n])) as unknown as Registers;
+  return { ...r, rflags: 2n, ...values };
+}
+
 export function unpackRegisters(a: BigUint64Array): Registers {
   const r = {} as Record<keyof Registers, bigint>;
   REG_NAMES.forEach((name, i) => (r[name] = a[i]));

@@ -8,7 +8,7 @@
  *   0x7000 GDT, 0x7100 TSS, stacks: 16 KiB per vCPU growing down from 0x80000.
  */
 import type { GuestMemory } from '@hvemu/memory';
-import { AccelUsageError, type AccelPartition, type AccelVcpu, type Registers, type Segment, type SpecialRegisters } from '@hvemu/accel';
+import { AccelUsageError, registersWith, type AccelPartition, type AccelVcpu, type Segment, type SpecialRegisters } from '@hvemu/accel';
 import { checkPartitionLike } from './platform.js';
 
 /** What the loader needs: RAM, and vCPUs whose registers it sets; `makeRunnable` where APs must be released (KVM). */
@@ -154,26 +154,11 @@ export function enterLongMode(partition: LoadablePartition, entry: number, vps?:
   for (const vp of vps) {
     const vcpu = partition.vcpus[vp];
     vcpu.setSpecialRegisters(longModeSpecialRegisters(vcpu.getSpecialRegisters()));
-    const regs: Registers = {
-      rax: 0n,
-      rbx: 0n,
-      rcx: 0n,
-      rdx: 0n,
-      rsi: 0n,
+    const regs = registersWith({
       rdi: BigInt(vp),
-      rbp: 0n,
       rsp: BigInt(STACK_TOP - vp * STACK_SIZE - 8), // -8: the ABI's call alignment at entry
-      r8: 0n,
-      r9: 0n,
-      r10: 0n,
-      r11: 0n,
-      r12: 0n,
-      r13: 0n,
-      r14: 0n,
-      r15: 0n,
       rip: BigInt(entry),
-      rflags: 2n,
-    };
+    });
     vcpu.setRegisters(regs);
     if (vp !== 0) vcpu.makeRunnable?.();
   }

@@ -18,7 +18,7 @@
  * segment addresses are checked before use, and device inputs are masked to their width.
  */
 import type { GuestMemory } from '@hvemu/memory';
-import type { IoDevice, KvmPartition, Registers, Segment, SpecialRegisters } from '@hvemu/accel';
+import { registersWith, type IoDevice, type KvmPartition, type Segment, type SpecialRegisters } from '@hvemu/accel';
 import { BootImageError } from './errors.js';
 import { loadElf, type LoadedElf } from './elf.js';
 import { checkPartitionLike, SerialPort } from './platform.js';
@@ -223,26 +223,8 @@ export function bootMultiboot(partition: KvmPartition, image: Uint8Array, opts: 
   const infoGpa = writeMultibootInfo(memory, opts.commandLine ?? '');
   const bsp = partition.vcpus[0];
   bsp.setSpecialRegisters(multibootSpecialRegisters(bsp.getSpecialRegisters()));
-  const regs: Registers = {
-    rax: BigInt(MULTIBOOT_BOOTLOADER_MAGIC),
-    rbx: BigInt(infoGpa),
-    rcx: 0n,
-    rdx: 0n,
-    rsi: 0n,
-    rdi: 0n,
-    rsp: 0n,
-    rbp: 0n, // ESP is undefined at entry; the kernel sets its own
-    r8: 0n,
-    r9: 0n,
-    r10: 0n,
-    r11: 0n,
-    r12: 0n,
-    r13: 0n,
-    r14: 0n,
-    r15: 0n,
-    rip: BigInt(loaded.entry),
-    rflags: 2n, // IF = 0, VM = 0
-  };
+  // ESP is undefined at entry (the kernel sets its own); IF = 0, VM = 0.
+  const regs = registersWith({ rax: BigInt(MULTIBOOT_BOOTLOADER_MAGIC), rbx: BigInt(infoGpa), rip: BigInt(loaded.entry) });
   bsp.setRegisters(regs);
   return { ...loaded, infoGpa };
 }
