@@ -23,6 +23,8 @@ export const HV_X64_MSR_TIME_REF_COUNT = 0x40000020;
 export const HV_X64_MSR_REFERENCE_TSC = 0x40000021;
 export const HV_X64_MSR_TSC_FREQUENCY = 0x40000022;
 export const HV_X64_MSR_APIC_FREQUENCY = 0x40000023;
+/** union hv_vp_assist_msr_contents: enable (bit 0), page GPA (bits 12-63). */
+export const HV_X64_MSR_VP_ASSIST_PAGE = 0x40000073;
 export const HV_X64_MSR_SCONTROL = 0x40000080;
 export const HV_X64_MSR_SVERSION = 0x40000081;
 export const HV_X64_MSR_SIEFP = 0x40000082;

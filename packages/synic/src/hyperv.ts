@@ -29,6 +29,7 @@ import {
   HV_X64_MSR_TSC_FREQUENCY,
   HV_X64_MSR_VP_INDEX,
   HV_X64_MSR_VP_RUNTIME,
+  HV_X64_MSR_VP_ASSIST_PAGE,
 } from '@hvemu/hvdef';
 import { tscPageParameters, writeTscPage, type TscModel } from './reference-tsc.js';
 import { VpStimers } from './stimer.js';
@@ -77,6 +78,8 @@ export class HyperV implements SynicPort {
   private hypercall = 0n;
   private referenceTsc = 0n;
   private readonly crashParams: bigint[] = [0n, 0n, 0n, 0n, 0n];
+  /** HV_X64_MSR_VP_ASSIST_PAGE per VP. */
+  private readonly vpAssist: bigint[];
   private readonly tsc: TscModel;
   private readonly logger: Logger;
   private readonly postReadyListeners = new Set<(vp: number, sint: number) => void>();
@@ -87,6 +90,7 @@ export class HyperV implements SynicPort {
       throw new HostUsageError(`HyperV: vpCount ${String(vpCount)} is not an integer in [1, ${HV_MAXIMUM_PROCESSORS}]`);
     }
     this.vpCount = options.vpCount;
+    this.vpAssist = new Array<bigint>(options.vpCount).fill(0n);
     this.logger = options.logger ?? silentLogger;
     this.tsc = options.tsc ?? { frequencyHz: 1_000_000_000n, valueAtReferenceZero: 0n };
     this.synics = Array.from(
@@ -190,6 +194,8 @@ export class HyperV implements SynicPort {
         return 0n;
       case HV_X64_MSR_CRASH_CTL:
         return HV_CRASH_CTL_CRASH_NOTIFY; // what the host supports
+      case HV_X64_MSR_VP_ASSIST_PAGE:
+        return this.vpAssist[vp];
       default:
         if (msr >= HV_X64_MSR_CRASH_P0 && msr <= HV_X64_MSR_CRASH_P4) return this.crashParams[msr - HV_X64_MSR_CRASH_P0];
         throw new MsrFault(msr, null, 'not an implemented Hyper-V MSR');
@@ -218,6 +224,8 @@ export class HyperV implements SynicPort {
         return;
       case HV_X64_MSR_REFERENCE_TSC:
         return this.writeReferenceTsc(msr, value);
+      case HV_X64_MSR_VP_ASSIST_PAGE:
+        return this.writeVpAssist(vp, msr, value);
       case HV_X64_MSR_CRASH_CTL:
         if (value & ~HV_CRASH_CTL_CRASH_NOTIFY) throw new MsrFault(msr, value, 'reserved bits set');
         if (value & HV_CRASH_CTL_CRASH_NOTIFY) {
@@ -250,6 +258,21 @@ export class HyperV implements SynicPort {
       this.options.installHypercallPage?.(gpa);
     }
     this.hypercall = value;
+  }
+
+  /**
+   * The VP assist page. Linux writes it on every CPU, unchecked (hv_cpu_init), so a #GP here
+   * is an "unchecked MSR access error" in its log. hvemu advertises none of the features that
+   * read the page (APIC-access MSRs, enlightened VMCS, nested), so the MSR only has to hold
+   * its value: enable and a page of guest RAM, reserved bits 1-11 clear.
+   */
+  private writeVpAssist(vp: number, msr: number, value: bigint): void {
+    if (value & 0xffen) throw new MsrFault(msr, value, 'reserved bits set');
+    if (value & HV_PAGE_ENABLE) {
+      const gpa = Number(value & HV_PAGE_GPA_MASK);
+      if (!this.options.memory.contains(gpa, PAGE_SIZE)) throw new MsrFault(msr, value, 'VP assist page is not guest RAM');
+    }
+    this.vpAssist[vp] = value;
   }
 
   private writeReferenceTsc(msr: number, value: bigint): void {

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import {
+  HV_X64_MSR_VP_ASSIST_PAGE,
   HV_X64_MSR_APIC_FREQUENCY,
   HV_X64_MSR_CRASH_CTL,
   HV_X64_MSR_CRASH_P0,
@@ -75,6 +76,17 @@ describe('Hyper-V MSRs', () => {
     gp(() => hv.writeMsr(0, HV_X64_MSR_STIMER0_CONFIG, 1n << 13n));
     gp(() => hv.writeMsr(0, HV_X64_MSR_CRASH_CTL, 1n));
     expect(hv.readMsr(0, HV_X64_MSR_EOM)).toBe(0n);
+  });
+
+  it('holds the VP assist page per VP (Linux writes it on every CPU, unchecked); reserved bits and out-of-RAM pages #GP', () => {
+    const { hv } = partition();
+    hv.writeMsr(0, HV_X64_MSR_VP_ASSIST_PAGE, 0x7000n | 1n);
+    hv.writeMsr(1, HV_X64_MSR_VP_ASSIST_PAGE, 0x8000n | 1n);
+    expect([hv.readMsr(0, HV_X64_MSR_VP_ASSIST_PAGE), hv.readMsr(1, HV_X64_MSR_VP_ASSIST_PAGE)]).toEqual([0x7001n, 0x8001n]);
+    gp(() => hv.writeMsr(0, HV_X64_MSR_VP_ASSIST_PAGE, 0x7000n | 2n));
+    gp(() => hv.writeMsr(0, HV_X64_MSR_VP_ASSIST_PAGE, (1n << 40n) | 1n));
+    hv.writeMsr(0, HV_X64_MSR_VP_ASSIST_PAGE, 0n); // disabled: any page number is fine
+    expect(hv.readMsr(0, HV_X64_MSR_VP_ASSIST_PAGE)).toBe(0n);
   });
 
   it('enables the hypercall page only after GUEST_OS_ID, installs it, honours the lock', () => {
