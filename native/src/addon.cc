@@ -284,6 +284,8 @@ class PartitionWrap : public Napi::ObjectWrap<PartitionWrap>, public Notifier {
     }
     Napi::Value int3 = o.Get("int3Fixup");
     if (int3.IsBoolean()) c.int3_fixup = int3.As<Napi::Boolean>().Value();
+    Napi::Value fixups = o.Get("instructionFixups");
+    if (fixups.IsBoolean()) c.insn_fixups = fixups.As<Napi::Boolean>().Value();
     Napi::Value sync = o.Get("syncRegs");
     if (sync.IsBoolean()) c.sync_regs = sync.As<Napi::Boolean>().Value();
     Napi::Value spin = o.Get("spinIterations");

@@ -28,6 +28,7 @@ struct PartitionConfig {
   std::vector<uint32_t> user_msrs;  // MSRs (besides 0x40000000-0x400000FF) that exit to user space
   int32_t hypercall_port = -1;      // byte OUT to this port becomes a hypercall exit (-1: none)
   bool int3_fixup = true;           // finish int3 emulation failures by injecting #BP
+  bool insn_fixups = true;          // finish fwait/fnclex/emms/clac/stac emulation failures (kvm_vcpu.cc kFixups)
   uint32_t spin_iterations = 4000;  // vCPU-side spin before sleeping on an unanswered exit
   bool sync_regs = true;            // use KVM_CAP_SYNC_REGS (when KVM offers it) for register exits
 };

@@ -415,12 +415,56 @@ bool KvmVcpu::TryFinishInt3() {
   return ioctl(fd_, KVM_SET_VCPU_EVENTS, &ev) == 0;
 }
 
+namespace {
+
+// Instructions this KVM's instruction emulator stops on (an emulation failure at RIP) that a
+// kernel executes, finished here the way the CPU would, at CPL 0: KVM-NOTES.md. Exact bytes at
+// RIP, no prefixes.
+enum class Gap { kFwait, kFnclex, kEmms, kClac, kStac };
+struct GapFixup {
+  uint8_t bytes[3];
+  uint8_t length;
+  Gap kind;
+};
+constexpr GapFixup kFixups[] = {
+    {{0x9b}, 1, Gap::kFwait},              // FWAIT: nothing pending once FNCLEX has run (fpu__drop)
+    {{0xdb, 0xe2}, 2, Gap::kFnclex},       // FNCLEX: clear the x87 exception flags, ES and B
+    {{0x0f, 0x77}, 2, Gap::kEmms},         // EMMS: every x87 tag empty (abridged tag word 0)
+    {{0x0f, 0x01, 0xca}, 3, Gap::kClac},   // CLAC: RFLAGS.AC = 0
+    {{0x0f, 0x01, 0xcb}, 3, Gap::kStac},   // STAC: RFLAGS.AC = 1
+};
+constexpr uint64_t kRflagsAc = 1ull << 18;
+constexpr uint16_t kFswExceptionBits = 0x80ff;  // IE..PE, SF, ES (0-7) and B (15)
+
+}  // namespace
+
+bool KvmVcpu::TryFinishEmulationGap(const uint8_t* insn, uint32_t n) {
+  for (const GapFixup& f : kFixups) {
+    if (n < f.length || std::memcmp(insn, f.bytes, f.length) != 0) continue;
+    kvm_regs regs;
+    if (ioctl(fd_, KVM_GET_REGS, &regs) != 0) return false;
+    if (f.kind == Gap::kFnclex || f.kind == Gap::kEmms) {
+      kvm_fpu fpu;
+      if (ioctl(fd_, KVM_GET_FPU, &fpu) != 0) return false;
+      if (f.kind == Gap::kFnclex) fpu.fsw &= static_cast<uint16_t>(~kFswExceptionBits);
+      if (f.kind == Gap::kEmms) fpu.ftwx = 0;
+      if (ioctl(fd_, KVM_SET_FPU, &fpu) != 0) return false;
+    }
+    if (f.kind == Gap::kClac) regs.rflags &= ~kRflagsAc;
+    if (f.kind == Gap::kStac) regs.rflags |= kRflagsAc;
+    regs.rip += f.length;
+    return ioctl(fd_, KVM_SET_REGS, &regs) == 0;
+  }
+  return false;
+}
+
 bool KvmVcpu::HandleInternalError() {
   uint32_t sub = run_->internal.suberror;
   uint8_t* s = slot();
   uint8_t insn[16] = {};
   uint32_t n = sub == KVM_INTERNAL_ERROR_EMULATION ? FetchInsn(insn, 15) : 0;
   if (n >= 1 && insn[0] == kInt3 && partition_.config().int3_fixup && TryFinishInt3()) return true;
+  if (n >= 1 && partition_.config().insn_fixups && TryFinishEmulationGap(insn, n)) return true;
   std::memcpy(s + kSlotInsnBytes, insn, sizeof insn);
   *U32(s + kSlotInsnLen) = n;
   uint64_t data0 = run_->internal.ndata > 0 ? run_->internal.data[0] : 0;

@@ -56,6 +56,7 @@ class KvmVcpu {
   bool HandleInternalError();
   bool PostFatal(uint32_t kind, uint64_t code, uint64_t detail, uint64_t detail2);
   bool TryFinishInt3();
+  bool TryFinishEmulationGap(const uint8_t* insn, uint32_t n);
   bool Post();  // posts the prepared slot; false when the vCPU must stop
   void DumpState();
   uint32_t FetchInsn(uint8_t* out, uint32_t max);

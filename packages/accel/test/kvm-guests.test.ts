@@ -157,6 +157,24 @@ describeKvm('KVM test guests', () => {
     expect(r.partition.vcpus[0].exits).toBe(1);
   });
 
+  it('finishes fwait, fnclex, emms (and clac/stac where the CPU has SMAP) that the emulator stops on', async () => {
+    const r = await run('fixups');
+    expectExit(r, { 0: 0 });
+    expect(r.platform.serial.text()).toContain('x87: fnclex, fwait, emms ran');
+    expect(r.platform.serial.text()).toMatch(/clac\/stac: (ran|#UD \(no SMAP on this CPU\))/);
+  });
+
+  it('without instruction fixups the same guest stops with the bytes at RIP named', async () => {
+    const r = await run('fixups', { instructionFixups: false });
+    if (r.error === undefined) {
+      // A KVM that runs these instructions itself (hardware virtualization) needs no fixups.
+      expect(r.platform.serial.text()).toContain('x87: fnclex, fwait, emms ran');
+      return;
+    }
+    expect(r.error).toBeInstanceOf(GuestFatalError);
+    expect(String((r.error as Error).message)).toMatch(/instruction bytes at RIP: (db e2|9b|0f 77|0f 01 c[ab])/);
+  });
+
   it('finishes int3 (an emulation failure here) by injecting #BP', async () => {
     const r = await run('int3');
     expectExit(r, { 0: 0 });

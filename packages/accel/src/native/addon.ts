@@ -13,6 +13,7 @@ export interface NativePartitionConfig {
   userMsrs?: number[];
   hypercallPort?: number;
   int3Fixup?: boolean;
+  instructionFixups?: boolean;
   spinIterations?: number;
   syncRegs?: boolean;
 }

@@ -68,6 +68,11 @@ export interface KvmPartitionOptions {
   readonly hypercallPort?: number;
   /** Finish int3 emulation failures by injecting #BP (default true). */
   readonly int3Fixup?: boolean;
+  /**
+   * Finish the emulation failures of fwait, fnclex, emms, clac and stac the way the CPU would
+   * (default true): instructions a kernel executes that this kind of KVM's emulator stops on.
+   */
+  readonly instructionFixups?: boolean;
   /** How long the vCPU thread spins (pause iterations) before sleeping on an exit. */
   readonly spinIterations?: number;
   /**
@@ -285,6 +290,7 @@ export class KvmPartition extends RoutedPartition implements AccelPartition {
             userMsrs: this.userMsrs,
             hypercallPort: opts.hypercallPort,
             int3Fixup: opts.int3Fixup ?? true,
+            instructionFixups: opts.instructionFixups ?? true,
             spinIterations: opts.spinIterations,
             syncRegs: opts.syncRegs,
           },
@@ -763,6 +769,7 @@ function checkOptions(opts: KvmPartitionOptions): void {
   const o = checkCommonOptions(opts, 'KvmPartition.create', 256);
   if (o['hypercallPort'] !== undefined) checkInt(o['hypercallPort'], 'KvmPartition.create: options.hypercallPort', 0, 0xffff);
   optBool(o['int3Fixup'], 'KvmPartition.create: options.int3Fixup');
+  optBool(o['instructionFixups'], 'KvmPartition.create: options.instructionFixups');
   optBool(o['syncRegs'], 'KvmPartition.create: options.syncRegs');
   optInt(o['spinIterations'], 'KvmPartition.create: options.spinIterations', 0, U32_MAX, 0);
   // NaN would make the exit poll loop never see its deadline; Infinity likewise.
