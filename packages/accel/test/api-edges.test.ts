@@ -18,7 +18,7 @@ import { buildCpuidModel, hypervisorVendorLeaf } from '../src/cpuid.js';
 import { ExitRouter } from '../src/exit-router.js';
 import { decodeMmioInstruction, MmioDecodeError } from '../src/backends/x86-mmio.js';
 import { KvmPartition } from '../src/backends/kvm/partition.js';
-import type { Registers, SpecialRegisters } from '../src/registers.js';
+import { registersWith, type Registers, type SpecialRegisters } from '../src/registers.js';
 import { describeChild, runChild } from './helpers/child.js';
 import { describeKvm, KVM, MiB } from './helpers/harness.js';
 
@@ -41,26 +41,7 @@ function expectRows<T>(target: () => T, rows: readonly Row<T>[]): void {
   }
 }
 
-const zeroRegs = (): Registers => ({
-  rax: 0n,
-  rbx: 0n,
-  rcx: 0n,
-  rdx: 0n,
-  rsi: 0n,
-  rdi: 0n,
-  rsp: 0n,
-  rbp: 0n,
-  r8: 0n,
-  r9: 0n,
-  r10: 0n,
-  r11: 0n,
-  r12: 0n,
-  r13: 0n,
-  r14: 0n,
-  r15: 0n,
-  rip: 0n,
-  rflags: 2n,
-});
+const zeroRegs = (): Registers => registersWith({});
 const segment = () => ({
   base: 0n,
   limit: 0xffff,

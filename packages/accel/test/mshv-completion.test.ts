@@ -3,7 +3,7 @@ import { completeIntercept, completeMmio, diffRegisters, mergeIn } from '../src/
 import type { InterceptContext } from '../src/backends/mshv/messages.js';
 import { decodeMmioInstruction } from '../src/backends/x86-mmio.js';
 import type { Exit } from '../src/exits.js';
-import type { Registers } from '../src/registers.js';
+import { registersWith, type Registers } from '../src/registers.js';
 
 // Register names (hv_register_name): RAX 0x20000, RCX 0x20001, RDX 0x20002, RBX 0x20003, RIP 0x20010,
 // pending interruption 0x10002.
@@ -26,27 +26,7 @@ const ctx = (length: number, rip = 0x1000n): InterceptContext => ({
   defaultOperand32: false,
 });
 
-const regs = (over: Partial<Registers> = {}): Registers => ({
-  rax: 0n,
-  rbx: 0n,
-  rcx: 0n,
-  rdx: 0n,
-  rsi: 0n,
-  rdi: 0n,
-  rsp: 0n,
-  rbp: 0n,
-  r8: 0n,
-  r9: 0n,
-  r10: 0n,
-  r11: 0n,
-  r12: 0n,
-  r13: 0n,
-  r14: 0n,
-  r15: 0n,
-  rip: 0x2000n,
-  rflags: 2n,
-  ...over,
-});
+const regs = (over: Partial<Registers> = {}): Registers => registersWith({ rip: 0x2000n, ...over });
 
 describe('MSHV completion', () => {
   it('IN merges RAX by size and advances RIP', () => {

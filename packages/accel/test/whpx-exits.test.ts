@@ -11,7 +11,7 @@ import {
 import type { WhpxEvent } from '../src/backends/whpx/events.js';
 import { decodeArm64Exit, decodeDataAbort } from '../src/backends/whpx/exit-arm64.js';
 import { decodeX64Exit } from '../src/backends/whpx/exit-x64.js';
-import type { Registers } from '../src/registers.js';
+import { registersWith, type Registers } from '../src/registers.js';
 
 // Exit contexts are built byte by byte at absolute offsets (x64: VpContext @8, union @48;
 // arm64: union @16 with the 24-byte intercept header first), written out here rather than
@@ -45,27 +45,7 @@ const exitOf = (ev: WhpxEvent) => {
   return ev;
 };
 
-const regs = (over: Partial<Registers> = {}): Registers => ({
-  rax: 0n,
-  rbx: 0n,
-  rcx: 0n,
-  rdx: 0n,
-  rsi: 0n,
-  rdi: 0n,
-  rsp: 0n,
-  rbp: 0n,
-  r8: 0n,
-  r9: 0n,
-  r10: 0n,
-  r11: 0n,
-  r12: 0n,
-  r13: 0n,
-  r14: 0n,
-  r15: 0n,
-  rip: 0n,
-  rflags: 2n,
-  ...over,
-});
+const regs = (over: Partial<Registers> = {}): Registers => registersWith(over);
 
 describe('x64 exit decoding', () => {
   it('I/O OUT and IN: port, size, data; IN completion merges AL into RAX and advances RIP', () => {

@@ -17,7 +17,7 @@ import {
   mmioStoreValue,
   type MmioInstruction,
 } from '../src/backends/x86-mmio.js';
-import { REG_NAMES, type Registers } from '../src/registers.js';
+import { REG_NAMES, registersWith, type Registers } from '../src/registers.js';
 import { fuzzRuns } from '../../../test/helpers.js';
 
 const LONG = { longMode: true, defaultOperand32: false };
@@ -33,27 +33,7 @@ const DISP32 = [0x00, 0x00, 0xe0, 0xfe];
 const MOFFS64 = [1, 2, 3, 4, 5, 6, 7, 8];
 
 function regs(over: Partial<Registers> = {}): Registers {
-  const zero = {
-    rax: 0n,
-    rbx: 0n,
-    rcx: 0n,
-    rdx: 0n,
-    rsi: 0n,
-    rdi: 0n,
-    rsp: 0n,
-    rbp: 0n,
-    r8: 0n,
-    r9: 0n,
-    r10: 0n,
-    r11: 0n,
-    r12: 0n,
-    r13: 0n,
-    r14: 0n,
-    r15: 0n,
-    rip: 0x1000n,
-    rflags: 2n,
-  };
-  return { ...zero, ...over };
+  return registersWith({ rip: 0x1000n, ...over });
 }
 
 describe('x86 MMIO decode: 64-bit code', () => {
