@@ -504,6 +504,22 @@ describe('hostile and unsupported files', () => {
   });
 });
 
+describe('e820 capacity', () => {
+  it('fits 128 entries in the zero page, 127 in the PVH memmap (the kernel appends the ISA hole)', () => {
+    const m = ram(32 * MiB);
+    // 64 reserved pages, the last one flush with the end of RAM: 128 entries.
+    const reserved = Array.from({ length: 64 }, (_, i) => ({
+      gpa: i === 63 ? 32 * MiB - 0x1000 : 0x1400000 + i * 0x2000,
+      size: 0x1000,
+      type: 2,
+    }));
+    expect(buildE820Map(m, reserved)).toHaveLength(128);
+    expect(loadLinux(m, makeBzImage({ payload }), { reserved }).e820).toHaveLength(128);
+    expect(() => loadLinux(m, vmlinux(), { reserved })).toThrow(/128 entries, at most 127 fit/);
+    expect(loadLinux(m, vmlinux(), { reserved: reserved.slice(1) }).e820).toHaveLength(126);
+  });
+});
+
 describeKvm('Linux loader entry state (KVM)', () => {
   async function run(p: KvmPartition, platform: TestPlatform): Promise<number | undefined> {
     let timer: NodeJS.Timeout | undefined;

@@ -154,7 +154,10 @@ function plan(memory: GuestMemory, image: Uint8Array, opts: LinuxBootOptions): P
   const loaderArea: Range = { start: 0, end: LINUX_LOADER_END };
   const reserved = opts.reserved ?? [];
   const e820 = buildE820Map(memory, reserved);
-  if (e820.length > MAX_E820_ENTRIES) throw new LinuxBootError(`e820 map has ${e820.length} entries, at most ${MAX_E820_ENTRIES} fit`);
+  // PVH: init_pvh_bootparams (arch/x86/platform/pvh/enlighten.c) copies the memmap into the
+  // zero page's e820_table unchecked and then appends the ISA hole, so one slot stays free.
+  const maxEntries = kernel.kind === 'pvh' ? MAX_E820_ENTRIES - 1 : MAX_E820_ENTRIES;
+  if (e820.length > maxEntries) throw new LinuxBootError(`e820 map has ${e820.length} entries, at most ${maxEntries} fit`);
   const reservedRanges = e820.filter((e) => e.type !== 1).map((e) => ({ start: e.addr, end: e.addr + e.size }));
   for (const r of reservedRanges) {
     if (overlaps(r, loaderArea))
