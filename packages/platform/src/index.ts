@@ -23,7 +23,14 @@ export {
   type MultibootHeader,
   type MultibootOptions,
 } from './multiboot.js';
-export { enterLongMode, writeLongModeTables, longModeSpecialRegisters, LOADER_RESERVED_END, type LoadablePartition } from './long-mode.js';
+export {
+  enterLongMode,
+  writeLongModeTables,
+  writeIdentityPageTables,
+  longModeSpecialRegisters,
+  LOADER_RESERVED_END,
+  type LoadablePartition,
+} from './long-mode.js';
 export {
   TestPlatform,
   SerialPort,
@@ -35,3 +42,4 @@ export {
   type GuestAssertion,
 } from './platform.js';
 export { buildFreestandingImage, buildLongModeGuest, FREESTANDING_CFLAGS, GUEST_RUNTIME_DIR, type ImageSpec } from './build.js';
+export * from './linux/index.js';

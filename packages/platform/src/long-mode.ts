@@ -58,7 +58,25 @@ export function writeLongModeTables(memory: GuestMemory): void {
   if (!memory.contains(0, LOADER_RESERVED_END)) {
     throw new AccelUsageError(`long-mode loader needs guest RAM at [0, 0x${LOADER_RESERVED_END.toString(16)})`);
   }
-  memory.bytes(PML4_GPA, 0x7000).fill(0);
+  writeIdentityPageTables(memory);
+  writeGdtAndTss(memory);
+}
+
+/** The pages [0x1000, 0x7000) the identity map occupies (PML4, PDPT, four page directories). */
+export const PAGE_TABLES_END = 0x7000;
+
+/**
+ * Writes the identity map of the low 4 GiB at [0x1000, 0x7000): 2 MiB pages, writable, the
+ * 3-4 GiB window uncached; CR3 = PML4_GPA. The Linux loader uses it with its own GDT.
+ */
+export function writeIdentityPageTables(memory: GuestMemory): void {
+  if (memory === null || typeof memory !== 'object' || typeof memory.contains !== 'function') {
+    throw new AccelUsageError('writeIdentityPageTables: memory must be a GuestMemory');
+  }
+  if (!memory.contains(PML4_GPA, PAGE_TABLES_END - PML4_GPA)) {
+    throw new AccelUsageError(`the identity map needs guest RAM at [0x${PML4_GPA.toString(16)}, 0x${PAGE_TABLES_END.toString(16)})`);
+  }
+  memory.bytes(PML4_GPA, PAGE_TABLES_END - PML4_GPA).fill(0);
   memory.writeU64(PML4_GPA, BigInt(PDPT_GPA) | PTE_PRESENT | PTE_WRITE);
   for (let gib = 0; gib < 4; gib++) {
     const pd = PD_GPA + gib * 0x1000;
@@ -69,6 +87,9 @@ export function writeLongModeTables(memory: GuestMemory): void {
       memory.writeU64(pd + i * 8, phys | flags);
     }
   }
+}
+
+function writeGdtAndTss(memory: GuestMemory): void {
   // GDT: null, 64-bit code, flat data, then the 16-byte TSS descriptor.
   memory.writeU64(GDT_GPA, 0n);
   memory.writeU64(GDT_GPA + SELECTOR_CODE64, 0x00af9a000000ffffn);
