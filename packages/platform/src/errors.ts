@@ -7,3 +7,6 @@ import { AccelUsageError } from '@hvemu/accel';
 
 /** A boot image (multiboot kernel) that cannot be loaded: no header, unsupported flags, bad ELF, no room. */
 export class BootImageError extends AccelUsageError {}
+
+/** ACPI tables that cannot be built or placed: bad option, no vCPU, a base address outside RAM. */
+export class AcpiTableError extends AccelUsageError {}

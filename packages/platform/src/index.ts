@@ -1,4 +1,4 @@
-export { BootImageError } from './errors.js';
+export { BootImageError, AcpiTableError } from './errors.js';
 export { loadElf, loadElf64, type LoadedElf } from './elf.js';
 export {
   bootMultiboot,
@@ -43,3 +43,46 @@ export {
 } from './platform.js';
 export { buildFreestandingImage, buildLongModeGuest, FREESTANDING_CFLAGS, GUEST_RUNTIME_DIR, type ImageSpec } from './build.js';
 export * from './linux/index.js';
+export * as aml from './acpi/aml.js';
+export {
+  writeAcpiTables,
+  buildAcpiTables,
+  buildRsdp,
+  buildXsdt,
+  buildFadt,
+  buildMadt,
+  buildDsdt,
+  vmbusDeviceAml,
+  s5Aml,
+  acpiChecksum,
+  RSDP,
+  ACPI_TABLE_HEADER,
+  GAS,
+  FADT,
+  FADT_FLAG,
+  MADT,
+  MADT_LOCAL_APIC,
+  MADT_IO_APIC,
+  MADT_LOCAL_X2APIC,
+  LOCAL_APIC_ADDRESS,
+  IOAPIC_ADDRESS,
+  ACPI_RSDP_SCAN_START,
+  ACPI_RSDP_SCAN_END,
+  type AcpiTablesOptions,
+  type AcpiTablesLayout,
+  type AcpiHeaderIds,
+  type MadtOptions,
+  type DsdtOptions,
+  type VmbusMmioWindow,
+} from './acpi/tables.js';
+export {
+  AcpiPmDevice,
+  ACPI_PM_PORT,
+  ACPI_SLEEP_CONTROL_PORT,
+  ACPI_SLEEP_STATUS_PORT,
+  ACPI_RESET_PORT,
+  ACPI_RESET_VALUE,
+  ACPI_S5_SLP_TYP,
+  ACPI_SLP_EN,
+  type AcpiPowerEvent,
+} from './acpi/power.js';
