@@ -86,3 +86,4 @@ export {
   ACPI_SLP_EN,
   type AcpiPowerEvent,
 } from './acpi/power.js';
+export { AbsentPorts, COM1_PORT, EmptyPciConfig, Uart16550 } from './uart.js';
