@@ -132,20 +132,7 @@ export function longModeSpecialRegisters(current: SpecialRegisters): SpecialRegi
     fs: data,
     gs: data,
     ss: data,
-    tr: {
-      base: BigInt(TSS_GPA),
-      limit: 0x67,
-      selector: SELECTOR_TSS,
-      type: 0xb,
-      present: true,
-      dpl: 0,
-      db: false,
-      s: false,
-      l: false,
-      g: false,
-      avl: false,
-      unusable: false,
-    },
+    tr: busyTss(BigInt(TSS_GPA), SELECTOR_TSS),
     ldt: { ...current.ldt, selector: 0, type: 0x2, present: true, unusable: false, s: false },
     gdt: { base: BigInt(GDT_GPA), limit: 8 * 5 - 1 },
     idt: { base: 0n, limit: 0 },
@@ -183,4 +170,22 @@ export function enterLongMode(partition: LoadablePartition, entry: number, vps?:
     vcpu.setRegisters(regs);
     if (vp !== 0) vcpu.makeRunnable?.();
   }
+}
+
+/** A busy 64-bit TSS descriptor of 104 bytes (the minimum; VM entry wants a valid TR). */
+export function busyTss(base: bigint, selector: number): Segment {
+  return {
+    base,
+    limit: 0x67,
+    selector,
+    type: 0xb,
+    present: true,
+    dpl: 0,
+    db: false,
+    s: false,
+    l: false,
+    g: false,
+    avl: false,
+    unusable: false,
+  };
 }

@@ -38,7 +38,7 @@ import {
   SETUP_HEADER,
   XEN_HVM_START_MAGIC_VALUE,
 } from './structs.js';
-import { PML4_GPA, writeIdentityPageTables, type LoadablePartition } from '../long-mode.js';
+import { busyTss, PML4_GPA, writeIdentityPageTables, type LoadablePartition } from '../long-mode.js';
 
 export const LINUX_GDT_GPA = 0x7000;
 export const LINUX_TSS_GPA = 0x7100;
@@ -333,20 +333,7 @@ function flat(selector: number, type: number, opts: { db: boolean; l: boolean })
 }
 
 function bootTr(base: bigint): Segment {
-  return {
-    base,
-    limit: 0x67,
-    selector: BOOT_TSS,
-    type: 0xb,
-    present: true,
-    dpl: 0,
-    db: false,
-    s: false,
-    l: false,
-    g: false,
-    avl: false,
-    unusable: false,
-  };
+  return busyTss(base, BOOT_TSS);
 }
 
 const CR0_PE = 1n;
