@@ -8,7 +8,7 @@ import { HostUsageError, ManualClock, silentLogger, type Clock, type Logger } fr
 import type { SynicPort } from '@hvemu/hvdef';
 import { HypercallDispatcher } from '@hvemu/hypercalls';
 import { GuestMemory } from '@hvemu/memory';
-import { HyperV, type SynicInterruptSink } from '@hvemu/synic';
+import { HyperV, type HyperVEvents, type SynicInterruptSink } from '@hvemu/synic';
 import { disabledTraceSink, type TraceDevice, type TraceSink } from '@hvemu/trace';
 import {
   attachDevice,
@@ -48,6 +48,8 @@ export interface VmSpec {
   trace?: TraceSink;
   /** VMBus host options (versions, limits). */
   vmbus?: Partial<Omit<VmbusHostOptions, 'memory' | 'synic' | 'connections' | 'logger' | 'onAction' | 'onPacket'>>;
+  /** Hyper-V events where hvemu owns the SynIC (a guest crash through the crash MSRs, reset, idle). */
+  events?: HyperVEvents;
   /** Every VMBus action, after the trace saw it (timelines). */
   onAction?(action: ServerAction): void;
   /** Each device as it is offered. */
@@ -89,7 +91,7 @@ export function buildVm(spec: VmSpec = {}): Vm {
   // The trace hooks read the server's GPADLs; the host they belong to is made below.
   const made: { vmbus?: VmbusHost } = {};
   const hooks = traceHooks(spec.trace ?? disabledTraceSink, memory, () => made.vmbus?.server);
-  const side = partition ? partitionSide(partition, clock, logger, hooks) : simulatedSide(spec, memory, clock, logger, hooks);
+  const side = partition ? partitionSide(partition, clock, logger, hooks, spec.events) : simulatedSide(spec, memory, clock, logger, hooks);
   const vmbus = (made.vmbus = new VmbusHost({
     memory,
     synic: side.synic,
@@ -134,14 +136,14 @@ interface SynicSide {
 }
 
 /** A real partition: the hypervisor's SynIC where it has one, else hvemu's attached to it. */
-function partitionSide(partition: AccelPartition, clock: Clock, logger: Logger, hooks: TraceHooks): SynicSide {
+function partitionSide(partition: AccelPartition, clock: Clock, logger: Logger, hooks: TraceHooks, events?: HyperVEvents): SynicSide {
   const offloaded = partition.synic;
   if (offloaded) {
     const hypercalls = new HypercallDispatcher({ memory: partition.memory, logger, onCall: hooks.onCall, onResult: hooks.onResult });
     partition.onHypercall((h) => ({ value: hypercalls.dispatch(h.vp, { rcx: h.control, rdx: h.input, r8: h.output }) }));
     return { synic: offloaded, hyperv: null, enlightenments: null, hypercalls };
   }
-  const enlightenments = attachHyperV(partition, { clock, logger, trace: hooks });
+  const enlightenments = attachHyperV(partition, { clock, logger, trace: hooks, events });
   return { synic: enlightenments.hyperv, hyperv: enlightenments.hyperv, enlightenments, hypercalls: enlightenments.hypercalls };
 }
 
@@ -152,6 +154,7 @@ function simulatedSide(spec: VmSpec, memory: GuestMemory, clock: Clock, logger: 
     vpCount: spec.vpCount ?? 1,
     clock,
     logger,
+    events: spec.events,
     observer: hooks.synic,
     sink: spec.interruptSink ?? { raise: () => {} },
   });

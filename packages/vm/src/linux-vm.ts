@@ -1,0 +1,124 @@
+/**
+ * LinuxVm: an unmodified Linux kernel on hvemu. The composition is buildVm's (the partition,
+ * hvemu's SynIC where the backend has none, VMBus and the devices by name); this preset adds
+ * what the kernel's boot path needs: the kernel and initrd loaded by @hvemu/platform's Linux
+ * loader (PVH vmlinux or bzImage), ACPI tables (the VMBus device, _S5, the vCPUs, the IOAPIC)
+ * with their range reserved in e820, the console UART, empty COM2-4 and PCI configuration
+ * ports, and the FADT power registers. run() says how the guest ended.
+ */
+import { HostUsageError, MonotonicClock, silentLogger, type Clock, type Logger } from '@hvemu/common';
+import type { AccelPartition } from '@hvemu/accel';
+import {
+  AbsentPorts,
+  AcpiPmDevice,
+  bootLinux,
+  COM1_PORT,
+  EmptyPciConfig,
+  Uart16550,
+  writeAcpiTables,
+  type LinuxBoot,
+} from '@hvemu/platform';
+import type { TraceSink } from '@hvemu/trace';
+import { buildVm, openPartition, type Vm } from './builder.js';
+
+/** Where the ACPI tables go: the legacy RSDP scan area, so a kernel that ignores the boot pointer finds them too. */
+const ACPI_BASE = 0xe0000;
+const E820_ACPI = 3;
+const COM2_4 = [0x2f8, 0x3e8, 0x2e8];
+
+export interface LinuxVmOptions {
+  /** An uncompressed vmlinux (PVH entry) or a bzImage. */
+  kernel: Uint8Array;
+  commandLine?: string;
+  initrd?: Uint8Array;
+  /** Guest RAM (default 256 MiB) and vCPUs (default 1), for the partition this preset opens. */
+  ramBytes?: number;
+  cpus?: number;
+  /** A partition made by the caller (default: KVM with the enlightened CPUID). */
+  partition?: AccelPartition;
+  /** VMBus device kinds to offer (default: the integration components). */
+  devices?: readonly string[];
+  /** Each byte the guest writes to its console (COM1). */
+  console?: (byte: number) => void;
+  clock?: Clock;
+  logger?: Logger;
+  trace?: TraceSink;
+}
+
+/** How the guest ended. */
+export type LinuxVmEnd =
+  | { kind: 'poweroff' }
+  | { kind: 'reset' }
+  | { kind: 'crash'; params: readonly bigint[] }
+  | { kind: 'timeout' }
+  | { kind: 'error'; error: Error };
+
+export class LinuxVm {
+  readonly vm: Vm;
+  readonly partition: AccelPartition;
+  readonly boot: LinuxBoot;
+  private ended: LinuxVmEnd | undefined;
+
+  constructor(options: LinuxVmOptions) {
+    if (typeof options !== 'object' || options === null || !(options.kernel instanceof Uint8Array)) {
+      throw new HostUsageError('LinuxVm: options.kernel must be the kernel image bytes (Uint8Array)');
+    }
+    const logger = options.logger ?? silentLogger;
+    const cpus = options.cpus ?? 1;
+    this.partition = options.partition ?? openPartition('kvm', { ramBytes: options.ramBytes ?? 256 << 20, vcpus: cpus, logger })!;
+    try {
+      const end = (e: LinuxVmEnd): void => {
+        this.ended ??= e;
+        this.partition.stop();
+      };
+      this.partition.addIoDevice(new Uart16550(COM1_PORT, options.console));
+      for (const port of COM2_4) this.partition.addIoDevice(new AbsentPorts(port, 8));
+      this.partition.addIoDevice(new EmptyPciConfig());
+      this.partition.addIoDevice(new AcpiPmDevice((kind) => end({ kind })));
+      this.vm = buildVm({
+        partition: this.partition,
+        devices: options.devices,
+        clock: options.clock ?? new MonotonicClock(),
+        logger,
+        trace: options.trace,
+        events: { crash: (_vp, params) => end({ kind: 'crash', params }) },
+      });
+      const acpi = writeAcpiTables(this.partition.memory, ACPI_BASE, { cpus: this.partition.vcpus.length });
+      this.boot = bootLinux(this.partition, options.kernel, {
+        commandLine: options.commandLine,
+        initrd: options.initrd,
+        acpiRsdp: acpi.rsdp,
+        reserved: [{ gpa: ACPI_BASE, size: acpi.end - ACPI_BASE, type: E820_ACPI }],
+      });
+    } catch (error) {
+      if (!options.partition) this.partition.close();
+      throw error;
+    }
+  }
+
+  /** Runs the guest until it powers off, resets, crashes or fails, or `timeoutMs` passes. */
+  async run(timeoutMs = 600_000): Promise<LinuxVmEnd> {
+    if (!(Number.isFinite(timeoutMs) && timeoutMs > 0))
+      throw new HostUsageError(`LinuxVm.run: timeoutMs must be a positive number, not ${String(timeoutMs)}`);
+    const timer = setTimeout(() => {
+      this.ended ??= { kind: 'timeout' };
+      this.partition.stop();
+    }, timeoutMs);
+    try {
+      await this.vm.start();
+      const outcomes = await this.partition.run();
+      const failed = outcomes.find((o) => o.error);
+      if (!this.ended && failed?.error) this.ended = { kind: 'error', error: failed.error };
+    } catch (error) {
+      this.ended ??= { kind: 'error', error: error as Error };
+    } finally {
+      clearTimeout(timer);
+    }
+    return this.ended ?? { kind: 'error', error: new Error('every vCPU stopped without powering off') };
+  }
+
+  close(): void {
+    this.vm.dispose();
+    this.partition.close();
+  }
+}
