@@ -1,0 +1,79 @@
+/**
+ * `hvemu run`: an unmodified Linux kernel (PVH vmlinux or bzImage) on hvemu, its serial console
+ * on stdout, and an exit status that says how it ended.
+ */
+import { readFileSync } from 'node:fs';
+import { HvemuError } from '@hvemu/common';
+import { LinuxVm, type LinuxVmEnd } from '@hvemu/vm';
+
+/** A file named on the command line that cannot be read. */
+export class RunInputError extends HvemuError {
+  readonly outcome = 'host-error' as const;
+}
+
+/** Exit statuses: how the guest ended. */
+export const RUN_EXIT = { poweroff: 0, error: 1, reset: 3, crash: 4, timeout: 5 } as const;
+
+export interface RunOptions {
+  kernel: string;
+  commandLine?: string;
+  initrd?: string;
+  memoryBytes: number;
+  cpus: number;
+  timeoutSeconds: number;
+  console: (bytes: Uint8Array) => void;
+  log: (line: string) => void;
+}
+
+const UNITS: Record<string, number> = { '': 1, K: 2 ** 10, M: 2 ** 20, G: 2 ** 30, T: 2 ** 40 };
+
+/** A QEMU-style size: `256M`, `8G`, `65536` (bytes); null when it is not one. */
+export function parseSize(text: string): number | null {
+  const m = /^(\d+)([KMGT]?)(i?B)?$/i.exec(text.trim());
+  if (!m) return null;
+  const bytes = Number(m[1]) * UNITS[m[2].toUpperCase()];
+  return Number.isSafeInteger(bytes) ? bytes : null;
+}
+
+function readInput(what: string, path: string): Uint8Array {
+  try {
+    return readFileSync(path);
+  } catch (error) {
+    throw new RunInputError(`cannot read ${what} ${path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
+  }
+}
+
+/** Boots the kernel, runs it to its end, and returns the exit status (RUN_EXIT). */
+export async function runLinux(o: RunOptions): Promise<number> {
+  const vm = new LinuxVm({
+    kernel: readInput('--kernel', o.kernel),
+    initrd: o.initrd === undefined ? undefined : readInput('--initrd', o.initrd),
+    commandLine: o.commandLine,
+    ramBytes: o.memoryBytes,
+    cpus: o.cpus,
+    console: (byte) => o.console(Uint8Array.of(byte)),
+  });
+  try {
+    o.log(`hvemu run: ${vm.boot.kind === 'pvh' ? 'PVH vmlinux' : 'bzImage'}, ${o.memoryBytes >> 20} MiB, ${o.cpus} vCPU(s)`);
+    const end = await vm.run(o.timeoutSeconds * 1000);
+    o.log(`hvemu run: ${describeEnd(end)}`);
+    return RUN_EXIT[end.kind];
+  } finally {
+    vm.close();
+  }
+}
+
+function describeEnd(end: LinuxVmEnd): string {
+  switch (end.kind) {
+    case 'poweroff':
+      return 'the guest powered off (ACPI S5)';
+    case 'reset':
+      return 'the guest reset (ACPI reset register)';
+    case 'crash':
+      return `the guest crashed: P0-P4 ${end.params.map((p) => `0x${p.toString(16)}`).join(' ')}`;
+    case 'timeout':
+      return 'timed out: the guest was stopped';
+    case 'error':
+      return `the guest failed: ${end.error.message.replace(/\s*\n\s*/g, '; ')}`;
+  }
+}

@@ -1,0 +1,82 @@
+/** `hvemu run`: a Linux kernel's VMM path from the command line, with synthetic PVH kernels. */
+import { execFile } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { KvmPartition } from '@hvemu/accel';
+import { parseSize } from '../src/run.js';
+import { makeVmlinux } from '../../../test/linux-images.js';
+
+const MAIN = fileURLToPath(new URL('../dist/main.js', import.meta.url));
+const dir = mkdtempSync(join(tmpdir(), 'hvemu-run-'));
+
+function hvemu(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile('node', [MAIN, ...args], { encoding: 'utf8' }, (error, stdout, stderr) =>
+      resolve({ code: error ? ((error as { code?: number }).code ?? -1) : 0, stdout, stderr }),
+    );
+  });
+}
+
+/** A PVH "kernel" that prints `text` on COM1 and writes `value` to `port`, then halts. */
+function kernelFile(name: string, text: string, port: number, value: number): string {
+  const code: number[] = [0x66, 0xba, 0xf8, 0x03];
+  for (const c of text) code.push(0xb0, c.charCodeAt(0), 0xee);
+  code.push(0x66, 0xba, port & 0xff, port >> 8, 0xb0, value, 0xee, 0xf4, 0xeb, 0xfd);
+  const path = join(dir, name);
+  writeFileSync(path, makeVmlinux({ entry: 0x1000000, segments: [{ paddr: 0x1000000, data: Uint8Array.from(code) }] }));
+  return path;
+}
+
+describe('hvemu run: the command line', () => {
+  it('parses QEMU-style sizes', () => {
+    expect([parseSize('256M'), parseSize('8G'), parseSize('64k'), parseSize('4096'), parseSize('1GiB')]).toEqual([
+      256 << 20,
+      8 * 2 ** 30,
+      65536,
+      4096,
+      2 ** 30,
+    ]);
+    expect([parseSize('abc'), parseSize('-1M'), parseSize('1.5G'), parseSize('')]).toEqual([null, null, null, null]);
+  });
+
+  it('refuses a missing kernel, bad sizes and counts in one line (exit 2), and says what a file that is not a kernel is', async () => {
+    const notKernel = join(dir, 'not-a-kernel');
+    writeFileSync(notKernel, new Uint8Array(4096));
+    const cases = await Promise.all([
+      hvemu(['run']),
+      hvemu(['run', '--kernel', join(dir, 'missing')]),
+      hvemu(['run', '--kernel', notKernel, '--memory', 'lots']),
+      hvemu(['run', '--kernel', notKernel, '--cpus', '0']),
+      hvemu(['run', '--kernel', notKernel, '--timeout', '-3']),
+    ]);
+    for (const c of cases) {
+      expect(c.code).toBe(2);
+      expect(c.stderr.trim().split('\n')).toHaveLength(1);
+      expect(c.stderr).not.toMatch(/\n\s+at /);
+    }
+    expect(cases[0].stderr).toContain('--kernel FILE is required');
+    expect(cases[1].stderr).toContain('cannot read --kernel');
+    if (KvmPartition.probe().ok) {
+      const r = await hvemu(['run', '--kernel', notKernel]);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toMatch(/hvemu run: .*(vmlinux|bzImage|HdrS|ELF)/);
+    }
+  });
+});
+
+const kvm = KvmPartition.probe();
+(kvm.ok ? describe : describe.skip)('hvemu run on KVM', () => {
+  it('boots a PVH kernel, its console on stdout; powered off is exit 0, reset 3, timeout 5', async () => {
+    const off = await hvemu(['run', '--kernel', kernelFile('poweroff', 'hello\n', 0x600, 0x34), '--memory', '64M']);
+    expect(off.stdout).toBe('hello\n');
+    expect(off.stderr).toContain('the guest powered off (ACPI S5)');
+    expect(off.code).toBe(0);
+    const reset = await hvemu(['run', '--kernel', kernelFile('reset', '', 0x602, 0x01), '--memory', '64M']);
+    expect(reset.code).toBe(3);
+    const hang = await hvemu(['run', '--kernel', kernelFile('hang', '', 0x80, 0), '--memory', '64M', '--timeout', '0.3']);
+    expect(hang.code).toBe(5);
+  });
+});
