@@ -436,9 +436,44 @@ constexpr GapFixup kFixups[] = {
 constexpr uint64_t kRflagsAc = 1ull << 18;
 constexpr uint16_t kFswExceptionBits = 0x80ff;  // IE..PE, SF, ES (0-7) and B (15)
 
+// kvm_regs in x86 register-number order (0 rax, 1 rcx, 2 rdx, 3 rbx, 4 rsp, 5 rbp, 6 rsi, 7 rdi, 8-15 r8-r15).
+__u64* GprByNumber(kvm_regs& r, unsigned n) {
+  __u64* const table[16] = {&r.rax, &r.rcx, &r.rdx, &r.rbx, &r.rsp, &r.rbp, &r.rsi, &r.rdi,
+                               &r.r8,  &r.r9,  &r.r10, &r.r11, &r.r12, &r.r13, &r.r14, &r.r15};
+  return table[n & 15];
+}
+
+// POPCNT r32/r64, r/m with a register operand: F3 [REX] 0F B8 /r, mod = 11. A kernel that
+// sees POPCNT in CPUID (this kind of KVM passes the host's leaf 1 through) uses it in
+// __bitmap_weight and hweight. ZF = (source == 0); CF, OF, SF, AF, PF cleared.
+bool TryPopcnt(int fd, const uint8_t* insn, uint32_t n) {
+  uint32_t at = 0;
+  if (n < 5 || insn[at++] != 0xf3) return false;
+  uint8_t rex = 0;
+  if ((insn[at] & 0xf0) == 0x40) rex = insn[at++];
+  if (at + 3 > n || insn[at] != 0x0f || insn[at + 1] != 0xb8) return false;
+  uint8_t modrm = insn[at + 2];
+  if ((modrm >> 6) != 3) return false;  // memory operands are not finished here
+  kvm_regs regs;
+  if (ioctl(fd, KVM_GET_REGS, &regs) != 0) return false;
+  bool wide = (rex & 0x08) != 0;
+  unsigned dst = ((modrm >> 3) & 7) | ((rex & 0x04) << 1);
+  unsigned src = (modrm & 7) | ((rex & 0x01) << 3);
+  uint64_t value = *GprByNumber(regs, src);
+  if (!wide) value &= 0xffffffffull;
+  uint64_t count = static_cast<uint64_t>(__builtin_popcountll(value));
+  *GprByNumber(regs, dst) = count;  // a 32-bit destination zero-extends: the count fits either way
+  constexpr uint64_t kArithFlags = 0x8d5;  // CF PF AF ZF SF OF
+  regs.rflags &= ~kArithFlags;
+  if (value == 0) regs.rflags |= 0x40;  // ZF
+  regs.rip += at + 3;
+  return ioctl(fd, KVM_SET_REGS, &regs) == 0;
+}
+
 }  // namespace
 
 bool KvmVcpu::TryFinishEmulationGap(const uint8_t* insn, uint32_t n) {
+  if (TryPopcnt(fd_, insn, n)) return true;
   for (const GapFixup& f : kFixups) {
     if (n < f.length || std::memcmp(insn, f.bytes, f.length) != 0) continue;
     kvm_regs regs;

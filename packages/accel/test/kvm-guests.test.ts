@@ -162,6 +162,7 @@ describeKvm('KVM test guests', () => {
     expectExit(r, { 0: 0 });
     expect(r.platform.serial.text()).toContain('x87: fnclex, fwait, emms ran');
     expect(r.platform.serial.text()).toMatch(/clac\/stac: (ran|#UD \(no SMAP on this CPU\))/);
+    expect(r.platform.serial.text()).toMatch(/popcnt: (ran|not on this CPU)/);
   });
 
   it('without instruction fixups the same guest stops with the bytes at RIP named', async () => {

@@ -77,7 +77,7 @@ export interface Vm {
   start(): Promise<void>;
   /** Tells every device the VM stops; resolves when each has no request in flight (their `stop`). */
   stop(): Promise<void>;
-  /** Unregisters the VMBus host's connections (the partition, if any, is the caller's to close). */
+  /** Stops hvemu's timers and doorbells and unregisters the VMBus host's connections (the partition, if any, is the caller's to close). */
   dispose(): void;
 }
 
@@ -124,7 +124,11 @@ export function buildVm(spec: VmSpec = {}): Vm {
     stop: async () => {
       await Promise.all([...devices.values()].map((d) => d.device.stop?.()));
     },
-    dispose: () => vmbus.dispose(),
+    dispose: () => {
+      // The timers' host timer and the doorbells first: nothing may reach a partition being closed.
+      side.enlightenments?.dispose();
+      vmbus.dispose();
+    },
   };
 }
 

@@ -292,8 +292,7 @@ export class KvmVm {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.enlightenments.dispose();
-    this.vmbus.dispose();
+    this.vm.dispose();
     this.partition.close();
   }
 

@@ -1,6 +1,6 @@
 /*
  * Instructions this KVM's instruction emulator cannot run (an emulation failure at RIP), which
- * the host finishes: fwait, fnclex, emms, and clac/stac where the CPU has SMAP. A CPU without
+ * the host finishes: fwait, fnclex, emms, popcnt (register forms), and clac/stac where the CPU has SMAP. A CPU without
  * SMAP raises #UD for clac/stac: then the guest says so and skips them.
  */
 #include "rt.h"
@@ -31,5 +31,24 @@ int guest_main(int cpu) {
   __asm__ volatile("clac" ::: "memory");
   if (!ud_hits) ASSERT(!(flags() & (1u << 18))); /* AC clear */
   rt_printf("clac/stac: %s\n", ud_hits ? "#UD (no SMAP on this CPU)" : "ran");
+
+  /* POPCNT, register forms (what a kernel's hweight uses), where the CPU reports it. */
+  uint32_t a, b, c, d;
+  cpuid(1, 0, &a, &b, &c, &d);
+  if (c & (1u << 23)) {
+    uint64_t src = 0xf0f0f0f0f0f0f0f1ull, out64, f64;
+    uint32_t src32 = 0x80000003u, out32;
+    __asm__ volatile("popcnt %2, %0\n\tpushfq\n\tpopq %1" : "=&r"(out64), "=r"(f64) : "r"(src) : "cc");
+    ASSERT(out64 == 33);
+    ASSERT(!(f64 & 0x40)); /* ZF clear: the source was not zero */
+    __asm__ volatile("popcnt %1, %0" : "=r"(out32) : "r"(src32) : "cc");
+    ASSERT(out32 == 3);
+    uint64_t zero = 0;
+    __asm__ volatile("popcnt %2, %0\n\tpushfq\n\tpopq %1" : "=&r"(out64), "=r"(f64) : "r"(zero) : "cc");
+    ASSERT(out64 == 0 && (f64 & 0x40)); /* ZF set for a zero source */
+    rt_puts("popcnt: ran\n");
+  } else {
+    rt_puts("popcnt: not on this CPU\n");
+  }
   return 0;
 }
