@@ -40,4 +40,24 @@ describeKvm('Linux on hvemu (the in-box drivers as the client)', () => {
       vm.close();
     }
   });
+
+  it('a kernel panic is reported from the Hyper-V crash MSRs', async () => {
+    const vmlinux = execFileSync('bash', [SCRIPT], { encoding: 'utf8' }).trim().split('\n').pop()!;
+    let log = '';
+    // No root= at all: the kernel cannot mount a root and panics; hv_vmbus's panic notifier writes the crash MSRs.
+    const cmdline = TEST_CMDLINE.replace(' root=/dev/sda rootwait', '');
+    const vm = new LinuxVm({
+      kernel: readFileSync(vmlinux),
+      commandLine: cmdline,
+      ramBytes: 256 << 20,
+      console: (b) => (log += String.fromCharCode(b)),
+    });
+    try {
+      const end = await vm.run(25 * 60_000);
+      expect(end.kind, log.slice(-4000)).toBe('crash');
+      expect(log).toMatch(/Kernel panic/);
+    } finally {
+      vm.close();
+    }
+  });
 });
