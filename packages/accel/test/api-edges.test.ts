@@ -6,7 +6,6 @@
  * (KVM where /dev/kvm works, MSHV and WHPX on their fake layers).
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { HvemuError } from '@hvemu/common';
 import { FakeMshvSys } from '../src/testing/index.js';
 import { MshvPartition } from '../src/backends/mshv/partition.js';
 import type { AccelPartition } from '../src/backends/types.js';
@@ -21,41 +20,10 @@ import { KvmPartition } from '../src/backends/kvm/partition.js';
 import { registersWith, type Registers, type SpecialRegisters } from '../src/registers.js';
 import { describeChild, runChild } from './helpers/child.js';
 import { describeKvm, KVM, MiB } from './helpers/harness.js';
-
-type ErrorClass = abstract new (...args: never[]) => Error;
-/** name, the bad call, the error class, what the message must say (the argument's name). */
-type Row<T> = [string, (target: T) => unknown, ErrorClass, RegExp];
-
-function expectRows<T>(target: () => T, rows: readonly Row<T>[]): void {
-  for (const [name, call, cls, message] of rows) {
-    let thrown: unknown;
-    try {
-      call(target());
-    } catch (e) {
-      thrown = e;
-    }
-    expect(thrown, `${name}: nothing thrown`).toBeDefined();
-    expect(thrown, `${name}: ${String(thrown)}`).toBeInstanceOf(cls);
-    expect(thrown, name).toBeInstanceOf(HvemuError);
-    expect((thrown as Error).message, name).toMatch(message);
-  }
-}
+import { expectRows, resetSegment, type Row } from '../../../test/api-edges.js';
 
 const zeroRegs = (): Registers => registersWith({});
-const segment = () => ({
-  base: 0n,
-  limit: 0xffff,
-  selector: 0,
-  type: 3,
-  present: true,
-  dpl: 0,
-  db: false,
-  s: true,
-  l: false,
-  g: false,
-  avl: false,
-  unusable: false,
-});
+const segment = resetSegment;
 const zeroSregs = (): SpecialRegisters => ({
   cs: segment(),
   ds: segment(),

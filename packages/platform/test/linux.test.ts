@@ -27,6 +27,7 @@ import {
 } from '../src/index.js';
 import { describeKvm, MiB } from './helpers/kvm.js';
 import { makeVmlinux } from '../../../test/linux-images.js';
+import { resetSegment } from '../../../test/api-edges.js';
 
 // ---- synthetic images ---------------------------------------------------------------------
 
@@ -68,20 +69,7 @@ function makeBzImage(opts: {
 
 // ---- a register-holding fake partition ----------------------------------------------------------
 
-const zeroSegment: Segment = {
-  base: 0n,
-  limit: 0xffff,
-  selector: 0,
-  type: 3,
-  present: true,
-  dpl: 0,
-  db: false,
-  s: true,
-  l: false,
-  g: false,
-  avl: false,
-  unusable: false,
-};
+const zeroSegment: Segment = resetSegment();
 
 function fakePartition(memory: GuestMemory): LoadablePartition & { regs: () => Registers; sregs: () => SpecialRegisters } {
   let regs = {} as Registers;

@@ -5,7 +5,6 @@
  * tests with the code they test.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { HvemuError } from '@hvemu/common';
 import { GuestMemory } from '@hvemu/memory';
 import { AccelUsageError, KvmPartition } from '@hvemu/accel';
 import { BootImageError } from '../src/errors.js';
@@ -14,25 +13,7 @@ import { enterLongMode, writeLongModeTables, PML4_GPA, GDT_GPA } from '../src/lo
 import { MultibootPlatform, parseMultibootHeader, writeMultibootInfo } from '../src/multiboot.js';
 import { AssertPort, TestPlatform } from '../src/platform.js';
 import { describeKvm, MiB } from './helpers/kvm.js';
-
-type ErrorClass = abstract new (...args: never[]) => Error;
-/** name, the bad call, the error class, what the message must say (the argument's name). */
-type Row<T> = [string, (target: T) => unknown, ErrorClass, RegExp];
-
-function expectRows<T>(target: () => T, rows: readonly Row<T>[]): void {
-  for (const [name, call, cls, message] of rows) {
-    let thrown: unknown;
-    try {
-      call(target());
-    } catch (e) {
-      thrown = e;
-    }
-    expect(thrown, `${name}: nothing thrown`).toBeDefined();
-    expect(thrown, `${name}: ${String(thrown)}`).toBeInstanceOf(cls);
-    expect(thrown, name).toBeInstanceOf(HvemuError);
-    expect((thrown as Error).message, name).toMatch(message);
-  }
-}
+import { expectRows, type Row } from '../../../test/api-edges.js';
 
 describe('test-guest loader', () => {
   it('writes identity-mapped page tables and a GDT', () => {
