@@ -23,7 +23,7 @@ import { HypervisorUnavailableError, KvmPartition, MshvPartition, WhpxPartition,
 import { enlightenedPartitionOptions } from './enlighten.js';
 import { attachHyperV, type Enlightenments } from './enlighten.js';
 import { defaultDevices } from './ic-devices.js';
-import { traceHooks, type TraceHooks } from './trace-capture.js';
+import { recordingEnvironment, traceHooks, type TraceHooks } from './trace-capture.js';
 
 export interface VmSpec {
   /**
@@ -179,9 +179,10 @@ function offerDevices(
   const devices = new Map<string, AttachedDevice>();
   for (const name of names) {
     if (devices.has(name)) throw new HostUsageError(`buildVm: device ${name} is listed twice`);
-    const device = registry.require(name).create(env);
+    let relid = 0;
+    const device = registry.require(name).create(recordingEnvironment(env, name, () => relid, hooks));
     const attached = attachDevice(vmbus, device, { logger: env.logger });
-    const relid = attached.channel.relid;
+    relid = attached.channel.relid;
     if (isHostCallable(device)) device.observeHostCalls((method, args) => hooks.onHostCall(relid, name, method, args));
     spec.onOffer?.(name, relid);
     devices.set(name, attached);
