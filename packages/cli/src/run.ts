@@ -94,7 +94,7 @@ function describeEnd(end: LinuxVmEnd): string {
       return 'the guest reset (ACPI reset register)';
     case 'crash': {
       const params = `P0-P4 ${end.params.map((p) => `0x${p.toString(16)}`).join(' ')}`;
-      const message = end.message ? `\nthe guest's crash message:\n${end.message.trimEnd()}` : '';
+      const message = end.message ? `\n${crashMessageTail(end.message)}` : '';
       return `the guest crashed: ${params}${message}`;
     }
     case 'triple-fault':
@@ -106,4 +106,12 @@ function describeEnd(end: LinuxVmEnd): string {
     case 'error':
       return `the guest failed: ${end.error.message.replace(/\s*\n\s*/g, '; ')}`;
   }
+}
+
+/** The last lines of the guest's crash message (Linux: the tail of its kernel log, up to a page). */
+function crashMessageTail(message: string, lines = 20): string {
+  const all = message.trimEnd().split('\n');
+  const shown = all.slice(-lines);
+  const what = shown.length < all.length ? `the last ${shown.length} of its ${all.length} lines` : 'as the guest wrote it';
+  return `the guest's crash message (${what}):\n${shown.join('\n')}`;
 }
