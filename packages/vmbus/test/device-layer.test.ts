@@ -176,4 +176,20 @@ describe('device layer', () => {
     await p.client.closeChannel(ch);
     expect(() => second.toBytes(0, 1)).toThrow(GuestDataRevokedError);
   });
+
+  it('a device offers its own subchannels from its primary (a guest request), not from a subchannel', async () => {
+    const p = partition({ waitForAnswers: true });
+    const opened: DeviceChannel[] = [];
+    const dev = attachDevice(p.host, { offer: OFFER, open: (ch) => void opened.push(ch), onSignal: () => {} });
+    await connected(p);
+    await p.client.openChannel(dev.channel.relid);
+    const relids = opened[0].offerSubchannels(2);
+    expect(relids).toHaveLength(2);
+    p.client.pump();
+    expect(relids.map((r) => p.client.offers.get(r)?.sub_channel_index)).toEqual([1, 2]);
+    await p.client.openChannel(relids[0]);
+    expect(opened.map((c) => c.subChannelIndex)).toEqual([0, 1]);
+    expect(() => opened[1].offerSubchannels(1)).toThrow(/only a primary/);
+    expect(dev.openChannels()).toHaveLength(2);
+  });
 });

@@ -1,0 +1,371 @@
+/**
+ * storvsp: the host end of hv_storvsc (Linux) and storvsc (Windows) as a VmbusDevice. Control
+ * packets go through the pure `session` state machine; EXECUTE_SRB packets become SCSI commands
+ * on the ScsiController, with the GPA-direct page list as their data buffer, and are completed
+ * (VM_PKT_COMP echoing the guest's transaction id) when the disk has finished: a write only
+ * after the backend accepted it.
+ *
+ * Everything in a packet is the guest's: a packet too short to be a request is logged and
+ * dropped (there is nothing to answer); every other bad request gets an error completion (an
+ * NTSTATUS, or an SRB status with SCSI sense); a broken ring fails only its channel (the device
+ * layer's mechanism). Each channel runs at most `maxOutstanding` SRBs at once: beyond that it
+ * stops reading its ring, so a flood becomes backpressure on the guest, not host memory.
+ */
+import { HvemuError, silentLogger, type Logger } from '@hvemu/common';
+import { GuestMemoryError } from '@hvemu/memory';
+import {
+  VM_PKT_COMP,
+  VM_PKT_DATA_INBAND,
+  VM_PKT_DATA_USING_GPA_DIRECT,
+  type ChannelCloseReason,
+  type DeviceChannel,
+  type GuestData,
+  type OfferSpec,
+  type PacketView,
+  type VmbusDevice,
+} from '@hvemu/vmbus';
+import type { ScsiController } from './controller.js';
+import * as P from './protocol.js';
+import type { DataBuffer, DataDirection } from './scsi/disk.js';
+import { INITIAL_STATE, replySize, step, subchannelState, type SessionConfig, type SessionState } from './session.js';
+
+export interface StorvspOptions {
+  /** The bus the guest sees. */
+  controller: ScsiController;
+  /** The offer's if_instance (distinct per controller). */
+  instanceId?: string;
+  /** Subchannels the guest may ask for (Linux asks for min(CPUs - 1, this)). Default 4; 0 disables multi-channel. */
+  maxSubchannels?: number;
+  /** Largest transfer, reported in QUERY_PROPERTIES and enforced per SRB. Default 2 MiB. */
+  maxTransferBytes?: number;
+  /** SRBs in flight per channel before the device stops reading that ring. Default 256. */
+  maxOutstanding?: number;
+  /** Versions accepted (default all, 2.0 to 6.2). */
+  versions?: readonly number[];
+  logger?: Logger;
+}
+
+export const DEFAULT_SCSI_INSTANCE = 'f8b3781b-1e82-4818-a1c3-63d806ec15bb';
+
+/** A request the device refuses before it reaches a disk: the completion it sends. */
+class SrbRefusal extends HvemuError {
+  readonly outcome = 'request-rejected' as const;
+  constructor(
+    message: string,
+    readonly srbStatus: number,
+    readonly status = P.STATUS_INVALID_PARAMETER,
+  ) {
+    super(message);
+  }
+}
+
+/** The SRB fields a completion echoes, decoded once when the request arrives. */
+interface Srb {
+  readonly transactionId: bigint;
+  readonly fields: ReturnType<typeof P.vmscsi_request.decode>;
+}
+
+const EMPTY: DataBuffer = {
+  length: 0,
+  read: () => {},
+  write: () => {},
+};
+
+export class StorvspDevice implements VmbusDevice {
+  readonly offer: OfferSpec;
+  readonly controller: ScsiController;
+  readonly config: SessionConfig;
+  private readonly maxOutstanding: number;
+  private readonly logger: Logger;
+  private readonly channels = new Map<number, ChannelState>();
+  private primary: ChannelState | null = null;
+  private idleWaiters: (() => void)[] = [];
+  /** Counters (tests, diagnostics). */
+  readonly stats = { srbs: 0, completions: 0, refused: 0, dropped: 0, rescans: 0, backpressured: 0 };
+
+  constructor(options: StorvspOptions) {
+    this.controller = options.controller;
+    this.offer = { interfaceType: P.HV_SCSI_GUID, interfaceInstance: options.instanceId ?? DEFAULT_SCSI_INSTANCE };
+    this.config = {
+      versions: options.versions ?? P.VMSTOR_PROTO_VERSIONS,
+      maxSubchannels: options.maxSubchannels ?? 4,
+      maxTransferBytes: options.maxTransferBytes ?? 2 << 20,
+    };
+    this.maxOutstanding = options.maxOutstanding ?? 256;
+    this.logger = options.logger ?? silentLogger;
+    this.controller.onChange(() => this.notifyRescan());
+  }
+
+  /** SRBs in flight over every channel. */
+  get outstanding(): number {
+    let n = 0;
+    for (const c of this.channels.values()) n += c.outstanding;
+    return n;
+  }
+
+  /** The agreed protocol version (0 before negotiation). */
+  get version(): number {
+    return this.primary?.session.version ?? 0;
+  }
+
+  open(channel: DeviceChannel): void {
+    const isPrimary = channel.subChannelIndex === 0;
+    const session = isPrimary ? INITIAL_STATE : subchannelState(this.primary?.session ?? INITIAL_STATE);
+    const state = new ChannelState(channel, session);
+    this.channels.set(channel.relid, state);
+    if (isPrimary) this.primary = state;
+  }
+
+  onSignal(channel: DeviceChannel): void {
+    const state = this.channels.get(channel.relid);
+    if (state) this.drain(state);
+  }
+
+  close(channel: DeviceChannel, reason: ChannelCloseReason): void {
+    const state = this.channels.get(channel.relid);
+    if (!state) return;
+    this.channels.delete(channel.relid);
+    if (state === this.primary) this.primary = null;
+    this.logger.info('storvsp: channel closed', { relid: channel.relid, reason, outstanding: state.outstanding });
+    state.closed = true;
+    this.checkIdle();
+  }
+
+  /** Resolves when no SRB is in flight (the VM stops). */
+  stop(): Promise<void> {
+    if (this.outstanding === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  // ---- reading
+
+  /** Reads what the guest sent, up to the channel's free SRB slots; re-entered when a slot frees. */
+  private drain(state: ChannelState): void {
+    if (state.draining || state.closed) return;
+    state.draining = true;
+    try {
+      for (;;) {
+        const room = this.maxOutstanding - state.outstanding;
+        if (room <= 0) {
+          this.stats.backpressured++;
+          break;
+        }
+        const n = state.channel.queue.read((p) => this.handlePacket(state, p), room);
+        if (n < room) break;
+      }
+    } catch (error) {
+      // A broken ring: the device layer fails this channel; the others go on.
+      this.logger.error('storvsp: ring failed', { relid: state.channel.relid, error: String(error) });
+      throw error;
+    } finally {
+      state.draining = false;
+    }
+  }
+
+  private handlePacket(state: ChannelState, p: PacketView): void {
+    if (p.type === VM_PKT_COMP) return; // the guest completing an unsolicited ENUMERATE_BUS
+    if (p.type !== VM_PKT_DATA_INBAND && p.type !== VM_PKT_DATA_USING_GPA_DIRECT) return this.drop(state, `packet type ${p.type}`);
+    const request = P.parseVstorPacket(p.payload());
+    if (request instanceof P.StorvspProtocolError) return this.drop(state, request.message);
+    if (request.operation === P.VSTOR_OPERATION_EXECUTE_SRB) return this.executeSrb(state, p, request);
+    if (p.type !== VM_PKT_DATA_INBAND) return this.reply(state, p.transactionId, request.length, P.STATUS_INVALID_PARAMETER);
+    const result = step(state.session, request, this.config);
+    if (result.fault)
+      this.logger.warn('storvsp: request refused', {
+        relid: state.channel.relid,
+        op: P.operationName(request.operation),
+        fault: result.fault,
+      });
+    const size = replySize(result.state, request.length);
+    state.session = result.state;
+    this.reply(state, p.transactionId, size, result.status, result.union);
+    if (result.offerSubchannels) this.offerSubchannels(state, result.offerSubchannels);
+  }
+
+  private drop(state: ChannelState, why: string): void {
+    this.stats.dropped++;
+    this.logger.warn('storvsp: packet dropped', { relid: state.channel.relid, why });
+  }
+
+  private offerSubchannels(state: ChannelState, count: number): void {
+    try {
+      const relids = state.channel.offerSubchannels(count);
+      this.logger.info('storvsp: subchannels offered', { relids });
+    } catch (error) {
+      // The VMBus server's limit (or a VMBus version without subchannels): the guest keeps one queue.
+      this.logger.warn('storvsp: subchannels not offered', { error: String(error) });
+    }
+  }
+
+  // ---- SRBs
+
+  private executeSrb(state: ChannelState, p: PacketView, request: P.VstorRequest): void {
+    this.stats.srbs++;
+    const transactionId = p.transactionId;
+    const version = state.session.version;
+    let srb: Srb | null = null;
+    try {
+      if (state.session.phase !== 'ready')
+        throw new SrbRefusal('SRB before END_INITIALIZATION', P.SRB_STATUS_INVALID_REQUEST, P.STATUS_INVALID_DEVICE_STATE);
+      srb = { transactionId, fields: decodeSrb(request, version) };
+      const data = this.dataBuffer(state, p, srb.fields);
+      const cdb = srb.fields.cdb.slice(0, srb.fields.cdb_length);
+      const direction: DataDirection = srb.fields.data_in === P.READ_TYPE ? 'in' : srb.fields.data_in === P.WRITE_TYPE ? 'out' : 'none';
+      const { path_id, target_id, lun } = srb.fields;
+      state.outstanding++;
+      const accepted = srb;
+      this.controller
+        .execute(path_id, target_id, lun, { cdb, data, direction })
+        .then(
+          (r) => {
+            const srbStatus = r.invalidRequest
+              ? P.SRB_STATUS_INVALID_REQUEST
+              : r.invalidLun
+                ? P.SRB_STATUS_INVALID_LUN | P.SRB_STATUS_AUTOSENSE_VALID
+                : r.sense
+                  ? P.SRB_STATUS_ERROR | P.SRB_STATUS_AUTOSENSE_VALID
+                  : P.SRB_STATUS_SUCCESS;
+            if (r.invalidRequest) this.logger.warn('storvsp: invalid SRB', { relid: state.channel.relid, why: r.invalidRequest });
+            this.completeSrb(state, accepted, P.STATUS_SUCCESS, srbStatus, r.status, r.invalidRequest ? null : r.sense, r.transferred);
+          },
+          (error: unknown) => {
+            // Not guest-caused (guest errors are results): log it, fail this request only.
+            this.logger.error('storvsp: SRB failed', { relid: state.channel.relid, error: String(error) });
+            this.completeSrb(state, accepted, P.STATUS_UNSUCCESSFUL, P.SRB_STATUS_ERROR, 0, null, 0);
+          },
+        )
+        .finally(() => this.srbDone(state));
+    } catch (error) {
+      if (!(error instanceof SrbRefusal)) throw error;
+      this.stats.refused++;
+      this.logger.warn('storvsp: SRB refused', { relid: state.channel.relid, why: error.message });
+      const fields = srb?.fields ?? decodeSrb(request, version);
+      this.completeSrb(state, { transactionId, fields }, error.status, error.srbStatus, 0, null, 0);
+    }
+  }
+
+  /** The SRB's data buffer: its GPA-direct pages, cut to data_transfer_length. SrbRefusal when they cannot carry it. */
+  private dataBuffer(state: ChannelState, p: PacketView, srb: Srb['fields']): DataBuffer {
+    if (srb.cdb_length === 0 || srb.cdb_length > P.STORVSC_MAX_CMD_LEN)
+      throw new SrbRefusal(`cdb_length ${srb.cdb_length}`, P.SRB_STATUS_INVALID_REQUEST);
+    if (srb.data_in > P.UNKNOWN_TYPE) throw new SrbRefusal(`data_in ${srb.data_in}`, P.SRB_STATUS_INVALID_REQUEST);
+    const length = srb.data_transfer_length;
+    if (length > this.config.maxTransferBytes) throw new SrbRefusal(`a ${length}-byte transfer`, P.SRB_STATUS_INVALID_REQUEST);
+    if (p.type !== VM_PKT_DATA_USING_GPA_DIRECT) {
+      if (length !== 0) throw new SrbRefusal(`a ${length}-byte transfer without pages`, P.SRB_STATUS_INVALID_REQUEST);
+      return EMPTY;
+    }
+    let data: GuestData;
+    try {
+      data = state.channel.queue.externalData(p);
+    } catch (error) {
+      if (error instanceof GuestMemoryError || error instanceof HvemuError) {
+        throw new SrbRefusal(`page list refused: ${error.message}`, P.SRB_STATUS_INVALID_REQUEST);
+      }
+      throw error;
+    }
+    if (length > data.length) throw new SrbRefusal(`${length} bytes in a ${data.length}-byte page list`, P.SRB_STATUS_INVALID_REQUEST);
+    return data.slice(0, length);
+  }
+
+  private completeSrb(
+    state: ChannelState,
+    srb: Srb,
+    status: number,
+    srbStatus: number,
+    scsiStatus: number,
+    sense: Uint8Array | null,
+    transferred: number,
+  ): void {
+    if (state.closed) return;
+    const version = state.session.version;
+    const size = P.packetSizeFor(version);
+    const out = new Uint8Array(size);
+    P.vstor_packet_header.encode({ operation: P.VSTOR_OPERATION_COMPLETE_IO, flags: 0, status }, out);
+    const senseLength = sense ? Math.min(sense.length, P.senseSizeFor(version), srb.fields.sense_info_length) : 0;
+    // Autosense is valid only if the guest left room for it (sense_info_length is the guest's).
+    if (senseLength === 0) srbStatus &= ~P.SRB_STATUS_AUTOSENSE_VALID;
+    const fields = {
+      ...srb.fields,
+      length: size - P.VSTOR_PACKET_UNION,
+      srb_status: srbStatus,
+      scsi_status: scsiStatus,
+      sense_info_length: senseLength,
+      data_transfer_length: transferred,
+      cdb: sense ? sense.subarray(0, senseLength) : new Uint8Array(0),
+    };
+    const layout = P.isWin8OrLater(version) ? P.vmscsi_request : P.vmscsi_request_pre_win8;
+    layout.encode(fields, out, P.VSTOR_PACKET_UNION);
+    this.stats.completions++;
+    this.send(state, srb.transactionId, out);
+  }
+
+  private srbDone(state: ChannelState): void {
+    state.outstanding--;
+    this.checkIdle();
+    // The ring may hold requests the device stopped reading (the guest will not signal again).
+    if (!state.closed && state.outstanding < this.maxOutstanding) this.drainLater(state);
+  }
+
+  private drainLater(state: ChannelState): void {
+    if (state.drainScheduled) return;
+    state.drainScheduled = true;
+    queueMicrotask(() => {
+      state.drainScheduled = false;
+      try {
+        this.drain(state);
+      } catch {
+        // Logged in drain; the ring is broken and the device layer closes the channel at the guest's next signal.
+      }
+    });
+  }
+
+  // ---- replies and notifications
+
+  private reply(state: ChannelState, transactionId: bigint, size: number, status: number, union?: Uint8Array): void {
+    this.send(state, transactionId, P.encodeVstorReply(size, status, union));
+  }
+
+  private send(state: ChannelState, transactionId: bigint, payload: Uint8Array): void {
+    state.channel.queue.complete(transactionId, payload).catch((error: unknown) => {
+      // Closed under us (the guest went away): nothing to tell.
+      this.logger.debug('storvsp: completion not sent', { relid: state.channel.relid, error: String(error) });
+    });
+  }
+
+  /** A LUN came or went: ENUMERATE_BUS (unsolicited, transaction id 0) makes the guest rescan. */
+  private notifyRescan(): void {
+    const primary = this.primary;
+    if (!primary || primary.closed || primary.session.phase !== 'ready') return;
+    const out = new Uint8Array(P.packetSizeFor(primary.session.version));
+    P.vstor_packet_header.encode({ operation: P.VSTOR_OPERATION_ENUMERATE_BUS }, out);
+    this.stats.rescans++;
+    primary.channel.queue.send({ type: VM_PKT_DATA_INBAND, transactionId: 0n, payload: out }).catch((error: unknown) => {
+      this.logger.debug('storvsp: rescan not sent', { error: String(error) });
+    });
+  }
+
+  private checkIdle(): void {
+    if (this.outstanding !== 0) return;
+    for (const resolve of this.idleWaiters.splice(0)) resolve();
+  }
+}
+
+class ChannelState {
+  outstanding = 0;
+  draining = false;
+  drainScheduled = false;
+  closed = false;
+  constructor(
+    readonly channel: DeviceChannel,
+    public session: SessionState,
+  ) {}
+}
+
+/** The vmscsi_request in `request` for `version` (pre-Win8 packets lack the extension; missing bytes are zero). */
+function decodeSrb(request: P.VstorRequest, version: number): ReturnType<typeof P.vmscsi_request.decode> {
+  const bytes = new Uint8Array(P.vmscsi_request.size);
+  const size = P.isWin8OrLater(version) ? P.vmscsi_request.size : P.vmscsi_request_pre_win8.size;
+  bytes.set(request.body.subarray(0, Math.min(size, request.body.length)));
+  return P.vmscsi_request.decode(bytes);
+}
