@@ -131,6 +131,12 @@ export class StorvspDevice implements VmbusDevice {
     this.checkIdle();
   }
 
+  /** Closes every disk's backend (the VM is going away; the device layer has no such hook, so the VMM calls it). */
+  async closeDisks(): Promise<void> {
+    await this.stop();
+    for (const { disk } of this.controller.entries()) await disk.backend.close();
+  }
+
   /** Resolves when no SRB is in flight (the VM stops). */
   stop(): Promise<void> {
     if (this.outstanding === 0) return Promise.resolve();

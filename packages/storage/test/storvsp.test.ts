@@ -23,7 +23,7 @@ import {
   vmstorage_protocol_version,
 } from '@hvemu/storage';
 import { LEGACY_STORVSC_VERSIONS, patternFor } from '@hvemu/storage/testing';
-import { settle, storageSim } from './helpers/sim.js';
+import { settle, storageSim } from './helpers/sim.mjs';
 
 const senseOf = (s: Uint8Array) => ({ key: s[2] & 0xf, asc: s[12], ascq: s[13] });
 

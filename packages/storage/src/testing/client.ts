@@ -114,6 +114,8 @@ export class StorvscClient {
   properties: InitResult['properties'] | null = null;
   /** Unsolicited ENUMERATE_BUS / REMOVE_DEVICE packets seen (a real guest rescans). */
   rescans = 0;
+  /** Packets whose transaction id matched no request (Linux logs "Incorrect transaction ID" and drops them). */
+  readonly stray: { transactionId: bigint; payload: Uint8Array }[] = [];
   private readonly pending = new Map<bigint, Pending>();
   private nextId = 1n;
   private nextChannel = 0;
@@ -134,13 +136,7 @@ export class StorvscClient {
 
   /** Opens the primary and runs the init sequence; then asks for subchannels and opens them. */
   async connect(): Promise<InitResult> {
-    const ringPages = this.options.ringPages ?? 8;
-    const primary = await this.options.vmbus.openChannel(this.options.relid, {
-      sendPages: ringPages,
-      recvPages: ringPages,
-      userData: new Uint8Array(P.vmstorage_channel_properties.size),
-    });
-    this.channels.push(primary);
+    await this.open();
     await this.expectSuccess(P.VSTOR_OPERATION_BEGIN_INITIALIZATION);
     await this.negotiate();
     const props = await this.expectSuccess(P.VSTOR_OPERATION_QUERY_PROPERTIES);
@@ -149,6 +145,18 @@ export class StorvscClient {
     const wanted = Math.min(this.options.subchannels ?? 0, this.properties.max_channel_cnt);
     if (wanted > 0 && this.properties.flags & P.STORAGE_CHANNEL_SUPPORTS_MULTI_CHANNEL) await this.openSubchannels(wanted);
     return { version: this.version, properties: this.properties };
+  }
+
+  /** Opens the primary channel (vmbus_open with 24 zero bytes of user data), without the init sequence. */
+  async open(): Promise<void> {
+    if (this.channels.length > 0) return;
+    const ringPages = this.options.ringPages ?? 8;
+    const primary = await this.options.vmbus.openChannel(this.options.relid, {
+      sendPages: ringPages,
+      recvPages: ringPages,
+      userData: new Uint8Array(P.vmstorage_channel_properties.size),
+    });
+    this.channels.push(primary);
   }
 
   /** Sends a control request on the primary and returns the reply packet. */
@@ -379,7 +387,10 @@ export class StorvscClient {
       return;
     }
     const waiter = this.pending.get(id);
-    if (!waiter) return; // Linux: "Incorrect transaction ID", dropped
+    if (!waiter) {
+      this.stray.push({ transactionId: id, payload });
+      return;
+    }
     this.pending.delete(id);
     waiter.resolve(payload);
   }

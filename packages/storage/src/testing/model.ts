@@ -10,10 +10,11 @@ import { checkRange } from '../backend/backend.js';
 export class DiskModel {
   /** What a read returns now. */
   readonly current: Uint8Array;
-  /** Per sector: the content the disk must hold after a crash, if it is known. */
-  private readonly durable: Uint8Array[];
-  /** Per sector: contents written since the last guarantee (any of them, or the durable one, may survive). */
-  private readonly volatile: Uint8Array[][];
+  /** Per sector: the newest content known to be durable. */
+  private readonly durable: Version[];
+  /** Per sector: contents written since (any of them, or the durable one, may survive a crash). */
+  private readonly volatile: Version[][];
+  private generation = 0;
 
   constructor(
     readonly byteLength: number,
@@ -21,7 +22,7 @@ export class DiskModel {
   ) {
     this.current = new Uint8Array(byteLength);
     const sectors = byteLength / sectorSize;
-    this.durable = Array.from({ length: sectors }, () => new Uint8Array(sectorSize));
+    this.durable = Array.from({ length: sectors }, () => ({ generation: 0, data: new Uint8Array(sectorSize) }));
     this.volatile = Array.from({ length: sectors }, () => []);
   }
 
@@ -29,11 +30,11 @@ export class DiskModel {
   write(lba: number, data: Uint8Array, fua = false): void {
     this.current.set(data, lba * this.sectorSize);
     for (let i = 0; i < data.length / this.sectorSize; i++) {
-      const sector = data.slice(i * this.sectorSize, (i + 1) * this.sectorSize);
+      const v = { generation: ++this.generation, data: data.slice(i * this.sectorSize, (i + 1) * this.sectorSize) };
       if (fua) {
-        this.durable[lba + i] = sector;
+        this.durable[lba + i] = v;
         this.volatile[lba + i] = [];
-      } else this.volatile[lba + i].push(sector);
+      } else this.volatile[lba + i].push(v);
     }
   }
 
@@ -42,23 +43,20 @@ export class DiskModel {
     this.write(lba, new Uint8Array(blocks * this.sectorSize));
   }
 
-  /** A flush completed: everything completed before it was issued is durable. `snapshot` is the model's state at issue. */
-  flushed(snapshot: DiskModelSnapshot): void {
-    snapshot.sectors.forEach((content, i) => {
-      if (content === null) return;
-      this.durable[i] = content;
-      // Writes completed after the flush was issued may still be lost: keep only those.
-      this.volatile[i] = this.volatile[i].slice(snapshot.volatileCounts[i]);
-    });
-  }
-
   /** The state a flush issued now makes durable once it completes. */
   snapshot(): DiskModelSnapshot {
-    return {
-      // What the cache holds now per sector: the last completed write (same-sector writes are never concurrent).
-      sectors: this.volatile.map((v) => (v.length > 0 ? v[v.length - 1] : null)),
-      volatileCounts: this.volatile.map((v) => v.length),
-    };
+    // What the cache holds now per sector: the last completed write (same-sector writes are never concurrent).
+    return { sectors: this.volatile.map((v) => (v.length > 0 ? v[v.length - 1] : null)) };
+  }
+
+  /** A flush completed: everything completed before it was issued (`snapshot`) is durable. */
+  flushed(snapshot: DiskModelSnapshot): void {
+    snapshot.sectors.forEach((v, i) => {
+      if (v === null) return;
+      // A FUA write that completed meanwhile is newer than what the flush made durable.
+      if (this.durable[i].generation < v.generation) this.durable[i] = v;
+      this.volatile[i] = this.volatile[i].filter((w) => w.generation > this.durable[i].generation);
+    });
   }
 
   expected(lba: number, blocks: number): Uint8Array {
@@ -71,15 +69,19 @@ export class DiskModel {
     for (let i = 0; i < this.durable.length; i++) {
       const got = image.subarray(i * this.sectorSize, (i + 1) * this.sectorSize);
       const allowed = [this.durable[i], ...this.volatile[i]];
-      if (!allowed.some((c) => sameBytes(c, got))) bad.push(i);
+      if (!allowed.some((c) => sameBytes(c.data, got))) bad.push(i);
     }
     return bad;
   }
 }
 
+interface Version {
+  readonly generation: number;
+  readonly data: Uint8Array;
+}
+
 export interface DiskModelSnapshot {
-  readonly sectors: readonly (Uint8Array | null)[];
-  readonly volatileCounts: readonly number[];
+  readonly sectors: readonly (Version | null)[];
 }
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {

@@ -8,9 +8,9 @@ import { ManualClock, MemoryLogger } from '@hvemu/common';
 import { GuestMemory, PAGE_SIZE } from '@hvemu/memory';
 import { HyperV } from '@hvemu/synic';
 import { HypercallDispatcher } from '@hvemu/hypercalls';
-import { attachDevice, BumpPageAllocator, simpTransport, VmbusClient, VmbusHost, type PageAllocator } from '@hvemu/vmbus';
-import { MemoryBackend, ScsiController, ScsiDisk, StorvspDevice, type DiskBackend, type StorvspOptions } from '@hvemu/storage';
-import { StorvscClient, type StorvscClientOptions } from '@hvemu/storage/testing';
+import { attachDevice, BumpPageAllocator, simpTransport, VmbusClient, VmbusHost } from '@hvemu/vmbus';
+import { MemoryBackend, ScsiController, ScsiDisk, StorvspDevice } from '@hvemu/storage';
+import { StorvscClient } from '@hvemu/storage/testing';
 
 const SIMP = 0x1000;
 const SIEFP = 0x2000;
@@ -18,17 +18,13 @@ const INPUT_PAGE = 0x5000;
 export const HIGH_GPA = 2 ** 32;
 export const RAM_BYTES = 24 << 20;
 
-export interface SimOptions {
-  /** Disks at target 0, LUN 0.. (default: one 1 MiB memory disk). */
-  disks?: { backend: DiskBackend; sectorSize?: 512 | 4096; readOnly?: boolean; target?: number; lun?: number }[];
-  device?: Partial<StorvspOptions>;
-  client?: Partial<StorvscClientOptions>;
-  /** Data pages above 4 GiB. */
-  highMemory?: boolean;
-  vpCount?: number;
-}
+/**
+ * @param {{ disks?: { backend: import('@hvemu/storage').DiskBackend; sectorSize?: 512 | 4096; readOnly?: boolean; target?: number; lun?: number }[];
+ *   device?: Partial<import('@hvemu/storage').StorvspOptions>; client?: Partial<import('@hvemu/storage/testing').StorvscClientOptions>;
+ *   highMemory?: boolean; vpCount?: number }} options disks default to one 1 MiB memory disk at target 0 LUN 0; highMemory puts data pages above 4 GiB
+ */
 
-export function storageSim(options: SimOptions = {}) {
+export function storageSim(options = {}) {
   const layout = [{ gpa: 0, size: RAM_BYTES }, ...(options.highMemory ? [{ gpa: HIGH_GPA, size: 4 << 20 }] : [])];
   const memory = GuestMemory.createShared(layout);
   const logger = new MemoryLogger();
@@ -65,14 +61,12 @@ export function storageSim(options: SimOptions = {}) {
   const device = new StorvspDevice({ controller, logger, ...options.device });
   const attached = attachDevice(host, device, { logger });
   // Data pages: high memory when asked, else a block of low RAM after the rings.
-  const dataPages: PageAllocator = options.highMemory
-    ? new BumpPageAllocator(HIGH_GPA / PAGE_SIZE, 1024)
-    : new BumpPageAllocator(0x900, 4096);
+  const dataPages = options.highMemory ? new BumpPageAllocator(HIGH_GPA / PAGE_SIZE, 1024) : new BumpPageAllocator(0x900, 4096);
   const pages = dataPages;
-  const makeClient = (extra: Partial<StorvscClientOptions> = {}) =>
+  const makeClient = (extra = {}) =>
     new StorvscClient({ vmbus, memory, pages, relid: attached.channel.relid, ...options.client, ...extra });
   /** Connects VMBus and the storvsc client (the init sequence). */
-  const connect = async (extra: Partial<StorvscClientOptions> = {}) => {
+  const connect = async (extra = {}) => {
     await vmbus.connect();
     await vmbus.requestOffers();
     const client = makeClient(extra);
@@ -82,6 +76,6 @@ export function storageSim(options: SimOptions = {}) {
   return { memory, hv, host, vmbus, controller, device, attached, logger, connect, makeClient };
 }
 
-export const settle = async (n = 20): Promise<void> => {
+export const settle = async (n = 20) => {
   for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
 };
