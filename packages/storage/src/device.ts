@@ -59,10 +59,50 @@ class SrbRefusal extends HvemuError {
   }
 }
 
-/** The SRB fields a completion echoes, decoded once when the request arrives. */
-interface Srb {
-  readonly transactionId: bigint;
-  readonly fields: ReturnType<typeof P.vmscsi_request.decode>;
+/** Where each vmscsi_request field is (the hot path reads and patches them by offset). */
+const O = P.vmscsi_request.offsetOf;
+
+/**
+ * One SRB as the guest sent it: a copy of its vmscsi_request (the ring's bytes are gone once the
+ * packet is consumed, and the completion echoes them), read by offset: no object per field.
+ */
+class Srb {
+  readonly bytes = new Uint8Array(P.vmscsi_request.size);
+  constructor(
+    readonly transactionId: bigint,
+    request: P.VstorRequest,
+    version: number,
+  ) {
+    // Pre-Win8 SRBs lack the extension: those bytes stay zero.
+    const size = P.isWin8OrLater(version) ? P.vmscsi_request.size : P.vmscsi_request_pre_win8.size;
+    this.bytes.set(request.body.subarray(0, Math.min(size, request.body.length)));
+  }
+  get pathId(): number {
+    return this.bytes[O.path_id];
+  }
+  get targetId(): number {
+    return this.bytes[O.target_id];
+  }
+  get lun(): number {
+    return this.bytes[O.lun];
+  }
+  get cdbLength(): number {
+    return this.bytes[O.cdb_length];
+  }
+  get senseInfoLength(): number {
+    return this.bytes[O.sense_info_length];
+  }
+  get dataIn(): number {
+    return this.bytes[O.data_in];
+  }
+  get dataTransferLength(): number {
+    const b = this.bytes;
+    const at = O.data_transfer_length;
+    return (b[at] | (b[at + 1] << 8) | (b[at + 2] << 16)) + b[at + 3] * 0x100_0000;
+  }
+  cdb(): Uint8Array {
+    return this.bytes.slice(O.cdb, O.cdb + this.cdbLength);
+  }
 }
 
 const EMPTY: DataBuffer = {
@@ -209,19 +249,15 @@ export class StorvspDevice implements VmbusDevice {
     this.stats.srbs++;
     const transactionId = p.transactionId;
     const version = state.session.version;
-    let srb: Srb | null = null;
+    const srb = new Srb(transactionId, request, version);
     try {
       if (state.session.phase !== 'ready')
         throw new SrbRefusal('SRB before END_INITIALIZATION', P.SRB_STATUS_INVALID_REQUEST, P.STATUS_INVALID_DEVICE_STATE);
-      srb = { transactionId, fields: decodeSrb(request, version) };
-      const data = this.dataBuffer(state, p, srb.fields);
-      const cdb = srb.fields.cdb.slice(0, srb.fields.cdb_length);
-      const direction: DataDirection = srb.fields.data_in === P.READ_TYPE ? 'in' : srb.fields.data_in === P.WRITE_TYPE ? 'out' : 'none';
-      const { path_id, target_id, lun } = srb.fields;
+      const data = this.dataBuffer(state, p, srb);
+      const direction: DataDirection = srb.dataIn === P.READ_TYPE ? 'in' : srb.dataIn === P.WRITE_TYPE ? 'out' : 'none';
       state.outstanding++;
-      const accepted = srb;
       this.controller
-        .execute(path_id, target_id, lun, { cdb, data, direction })
+        .execute(srb.pathId, srb.targetId, srb.lun, { cdb: srb.cdb(), data, direction })
         .then(
           (r) => {
             const srbStatus = r.invalidRequest
@@ -232,12 +268,12 @@ export class StorvspDevice implements VmbusDevice {
                   ? P.SRB_STATUS_ERROR | P.SRB_STATUS_AUTOSENSE_VALID
                   : P.SRB_STATUS_SUCCESS;
             if (r.invalidRequest) this.logger.warn('storvsp: invalid SRB', { relid: state.channel.relid, why: r.invalidRequest });
-            this.completeSrb(state, accepted, P.STATUS_SUCCESS, srbStatus, r.status, r.invalidRequest ? null : r.sense, r.transferred);
+            this.completeSrb(state, srb, P.STATUS_SUCCESS, srbStatus, r.status, r.invalidRequest ? null : r.sense, r.transferred);
           },
           (error: unknown) => {
             // Not guest-caused (guest errors are results): log it, fail this request only.
             this.logger.error('storvsp: SRB failed', { relid: state.channel.relid, error: String(error) });
-            this.completeSrb(state, accepted, P.STATUS_UNSUCCESSFUL, P.SRB_STATUS_ERROR, 0, null, 0);
+            this.completeSrb(state, srb, P.STATUS_UNSUCCESSFUL, P.SRB_STATUS_ERROR, 0, null, 0);
           },
         )
         .finally(() => this.srbDone(state));
@@ -245,17 +281,16 @@ export class StorvspDevice implements VmbusDevice {
       if (!(error instanceof SrbRefusal)) throw error;
       this.stats.refused++;
       this.logger.warn('storvsp: SRB refused', { relid: state.channel.relid, why: error.message });
-      const fields = srb?.fields ?? decodeSrb(request, version);
-      this.completeSrb(state, { transactionId, fields }, error.status, error.srbStatus, 0, null, 0);
+      this.completeSrb(state, srb, error.status, error.srbStatus, 0, null, 0);
     }
   }
 
   /** The SRB's data buffer: its GPA-direct pages, cut to data_transfer_length. SrbRefusal when they cannot carry it. */
-  private dataBuffer(state: ChannelState, p: PacketView, srb: Srb['fields']): DataBuffer {
-    if (srb.cdb_length === 0 || srb.cdb_length > P.STORVSC_MAX_CMD_LEN)
-      throw new SrbRefusal(`cdb_length ${srb.cdb_length}`, P.SRB_STATUS_INVALID_REQUEST);
-    if (srb.data_in > P.UNKNOWN_TYPE) throw new SrbRefusal(`data_in ${srb.data_in}`, P.SRB_STATUS_INVALID_REQUEST);
-    const length = srb.data_transfer_length;
+  private dataBuffer(state: ChannelState, p: PacketView, srb: Srb): DataBuffer {
+    if (srb.cdbLength === 0 || srb.cdbLength > P.STORVSC_MAX_CMD_LEN)
+      throw new SrbRefusal(`cdb_length ${srb.cdbLength}`, P.SRB_STATUS_INVALID_REQUEST);
+    if (srb.dataIn > P.UNKNOWN_TYPE) throw new SrbRefusal(`data_in ${srb.dataIn}`, P.SRB_STATUS_INVALID_REQUEST);
+    const length = srb.dataTransferLength;
     if (length > this.config.maxTransferBytes) throw new SrbRefusal(`a ${length}-byte transfer`, P.SRB_STATUS_INVALID_REQUEST);
     if (p.type !== VM_PKT_DATA_USING_GPA_DIRECT) {
       if (length !== 0) throw new SrbRefusal(`a ${length}-byte transfer without pages`, P.SRB_STATUS_INVALID_REQUEST);
@@ -287,21 +322,22 @@ export class StorvspDevice implements VmbusDevice {
     const version = state.session.version;
     const size = P.packetSizeFor(version);
     const out = new Uint8Array(size);
-    P.vstor_packet_header.encode({ operation: P.VSTOR_OPERATION_COMPLETE_IO, flags: 0, status }, out);
-    const senseLength = sense ? Math.min(sense.length, P.senseSizeFor(version), srb.fields.sense_info_length) : 0;
+    const dv = new DataView(out.buffer);
+    dv.setUint32(0, P.VSTOR_OPERATION_COMPLETE_IO, true);
+    dv.setUint32(8, status, true);
+    // The guest's vmscsi_request echoed (addressing, cdb_length, data_in, the win8 extension), then the results.
+    const u = P.VSTOR_PACKET_UNION;
+    out.set(srb.bytes.subarray(0, size - u), u);
+    const senseLength = sense ? Math.min(sense.length, P.senseSizeFor(version), srb.senseInfoLength) : 0;
     // Autosense is valid only if the guest left room for it (sense_info_length is the guest's).
     if (senseLength === 0) srbStatus &= ~P.SRB_STATUS_AUTOSENSE_VALID;
-    const fields = {
-      ...srb.fields,
-      length: size - P.VSTOR_PACKET_UNION,
-      srb_status: srbStatus,
-      scsi_status: scsiStatus,
-      sense_info_length: senseLength,
-      data_transfer_length: transferred,
-      cdb: sense ? sense.subarray(0, senseLength) : new Uint8Array(0),
-    };
-    const layout = P.isWin8OrLater(version) ? P.vmscsi_request : P.vmscsi_request_pre_win8;
-    layout.encode(fields, out, P.VSTOR_PACKET_UNION);
+    dv.setUint16(u + O.length, size - u, true);
+    out[u + O.srb_status] = srbStatus;
+    out[u + O.scsi_status] = scsiStatus;
+    out[u + O.sense_info_length] = senseLength;
+    dv.setUint32(u + O.data_transfer_length, transferred, true);
+    out.fill(0, u + O.cdb, u + O.cdb + P.STORVSC_MAX_BUF_LEN_WITH_PADDING);
+    if (sense && senseLength > 0) out.set(sense.subarray(0, senseLength), u + O.cdb);
     this.stats.completions++;
     this.send(state, srb.transactionId, out);
   }
@@ -366,12 +402,4 @@ class ChannelState {
     readonly channel: DeviceChannel,
     public session: SessionState,
   ) {}
-}
-
-/** The vmscsi_request in `request` for `version` (pre-Win8 packets lack the extension; missing bytes are zero). */
-function decodeSrb(request: P.VstorRequest, version: number): ReturnType<typeof P.vmscsi_request.decode> {
-  const bytes = new Uint8Array(P.vmscsi_request.size);
-  const size = P.isWin8OrLater(version) ? P.vmscsi_request.size : P.vmscsi_request_pre_win8.size;
-  bytes.set(request.body.subarray(0, Math.min(size, request.body.length)));
-  return P.vmscsi_request.decode(bytes);
 }

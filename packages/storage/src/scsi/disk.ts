@@ -129,9 +129,10 @@ export class ScsiDisk {
 
   /** Checks an LBA range from a CDB; the byte offset and length, or the result that refuses it. */
   blockRange(lba: bigint | number, blocks: number): { offset: number; bytes: number } | ScsiResult {
-    const first = BigInt(lba);
-    if (first + BigInt(blocks) > BigInt(this.sectorCount)) return illegalRequest(C.ASC_LBA_OUT_OF_RANGE);
-    return { offset: Number(first) * this.sectorSize, bytes: blocks * this.sectorSize };
+    // Numbers, not bigints, on the hot path: an LBA past 2^53 is past any disk anyway.
+    const first = typeof lba === 'bigint' ? (lba > BigInt(Number.MAX_SAFE_INTEGER) ? Infinity : Number(lba)) : lba;
+    if (!(first + blocks <= this.sectorCount)) return illegalRequest(C.ASC_LBA_OUT_OF_RANGE);
+    return { offset: first * this.sectorSize, bytes: blocks * this.sectorSize };
   }
 
   async readBlocks(cmd: ScsiCommand, lba: bigint | number, blocks: number): Promise<ScsiResult> {

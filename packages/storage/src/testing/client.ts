@@ -24,6 +24,8 @@ import {
 import * as P from '../protocol.js';
 import * as C from '../scsi/cdb.js';
 
+const O = P.vmscsi_request.offsetOf;
+
 /** Linux's storvsc transaction id for init requests (VMBUS_RQST_INIT). */
 export const VMBUS_RQST_INIT = 0xffff_ffff_ffff_fffdn;
 /** Linux's versions, newest first (storvsc_drv.c protocol_version[]). */
@@ -244,42 +246,48 @@ export class StorvscClient {
 
   private srbPacket(spec: SrbSpec, dataLength: number): Uint8Array {
     const out = new Uint8Array(this.packetSize);
-    P.vstor_packet_header.encode({ operation: P.VSTOR_OPERATION_EXECUTE_SRB, flags: P.REQUEST_COMPLETION_FLAG }, out);
+    const dv = new DataView(out.buffer);
+    dv.setUint32(0, P.VSTOR_OPERATION_EXECUTE_SRB, true);
+    dv.setUint32(4, P.REQUEST_COMPLETION_FLAG, true);
     const win8 = P.isWin8OrLater(this.version);
     const dataIn = spec.writeData ? P.WRITE_TYPE : spec.readLength ? P.READ_TYPE : P.UNKNOWN_TYPE;
-    const fields = {
-      length: win8 ? P.vmscsi_request.size : P.vmscsi_request_pre_win8.size,
-      path_id: spec.pathId ?? 0,
-      target_id: spec.target ?? 0,
-      lun: spec.lun ?? 0,
-      cdb_length: spec.cdb.length,
-      sense_info_length: P.senseSizeFor(this.version),
-      data_in: dataIn,
-      data_transfer_length: dataLength,
-      cdb: spec.cdb.subarray(0, 16),
-      time_out_value: 60,
-      srb_flags:
-        P.SRB_FLAGS_DISABLE_SYNCH_TRANSFER |
-        (dataIn === P.READ_TYPE ? P.SRB_FLAGS_DATA_IN : dataIn === P.WRITE_TYPE ? P.SRB_FLAGS_DATA_OUT : 0),
-      ...spec.override,
-    };
-    (win8 ? P.vmscsi_request : P.vmscsi_request_pre_win8).encode(fields, out, P.VSTOR_PACKET_UNION);
+    // Written by offset (what a driver does); `override` goes through the structure's encoder.
+    const u = P.VSTOR_PACKET_UNION;
+    dv.setUint16(u + O.length, win8 ? P.vmscsi_request.size : P.vmscsi_request_pre_win8.size, true);
+    out[u + O.path_id] = spec.pathId ?? 0;
+    out[u + O.target_id] = spec.target ?? 0;
+    out[u + O.lun] = spec.lun ?? 0;
+    out[u + O.cdb_length] = spec.cdb.length;
+    out[u + O.sense_info_length] = P.senseSizeFor(this.version);
+    out[u + O.data_in] = dataIn;
+    dv.setUint32(u + O.data_transfer_length, dataLength, true);
+    out.set(spec.cdb.subarray(0, 16), u + O.cdb);
+    if (win8) {
+      dv.setUint32(u + O.time_out_value, 60, true);
+      const direction = dataIn === P.READ_TYPE ? P.SRB_FLAGS_DATA_IN : dataIn === P.WRITE_TYPE ? P.SRB_FLAGS_DATA_OUT : 0;
+      dv.setUint32(u + O.srb_flags, P.SRB_FLAGS_DISABLE_SYNCH_TRANSFER | direction, true);
+    }
+    if (spec.override) {
+      const layout = win8 ? P.vmscsi_request : P.vmscsi_request_pre_win8;
+      const fields = { ...layout.decode(out, u), ...spec.override } as Parameters<typeof layout.encode>[0];
+      layout.encode(fields, out, u);
+    }
     return out;
   }
 
   private completion(reply: Uint8Array, readPfns: readonly number[] | null, offset: number, readLength: number): SrbCompletion {
-    const h = P.vstor_packet_header.decode(reply);
-    const padded = new Uint8Array(P.vmscsi_request.size);
-    padded.set(reply.subarray(P.VSTOR_PACKET_UNION, P.VSTOR_PACKET_UNION + P.vmscsi_request.size));
-    const srb = P.vmscsi_request.decode(padded);
-    const senseLength = Math.min(srb.sense_info_length, P.STORVSC_SENSE_BUFFER_SIZE);
-    const data = readPfns ? this.copyFromPages(readPfns, offset, Math.min(srb.data_transfer_length, readLength)) : new Uint8Array(0);
+    const u = P.VSTOR_PACKET_UNION;
+    const at = (field: number): number => (u + field < reply.length ? reply[u + field] : 0);
+    const dv = new DataView(reply.buffer, reply.byteOffset, reply.byteLength);
+    const transferred = u + O.data_transfer_length + 4 <= reply.length ? dv.getUint32(u + O.data_transfer_length, true) : 0;
+    const senseLength = Math.min(at(O.sense_info_length), P.STORVSC_SENSE_BUFFER_SIZE, Math.max(0, reply.length - u - O.cdb));
+    const data = readPfns ? this.copyFromPages(readPfns, offset, Math.min(transferred, readLength)) : new Uint8Array(0);
     return {
-      status: h.status,
-      srbStatus: srb.srb_status,
-      scsiStatus: srb.scsi_status,
-      sense: srb.cdb.slice(0, senseLength),
-      dataTransferLength: srb.data_transfer_length,
+      status: reply.length >= 12 ? dv.getUint32(8, true) : 0,
+      srbStatus: at(O.srb_status),
+      scsiStatus: at(O.scsi_status),
+      sense: reply.slice(u + O.cdb, u + O.cdb + senseLength),
+      dataTransferLength: transferred,
       data,
     };
   }
