@@ -105,15 +105,21 @@ export async function benchStorage(log: (line: string) => void = console.log): P
     execFileSync('gcc', ['-O2', '-pthread', '-o', binary, fileURLToPath(new URL('../c/storage_baseline.c', import.meta.url))]);
     const image = join(dir, 'disk.img');
     // Written out in full, so every read hits the page cache (no holes, no disk).
-    writeFileSync(image, new Uint8Array(IMAGE_BYTES).map((_, i) => i & 0xff));
-    log(`Storage: storvsc (TypeScript, simulated partition) -> storvsp -> raw file (libuv pool) vs C pread/pwrite threads, ${IMAGE_BYTES >> 20} MiB cached image`);
+    writeFileSync(
+      image,
+      new Uint8Array(IMAGE_BYTES).map((_, i) => i & 0xff),
+    );
+    log(
+      `Storage: storvsc (TypeScript, simulated partition) -> storvsp -> raw file (libuv pool) vs C pread/pwrite threads, ${IMAGE_BYTES >> 20} MiB cached image`,
+    );
     const figures: Record<string, number> = {};
     for (const c of CASES) {
       await runHvemu(image, { ...c, ops: Math.ceil(c.ops / 10) }); // warm-up
       const hv = await runHvemu(image, c);
       const base = runBaseline(binary, image, c);
       const ratio = hv / base;
-      const unit = c.block === 4096 ? (r: number) => `${Math.round(r / 1000)}k IOPS` : (r: number) => `${((r * c.block) / 1e9).toFixed(2)} GB/s`;
+      const unit =
+        c.block === 4096 ? (r: number) => `${Math.round(r / 1000)}k IOPS` : (r: number) => `${((r * c.block) / 1e9).toFixed(2)} GB/s`;
       const goal = GOALS[c.key] ? ` (goal ${GOALS[c.key]})` : '';
       log(`  ${c.key}: hvemu ${unit(hv)}, C ${unit(base)}, ratio ${ratio.toFixed(3)}${goal}`);
       figures[`storage_${c.key}_iops`] = Math.round(hv);

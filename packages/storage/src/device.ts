@@ -120,6 +120,7 @@ export class StorvspDevice implements VmbusDevice {
   private readonly channels = new Map<number, ChannelState>();
   private primary: ChannelState | null = null;
   private idleWaiters: (() => void)[] = [];
+  private inFlight = 0;
   /** Counters (tests, diagnostics). */
   readonly stats = { srbs: 0, completions: 0, refused: 0, dropped: 0, rescans: 0, backpressured: 0 };
 
@@ -136,11 +137,9 @@ export class StorvspDevice implements VmbusDevice {
     this.controller.onChange(() => this.notifyRescan());
   }
 
-  /** SRBs in flight over every channel. */
+  /** SRBs in flight over every channel, closed ones included (their backend I/O still runs). */
   get outstanding(): number {
-    let n = 0;
-    for (const c of this.channels.values()) n += c.outstanding;
-    return n;
+    return this.inFlight;
   }
 
   /** The agreed protocol version (0 before negotiation). */
@@ -256,6 +255,7 @@ export class StorvspDevice implements VmbusDevice {
       const data = this.dataBuffer(state, p, srb);
       const direction: DataDirection = srb.dataIn === P.READ_TYPE ? 'in' : srb.dataIn === P.WRITE_TYPE ? 'out' : 'none';
       state.outstanding++;
+      this.inFlight++;
       this.controller
         .execute(srb.pathId, srb.targetId, srb.lun, { cdb: srb.cdb(), data, direction })
         .then(
@@ -271,6 +271,9 @@ export class StorvspDevice implements VmbusDevice {
             this.completeSrb(state, srb, P.STATUS_SUCCESS, srbStatus, r.status, r.invalidRequest ? null : r.sense, r.transferred);
           },
           (error: unknown) => {
+            // The channel closed under the request (its pages were revoked): nobody to answer.
+            if (state.closed)
+              return this.logger.debug('storvsp: SRB ended with its channel', { relid: state.channel.relid, error: String(error) });
             // Not guest-caused (guest errors are results): log it, fail this request only.
             this.logger.error('storvsp: SRB failed', { relid: state.channel.relid, error: String(error) });
             this.completeSrb(state, srb, P.STATUS_UNSUCCESSFUL, P.SRB_STATUS_ERROR, 0, null, 0);
@@ -344,6 +347,7 @@ export class StorvspDevice implements VmbusDevice {
 
   private srbDone(state: ChannelState): void {
     state.outstanding--;
+    this.inFlight--;
     this.checkIdle();
     // The ring may hold requests the device stopped reading (the guest will not signal again).
     if (!state.closed && state.outstanding < this.maxOutstanding) this.drainLater(state);

@@ -193,4 +193,34 @@ describe('storvsp with the TypeScript storvsc', () => {
     expect((await client.read(0, 1, 512)).srbStatus).toBe(SRB_STATUS_SUCCESS);
     expect(sim.logger.records.some((r) => r.level === 'error' && r.message.includes('backend I/O failed'))).toBe(true);
   });
+
+  it('a channel closed with I/O in flight: the late completion goes nowhere, nothing is written to revoked pages, stop() waits for the backend', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    class GatedBackend extends MemoryBackend {
+      override async read(offset: number, target: Uint8Array): Promise<void> {
+        await gate;
+        return super.read(offset, target);
+      }
+    }
+    const backend = new GatedBackend(1 << 20);
+    backend.bytes.fill(0x77);
+    const sim = storageSim({ disks: [{ backend }] });
+    const { client } = await sim.connect();
+    const pending = client.read(0, 8, 512).catch((e: unknown) => e);
+    await settle();
+    expect(sim.device.outstanding).toBe(1);
+    await client.close();
+    expect(await pending).toMatchObject({ message: 'closed' });
+    let stopped = false;
+    const stop = sim.device.stop().then(() => (stopped = true));
+    await settle();
+    expect(stopped).toBe(false);
+    release();
+    await stop;
+    expect(sim.device.outstanding).toBe(0);
+    // The client's data pages never saw the disk's 0x77 bytes: the copy into them was refused.
+    expect(sim.memory.bytes(0x900 * PAGE_SIZE, 512 * PAGE_SIZE).includes(0x77)).toBe(false);
+    expect(sim.logger.records.filter((r) => r.level === 'error')).toEqual([]);
+  });
 });

@@ -63,8 +63,12 @@ export interface StorvscClientOptions {
   legacySizes?: boolean;
   /** Yields to the host between polls (default: setImmediate). */
   wait?: () => Promise<void>;
-  /** Polls before a request is declared unanswered. Default 100000. */
-  maxPolls?: number;
+  /**
+   * How long the host may make no progress before a request is declared unanswered, ms.
+   * Time, not a count of polls: a page-cache write can stall for a while under writeback.
+   * Default 30000.
+   */
+  timeoutMs?: number;
 }
 
 /** What the guest puts in one SRB. */
@@ -198,7 +202,7 @@ export class StorvscClient {
     const union = new Uint8Array([count & 0xff, count >> 8]);
     await this.expectSuccess(P.VSTOR_OPERATION_CREATE_SUB_CHANNELS, union);
     const instance = this.channels[0].offer.if_instance;
-    for (let polls = 0; ; polls++) {
+    for (const start = performance.now(); ;) {
       this.options.vmbus.pump();
       const subs = [...this.options.vmbus.offers.values()].filter(
         (o) => !o.rescinded && o.if_instance === instance && o.sub_channel_index > 0,
@@ -210,7 +214,7 @@ export class StorvscClient {
         }
         return;
       }
-      if (polls > (this.options.maxPolls ?? 100_000)) throw new StorvscClientError(`${subs.length} of ${count} subchannels offered`);
+      if (this.expired(start)) throw new StorvscClientError(`${subs.length} of ${count} subchannels offered`);
       await this.wait();
     }
   }
@@ -374,8 +378,8 @@ export class StorvscClient {
 
   /** Writes `packet`, waiting while the host has not made room (as Linux's ring-full retry). */
   private async sendWhenRoom(ch: GuestChannel, packet: Parameters<GuestChannel['rings']['outbound']['write']>[0]): Promise<void> {
-    for (let polls = 0; !ch.rings.outbound.write(packet); polls++) {
-      if (polls > (this.options.maxPolls ?? 100_000)) throw new StorvscClientError('the host never made ring space');
+    for (const start = performance.now(); !ch.rings.outbound.write(packet);) {
+      if (this.expired(start)) throw new StorvscClientError('the host never made ring space');
       this.poll();
       await this.wait();
     }
@@ -407,12 +411,12 @@ export class StorvscClient {
     if (this.polling) return;
     this.polling = true;
     void (async () => {
-      let idle = 0;
+      let progress = performance.now();
       while (this.pending.size > 0) {
         const before = this.pending.size;
         this.poll();
-        idle = this.pending.size === before ? idle + 1 : 0;
-        if (idle > (this.options.maxPolls ?? 100_000)) {
+        if (this.pending.size !== before) progress = performance.now();
+        else if (this.expired(progress)) {
           for (const p of this.pending.values()) p.reject(new StorvscClientError('the host never answered'));
           this.pending.clear();
           break;
@@ -421,6 +425,10 @@ export class StorvscClient {
       }
       this.polling = false;
     })();
+  }
+
+  private expired(since: number): boolean {
+    return performance.now() - since > (this.options.timeoutMs ?? 30_000);
   }
 
   // ---- data pages
