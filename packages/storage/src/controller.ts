@@ -76,11 +76,12 @@ export class ScsiController {
 
   /** Runs `cmd` for the LUN the guest addressed. Never rejects for guest input. */
   async execute(pathId: number, target: number, lun: number, cmd: ScsiCommand): Promise<ControllerResult> {
+    // The common case first, without building the target's LUN list.
+    const disk = pathId === 0 && cmd.cdb[0] !== C.REPORT_LUNS ? this.disks.get(target * 0x10000 + lun) : undefined;
+    if (disk) return disk.execute(cmd);
     const luns = pathId === 0 ? this.lunsOf(target) : [];
     if (luns.length === 0) return noLun();
     if (cmd.cdb[0] === C.REPORT_LUNS) return reportLuns(cmd, luns);
-    const disk = this.disks.get(target * 0x10000 + lun);
-    if (disk) return disk.execute(cmd);
     const standardInquiry = cmd.cdb[0] === C.INQUIRY && cmd.cdb.length >= 6 && (cmd.cdb[1] & C.INQUIRY_EVPD) === 0;
     if (standardInquiry) {
       const data = C.standard_inquiry.encodeNew({ peripheral: C.PERIPHERAL_NO_LUN, response_format: 0x02, additional_length: 31 });

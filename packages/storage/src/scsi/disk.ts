@@ -300,10 +300,17 @@ function rw6(write: boolean): Handler {
 }
 
 function rw(layout: typeof C.read_write_10 | typeof C.read_write_12 | typeof C.read_write_16, write: boolean): Handler {
+  // The hot path: fields read by the layout's offsets, no decoded object per command.
+  const o = layout.offsetOf;
+  const lba64 = layout === C.read_write_16;
+  const length32 = layout !== C.read_write_10;
   return (disk, cmd) => {
-    const f = layout.decode(cmd.cdb);
-    const fua = (f.flags & C.CDB_FUA) !== 0;
-    return write ? disk.writeBlocks(cmd, f.lba, f.transfer_length, fua) : disk.readBlocks(cmd, f.lba, f.transfer_length);
+    const b = cmd.cdb;
+    const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
+    const lba = lba64 ? dv.getBigUint64(o.lba, false) : dv.getUint32(o.lba, false);
+    const blocks = length32 ? dv.getUint32(o.transfer_length, false) : dv.getUint16(o.transfer_length, false);
+    const fua = (b[o.flags] & C.CDB_FUA) !== 0;
+    return write ? disk.writeBlocks(cmd, lba, blocks, fua) : disk.readBlocks(cmd, lba, blocks);
   };
 }
 

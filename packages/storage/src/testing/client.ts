@@ -299,8 +299,7 @@ export class StorvscClient {
   // ---- SCSI helpers (sector-addressed)
 
   read(lba: number, blocks: number, sectorSize: number, at: { target?: number; lun?: number; channel?: number; pageOffset?: number } = {}) {
-    const cdb = C.read_write_16.encodeNew({ opcode: C.READ_16, lba: BigInt(lba), transfer_length: blocks });
-    return this.execute({ ...at, cdb, readLength: blocks * sectorSize });
+    return this.execute({ ...at, cdb: rw16(C.READ_16, 0, lba, blocks), readLength: blocks * sectorSize });
   }
 
   write(
@@ -309,13 +308,7 @@ export class StorvscClient {
     sectorSize: number,
     at: { target?: number; lun?: number; channel?: number; fua?: boolean; pageOffset?: number } = {},
   ) {
-    const cdb = C.read_write_16.encodeNew({
-      opcode: C.WRITE_16,
-      flags: at.fua ? C.CDB_FUA : 0,
-      lba: BigInt(lba),
-      transfer_length: data.length / sectorSize,
-    });
-    return this.execute({ ...at, cdb, writeData: data });
+    return this.execute({ ...at, cdb: rw16(C.WRITE_16, at.fua ? C.CDB_FUA : 0, lba, data.length / sectorSize), writeData: data });
   }
 
   synchronizeCache(at: { target?: number; lun?: number; channel?: number } = {}) {
@@ -456,4 +449,16 @@ export class StorvscClient {
     }
     return out;
   }
+}
+
+/** A READ (16) / WRITE (16) CDB, written by offset (the I/O helpers' hot path). */
+function rw16(opcode: number, flags: number, lba: number, blocks: number): Uint8Array {
+  const cdb = new Uint8Array(C.read_write_16.size);
+  const dv = new DataView(cdb.buffer);
+  const o = C.read_write_16.offsetOf;
+  cdb[o.opcode] = opcode;
+  cdb[o.flags] = flags;
+  dv.setBigUint64(o.lba, BigInt(lba), false);
+  dv.setUint32(o.transfer_length, blocks, false);
+  return cdb;
 }
