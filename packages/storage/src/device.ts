@@ -68,11 +68,15 @@ const O = P.vmscsi_request.offsetOf;
  */
 class Srb {
   readonly bytes = new Uint8Array(P.vmscsi_request.size);
+  /** The completion's size: the agreed version's, or before agreement the size the guest sent. */
+  readonly replySize: number;
   constructor(
     readonly transactionId: bigint,
     request: P.VstorRequest,
     version: number,
   ) {
+    this.replySize =
+      version !== 0 ? P.packetSizeFor(version) : request.length >= P.VSTOR_PACKET_SIZE ? P.VSTOR_PACKET_SIZE : P.VSTOR_PACKET_SIZE_PRE_WIN8;
     // Pre-Win8 SRBs lack the extension: those bytes stay zero.
     const size = P.isWin8OrLater(version) ? P.vmscsi_request.size : P.vmscsi_request_pre_win8.size;
     this.bytes.set(request.body.subarray(0, Math.min(size, request.body.length)));
@@ -323,7 +327,7 @@ export class StorvspDevice implements VmbusDevice {
   ): void {
     if (state.closed) return;
     const version = state.session.version;
-    const size = P.packetSizeFor(version);
+    const size = srb.replySize;
     const out = new Uint8Array(size);
     const dv = new DataView(out.buffer);
     dv.setUint32(0, P.VSTOR_OPERATION_COMPLETE_IO, true);
@@ -360,8 +364,9 @@ export class StorvspDevice implements VmbusDevice {
       state.drainScheduled = false;
       try {
         this.drain(state);
-      } catch {
-        // Logged in drain; the ring is broken and the device layer closes the channel at the guest's next signal.
+      } catch (error) {
+        // Not inside the guest's signal, so nobody catches this for the device layer: fail the channel here.
+        state.channel.fail(error);
       }
     });
   }

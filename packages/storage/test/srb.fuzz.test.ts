@@ -206,4 +206,30 @@ describe('storvsp against a hostile guest', () => {
     ).toEqual([0, 1]);
     for (const channel of [0, 1]) expect((await client.read(0, 1, 512, { channel })).srbStatus).toBe(SRB_STATUS_SUCCESS);
   });
+
+  it('a ring broken while the channel is backpressured fails that channel when the device reads it again, without a new signal', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    class GatedBackend extends MemoryBackend {
+      override async read(offset: number, target: Uint8Array): Promise<void> {
+        await gate;
+        return super.read(offset, target);
+      }
+    }
+    const sim = storageSim({ disks: [{ backend: new GatedBackend(1 << 20) }], device: { maxOutstanding: 2 } });
+    const { client } = await sim.connect({ subchannels: 1 });
+    const reads = [0, 1, 2, 3].map((i) => client.read(i, 1, 512, { channel: 1 }).catch((e: unknown) => e));
+    await settle();
+    expect(sim.device.outstanding).toBe(2); // two wait unread in the ring
+    Atomics.store(client.channels[1].rings.outbound.ring.control, RING_WRITE_INDEX, 13);
+    release();
+    await settle();
+    expect(sim.attached.openChannels().map((c) => c.subChannelIndex)).toEqual([0]);
+    expect(sim.logger.records.some((r) => r.message === 'storvsp: ring failed')).toBe(true);
+    expect((await client.read(0, 1, 512, { channel: 0 })).srbStatus).toBe(SRB_STATUS_SUCCESS);
+    // The two the failed channel never read stay unanswered; closing the client ends them.
+    await client.close();
+    const ended = await Promise.all(reads);
+    expect(ended.filter((r) => r instanceof Error)).toHaveLength(2);
+  });
 });

@@ -4,6 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { PAGE_SIZE } from '@hvemu/memory';
+import { VM_PKT_DATA_INBAND } from '@hvemu/vmbus';
 import {
   MemoryBackend,
   ScsiDisk,
@@ -19,6 +20,8 @@ import {
   VMSTOR_PROTO_VERSION_WIN10,
   VSTOR_OPERATION_QUERY_PROTOCOL_VERSION,
   VSTOR_OPERATION_END_INITIALIZATION,
+  VSTOR_OPERATION_EXECUTE_SRB,
+  SRB_STATUS_INVALID_REQUEST,
   vstor_packet_header,
   vmstorage_protocol_version,
 } from '@hvemu/storage';
@@ -222,5 +225,30 @@ describe('storvsp with the TypeScript storvsc', () => {
     // The client's data pages never saw the disk's 0x77 bytes: the copy into them was refused.
     expect(sim.memory.bytes(0x900 * PAGE_SIZE, 512 * PAGE_SIZE).includes(0x77)).toBe(false);
     expect(sim.logger.records.filter((r) => r.level === 'error')).toEqual([]);
+  });
+
+  it('an SRB before END_INITIALIZATION is refused in the size the guest used: INVALID_DEVICE_STATE, INVALID_REQUEST', async () => {
+    const sim = storageSim();
+    await sim.vmbus.connect();
+    await sim.vmbus.requestOffers();
+    const client = sim.makeClient();
+    await client.open();
+    const ch = client.channels[0];
+    const replies: Uint8Array[] = [];
+    for (const [id, size] of [
+      [5n, 64],
+      [6n, 48],
+    ] as const) {
+      const srb = new Uint8Array(size);
+      srb[0] = VSTOR_OPERATION_EXECUTE_SRB;
+      srb[12 + 8] = 6; // cdb_length
+      ch.rings.outbound.write({ type: VM_PKT_DATA_INBAND, flags: 1, transactionId: id, payload: srb });
+    }
+    await settle();
+    ch.rings.inbound.drain((p) => void replies.push(p.payload().slice()));
+    expect(replies.map((r) => [r.length, vstor_packet_header.decode(r).status, r[12 + 2]])).toEqual([
+      [64, STATUS_INVALID_DEVICE_STATE, SRB_STATUS_INVALID_REQUEST],
+      [48, STATUS_INVALID_DEVICE_STATE, SRB_STATUS_INVALID_REQUEST],
+    ]);
   });
 });

@@ -192,4 +192,28 @@ describe('device layer', () => {
     expect(() => opened[1].offerSubchannels(1)).toThrow(/only a primary/);
     expect(dev.openChannels()).toHaveLength(2);
   });
+
+  it('a device fails its channel for a fault found outside onSignal: close follows once, other channels go on', async () => {
+    const p = partition({ waitForAnswers: true });
+    const log: string[] = [];
+    const dev = attachDevice(
+      p.host,
+      gatedDevice(async () => {}, log),
+    );
+    const other = attachDevice(p.host, {
+      ...gatedDevice(async () => {}, log),
+      offer: { ...OFFER, interfaceInstance: '00000000-0000-0000-0000-0000000000bb' },
+    });
+    await connected(p);
+    await p.client.openChannel(dev.channel.relid);
+    const ch2 = await p.client.openChannel(other.channel.relid);
+    const victim = dev.openChannels()[0];
+    victim.fail(new Error('deferred read found a broken ring'));
+    victim.fail(new Error('again'));
+    expect(log.filter((l) => l.startsWith('close'))).toEqual([`close ${dev.channel.relid} failed`]);
+    expect(dev.openChannels()).toEqual([]);
+    expect(p.logger.records.some((r) => r.message.includes(`relid ${dev.channel.relid} failed`))).toBe(true);
+    ch2.rings.outbound.write({ type: VM_PKT_DATA_INBAND, transactionId: 1n, payload: new Uint8Array(8) });
+    expect(log).toContain(`signal ${other.channel.relid}`);
+  });
 });

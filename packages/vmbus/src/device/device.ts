@@ -39,6 +39,11 @@ export interface DeviceChannel {
    * relids. HostUsageError on a subchannel, or beyond the server's subchannel limit.
    */
   offerSubchannels(count: number): number[];
+  /**
+   * Fails this channel for a guest fault found outside onSignal (a ring read deferred to a
+   * completion): what throwing from onSignal does. The device's close() follows with 'failed'.
+   */
+  fail(error: unknown): void;
 }
 
 /** What a device implements. Only open() and onSignal() are required. */
@@ -187,6 +192,10 @@ class OpenChannel implements DeviceChannel {
 
   gpadlHandles(): number[] {
     return this.channel.gpadlHandles();
+  }
+
+  fail(error: unknown): void {
+    this.host.failChannel(this.channel, error);
   }
 
   offerSubchannels(count: number): number[] {
