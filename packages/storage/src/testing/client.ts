@@ -91,6 +91,8 @@ export interface SrbSpec {
   readonly pfns?: readonly number[];
   /** The range's byte_count when `pfns` is given (default: the data length). */
   readonly rangeBytes?: number;
+  /** Leave read data in the guest's pages (a guest uses them in place): `data` comes back empty. */
+  readonly inPlace?: boolean;
 }
 
 export interface SrbCompletion {
@@ -242,7 +244,7 @@ export class StorvscClient {
             }
           : { type: VM_PKT_DATA_INBAND, payload };
       const reply = await this.request(channel, id, packet);
-      return this.completion(reply, spec.readLength && !spec.pfns ? pfns : null, offset, spec.readLength ?? 0);
+      return this.completion(reply, spec.readLength && !spec.pfns && !spec.inPlace ? pfns : null, offset, spec.readLength ?? 0);
     } finally {
       this.freePages.push(...pages);
     }
@@ -298,7 +300,12 @@ export class StorvscClient {
 
   // ---- SCSI helpers (sector-addressed)
 
-  read(lba: number, blocks: number, sectorSize: number, at: { target?: number; lun?: number; channel?: number; pageOffset?: number } = {}) {
+  read(
+    lba: number,
+    blocks: number,
+    sectorSize: number,
+    at: { target?: number; lun?: number; channel?: number; pageOffset?: number; inPlace?: boolean } = {},
+  ) {
     return this.execute({ ...at, cdb: rw16(C.READ_16, 0, lba, blocks), readLength: blocks * sectorSize });
   }
 
