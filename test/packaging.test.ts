@@ -37,12 +37,14 @@ import { VmbusHost } from '@hvemu/vmbus';
 import { createTestRing, ringGeometry } from '@hvemu/vmbus/testing';
 import { FakeMshvSys, FakeWhpxApi } from '@hvemu/accel/testing';
 import { KvpService } from '@hvemu/util';
+import { ScsiDisk } from '@hvemu/storage';
+import { DiskModel } from '@hvemu/storage/testing';
 import { TraceRecorder } from '@hvemu/trace';
 import { SimulatedVm } from '@hvemu/vm';
 
 const vm = new SimulatedVm({ clock: new ManualClock() });
 const parts: [GuestMemory, HyperV, HypercallDispatcher, VmbusHost] = [vm.memory, vm.hyperv, vm.hypercalls, vm.vmbus];
-void [createTestRing, ringGeometry, KvpService, TraceRecorder, probeGuestCpuid, KvmPartition, FakeMshvSys, FakeWhpxApi, TestPlatform];
+void [createTestRing, ringGeometry, KvpService, ScsiDisk, DiskModel, TraceRecorder, probeGuestCpuid, KvmPartition, FakeMshvSys, FakeWhpxApi, TestPlatform];
 let refused = false;
 try {
   new SimulatedVm({ vpCount: 0 });

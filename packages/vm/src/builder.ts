@@ -10,6 +10,7 @@ import { HypercallDispatcher } from '@hvemu/hypercalls';
 import { GuestMemory } from '@hvemu/memory';
 import { HyperV, type HyperVEvents, type SynicInterruptSink } from '@hvemu/synic';
 import { disabledTraceSink, type TraceDevice, type TraceSink } from '@hvemu/trace';
+import type { StorageControllerSpec } from '@hvemu/storage';
 import {
   attachDevice,
   isHostCallable,
@@ -40,6 +41,12 @@ export interface VmSpec {
   devices?: readonly string[];
   /** Where the device kinds come from (default: defaultDevices(), the integration components). */
   registry?: DeviceRegistry;
+  /**
+   * A SCSI controller and its disks ({ path, readOnly, sectorSize } image files, or backends),
+   * offered as device kind 'scsi' after the integration components. Not with `registry`
+   * (register storageDeviceKind(spec) on it instead).
+   */
+  storage?: StorageControllerSpec;
   clock?: Clock;
   /** Host wall clock for the devices that report it (timesync), Unix ms. */
   wallClockMs?: () => number;
@@ -173,7 +180,9 @@ function offerDevices(
   env: { clock: Clock; logger: Logger; wallClockMs: () => number },
   hooks: TraceHooks,
 ): Map<string, AttachedDevice> {
-  const registry = spec.registry ?? defaultDevices();
+  if (spec.registry && spec.storage)
+    throw new HostUsageError('buildVm: give storage in the registry (storageDeviceKind) or as spec.storage, not both');
+  const registry = spec.registry ?? defaultDevices({ storage: spec.storage });
   const names = spec.devices ?? registry.names;
   if (!Array.isArray(names)) throw new HostUsageError('buildVm: devices must be a list of device kind names');
   const devices = new Map<string, AttachedDevice>();

@@ -6,7 +6,7 @@
  * Close is safe whenever the device's own work finishes: the queue and every GuestData of the
  * channel are revoked at the close itself, so nothing can reach pages the guest takes back.
  */
-import { HvemuError, silentLogger, type Logger } from '@hvemu/common';
+import { HostUsageError, HvemuError, silentLogger, type Logger } from '@hvemu/common';
 import type { ChannelCloseReason, Channel, ChannelHandler } from '../server/channel.js';
 import type { OfferSpec } from '../server/server.js';
 import type { VmbusHost } from '../server/vmbus-host.js';
@@ -32,6 +32,18 @@ export interface DeviceChannel {
   gpadl(handle: number): GuestData;
   /** Handles of the channel's ready GPADLs. */
   gpadlHandles(): number[];
+  /**
+   * Offers `count` more subchannels of this device (guest-requested multi-queue, e.g. storvsc
+   * CREATE_SUB_CHANNELS, netvsc SUBCHANNEL): the device answers the guest's request from its
+   * primary channel, so it needs this without the AttachedDevice its VMM holds. Returns their
+   * relids. HostUsageError on a subchannel, or beyond the server's subchannel limit.
+   */
+  offerSubchannels(count: number): number[];
+  /**
+   * Fails this channel for a guest fault found outside onSignal (a ring read deferred to a
+   * completion): what throwing from onSignal does. The device's close() follows with 'failed'.
+   */
+  fail(error: unknown): void;
 }
 
 /** What a device implements. Only open() and onSignal() are required. */
@@ -89,7 +101,12 @@ export function attachDevice(host: VmbusHost, device: VmbusDevice, options: Atta
   const open = new Map<number, OpenChannel>();
   const handler: ChannelHandler = {
     onOpen: (channel) => {
-      const dc = new OpenChannel(channel, host, { ...options, memory: host.memory, logger, name: `relid ${channel.relid}` });
+      const dc = new OpenChannel(channel, host, offerSubchannels, {
+        ...options,
+        memory: host.memory,
+        logger,
+        name: `relid ${channel.relid}`,
+      });
       open.set(channel.relid, dc);
       const refused = (error: unknown): never => {
         dc.revoke('the device refused the open');
@@ -125,11 +142,14 @@ export function attachDevice(host: VmbusHost, device: VmbusDevice, options: Atta
     onGpadlTorndown: (channel, gpadl) => open.get(channel.relid)?.gpadlTorndown(gpadl),
   };
   const primary = host.offerChannel(device.offer, handler);
+  function offerSubchannels(count: number): Channel[] {
+    return host.offerSubchannels(primary, count, () => handler);
+  }
   return {
     device,
     channel: primary,
     openChannels: () => [...open.values()],
-    offerSubchannels: (count) => host.offerSubchannels(primary, count, () => handler),
+    offerSubchannels,
     rescind: () => host.rescind(primary),
   };
 }
@@ -141,6 +161,7 @@ class OpenChannel implements DeviceChannel {
   constructor(
     private readonly channel: Channel,
     private readonly host: VmbusHost,
+    private readonly offerMore: (count: number) => Channel[],
     queueOptions: PacketQueueOptions,
   ) {
     this.queue = new PacketQueue(channel.rings, queueOptions);
@@ -171,6 +192,17 @@ class OpenChannel implements DeviceChannel {
 
   gpadlHandles(): number[] {
     return this.channel.gpadlHandles();
+  }
+
+  fail(error: unknown): void {
+    this.host.failChannel(this.channel, error);
+  }
+
+  offerSubchannels(count: number): number[] {
+    if (this.channel.subChannelIndex !== 0) {
+      throw new HostUsageError(`relid ${this.relid} is subchannel ${this.channel.subChannelIndex}: only a primary offers subchannels`);
+    }
+    return this.offerMore(count).map((c) => c.relid);
   }
 
   /** @internal the guest tore the GPADL down. */
