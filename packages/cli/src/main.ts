@@ -73,17 +73,20 @@ channel alone; --json prints one JSON object`,
   },
   run: {
     usage:
-      'hvemu run --kernel FILE [--cmdline TEXT] [--initrd FILE] [--memory SIZE] [--cpus N] [--timeout SECONDS] [--devices LIST] [--trace FILE] [--events]',
+      'hvemu run --kernel FILE [--cmdline TEXT] [--initrd FILE] [--memory SIZE] [--cpus N] [--timeout SECONDS] [--disk PATH[,ro][,sector=4096]]... [--devices LIST] [--trace FILE] [--events]',
     help: `boots a Linux kernel (an uncompressed vmlinux through its PVH entry, or a bzImage)
 on KVM with hvemu's Hyper-V, VMBus and integration components, ACPI and a COM1 console on
 stdout; --memory takes QEMU-style sizes (256M, 8G; default 256M), --cpus (default 1),
---timeout in seconds (default 600), --devices the VMBus devices to offer, comma-separated
+--timeout in seconds (default 600), --disk a raw image on the synthetic SCSI controller
+(repeatable: /dev/sda, /dev/sdb, ...; ro: read-only; sector=4096: 4 KiB logical sectors),
+--devices the VMBus devices to offer, comma-separated
 (default: every integration component), --trace records the session for hvemu replay,
 --events logs the host's side (offers, VMBus actions, the end) on stderr; exit code 0
 powered off, 3 reset, 4 crashed (the Hyper-V crash MSRs and the guest's panic message),
 5 timed out, 6 triple fault, 7 emulation failure (registers and instruction bytes on
 stderr), 1 failed otherwise, 2 a command line or file hvemu cannot use`,
     options: {
+      disk: { type: 'string', multiple: true },
       devices: { type: 'string' },
       trace: { type: 'string' },
       events: { type: 'boolean' },
@@ -246,16 +249,30 @@ async function checkTraceWritable(path: string): Promise<void> {
 }
 
 /** `--devices a,b`: known VMBus device kinds, each once; undefined means the default set. */
-async function parseDeviceList(text: string | undefined): Promise<string[] | undefined> {
+async function parseDeviceList(text: string | undefined, withStorage: boolean): Promise<string[] | undefined> {
   if (text === undefined) return undefined;
   const { defaultDevices } = await import('@hvemu/vm');
   const names = text.split(',').map((n) => n.trim());
-  const known = defaultDevices().names;
+  const known = defaultDevices(withStorage ? { storage: {} } : {}).names;
   for (const name of names) {
     if (!known.includes(name)) throw new UsageError(`--devices: '${name}' is not a VMBus device kind (${known.join(', ')})`);
   }
   if (new Set(names).size !== names.length) throw new UsageError(`--devices ${text} names a device twice`);
   return names;
+}
+
+/** `--disk PATH[,ro][,sector=512|4096]`: one disk of the SCSI controller (targets in order: sda, sdb, ...). */
+function parseDisk(text: string): { path: string; readOnly: boolean; sectorSize: 512 | 4096 } {
+  const [path, ...flags] = text.split(',');
+  if (!path) throw new UsageError(`--disk ${text}: the image path comes first (PATH[,ro][,sector=4096])`);
+  let readOnly = false;
+  let sectorSize: 512 | 4096 = 512;
+  for (const flag of flags) {
+    if (flag === 'ro') readOnly = true;
+    else if (flag === 'sector=512' || flag === 'sector=4096') sectorSize = Number(flag.slice(7)) as 512 | 4096;
+    else throw new UsageError(`--disk ${text}: '${flag}' is not ro, sector=512 or sector=4096`);
+  }
+  return { path, readOnly, sectorSize };
 }
 
 async function runVerb(values: Values): Promise<number> {
@@ -272,12 +289,14 @@ async function runVerb(values: Values): Promise<number> {
   const timeoutSeconds = Number((values.timeout as string | undefined) ?? '600');
   if (!(timeoutSeconds > 0 && Number.isFinite(timeoutSeconds)))
     throw new UsageError(`--timeout ${String(values.timeout)} is not a positive number of seconds`);
-  const devices = await parseDeviceList(values.devices as string | undefined);
+  const disks = ((values.disk as string[] | undefined) ?? []).map(parseDisk);
+  const devices = await parseDeviceList(values.devices as string | undefined, disks.length > 0);
   const trace = values.trace as string | undefined;
   if (trace !== undefined) await checkTraceWritable(trace);
   return runLinux({
     kernel,
     devices,
+    disks,
     trace,
     events: values.events === true,
     initrd: values.initrd as string | undefined,

@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { HvemuError, MonotonicClock } from '@hvemu/common';
 import { TraceRecorder } from '@hvemu/trace';
-import { deviceTraceHeader, describeCpuidDifferences, LinuxVm, type LinuxVmEnd } from '@hvemu/vm';
+import { defaultDevices, deviceTraceHeader, describeCpuidDifferences, LinuxVm, type LinuxVmEnd } from '@hvemu/vm';
 
 /** A file named on the command line that cannot be read. */
 export class RunInputError extends HvemuError {
@@ -24,6 +24,8 @@ export interface RunOptions {
   timeoutSeconds: number;
   /** VMBus device kinds to offer (default: the registry's, the integration components). */
   devices?: readonly string[];
+  /** Raw images on the synthetic SCSI controller, in target order. */
+  disks?: readonly { path: string; readOnly: boolean; sectorSize: 512 | 4096 }[];
   /** Record the session here for `hvemu replay`. */
   trace?: string;
   /** Log the host's side (offers, VMBus actions, the end) through `log`. */
@@ -54,31 +56,41 @@ function readInput(what: string, path: string): Uint8Array {
 export async function runLinux(o: RunOptions): Promise<number> {
   const kernel = readInput('--kernel', o.kernel);
   const initrd = o.initrd === undefined ? undefined : readInput('--initrd', o.initrd);
-  // What this KVM passes through from the host despite hvemu's CPU model (one line per register).
-  for (const line of describeCpuidDifferences((await LinuxVm.probeCpuid()).differences)) o.log(`hvemu run: warning: cpuid: ${line}`);
   const clock = new MonotonicClock();
-  const recorder = o.trace
-    ? TraceRecorder.toFile(o.trace, deviceTraceHeader('hvemu run (Linux)', { devices: o.devices }), { clock })
-    : undefined;
-  const vm = new LinuxVm({
-    kernel,
-    initrd,
-    devices: o.devices,
-    clock,
-    trace: recorder,
-    onEvent: o.events ? (e) => o.log(`[host ${(e.timeMs / 1000).toFixed(3).padStart(9)}] ${e.text}`) : undefined,
-    commandLine: o.commandLine,
-    ramBytes: o.memoryBytes,
-    cpus: o.cpus,
-    console: (byte) => o.console(Uint8Array.of(byte)),
-  });
+  // The disks on the one controller, LUN 0, 1, ... (Linux names them sda, sdb, ... in that order).
+  const storage = o.disks?.length ? { disks: o.disks } : undefined;
+  const header = deviceTraceHeader('hvemu run (Linux)', { devices: o.devices, registry: defaultDevices({ storage }) });
+  const recorder = o.trace ? TraceRecorder.toFile(o.trace, header, { clock }) : undefined;
+  let vm: LinuxVm;
   try {
+    vm = new LinuxVm({
+      kernel,
+      initrd,
+      devices: o.devices,
+      storage,
+      clock,
+      trace: recorder,
+      onEvent: o.events ? (e) => o.log(`[host ${(e.timeMs / 1000).toFixed(3).padStart(9)}] ${e.text}`) : undefined,
+      commandLine: o.commandLine,
+      ramBytes: o.memoryBytes,
+      cpus: o.cpus,
+      console: (byte) => o.console(Uint8Array.of(byte)),
+    });
+  } catch (error) {
+    // A disk image that cannot be opened, a kernel that is not one: the trace file is closed, not left half-written.
+    await recorder?.close().catch(() => {});
+    throw error;
+  }
+  try {
+    // What this KVM passes through from the host despite hvemu's CPU model (one line per
+    // register); after the VM is built, so unusable input fails first, in one line.
+    for (const line of describeCpuidDifferences((await LinuxVm.probeCpuid()).differences)) o.log(`hvemu run: warning: cpuid: ${line}`);
     o.log(`hvemu run: ${vm.boot.kind === 'pvh' ? 'PVH vmlinux' : 'bzImage'}, ${o.memoryBytes >> 20} MiB, ${o.cpus} vCPU(s)`);
     const end = await vm.run(o.timeoutSeconds * 1000);
     for (const line of describeEnd(end).split('\n')) o.log(`hvemu run: ${line}`);
     return RUN_EXIT[end.kind];
   } finally {
-    vm.close();
+    await vm.close();
     if (recorder) {
       await recorder.close();
       o.log(`hvemu run: trace: ${recorder.eventsRecorded} events written to ${o.trace}`);

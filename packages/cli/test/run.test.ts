@@ -61,6 +61,9 @@ describe('hvemu run: the command line', () => {
       hvemu(['run', '--kernel', notKernel, '--devices', 'heartbeat,floppy']),
       hvemu(['run', '--kernel', notKernel, '--devices', 'kvp,kvp']),
       hvemu(['run', '--kernel', notKernel, '--trace', join(dir, 'no-such-dir', 't.hvtrace')]),
+      hvemu(['run', '--kernel', notKernel, '--disk', `${notKernel},rw`]),
+      hvemu(['run', '--kernel', notKernel, '--disk', ',ro']),
+      hvemu(['run', '--kernel', notKernel, '--disk', `${notKernel},sector=1024`]),
     ]);
     for (const c of cases) {
       expect(c.code).toBe(2);
@@ -72,10 +75,16 @@ describe('hvemu run: the command line', () => {
     expect(cases[5].stderr).toContain("'floppy' is not a VMBus device kind (heartbeat, shutdown, timesync, kvp)");
     expect(cases[6].stderr).toContain('names a device twice');
     expect(cases[7].stderr).toContain('no-such-dir');
+    expect(cases[8].stderr).toContain("'rw' is not ro, sector=512 or sector=4096");
+    expect(cases[9].stderr).toContain('the image path comes first');
+    expect(cases[10].stderr).toContain("'sector=1024' is not ro");
     if (KvmPartition.probe().ok) {
       const r = await hvemu(['run', '--kernel', notKernel]);
       expect(r.code).toBe(2);
       expect(r.stderr).toMatch(/hvemu run: .*(vmlinux|bzImage|HdrS|ELF)/);
+      const disk = await hvemu(['run', '--kernel', kernelFile('disk-missing', '', 0x600, 0x34), '--disk', join(dir, 'no-such.img')]);
+      expect(disk.code).toBe(2);
+      expect(disk.stderr.trim().split('\n')).toEqual([expect.stringContaining('cannot open disk image')]);
     }
   });
 });
@@ -135,5 +144,13 @@ const kvm = KvmPartition.probe();
     const replay = await hvemu(['replay', trace]);
     expect(replay.stdout + replay.stderr).toMatch(/match/);
     expect(replay.code).toBe(0);
+  });
+
+  it('--disk offers the SCSI controller after the ICs, with each image on it', async () => {
+    const image = join(dir, 'disk.img');
+    writeFileSync(image, new Uint8Array(1 << 20));
+    const r = await hvemu(['run', '--kernel', kernelFile('disk', '', 0x600, 0x34), '--memory', '64M', '--events', '--disk', `${image},ro`]);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/offered kvp as relid 4\n.*offered scsi as relid 5/);
   });
 });

@@ -1,10 +1,11 @@
 /**
  * A SCSI controller's bus: disks at (target, LUN) addresses, hot added and removed while the
  * guest runs. It routes each command to its LUN and answers what belongs to the target rather
- * than a disk: REPORT LUNS, and INQUIRY to an empty LUN of a target that has others (peripheral
- * qualifier 3, as SPC says, so a scan goes on). A command for a target with no disks, a path
- * other than 0, or another command for an empty LUN is refused as an invalid LUN (with LOGICAL
- * UNIT NOT SUPPORTED sense): Linux then drops that device, which is how a hot remove lands.
+ * than a disk: REPORT LUNS (an empty list for a target without disks), and INQUIRY at any
+ * address without a disk (peripheral qualifier 3, as SPC says: Linux ends its scan of that
+ * target there). Any other command for an empty address of path 0 is refused as an invalid LUN
+ * (with LOGICAL UNIT NOT SUPPORTED sense): Linux then drops that device, which is how a hot
+ * remove lands; on other paths it is an ordinary ILLEGAL REQUEST (see noPath).
  */
 import { HostUsageError } from '@hvemu/common';
 import * as C from './scsi/cdb.js';
@@ -79,15 +80,15 @@ export class ScsiController {
     // The common case first, without building the target's LUN list.
     const disk = pathId === 0 && cmd.cdb[0] !== C.REPORT_LUNS ? this.disks.get(target * 0x10000 + lun) : undefined;
     if (disk) return disk.execute(cmd);
+    // INQUIRY at an address with no disk, whatever the target: Linux's storvsc turns every
+    // INQUIRY completion into success (storvsc_on_io_completion), so an error status would
+    // read as an all-zero "direct-access device" and the scan would walk all 255 LUNs of an
+    // empty target. Peripheral qualifier 3 ("no logical unit here") ends the scan at once.
+    if (cmd.cdb[0] === C.INQUIRY && cmd.cdb.length >= 6) return noLunInquiry(cmd);
     const luns = pathId === 0 ? this.lunsOf(target) : [];
-    if (luns.length === 0) return noLun();
+    // After qualifier 3 at LUN 0 Linux asks REPORT LUNS: an empty list (not an error) ends the scan of that target.
     if (cmd.cdb[0] === C.REPORT_LUNS) return reportLuns(cmd, luns);
-    const standardInquiry = cmd.cdb[0] === C.INQUIRY && cmd.cdb.length >= 6 && (cmd.cdb[1] & C.INQUIRY_EVPD) === 0;
-    if (standardInquiry) {
-      const data = C.standard_inquiry.encodeNew({ peripheral: C.PERIPHERAL_NO_LUN, response_format: 0x02, additional_length: 31 });
-      return dataIn(cmd, data, C.inquiry_cdb.decode(cmd.cdb).allocation_length);
-    }
-    return noLun();
+    return pathId === 0 ? noLun() : noPath();
   }
 
   private key(a: LunAddress): number {
@@ -98,6 +99,25 @@ export class ScsiController {
       throw new HostUsageError(`LUN ${String(a.lun)} outside 0..${this.maxLuns - 1}`);
     return a.target * 0x10000 + a.lun;
   }
+}
+
+/** INQUIRY where no disk is: standard data, or a VPD page header, with peripheral qualifier 3 and no device type (0x7f). */
+function noLunInquiry(cmd: ScsiCommand): ScsiResult {
+  const f = C.inquiry_cdb.decode(cmd.cdb);
+  const data =
+    (cmd.cdb[1] & C.INQUIRY_EVPD) === 0
+      ? C.standard_inquiry.encodeNew({ peripheral: C.PERIPHERAL_NO_LUN, response_format: 0x02, additional_length: 31 })
+      : Uint8Array.of(C.PERIPHERAL_NO_LUN, cmd.cdb[2], 0, 0);
+  return dataIn(cmd, data, f.allocation_length);
+}
+
+/**
+ * A command for a path other than 0 (storvsc's channels 1-7): an ordinary CHECK CONDITION, never
+ * INVALID_LUN, because Linux's storvsc_remove_lun then removes the device at path 0 with that
+ * target and LUN (it looks up channel 0 whatever the SRB said): the real disk would vanish.
+ */
+function noPath(): ControllerResult {
+  return illegalRequest(C.ASC_LOGICAL_UNIT_NOT_SUPPORTED);
 }
 
 function noLun(): ControllerResult {

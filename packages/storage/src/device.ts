@@ -180,6 +180,11 @@ export class StorvspDevice implements VmbusDevice {
     for (const { disk } of this.controller.entries()) await disk.backend.close();
   }
 
+  /** The VM is gone (VmbusDevice.dispose): the disks' backends are closed once no SRB is in flight. */
+  dispose(): Promise<void> {
+    return this.closeDisks();
+  }
+
   /** Resolves when no SRB is in flight (the VM stops). */
   stop(): Promise<void> {
     if (this.outstanding === 0) return Promise.resolve();

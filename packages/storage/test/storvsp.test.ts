@@ -122,24 +122,37 @@ describe('storvsp with the TypeScript storvsc', () => {
     const missing = await client.read(0, 1, 512, { lun: 7 });
     expect(missing.srbStatus).toBe(SRB_STATUS_INVALID_LUN | SRB_STATUS_AUTOSENSE_VALID);
     expect(senseOf(missing.sense)).toEqual({ key: scsi.ILLEGAL_REQUEST, asc: 0x25, ascq: 0 });
-    const otherTarget = await client.inquiry(null, 36, { target: 1 });
+    // INQUIRY where no disk is (an empty target, an empty LUN of a populated one): peripheral
+    // qualifier 3, full standard data. Linux forces every INQUIRY completion to success, so
+    // this data is all it goes by (found booting Linux 6.1: an error here made it scan 255 LUNs).
+    for (const where of [{ target: 1 }, { lun: 9 }]) {
+      const pq = await client.inquiry(null, 36, where);
+      expect(pq.srbStatus).toBe(SRB_STATUS_SUCCESS);
+      expect(pq.data.length).toBe(36);
+      expect(pq.data[0]).toBe(0x7f);
+    }
+    const otherTarget = await client.read(0, 1, 512, { target: 1 });
     expect(otherTarget.srbStatus & 0x3f).toBe(SRB_STATUS_INVALID_LUN);
-    // INQUIRY to an empty LUN of a populated target: peripheral qualifier 3, so the scan goes on.
-    const pq = await client.inquiry(null, 36, { lun: 9 });
-    expect(pq.srbStatus).toBe(SRB_STATUS_SUCCESS);
-    expect(pq.data[0]).toBe(0x7f);
+    // Another path: never INVALID_LUN (Linux's storvsc_remove_lun would remove path 0's disk at that target and LUN).
+    const otherPath = await client.read(0, 1, 512, { pathId: 1 });
+    expect(otherPath.srbStatus).toBe(SRB_STATUS_ERROR | SRB_STATUS_AUTOSENSE_VALID);
+    expect(senseOf(otherPath.sense)).toEqual({ key: scsi.ILLEGAL_REQUEST, asc: 0x25, ascq: 0 });
   });
 
   it('REPORT LUNS lists the target, and a hot add and remove send ENUMERATE_BUS', async () => {
     const sim = storageSim();
     const { client } = await sim.connect();
-    const report = async () => {
+    const report = async (at: { target?: number; pathId?: number } = {}) => {
       const cdb = scsi.report_luns_cdb.encodeNew({ opcode: scsi.REPORT_LUNS, allocation_length: 256 });
-      const r = await client.execute({ cdb, readLength: 256 });
+      const r = await client.execute({ ...at, cdb, readLength: 256 });
+      expect(r.srbStatus).toBe(SRB_STATUS_SUCCESS);
       const n = new DataView(r.data.buffer).getUint32(0, false) / 8;
       return Array.from({ length: n }, (_, i) => r.data[9 + i * 8]);
     };
     expect(await report()).toEqual([0]);
+    // An empty target, another path: an empty list, so Linux's scan ends there without an error.
+    expect(await report({ target: 1 })).toEqual([]);
+    expect(await report({ pathId: 3 })).toEqual([]);
     sim.controller.attach({ target: 0, lun: 3 }, new ScsiDisk(new MemoryBackend(1 << 20)));
     await settle();
     client.poll();

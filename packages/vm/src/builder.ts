@@ -84,8 +84,12 @@ export interface Vm {
   start(): Promise<void>;
   /** Tells every device the VM stops; resolves when each has no request in flight (their `stop`). */
   stop(): Promise<void>;
-  /** Stops hvemu's timers and doorbells and unregisters the VMBus host's connections (the partition, if any, is the caller's to close). */
-  dispose(): void;
+  /**
+   * Stops hvemu's timers and doorbells and unregisters the VMBus host's connections at once
+   * (the partition, if any, is the caller's to close); the promise resolves when every device
+   * has released what it holds outside guest memory (its `dispose`: image files, ...).
+   */
+  dispose(): Promise<void>;
 }
 
 /** Composes a VM from `spec`. */
@@ -135,6 +139,8 @@ export function buildVm(spec: VmSpec = {}): Vm {
       // The timers' host timer and the doorbells first: nothing may reach a partition being closed.
       side.enlightenments?.dispose();
       vmbus.dispose();
+      // Then what the devices hold outside guest memory (image files, ...), released in the background: the promise says when.
+      return Promise.all([...devices.values()].map(async (d) => d.device.dispose?.())).then(() => undefined);
     },
   };
 }

@@ -292,7 +292,7 @@ export class KvmVm {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.vm.dispose();
+    void this.vm.dispose(); // the ICs hold nothing outside guest memory
     this.partition.close();
   }
 

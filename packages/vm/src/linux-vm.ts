@@ -19,6 +19,7 @@ import {
   writeAcpiTables,
   type LinuxBoot,
 } from '@hvemu/platform';
+import type { StorageControllerSpec } from '@hvemu/storage';
 import type { TraceSink } from '@hvemu/trace';
 import { buildVm, openPartition, type Vm } from './builder.js';
 import { enlightenedPartitionOptions } from './enlighten.js';
@@ -38,8 +39,10 @@ export interface LinuxVmOptions {
   cpus?: number;
   /** A partition made by the caller (default: KVM with the enlightened CPUID). */
   partition?: AccelPartition;
-  /** VMBus device kinds to offer (default: the integration components). */
+  /** VMBus device kinds to offer (default: the integration components, and `scsi` when `storage` is given). */
   devices?: readonly string[];
+  /** A synthetic SCSI controller (storvsp) with these disks, offered as `scsi` after the ICs. */
+  storage?: StorageControllerSpec;
   /** Each byte the guest writes to its console (COM1). */
   console?: (byte: number) => void;
   clock?: Clock;
@@ -95,6 +98,7 @@ export class LinuxVm {
       this.vm = buildVm({
         partition: this.partition,
         devices: options.devices,
+        storage: options.storage,
         clock: options.clock ?? new MonotonicClock(),
         logger,
         trace: options.trace,
@@ -115,6 +119,8 @@ export class LinuxVm {
         reserved: [{ gpa: ACPI_BASE, size: acpi.end - ACPI_BASE, type: E820_ACPI }],
       });
     } catch (error) {
+      // A kernel the loader refuses after the devices were built: their files are released too.
+      void (this as { vm?: Vm }).vm?.dispose();
       if (!options.partition) this.partition.close();
       throw error;
     }
@@ -150,9 +156,11 @@ export class LinuxVm {
     return probeGuestCpuid(enlightenedPartitionOptions());
   }
 
-  close(): void {
-    this.vm.dispose();
+  /** Stops and releases everything: the partition at once; the promise resolves when the devices released their files. */
+  close(): Promise<void> {
+    const released = this.vm.dispose();
     this.partition.close();
+    return released;
   }
 }
 

@@ -4,8 +4,6 @@
  * client: hv_vmbus negotiates, hv_utils binds the ICs, and a host shutdown request powers the
  * guest off through ACPI. Opt-in (`npm run test:linux`): a boot takes minutes on this KVM.
  */
-import { execFileSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { expect, it } from 'vitest';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -14,17 +12,10 @@ import { MonotonicClock } from '@hvemu/common';
 import { TraceReader, TraceRecorder } from '@hvemu/trace';
 import { deviceTraceHeader, integrationComponentsOf, LinuxVm, replayTrace } from '@hvemu/vm';
 import { describeKvm } from './helpers/hv-guest.js';
+import { TEST_CMDLINE_BASE, testKernel, until } from './helpers/linux.js';
 
-const SCRIPT = fileURLToPath(new URL('../../../scripts/build-test-kernel.sh', import.meta.url));
-/** The test kernel (built or taken from the cache): the vmlinux (PVH) or the bzImage of the same build. */
-const testKernel = (image: 'vmlinux' | 'bzImage' = 'vmlinux'): string =>
-  execFileSync('bash', image === 'bzImage' ? [SCRIPT, '--bzimage'] : [SCRIPT], { encoding: 'utf8' })
-    .trim()
-    .split('\n')
-    .pop()!;
-/** What this KVM needs (KVM-NOTES.md): no XSAVE state, no legacy PTY scan, the serial console. */
-// root=/dev/sda rootwait: no disk yet, so the kernel waits for one instead of panicking, with its drivers up.
-const TEST_CMDLINE = 'console=ttyS0 earlyprintk=serial,ttyS0 noxsave pty.legacy_count=0 panic=-1 no_timer_check root=/dev/sda rootwait';
+// root=/dev/sda rootwait: no disk here, so the kernel waits for one instead of panicking, with its drivers up.
+const TEST_CMDLINE = `${TEST_CMDLINE_BASE} root=/dev/sda rootwait`;
 
 describeKvm('Linux on hvemu (the in-box drivers as the client)', () => {
   it('hv_vmbus negotiates, hv_utils binds the ICs, answers heartbeats and takes time samples; a host shutdown powers it off; the trace replays', async () => {
@@ -115,11 +106,6 @@ describeKvm('Linux on hvemu (the in-box drivers as the client)', () => {
     }
   });
 });
-
-async function until(done: () => boolean, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!done() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-}
 
 /** Boots `kernel`, waits for the shutdown IC, asks for a poweroff, and returns how it ended with the console log. */
 async function bootToShutdown(kernel: string, cpus: number): Promise<{ result: unknown; log: string; boot: string }> {

@@ -304,7 +304,7 @@ export class StorvscClient {
     lba: number,
     blocks: number,
     sectorSize: number,
-    at: { target?: number; lun?: number; channel?: number; pageOffset?: number; inPlace?: boolean } = {},
+    at: { target?: number; lun?: number; pathId?: number; channel?: number; pageOffset?: number; inPlace?: boolean } = {},
   ) {
     return this.execute({ ...at, cdb: rw16(C.READ_16, 0, lba, blocks), readLength: blocks * sectorSize });
   }

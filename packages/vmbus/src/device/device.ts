@@ -69,6 +69,11 @@ export interface VmbusDevice {
   start?(): void | Promise<void>;
   /** The VM stops: resolve when no request is in flight. */
   stop?(): void | Promise<void>;
+  /**
+   * The VM is gone: release what the device holds outside guest memory (image files, sockets,
+   * TAP devices). Called once, after the channels are closed; resolve when released.
+   */
+  dispose?(): void | Promise<void>;
   /** State that outlives a save/restore of the VM (optional; a device without it cannot be saved). */
   save?(): unknown;
   restore?(state: unknown): void;
