@@ -136,6 +136,10 @@ void KvmPartition::CheckCapabilities() {
   // Optional: without it a hypercall exit costs four more ioctls (see KvmVcpu::HandleHypercall).
   int sync = ioctl(vm_fd_, KVM_CHECK_EXTENSION, KVM_CAP_SYNC_REGS);
   sync_regs_ = config_.sync_regs && sync > 0 && (sync & KVM_SYNC_X86_REGS) != 0;
+  // The x87 fixups write the guest's XSAVE image; with AVX-512 or AMX it outgrows 4 KiB.
+  int xsave2 = ioctl(vm_fd_, KVM_CHECK_EXTENSION, KVM_CAP_XSAVE2);
+  has_xsave2_ = xsave2 > 0;
+  if (xsave2 > 4096) xsave_size_ = static_cast<size_t>(xsave2);
   int max_vcpus = ioctl(vm_fd_, KVM_CHECK_EXTENSION, KVM_CAP_MAX_VCPUS);
   if (max_vcpus > 0 && config_.vcpu_count > static_cast<uint32_t>(max_vcpus)) {
     throw HostError(kErrCapability, "KVM allows at most " + std::to_string(max_vcpus) + " vCPUs");

@@ -57,6 +57,10 @@ class KvmVcpu {
   bool PostFatal(uint32_t kind, uint64_t code, uint64_t detail, uint64_t detail2);
   bool TryFinishInt3();
   bool TryFinishEmulationGap(const uint8_t* insn, uint32_t n);
+  bool TryFild(const uint8_t* insn, uint32_t n);
+  // Reads guest memory at a linear address through the vCPU's page tables; false where a page
+  // does not translate or is not RAM (never touches other host memory).
+  bool ReadGuestLinear(uint64_t linear, void* out, uint32_t len);
   bool Post();  // posts the prepared slot; false when the vCPU must stop
   void DumpState();
   uint32_t FetchInsn(uint8_t* out, uint32_t max);

@@ -157,10 +157,11 @@ describeKvm('KVM test guests', () => {
     expect(r.partition.vcpus[0].exits).toBe(1);
   });
 
-  it('finishes fwait, fnclex, emms (and clac/stac where the CPU has SMAP) that the emulator stops on', async () => {
+  it('finishes fwait, fnclex, emms, fild (and clac/stac where the CPU has SMAP) that the emulator stops on', async () => {
     const r = await run('fixups');
     expectExit(r, { 0: 0 });
     expect(r.platform.serial.text()).toContain('x87: fnclex, fwait, emms ran');
+    expect(r.platform.serial.text()).toContain('fild: ran');
     expect(r.platform.serial.text()).toMatch(/clac\/stac: (ran|#UD \(no SMAP on this CPU\))/);
     expect(r.platform.serial.text()).toMatch(/popcnt: (ran|not on this CPU)/);
   });

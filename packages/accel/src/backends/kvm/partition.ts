@@ -69,7 +69,7 @@ export interface KvmPartitionOptions {
   /** Finish int3 emulation failures by injecting #BP (default true). */
   readonly int3Fixup?: boolean;
   /**
-   * Finish the emulation failures of fwait, fnclex, emms, clac and stac the way the CPU would
+   * Finish the emulation failures of fwait, fnclex, emms, fild, clac, stac and popcnt the way the CPU would
    * (default true): instructions a kernel executes that this kind of KVM's emulator stops on.
    */
   readonly instructionFixups?: boolean;
