@@ -24,6 +24,7 @@
             "src/kvm_partition.cc",
             "src/kvm_vcpu.cc",
             "src/page_map.cc",
+            "src/syscall_entry.cc",
             "src/x86_decode.cc",
             "src/x87_state.cc"
           ]

@@ -34,6 +34,8 @@ static_assert(sizeof(CpuidListHeader) == 8 && sizeof(IrqRoutingHeader) == 8 && s
 constexpr unsigned long kKvmGetSupportedCpuid = _IOWR(KVMIO, 0x05, CpuidListHeader);
 constexpr unsigned long kKvmSetCpuid2 = _IOW(KVMIO, 0x90, CpuidListHeader);
 constexpr unsigned long kKvmGetMsrs = _IOWR(KVMIO, 0x88, MsrListHeader);
+constexpr unsigned long kKvmSetMsrs = _IOW(KVMIO, 0x89, MsrListHeader);
+constexpr uint32_t kMsrLstar = 0xc0000082;  // IA32_LSTAR: the 64-bit SYSCALL entry
 constexpr unsigned long kKvmSetGsiRouting = _IOW(KVMIO, 0x6a, IrqRoutingHeader);
 constexpr unsigned long kKvmGetXsave = _IOR(KVMIO, 0xa4, XsaveRegion);
 constexpr unsigned long kKvmSetXsave = _IOW(KVMIO, 0xa5, XsaveRegion);

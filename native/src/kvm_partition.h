@@ -29,6 +29,7 @@ struct PartitionConfig {
   int32_t hypercall_port = -1;      // byte OUT to this port becomes a hypercall exit (-1: none)
   bool int3_fixup = true;           // finish int3 emulation failures by injecting #BP
   bool insn_fixups = true;          // finish fwait/fnclex/emms/fild/clac/stac/popcnt emulation failures (kvm_vcpu.cc)
+  bool syscall_fixup = true;        // complete SYSCALLs this KVM leaves at CPL 3 (syscall_entry.cc)
   uint32_t spin_iterations = 4000;  // vCPU-side spin before sleeping on an unanswered exit
   bool sync_regs = true;            // use KVM_CAP_SYNC_REGS (when KVM offers it) for register exits
 };
@@ -66,6 +67,8 @@ class KvmPartition {
 
   // Interrupts and doorbells.
   int SignalMsi(uint64_t address, uint32_t data);
+  // Drives an in-kernel IOAPIC input (a legacy device's interrupt line): level true = asserted.
+  void SetIrqLine(uint32_t gsi, bool level);
   // Creates an eventfd that, when written, injects MSI {address, data}. Returns the eventfd.
   int AddIrqfdMsi(uint64_t address, uint32_t data);
   // Creates an eventfd that counts guest writes to `addr` (MMIO, or port when `pio`).

@@ -234,6 +234,9 @@ bool KvmVcpu::HandleExit() {
     }
     case KVM_EXIT_INTR:
       return true;
+    case KVM_EXIT_DEBUG:
+      if (HandleSyscallWatch()) return true;
+      return PostFatal(kExitUnrecoverable, KVM_EXIT_DEBUG, run_->debug.arch.pc, run_->debug.arch.exception);
     case KVM_EXIT_SHUTDOWN:
       // On x86 KVM reports a triple fault this way.
       return PostFatal(kExitShutdown, KVM_EXIT_SHUTDOWN, 0, 0);
@@ -310,6 +313,10 @@ bool KvmVcpu::HandleMmio() {
 
 bool KvmVcpu::HandleMsr(bool write) {
   auto& msr = run_->msr;
+  if (msr.index == kMsrLstar && partition_.config().syscall_fixup) {
+    HandleLstar(write);
+    return true;
+  }
   uint8_t* s = slot();
   *U32(s + kSlotKind) = write ? kExitMsrWrite : kExitMsrRead;
   *U32(s + kSlotFlags) = write ? kFlagWrite : 0;
@@ -570,15 +577,51 @@ bool KvmVcpu::TryFild(const uint8_t* insn, uint32_t n) {
   return x87.Store(fd_) && ioctl(fd_, KVM_SET_REGS, &regs) == 0;
 }
 
+// Walks the guest's long-mode page tables from CR3 (4 or 5 levels, 1 GiB and 2 MiB pages),
+// reading each entry through the bounds-checked RAM. Only presence matters: this is for reads
+// the host makes on the guest's behalf, not an access check.
+bool KvmVcpu::WalkPageTables(uint64_t linear, uint64_t* physical) {
+  constexpr uint64_t kPresent = 1, kLarge = 0x80, kAddrMask = 0x000ffffffffff000ull;
+  constexpr uint64_t kCr4La57 = 1ull << 12;
+  kvm_sregs s;
+  if (ioctl(fd_, KVM_GET_SREGS, &s) != 0 || !(s.efer & (1u << 10))) return false;  // EFER.LMA
+  int levels = (s.cr4 & kCr4La57) ? 5 : 4;
+  uint64_t table = s.cr3 & kAddrMask;
+  for (int level = levels; level >= 1; level--) {
+    unsigned shift = 12 + 9 * (level - 1);
+    uint64_t entry;
+    if (!partition_.ReadGuest(table + ((linear >> shift) & 511) * 8, &entry, 8) || !(entry & kPresent)) return false;
+    if (level == 1 || (level <= 3 && (entry & kLarge))) {
+      uint64_t page_mask = (1ull << shift) - 1;
+      *physical = (entry & kAddrMask & ~page_mask) | (linear & page_mask);
+      return true;
+    }
+    table = entry & kAddrMask;
+  }
+  return false;
+}
+
+// KVM_TRANSLATE first; where it finds nothing, the guest's own page tables. This kind of KVM
+// answered "not valid" for user-space addresses that the guest had mapped and was executing
+// (measured at the SYSCALL fixup: RCX of Linux's /init); a software walk of the same CR3 found them.
+bool KvmVcpu::TranslateLinear(uint64_t linear, uint64_t* physical) {
+  kvm_translation t = {};
+  t.linear_address = linear;
+  if (ioctl(fd_, KVM_TRANSLATE, &t) == 0 && t.valid) {
+    *physical = t.physical_address;
+    return true;
+  }
+  return WalkPageTables(linear, physical);
+}
+
 bool KvmVcpu::ReadGuestLinear(uint64_t linear, void* out, uint32_t len) {
   uint8_t* dst = static_cast<uint8_t*>(out);
   while (len > 0) {
-    kvm_translation t = {};
-    t.linear_address = linear;
-    if (ioctl(fd_, KVM_TRANSLATE, &t) != 0 || !t.valid) return false;
+    uint64_t physical;
+    if (!TranslateLinear(linear, &physical)) return false;
     uint32_t in_page = static_cast<uint32_t>(4096 - (linear & 4095));
     uint32_t chunk = len < in_page ? len : in_page;
-    if (!partition_.ReadGuest(t.physical_address, dst, chunk)) return false;
+    if (!partition_.ReadGuest(physical, dst, chunk)) return false;
     dst += chunk;
     linear += chunk;
     len -= chunk;
