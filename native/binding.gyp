@@ -23,7 +23,10 @@
             "src/guest_ram.cc",
             "src/kvm_partition.cc",
             "src/kvm_vcpu.cc",
-            "src/page_map.cc"
+            "src/page_map.cc",
+            "src/syscall_entry.cc",
+            "src/x86_decode.cc",
+            "src/x87_state.cc"
           ]
         }, {
           "sources": ["src/addon_stub.cc"]

@@ -209,6 +209,7 @@ class PartitionWrap : public Napi::ObjectWrap<PartitionWrap>, public Notifier {
                            InstanceMethod<&PartitionWrap::Join>("join"),
                            InstanceMethod<&PartitionWrap::Idle>("idle"),
                            InstanceMethod<&PartitionWrap::SignalMsi>("signalMsi"),
+                           InstanceMethod<&PartitionWrap::SetIrqLine>("setIrqLine"),
                            InstanceMethod<&PartitionWrap::AddIrqfdMsi>("addIrqfdMsi"),
                            InstanceMethod<&PartitionWrap::AddIoeventfd>("addIoeventfd"),
                            InstanceMethod<&PartitionWrap::RemoveIoeventfd>("removeIoeventfd"),
@@ -286,6 +287,8 @@ class PartitionWrap : public Napi::ObjectWrap<PartitionWrap>, public Notifier {
     if (int3.IsBoolean()) c.int3_fixup = int3.As<Napi::Boolean>().Value();
     Napi::Value fixups = o.Get("instructionFixups");
     if (fixups.IsBoolean()) c.insn_fixups = fixups.As<Napi::Boolean>().Value();
+    Napi::Value syscall = o.Get("syscallFixup");
+    if (syscall.IsBoolean()) c.syscall_fixup = syscall.As<Napi::Boolean>().Value();
     Napi::Value sync = o.Get("syncRegs");
     if (sync.IsBoolean()) c.sync_regs = sync.As<Napi::Boolean>().Value();
     Napi::Value spin = o.Get("spinIterations");
@@ -625,6 +628,15 @@ class PartitionWrap : public Napi::ObjectWrap<PartitionWrap>, public Notifier {
     uint64_t addr = ToU64(env, info[0], "MSI address");
     uint32_t data = ToU32(env, info[1], "MSI data");
     return Napi::Number::New(env, Guard(env, [&] { return Part(env).SignalMsi(addr, data); }));
+  }
+
+  Napi::Value SetIrqLine(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 2 || !info[1].IsBoolean()) Usage(env, "setIrqLine(gsi, level)");
+    uint32_t gsi = ToU32(env, info[0], "GSI");
+    bool level = info[1].As<Napi::Boolean>().Value();
+    Guard(env, [&] { Part(env).SetIrqLine(gsi, level); });
+    return env.Undefined();
   }
 
   Napi::Value AddIrqfdMsi(const Napi::CallbackInfo& info) {

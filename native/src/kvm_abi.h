@@ -26,12 +26,20 @@ struct MsrListHeader {  // struct kvm_msrs without its entries
   uint32_t nmsrs;
   uint32_t pad;
 };
+struct XsaveRegion {  // struct kvm_xsave without its flexible `extra` (KVM_CAP_XSAVE2 sizes)
+  uint32_t region[1024];
+};
 static_assert(sizeof(CpuidListHeader) == 8 && sizeof(IrqRoutingHeader) == 8 && sizeof(MsrListHeader) == 8, "uapi header sizes");
 
 constexpr unsigned long kKvmGetSupportedCpuid = _IOWR(KVMIO, 0x05, CpuidListHeader);
 constexpr unsigned long kKvmSetCpuid2 = _IOW(KVMIO, 0x90, CpuidListHeader);
 constexpr unsigned long kKvmGetMsrs = _IOWR(KVMIO, 0x88, MsrListHeader);
+constexpr unsigned long kKvmSetMsrs = _IOW(KVMIO, 0x89, MsrListHeader);
+constexpr uint32_t kMsrLstar = 0xc0000082;  // IA32_LSTAR: the 64-bit SYSCALL entry
 constexpr unsigned long kKvmSetGsiRouting = _IOW(KVMIO, 0x6a, IrqRoutingHeader);
+constexpr unsigned long kKvmGetXsave = _IOR(KVMIO, 0xa4, XsaveRegion);
+constexpr unsigned long kKvmSetXsave = _IOW(KVMIO, 0xa5, XsaveRegion);
+constexpr unsigned long kKvmGetXsave2 = _IOR(KVMIO, 0xcf, XsaveRegion);
 
 // A header followed by `n` entries, laid out as the kernel expects.
 template <typename Header, typename Entry>

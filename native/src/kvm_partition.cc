@@ -136,6 +136,10 @@ void KvmPartition::CheckCapabilities() {
   // Optional: without it a hypercall exit costs four more ioctls (see KvmVcpu::HandleHypercall).
   int sync = ioctl(vm_fd_, KVM_CHECK_EXTENSION, KVM_CAP_SYNC_REGS);
   sync_regs_ = config_.sync_regs && sync > 0 && (sync & KVM_SYNC_X86_REGS) != 0;
+  // The x87 fixups write the guest's XSAVE image; with AVX-512 or AMX it outgrows 4 KiB.
+  int xsave2 = ioctl(vm_fd_, KVM_CHECK_EXTENSION, KVM_CAP_XSAVE2);
+  has_xsave2_ = xsave2 > 0;
+  if (xsave2 > 4096) xsave_size_ = static_cast<size_t>(xsave2);
   int max_vcpus = ioctl(vm_fd_, KVM_CHECK_EXTENSION, KVM_CAP_MAX_VCPUS);
   if (max_vcpus > 0 && config_.vcpu_count > static_cast<uint32_t>(max_vcpus)) {
     throw HostError(kErrCapability, "KVM allows at most " + std::to_string(max_vcpus) + " vCPUs");
@@ -215,16 +219,21 @@ void KvmPartition::SetUserMsrs(const std::vector<uint32_t>& user_msrs) {
   }
   std::sort(msrs.begin(), msrs.end());
   msrs.erase(std::unique(msrs.begin(), msrs.end()), msrs.end());
-  if (msrs.size() > KVM_MSR_FILTER_MAX_RANGES - 1) {
-    throw HostError(kErrUsage, "at most " + std::to_string(KVM_MSR_FILTER_MAX_RANGES - 1) + " extra MSRs can be trapped");
+  // The guest's IA32_LSTAR write tells the SYSCALL fixup where the entry is (handled natively).
+  std::vector<uint32_t> trapped = msrs;
+  if (config_.syscall_fixup && !std::binary_search(msrs.begin(), msrs.end(), kMsrLstar)) trapped.push_back(kMsrLstar);
+  if (trapped.size() > KVM_MSR_FILTER_MAX_RANGES - 1) {
+    size_t room = KVM_MSR_FILTER_MAX_RANGES - 1 - (trapped.size() - msrs.size());
+    throw HostError(kErrUsage, "at most " + std::to_string(room) + " extra MSRs can be trapped" +
+                                   (trapped.size() > msrs.size() ? " (the SYSCALL fixup traps IA32_LSTAR)" : ""));
   }
   // A clear bitmap bit means "deny", which with KVM_MSR_EXIT_REASON_FILTER means "exit to us".
   static const uint8_t kDenyAll[kHvMsrCount / 8] = {};
   kvm_msr_filter filter = {};
   filter.flags = KVM_MSR_FILTER_DEFAULT_ALLOW;
   filter.ranges[0] = {KVM_MSR_FILTER_READ | KVM_MSR_FILTER_WRITE, kHvMsrCount, kHvMsrBase, const_cast<uint8_t*>(kDenyAll)};
-  for (size_t i = 0; i < msrs.size(); i++) {
-    filter.ranges[i + 1] = {KVM_MSR_FILTER_READ | KVM_MSR_FILTER_WRITE, 1, msrs[i], const_cast<uint8_t*>(kDenyAll)};
+  for (size_t i = 0; i < trapped.size(); i++) {
+    filter.ranges[i + 1] = {KVM_MSR_FILTER_READ | KVM_MSR_FILTER_WRITE, 1, trapped[i], const_cast<uint8_t*>(kDenyAll)};
   }
   if (ioctl(vm_fd_, KVM_X86_SET_MSR_FILTER, &filter) != 0) ThrowErrno("KVM_X86_SET_MSR_FILTER");
   config_.user_msrs = msrs;
@@ -271,6 +280,15 @@ int KvmPartition::SignalMsi(uint64_t address, uint32_t data) {
   int r = ioctl(vm_fd_, KVM_SIGNAL_MSI, &msi);
   if (r < 0) ThrowErrno("KVM_SIGNAL_MSI");
   return r;  // >0 delivered, 0 blocked by the guest (e.g. LAPIC disabled)
+}
+
+void KvmPartition::SetIrqLine(uint32_t gsi, bool level) {
+  // Only the in-kernel IOAPIC's pins (GSIs 0-23); the GSIs above are this partition's MSI routes.
+  if (gsi >= 24) throw HostError(kErrUsage, "GSI " + std::to_string(gsi) + " is not an IOAPIC input (0-23)");
+  kvm_irq_level line = {};
+  line.irq = gsi;
+  line.level = level ? 1 : 0;
+  if (ioctl(vm_fd_, KVM_IRQ_LINE, &line) != 0) ThrowErrno("KVM_IRQ_LINE");
 }
 
 int KvmPartition::AddIrqfdMsi(uint64_t address, uint32_t data) {

@@ -28,7 +28,8 @@ struct PartitionConfig {
   std::vector<uint32_t> user_msrs;  // MSRs (besides 0x40000000-0x400000FF) that exit to user space
   int32_t hypercall_port = -1;      // byte OUT to this port becomes a hypercall exit (-1: none)
   bool int3_fixup = true;           // finish int3 emulation failures by injecting #BP
-  bool insn_fixups = true;          // finish fwait/fnclex/emms/clac/stac emulation failures (kvm_vcpu.cc kFixups)
+  bool insn_fixups = true;          // finish fwait/fnclex/emms/fild/clac/stac/popcnt emulation failures (kvm_vcpu.cc)
+  bool syscall_fixup = true;        // complete SYSCALLs this KVM leaves at CPL 3 (syscall_entry.cc)
   uint32_t spin_iterations = 4000;  // vCPU-side spin before sleeping on an unanswered exit
   bool sync_regs = true;            // use KVM_CAP_SYNC_REGS (when KVM offers it) for register exits
 };
@@ -53,6 +54,9 @@ class KvmPartition {
   const PartitionConfig& config() const { return config_; }
   // True when vCPUs exchange general registers through kvm_run (KVM_CAP_SYNC_REGS).
   bool sync_regs() const { return sync_regs_; }
+  // Bytes of a vCPU's XSAVE image (KVM_CAP_XSAVE2; 4096 without it) and whether KVM_GET_XSAVE2 exists.
+  size_t xsave_size() const { return xsave_size_; }
+  bool xsave2() const { return xsave_size_ > 0 && has_xsave2_; }
   uint32_t vcpu_count() const { return static_cast<uint32_t>(vcpus_.size()); }
   KvmVcpu& vcpu(uint32_t index);
 
@@ -63,6 +67,8 @@ class KvmPartition {
 
   // Interrupts and doorbells.
   int SignalMsi(uint64_t address, uint32_t data);
+  // Drives an in-kernel IOAPIC input (a legacy device's interrupt line): level true = asserted.
+  void SetIrqLine(uint32_t gsi, bool level);
   // Creates an eventfd that, when written, injects MSI {address, data}. Returns the eventfd.
   int AddIrqfdMsi(uint64_t address, uint32_t data);
   // Creates an eventfd that counts guest writes to `addr` (MMIO, or port when `pio`).
@@ -113,6 +119,8 @@ class KvmPartition {
   std::map<int, kvm_ioeventfd> ioeventfds_;  // by fd, to deassign
   std::vector<kvm_irq_routing_entry> msi_routes_;
   bool sync_regs_ = false;
+  size_t xsave_size_ = 4096;
+  bool has_xsave2_ = false;
   uint32_t next_gsi_ = 24;  // GSIs below 24 belong to the IOAPIC pins
 };
 

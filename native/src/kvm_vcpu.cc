@@ -12,6 +12,8 @@
 #include "host_error.h"
 #include "kvm_abi.h"
 #include "kvm_partition.h"
+#include "x86_decode.h"
+#include "x87_state.h"
 
 namespace hvemu {
 namespace {
@@ -232,6 +234,9 @@ bool KvmVcpu::HandleExit() {
     }
     case KVM_EXIT_INTR:
       return true;
+    case KVM_EXIT_DEBUG:
+      if (HandleSyscallWatch()) return true;
+      return PostFatal(kExitUnrecoverable, KVM_EXIT_DEBUG, run_->debug.arch.pc, run_->debug.arch.exception);
     case KVM_EXIT_SHUTDOWN:
       // On x86 KVM reports a triple fault this way.
       return PostFatal(kExitShutdown, KVM_EXIT_SHUTDOWN, 0, 0);
@@ -308,6 +313,10 @@ bool KvmVcpu::HandleMmio() {
 
 bool KvmVcpu::HandleMsr(bool write) {
   auto& msr = run_->msr;
+  if (msr.index == kMsrLstar && partition_.config().syscall_fixup) {
+    HandleLstar(write);
+    return true;
+  }
   uint8_t* s = slot();
   *U32(s + kSlotKind) = write ? kExitMsrWrite : kExitMsrRead;
   *U32(s + kSlotFlags) = write ? kFlagWrite : 0;
@@ -470,20 +479,168 @@ bool TryPopcnt(int fd, const uint8_t* insn, uint32_t n) {
   return ioctl(fd, KVM_SET_REGS, &regs) == 0;
 }
 
+// x87 state in KVM's FXSAVE-layout view: fpr[i] is ST(i), ftwx the abridged tag word with
+// one bit per physical register, TOP in FSW bits 11-13 (SDM Vol. 1, 10.5.1).
+constexpr uint16_t kFswIe = 1u << 0;
+constexpr uint16_t kFswSf = 1u << 6;
+constexpr uint16_t kFswEs = 1u << 7;
+constexpr uint16_t kFswC1 = 1u << 9;
+constexpr uint16_t kFswB = 1u << 15;
+constexpr unsigned kFswTopShift = 11;
+constexpr uint16_t kFcwIm = 1u << 0;
+constexpr uint64_t kCr0Ts = 1u << 3;
+constexpr uint64_t kCr0Em = 1u << 2;
+
+// An integer as an 80-bit extended-precision value: exact, any int64 fits the 64-bit significand.
+void IntToExtended(int64_t v, uint8_t out[10]) {
+  std::memset(out, 0, 10);
+  if (v == 0) return;
+  uint64_t magnitude = v < 0 ? 0 - static_cast<uint64_t>(v) : static_cast<uint64_t>(v);
+  int lz = __builtin_clzll(magnitude);
+  uint64_t significand = magnitude << lz;  // explicit integer bit at 63
+  uint16_t exponent = static_cast<uint16_t>(16383 + 63 - lz) | (v < 0 ? 0x8000 : 0);
+  std::memcpy(out, &significand, 8);
+  std::memcpy(out + 8, &exponent, 2);
+}
+
+// FLD-style push (SDM Vol. 1, 8.5.1.1 stack overflow): the register below TOP must be empty.
+// If it is not, IE, SF and C1 are set; masked (FCW.IM), the real indefinite is pushed;
+// unmasked, the stack is left alone and ES/B flag the pending #MF for the next waiting instruction.
+void X87Push(X87State& x, const uint8_t value[10]) {
+  uint16_t fsw = static_cast<uint16_t>(x.fsw() & ~kFswC1);
+  unsigned top = (fsw >> kFswTopShift) & 7;
+  unsigned new_top = (top - 1) & 7;
+  uint8_t pushed[10];
+  std::memcpy(pushed, value, 10);
+  if (x.ftw() & (1u << new_top)) {
+    fsw |= kFswIe | kFswSf | kFswC1;
+    if (!(x.fcw() & kFcwIm)) {
+      x.set_fsw(fsw | kFswEs | kFswB);
+      return;
+    }
+    const uint8_t indefinite[10] = {0, 0, 0, 0, 0, 0, 0, 0xc0, 0xff, 0xff};
+    std::memcpy(pushed, indefinite, 10);
+  }
+  for (unsigned i = 7; i > 0; i--) std::memcpy(x.st(i), x.st(i - 1), 16);
+  std::memset(x.st(0), 0, 16);
+  std::memcpy(x.st(0), pushed, 10);
+  x.set_ftw(static_cast<uint8_t>(x.ftw() | (1u << new_top)));
+  x.set_fsw(static_cast<uint16_t>((fsw & ~(7u << kFswTopShift)) | (new_top << kFswTopShift)));
+}
+
+// The FILD forms: DF /0 m16int, DB /0 m32int, DF /5 m64int (memory operands only).
+uint32_t FildOperandBytes(uint8_t opcode, uint8_t reg) {
+  if (opcode == 0xdb && reg == 0) return 4;
+  if (opcode == 0xdf && reg == 0) return 2;
+  if (opcode == 0xdf && reg == 5) return 8;
+  return 0;
+}
+
+int64_t SignExtend(uint64_t raw, uint32_t bytes) {
+  unsigned shift = 64 - 8 * bytes;
+  return static_cast<int64_t>(raw << shift) >> shift;
+}
+
 }  // namespace
 
+// FILD with a memory operand: Linux's FPU restore path runs FNCLEX; EMMS; FILD m32int on CPUs
+// with the FXSAVE pointer leak (AMD), and this kind of KVM's emulator stops on it. Finished as
+// the CPU would in 64-bit mode: the operand read through the guest's page tables, converted
+// exactly, pushed with the stack-overflow rules, FOP/FIP/FDP updated (through the XSAVE image:
+// x87_state.h says why not KVM_SET_FPU). Anything this cannot do
+// the CPU's way (not 64-bit mode, CR0.EM/TS set (#NM), a pending unmasked x87 exception (#MF),
+// an operand that does not translate to RAM (#PF)) is left as the reported emulation failure.
+bool KvmVcpu::TryFild(const uint8_t* insn, uint32_t n) {
+  Prefixes p;
+  if (!ParsePrefixes(insn, n, &p) || p.length + 1 >= n) return false;
+  uint8_t opcode = insn[p.length];
+  if (opcode != 0xdb && opcode != 0xdf) return false;
+  uint8_t modrm = insn[p.length + 1];
+  uint32_t bytes = FildOperandBytes(opcode, (modrm >> 3) & 7);
+  if (bytes == 0 || (modrm >> 6) == 3) return false;
+  kvm_regs regs;
+  kvm_sregs sregs;
+  X87State x87(partition_.xsave_size());
+  if (ioctl(fd_, KVM_GET_REGS, &regs) != 0 || ioctl(fd_, KVM_GET_SREGS, &sregs) != 0 || !x87.Load(fd_, partition_.xsave2())) return false;
+  if (!sregs.cs.l || (sregs.cr0 & (kCr0Ts | kCr0Em)) || (x87.fsw() & kFswEs)) return false;
+  MemOperand m;
+  if (!DecodeMemOperand(insn, n, p.length + 1, 0, p, regs, sregs, &m)) return false;
+  uint64_t raw = 0;
+  if (!ReadGuestLinear(m.linear, &raw, bytes)) return false;
+  uint8_t value[10];
+  IntToExtended(SignExtend(raw, bytes), value);
+  X87Push(x87, value);
+  x87.set_fop(static_cast<uint16_t>(((opcode & 7) << 8) | modrm));
+  x87.set_fip(regs.rip);
+  x87.set_fdp(m.offset);
+  regs.rip += m.length;
+  return x87.Store(fd_) && ioctl(fd_, KVM_SET_REGS, &regs) == 0;
+}
+
+// Walks the guest's long-mode page tables from CR3 (4 or 5 levels, 1 GiB and 2 MiB pages),
+// reading each entry through the bounds-checked RAM. Only presence matters: this is for reads
+// the host makes on the guest's behalf, not an access check.
+bool KvmVcpu::WalkPageTables(uint64_t linear, uint64_t* physical) {
+  constexpr uint64_t kPresent = 1, kLarge = 0x80, kAddrMask = 0x000ffffffffff000ull;
+  constexpr uint64_t kCr4La57 = 1ull << 12;
+  kvm_sregs s;
+  if (ioctl(fd_, KVM_GET_SREGS, &s) != 0 || !(s.efer & (1u << 10))) return false;  // EFER.LMA
+  int levels = (s.cr4 & kCr4La57) ? 5 : 4;
+  uint64_t table = s.cr3 & kAddrMask;
+  for (int level = levels; level >= 1; level--) {
+    unsigned shift = 12 + 9 * (level - 1);
+    uint64_t entry;
+    if (!partition_.ReadGuest(table + ((linear >> shift) & 511) * 8, &entry, 8) || !(entry & kPresent)) return false;
+    if (level == 1 || (level <= 3 && (entry & kLarge))) {
+      uint64_t page_mask = (1ull << shift) - 1;
+      *physical = (entry & kAddrMask & ~page_mask) | (linear & page_mask);
+      return true;
+    }
+    table = entry & kAddrMask;
+  }
+  return false;
+}
+
+// KVM_TRANSLATE first; where it finds nothing, the guest's own page tables. This kind of KVM
+// answered "not valid" for user-space addresses that the guest had mapped and was executing
+// (measured at the SYSCALL fixup: RCX of Linux's /init); a software walk of the same CR3 found them.
+bool KvmVcpu::TranslateLinear(uint64_t linear, uint64_t* physical) {
+  kvm_translation t = {};
+  t.linear_address = linear;
+  if (ioctl(fd_, KVM_TRANSLATE, &t) == 0 && t.valid) {
+    *physical = t.physical_address;
+    return true;
+  }
+  return WalkPageTables(linear, physical);
+}
+
+bool KvmVcpu::ReadGuestLinear(uint64_t linear, void* out, uint32_t len) {
+  uint8_t* dst = static_cast<uint8_t*>(out);
+  while (len > 0) {
+    uint64_t physical;
+    if (!TranslateLinear(linear, &physical)) return false;
+    uint32_t in_page = static_cast<uint32_t>(4096 - (linear & 4095));
+    uint32_t chunk = len < in_page ? len : in_page;
+    if (!partition_.ReadGuest(physical, dst, chunk)) return false;
+    dst += chunk;
+    linear += chunk;
+    len -= chunk;
+  }
+  return true;
+}
+
 bool KvmVcpu::TryFinishEmulationGap(const uint8_t* insn, uint32_t n) {
-  if (TryPopcnt(fd_, insn, n)) return true;
+  if (TryPopcnt(fd_, insn, n) || TryFild(insn, n)) return true;
   for (const GapFixup& f : kFixups) {
     if (n < f.length || std::memcmp(insn, f.bytes, f.length) != 0) continue;
     kvm_regs regs;
     if (ioctl(fd_, KVM_GET_REGS, &regs) != 0) return false;
     if (f.kind == Gap::kFnclex || f.kind == Gap::kEmms) {
-      kvm_fpu fpu;
-      if (ioctl(fd_, KVM_GET_FPU, &fpu) != 0) return false;
-      if (f.kind == Gap::kFnclex) fpu.fsw &= static_cast<uint16_t>(~kFswExceptionBits);
-      if (f.kind == Gap::kEmms) fpu.ftwx = 0;
-      if (ioctl(fd_, KVM_SET_FPU, &fpu) != 0) return false;
+      X87State x87(partition_.xsave_size());
+      if (!x87.Load(fd_, partition_.xsave2())) return false;
+      if (f.kind == Gap::kFnclex) x87.set_fsw(static_cast<uint16_t>(x87.fsw() & ~kFswExceptionBits));
+      if (f.kind == Gap::kEmms) x87.set_ftw(0);
+      if (!x87.Store(fd_)) return false;
     }
     if (f.kind == Gap::kClac) regs.rflags &= ~kRflagsAc;
     if (f.kind == Gap::kStac) regs.rflags |= kRflagsAc;

@@ -57,6 +57,20 @@ class KvmVcpu {
   bool PostFatal(uint32_t kind, uint64_t code, uint64_t detail, uint64_t detail2);
   bool TryFinishInt3();
   bool TryFinishEmulationGap(const uint8_t* insn, uint32_t n);
+  bool TryFild(const uint8_t* insn, uint32_t n);
+  // Reads guest memory at a linear address through the vCPU's page tables; false where a page
+  // does not translate or is not RAM (never touches other host memory).
+  bool ReadGuestLinear(uint64_t linear, void* out, uint32_t len);
+  bool TranslateLinear(uint64_t linear, uint64_t* physical);
+  bool WalkPageTables(uint64_t linear, uint64_t* physical);
+  bool GetMsrs(const uint32_t* index, uint64_t* value, uint32_t n);
+  bool SetMsr(uint32_t index, uint64_t value);
+  // SYSCALL completed at CPL 0 where this kind of KVM leaves the vCPU at CPL 3 (syscall_entry.cc).
+  void HandleLstar(bool write);
+  uint64_t PageFaultHandler();
+  void ArmSyscallWatch(uint64_t lstar);
+  bool HandleSyscallWatch();
+  bool TryFinishSyscall();
   bool Post();  // posts the prepared slot; false when the vCPU must stop
   void DumpState();
   uint32_t FetchInsn(uint8_t* out, uint32_t max);
@@ -72,6 +86,12 @@ class KvmVcpu {
   std::atomic<bool> running_{false};
   std::atomic<bool> stop_{false};
   bool handler_stop_ = false;
+  struct SyscallWatch {
+    enum State { kIdle, kArmed, kStepping, kOff } state = kIdle;
+    uint64_t lstar = 0;
+    uint64_t pf_handler = 0;
+  } syscall_watch_;
+  void SetSyscallWatch(SyscallWatch::State state);
 };
 
 }  // namespace hvemu

@@ -523,6 +523,8 @@ describeKvm('API edges: the KVM partition', () => {
         ['createIrqfd vp -1', (q) => q.createIrqfd(-1, 0x30), AccelUsageError, /APIC id -1/],
         ['signalMsi address NaN', (q) => q.signalMsi(NaN, 0x30), AccelUsageError, /signalMsi: address .* not NaN/],
         ['signalMsi data 2^32', (q) => q.signalMsi(0xfee00000, 2 ** 32), AccelUsageError, /signalMsi: data/],
+        ['setIrqLine gsi 24 (not an IOAPIC pin)', (q) => q.setIrqLine(24, true), AccelUsageError, /setIrqLine: gsi/],
+        ['setIrqLine level 1', (q) => q.setIrqLine(4, 1 as never), AccelUsageError, /level must be a boolean/],
         [
           'mapPageList(5)',
           (q) => q.mapPageList(5 as never),
@@ -553,11 +555,11 @@ describeKvm('API edges: the KVM partition', () => {
           /has 2000 entries; at most 1024/,
         ],
         ['addMsrDevice in the x2APIC range', (q) => q.addMsrDevice({ msr: 0x830 }), AccelUsageError, /x2APIC MSRs \(0x800-0x8ff\)/],
-        ['addMsrDevice beyond the filter', (q) => q.addMsrDevice({ msr: 0x100, count: 16 }), AccelUsageError, /at most 15 more/],
+        ['addMsrDevice beyond the filter', (q) => q.addMsrDevice({ msr: 0x100, count: 16 }), AccelUsageError, /at most 14 more/],
       ],
     );
     // A refused MSR device adds nothing: the same MSR can be added properly afterwards.
-    p.addMsrDevice({ msr: 0x100, count: 15 });
+    p.addMsrDevice({ msr: 0x100, count: 14 }); // 15 filter ranges, one of them IA32_LSTAR for the SYSCALL fixup
     expect(() => p.addMsrDevice({ msr: 0x200 })).toThrow(/at most 0 more/);
   });
 
@@ -567,7 +569,7 @@ describeKvm('API edges: the KVM partition', () => {
       expect(r.status, describeChild(r)).toBe(0);
       expect(r.json).toEqual({
         name: 'AccelUsageError',
-        message: `addMsrDevice: MSRs 0x0+${count} include ${count} outside 0x40000000-0x400000ff; this backend can intercept at most 15 more`,
+        message: `addMsrDevice: MSRs 0x0+${count} include ${count} outside 0x40000000-0x400000ff; this backend can intercept at most 14 more`,
       });
     }
   });

@@ -157,10 +157,11 @@ describeKvm('KVM test guests', () => {
     expect(r.partition.vcpus[0].exits).toBe(1);
   });
 
-  it('finishes fwait, fnclex, emms (and clac/stac where the CPU has SMAP) that the emulator stops on', async () => {
+  it('finishes fwait, fnclex, emms, fild (and clac/stac where the CPU has SMAP) that the emulator stops on', async () => {
     const r = await run('fixups');
     expectExit(r, { 0: 0 });
     expect(r.platform.serial.text()).toContain('x87: fnclex, fwait, emms ran');
+    expect(r.platform.serial.text()).toContain('fild: ran');
     expect(r.platform.serial.text()).toMatch(/clac\/stac: (ran|#UD \(no SMAP on this CPU\))/);
     expect(r.platform.serial.text()).toMatch(/popcnt: (ran|not on this CPU)/);
   });
@@ -174,6 +175,21 @@ describeKvm('KVM test guests', () => {
     }
     expect(r.error).toBeInstanceOf(GuestFatalError);
     expect(String((r.error as Error).message)).toMatch(/instruction bytes at RIP: (db e2|9b|0f 77|0f 01 c[ab])/);
+  });
+
+  it('runs 64-bit SYSCALL/SYSRETQ between CPL 3 and CPL 0 (the host completes a SYSCALL left at CPL 3)', async () => {
+    const r = await run('syscall');
+    expectExit(r, { 0: 0 });
+    expect(r.platform.serial.text()).toContain('syscall: entry at CPL 0, sysretq to CPL 3; user faults delivered');
+  });
+
+  it('without the SYSCALL fixup the entry runs at CPL 0 (a KVM that runs SYSCALL) or faults at CPL 3 (this kind)', async () => {
+    const r = await run('syscall', { syscallFixup: false });
+    expect(r.error, summary(r)).toBeUndefined();
+    const code = r.platform.debugExit.codes.get(0);
+    if (code === 0) return;
+    expect(code, summary(r)).toBe(2);
+    expect(r.platform.serial.text()).toMatch(/syscall: entry at CPL 3 \(#PF error 0x15 at the entry\)/);
   });
 
   it('finishes int3 (an emulation failure here) by injecting #BP', async () => {

@@ -189,6 +189,7 @@ describeKvm('KVM partition hardening', () => {
       ['onExit', () => p.onExit(() => undefined)],
       ['interrupt', () => p.interrupt(0, 0x30)],
       ['signalMsi', () => p.signalMsi(0xfee00000, 0x30)],
+      ['setIrqLine', () => p.setIrqLine(4, true)],
       ['createIrqfd', () => p.createIrqfd(0, 0x30)],
       ['createIoeventfd', () => p.createIoeventfd({ space: 'pio', address: 0x90, length: 1 })],
       ['mapPageList', () => p.mapPageList([1])],

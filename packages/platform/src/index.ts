@@ -53,6 +53,7 @@ export {
   buildMadt,
   buildDsdt,
   vmbusDeviceAml,
+  uartDeviceAml,
   s5Aml,
   acpiChecksum,
   RSDP,
@@ -74,6 +75,7 @@ export {
   type MadtOptions,
   type DsdtOptions,
   type VmbusMmioWindow,
+  type AcpiUart,
 } from './acpi/tables.js';
 export {
   AcpiPmDevice,

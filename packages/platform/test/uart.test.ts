@@ -21,7 +21,8 @@ describe('Uart16550', () => {
     w(4, 0x1a);
     expect(r(6) & 0xf0).toBe(0x90);
     w(4, 0);
-    // FIFO enable shows as the 16550A bits in IIR, no interrupt pending
+    // FIFO enable shows as the 16550A bits in IIR, no interrupt pending (interrupts off again)
+    w(1, 0);
     w(2, 0x01);
     expect(r(2)).toBe(0xc1);
   });
@@ -44,6 +45,40 @@ describe('Uart16550', () => {
     expect(r(5) & 0x01).toBe(1);
     expect(r(0)).toBe(0x41);
     expect(out).toHaveLength(3);
+  });
+
+  it('raises THRE and received-data interrupts as edges on an OUT2-gated line, reported in IIR by priority', () => {
+    let edges = 0;
+    const u = new Uart16550(
+      COM1_PORT,
+      () => {},
+      () => edges++,
+    );
+    const r = (off: number) => u.read(COM1_PORT + off);
+    const w = (off: number, v: number) => u.write(COM1_PORT + off, B, v);
+    w(1, 0x02); // THRE interrupts on, THR empty: pending, but OUT2 is off
+    expect(edges).toBe(0);
+    w(4, 0x08); // OUT2 connects the line
+    expect(edges).toBe(1);
+    expect(r(2) & 0x0f).toBe(0x02); // THRE, and reading IIR resets it
+    expect(r(2) & 0x0f).toBe(0x01);
+    w(0, 0x41); // a transmitted byte leaves THR empty again: a new edge
+    w(0, 0x42); // still pending: no edge
+    expect(edges).toBe(2);
+    expect(u.receive(Uint8Array.of(0x61))).toBe(true); // received data is not enabled yet
+    expect(r(2) & 0x0f).toBe(0x02);
+    w(1, 0x03); // received data on: it outranks THRE
+    expect(edges).toBe(3);
+    expect(r(2) & 0x0f).toBe(0x04);
+    expect(r(0)).toBe(0x61); // reading RBR clears it
+    expect(r(2) & 0x0f).toBe(0x01);
+    w(1, 0x00);
+    w(0, 0x43);
+    expect(edges).toBe(3); // disabled: nothing pending
+    const quiet = new Uart16550();
+    quiet.write(COM1_PORT + 4, B, 0x08);
+    quiet.write(COM1_PORT + 1, B, 0x02); // no irq callback: nothing to call, IIR still reports
+    expect(quiet.read(COM1_PORT + 2) & 0x0f).toBe(0x02);
   });
 
   it('bounds console input', () => {

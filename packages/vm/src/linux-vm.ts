@@ -28,6 +28,8 @@ import { enlightenedPartitionOptions } from './enlighten.js';
 const ACPI_BASE = 0xe0000;
 const E820_ACPI = 3;
 const COM2_4 = [0x2f8, 0x3e8, 0x2e8];
+/** COM1's ISA IRQ 4 as an IOAPIC input (identity-mapped ISA IRQs, no interrupt source override). */
+const COM1_GSI = 4;
 
 export interface LinuxVmOptions {
   /** An uncompressed vmlinux (PVH entry) or a bzImage. */
@@ -70,6 +72,16 @@ export type LinuxVmEnd =
   | { kind: 'timeout' }
   | { kind: 'error'; error: Error };
 
+/** An edge on an IOAPIC input, where the partition has IOAPIC inputs (KVM's in-kernel one). */
+function irqEdge(partition: AccelPartition, gsi: number): (() => void) | undefined {
+  const p = partition as AccelPartition & { setIrqLine?: (gsi: number, level: boolean) => void };
+  if (typeof p.setIrqLine !== 'function') return undefined;
+  return () => {
+    p.setIrqLine!(gsi, true);
+    p.setIrqLine!(gsi, false);
+  };
+}
+
 export class LinuxVm {
   readonly vm: Vm;
   readonly partition: AccelPartition;
@@ -91,7 +103,7 @@ export class LinuxVm {
         this.ended ??= e;
         this.partition.stop();
       };
-      this.partition.addIoDevice(new Uart16550(COM1_PORT, options.console));
+      this.partition.addIoDevice(new Uart16550(COM1_PORT, options.console, irqEdge(this.partition, COM1_GSI)));
       for (const port of COM2_4) this.partition.addIoDevice(new AbsentPorts(port, 8));
       this.partition.addIoDevice(new EmptyPciConfig());
       this.partition.addIoDevice(new AcpiPmDevice((kind) => end({ kind })));
@@ -111,7 +123,12 @@ export class LinuxVm {
         onOffer: (name, relid) => event(`offered ${name} as relid ${relid}`),
         onAction: options.onEvent ? (action) => event(`vmbus ${describeServerAction(action)}`) : undefined,
       });
-      const acpi = writeAcpiTables(this.partition.memory, ACPI_BASE, { cpus: this.partition.vcpus.length });
+      // COM1 in the DSDT with its ISA IRQ as GSI 4: the kernel's tty on it needs a working IRQ
+      // (platform README, "ACPI"); the UART raises it through the IOAPIC.
+      const acpi = writeAcpiTables(this.partition.memory, ACPI_BASE, {
+        cpus: this.partition.vcpus.length,
+        uarts: [{ port: COM1_PORT, gsi: COM1_GSI }],
+      });
       this.boot = bootLinux(this.partition, options.kernel, {
         commandLine: options.commandLine,
         initrd: options.initrd,

@@ -14,6 +14,7 @@ export interface NativePartitionConfig {
   hypercallPort?: number;
   int3Fixup?: boolean;
   instructionFixups?: boolean;
+  syscallFixup?: boolean;
   spinIterations?: number;
   syncRegs?: boolean;
 }
@@ -42,6 +43,7 @@ export interface NativePartition {
   join(): void;
   idle(): void;
   signalMsi(address: number | bigint, data: number): number;
+  setIrqLine(gsi: number, level: boolean): void;
   addIrqfdMsi(address: number | bigint, data: number): number;
   addIoeventfd(addr: number | bigint, len: number, pio: boolean, datamatch?: number | bigint): number;
   removeIoeventfd(fd: number): void;

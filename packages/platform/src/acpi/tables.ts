@@ -332,6 +332,34 @@ export interface DsdtOptions extends AcpiHeaderIds {
    * ACPI core then does not claim them for VMBS itself. VMBS's own _CRS stays empty.
    */
   vmbusMmio?: readonly VmbusMmioWindow[];
+  /** 16550 UARTs to describe (PNP0501), in order: COM1 first. */
+  uarts?: readonly AcpiUart[];
+}
+
+/**
+ * A serial port the DSDT describes. Why describe it: with a hardware-reduced FADT the kernel has
+ * no legacy ISA IRQs ("preallocated irqs: 0"), so the 8250 driver's built-in COM1 at IRQ 4 fails
+ * request_irq, its tty gets TTY_IO_ERROR and every user-space write to the console returns EIO
+ * (measured with the test kernel's /init). Described with an interrupt GSI, 8250_pnp takes the
+ * port over with an IOAPIC-routed IRQ.
+ */
+export interface AcpiUart {
+  /** I/O base (8 ports). */
+  port: number;
+  /** IOAPIC input (GSI), edge-triggered, active-high, as ISA IRQs are. */
+  gsi: number;
+}
+
+/** Device(UARn) { _HID PNP0501, _UID n, _CRS { IO(port, port, 1, 8), Interrupt(edge, high){gsi} } }. */
+export function uartDeviceAml(index: number, uart: AcpiUart): aml.Aml {
+  if (!Number.isInteger(index) || index < 1 || index > 9) throw new AcpiTableError(`UART index ${index} (1-9)`);
+  if (uart === null || typeof uart !== 'object') throw new AcpiTableError('a UART needs {port, gsi}');
+  return aml.device(
+    `UAR${index}`,
+    aml.name('_HID', aml.eisaId('PNP0501')),
+    aml.name('_UID', aml.integer(index)),
+    aml.name('_CRS', aml.resourceTemplate(aml.ioPort(uart.port, uart.port, 1, 8), aml.extendedInterrupt([uart.gsi]))),
+  );
 }
 
 /** Device(VMBS) { _HID "VMBUS", _UID 0, _CRS empty } — what hv_vmbus binds to. */
@@ -349,7 +377,7 @@ export function s5Aml(): aml.Aml {
   return aml.name('_S5', aml.pkg(aml.integer(ACPI_S5_SLP_TYP), aml.integer(ACPI_S5_SLP_TYP), aml.integer(0), aml.integer(0)));
 }
 
-/** DSDT (revision 2: 64-bit integers): \_S5 and \_SB.VMBS (or \_SB.VMOD.VMBS with windows). */
+/** DSDT (revision 2: 64-bit integers): \_S5, \_SB.VMBS (or \_SB.VMOD.VMBS with windows), \_SB.UARn. */
 export function buildDsdt(options: DsdtOptions = {}): Uint8Array {
   let vmbus = vmbusDeviceAml();
   if (options.vmbusMmio !== undefined && options.vmbusMmio.length > 0) {
@@ -362,7 +390,8 @@ export function buildDsdt(options: DsdtOptions = {}): Uint8Array {
       vmbus,
     );
   }
-  const body = aml.concat(s5Aml(), aml.scope('\\_SB', vmbus));
+  const uarts = (options.uarts ?? []).map((u, i) => uartDeviceAml(i + 1, u));
+  const body = aml.concat(s5Aml(), aml.scope('\\_SB', vmbus, ...uarts));
   return sealTable(aml.concat(new Uint8Array(ACPI_TABLE_HEADER.size), body), 'DSDT', 2, options);
 }
 
@@ -373,6 +402,7 @@ export interface AcpiTablesOptions extends AcpiHeaderIds {
   ioApicId?: number;
   pcatCompat?: boolean;
   vmbusMmio?: readonly VmbusMmioWindow[];
+  uarts?: readonly AcpiUart[];
 }
 
 export interface AcpiTablesLayout {

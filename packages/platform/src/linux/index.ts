@@ -25,3 +25,4 @@ export {
   type LinuxBoot,
   type LinuxBootOptions,
 } from './boot.js';
+export { buildInitramfs, type InitramfsEntry } from './initramfs.js';

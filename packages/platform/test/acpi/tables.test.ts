@@ -18,6 +18,7 @@ import {
   RSDP,
   acpiChecksum,
   buildDsdt,
+  uartDeviceAml,
   buildMadt,
   buildRsdp,
   writeAcpiTables,
@@ -191,6 +192,29 @@ describe('DSDT', () => {
     expect(
       body.endsWith('79 00 5b 82 22 56 4d 42 53 08 5f 48 49 44 0d 56 4d 42 55 53 00 08 5f 55 49 44 00 08 5f 43 52 53 11 05 0a 02 79 00'),
     ).toBe(true);
+  });
+});
+
+describe('DSDT UARTs', () => {
+  it('describes COM1 as PNP0501 with its I/O range and GSI (bytes derived by hand from ACPI 6.5 §6.4)', () => {
+    // Device(UAR1) PkgLength 49; _HID EISAID("PNP0501") = 0x0105D041; _UID One;
+    // _CRS Buffer(19) { IO(Decode16, 0x3f8, 0x3f8, 1, 8), Interrupt(consumer, edge, high) {4}, end tag }
+    const expected =
+      '5b 82 31 55 41 52 31 08 5f 48 49 44 0c 41 d0 05 01 08 5f 55 49 44 01 08 5f 43 52 53 11 16 0a 13 ' +
+      '47 01 f8 03 f8 03 01 08 89 06 00 03 01 04 00 00 00 79 00';
+    expect(show(uartDeviceAml(1, { port: 0x3f8, gsi: 4 }))).toBe(expected);
+    const dsdt = buildDsdt({ uarts: [{ port: 0x3f8, gsi: 4 }] });
+    expect(acpiChecksum(dsdt)).toBe(0);
+    expect(show(dsdt).endsWith(expected)).toBe(true); // inside \_SB, after VMBS
+    expect(show(buildDsdt())).not.toContain('50 4e 50'); // no UART unless asked
+  });
+
+  it('refuses a bad UART index, port or GSI', () => {
+    expect(() => uartDeviceAml(0, { port: 0x3f8, gsi: 4 })).toThrow(AcpiTableError);
+    expect(() => uartDeviceAml(10, { port: 0x3f8, gsi: 4 })).toThrow(AcpiTableError);
+    expect(() => uartDeviceAml(1, { port: 0x10000, gsi: 4 })).toThrow(AcpiTableError);
+    expect(() => uartDeviceAml(1, { port: 0x3f8, gsi: -1 })).toThrow(AcpiTableError);
+    expect(() => uartDeviceAml(1, null as unknown as { port: number; gsi: number })).toThrow(AcpiTableError);
   });
 });
 

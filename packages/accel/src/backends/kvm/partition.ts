@@ -69,10 +69,17 @@ export interface KvmPartitionOptions {
   /** Finish int3 emulation failures by injecting #BP (default true). */
   readonly int3Fixup?: boolean;
   /**
-   * Finish the emulation failures of fwait, fnclex, emms, clac and stac the way the CPU would
+   * Finish the emulation failures of fwait, fnclex, emms, fild, clac, stac and popcnt the way the CPU would
    * (default true): instructions a kernel executes that this kind of KVM's emulator stops on.
    */
   readonly instructionFixups?: boolean;
+  /**
+   * Complete 64-bit SYSCALLs that this kind of KVM leaves at CPL 3 (default true): the guest's
+   * IA32_LSTAR write is trapped and two hardware breakpoints (its #PF handler, the entry) watch
+   * for the fault; the first SYSCALL that arrives at CPL 0 without help switches the watch off.
+   * See native/src/syscall_entry.cc.
+   */
+  readonly syscallFixup?: boolean;
   /** How long the vCPU thread spins (pause iterations) before sleeping on an exit. */
   readonly spinIterations?: number;
   /**
@@ -263,6 +270,8 @@ export class KvmPartition extends RoutedPartition implements AccelPartition {
   private readonly ended: boolean[];
   protected readonly router: ExitRouter;
   private readonly userMsrs: number[];
+  /** Single MSRs outside the Hyper-V range the filter still has room for. */
+  private readonly extraMsrCapacity: number;
   private readonly pollMs: number;
   private readonly logger: Logger;
   private runWaiters: { resolve: (o: VcpuOutcome[]) => void; reject: (e: unknown) => void }[] = [];
@@ -280,6 +289,8 @@ export class KvmPartition extends RoutedPartition implements AccelPartition {
     this.logger = opts.logger ?? silentLogger;
     this.pollMs = (opts.pollMicros ?? DEFAULT_POLL_MICROS) / 1000;
     this.userMsrs = [...(opts.userMsrs ?? [])];
+    // The SYSCALL fixup takes one filter range for IA32_LSTAR (native/src/syscall_entry.cc).
+    this.extraMsrCapacity = KVM_EXTRA_MSRS - ((opts.syscallFixup ?? true) ? 1 : 0);
     const ram = opts.memory.map(({ gpa, size }) => ({ gpa, size }));
     this.nativePartition = native(
       () =>
@@ -291,6 +302,7 @@ export class KvmPartition extends RoutedPartition implements AccelPartition {
             hypercallPort: opts.hypercallPort,
             int3Fixup: opts.int3Fixup ?? true,
             instructionFixups: opts.instructionFixups ?? true,
+            syscallFixup: opts.syscallFixup ?? true,
             spinIterations: opts.spinIterations,
             syncRegs: opts.syncRegs,
           },
@@ -378,12 +390,13 @@ export class KvmPartition extends RoutedPartition implements AccelPartition {
     // KVM's MSR filter holds the Hyper-V range plus KVM_EXTRA_MSRS single MSRs: a device that
     // needs more is refused before any list is built, and a native refusal adds nothing.
     const filtered = new Set(this.userMsrs.filter((m) => m < HYPERV_MSR_FIRST || m > HYPERV_MSR_LAST));
+    const capacity = this.extraMsrCapacity;
     this.router.addMsrDevice(device, {
-      maxExtra: KVM_EXTRA_MSRS - filtered.size,
+      maxExtra: capacity - filtered.size,
       add: (extra) => {
         const next = [...this.userMsrs, ...extra.filter((m) => !filtered.has(m))];
-        if (new Set(next.filter((m) => m < HYPERV_MSR_FIRST || m > HYPERV_MSR_LAST)).size > KVM_EXTRA_MSRS) {
-          throw new AccelUsageError(`addMsrDevice: KVM can trap at most ${KVM_EXTRA_MSRS} MSRs outside 0x40000000-0x400000ff`);
+        if (new Set(next.filter((m) => m < HYPERV_MSR_FIRST || m > HYPERV_MSR_LAST)).size > capacity) {
+          throw new AccelUsageError(`addMsrDevice: KVM can trap at most ${capacity} MSRs outside 0x40000000-0x400000ff`);
         }
         native(() => this.nativePartition.setUserMsrs(next));
         this.userMsrs.splice(0, this.userMsrs.length, ...next);
@@ -406,6 +419,17 @@ export class KvmPartition extends RoutedPartition implements AccelPartition {
     checkInt(address, 'signalMsi: address', 0, MAX_GPA - 1);
     checkInt(data, 'signalMsi: data', 0, U32_MAX);
     return native(() => this.nativePartition.signalMsi(address, data));
+  }
+
+  /**
+   * Drives input `gsi` (0-23) of the in-kernel IOAPIC: a legacy device's interrupt line. An
+   * edge-triggered pin (ISA devices: the UART) takes `true` then `false` as one interrupt.
+   */
+  setIrqLine(gsi: number, level: boolean): void {
+    this.checkOpen('setIrqLine');
+    checkInt(gsi, 'setIrqLine: gsi', 0, 23);
+    if (typeof level !== 'boolean') throw new AccelUsageError('setIrqLine: level must be a boolean');
+    native(() => this.nativePartition.setIrqLine(gsi, level));
   }
 
   /**
@@ -770,6 +794,7 @@ function checkOptions(opts: KvmPartitionOptions): void {
   if (o['hypercallPort'] !== undefined) checkInt(o['hypercallPort'], 'KvmPartition.create: options.hypercallPort', 0, 0xffff);
   optBool(o['int3Fixup'], 'KvmPartition.create: options.int3Fixup');
   optBool(o['instructionFixups'], 'KvmPartition.create: options.instructionFixups');
+  optBool(o['syscallFixup'], 'KvmPartition.create: options.syscallFixup');
   optBool(o['syncRegs'], 'KvmPartition.create: options.syncRegs');
   optInt(o['spinIterations'], 'KvmPartition.create: options.spinIterations', 0, U32_MAX, 0);
   // NaN would make the exit poll loop never see its deadline; Infinity likewise.
