@@ -23,6 +23,8 @@ import { HypervisorUnavailableError, KvmPartition, MshvPartition, WhpxPartition,
 import { enlightenedPartitionOptions } from './enlighten.js';
 import { attachHyperV, type Enlightenments } from './enlighten.js';
 import { defaultDevices } from './ic-devices.js';
+import { withNics } from './net-devices.js';
+import type { NicSpec } from '@hvemu/net';
 import { traceHooks, type TraceHooks } from './trace-capture.js';
 
 export interface VmSpec {
@@ -40,6 +42,8 @@ export interface VmSpec {
   devices?: readonly string[];
   /** Where the device kinds come from (default: defaultDevices(), the integration components). */
   registry?: DeviceRegistry;
+  /** Network adapters (netvsp), offered after `devices` as nic0, nic1, ...: `{ tap: 'tap0', mac }` or `{ backend, mac }`. */
+  nics?: readonly NicSpec[];
   clock?: Clock;
   /** Host wall clock for the devices that report it (timesync), Unix ms. */
   wallClockMs?: () => number;
@@ -173,9 +177,11 @@ function offerDevices(
   env: { clock: Clock; logger: Logger; wallClockMs: () => number },
   hooks: TraceHooks,
 ): Map<string, AttachedDevice> {
-  const registry = spec.registry ?? defaultDevices();
-  const names = spec.devices ?? registry.names;
-  if (!Array.isArray(names)) throw new HostUsageError('buildVm: devices must be a list of device kind names');
+  const base = spec.registry ?? defaultDevices();
+  const listed = spec.devices ?? base.names;
+  if (!Array.isArray(listed)) throw new HostUsageError('buildVm: devices must be a list of device kind names');
+  const { registry, names: nics } = withNics(base, spec.nics ?? []);
+  const names = [...listed, ...nics];
   const devices = new Map<string, AttachedDevice>();
   for (const name of names) {
     if (devices.has(name)) throw new HostUsageError(`buildVm: device ${name} is listed twice`);

@@ -6,7 +6,7 @@
  * Close is safe whenever the device's own work finishes: the queue and every GuestData of the
  * channel are revoked at the close itself, so nothing can reach pages the guest takes back.
  */
-import { HvemuError, silentLogger, type Logger } from '@hvemu/common';
+import { HostUsageError, HvemuError, silentLogger, type Logger } from '@hvemu/common';
 import type { ChannelCloseReason, Channel, ChannelHandler } from '../server/channel.js';
 import type { OfferSpec } from '../server/server.js';
 import type { VmbusHost } from '../server/vmbus-host.js';
@@ -32,6 +32,12 @@ export interface DeviceChannel {
   gpadl(handle: number): GuestData;
   /** Handles of the channel's ready GPADLs. */
   gpadlHandles(): number[];
+  /**
+   * Offers `count` more subchannels of the device (a multi-queue device answering the guest's
+   * request for them, e.g. netvsc's NVSP5 SUBCHANNEL): returns their relids. HostUsageError on
+   * a subchannel (only the primary offers) or past the server's subchannel limit.
+   */
+  offerSubchannels(count: number): number[];
 }
 
 /** What a device implements. Only open() and onSignal() are required. */
@@ -89,7 +95,9 @@ export function attachDevice(host: VmbusHost, device: VmbusDevice, options: Atta
   const open = new Map<number, OpenChannel>();
   const handler: ChannelHandler = {
     onOpen: (channel) => {
-      const dc = new OpenChannel(channel, host, { ...options, memory: host.memory, logger, name: `relid ${channel.relid}` });
+      const dc = new OpenChannel(channel, host, { ...options, memory: host.memory, logger, name: `relid ${channel.relid}` }, (count) =>
+        offerMore(channel, count),
+      );
       open.set(channel.relid, dc);
       const refused = (error: unknown): never => {
         dc.revoke('the device refused the open');
@@ -125,6 +133,10 @@ export function attachDevice(host: VmbusHost, device: VmbusDevice, options: Atta
     onGpadlTorndown: (channel, gpadl) => open.get(channel.relid)?.gpadlTorndown(gpadl),
   };
   const primary = host.offerChannel(device.offer, handler);
+  const offerMore = (channel: Channel, count: number): number[] => {
+    if (channel.subChannelIndex !== 0) throw new HostUsageError(`relid ${channel.relid} is a subchannel: only the primary offers more`);
+    return host.offerSubchannels(primary, count, () => handler).map((c) => c.relid);
+  };
   return {
     device,
     channel: primary,
@@ -142,8 +154,13 @@ class OpenChannel implements DeviceChannel {
     private readonly channel: Channel,
     private readonly host: VmbusHost,
     queueOptions: PacketQueueOptions,
+    private readonly offerMore: (count: number) => number[],
   ) {
     this.queue = new PacketQueue(channel.rings, queueOptions);
+  }
+
+  offerSubchannels(count: number): number[] {
+    return this.offerMore(count);
   }
 
   get relid(): number {
