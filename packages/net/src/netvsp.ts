@@ -322,7 +322,10 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
     if (q.again) clearImmediate(q.again);
     this.queues[channel.subChannelIndex] = undefined;
     if (channel.subChannelIndex === 0) {
-      // The session ends with the primary: buffers and RNDIS state go; subchannels close too.
+      // The session ends with the primary: buffers and RNDIS state go, and the subchannels are
+      // rescinded (as Hyper-V does), so a new session asks again and gets fresh ones from index 1.
+      // After this close's own message handling: the rescind must not run inside it.
+      if (this.session && this.session.subchannelsOffered > 0) queueMicrotask(() => channel.rescindSubchannels());
       this.session = null;
       this.rndis.reset();
       this.pendingControl.length = 0;

@@ -192,3 +192,22 @@ describe('netvsp data path', () => {
     expect(sim.nic.stats.rxFiltered).toBe(2);
   });
 });
+
+describe('netvsp sessions', () => {
+  it('a second session (the guest closes and reopens, as Linux does for an MTU change) gets fresh subchannels 1..n', async () => {
+    const sim = await nicSim({ nic: { maxQueues: 3 }, guest: { queues: 3 } });
+    expect((await sim.guest.connect()).queues).toBe(3);
+    await sim.guest.close();
+    // The old subchannels were rescinded; the guest released them.
+    await sim.guest.until(() => [...sim.vmbus.offers.values()].filter((o) => o.sub_channel_index > 0 && !o.rescinded).length === 0);
+    const { NetvscClient } = await import('@hvemu/net/testing');
+    const pages = (sim.guest as unknown as { opts: { pages: never } }).opts.pages;
+    sim.guest = new NetvscClient({ vmbus: sim.vmbus, memory: sim.memory, pages, relid: sim.attached.channel.relid, queues: 3 });
+    const info = await sim.guest.connect();
+    expect(info.queues).toBe(3);
+    const live = [...sim.vmbus.offers.values()].filter((o) => o.sub_channel_index > 0 && !o.rescinded).map((o) => o.sub_channel_index);
+    expect(live.sort()).toEqual([1, 2]);
+    for (const q of [0, 1, 2]) await guestSends(sim, [ethernetFrame(PEER_MAC, GUEST_MAC, 60 + q)], undefined, q);
+    await sim.guest.until(() => sim.peerSink.frames.length === 3);
+  });
+});

@@ -38,6 +38,12 @@ export interface DeviceChannel {
    * a subchannel (only the primary offers) or past the server's subchannel limit.
    */
   offerSubchannels(count: number): number[];
+  /**
+   * Rescinds the subchannels this device offered (the primary's; a multi-queue device ends its
+   * session: the guest asks again, and gets new ones numbered from 1). HostUsageError on a
+   * subchannel.
+   */
+  rescindSubchannels(): void;
 }
 
 /** What a device implements. Only open() and onSignal() are required. */
@@ -95,8 +101,14 @@ export function attachDevice(host: VmbusHost, device: VmbusDevice, options: Atta
   const open = new Map<number, OpenChannel>();
   const handler: ChannelHandler = {
     onOpen: (channel) => {
-      const dc = new OpenChannel(channel, host, { ...options, memory: host.memory, logger, name: `relid ${channel.relid}` }, (count) =>
-        offerMore(channel, count),
+      const dc = new OpenChannel(
+        channel,
+        host,
+        { ...options, memory: host.memory, logger, name: `relid ${channel.relid}` },
+        {
+          offer: (count) => offerMore(channel, count),
+          rescind: () => rescindSubs(channel),
+        },
       );
       open.set(channel.relid, dc);
       const refused = (error: unknown): never => {
@@ -133,15 +145,26 @@ export function attachDevice(host: VmbusHost, device: VmbusDevice, options: Atta
     onGpadlTorndown: (channel, gpadl) => open.get(channel.relid)?.gpadlTorndown(gpadl),
   };
   const primary = host.offerChannel(device.offer, handler);
+  const subchannels: Channel[] = [];
   const offerMore = (channel: Channel, count: number): number[] => {
     if (channel.subChannelIndex !== 0) throw new HostUsageError(`relid ${channel.relid} is a subchannel: only the primary offers more`);
-    return host.offerSubchannels(primary, count, () => handler).map((c) => c.relid);
+    const subs = host.offerSubchannels(primary, count, () => handler);
+    subchannels.push(...subs);
+    return subs.map((c) => c.relid);
+  };
+  const rescindSubs = (channel: Channel): void => {
+    if (channel.subChannelIndex !== 0) throw new HostUsageError(`relid ${channel.relid} is a subchannel: only the primary rescinds them`);
+    for (const sub of subchannels.splice(0)) host.rescind(sub);
   };
   return {
     device,
     channel: primary,
     openChannels: () => [...open.values()],
-    offerSubchannels: (count) => host.offerSubchannels(primary, count, () => handler),
+    offerSubchannels: (count) => {
+      const subs = host.offerSubchannels(primary, count, () => handler);
+      subchannels.push(...subs);
+      return subs;
+    },
     rescind: () => host.rescind(primary),
   };
 }
@@ -154,13 +177,17 @@ class OpenChannel implements DeviceChannel {
     private readonly channel: Channel,
     private readonly host: VmbusHost,
     queueOptions: PacketQueueOptions,
-    private readonly offerMore: (count: number) => number[],
+    private readonly subchannels: { offer(count: number): number[]; rescind(): void },
   ) {
     this.queue = new PacketQueue(channel.rings, queueOptions);
   }
 
   offerSubchannels(count: number): number[] {
-    return this.offerMore(count);
+    return this.subchannels.offer(count);
+  }
+
+  rescindSubchannels(): void {
+    this.subchannels.rescind();
   }
 
   get relid(): number {
