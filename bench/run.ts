@@ -8,6 +8,7 @@ import { benchRing } from './ring.js';
 import { benchSynic } from './synic.js';
 import { benchVmbus, benchVmbusKvm } from './vmbus.js';
 import { benchTrace } from './trace.js';
+import { benchNet } from './net.js';
 
 const SUITES: Record<string, () => Record<string, number | string> | Promise<Record<string, number | string>>> = {
   ring: benchRing,
@@ -16,6 +17,7 @@ const SUITES: Record<string, () => Record<string, number | string> | Promise<Rec
   vmbus: benchVmbus,
   'vmbus-kvm': benchVmbusKvm,
   trace: benchTrace,
+  net: benchNet,
 };
 
 // `npm run bench -- synic vmbus-kvm` runs only the named suites (default: all, in this order).

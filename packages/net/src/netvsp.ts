@@ -230,6 +230,7 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
     header: this.xferHeader,
     payload: this.xferPayload,
   };
+  private readonly txCompletion: OutgoingPacket = { type: VM_PKT_COMP, transactionId: 0 };
   private readonly txComplete = [NVSP_STAT_SUCCESS, NVSP_STAT_FAIL, NVSP_STAT_INVALID_RNDIS_PKT].map((status) =>
     encodeNvsp(NVSP_MSG1_TYPE_SEND_RNDIS_PKT_COMPLETE, nvsp_1_message_send_rndis_packet_complete, { status }),
   );
@@ -677,9 +678,12 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
     return NVSP_STAT_SUCCESS;
   }
 
+  /** SEND_RNDIS_PKT_COMPLETE: written at once when the ring has room (no promise per packet), else queued in order. */
   private completeTx(q: Queue, p: PacketView, status: number): void {
-    const payload = this.txComplete[status === NVSP_STAT_SUCCESS ? 0 : status === NVSP_STAT_FAIL ? 1 : 2];
-    this.complete(q, p.transactionId, payload);
+    const c = this.txCompletion;
+    c.transactionId = p.transactionId;
+    c.payload = this.txComplete[status === NVSP_STAT_SUCCESS ? 0 : status === NVSP_STAT_FAIL ? 1 : 2];
+    if (!q.channel.queue.trySend(c)) void q.channel.queue.send(c).catch(() => {});
   }
 
   private complete(q: Queue, tid: bigint, payload: Uint8Array): void {

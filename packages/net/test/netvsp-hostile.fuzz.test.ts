@@ -50,7 +50,7 @@ async function rawRndisPacket(
   ranges?: { byteCount: number; byteOffset: number; pfns: number[] }[],
 ): Promise<number> {
   const ch = sim.guest.channel(0);
-  const tid = 0x7000_0000n + BigInt(Math.floor(Math.random() * 1e6));
+  const tid = 0x7000_0000 + Math.floor(Math.random() * 1e6);
   const payload = encodeNvsp(NVSP_MSG1_TYPE_SEND_RNDIS_PKT, nvsp_1_message_send_rndis_packet, {
     channel_type: 0,
     send_buf_section_index: index,
@@ -67,7 +67,7 @@ async function rawRndisPacket(
   let status = -1;
   await sim.guest.until(() => {
     // The client's poll takes completions it does not know into its map: read it there.
-    const m = (sim.guest as unknown as { completions: Map<bigint, { status: number } | null> }).completions.get(tid);
+    const m = (sim.guest as unknown as { completions: Map<number, { status: number } | null> }).completions.get(tid);
     if (m) status = m.status;
     return m !== undefined;
   });

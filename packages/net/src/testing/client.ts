@@ -13,6 +13,7 @@ import { HvemuError } from '@hvemu/common';
 import { PAGE_SIZE, type GuestMemory } from '@hvemu/memory';
 import {
   encodeGpaDirectHeader,
+  type OutgoingPacket,
   VM_PKT_COMP,
   VM_PKT_DATA_INBAND,
   VM_PKT_DATA_USING_GPA_DIRECT,
@@ -189,13 +190,14 @@ interface GuestQueue {
   readonly channel: GuestChannel;
   /** Page-buffer pages for this queue's GPA-direct sends (one in flight per page set). */
   readonly txPfns: number[];
-  txBusy: bigint | null;
+  txBusy: number | null;
   readonly received: ReceivedFrame[];
   /** Transfer-page packets not completed yet (held, or the ring was full). */
-  readonly toComplete: bigint[];
+  readonly toComplete: number[];
 }
 
-const NO_ID = 0n;
+const NO_ID = 0;
+const NO_PPIS: readonly number[] = [];
 
 export class NetvscClient {
   info!: NetvscInfo;
@@ -209,17 +211,31 @@ export class NetvscClient {
   /** Malformed host packets seen. */
   hostErrors = 0;
   private readonly queues: GuestQueue[] = [];
-  private readonly completions = new Map<bigint, NvspHostMessage | null>();
+  private readonly completions = new Map<number, NvspHostMessage | null>();
   private readonly rndisAnswers = new Map<number, Uint8Array>();
-  private nextTid = 1n;
+  private nextTid = 1;
   private nextReqId = 1;
   private recvGpa = 0;
   private recvBytes = 0;
   private sendGpa = 0;
   private freeSections: number[] = [];
   /** Send-buffer section per outstanding transaction. */
-  private readonly sectionOf = new Map<bigint, number>();
+  private readonly sectionOf = new Map<number, number>();
   private readonly layout = new RndisPacketLayout();
+  // Reused on the data path: the ring copies each packet as it is written.
+  private readonly header = new Uint8Array(RNDIS_HEADER_SIZE + 36 + 8 * 16);
+  private readonly headerView = new DataView(this.header.buffer);
+  private readonly sectionPayload = encodeNvsp(NVSP_MSG1_TYPE_SEND_RNDIS_PKT, nvsp_1_message_send_rndis_packet, {
+    channel_type: NVSP_RNDIS_CHANNEL_DATA,
+  });
+  private readonly sectionPayloadView = new DataView(this.sectionPayload.buffer);
+  private readonly sectionPacket: OutgoingPacket = {
+    type: VM_PKT_DATA_INBAND,
+    flags: VMBUS_DATA_PACKET_FLAG_COMPLETION_REQUESTED,
+    transactionId: 0,
+    payload: this.sectionPayload,
+  };
+  private readonly completionPacket: OutgoingPacket = { type: VM_PKT_COMP, transactionId: 0, payload: RX_COMPLETE };
   private readonly opts: Required<Omit<NetvscClientOptions, 'vmbus' | 'memory' | 'pages' | 'relid' | 'versions'>> & NetvscClientOptions;
 
   constructor(options: NetvscClientOptions) {
@@ -495,7 +511,7 @@ export class NetvscClient {
     const q = this.queues[queue];
     await this.until(() => this.sendViaPages(q, message, channelType));
     const tid = q.txBusy!;
-    const m = await this.until(() => (this.completions.has(tid) ? this.completions.get(tid) : undefined));
+    const m = await this.until(() => (this.completions.has(tid) ? { m: this.completions.get(tid) } : undefined)).then((r) => r.m);
     this.completions.delete(tid);
     return m?.msg_type === NVSP_MSG1_TYPE_SEND_RNDIS_PKT_COMPLETE ? m.status : -1;
   }
@@ -508,13 +524,50 @@ export class NetvscClient {
    */
   send(frame: Uint8Array, options: SendOptions = {}): boolean {
     const q = this.queues[options.queue ?? 0];
-    const ppis = options.ppis ?? [];
+    const ppis = options.ppis ?? NO_PPIS;
     const headerLength = RNDIS_HEADER_SIZE + 36 + (ppis.length / 2) * 16;
     const via = options.via ?? (headerLength + frame.length <= this.info.sendSectionSize ? 'section' : 'pages');
+    if (via === 'section') return this.sendFrameInSection(q, frame, ppis, headerLength);
     const message = new Uint8Array(headerLength + frame.length);
     writeRndisPacketHeader(new DataView(message.buffer), 0, frame.length, ppis);
     message.set(frame, headerLength);
-    return via === 'section' ? this.sendViaSection(q, message) : this.sendViaPages(q, message, NVSP_RNDIS_CHANNEL_DATA);
+    return this.sendViaPages(q, message, NVSP_RNDIS_CHANNEL_DATA);
+  }
+
+  /**
+   * Sends made inside `fn` on `queue` are published together and signal the host at most once
+   * (what a guest under load gets from the ring protocol: the host is not draining yet).
+   */
+  batch<T>(fn: () => T, queue = 0): T {
+    return this.queues[queue].channel.rings.outbound.batch(fn);
+  }
+
+  /** The frame's RNDIS header and the frame written straight into a free section (no staging copy). */
+  private sendFrameInSection(q: GuestQueue, frame: Uint8Array, ppis: readonly number[], headerLength: number): boolean {
+    if (headerLength + frame.length > this.info.sendSectionSize) return false;
+    const section = this.freeSections.pop();
+    if (section === undefined) return false;
+    const at = this.sendGpa + section * this.info.sendSectionSize;
+    writeRndisPacketHeader(this.headerView, 0, frame.length, ppis);
+    this.opts.memory.write(at, this.header.subarray(0, headerLength));
+    this.opts.memory.write(at + headerLength, frame);
+    if (!this.postSection(q, section, headerLength + frame.length)) {
+      this.freeSections.push(section);
+      return false;
+    }
+    return true;
+  }
+
+  /** SEND_RNDIS_PKT naming `length` bytes of `section` (one reused payload: the ring copies it). */
+  private postSection(q: GuestQueue, section: number, length: number): boolean {
+    const tid = this.nextTid++;
+    const dv = this.sectionPayloadView;
+    dv.setUint32(8, section, true);
+    dv.setUint32(12, length, true);
+    this.sectionPacket.transactionId = tid;
+    if (!q.channel.rings.outbound.write(this.sectionPacket)) return false;
+    this.sectionOf.set(tid, section);
+    return true;
   }
 
   /** Several RNDIS messages batched in one section, each padded to the RNDIS alignment (netvsc_copy_to_send_buf). */
@@ -545,22 +598,10 @@ export class NetvscClient {
     const section = this.freeSections.pop();
     if (section === undefined) return false;
     this.opts.memory.write(this.sendGpa + section * this.info.sendSectionSize, message);
-    const tid = this.nextTid++;
-    const ok = q.channel.rings.outbound.write({
-      type: VM_PKT_DATA_INBAND,
-      flags: VMBUS_DATA_PACKET_FLAG_COMPLETION_REQUESTED,
-      transactionId: tid,
-      payload: encodeNvsp(NVSP_MSG1_TYPE_SEND_RNDIS_PKT, nvsp_1_message_send_rndis_packet, {
-        channel_type: NVSP_RNDIS_CHANNEL_DATA,
-        send_buf_section_index: section,
-        send_buf_section_size: message.length,
-      }),
-    });
-    if (!ok) {
+    if (!this.postSection(q, section, message.length)) {
       this.freeSections.push(section);
       return false;
     }
-    this.sectionOf.set(tid, section);
     return true;
   }
 
@@ -626,20 +667,21 @@ export class NetvscClient {
   }
 
   private onCompletion(q: GuestQueue, p: PacketView): void {
-    const tid = p.transactionId;
-    const m = p.payloadLength > 0 ? parseNvspHostMessage(p.payload().slice()) : null;
+    const tid = p.transactionIdNumber;
     const section = this.sectionOf.get(tid);
     if (section !== undefined) {
+      // A data send's completion: its section is free again (the status is not looked at, as Linux).
       this.sectionOf.delete(tid);
       this.freeSections.push(section);
+      return;
     }
     if (q.txBusy === tid) q.txBusy = null;
+    const m = p.payloadLength > 0 ? parseNvspHostMessage(p.payload().slice()) : null;
     if (m instanceof NvspProtocolError) {
       this.hostErrors++;
       return;
     }
-    // Data sends' completions are only kept for sendRaw (which takes them); requests' always.
-    if (section === undefined) this.completions.set(tid, m);
+    this.completions.set(tid, m);
   }
 
   private onInband(p: PacketView): void {
@@ -655,17 +697,19 @@ export class NetvscClient {
 
   /** Linux netvsc_receive: each range one RNDIS message in the receive buffer. */
   private onTransfer(q: GuestQueue, p: PacketView): void {
-    const xfer = p.transferPages()!;
-    const nvspType = p.u32(p.payloadOffset);
-    if (xfer.pageSetId !== NETVSC_RECEIVE_BUFFER_ID || nvspType !== NVSP_MSG1_TYPE_SEND_RNDIS_PKT) this.hostErrors++;
-    for (const r of xfer.ranges) {
-      if (r.byteOffset > this.recvBytes || r.byteCount > this.recvBytes - r.byteOffset || r.byteCount > this.info.recvSectionSize) {
+    if (p.u16(16) !== NETVSC_RECEIVE_BUFFER_ID || p.u32(p.payloadOffset) !== NVSP_MSG1_TYPE_SEND_RNDIS_PKT) this.hostErrors++;
+    const count = p.u32(20);
+    for (let i = 0; i < count; i++) {
+      const byteCount = p.u32(24 + i * 8);
+      const byteOffset = p.u32(28 + i * 8);
+      if (byteOffset > this.recvBytes || byteCount > this.recvBytes - byteOffset || byteCount > this.info.recvSectionSize) {
         this.hostErrors++;
         continue;
       }
-      this.onRndisMessage(q, this.opts.memory.bytes(this.recvGpa + r.byteOffset, r.byteCount).slice());
+      // A view of the section: the frame is copied out once, where it is kept.
+      this.onRndisMessage(q, this.opts.memory.bytes(this.recvGpa + byteOffset, byteCount));
     }
-    q.toComplete.push(p.transactionId);
+    q.toComplete.push(p.transactionIdNumber);
   }
 
   private onRndisMessage(q: GuestQueue, msg: Uint8Array): void {
@@ -699,15 +743,20 @@ export class NetvscClient {
   }
 
   private flushCompletions(q: GuestQueue): void {
-    while (q.toComplete.length > 0) {
-      const ok = q.channel.rings.outbound.write({ type: VM_PKT_COMP, transactionId: q.toComplete[0], payload: RX_COMPLETE });
-      if (!ok) return;
-      q.toComplete.shift();
-    }
+    if (q.toComplete.length === 0) return;
+    const out = q.channel.rings.outbound;
+    let done = 0;
+    out.batch(() => {
+      for (; done < q.toComplete.length; done++) {
+        this.completionPacket.transactionId = q.toComplete[done];
+        if (!out.write(this.completionPacket)) break;
+      }
+    });
+    q.toComplete.splice(0, done);
   }
 
   /** The held transfer-page packets' transaction ids, handed to the caller (who completes them, or not). */
-  takeHeld(): bigint[] {
+  takeHeld(): number[] {
     return this.queues.flatMap((q) => q.toComplete.splice(0));
   }
 
