@@ -106,16 +106,23 @@ async function connectedGuest(tap: TapBackend): Promise<{ guest: NetvscClient; n
   return { guest, nic };
 }
 
-/** Guest to network: `frames` sends, 32 per ring batch (one signal), until the TAP wrote them all. */
+/**
+ * Guest to network: `frames` sends until the TAP wrote them all. The guest batches as Linux
+ * does under load (xmit_more): up to max_pkt_per_msg RNDIS messages in one send-buffer section
+ * when they fit (small frames), and 32 sends per ring batch (one signal).
+ */
 async function hvemuTx(guest: NetvscClient, tap: TapBackend, size: number, frames: number): Promise<number> {
   const frame = ethernetFrame(NOBODY_MAC, GUEST_MAC, size);
+  const perSection = Math.max(1, Math.min(guest.info.maxPktPerMsg, Math.floor(guest.info.sendSectionSize / (size + 64))));
+  const group = Array.from({ length: perSection }, () => frame);
   const start = tap.stats.framesOut;
   const t0 = process.hrtime.bigint();
   let sent = 0;
   while (sent < frames) {
     const before = sent;
     guest.batch(() => {
-      for (let k = 0; k < 32 && sent < frames && guest.send(frame); k++) sent++;
+      for (let k = 0; k < 32 && sent + perSection <= frames && guest.sendBatch(group); k++) sent += perSection;
+      for (; sent < frames && frames - sent < perSection && guest.send(frame);) sent++;
     });
     if (sent === before) guest.poll();
   }

@@ -570,27 +570,39 @@ export class NetvscClient {
     return true;
   }
 
-  /** Several RNDIS messages batched in one section, each padded to the RNDIS alignment (netvsc_copy_to_send_buf). */
+  /**
+   * Several frames as RNDIS messages batched in one send-buffer section, each but the last
+   * padded to the RNDIS alignment with msg_len covering the padding (netvsc_copy_to_send_buf
+   * under xmit_more): one SEND_RNDIS_PKT and one completion for all of them. False when they do
+   * not fit one section, there are more than max_pkt_per_msg, or no section or ring space is free.
+   */
   sendBatch(frames: readonly Uint8Array[], queue = 0): boolean {
     const align = this.info.pktAlignment;
-    const parts: Uint8Array[] = [];
-    for (const [i, frame] of frames.entries()) {
-      const headerLength = RNDIS_HEADER_SIZE + 36;
-      const last = i === frames.length - 1;
-      const length = last ? headerLength + frame.length : Math.ceil((headerLength + frame.length) / align) * align;
-      const m = new Uint8Array(length);
-      writeRndisPacketHeader(new DataView(m.buffer), 0, frame.length, []);
-      new DataView(m.buffer).setUint32(4, length, true); // msg_len covers the padding, as Linux's does
-      m.set(frame, headerLength);
-      parts.push(m);
+    const headerLength = RNDIS_HEADER_SIZE + 36;
+    let total = 0;
+    for (let i = 0; i < frames.length; i++) {
+      const length = headerLength + frames[i].length;
+      total += i === frames.length - 1 ? length : Math.ceil(length / align) * align;
     }
-    const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-    let at = 0;
-    for (const p of parts) {
-      all.set(p, at);
-      at += p.length;
+    if (frames.length === 0 || frames.length > this.info.maxPktPerMsg || total > this.info.sendSectionSize) return false;
+    const section = this.freeSections.pop();
+    if (section === undefined) return false;
+    let at = this.sendGpa + section * this.info.sendSectionSize;
+    for (let i = 0; i < frames.length; i++) {
+      const frame = frames[i];
+      const length = headerLength + frame.length;
+      const padded = i === frames.length - 1 ? length : Math.ceil(length / align) * align;
+      writeRndisPacketHeader(this.headerView, 0, frame.length, NO_PPIS);
+      this.headerView.setUint32(4, padded, true);
+      this.opts.memory.write(at, this.header.subarray(0, headerLength));
+      this.opts.memory.write(at + headerLength, frame);
+      at += padded;
     }
-    return this.sendViaSection(this.queues[queue], all);
+    if (!this.postSection(this.queues[queue], section, total)) {
+      this.freeSections.push(section);
+      return false;
+    }
+    return true;
   }
 
   private sendViaSection(q: GuestQueue, message: Uint8Array): boolean {
