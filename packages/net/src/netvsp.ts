@@ -113,6 +113,11 @@ const MAX_CONTROL_MESSAGE = 4096;
 const MAX_PPI_BYTES = 512;
 /** Packets read from one ring before other work gets a turn. */
 const READ_BATCH = 64;
+/**
+ * Ranges (RNDIS messages) per transfer-page packet: frames that arrive together go to the guest
+ * together (one ring packet, one signal, one completion). Linux takes up to 375 without RSC.
+ */
+export const MAX_XFER_RANGES = 64;
 /** RNDIS control answers waiting for a receive section; more are dropped and counted. */
 const MAX_PENDING_CONTROL = 64;
 
@@ -176,6 +181,9 @@ interface Queue {
   readonly channel: DeviceChannel;
   /** A transfer-page packet waits for ring space: further frames for this queue wait too. */
   ringBlocked: boolean;
+  /** Sections written for this queue and not yet named by a transfer-page packet (sent together). */
+  readonly batch: number[];
+  readonly batchLengths: number[];
   /** More packets may be in the ring after a batch (the guest does not signal for those). */
   again: ReturnType<typeof setImmediate> | null;
 }
@@ -217,7 +225,12 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
   private readonly rxHeader = new Uint8Array(RNDIS_PACKET_HEADER_SIZE + 4 * NDIS_U32_PPI_SIZE);
   private readonly rxHeaderView = new DataView(this.rxHeader.buffer);
   private readonly rxPpis: number[] = [];
-  private readonly xferHeader = new Uint8Array(16);
+  private readonly xferHeader = new Uint8Array(8 + 8 * MAX_XFER_RANGES);
+  private readonly xferHeaderView = new DataView(this.xferHeader.buffer);
+  /** Transfer-page packets the guest has not completed: packet id -> queue and sections. */
+  private readonly inflight = new Map<number, { queue: number; sections: number[] }>();
+  private nextPacketId = 1;
+  private flushQueued = false;
   private readonly xferPayload = encodeNvsp(NVSP_MSG1_TYPE_SEND_RNDIS_PKT, nvsp_1_message_send_rndis_packet, {
     channel_type: NVSP_RNDIS_CHANNEL_DATA,
     send_buf_section_index: NETVSC_INVALID_INDEX,
@@ -272,6 +285,16 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
     return this.session?.version ?? 0;
   }
 
+  /** Receive-buffer sections free now (0 without a receive buffer). */
+  get receiveSectionsFree(): number {
+    return this.session?.recv?.available ?? 0;
+  }
+
+  /** Transfer-page packets the guest has not completed yet. */
+  get receivesInFlight(): number {
+    return this.inflight.size;
+  }
+
   /** Queues open now (primary and subchannels). */
   get openQueues(): number {
     return this.queues.filter((q) => q !== undefined).length;
@@ -314,7 +337,7 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
     if (index === 0) this.session = { stage: 'init', version: 0, ndisConfigMtu: 0, recv: null, send: null, subchannelsOffered: 0 };
     else if (!this.session || index > this.session.subchannelsOffered)
       throw new HostUsageError(`netvsp: subchannel ${index} was not offered`);
-    this.queues[index] = { index, channel, ringBlocked: false, again: null };
+    this.queues[index] = { index, channel, ringBlocked: false, again: null, batch: [], batchLengths: [] };
   }
 
   close(channel: DeviceChannel, _reason: ChannelCloseReason): void {
@@ -330,6 +353,7 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
       this.session = null;
       this.rndis.reset();
       this.pendingControl.length = 0;
+      this.forgetReceives();
     }
     this.resumeBackend();
   }
@@ -413,6 +437,7 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
         return this.onSendBuffer(q, m.gpadl_handle, tid);
       case NVSP_MSG1_TYPE_REVOKE_RECV_BUF:
         s.recv = null;
+        this.forgetReceives();
         return;
       case NVSP_MSG1_TYPE_REVOKE_SEND_BUF:
         s.send = null;
@@ -434,6 +459,7 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
     const version = NVSP_PROTOCOL_VERSIONS.find((v) => v >= min && v <= max) ?? 0;
     if (version !== 0) {
       Object.assign(s, { stage: 'ready', version, recv: null, send: null });
+      this.forgetReceives();
       this.rndis.reset();
       this.rndis.nvspVersion = version;
     }
@@ -454,8 +480,10 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
     const sectionSize = this.receiveSectionSize();
     const data = this.gpadlData(q, gpadl);
     const ok = data !== null && id === NETVSC_RECEIVE_BUFFER_ID && data.length >= sectionSize && s.recv === null;
-    if (ok) s.recv = new ReceiveBuffer(gpadl, data, sectionSize);
-    else this.stats.nvspErrors++;
+    if (ok) {
+      this.forgetReceives();
+      s.recv = new ReceiveBuffer(gpadl, data, sectionSize);
+    } else this.stats.nvspErrors++;
     const count = s.recv?.count ?? 0;
     this.complete(
       q,
@@ -697,14 +725,18 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
 
   // ---- host to guest
 
-  /** The guest completed a transfer-page packet: its section is free again. */
+  /** The guest completed a transfer-page packet: its sections are free again. */
   private onCompletion(q: Queue, p: PacketView): void {
     const recv = this.session?.recv;
-    const index = p.transactionIdNumber - 1;
-    if (!recv || !recv.release(index, q.index)) {
+    const id = p.transactionIdNumber;
+    const packet = this.inflight.get(id);
+    // Only a packet out on this queue, in this receive buffer, completes.
+    if (!recv || !packet || packet.queue !== q.index) {
       this.stats.badCompletions++;
       return;
     }
+    this.inflight.delete(id);
+    for (const section of packet.sections) recv.release(section, q.index);
     this.flushControl();
     this.resumeBackend();
   }
@@ -739,13 +771,33 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
       // The guest tore down the receive buffer's GPADL without revoking it first: no more receives.
       if (!(error instanceof GuestDataRevokedError)) throw error;
       s.recv = null;
+      this.forgetReceives();
       this.stats.rxNotReady++;
       return true;
     }
     this.stats.rxFrames++;
     this.stats.rxBytes += frame.length;
-    this.sendSection(queue, section, headerLength + frame.length);
+    this.addToBatch(queue, section, headerLength + frame.length);
     return true;
+  }
+
+  /** Frames delivered in one burst (the backend's synchronous loop) leave in one packet per queue. */
+  private addToBatch(q: Queue, section: number, length: number): void {
+    q.batch.push(section);
+    q.batchLengths.push(length);
+    if (q.batch.length >= MAX_XFER_RANGES) return this.flushQueue(q);
+    if (this.flushQueued) return;
+    this.flushQueued = true;
+    queueMicrotask(() => {
+      this.flushQueued = false;
+      for (const queue of this.queues) if (queue) this.flushQueue(queue);
+    });
+  }
+
+  private flushQueue(q: Queue): void {
+    if (q.batch.length === 0 || this.queues[q.index] !== q) return;
+    const sections = q.batch.splice(0);
+    this.sendSections(q, sections, q.batchLengths.splice(0));
   }
 
   private refuse(): boolean {
@@ -761,17 +813,25 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
     for (const q of this.queues) if (q && !q.again) q.again = setImmediate(() => this.drainLater(q));
   }
 
-  /** The transfer-page packet naming one section (one RNDIS message); waits for ring space if it must. */
-  private sendSection(q: Queue, section: number, length: number): void {
+  /**
+   * The transfer-page packet naming `sections` (one RNDIS message each) in the receive buffer,
+   * under a packet id the guest's completion returns; waits (in order) for ring space if it must.
+   */
+  private sendSections(q: Queue, sections: number[], lengths: number[]): void {
     const recv = this.session!.recv!;
-    const dv = new DataView(this.xferHeader.buffer);
+    const dv = this.xferHeaderView;
     dv.setUint16(0, NETVSC_RECEIVE_BUFFER_ID, true); // xfer_pageset_id
     dv.setUint8(2, 0); // sender_owns_set
-    dv.setUint32(4, 1, true); // range_cnt
-    dv.setUint32(8, length, true);
-    dv.setUint32(12, section * recv.sectionSize, true);
-    // Transaction id 0 is the host's unsolicited packets'; sections are named from 1.
-    this.xferPacket.transactionId = section + 1;
+    dv.setUint8(3, 0);
+    dv.setUint32(4, sections.length, true); // range_cnt
+    for (let i = 0; i < sections.length; i++) {
+      dv.setUint32(8 + i * 8, lengths[i], true);
+      dv.setUint32(12 + i * 8, sections[i] * recv.sectionSize, true);
+    }
+    const id = this.packetId();
+    this.inflight.set(id, { queue: q.index, sections });
+    this.xferPacket.header = this.xferHeader.subarray(0, 8 + 8 * sections.length);
+    this.xferPacket.transactionId = id;
     const queue = q.channel.queue;
     if (queue.trySend(this.xferPacket)) return;
     q.ringBlocked = true;
@@ -782,6 +842,24 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
       },
       () => {}, // the channel closed: its sections went with the session
     );
+  }
+
+  /** A packet id not in flight (0 is the host's unsolicited packets'; ids wrap below 2^31). */
+  private packetId(): number {
+    do {
+      this.nextPacketId = this.nextPacketId >= 0x7fffffff ? 1 : this.nextPacketId + 1;
+    } while (this.inflight.has(this.nextPacketId));
+    return this.nextPacketId;
+  }
+
+  /** A new, revoked or closed receive buffer: nothing out there completes any more. */
+  private forgetReceives(): void {
+    this.inflight.clear();
+    for (const q of this.queues) {
+      if (!q) continue;
+      q.batch.length = 0;
+      q.batchLengths.length = 0;
+    }
   }
 
   /** An RNDIS control answer or indication to the guest (on the primary), in order. */
@@ -809,7 +887,8 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
       if (section < 0) return;
       this.pendingControl.shift();
       recv.data.write(section * recv.sectionSize, message);
-      this.sendSection(q, section, message.length);
+      this.flushQueue(q); // frames already written for the primary go first
+      this.sendSections(q, [section], [message.length]);
     }
   }
 

@@ -76,6 +76,24 @@ describe('netvsp data path', () => {
     expect(sim.nic.stats.txFrames).toBe(sent);
   });
 
+  it('frames arriving together reach the guest in one transfer-page packet; its completion frees every section', async () => {
+    const sim = await nicSim();
+    const info = await sim.guest.connect();
+    sim.guest.holdCompletions = true;
+    const burst = Array.from({ length: 10 }, (_, i) => ethernetFrame(GUEST_MAC, PEER_MAC, 100 + i));
+    for (const f of burst) sim.peer.send([f]);
+    await sim.guest.until(() => sim.guest.received(0).length === 10);
+    expect(sim.nic.receivesInFlight).toBe(1);
+    expect(sim.nic.receiveSectionsFree).toBe(info.recvSections - 10);
+    const held = sim.guest.takeHeld();
+    expect(held).toHaveLength(1);
+    sim.guest.channel(0).rings.outbound.write({ type: 0xb, transactionId: held[0], payload: new Uint8Array(8) });
+    sim.guest.poll();
+    expect(sim.nic.receiveSectionsFree).toBe(info.recvSections);
+    expect(sim.nic.receivesInFlight).toBe(0);
+    expect(sim.guest.received(0).map((r) => r.frame.length)).toEqual(burst.map((f) => f.length));
+  });
+
   it('a VLAN PPI becomes an 802.1Q tag in the frame the backend gets', async () => {
     const sim = await nicSim();
     await sim.guest.connect();
@@ -102,8 +120,8 @@ describe('netvsp data path', () => {
       sent++; // the refused frame was taken into the port's queue all the same
       refused++;
     }
-    sim.guest.poll();
-    expect(sim.guest.received(0).length).toBe(info.recvSections);
+    // The frames written go out together (one transfer-page packet) once the burst is over.
+    await sim.guest.until(() => sim.guest.received(0).length === info.recvSections);
     expect(sim.nic.stats.rxBackpressure).toBeGreaterThan(0);
     expect(refused).toBe(1);
     // The guest completes: sections come back, the NIC resumes the port, the rest flows.
@@ -116,14 +134,15 @@ describe('netvsp data path', () => {
   });
 
   it('a full guest ring (small ring, guest not polling) waits, then everything arrives in order', async () => {
-    const sim = await nicSim({ guest: { ringPages: 2 }, capacity: 16 });
+    // One burst of 2000 frames: 32 transfer-page packets of up to 64 ranges, far more than a 4 KiB ring holds.
+    const sim = await nicSim({ guest: { ringPages: 2, recvBufferBytes: 4 << 20 }, capacity: 4096 });
     await sim.guest.connect();
-    const frames = Array.from({ length: 200 }, (_, i) => ethernetFrame(GUEST_MAC, PEER_MAC, 60 + (i % 50), () => i & 0xff));
-    const sending = peerSends(sim, frames);
+    const frames = Array.from({ length: 2000 }, (_, i) => ethernetFrame(GUEST_MAC, PEER_MAC, 60 + (i % 50), () => i & 0xff));
+    for (const f of frames) sim.peer.send([f]);
     await sim.guest.until(() => sim.guest.received(0).length === frames.length);
-    await sending;
     expect(sim.guest.received(0).every((r, i) => sameBytes(r.frame, frames[i]))).toBe(true);
     expect(sim.attached.openChannels()[0].queue.stats.sendsWaited).toBeGreaterThan(0);
+    expect(sim.nic.stats.rxBackpressure).toBeGreaterThan(0);
   });
 
   it('a backend that stops taking frames stops the guest (sends stay uncompleted), then all of them go out', async () => {
