@@ -76,18 +76,20 @@ export class SendBuffer {
  * section and that message's frame in page buffers: one sequence covers all three.
  */
 export class TxSource {
-  private parts: GuestData[] = [];
+  private readonly parts: GuestData[] = [];
   length = 0;
 
   reset(first: GuestData | null, second: GuestData | null): void {
     this.parts.length = 0;
     this.length = 0;
-    for (const p of [first, second]) {
-      if (p && p.length > 0) {
-        this.parts.push(p);
-        this.length += p.length;
-      }
-    }
+    this.add(first);
+    this.add(second);
+  }
+
+  private add(part: GuestData | null): void {
+    if (!part || part.length === 0) return;
+    this.parts.push(part);
+    this.length += part.length;
   }
 
   /** Copies [offset, offset + length) into `target` at 0. */
