@@ -94,6 +94,21 @@ describe('netvsp data path', () => {
     expect(sim.guest.received(0).map((r) => r.frame.length)).toEqual(burst.map((f) => f.length));
   });
 
+  it("Linux's cp_partial: batched messages and the next one's header in a section, its frame in page buffers", async () => {
+    const sim = await nicSim();
+    await sim.guest.connect();
+    await fc.assert(
+      fc.asyncProperty(frameArbitrary(PEER_MAC, { mtu: 1000 }), frameArbitrary(PEER_MAC), async (first, second) => {
+        const before = sim.peerSink.frames.length;
+        await sim.guest.until(() => sim.guest.sendPartial(first, second));
+        await sim.guest.until(() => sim.peerSink.frames.length === before + 2);
+        expect(sameBytes(sim.peerSink.frames[before], first) && sameBytes(sim.peerSink.frames[before + 1], second)).toBe(true);
+      }),
+      { numRuns: fuzzRuns(30) },
+    );
+    expect(sim.nic.stats.rndisErrors).toBe(0);
+  });
+
   it('a VLAN PPI becomes an 802.1Q tag in the frame the backend gets', async () => {
     const sim = await nicSim();
     await sim.guest.connect();

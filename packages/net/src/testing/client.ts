@@ -605,6 +605,54 @@ export class NetvscClient {
     return true;
   }
 
+  /**
+   * Linux's cp_partial send (netvsc_send when a packet does not fit the batch's section):
+   * `first` whole in a send section (padded to the RNDIS alignment), then `second`'s RNDIS
+   * header in the same section and its frame in page buffers, all named by one SEND_RNDIS_PKT.
+   */
+  sendPartial(first: Uint8Array, second: Uint8Array, queue = 0): boolean {
+    const q = this.queues[queue];
+    const headerLength = RNDIS_HEADER_SIZE + 36;
+    const firstLength = Math.ceil((headerLength + first.length) / this.info.pktAlignment) * this.info.pktAlignment;
+    const sectionLength = firstLength + headerLength;
+    if (q.txBusy !== null || sectionLength > this.info.sendSectionSize || second.length > q.txPfns.length * PAGE_SIZE) return false;
+    const section = this.freeSections.pop();
+    if (section === undefined) return false;
+    const at = this.sendGpa + section * this.info.sendSectionSize;
+    writeRndisPacketHeader(this.headerView, 0, first.length, NO_PPIS);
+    this.headerView.setUint32(4, firstLength, true);
+    this.opts.memory.write(at, this.header.subarray(0, headerLength));
+    this.opts.memory.write(at + headerLength, first);
+    writeRndisPacketHeader(this.headerView, 0, second.length, NO_PPIS);
+    this.opts.memory.write(at + firstLength, this.header.subarray(0, headerLength));
+    const ranges: { byteCount: number; byteOffset: number; pfns: number[] }[] = [];
+    for (let off = 0, page = 0; off < second.length; page++) {
+      const n = Math.min(PAGE_SIZE, second.length - off);
+      this.opts.memory.write(q.txPfns[page] * PAGE_SIZE, second.subarray(off, off + n));
+      ranges.push({ byteCount: n, byteOffset: 0, pfns: [q.txPfns[page]] });
+      off += n;
+    }
+    const tid = this.nextTid++;
+    const ok = q.channel.rings.outbound.write({
+      type: VM_PKT_DATA_USING_GPA_DIRECT,
+      flags: VMBUS_DATA_PACKET_FLAG_COMPLETION_REQUESTED,
+      transactionId: tid,
+      header: encodeGpaDirectHeader(ranges),
+      payload: encodeNvsp(NVSP_MSG1_TYPE_SEND_RNDIS_PKT, nvsp_1_message_send_rndis_packet, {
+        channel_type: NVSP_RNDIS_CHANNEL_DATA,
+        send_buf_section_index: section,
+        send_buf_section_size: sectionLength,
+      }),
+    });
+    if (!ok) {
+      this.freeSections.push(section);
+      return false;
+    }
+    this.sectionOf.set(tid, section);
+    q.txBusy = tid;
+    return true;
+  }
+
   private sendViaSection(q: GuestQueue, message: Uint8Array): boolean {
     if (message.length > this.info.sendSectionSize) return false;
     const section = this.freeSections.pop();
@@ -680,6 +728,7 @@ export class NetvscClient {
 
   private onCompletion(q: GuestQueue, p: PacketView): void {
     const tid = p.transactionIdNumber;
+    if (q.txBusy === tid) q.txBusy = null;
     const section = this.sectionOf.get(tid);
     if (section !== undefined) {
       // A data send's completion: its section is free again (the status is not looked at, as Linux).
@@ -687,7 +736,6 @@ export class NetvscClient {
       this.freeSections.push(section);
       return;
     }
-    if (q.txBusy === tid) q.txBusy = null;
     const m = p.payloadLength > 0 ? parseNvspHostMessage(p.payload().slice()) : null;
     if (m instanceof NvspProtocolError) {
       this.hostErrors++;
