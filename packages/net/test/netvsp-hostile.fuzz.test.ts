@@ -165,6 +165,25 @@ describe('netvsp against a hostile guest', () => {
     await stillWorks(sim);
   });
 
+  it('buffers torn down under the device (GPADL teardown without REVOKE): refused and counted, the channel stays open', async () => {
+    const sim = await nicSim();
+    await sim.guest.connect();
+    const relid = sim.guest.channel(0).relid;
+    await sim.vmbus.teardownGpadl(relid, sim.guest.sendGpadl);
+    // A send naming a section of the torn-down buffer: NVSP_STAT_FAIL; page buffers still work.
+    expect(await rawRndisPacket(sim, 0, 100)).toBe(NVSP_STAT_FAIL);
+    expect(sim.nic.stats.badSections).toBe(1);
+    const out = ethernetFrame(PEER_MAC, GUEST_MAC, 300);
+    await sim.guest.until(() => sim.guest.send(out, { via: 'pages' }));
+    await sim.guest.until(() => sim.peerSink.frames.length === 1);
+    await sim.vmbus.teardownGpadl(relid, sim.guest.recvGpadl);
+    sim.peer.send([ethernetFrame(GUEST_MAC, PEER_MAC, 60)]);
+    expect(sim.nic.stats.rxNotReady).toBe(1);
+    expect(sim.nic.receiveSectionsFree).toBe(0);
+    expect(sim.attached.openChannels()).toHaveLength(1);
+    expect(sim.logger.records.filter((r) => r.level === 'error')).toEqual([]);
+  });
+
   // (Packet types the ring layer does not know break the ring: that fails the channel by design, tested in @hvemu/vmbus.)
   it('random NVSP message sequences: never a thrown error or a failed channel; a new session works after', async () => {
     const sim = await nicSim({ nic: { maxQueues: 2 } });

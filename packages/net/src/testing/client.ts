@@ -210,6 +210,9 @@ export class NetvscClient {
   holdCompletions = false;
   /** Malformed host packets seen. */
   hostErrors = 0;
+  /** The GPADL handles of the receive and send buffers (hostile tests tear them down). */
+  recvGpadl = 0;
+  sendGpadl = 0;
   private readonly queues: GuestQueue[] = [];
   private readonly completions = new Map<number, NvspHostMessage | null>();
   private readonly rndisAnswers = new Map<number, Uint8Array>();
@@ -323,6 +326,7 @@ export class NetvscClient {
     this.recvGpa = pfns[0] * PAGE_SIZE;
     this.recvBytes = pages * PAGE_SIZE;
     const gpadl = await this.opts.vmbus.createGpadl(primary.channel.relid, pfns);
+    this.recvGpadl = gpadl;
     const m = await this.request(
       primary,
       encodeNvsp(NVSP_MSG1_TYPE_SEND_RECV_BUF, nvsp_1_message_send_receive_buffer, { gpadl_handle: gpadl, id: NETVSC_RECEIVE_BUFFER_ID }),
@@ -341,6 +345,7 @@ export class NetvscClient {
     const pfns = this.opts.pages.allocate(pages);
     this.sendGpa = pfns[0] * PAGE_SIZE;
     const gpadl = await this.opts.vmbus.createGpadl(primary.channel.relid, pfns);
+    this.sendGpadl = gpadl;
     const m = await this.request(
       primary,
       encodeNvsp(NVSP_MSG1_TYPE_SEND_SEND_BUF, nvsp_1_message_send_send_buffer, { gpadl_handle: gpadl, id: NETVSC_SEND_BUFFER_ID }),
