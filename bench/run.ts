@@ -9,6 +9,7 @@ import { benchSynic } from './synic.js';
 import { benchVmbus, benchVmbusKvm } from './vmbus.js';
 import { benchTrace } from './trace.js';
 import { benchNet } from './net.js';
+import { benchStorage } from './storage.js';
 
 const SUITES: Record<string, () => Record<string, number | string> | Promise<Record<string, number | string>>> = {
   ring: benchRing,
@@ -18,6 +19,7 @@ const SUITES: Record<string, () => Record<string, number | string> | Promise<Rec
   'vmbus-kvm': benchVmbusKvm,
   trace: benchTrace,
   net: benchNet,
+  storage: benchStorage,
 };
 
 // `npm run bench -- synic vmbus-kvm` runs only the named suites (default: all, in this order).

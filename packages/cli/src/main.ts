@@ -72,14 +72,21 @@ channel alone; --json prints one JSON object`,
     run: traceShow,
   },
   run: {
-    usage: 'hvemu run --kernel FILE [--cmdline TEXT] [--initrd FILE] [--memory SIZE] [--cpus N] [--timeout SECONDS]',
+    usage:
+      'hvemu run --kernel FILE [--cmdline TEXT] [--initrd FILE] [--memory SIZE] [--cpus N] [--timeout SECONDS] [--devices LIST] [--trace FILE] [--events]',
     help: `boots a Linux kernel (an uncompressed vmlinux through its PVH entry, or a bzImage)
 on KVM with hvemu's Hyper-V, VMBus and integration components, ACPI and a COM1 console on
 stdout; --memory takes QEMU-style sizes (256M, 8G; default 256M), --cpus (default 1),
---timeout in seconds (default 600); exit code 0 powered off, 3 reset, 4 crashed (the
-Hyper-V crash MSRs), 5 timed out, 1 failed (an emulation failure, a triple fault), 2 a
-command line or file hvemu cannot use`,
+--timeout in seconds (default 600), --devices the VMBus devices to offer, comma-separated
+(default: every integration component), --trace records the session for hvemu replay,
+--events logs the host's side (offers, VMBus actions, the end) on stderr; exit code 0
+powered off, 3 reset, 4 crashed (the Hyper-V crash MSRs and the guest's panic message),
+5 timed out, 6 triple fault, 7 emulation failure (registers and instruction bytes on
+stderr), 1 failed otherwise, 2 a command line or file hvemu cannot use`,
     options: {
+      devices: { type: 'string' },
+      trace: { type: 'string' },
+      events: { type: 'boolean' },
       kernel: { type: 'string' },
       cmdline: { type: 'string' },
       initrd: { type: 'string' },
@@ -209,18 +216,11 @@ function oneLine(text: string): string {
 }
 
 async function demo(values: Values): Promise<number> {
-  const { TraceOutputError } = await import('@hvemu/trace');
   const { kvmAvailable, runKvmDemo } = await import('./kvm-demo.js');
   const { runVmDemo } = await import('./vm-demo.js');
   const trace = values.trace as string | undefined;
   // The trace file first: an unwritable path fails here, in one line, before any VM starts.
-  if (trace !== undefined) {
-    try {
-      closeSync(openSync(trace, 'w'));
-    } catch (error) {
-      throw new TraceOutputError(trace, error);
-    }
-  }
+  if (trace !== undefined) await checkTraceWritable(trace);
   const kvm = kvmAvailable();
   if (kvm.ok && !values.sim) {
     process.stdout.write(
@@ -234,6 +234,28 @@ async function demo(values: Values): Promise<number> {
   process.stdout.write(`(simulated partition and a Linux-like TypeScript guest; ${why})\n\n`);
   const r = await runVmDemo((line) => process.stdout.write(`${line}\n`), trace);
   return r.shutdownStatus === 0 && r.heartbeats === 3 ? 0 : 1;
+}
+
+async function checkTraceWritable(path: string): Promise<void> {
+  const { TraceOutputError } = await import('@hvemu/trace');
+  try {
+    closeSync(openSync(path, 'w'));
+  } catch (error) {
+    throw new TraceOutputError(path, error);
+  }
+}
+
+/** `--devices a,b`: known VMBus device kinds, each once; undefined means the default set. */
+async function parseDeviceList(text: string | undefined): Promise<string[] | undefined> {
+  if (text === undefined) return undefined;
+  const { defaultDevices } = await import('@hvemu/vm');
+  const names = text.split(',').map((n) => n.trim());
+  const known = defaultDevices().names;
+  for (const name of names) {
+    if (!known.includes(name)) throw new UsageError(`--devices: '${name}' is not a VMBus device kind (${known.join(', ')})`);
+  }
+  if (new Set(names).size !== names.length) throw new UsageError(`--devices ${text} names a device twice`);
+  return names;
 }
 
 async function runVerb(values: Values): Promise<number> {
@@ -250,8 +272,14 @@ async function runVerb(values: Values): Promise<number> {
   const timeoutSeconds = Number((values.timeout as string | undefined) ?? '600');
   if (!(timeoutSeconds > 0 && Number.isFinite(timeoutSeconds)))
     throw new UsageError(`--timeout ${String(values.timeout)} is not a positive number of seconds`);
+  const devices = await parseDeviceList(values.devices as string | undefined);
+  const trace = values.trace as string | undefined;
+  if (trace !== undefined) await checkTraceWritable(trace);
   return runLinux({
     kernel,
+    devices,
+    trace,
+    events: values.events === true,
     initrd: values.initrd as string | undefined,
     commandLine: values.cmdline as string | undefined,
     memoryBytes,

@@ -3,8 +3,9 @@
  * on stdout, and an exit status that says how it ended.
  */
 import { readFileSync } from 'node:fs';
-import { HvemuError } from '@hvemu/common';
-import { LinuxVm, type LinuxVmEnd } from '@hvemu/vm';
+import { HvemuError, MonotonicClock } from '@hvemu/common';
+import { TraceRecorder } from '@hvemu/trace';
+import { deviceTraceHeader, describeCpuidDifferences, LinuxVm, type LinuxVmEnd } from '@hvemu/vm';
 
 /** A file named on the command line that cannot be read. */
 export class RunInputError extends HvemuError {
@@ -12,7 +13,7 @@ export class RunInputError extends HvemuError {
 }
 
 /** Exit statuses: how the guest ended. */
-export const RUN_EXIT = { poweroff: 0, error: 1, reset: 3, crash: 4, timeout: 5 } as const;
+export const RUN_EXIT = { poweroff: 0, error: 1, reset: 3, crash: 4, timeout: 5, 'triple-fault': 6, 'emulation-failure': 7 } as const;
 
 export interface RunOptions {
   kernel: string;
@@ -21,6 +22,12 @@ export interface RunOptions {
   memoryBytes: number;
   cpus: number;
   timeoutSeconds: number;
+  /** VMBus device kinds to offer (default: the registry's, the integration components). */
+  devices?: readonly string[];
+  /** Record the session here for `hvemu replay`. */
+  trace?: string;
+  /** Log the host's side (offers, VMBus actions, the end) through `log`. */
+  events?: boolean;
   console: (bytes: Uint8Array) => void;
   log: (line: string) => void;
 }
@@ -45,9 +52,21 @@ function readInput(what: string, path: string): Uint8Array {
 
 /** Boots the kernel, runs it to its end, and returns the exit status (RUN_EXIT). */
 export async function runLinux(o: RunOptions): Promise<number> {
+  const kernel = readInput('--kernel', o.kernel);
+  const initrd = o.initrd === undefined ? undefined : readInput('--initrd', o.initrd);
+  // What this KVM passes through from the host despite hvemu's CPU model (one line per register).
+  for (const line of describeCpuidDifferences((await LinuxVm.probeCpuid()).differences)) o.log(`hvemu run: warning: cpuid: ${line}`);
+  const clock = new MonotonicClock();
+  const recorder = o.trace
+    ? TraceRecorder.toFile(o.trace, deviceTraceHeader('hvemu run (Linux)', { devices: o.devices }), { clock })
+    : undefined;
   const vm = new LinuxVm({
-    kernel: readInput('--kernel', o.kernel),
-    initrd: o.initrd === undefined ? undefined : readInput('--initrd', o.initrd),
+    kernel,
+    initrd,
+    devices: o.devices,
+    clock,
+    trace: recorder,
+    onEvent: o.events ? (e) => o.log(`[host ${(e.timeMs / 1000).toFixed(3).padStart(9)}] ${e.text}`) : undefined,
     commandLine: o.commandLine,
     ramBytes: o.memoryBytes,
     cpus: o.cpus,
@@ -56,10 +75,14 @@ export async function runLinux(o: RunOptions): Promise<number> {
   try {
     o.log(`hvemu run: ${vm.boot.kind === 'pvh' ? 'PVH vmlinux' : 'bzImage'}, ${o.memoryBytes >> 20} MiB, ${o.cpus} vCPU(s)`);
     const end = await vm.run(o.timeoutSeconds * 1000);
-    o.log(`hvemu run: ${describeEnd(end)}`);
+    for (const line of describeEnd(end).split('\n')) o.log(`hvemu run: ${line}`);
     return RUN_EXIT[end.kind];
   } finally {
     vm.close();
+    if (recorder) {
+      await recorder.close();
+      o.log(`hvemu run: trace: ${recorder.eventsRecorded} events written to ${o.trace}`);
+    }
   }
 }
 
@@ -69,11 +92,26 @@ function describeEnd(end: LinuxVmEnd): string {
       return 'the guest powered off (ACPI S5)';
     case 'reset':
       return 'the guest reset (ACPI reset register)';
-    case 'crash':
-      return `the guest crashed: P0-P4 ${end.params.map((p) => `0x${p.toString(16)}`).join(' ')}`;
+    case 'crash': {
+      const params = `P0-P4 ${end.params.map((p) => `0x${p.toString(16)}`).join(' ')}`;
+      const message = end.message ? `\n${crashMessageTail(end.message)}` : '';
+      return `the guest crashed: ${params}${message}`;
+    }
+    case 'triple-fault':
+      return `triple fault: ${end.error.message}`;
+    case 'emulation-failure':
+      return `emulation failure: ${end.error.message}`;
     case 'timeout':
       return 'timed out: the guest was stopped';
     case 'error':
       return `the guest failed: ${end.error.message.replace(/\s*\n\s*/g, '; ')}`;
   }
+}
+
+/** The last lines of the guest's crash message (Linux: the tail of its kernel log, up to a page). */
+function crashMessageTail(message: string, lines = 20): string {
+  const all = message.trimEnd().split('\n');
+  const shown = all.slice(-lines);
+  const what = shown.length < all.length ? `the last ${shown.length} of its ${all.length} lines` : 'as the guest wrote it';
+  return `the guest's crash message (${what}):\n${shown.join('\n')}`;
 }

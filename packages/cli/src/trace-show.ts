@@ -91,6 +91,11 @@ export function describeEvent(e: TraceEvent): string {
       return `host  relid ${e.channelState.relid} ${e.channelState.state}${e.channelState.classId ? ` class ${e.channelState.classId}` : ''}`;
     case 'hostCall':
       return `vmm   ${e.hostCall.device}.${e.hostCall.method}(${e.hostCall.argsJson.slice(1, -1)}) on relid ${e.hostCall.relid}`;
+    case 'hostInput': {
+      const i = e.hostInput;
+      const value = i.source === 'referenceTime' ? `reference time ${i.referenceTime}` : `wall clock ${i.wallClockMs} ms`;
+      return `input ${i.device} on relid ${i.relid} read ${value}`;
+    }
   }
 }
 

@@ -17,6 +17,8 @@ import { runReplay } from '../src/replay.js';
 const fixture = (name: string): string => fileURLToPath(new URL(`../../../fixtures/traces/${name}`, import.meta.url));
 const SIM = fixture('sim-ic-demo.hvtrace');
 const KVM = fixture('kvm-ic-demo.hvtrace');
+/** A real client: Linux 6.1's hv_vmbus and hv_utils on hvemu's KVM path (scripts/capture-linux-fixture.sh). */
+const LINUX = fixture('linux-6.1-ic.hvtrace');
 const MAIN = fileURLToPath(new URL('../dist/main.js', import.meta.url));
 
 type Packet = Extract<TraceEvent, { kind: 'ringPacket' }>;
@@ -87,7 +89,8 @@ describe('hvemu replay', () => {
     expect(r1.divergence?.actual?.kind).toBe('ringPacket');
 
     // The guest's negotiate answer on timesync: without it in the ring the host never becomes
-    // ready, so the time sample it sent next in the recording is missing, right there.
+    // ready, so the time sample it took next in the recording (its clock reads first, then the
+    // packet) is missing, right there.
     const guestPacket = trace.events.findIndex(
       (e) => e.kind === 'ringPacket' && e.ringPacket.direction === 'GUEST_TO_HOST' && e.ringPacket.relid === 3,
     );
@@ -98,8 +101,8 @@ describe('hvemu replay', () => {
       ),
     );
     expect(r2.divergence?.index).toBe(guestPacket);
-    expect(r2.divergence?.expected?.kind).toBe('ringPacket');
-    expect(r2.divergence?.actual?.kind).not.toBe('ringPacket');
+    expect(r2.divergence?.expected).toMatchObject({ kind: 'hostInput', hostInput: { device: 'timesync', source: 'wallClockMs' } });
+    expect(r2.divergence?.actual?.kind).not.toBe('hostInput');
   });
 
   it('reports a reordered message at the first of the two', () => {
@@ -113,8 +116,51 @@ describe('hvemu replay', () => {
   it('catches a host that behaves differently from the recorded one (timesync on another wall clock)', () => {
     const trace = readTraceFile(SIM);
     const result = replayTrace(trace, { wallClockMs: () => 1_800_000_000_000 });
-    expect(result.divergence?.index).toBe(hostAnswerIndex(trace.events, 4));
+    // The clock read itself is an event (schema 3): the difference shows where the device read it.
+    const read = trace.events.findIndex((e) => e.kind === 'hostInput' && e.hostInput.source === 'wallClockMs');
+    expect(result.divergence?.index).toBe(read);
+    expect(result.divergence?.fields).toEqual(['hostInput.wallClockMs']);
     expect(result.divergence?.relid).toBe(3);
+  });
+
+  it("hands a replayed device the recorded clock values, so a real host's time samples replay exactly", () => {
+    const trace = readTraceFile(SIM);
+    // Shift every recorded clock read: replay must hand back these values, not its own clocks.
+    const shifted = trace.events.map((e) =>
+      e.kind === 'hostInput'
+        ? { ...e, hostInput: { ...e.hostInput, wallClockMs: e.hostInput.wallClockMs && e.hostInput.wallClockMs + 1234.5 } }
+        : e,
+    );
+    const r = replayTrace(withEvents(trace, shifted));
+    // The sample the host wrote next carries the old wall clock in the recording: that packet, not the read, diverges.
+    expect(r.divergence?.index).toBe(hostAnswerIndex(trace.events, 4));
+    expect(r.divergence?.fields).toEqual(['ringPacket.packet']);
+  });
+
+  it("replays a real Linux client's session: hv_vmbus negotiation, the IC opens, heartbeats, a time sample, shutdown", () => {
+    const trace = readTraceFile(LINUX);
+    expect(trace.footer?.vmbusVersion).toBe((5 << 16) | 3); // VMBus 5.3, the newest Linux 6.1 and hvemu share
+    const result = replayTrace(trace);
+    expect(result.divergence).toBeNull();
+    expect(result.compared).toBe(trace.events.length);
+    // Every IC channel carried packets both ways, and the time sample's clock reads were replayed.
+    for (const relid of [1, 2, 3]) {
+      for (const direction of ['GUEST_TO_HOST', 'HOST_TO_GUEST'])
+        expect(
+          trace.events.some((e) => e.kind === 'ringPacket' && e.ringPacket.relid === relid && e.ringPacket.direction === direction),
+        ).toBe(true);
+    }
+    expect(trace.events.some((e) => e.kind === 'hostInput' && e.hostInput.device === 'timesync')).toBe(true);
+    // A host whose heartbeat request differs by one byte is caught at that packet.
+    const beat = hostAnswerIndex(trace.events, 3);
+    const changed = structuredClone(trace.events);
+    const packet = (changed[beat] as Packet).ringPacket.packet;
+    packet[packet.length - 1] ^= 0x01;
+    expect(replayTrace(withEvents(trace, changed)).divergence?.index).toBe(beat);
+  });
+
+  it('replays a schema-2 trace (no clock reads recorded) with its own clocks, as it was captured', () => {
+    expect(replayTrace(readTraceFile(KVM)).divergence).toBeNull();
   });
 
   it('--device replays one channel alone and compares only its events', () => {

@@ -20,6 +20,13 @@ function hvemu(args: string[]): Promise<{ code: number; stdout: string; stderr: 
   });
 }
 
+/** A PVH "kernel" of raw 32-bit code. */
+function codeFile(name: string, code: number[]): string {
+  const path = join(dir, name);
+  writeFileSync(path, makeVmlinux({ entry: 0x1000000, segments: [{ paddr: 0x1000000, data: Uint8Array.from(code) }] }));
+  return path;
+}
+
 /** A PVH "kernel" that prints `text` on COM1 and writes `value` to `port`, then halts. */
 function kernelFile(name: string, text: string, port: number, value: number): string {
   const code: number[] = [0x66, 0xba, 0xf8, 0x03];
@@ -51,6 +58,9 @@ describe('hvemu run: the command line', () => {
       hvemu(['run', '--kernel', notKernel, '--memory', 'lots']),
       hvemu(['run', '--kernel', notKernel, '--cpus', '0']),
       hvemu(['run', '--kernel', notKernel, '--timeout', '-3']),
+      hvemu(['run', '--kernel', notKernel, '--devices', 'heartbeat,floppy']),
+      hvemu(['run', '--kernel', notKernel, '--devices', 'kvp,kvp']),
+      hvemu(['run', '--kernel', notKernel, '--trace', join(dir, 'no-such-dir', 't.hvtrace')]),
     ]);
     for (const c of cases) {
       expect(c.code).toBe(2);
@@ -59,6 +69,9 @@ describe('hvemu run: the command line', () => {
     }
     expect(cases[0].stderr).toContain('--kernel FILE is required');
     expect(cases[1].stderr).toContain('cannot read --kernel');
+    expect(cases[5].stderr).toContain("'floppy' is not a VMBus device kind (heartbeat, shutdown, timesync, kvp)");
+    expect(cases[6].stderr).toContain('names a device twice');
+    expect(cases[7].stderr).toContain('no-such-dir');
     if (KvmPartition.probe().ok) {
       const r = await hvemu(['run', '--kernel', notKernel]);
       expect(r.code).toBe(2);
@@ -78,5 +91,49 @@ const kvm = KvmPartition.probe();
     expect(reset.code).toBe(3);
     const hang = await hvemu(['run', '--kernel', kernelFile('hang', '', 0x80, 0), '--memory', '64M', '--timeout', '0.3']);
     expect(hang.code).toBe(5);
+  });
+});
+
+(kvm.ok ? describe : describe.skip)('hvemu run on KVM: how a guest ended, the event log, the trace', () => {
+  it('a triple fault is exit 6 and an emulation failure exit 7, each with the registers on stderr', async () => {
+    // lidt [0x1000100] (zeros: limit 0), ud2: #UD cannot be delivered, and neither can the faults after it.
+    const tripleFault = codeFile('triple', [0x0f, 0x01, 0x1d, 0x00, 0x01, 0x00, 0x01, 0x0f, 0x0b, ...new Array<number>(0x100).fill(0)]);
+    const emulation = codeFile('emulation', [0xb8, 0x00, 0x00, 0x00, 0xf0, 0xff, 0xe0]); // jmp to 0xf0000000, outside RAM
+    const [triple, emu] = await Promise.all([
+      hvemu(['run', '--kernel', tripleFault, '--memory', '64M']),
+      hvemu(['run', '--kernel', emulation, '--memory', '64M']),
+    ]);
+    expect(triple.code).toBe(6);
+    expect(triple.stderr).toMatch(/hvemu run: triple fault: .*rip=0x/);
+    expect(triple.stderr).toMatch(/registers: rax=/);
+    expect(emu.code).toBe(7);
+    expect(emu.stderr).toMatch(/hvemu run: emulation failure: .*rip=0xf0000000/);
+  });
+
+  it('--events logs the host side; --devices picks the offers; --trace records a session hvemu replay matches', async () => {
+    const trace = join(dir, 'run.hvtrace');
+    const r = await hvemu([
+      'run',
+      '--kernel',
+      kernelFile('events', '', 0x600, 0x34),
+      '--memory',
+      '64M',
+      '--events',
+      '--devices',
+      'shutdown,heartbeat',
+      '--trace',
+      trace,
+    ]);
+    expect(r.code).toBe(0);
+    const host = r.stderr.split('\n').filter((l) => l.startsWith('[host'));
+    expect(host.map((l) => l.replace(/^\[host +[0-9.]+\] /, ''))).toEqual([
+      'offered shutdown as relid 1',
+      'offered heartbeat as relid 2',
+      'guest ended: poweroff',
+    ]);
+    expect(r.stderr).toMatch(/trace: \d+ events written to /);
+    const replay = await hvemu(['replay', trace]);
+    expect(replay.stdout + replay.stderr).toMatch(/match/);
+    expect(replay.code).toBe(0);
   });
 });

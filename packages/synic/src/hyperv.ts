@@ -12,6 +12,7 @@ import { MsrFault, SynicQueueFull } from './errors.js';
 import {
   HV_MAXIMUM_PROCESSORS,
   HV_CRASH_CTL_CRASH_NOTIFY,
+  HV_CRASH_CTL_CRASH_NOTIFY_MSG,
   HV_PAGE_ENABLE,
   HV_PAGE_GPA_MASK,
   HV_X64_MSR_APIC_FREQUENCY,
@@ -36,8 +37,12 @@ import { VpStimers } from './stimer.js';
 import { VpSynic, type SynicInterruptSink, type SynicMessage, type SynicObserver } from './vp-synic.js';
 
 export interface HyperVEvents {
-  /** The guest wrote CRASH_CTL with CrashNotify: P0-P4 and the control value. */
-  crash?(vp: number, params: readonly bigint[], control: bigint): void;
+  /**
+   * The guest wrote CRASH_CTL with CrashNotify (P0-P4 are its parameters) or CrashNotifyMsg
+   * (P3 is the GPA and P4 the length of a message it wrote, e.g. Linux's panic log; `message`
+   * is those bytes, at most a page, or undefined when they are not in guest RAM).
+   */
+  crash?(vp: number, params: readonly bigint[], control: bigint, message?: Uint8Array): void;
   /** The guest wrote 1 to the RESET MSR. */
   reset?(vp: number): void;
   /** The guest read GUEST_IDLE: it wants to halt until an interrupt. */
@@ -78,6 +83,8 @@ export class HyperV implements SynicPort {
   private hypercall = 0n;
   private referenceTsc = 0n;
   private readonly crashParams: bigint[] = [0n, 0n, 0n, 0n, 0n];
+  /** The most a crash message can be: the guest's one page (TLFS; Linux's hv_panic_page). */
+  static readonly CRASH_MESSAGE_MAX = 4096;
   /** HV_X64_MSR_VP_ASSIST_PAGE per VP. */
   private readonly vpAssist: bigint[];
   private readonly tsc: TscModel;
@@ -193,7 +200,7 @@ export class HyperV implements SynicPort {
         this.options.events?.guestIdle?.(vp);
         return 0n;
       case HV_X64_MSR_CRASH_CTL:
-        return HV_CRASH_CTL_CRASH_NOTIFY; // what the host supports
+        return HV_CRASH_CTL_CRASH_NOTIFY | HV_CRASH_CTL_CRASH_NOTIFY_MSG; // what the host supports
       case HV_X64_MSR_VP_ASSIST_PAGE:
         return this.vpAssist[vp];
       default:
@@ -227,11 +234,8 @@ export class HyperV implements SynicPort {
       case HV_X64_MSR_VP_ASSIST_PAGE:
         return this.writeVpAssist(vp, msr, value);
       case HV_X64_MSR_CRASH_CTL:
-        if (value & ~HV_CRASH_CTL_CRASH_NOTIFY) throw new MsrFault(msr, value, 'reserved bits set');
-        if (value & HV_CRASH_CTL_CRASH_NOTIFY) {
-          this.logger.error(`vp ${vp}: guest crash`, { params: this.crashParams.map((p) => `0x${p.toString(16)}`) });
-          this.options.events?.crash?.(vp, [...this.crashParams], value);
-        }
+        if (value & ~(HV_CRASH_CTL_CRASH_NOTIFY | HV_CRASH_CTL_CRASH_NOTIFY_MSG)) throw new MsrFault(msr, value, 'reserved bits set');
+        if (value !== 0n) this.reportCrash(vp, value);
         return;
       case HV_X64_MSR_VP_INDEX:
       case HV_X64_MSR_VP_RUNTIME:
@@ -266,6 +270,24 @@ export class HyperV implements SynicPort {
    * read the page (APIC-access MSRs, enlightened VMCS, nested), so the MSR only has to hold
    * its value: enable and a page of guest RAM, reserved bits 1-11 clear.
    */
+  private reportCrash(vp: number, control: bigint): void {
+    const message = control & HV_CRASH_CTL_CRASH_NOTIFY_MSG ? this.crashMessage(this.crashParams[3], this.crashParams[4]) : undefined;
+    this.logger.error(`vp ${vp}: guest crash`, {
+      params: this.crashParams.map((p) => `0x${p.toString(16)}`),
+      ...(message ? { messageBytes: message.length } : {}),
+    });
+    this.options.events?.crash?.(vp, [...this.crashParams], control, message);
+  }
+
+  /** The guest's crash message: `length` bytes (at most a page) at `gpa`, or undefined when they are not all in guest RAM. */
+  private crashMessage(gpa: bigint, length: bigint): Uint8Array | undefined {
+    const size = Number(length > BigInt(HyperV.CRASH_MESSAGE_MAX) ? HyperV.CRASH_MESSAGE_MAX : length);
+    if (gpa > BigInt(Number.MAX_SAFE_INTEGER) || !this.options.memory.contains(Number(gpa), size)) return undefined;
+    const bytes = new Uint8Array(size);
+    this.options.memory.read(Number(gpa), bytes);
+    return bytes;
+  }
+
   private writeVpAssist(vp: number, msr: number, value: bigint): void {
     if (value & 0xffen) throw new MsrFault(msr, value, 'reserved bits set');
     if (value & HV_PAGE_ENABLE) {

@@ -28,6 +28,7 @@ function partition(vpCount = 2) {
   const clock = new ManualClock(1_000_000n);
   const raised: [number, number, boolean][] = [];
   const crashes: bigint[][] = [];
+  const crashMessages: (Uint8Array | undefined)[] = [];
   const installed: number[] = [];
   const hv = new HyperV({
     memory,
@@ -36,9 +37,14 @@ function partition(vpCount = 2) {
     sink: { raise: (vp, vector, autoEoi) => raised.push([vp, vector, autoEoi]) },
     tsc: { frequencyHz: 2_500_000_000n, valueAtReferenceZero: 123_456_789n },
     installHypercallPage: (gpa) => installed.push(gpa),
-    events: { crash: (_vp, params) => crashes.push([...params]) },
+    events: {
+      crash: (_vp, params, _control, message) => {
+        crashes.push([...params]);
+        crashMessages.push(message);
+      },
+    },
   });
-  return { memory, clock, raised, crashes, installed, hv };
+  return { memory, clock, raised, crashes, crashMessages, installed, hv };
 }
 
 const gp = (fn: () => unknown) => expect(fn).toThrow(MsrFault);
@@ -109,6 +115,26 @@ describe('Hyper-V MSRs', () => {
     for (let i = 0; i < 5; i++) hv.writeMsr(0, HV_X64_MSR_CRASH_P0 + i, BigInt(0x10 + i));
     hv.writeMsr(0, HV_X64_MSR_CRASH_CTL, 1n << 63n);
     expect(crashes).toEqual([[0x10n, 0x11n, 0x12n, 0x13n, 0x14n]]);
+  });
+
+  it("offers CrashNotifyMsg and hands over the guest's crash message (P3 = GPA, P4 = length), at most a page, only from RAM", () => {
+    const { hv, memory, crashMessages } = partition();
+    expect(hv.readMsr(0, HV_X64_MSR_CRASH_CTL)).toBe((1n << 63n) | (1n << 62n));
+    const text = new TextEncoder().encode('Kernel panic - not syncing: VFS: Unable to mount root fs');
+    memory.write(0x3000, text);
+    const notifyMsg = (gpa: bigint, length: bigint) => {
+      hv.writeMsr(0, HV_X64_MSR_CRASH_P0 + 3, gpa);
+      hv.writeMsr(0, HV_X64_MSR_CRASH_P0 + 4, length);
+      hv.writeMsr(0, HV_X64_MSR_CRASH_CTL, 1n << 62n); // what Linux's kmsg dumper writes
+    };
+    notifyMsg(0x3000n, BigInt(text.length));
+    expect(new TextDecoder().decode(crashMessages[0])).toBe(new TextDecoder().decode(text));
+    notifyMsg(0x3000n, 1n << 40n); // absurd length: one page
+    expect(crashMessages[1]?.length).toBe(4096);
+    notifyMsg(63n * 4096n + 100n, 4096n); // runs past the end of RAM
+    notifyMsg(1n << 60n, 16n); // nowhere near RAM
+    expect(crashMessages.slice(2)).toEqual([undefined, undefined]);
+    gp(() => hv.writeMsr(0, HV_X64_MSR_CRASH_CTL, 1n << 61n));
   });
 
   it('publishes a reference TSC page consistent with TIME_REF_COUNT', () => {

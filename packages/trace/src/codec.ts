@@ -77,6 +77,7 @@ const EVENT_KIND_LIST = [
   'hypercallResult',
   'msrWrite',
   'hostCall',
+  'hostInput',
 ] as const;
 /** Every event kind the schema has. */
 export const EVENT_KINDS: ReadonlySet<string> = new Set(EVENT_KIND_LIST);

@@ -7,7 +7,9 @@ import protobuf from 'protobufjs';
 import { HostUsageError } from '@hvemu/common';
 import { describe } from './errors.js';
 
-export const TRACE_SCHEMA_VERSION = 2;
+export const TRACE_SCHEMA_VERSION = 3;
+/** The first schema version with HostInput events (a device's clock reads, replayed from the trace). */
+export const TRACE_SCHEMA_HOST_INPUTS = 3;
 /** Oldest schema version the reader accepts (1 lacks HostCall events, so its host-initiated requests cannot be replayed). */
 export const TRACE_SCHEMA_MIN_VERSION = 1;
 /** The 8 bytes every trace file starts with. */
@@ -62,7 +64,21 @@ export type TraceEventBody =
       kind: 'channelState';
       channelState: { relid: number; state: ChannelStateKind; classId: string; instanceId: string; subchannelIndex: number };
     }
-  | { kind: 'hostCall'; hostCall: { relid: number; device: string; method: string; argsJson: string } };
+  | { kind: 'hostCall'; hostCall: { relid: number; device: string; method: string; argsJson: string } }
+  | { kind: 'hostInput'; hostInput: HostInput };
+
+/** What a device read from outside the emulation: the reference time (100 ns) or the host wall clock (Unix ms). */
+export type HostInputSource = 'referenceTime' | 'wallClockMs';
+
+export interface HostInput {
+  relid: number;
+  device: string;
+  source: HostInputSource;
+  /** Set when source is referenceTime (0 otherwise). */
+  referenceTime: bigint;
+  /** Set when source is wallClockMs (0 otherwise). */
+  wallClockMs: number;
+}
 
 export type TraceEventKind = TraceEventBody['kind'];
 
@@ -106,6 +122,8 @@ export function eventRelid(e: TraceEvent): number | undefined {
       return e.gpadlTorndown.relid;
     case 'hostCall':
       return e.hostCall.relid;
+    case 'hostInput':
+      return e.hostInput.relid;
     default:
       return undefined;
   }
@@ -138,7 +156,7 @@ export function decodeHostCallArgs(json: string): unknown[] {
   return value;
 }
 
-type FieldType = 'u32' | 'u64' | 'bool' | 'bytes' | 'string' | 'u64[]' | 'ranges' | 'direction' | 'state';
+type FieldType = 'u32' | 'u64' | 'f64' | 'bool' | 'bytes' | 'string' | 'u64[]' | 'ranges' | 'direction' | 'state' | 'input-source';
 /** The fields of each event body and their types (the schema's, as the TypeScript shapes have them). */
 const BODY_FIELDS: Record<TraceEventKind, Record<string, FieldType>> = {
   postMessage: { connectionId: 'u32', messageType: 'u32', payload: 'bytes' },
@@ -154,6 +172,7 @@ const BODY_FIELDS: Record<TraceEventKind, Record<string, FieldType>> = {
   ringPacket: { relid: 'u32', direction: 'direction', packet: 'bytes', ranges: 'ranges' },
   channelState: { relid: 'u32', state: 'state', classId: 'string', instanceId: 'string', subchannelIndex: 'u32' },
   hostCall: { relid: 'u32', device: 'string', method: 'string', argsJson: 'string' },
+  hostInput: { relid: 'u32', device: 'string', source: 'input-source', referenceTime: 'u64', wallClockMs: 'f64' },
 };
 
 function isU64(v: unknown): boolean {
@@ -215,6 +234,10 @@ function fieldOk(type: FieldType, v: unknown): boolean {
       return isU32(v);
     case 'u64':
       return isU64(v);
+    case 'f64':
+      return typeof v === 'number' && Number.isFinite(v);
+    case 'input-source':
+      return v === 'referenceTime' || v === 'wallClockMs';
     case 'bool':
       return typeof v === 'boolean';
     case 'bytes':

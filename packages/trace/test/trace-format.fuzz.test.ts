@@ -62,6 +62,24 @@ const eventBody: fc.Arbitrary<TraceEventBody> = fc.oneof(
   fc
     .record({ relid: u32, device: fc.string(), method: fc.string(), argsJson: fc.json() })
     .map((hostCall) => ({ kind: 'hostCall' as const, hostCall })),
+  fc
+    .oneof(
+      fc.record({
+        relid: u32,
+        device: fc.string(),
+        source: fc.constant('referenceTime' as const),
+        referenceTime: u64,
+        wallClockMs: fc.constant(0),
+      }),
+      fc.record({
+        relid: u32,
+        device: fc.string(),
+        source: fc.constant('wallClockMs' as const),
+        referenceTime: fc.constant(0n),
+        wallClockMs: fc.double({ noNaN: true, noDefaultInfinity: true }),
+      }),
+    )
+    .map((hostInput) => ({ kind: 'hostInput' as const, hostInput })),
 );
 
 /** Decoded bytes fields are Buffers (Uint8Array subclasses, zero-copy); compare as plain Uint8Arrays. */
@@ -103,7 +121,7 @@ describe('trace format', () => {
     fc.assert(
       fc.property(fc.array(fc.tuple(fc.nat(63), eventBody), { maxLength: 20 }), (events) => {
         const trace = parseTrace(capture(events).bytes);
-        expect(trace.header).toMatchObject({ ...header, schemaVersion: 2 });
+        expect(trace.header).toMatchObject({ ...header, schemaVersion: 3 });
         expect(trace.events.length).toBe(events.length);
         trace.events.forEach((e, i) => {
           expect(e.seq).toBe(BigInt(i));

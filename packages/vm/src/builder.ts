@@ -10,6 +10,7 @@ import { HypercallDispatcher } from '@hvemu/hypercalls';
 import { GuestMemory } from '@hvemu/memory';
 import { HyperV, type HyperVEvents, type SynicInterruptSink } from '@hvemu/synic';
 import { disabledTraceSink, type TraceDevice, type TraceSink } from '@hvemu/trace';
+import type { StorageControllerSpec } from '@hvemu/storage';
 import {
   attachDevice,
   isHostCallable,
@@ -25,7 +26,7 @@ import { attachHyperV, type Enlightenments } from './enlighten.js';
 import { defaultDevices } from './ic-devices.js';
 import { withNics } from './net-devices.js';
 import type { NicSpec } from '@hvemu/net';
-import { traceHooks, type TraceHooks } from './trace-capture.js';
+import { recordingEnvironment, traceHooks, type TraceHooks } from './trace-capture.js';
 
 export interface VmSpec {
   /**
@@ -42,6 +43,12 @@ export interface VmSpec {
   devices?: readonly string[];
   /** Where the device kinds come from (default: defaultDevices(), the integration components). */
   registry?: DeviceRegistry;
+  /**
+   * A SCSI controller and its disks ({ path, readOnly, sectorSize } image files, or backends),
+   * offered as device kind 'scsi' after the integration components. Not with `registry`
+   * (register storageDeviceKind(spec) on it instead).
+   */
+  storage?: StorageControllerSpec;
   /** Network adapters (netvsp), offered after `devices` as nic0, nic1, ...: `{ tap: 'tap0', mac }` or `{ backend, mac }`. */
   nics?: readonly NicSpec[];
   clock?: Clock;
@@ -177,7 +184,9 @@ function offerDevices(
   env: { clock: Clock; logger: Logger; wallClockMs: () => number },
   hooks: TraceHooks,
 ): Map<string, AttachedDevice> {
-  const base = spec.registry ?? defaultDevices();
+  if (spec.registry && spec.storage)
+    throw new HostUsageError('buildVm: give storage in the registry (storageDeviceKind) or as spec.storage, not both');
+  const base = spec.registry ?? defaultDevices({ storage: spec.storage });
   const listed = spec.devices ?? base.names;
   if (!Array.isArray(listed)) throw new HostUsageError('buildVm: devices must be a list of device kind names');
   const { registry, names: nics } = withNics(base, spec.nics ?? []);
@@ -185,9 +194,10 @@ function offerDevices(
   const devices = new Map<string, AttachedDevice>();
   for (const name of names) {
     if (devices.has(name)) throw new HostUsageError(`buildVm: device ${name} is listed twice`);
-    const device = registry.require(name).create(env);
+    let relid = 0;
+    const device = registry.require(name).create(recordingEnvironment(env, name, () => relid, hooks));
     const attached = attachDevice(vmbus, device, { logger: env.logger });
-    const relid = attached.channel.relid;
+    relid = attached.channel.relid;
     if (isHostCallable(device)) device.observeHostCalls((method, args) => hooks.onHostCall(relid, name, method, args));
     spec.onOffer?.(name, relid);
     devices.set(name, attached);

@@ -6,6 +6,7 @@
 import { HostUsageError } from '@hvemu/common';
 import { attachDevice, DeviceRegistry, type DeviceEnvironment, type VmbusHost } from '@hvemu/vmbus';
 import type { TraceDevice } from '@hvemu/trace';
+import { storageDeviceKind, type StorageControllerSpec } from '@hvemu/storage';
 import { deviceTraceHeader, type Vm } from './builder.js';
 import {
   IC_DEVICE_KINDS,
@@ -30,9 +31,14 @@ export { IC_KINDS };
 
 export type IcEnvironment = DeviceEnvironment;
 
-/** The device kinds every hvemu VM knows (the integration components, in offer order). */
-export function defaultDevices(): DeviceRegistry {
-  return new DeviceRegistry().register(...IC_DEVICE_KINDS);
+/**
+ * The device kinds every hvemu VM knows: the integration components, in offer order, then a
+ * SCSI controller (kind 'scsi', @hvemu/storage) when `storage` names one.
+ */
+export function defaultDevices(options: { storage?: StorageControllerSpec } = {}): DeviceRegistry {
+  const registry = new DeviceRegistry().register(...IC_DEVICE_KINDS);
+  if (options.storage) registry.register(storageDeviceKind(options.storage));
+  return registry;
 }
 
 /** One IC device of `kind`. */

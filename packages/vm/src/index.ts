@@ -28,4 +28,4 @@ export { replayTrace, ReplayError, type ReplayOptions, type ReplayResult, type R
 export { describeCpuidDifferences, type CpuidDifference, type CpuidProbeResult } from '@hvemu/accel';
 export { buildVm, deviceTraceHeader, openPartition, type BackendChoice, type PartitionSpec, type Vm, type VmSpec } from './builder.js';
 export { withNics, nicsOf } from './net-devices.js';
-export { LinuxVm, type LinuxVmEnd, type LinuxVmOptions } from './linux-vm.js';
+export { LinuxVm, type LinuxVmEnd, type LinuxVmEvent, type LinuxVmOptions } from './linux-vm.js';

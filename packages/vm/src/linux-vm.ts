@@ -7,7 +7,8 @@
  * ports, and the FADT power registers. run() says how the guest ended.
  */
 import { HostUsageError, MonotonicClock, silentLogger, type Clock, type Logger } from '@hvemu/common';
-import type { AccelPartition } from '@hvemu/accel';
+import { GuestFatalError, probeGuestCpuid, type AccelPartition, type CpuidProbeResult } from '@hvemu/accel';
+import { describeServerAction } from '@hvemu/vmbus';
 import {
   AbsentPorts,
   AcpiPmDevice,
@@ -20,6 +21,7 @@ import {
 } from '@hvemu/platform';
 import type { TraceSink } from '@hvemu/trace';
 import { buildVm, openPartition, type Vm } from './builder.js';
+import { enlightenedPartitionOptions } from './enlighten.js';
 
 /** Where the ACPI tables go: the legacy RSDP scan area, so a kernel that ignores the boot pointer finds them too. */
 const ACPI_BASE = 0xe0000;
@@ -43,13 +45,25 @@ export interface LinuxVmOptions {
   clock?: Clock;
   logger?: Logger;
   trace?: TraceSink;
+  /** The host-side event log: offers, every VMBus action, the guest's end (ms since the VM was built). */
+  onEvent?: (event: LinuxVmEvent) => void;
+}
+
+export interface LinuxVmEvent {
+  readonly timeMs: number;
+  readonly text: string;
 }
 
 /** How the guest ended. */
 export type LinuxVmEnd =
   | { kind: 'poweroff' }
   | { kind: 'reset' }
-  | { kind: 'crash'; params: readonly bigint[] }
+  /** The Hyper-V crash MSRs: P0-P4, and the text the guest left in its message page (Linux: the panic log) if it gave one. */
+  | { kind: 'crash'; params: readonly bigint[]; message?: string }
+  /** A vCPU shut down (x86 triple fault): the registers are in the error. */
+  | { kind: 'triple-fault'; error: GuestFatalError }
+  /** An instruction the hypervisor could not run: registers and instruction bytes are in the error. */
+  | { kind: 'emulation-failure'; error: GuestFatalError }
   | { kind: 'timeout' }
   | { kind: 'error'; error: Error };
 
@@ -65,9 +79,12 @@ export class LinuxVm {
     }
     const logger = options.logger ?? silentLogger;
     const cpus = options.cpus ?? 1;
+    const started = performance.now();
+    const event = (text: string): void => options.onEvent?.({ timeMs: performance.now() - started, text });
     this.partition = options.partition ?? openPartition('kvm', { ramBytes: options.ramBytes ?? 256 << 20, vcpus: cpus, logger })!;
     try {
       const end = (e: LinuxVmEnd): void => {
+        if (!this.ended) event(`guest ended: ${e.kind}`);
         this.ended ??= e;
         this.partition.stop();
       };
@@ -81,7 +98,14 @@ export class LinuxVm {
         clock: options.clock ?? new MonotonicClock(),
         logger,
         trace: options.trace,
-        events: { crash: (_vp, params) => end({ kind: 'crash', params }) },
+        events: {
+          crash: (vp, params, _control, message) => {
+            event(`vp ${vp}: crash MSRs written (P0-P4 ${params.map((p) => `0x${p.toString(16)}`).join(' ')})`);
+            end({ kind: 'crash', params, ...(message ? { message: crashText(message) } : {}) });
+          },
+        },
+        onOffer: (name, relid) => event(`offered ${name} as relid ${relid}`),
+        onAction: options.onEvent ? (action) => event(`vmbus ${describeServerAction(action)}`) : undefined,
       });
       const acpi = writeAcpiTables(this.partition.memory, ACPI_BASE, { cpus: this.partition.vcpus.length });
       this.boot = bootLinux(this.partition, options.kernel, {
@@ -108,17 +132,40 @@ export class LinuxVm {
       await this.vm.start();
       const outcomes = await this.partition.run();
       const failed = outcomes.find((o) => o.error);
-      if (!this.ended && failed?.error) this.ended = { kind: 'error', error: failed.error };
+      if (!this.ended && failed?.error) this.ended = endFromError(failed.error);
     } catch (error) {
-      this.ended ??= { kind: 'error', error: error as Error };
+      this.ended ??= endFromError(error as Error);
     } finally {
       clearTimeout(timer);
     }
     return this.ended ?? { kind: 'error', error: new Error('every vCPU stopped without powering off') };
   }
 
+  /**
+   * What CPUID this preset's guest really sees on this host against what hvemu programs (a
+   * throwaway probe partition, ~30 ms): `describeCpuidDifferences(result.differences)` names
+   * the registers this KVM passes through from the host.
+   */
+  static probeCpuid(): Promise<CpuidProbeResult> {
+    return probeGuestCpuid(enlightenedPartitionOptions());
+  }
+
   close(): void {
     this.vm.dispose();
     this.partition.close();
   }
+}
+
+/** A vCPU's fatal error as the end it is: triple fault and emulation failure by name. */
+function endFromError(error: Error): LinuxVmEnd {
+  if (error instanceof GuestFatalError && error.reason === 'triple-fault') return { kind: 'triple-fault', error };
+  if (error instanceof GuestFatalError && error.reason === 'emulation-failure') return { kind: 'emulation-failure', error };
+  return { kind: 'error', error };
+}
+
+/** The crash message as text: Linux's kmsg dump is ASCII lines; anything else is shown escaped. */
+function crashText(message: Uint8Array): string {
+  let text = '';
+  for (const b of message) text += b === 0x0a || (b >= 0x20 && b < 0x7f) ? String.fromCharCode(b) : `\\x${b.toString(16).padStart(2, '0')}`;
+  return text;
 }

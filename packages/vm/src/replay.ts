@@ -55,6 +55,7 @@ import {
   VmbusHost,
   type Channel,
   type ChannelHandler,
+  type DeviceEnvironment,
   type RingEndpoint,
 } from '@hvemu/vmbus';
 import {
@@ -65,6 +66,8 @@ import {
   isGuestOriginated,
   TraceReader,
   type Divergence,
+  type HostInput,
+  TRACE_SCHEMA_HOST_INPUTS,
   type Trace,
   type TraceEvent,
   type TraceEventBody,
@@ -73,7 +76,7 @@ import {
 } from '@hvemu/trace';
 import { defaultDevices } from './ic-devices.js';
 import { SIMULATED_WALL_CLOCK_MS } from './sim.js';
-import { restoreRangeData, traceHooks } from './trace-capture.js';
+import { recordingEnvironment, restoreRangeData, traceHooks, type TraceHooks } from './trace-capture.js';
 
 const POST_MESSAGE = encodeControl({ code: HVCALL_POST_MESSAGE });
 const SIGNAL_EVENT = encodeControl({ code: HVCALL_SIGNAL_EVENT });
@@ -253,6 +256,8 @@ function checkOptions(options: unknown): asserts options is ReplayOptions {
 
 /** What the first pass found: how to size the host, and whether the trace is whole. */
 interface Scan {
+  /** The values each channel's device read from its clocks, in order (HostInput events). */
+  inputs: Map<number, RecordedInputs>;
   events: number;
   firstTime: bigint;
   pages: number[];
@@ -264,6 +269,8 @@ interface Scan {
 /** The first pass: every event checked, the pages and vCPUs it names collected. */
 function scanEvents(source: EventSource): Scan {
   const pages = new PageSet();
+  const inputs = new Map<number, RecordedInputs>();
+  let inputCount = 0;
   let vpCount = 1;
   let events = 0;
   let firstTime = 0n;
@@ -271,7 +278,7 @@ function scanEvents(source: EventSource): Scan {
   for (let r = pass.next(); ; r = pass.next()) {
     if (r.done) {
       const end = source.known ?? (r.value as { droppedEvents: bigint; truncated: boolean });
-      return { events, firstTime, pages: pages.sorted(), vpCount, droppedEvents: end.droppedEvents, truncated: end.truncated };
+      return { inputs, events, firstTime, pages: pages.sorted(), vpCount, droppedEvents: end.droppedEvents, truncated: end.truncated };
     }
     const e = r.value;
     checkEvent(e, events);
@@ -279,8 +286,56 @@ function scanEvents(source: EventSource): Scan {
     if (e.vp >= MAX_REPLAY_VPS) throw new ReplayError(`event #${e.seq} names vCPU ${e.vp}; replay supports 0..${MAX_REPLAY_VPS - 1}`);
     vpCount = Math.max(vpCount, e.vp + 1);
     pages.addEvent(e);
+    if (e.kind === 'hostInput') {
+      if (++inputCount > MAX_REPLAY_INPUTS) throw new ReplayError(`the trace has more than ${MAX_REPLAY_INPUTS} host inputs`);
+      addInput(inputs, e.hostInput);
+    }
     events++;
   }
+}
+
+/** Most HostInput events a trace may have (replay keeps their values: 16 bytes each). */
+const MAX_REPLAY_INPUTS = 4_000_000;
+
+/** One channel's recorded clock reads, consumed in order by its replayed device. */
+interface RecordedInputs {
+  referenceTime: bigint[];
+  wallClockMs: number[];
+  nextReferenceTime: number;
+  nextWallClockMs: number;
+}
+
+function addInput(inputs: Map<number, RecordedInputs>, input: HostInput): void {
+  let recorded = inputs.get(input.relid);
+  if (!recorded) inputs.set(input.relid, (recorded = { referenceTime: [], wallClockMs: [], nextReferenceTime: 0, nextWallClockMs: 0 }));
+  if (input.source === 'referenceTime') recorded.referenceTime.push(input.referenceTime);
+  else recorded.wallClockMs.push(input.wallClockMs);
+}
+
+/**
+ * The environment a replayed device gets: its clocks answer with the values the recorded
+ * device read, in order; past the recorded ones (a device that reads more often than it did:
+ * a divergence the comparison reports) with the replay's own clocks.
+ */
+function replayedEnvironment(
+  recorded: RecordedInputs | undefined,
+  env: { clock: ManualClock; logger: Logger; wallClockMs?: () => number },
+): DeviceEnvironment {
+  return {
+    logger: env.logger,
+    clock: {
+      now: () =>
+        recorded && recorded.nextReferenceTime < recorded.referenceTime.length
+          ? recorded.referenceTime[recorded.nextReferenceTime++]
+          : env.clock.now(),
+    },
+    wallClockMs: () => {
+      if (env.wallClockMs) return env.wallClockMs();
+      return recorded && recorded.nextWallClockMs < recorded.wallClockMs.length
+        ? recorded.wallClockMs[recorded.nextWallClockMs++]
+        : SIMULATED_WALL_CLOCK_MS;
+    },
+  };
 }
 
 /** A device that accepts its channel and ignores it: the other channels of a --device replay. */
@@ -451,6 +506,8 @@ class ReplaySession {
   private readonly guestRings = new Map<number, RingEndpoint>();
   private readonly vpCount: number;
   private readonly logger: Logger;
+  private readonly hooks: TraceHooks;
+  private readonly inputs: Map<number, RecordedInputs>;
 
   constructor(
     private readonly header: TraceHeader,
@@ -472,6 +529,8 @@ class ReplaySession {
     this.memory = GuestMemory.createShared(coalesce([...pages, this.scratchGpa / PAGE_SIZE]));
     this.vpCount = scan.vpCount;
     const hooks = traceHooks(this.sink, this.memory, () => this.vmbus?.server);
+    this.hooks = hooks;
+    this.inputs = scan.inputs;
     this.hyperv = new HyperV({
       memory: this.memory,
       vpCount: this.vpCount,
@@ -502,7 +561,20 @@ class ReplaySession {
     options: ReplayOptions,
     onHostCall: (relid: number, device: string, method: string, args: readonly unknown[]) => void,
   ): void {
-    const env = { clock: this.clock, logger: this.logger, wallClockMs: options.wallClockMs ?? (() => SIMULATED_WALL_CLOCK_MS) };
+    // Traces from schema 3 on hold what each device read from its clocks: the replayed device
+    // reads the same values (and records them again, so they are compared too). Older traces
+    // get the replay clock and the simulated VM's wall clock, as they were captured with.
+    const withInputs = this.header.schemaVersion >= TRACE_SCHEMA_HOST_INPUTS;
+    const envFor = (d: { name: string; relid: number }): DeviceEnvironment => {
+      if (!withInputs)
+        return { clock: this.clock, logger: this.logger, wallClockMs: options.wallClockMs ?? (() => SIMULATED_WALL_CLOCK_MS) };
+      const replayed = replayedEnvironment(this.inputs.get(d.relid), {
+        clock: this.clock,
+        logger: this.logger,
+        wallClockMs: options.wallClockMs,
+      });
+      return recordingEnvironment(replayed, d.name, () => d.relid, this.hooks);
+    };
     const devices = [...this.header.devices].sort((a, b) => a.relid - b.relid);
     if (options.device !== undefined && !devices.some((d) => d.name === options.device)) {
       throw new ReplayError(`the trace has no device ${options.device} (it has: ${devices.map((d) => d.name).join(', ') || 'none'})`);
@@ -515,7 +587,7 @@ class ReplaySession {
           `device ${d.name} (relid ${d.relid}) has no replay factory: no registered device kind of that name; known: ${registry.names.join(', ')}`,
         );
       const alone = options.device === undefined || options.device === d.name;
-      const device = kind.create(env);
+      const device = kind.create(envFor(d));
       const channel: Channel = alone ? attachDevice(this.vmbus, device).channel : this.vmbus.offerChannel(kind.offer, new InertDevice());
       if (channel.relid !== d.relid)
         throw new ReplayError(`device ${d.name} was offered as relid ${channel.relid}, the trace has ${d.relid}`);

@@ -7,7 +7,7 @@ import { HVCALL_POST_MESSAGE, HVCALL_SIGNAL_EVENT } from '@hvemu/hvdef';
 import { PAGE_SIZE, type GuestMemory } from '@hvemu/memory';
 import type { HypercallRecord } from '@hvemu/hypercalls';
 import type { SynicObserver } from '@hvemu/synic';
-import { encodeHostCallArgs, type GpaRangeData, type TraceSink } from '@hvemu/trace';
+import { encodeHostCallArgs, type GpaRangeData, type HostInputSource, type TraceSink } from '@hvemu/trace';
 import {
   CHANNELMSG_OFFERCHANNEL,
   CHANNELMSG_RESCIND_CHANNELOFFER,
@@ -16,6 +16,7 @@ import {
   type GpaRange,
   type OutgoingPacket,
   type PacketView,
+  type DeviceEnvironment,
   type ServerAction,
   type VmbusServer,
 } from '@hvemu/vmbus';
@@ -34,6 +35,8 @@ export interface TraceHooks {
   onDoorbellSignal(connectionId: number, deliver: () => void): void;
   /** A VMM call on a device's host API (IcDevice.observeHostCalls). */
   onHostCall(relid: number, device: string, method: string, args: readonly unknown[]): void;
+  /** A device read a clock (deviceInputs): the value it got, which replay hands back. */
+  onHostInput(relid: number, device: string, source: HostInputSource, value: bigint | number): void;
 }
 
 /** Hooks writing to `sink`; `server` is read for GPADL page lists. */
@@ -63,6 +66,12 @@ export function traceHooks(sink: TraceSink, memory: GuestMemory, server: () => V
       sink.record(0, { kind: 'signalEvent', signalEvent: { connectionId, flagNumber: 0, fast: true } });
       deliver();
       sink.record(0, { kind: 'hypercallResult', hypercallResult: { callCode: HVCALL_SIGNAL_EVENT, status: 0 } });
+    },
+    onHostInput: (relid, device, source, value) => {
+      if (!sink.enabled) return;
+      const referenceTime = source === 'referenceTime' ? (value as bigint) : 0n;
+      const wallClockMs = source === 'wallClockMs' ? (value as number) : 0;
+      sink.record(0, { kind: 'hostInput', hostInput: { relid, device, source, referenceTime, wallClockMs } });
     },
     onHostCall: (relid, device, method, args) => {
       if (sink.enabled) sink.record(0, { kind: 'hostCall', hostCall: { relid, device, method, argsJson: encodeHostCallArgs(args) } });
@@ -241,4 +250,27 @@ function encodeOutgoing(p: OutgoingPacket): Uint8Array {
     at += part.length;
   }
   return out;
+}
+
+/**
+ * A device's environment whose clock reads are reported to `hooks.onHostInput` (with the
+ * device's relid once it has one): what the device makes guest-visible from them (timesync's
+ * samples) is then reproducible by replay, which hands the same values back.
+ */
+export function recordingEnvironment(env: DeviceEnvironment, device: string, relid: () => number, hooks: TraceHooks): DeviceEnvironment {
+  return {
+    logger: env.logger,
+    clock: {
+      now: () => {
+        const value = env.clock.now();
+        hooks.onHostInput(relid(), device, 'referenceTime', value);
+        return value;
+      },
+    },
+    wallClockMs: () => {
+      const value = env.wallClockMs();
+      hooks.onHostInput(relid(), device, 'wallClockMs', value);
+      return value;
+    },
+  };
 }

@@ -24,6 +24,8 @@ const asm = {
   hltLoop: [0xf4, 0xeb, 0xfd],
 };
 
+const u32 = (v: number) => [v & 0xff, (v >> 8) & 0xff, (v >> 16) & 0xff, v >>> 24];
+
 function kernel(code: number[]): Uint8Array {
   return makeVmlinux({ entry: ENTRY, segments: [{ paddr: ENTRY, data: Uint8Array.from(code) }] });
 }
@@ -81,6 +83,61 @@ describeKvm('LinuxVm on KVM (synthetic PVH kernels)', () => {
     const end = await make(kernel(code)).run(30_000);
     expect(end.kind).toBe('crash');
     expect(end.kind === 'crash' && end.params[0]).toBe(0xdeadn);
+  });
+
+  it("hands over the guest's crash message (CrashNotifyMsg: P3 = its GPA, P4 = its length), as Linux's kmsg dumper does", async () => {
+    const text = 'Kernel panic - not syncing: test\n';
+    const msgGpa = ENTRY + 0x800;
+    const wrmsr = (msr: number, lo: number, hi = 0) => [...asm.movEcx(msr), ...asm.movEax(lo), 0xba, ...u32(hi), ...asm.wrmsr];
+    const code = [
+      ...wrmsr(0x40000103, msgGpa),
+      ...wrmsr(0x40000104, text.length),
+      ...wrmsr(0x40000105, 0, 0xc0000000), // CRASH_CTL = notify | notify msg
+      ...asm.hltLoop,
+    ];
+    const image = new Uint8Array(0x800 + text.length);
+    image.set(code);
+    image.set(new TextEncoder().encode(text), 0x800);
+    const vm = new LinuxVm({
+      kernel: makeVmlinux({ entry: ENTRY, segments: [{ paddr: ENTRY, data: image }] }),
+      ramBytes: 64 << 20,
+    });
+    opened.push(vm);
+    const end = await vm.run(30_000);
+    expect(end).toMatchObject({ kind: 'crash', message: text });
+    expect(end.kind === 'crash' && end.params[3]).toBe(BigInt(msgGpa));
+  });
+
+  it('names a triple fault (no IDT, then #UD) with the registers', async () => {
+    // lidt [zeros] (limit 0): every exception then faults again, to a shutdown.
+    const zeros = ENTRY + 0x100;
+    const image = new Uint8Array(0x108);
+    image.set([0x0f, 0x01, 0x1d, ...u32(zeros), 0x0f, 0x0b]); // lidt [zeros]; ud2
+    const vm = new LinuxVm({ kernel: makeVmlinux({ entry: ENTRY, segments: [{ paddr: ENTRY, data: image }] }), ramBytes: 64 << 20 });
+    opened.push(vm);
+    const end = await vm.run(30_000);
+    expect(end.kind).toBe('triple-fault');
+    expect(end.kind === 'triple-fault' && end.error.registers?.rip).toBeTypeOf('bigint');
+  });
+
+  it('names an emulation failure (code fetched from outside guest RAM) with the registers', async () => {
+    const end = await make(kernel([...asm.movEax(0xf0000000), 0xff, 0xe0])).run(30_000); // jmp eax into the MMIO hole
+    expect(end.kind).toBe('emulation-failure');
+    expect(end.kind === 'emulation-failure' && end.error.registers?.rip).toBe(0xf0000000n);
+  });
+
+  it('logs the host side on request: the offers, the end', async () => {
+    const events: string[] = [];
+    const vm = new LinuxVm({ kernel: printThenOut('', 0x600, 0x34), ramBytes: 64 << 20, onEvent: (e) => events.push(e.text) });
+    opened.push(vm);
+    await vm.run(30_000);
+    expect(events).toEqual([
+      'offered heartbeat as relid 1',
+      'offered shutdown as relid 2',
+      'offered timesync as relid 3',
+      'offered kvp as relid 4',
+      'guest ended: poweroff',
+    ]);
   });
 
   it('a guest that never ends is stopped at the timeout', async () => {

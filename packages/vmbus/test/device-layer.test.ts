@@ -176,4 +176,44 @@ describe('device layer', () => {
     await p.client.closeChannel(ch);
     expect(() => second.toBytes(0, 1)).toThrow(GuestDataRevokedError);
   });
+
+  it('a device offers its own subchannels from its primary (a guest request), not from a subchannel', async () => {
+    const p = partition({ waitForAnswers: true });
+    const opened: DeviceChannel[] = [];
+    const dev = attachDevice(p.host, { offer: OFFER, open: (ch) => void opened.push(ch), onSignal: () => {} });
+    await connected(p);
+    await p.client.openChannel(dev.channel.relid);
+    const relids = opened[0].offerSubchannels(2);
+    expect(relids).toHaveLength(2);
+    p.client.pump();
+    expect(relids.map((r) => p.client.offers.get(r)?.sub_channel_index)).toEqual([1, 2]);
+    await p.client.openChannel(relids[0]);
+    expect(opened.map((c) => c.subChannelIndex)).toEqual([0, 1]);
+    expect(() => opened[1].offerSubchannels(1)).toThrow(/only a primary/);
+    expect(dev.openChannels()).toHaveLength(2);
+  });
+
+  it('a device fails its channel for a fault found outside onSignal: close follows once, other channels go on', async () => {
+    const p = partition({ waitForAnswers: true });
+    const log: string[] = [];
+    const dev = attachDevice(
+      p.host,
+      gatedDevice(async () => {}, log),
+    );
+    const other = attachDevice(p.host, {
+      ...gatedDevice(async () => {}, log),
+      offer: { ...OFFER, interfaceInstance: '00000000-0000-0000-0000-0000000000bb' },
+    });
+    await connected(p);
+    await p.client.openChannel(dev.channel.relid);
+    const ch2 = await p.client.openChannel(other.channel.relid);
+    const victim = dev.openChannels()[0];
+    victim.fail(new Error('deferred read found a broken ring'));
+    victim.fail(new Error('again'));
+    expect(log.filter((l) => l.startsWith('close'))).toEqual([`close ${dev.channel.relid} failed`]);
+    expect(dev.openChannels()).toEqual([]);
+    expect(p.logger.records.some((r) => r.message.includes(`relid ${dev.channel.relid} failed`))).toBe(true);
+    ch2.rings.outbound.write({ type: VM_PKT_DATA_INBAND, transactionId: 1n, payload: new Uint8Array(8) });
+    expect(log).toContain(`signal ${other.channel.relid}`);
+  });
 });

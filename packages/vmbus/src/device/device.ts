@@ -33,15 +33,21 @@ export interface DeviceChannel {
   /** Handles of the channel's ready GPADLs. */
   gpadlHandles(): number[];
   /**
-   * Offers `count` more subchannels of the device (a multi-queue device answering the guest's
-   * request for them, e.g. netvsc's NVSP5 SUBCHANNEL): returns their relids. HostUsageError on
-   * a subchannel (only the primary offers) or past the server's subchannel limit.
+   * Offers `count` more subchannels of this device (guest-requested multi-queue, e.g. storvsc
+   * CREATE_SUB_CHANNELS, netvsc SUBCHANNEL): the device answers the guest's request from its
+   * primary channel, so it needs this without the AttachedDevice its VMM holds. Returns their
+   * relids. HostUsageError on a subchannel, or beyond the server's subchannel limit.
    */
   offerSubchannels(count: number): number[];
   /**
+   * Fails this channel for a guest fault found outside onSignal (a ring read deferred to a
+   * completion): what throwing from onSignal does. The device's close() follows with 'failed'.
+   */
+  fail(error: unknown): void;
+  /**
    * Rescinds the subchannels this device offered (the primary's; a multi-queue device ends its
-   * session: the guest asks again, and gets new ones numbered from 1). HostUsageError on a
-   * subchannel.
+   * session, as netvsp does when the guest closes the primary: the guest asks again and gets new
+   * ones numbered from 1). HostUsageError on a subchannel.
    */
   rescindSubchannels(): void;
 }
@@ -104,10 +110,12 @@ export function attachDevice(host: VmbusHost, device: VmbusDevice, options: Atta
       const dc = new OpenChannel(
         channel,
         host,
-        { ...options, memory: host.memory, logger, name: `relid ${channel.relid}` },
+        { offer: offerSubchannels, rescind: rescindSubchannels },
         {
-          offer: (count) => offerMore(channel, count),
-          rescind: () => rescindSubs(channel),
+          ...options,
+          memory: host.memory,
+          logger,
+          name: `relid ${channel.relid}`,
         },
       );
       open.set(channel.relid, dc);
@@ -146,25 +154,19 @@ export function attachDevice(host: VmbusHost, device: VmbusDevice, options: Atta
   };
   const primary = host.offerChannel(device.offer, handler);
   const subchannels: Channel[] = [];
-  const offerMore = (channel: Channel, count: number): number[] => {
-    if (channel.subChannelIndex !== 0) throw new HostUsageError(`relid ${channel.relid} is a subchannel: only the primary offers more`);
+  function offerSubchannels(count: number): Channel[] {
     const subs = host.offerSubchannels(primary, count, () => handler);
     subchannels.push(...subs);
-    return subs.map((c) => c.relid);
-  };
-  const rescindSubs = (channel: Channel): void => {
-    if (channel.subChannelIndex !== 0) throw new HostUsageError(`relid ${channel.relid} is a subchannel: only the primary rescinds them`);
+    return subs;
+  }
+  function rescindSubchannels(): void {
     for (const sub of subchannels.splice(0)) host.rescind(sub);
-  };
+  }
   return {
     device,
     channel: primary,
     openChannels: () => [...open.values()],
-    offerSubchannels: (count) => {
-      const subs = host.offerSubchannels(primary, count, () => handler);
-      subchannels.push(...subs);
-      return subs;
-    },
+    offerSubchannels,
     rescind: () => host.rescind(primary),
   };
 }
@@ -176,18 +178,10 @@ class OpenChannel implements DeviceChannel {
   constructor(
     private readonly channel: Channel,
     private readonly host: VmbusHost,
+    private readonly subchannels: { offer(count: number): Channel[]; rescind(): void },
     queueOptions: PacketQueueOptions,
-    private readonly subchannels: { offer(count: number): number[]; rescind(): void },
   ) {
     this.queue = new PacketQueue(channel.rings, queueOptions);
-  }
-
-  offerSubchannels(count: number): number[] {
-    return this.subchannels.offer(count);
-  }
-
-  rescindSubchannels(): void {
-    this.subchannels.rescind();
   }
 
   get relid(): number {
@@ -215,6 +209,24 @@ class OpenChannel implements DeviceChannel {
 
   gpadlHandles(): number[] {
     return this.channel.gpadlHandles();
+  }
+
+  fail(error: unknown): void {
+    this.host.failChannel(this.channel, error);
+  }
+
+  offerSubchannels(count: number): number[] {
+    if (this.channel.subChannelIndex !== 0) {
+      throw new HostUsageError(`relid ${this.relid} is subchannel ${this.channel.subChannelIndex}: only a primary offers subchannels`);
+    }
+    return this.subchannels.offer(count).map((c) => c.relid);
+  }
+
+  rescindSubchannels(): void {
+    if (this.channel.subChannelIndex !== 0) {
+      throw new HostUsageError(`relid ${this.relid} is subchannel ${this.channel.subChannelIndex}: only a primary rescinds subchannels`);
+    }
+    this.subchannels.rescind();
   }
 
   /** @internal the guest tore the GPADL down. */

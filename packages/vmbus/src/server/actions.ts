@@ -2,6 +2,8 @@
  * What the server core asks its wiring to do. The core is pure: it never posts, signals or
  * logs itself; `handle()` and the host-side calls return these, in order.
  */
+import { channelMessageName } from '../protocol/messages.js';
+import { versionString } from '../protocol/constants.js';
 
 /** Why a device's channel was closed. */
 export type CloseReason =
@@ -59,3 +61,31 @@ export type ServerAction =
     };
 
 export type LogAction = Extract<ServerAction, { kind: 'log' }>;
+
+/** One line for an event log: what the host did or decided, with the protocol's names. */
+export function describeServerAction(action: ServerAction): string {
+  switch (action.kind) {
+    case 'send':
+      return `-> vp ${action.vp} sint ${action.sint}: ${channelMessageName(action.msgtype)}`;
+    case 'connected':
+      return `connected: VMBus ${versionString(action.version)}, messages to vp ${action.targetVp}, feature flags 0x${action.featureFlags.toString(16)}`;
+    case 'disconnected':
+      return `disconnected (${action.reason})`;
+    case 'open':
+      return `relid ${action.request.relid}: guest opens (ring GPADL ${action.request.gpadl}, ${action.request.pfns.length} pages, interrupts to vp ${action.request.targetVp})`;
+    case 'close':
+      return `relid ${action.relid}: closed (${action.reason})`;
+    case 'retarget':
+      return `relid ${action.relid}: interrupts to vp ${action.targetVp}`;
+    case 'gpadl-created':
+      return `relid ${action.relid}: GPADL ${action.gpadl} created`;
+    case 'gpadl-torndown':
+      return `relid ${action.relid}: GPADL ${action.gpadl} torn down`;
+    case 'channel-freed':
+      return `relid ${action.relid}: freed (connection ${action.connectionId})`;
+    case 'tl-connect-request':
+      return `hv_sock connect request: guest endpoint ${action.guestEndpointId} to host service ${action.hostServiceId}`;
+    case 'log':
+      return `${action.level}: ${action.message}`;
+  }
+}

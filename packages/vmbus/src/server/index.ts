@@ -1,4 +1,5 @@
 export type { CloseReason, OpenRequest, ServerAction, LogAction } from './actions.js';
+export { describeServerAction } from './actions.js';
 export {
   VmbusServer,
   DEFAULT_SERVER_LIMITS,

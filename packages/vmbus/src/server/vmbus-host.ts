@@ -198,8 +198,12 @@ export class VmbusHost {
     return HV_STATUS_SUCCESS;
   }
 
-  /** A device threw while serving the guest (a broken ring): that channel stops, the rest go on. */
-  private failChannel(channel: Channel, error: unknown): void {
+  /**
+   * A device threw while serving the guest (a broken ring), or found the guest's fault outside a
+   * signal (a deferred read): that channel stops, the rest go on. Once per channel.
+   */
+  failChannel(channel: Channel, error: unknown): void {
+    if (channel.failed) return;
     channel.failed = true;
     this.logger.warn(`vmbus: relid ${channel.relid} failed`, { reason: 'channel-failed', error: String(error) });
     try {
