@@ -381,16 +381,13 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
     if (n === READ_BATCH && !this.txBlocked) q.again = setImmediate(() => this.drainLater(q));
   }
 
-  /**
-   * drain() outside a signal: a ring the guest broke cannot fail the channel from here (the
-   * device layer fails it on the next signal, when the same read throws again), so it is logged.
-   */
+  /** drain() outside a signal: a ring the guest broke fails that channel, as a throw from onSignal would. */
   private drainLater(q: Queue): void {
     q.again = null;
     try {
       this.drain(q);
     } catch (error) {
-      this.logger.warn(`netvsp: queue ${q.index}: ${String(error)}`);
+      q.channel.fail(error);
     }
   }
 

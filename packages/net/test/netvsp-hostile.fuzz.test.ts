@@ -184,6 +184,29 @@ describe('netvsp against a hostile guest', () => {
     expect(sim.logger.records.filter((r) => r.level === 'error')).toEqual([]);
   });
 
+  it('a ring the guest breaks under work deferred past a signal fails that channel (DeviceChannel.fail), nothing throws', async () => {
+    const sim = await nicSim();
+    await sim.guest.connect();
+    const ch = sim.guest.channel(0);
+    const dataStart = (ch.pfns[1] * 4096) as number;
+    const dataSize = (ch.pfns.length / 2 - 1) * 4096; // the client opens rings of ringPages each way
+    const writeIndex = sim.memory.u32Array(ch.pfns[0] * 4096, 1)[0];
+    // 100 stray completions (24-byte packets + 8-byte trailer): the device reads 64 now, the rest later.
+    ch.rings.outbound.batch(() => {
+      for (let i = 0; i < 100; i++) ch.rings.outbound.write({ type: VM_PKT_COMP, transactionId: 0x9999, payload: new Uint8Array(8) });
+    });
+    // Before the deferred read: packet 80's descriptor gets a type no ring packet has.
+    new DataView(sim.memory.bytes(dataStart, dataSize).buffer, sim.memory.bytes(dataStart, dataSize).byteOffset).setUint16(
+      (writeIndex + 80 * 32) % dataSize,
+      0x55,
+      true,
+    );
+    for (let i = 0; i < 20 && sim.attached.openChannels().length > 0; i++) await new Promise((r) => setImmediate(r));
+    expect(sim.attached.openChannels()).toEqual([]);
+    expect(sim.nic.stats.badCompletions).toBe(80);
+    expect(sim.logger.records.some((r) => /failed/.test(r.message))).toBe(true);
+  });
+
   // (Packet types the ring layer does not know break the ring: that fails the channel by design, tested in @hvemu/vmbus.)
   it('random NVSP message sequences: never a thrown error or a failed channel; a new session works after', async () => {
     const sim = await nicSim({ nic: { maxQueues: 2 } });
