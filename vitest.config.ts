@@ -11,6 +11,7 @@ export default defineConfig({
       { find: '@hvemu/vmbus/testing', replacement: pkg('vmbus/src/testing/index.ts') },
       { find: '@hvemu/synic/testing', replacement: pkg('synic/src/testing/index.ts') },
       { find: '@hvemu/accel/testing', replacement: pkg('accel/src/testing/index.ts') },
+      { find: '@hvemu/net/testing', replacement: pkg('net/src/testing/index.ts') },
       { find: '@hvemu/storage/testing', replacement: pkg('storage/src/testing/index.ts') },
       { find: /^@hvemu\/([a-z-]+)$/, replacement: pkg('$1/src/index.ts') },
     ],

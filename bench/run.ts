@@ -8,6 +8,7 @@ import { benchRing } from './ring.js';
 import { benchSynic } from './synic.js';
 import { benchVmbus, benchVmbusKvm } from './vmbus.js';
 import { benchTrace } from './trace.js';
+import { benchNet } from './net.js';
 import { benchStorage } from './storage.js';
 
 const SUITES: Record<string, () => Record<string, number | string> | Promise<Record<string, number | string>>> = {
@@ -17,6 +18,7 @@ const SUITES: Record<string, () => Record<string, number | string> | Promise<Rec
   vmbus: benchVmbus,
   'vmbus-kvm': benchVmbusKvm,
   trace: benchTrace,
+  net: benchNet,
   storage: benchStorage,
 };
 

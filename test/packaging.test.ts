@@ -37,6 +37,8 @@ import { VmbusHost } from '@hvemu/vmbus';
 import { createTestRing, ringGeometry } from '@hvemu/vmbus/testing';
 import { FakeMshvSys, FakeWhpxApi } from '@hvemu/accel/testing';
 import { KvpService } from '@hvemu/util';
+import { NetvspDevice, createPortPair } from '@hvemu/net';
+import { NetvscClient, frameArbitrary } from '@hvemu/net/testing';
 import { ScsiDisk } from '@hvemu/storage';
 import { DiskModel } from '@hvemu/storage/testing';
 import { TraceRecorder } from '@hvemu/trace';
@@ -44,7 +46,7 @@ import { SimulatedVm } from '@hvemu/vm';
 
 const vm = new SimulatedVm({ clock: new ManualClock() });
 const parts: [GuestMemory, HyperV, HypercallDispatcher, VmbusHost] = [vm.memory, vm.hyperv, vm.hypercalls, vm.vmbus];
-void [createTestRing, ringGeometry, KvpService, ScsiDisk, DiskModel, TraceRecorder, probeGuestCpuid, KvmPartition, FakeMshvSys, FakeWhpxApi, TestPlatform];
+void [NetvscClient, frameArbitrary, new NetvspDevice({ backend: createPortPair()[0], mac: '00:15:5d:00:00:01' }).offer, createTestRing, ringGeometry, KvpService, ScsiDisk, DiskModel, TraceRecorder, probeGuestCpuid, KvmPartition, FakeMshvSys, FakeWhpxApi, TestPlatform];
 let refused = false;
 try {
   new SimulatedVm({ vpCount: 0 });

@@ -63,6 +63,7 @@ export {
   type FatalReason,
 } from './errors.js';
 export { ExitRouter, fatalError } from './exit-router.js';
+export { createFdWatcher, type FdWatcher } from './native/fd-watcher.js';
 export type {
   AccelPartition,
   AccelVcpu,

@@ -24,6 +24,8 @@ import { HypervisorUnavailableError, KvmPartition, MshvPartition, WhpxPartition,
 import { enlightenedPartitionOptions } from './enlighten.js';
 import { attachHyperV, type Enlightenments } from './enlighten.js';
 import { defaultDevices } from './ic-devices.js';
+import { withNics } from './net-devices.js';
+import type { NicSpec } from '@hvemu/net';
 import { recordingEnvironment, traceHooks, type TraceHooks } from './trace-capture.js';
 
 export interface VmSpec {
@@ -47,6 +49,8 @@ export interface VmSpec {
    * (register storageDeviceKind(spec) on it instead).
    */
   storage?: StorageControllerSpec;
+  /** Network adapters (netvsp), offered after `devices` as nic0, nic1, ...: `{ tap: 'tap0', mac }` or `{ backend, mac }`. */
+  nics?: readonly NicSpec[];
   clock?: Clock;
   /** Host wall clock for the devices that report it (timesync), Unix ms. */
   wallClockMs?: () => number;
@@ -188,9 +192,11 @@ function offerDevices(
 ): Map<string, AttachedDevice> {
   if (spec.registry && spec.storage)
     throw new HostUsageError('buildVm: give storage in the registry (storageDeviceKind) or as spec.storage, not both');
-  const registry = spec.registry ?? defaultDevices({ storage: spec.storage });
-  const names = spec.devices ?? registry.names;
-  if (!Array.isArray(names)) throw new HostUsageError('buildVm: devices must be a list of device kind names');
+  const base = spec.registry ?? defaultDevices({ storage: spec.storage });
+  const listed = spec.devices ?? base.names;
+  if (!Array.isArray(listed)) throw new HostUsageError('buildVm: devices must be a list of device kind names');
+  const { registry, names: nics } = withNics(base, spec.nics ?? []);
+  const names = [...listed, ...nics];
   const devices = new Map<string, AttachedDevice>();
   for (const name of names) {
     if (devices.has(name)) throw new HostUsageError(`buildVm: device ${name} is listed twice`);

@@ -27,4 +27,5 @@ export { replayTrace, ReplayError, type ReplayOptions, type ReplayResult, type R
 /** Names the CPUID registers a guest sees differently from hvemu's model (KvmVm.probeCpuid). */
 export { describeCpuidDifferences, type CpuidDifference, type CpuidProbeResult } from '@hvemu/accel';
 export { buildVm, deviceTraceHeader, openPartition, type BackendChoice, type PartitionSpec, type Vm, type VmSpec } from './builder.js';
+export { withNics, nicsOf } from './net-devices.js';
 export { LinuxVm, type LinuxVmEnd, type LinuxVmEvent, type LinuxVmOptions } from './linux-vm.js';

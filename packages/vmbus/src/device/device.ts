@@ -44,6 +44,12 @@ export interface DeviceChannel {
    * completion): what throwing from onSignal does. The device's close() follows with 'failed'.
    */
   fail(error: unknown): void;
+  /**
+   * Rescinds the subchannels this device offered (the primary's; a multi-queue device ends its
+   * session, as netvsp does when the guest closes the primary: the guest asks again and gets new
+   * ones numbered from 1). HostUsageError on a subchannel.
+   */
+  rescindSubchannels(): void;
 }
 
 /** What a device implements. Only open() and onSignal() are required. */
@@ -106,12 +112,17 @@ export function attachDevice(host: VmbusHost, device: VmbusDevice, options: Atta
   const open = new Map<number, OpenChannel>();
   const handler: ChannelHandler = {
     onOpen: (channel) => {
-      const dc = new OpenChannel(channel, host, offerSubchannels, {
-        ...options,
-        memory: host.memory,
-        logger,
-        name: `relid ${channel.relid}`,
-      });
+      const dc = new OpenChannel(
+        channel,
+        host,
+        { offer: offerSubchannels, rescind: rescindSubchannels },
+        {
+          ...options,
+          memory: host.memory,
+          logger,
+          name: `relid ${channel.relid}`,
+        },
+      );
       open.set(channel.relid, dc);
       const refused = (error: unknown): never => {
         dc.revoke('the device refused the open');
@@ -147,8 +158,14 @@ export function attachDevice(host: VmbusHost, device: VmbusDevice, options: Atta
     onGpadlTorndown: (channel, gpadl) => open.get(channel.relid)?.gpadlTorndown(gpadl),
   };
   const primary = host.offerChannel(device.offer, handler);
+  const subchannels: Channel[] = [];
   function offerSubchannels(count: number): Channel[] {
-    return host.offerSubchannels(primary, count, () => handler);
+    const subs = host.offerSubchannels(primary, count, () => handler);
+    subchannels.push(...subs);
+    return subs;
+  }
+  function rescindSubchannels(): void {
+    for (const sub of subchannels.splice(0)) host.rescind(sub);
   }
   return {
     device,
@@ -166,7 +183,7 @@ class OpenChannel implements DeviceChannel {
   constructor(
     private readonly channel: Channel,
     private readonly host: VmbusHost,
-    private readonly offerMore: (count: number) => Channel[],
+    private readonly subchannels: { offer(count: number): Channel[]; rescind(): void },
     queueOptions: PacketQueueOptions,
   ) {
     this.queue = new PacketQueue(channel.rings, queueOptions);
@@ -207,7 +224,14 @@ class OpenChannel implements DeviceChannel {
     if (this.channel.subChannelIndex !== 0) {
       throw new HostUsageError(`relid ${this.relid} is subchannel ${this.channel.subChannelIndex}: only a primary offers subchannels`);
     }
-    return this.offerMore(count).map((c) => c.relid);
+    return this.subchannels.offer(count).map((c) => c.relid);
+  }
+
+  rescindSubchannels(): void {
+    if (this.channel.subChannelIndex !== 0) {
+      throw new HostUsageError(`relid ${this.relid} is subchannel ${this.channel.subChannelIndex}: only a primary rescinds subchannels`);
+    }
+    this.subchannels.rescind();
   }
 
   /** @internal the guest tore the GPADL down. */

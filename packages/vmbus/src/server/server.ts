@@ -301,7 +301,9 @@ export class VmbusServer {
     const subs = [...this.channels.values()].filter((c) => c.primaryRelid === primaryRelid && c.subChannelIndex > 0);
     const have = subs.length;
     if (have + count > this.limits.maxSubchannels) throw new HostUsageError(`more than ${this.limits.maxSubchannels} subchannels`);
-    let index = subs.reduce((m, c) => Math.max(m, c.subChannelIndex), 0);
+    // Indexes continue from the live ones: after the device rescinded its subchannels (a new
+    // session of a multi-queue device), new ones start at 1 again, as guests index queues by it.
+    let index = subs.filter((c) => c.state !== 'rescinded').reduce((m, c) => Math.max(m, c.subChannelIndex), 0);
     const relids: number[] = [];
     for (let i = 0; i < count; i++) {
       const relid = this.allocateRelid();

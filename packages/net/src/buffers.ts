@@ -1,0 +1,125 @@
+/**
+ * The two guest buffers of a netvsc session. The receive buffer is the transfer-page set
+ * (id 0xCAFE) the host writes frames into: one section of `sub_alloc_size` bytes per RNDIS
+ * message, handed out here and taken back when the guest completes the transfer-page packet
+ * that named it. The send buffer is sections the guest fills with RNDIS messages and names by
+ * index. Both are GuestData of the GPADL the guest gave, revoked with it.
+ */
+import type { GuestData } from '@hvemu/vmbus';
+
+/** Most sections the host manages in one receive buffer (16 MiB of 256-byte sections). */
+export const MAX_RECV_SECTIONS = 1 << 16;
+
+export class ReceiveBuffer {
+  readonly count: number;
+  /** Free section indexes, a stack (the most recently freed is reused first: warm in cache). */
+  private readonly free: Int32Array;
+  private freeCount: number;
+  /** Per section: the queue (subchannel index) it was sent on, or -1 while free. */
+  private readonly owner: Int16Array;
+
+  constructor(
+    readonly gpadl: number,
+    readonly data: GuestData,
+    readonly sectionSize: number,
+  ) {
+    this.count = Math.min(MAX_RECV_SECTIONS, Math.floor(data.length / sectionSize));
+    this.free = new Int32Array(this.count);
+    for (let i = 0; i < this.count; i++) this.free[i] = this.count - 1 - i;
+    this.freeCount = this.count;
+    this.owner = new Int16Array(this.count).fill(-1);
+  }
+
+  get available(): number {
+    return this.freeCount;
+  }
+
+  /** A free section for queue `owner`, or -1 when all are with the guest. */
+  allocate(owner: number): number {
+    if (this.freeCount === 0) return -1;
+    const index = this.free[--this.freeCount];
+    this.owner[index] = owner;
+    return index;
+  }
+
+  /** Takes `index` back from queue `owner`; false (nothing changes) if it is not out on that queue. */
+  release(index: number, owner: number): boolean {
+    if (!(index >= 0 && index < this.count) || this.owner[index] !== owner) return false;
+    this.owner[index] = -1;
+    this.free[this.freeCount++] = index;
+    return true;
+  }
+}
+
+export class SendBuffer {
+  readonly count: number;
+
+  constructor(
+    readonly gpadl: number,
+    readonly data: GuestData,
+    readonly sectionSize: number,
+  ) {
+    this.count = Math.floor(data.length / sectionSize);
+  }
+
+  /** Bytes [0, length) of section `index`, or null when the guest named a section that is not there. */
+  section(index: number, length: number): GuestData | null {
+    if (!(index >= 0 && index < this.count) || length > this.sectionSize) return null;
+    return this.data.slice(index * this.sectionSize, length);
+  }
+}
+
+/**
+ * The bytes one SEND_RNDIS_PKT names, as one sequence: its send-buffer section (if any), then
+ * the packet's GPA-direct page buffers (if any). Linux puts whole messages in a section, whole
+ * messages in page buffers, or (cp_partial) batched messages plus the last one's header in the
+ * section and that message's frame in page buffers: one sequence covers all three.
+ */
+export class TxSource {
+  private readonly parts: GuestData[] = [];
+  length = 0;
+
+  reset(first: GuestData | null, second: GuestData | null): void {
+    this.parts.length = 0;
+    this.length = 0;
+    this.add(first);
+    this.add(second);
+  }
+
+  private add(part: GuestData | null): void {
+    if (!part || part.length === 0) return;
+    this.parts.push(part);
+    this.length += part.length;
+  }
+
+  /** Copies [offset, offset + length) into `target` at 0. */
+  read(offset: number, target: Uint8Array, length: number): void {
+    let done = 0;
+    this.each(offset, length, (p, at, n) => {
+      p.read(at, target, done, n);
+      done += n;
+    });
+  }
+
+  /** Zero-copy views of [offset, offset + length), appended to `out`. */
+  views(offset: number, length: number, out: Uint8Array[]): void {
+    this.each(offset, length, (p, at, n) => {
+      for (const v of p.views(at, n)) out.push(v);
+    });
+  }
+
+  private each(offset: number, length: number, fn: (p: GuestData, at: number, n: number) => void): void {
+    let base = 0;
+    for (const p of this.parts) {
+      if (length === 0) return;
+      if (offset < base + p.length) {
+        const at = offset - base;
+        const n = Math.min(p.length - at, length);
+        fn(p, at, n);
+        offset += n;
+        length -= n;
+      }
+      base += p.length;
+    }
+  }
+}
