@@ -24,7 +24,7 @@ if [ -f "$vmlinux" ] && [ -f "$bzimage" ]; then echo "$out"; exit 0; fi
 
 need=()
 [ -f /usr/src/linux-source-6.1.tar.xz ] || need+=(linux-source-6.1)
-for tool in gcc make bc flex bison; do command -v "$tool" >/dev/null 2>&1 || need+=("$tool"); done
+for tool in gcc make bc flex bison lz4; do command -v "$tool" >/dev/null 2>&1 || need+=("$tool"); done
 [ -f /usr/include/libelf.h ] || need+=(libelf-dev)
 [ -f /usr/include/openssl/ssl.h ] || need+=(libssl-dev)
 if [ ${#need[@]} -gt 0 ]; then

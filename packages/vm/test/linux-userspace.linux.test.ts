@@ -14,7 +14,7 @@ import { expect, it } from 'vitest';
 import { buildInitramfs } from '@hvemu/platform';
 import { LinuxVm } from '@hvemu/vm';
 import { describeKvm } from './helpers/hv-guest.js';
-import { KERNEL_SOURCE_TREE, TEST_CMDLINE_BASE as TEST_CMDLINE, testKernel } from './helpers/linux.js';
+import { TEST_CMDLINE_BASE as TEST_CMDLINE, testKernel } from './helpers/linux.js';
 
 const INIT_SOURCE = fileURLToPath(new URL('./userspace/init.c', import.meta.url));
 
@@ -48,7 +48,12 @@ describeKvm('Linux user space on hvemu', () => {
       { kind: 'file', path: 'init', data: buildInit() },
     ]);
     let log = '';
-    const vm = new LinuxVm({ kernel: readFileSync(testKernel()), initrd, commandLine: TEST_CMDLINE, console: (b) => (log += String.fromCharCode(b)) });
+    const vm = new LinuxVm({
+      kernel: readFileSync(testKernel()),
+      initrd,
+      commandLine: TEST_CMDLINE,
+      console: (b) => (log += String.fromCharCode(b)),
+    });
     try {
       const end = await vm.run(25 * 60_000);
       expect(log, log.slice(-3000)).toContain('Run /init as init process');
