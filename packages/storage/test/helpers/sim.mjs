@@ -3,18 +3,13 @@
  * region above 4 GiB), @hvemu/synic's HyperV, the hypercall dispatcher, a VmbusHost, the
  * TypeScript VMBus client through real HvPostMessage/SIMP slots, and a StorvscClient.
  */
-import { HV_X64_MSR_EOM, HV_X64_MSR_SCONTROL, HV_X64_MSR_SIEFP, HV_X64_MSR_SIMP, HV_X64_MSR_SINT0 } from '@hvemu/hvdef';
-import { ManualClock, MemoryLogger } from '@hvemu/common';
-import { GuestMemory, PAGE_SIZE } from '@hvemu/memory';
-import { HyperV } from '@hvemu/synic';
-import { HypercallDispatcher } from '@hvemu/hypercalls';
-import { attachDevice, BumpPageAllocator, simpTransport, VmbusClient, VmbusHost } from '@hvemu/vmbus';
+import { MemoryLogger } from '@hvemu/common';
+import { PAGE_SIZE } from '@hvemu/memory';
+import { attachDevice, BumpPageAllocator } from '@hvemu/vmbus';
+import { createSimulatedVmbus } from '@hvemu/vmbus/testing';
 import { MemoryBackend, ScsiController, ScsiDisk, StorvspDevice } from '@hvemu/storage';
 import { StorvscClient } from '@hvemu/storage/testing';
 
-const SIMP = 0x1000;
-const SIEFP = 0x2000;
-const INPUT_PAGE = 0x5000;
 export const HIGH_GPA = 2 ** 32;
 export const RAM_BYTES = 24 << 20;
 
@@ -26,32 +21,8 @@ export const RAM_BYTES = 24 << 20;
 
 export function storageSim(options = {}) {
   const layout = [{ gpa: 0, size: RAM_BYTES }, ...(options.highMemory ? [{ gpa: HIGH_GPA, size: 4 << 20 }] : [])];
-  const memory = GuestMemory.createShared(layout);
-  const logger = new MemoryLogger();
   const vpCount = options.vpCount ?? 1;
-  const hv = new HyperV({ memory, vpCount, clock: new ManualClock(), sink: { raise: () => {} } });
-  const dispatcher = new HypercallDispatcher({ memory, logger });
-  const host = new VmbusHost({ memory, synic: hv, connections: dispatcher.connections, vpCount, logger });
-  hv.writeMsr(0, 0x40000000, 0x8100n);
-  hv.writeMsr(0, HV_X64_MSR_SIMP, BigInt(SIMP) | 1n);
-  hv.writeMsr(0, HV_X64_MSR_SIEFP, BigInt(SIEFP) | 1n);
-  hv.writeMsr(0, HV_X64_MSR_SINT0 + 2, 0xf3n);
-  hv.writeMsr(0, HV_X64_MSR_SCONTROL, 1n);
-  let waits = 0;
-  const transport = simpTransport({
-    memory,
-    vp: 0,
-    simpGpa: SIMP,
-    inputPageGpa: INPUT_PAGE,
-    hypercall: (vp, rcx, rdx, r8) => dispatcher.dispatch(vp, { rcx, rdx, r8 }),
-    writeEom: (vp) => hv.writeMsr(vp, HV_X64_MSR_EOM, 0n),
-    wait: async () => {
-      if (++waits > 100_000) throw new Error('the host never answered');
-      await new Promise((r) => setImmediate(r));
-    },
-  });
-  const ringPages = new BumpPageAllocator(0x100, 2000);
-  const vmbus = new VmbusClient({ transport, memory, pages: ringPages, vp: 0 });
+  const { memory, hyperv: hv, host, client: vmbus, logger } = createSimulatedVmbus({ ram: layout, vpCount, logger: new MemoryLogger() });
   const controller = new ScsiController();
   const disks = options.disks ?? [{ backend: new MemoryBackend(1 << 20) }];
   disks.forEach((d, i) => {

@@ -1,7 +1,8 @@
 /**
  * @hvemu/vmbus/testing: the property-test kit. Arbitraries for packets, ring geometries and
  * hostile rings; the ring reference model and its fast-check commands; a test ring in
- * simulated guest memory with guard pages.
+ * simulated guest memory with guard pages; a simulated partition (HyperV, dispatcher, VmbusHost,
+ * the VMBus client) to run a VSP against.
  */
 export { payload, gpaDirectHeader, transferPageHeader, outgoingPacket, ringGeometry } from './arbitraries.js';
 export { RingModel, expectedReception, packetSpace, type ReceivedPacket } from './model.js';
@@ -17,3 +18,4 @@ export {
   type CorruptionKind,
   type HostileRing,
 } from './hostile.js';
+export { createSimulatedVmbus, type SimulatedVmbus, type SimulatedVmbusOptions } from './sim-partition.js';
