@@ -49,7 +49,6 @@ function boot(cmd, args, limitMs = 600_000) {
     const start = process.hrtime.bigint();
     const at = {};
     const seenIc = new Set();
-    let buffer = '';
     const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     const timer = setTimeout(() => child.kill('SIGKILL'), limitMs);
     const elapsed = () => Number(process.hrtime.bigint() - start) / 1e9;
@@ -60,15 +59,20 @@ function boot(cmd, args, limitMs = 600_000) {
       if (/KVM internal error|emulation failure/.test(line)) at.emulation_failure = elapsed();
       if (at.rootwait !== undefined || at.emulation_failure !== undefined) child.kill('SIGKILL');
     };
-    child.stdout.on('data', (chunk) => {
-      buffer += chunk.toString('latin1');
-      let nl;
-      while ((nl = buffer.indexOf('\n')) >= 0) {
-        onLine(buffer.slice(0, nl));
-        buffer = buffer.slice(nl + 1);
-      }
-    });
-    child.stderr.resume();
+    // The console is on stdout; QEMU reports a KVM emulation failure on stderr.
+    const lines = (stream) => {
+      let buffer = '';
+      stream.on('data', (chunk) => {
+        buffer += chunk.toString('latin1');
+        let nl;
+        while ((nl = buffer.indexOf('\n')) >= 0) {
+          onLine(buffer.slice(0, nl));
+          buffer = buffer.slice(nl + 1);
+        }
+      });
+    };
+    lines(child.stdout);
+    lines(child.stderr);
     child.on('exit', () => {
       clearTimeout(timer);
       resolve(at);

@@ -89,3 +89,4 @@ export {
   type AcpiPowerEvent,
 } from './acpi/power.js';
 export { AbsentPorts, COM1_PORT, EmptyPciConfig, Uart16550 } from './uart.js';
+export { CmosRtc, RTC_INDEX_PORT } from './rtc.js';

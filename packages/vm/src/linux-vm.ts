@@ -13,6 +13,7 @@ import {
   AbsentPorts,
   AcpiPmDevice,
   bootLinux,
+  CmosRtc,
   COM1_PORT,
   EmptyPciConfig,
   Uart16550,
@@ -48,6 +49,8 @@ export interface LinuxVmOptions {
   /** Each byte the guest writes to its console (COM1). */
   console?: (byte: number) => void;
   clock?: Clock;
+  /** The host's wall clock, Unix ms (default Date.now): the guest's RTC and timesync read it. */
+  wallClockMs?: () => number;
   logger?: Logger;
   trace?: TraceSink;
   /** The host-side event log: offers, every VMBus action, the guest's end (ms since the VM was built). */
@@ -106,11 +109,13 @@ export class LinuxVm {
       this.partition.addIoDevice(new Uart16550(COM1_PORT, options.console, irqEdge(this.partition, COM1_GSI)));
       for (const port of COM2_4) this.partition.addIoDevice(new AbsentPorts(port, 8));
       this.partition.addIoDevice(new EmptyPciConfig());
+      this.partition.addIoDevice(new CmosRtc(options.wallClockMs));
       this.partition.addIoDevice(new AcpiPmDevice((kind) => end({ kind })));
       this.vm = buildVm({
         partition: this.partition,
         devices: options.devices,
         storage: options.storage,
+        wallClockMs: options.wallClockMs,
         clock: options.clock ?? new MonotonicClock(),
         logger,
         trace: options.trace,
