@@ -84,7 +84,8 @@ stdout; --memory takes QEMU-style sizes (256M, 8G; default 256M), --cpus (defaul
 --events logs the host's side (offers, VMBus actions, the end) on stderr; exit code 0
 powered off, 3 reset, 4 crashed (the Hyper-V crash MSRs and the guest's panic message),
 5 timed out, 6 triple fault, 7 emulation failure (registers and instruction bytes on
-stderr), 1 failed otherwise, 2 a command line or file hvemu cannot use`,
+stderr), 8 stopped (a second SIGINT/SIGTERM; the first asks the guest to shut down
+through the shutdown IC), 1 failed otherwise, 2 a command line or file hvemu cannot use`,
     options: {
       disk: { type: 'string', multiple: true },
       devices: { type: 'string' },

@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { HvemuError, MonotonicClock } from '@hvemu/common';
 import { TraceRecorder } from '@hvemu/trace';
+import type { IcDevice, ShutdownService } from '@hvemu/util';
 import { defaultDevices, deviceTraceHeader, describeCpuidDifferences, LinuxVm, type LinuxVmEnd } from '@hvemu/vm';
 
 /** A file named on the command line that cannot be read. */
@@ -13,7 +14,16 @@ export class RunInputError extends HvemuError {
 }
 
 /** Exit statuses: how the guest ended. */
-export const RUN_EXIT = { poweroff: 0, error: 1, reset: 3, crash: 4, timeout: 5, 'triple-fault': 6, 'emulation-failure': 7 } as const;
+export const RUN_EXIT = {
+  poweroff: 0,
+  error: 1,
+  reset: 3,
+  crash: 4,
+  timeout: 5,
+  'triple-fault': 6,
+  'emulation-failure': 7,
+  stopped: 8,
+} as const;
 
 export interface RunOptions {
   kernel: string;
@@ -30,6 +40,8 @@ export interface RunOptions {
   trace?: string;
   /** Log the host's side (offers, VMBus actions, the end) through `log`. */
   events?: boolean;
+  /** Where the host's stop requests come from (default: this process's SIGINT and SIGTERM). */
+  signals?: NodeJS.EventEmitter;
   console: (bytes: Uint8Array) => void;
   log: (line: string) => void;
 }
@@ -86,7 +98,8 @@ export async function runLinux(o: RunOptions): Promise<number> {
     // register); after the VM is built, so unusable input fails first, in one line.
     for (const line of describeCpuidDifferences((await LinuxVm.probeCpuid()).differences)) o.log(`hvemu run: warning: cpuid: ${line}`);
     o.log(`hvemu run: ${vm.boot.kind === 'pvh' ? 'PVH vmlinux' : 'bzImage'}, ${o.memoryBytes >> 20} MiB, ${o.cpus} vCPU(s)`);
-    const end = await vm.run(o.timeoutSeconds * 1000);
+    const stopRequests = onStopRequests(vm, o.signals ?? process, o.log);
+    const end = await vm.run(o.timeoutSeconds * 1000).finally(stopRequests);
     for (const line of describeEnd(end).split('\n')) o.log(`hvemu run: ${line}`);
     return RUN_EXIT[end.kind];
   } finally {
@@ -115,6 +128,8 @@ function describeEnd(end: LinuxVmEnd): string {
       return `emulation failure: ${end.error.message}`;
     case 'timeout':
       return 'timed out: the guest was stopped';
+    case 'stopped':
+      return 'stopped by the host (a second SIGINT/SIGTERM)';
     case 'error':
       return `the guest failed: ${end.error.message.replace(/\s*\n\s*/g, '; ')}`;
   }
@@ -126,4 +141,31 @@ function crashMessageTail(message: string, lines = 20): string {
   const shown = all.slice(-lines);
   const what = shown.length < all.length ? `the last ${shown.length} of its ${all.length} lines` : 'as the guest wrote it';
   return `the guest's crash message (${what}):\n${shown.join('\n')}`;
+}
+
+/**
+ * SIGINT / SIGTERM as a VMM's power button: the first asks the guest to shut down through the
+ * shutdown IC (Linux then powers off through ACPI, exit 0), the next stops the vCPUs at once.
+ * Returns the function that stops listening.
+ */
+function onStopRequests(vm: LinuxVm, signals: NodeJS.EventEmitter, log: (line: string) => void): () => void {
+  let asked = false;
+  // The shutdown IC as offered (--devices may leave it out).
+  const shutdownIc = vm.vm.devices.get('shutdown')?.device as IcDevice<ShutdownService> | undefined;
+  const onSignal = (signal: string): void => {
+    if (!asked && shutdownIc?.service.state === 'ready') {
+      asked = true;
+      log(`hvemu run: ${signal}: asking the guest to shut down (the shutdown IC); ${signal} again stops it at once`);
+      void shutdownIc.host.shutdown({ kind: 'poweroff', message: `hvemu run: ${signal}` });
+      return;
+    }
+    log(`hvemu run: ${signal}: stopping the guest`);
+    vm.stop();
+  };
+  signals.on('SIGINT', onSignal);
+  signals.on('SIGTERM', onSignal);
+  return () => {
+    signals.off('SIGINT', onSignal);
+    signals.off('SIGTERM', onSignal);
+  };
 }

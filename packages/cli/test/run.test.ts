@@ -1,5 +1,5 @@
 /** `hvemu run`: a Linux kernel's VMM path from the command line, with synthetic PVH kernels. */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -152,5 +152,17 @@ const kvm = KvmPartition.probe();
     const r = await hvemu(['run', '--kernel', kernelFile('disk', '', 0x600, 0x34), '--memory', '64M', '--events', '--disk', `${image},ro`]);
     expect(r.code).toBe(0);
     expect(r.stderr).toMatch(/offered kvp as relid 4\n.*offered scsi as relid 5/);
+  });
+
+  it('SIGTERM with no shutdown IC to ask stops the guest at once: exit 8', async () => {
+    const child = spawn('node', [MAIN, 'run', '--kernel', kernelFile('sigterm', 'up\n', 0x80, 0), '--memory', '64M', '--timeout', '60']);
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    // Once the console shows the guest runs, the signal.
+    await new Promise<void>((resolve) => child.stdout.on('data', () => resolve()));
+    child.kill('SIGTERM');
+    const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+    expect(code).toBe(8);
+    expect(stderr).toContain('SIGTERM: stopping the guest');
   });
 });

@@ -73,6 +73,8 @@ export type LinuxVmEnd =
   /** An instruction the hypervisor could not run: registers and instruction bytes are in the error. */
   | { kind: 'emulation-failure'; error: GuestFatalError }
   | { kind: 'timeout' }
+  /** The host stopped it (LinuxVm.stop). */
+  | { kind: 'stopped' }
   | { kind: 'error'; error: Error };
 
 /** An edge on an IOAPIC input, where the partition has IOAPIC inputs (KVM's in-kernel one). */
@@ -167,6 +169,12 @@ export class LinuxVm {
       clearTimeout(timer);
     }
     return this.ended ?? { kind: 'error', error: new Error('every vCPU stopped without powering off') };
+  }
+
+  /** Stops the guest now (run() resolves with 'stopped'), unless it already ended. */
+  stop(): void {
+    this.ended ??= { kind: 'stopped' };
+    this.partition.stop();
   }
 
   /**

@@ -4,6 +4,8 @@
  * client: hv_vmbus negotiates, hv_utils binds the ICs, and a host shutdown request powers the
  * guest off through ACPI. Opt-in (`npm run test:linux`): a boot takes minutes on this KVM.
  */
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { expect, it } from 'vitest';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -127,3 +129,27 @@ async function bootToShutdown(kernel: string, cpus: number): Promise<{ result: u
     vm.close();
   }
 }
+
+describeKvm('hvemu run with the real kernel', () => {
+  it('SIGTERM is the power button: the shutdown IC asks Linux to power off, and hvemu run exits 0 saying so', async () => {
+    const main = fileURLToPath(new URL('../../cli/dist/main.js', import.meta.url));
+    const child = spawn('node', [main, 'run', '--kernel', testKernel(), '--cmdline', TEST_CMDLINE, '--timeout', '600']);
+    let stdout = '';
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const icUp = new Promise<void>((resolve) =>
+      child.stdout.on('data', (d: Buffer) => {
+        stdout += d.toString('latin1');
+        if (/Shutdown IC version/.test(stdout)) resolve();
+      }),
+    );
+    const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+    await Promise.race([icUp, exited]);
+    // hv_utils prints the version line as it binds; the host's side is ready a moment later.
+    await new Promise((r) => setTimeout(r, 1000));
+    child.kill('SIGTERM');
+    expect(await exited, stdout.slice(-3000) + stderr).toBe(0);
+    expect(stderr).toContain('SIGTERM: asking the guest to shut down');
+    expect(stderr).toContain('the guest powered off (ACPI S5)');
+  });
+});
