@@ -222,6 +222,12 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
   private readonly layout = new RndisPacketLayout();
   private readonly scratch = new Uint8Array(MAX_CONTROL_MESSAGE);
   private readonly segments: Uint8Array[] = [];
+  /**
+   * The frames of the send being walked (offset, length, VLAN per frame), transmitted only once
+   * every message of it proved well formed: a send completed with an error sent nothing, so a
+   * guest that retries it never duplicates a frame (found by the 100k-run fuzz).
+   */
+  private readonly pendingFrames: number[] = [];
   private readonly rxHeader = new Uint8Array(RNDIS_PACKET_HEADER_SIZE + 4 * NDIS_U32_PPI_SIZE);
   private readonly rxHeaderView = new DataView(this.rxHeader.buffer);
   private readonly rxPpis: number[] = [];
@@ -623,6 +629,8 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
   private rndisMessages(q: Queue): number {
     const src = this.txSource;
     if (src.length === 0) return this.rndisFault('short'); // a send that names no message at all
+    const frames = this.pendingFrames;
+    frames.length = 0;
     let at = 0;
     while (at < src.length) {
       if (src.length - at < RNDIS_HEADER_SIZE) return this.rndisFault('short');
@@ -634,6 +642,8 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
       if (status !== NVSP_STAT_SUCCESS) return status;
       at += msgLen;
     }
+    for (let i = 0; i < frames.length; i += 3) this.transmit(frames[i], frames[i + 1], frames[i + 2]);
+    frames.length = 0;
     return NVSP_STAT_SUCCESS;
   }
 
@@ -669,7 +679,7 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
       this.stats.txBadSize++;
       return NVSP_STAT_SUCCESS; // a defined drop: the message was well formed, the frame is not sendable
     }
-    this.transmit(at + dataOffset, dataLength, vlan);
+    this.pendingFrames.push(at + dataOffset, dataLength, vlan);
     return NVSP_STAT_SUCCESS;
   }
 

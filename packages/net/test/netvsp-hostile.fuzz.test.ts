@@ -21,6 +21,7 @@ import {
   NVSP_MSG1_TYPE_SEND_RNDIS_PKT,
   NVSP_STAT_FAIL,
   NVSP_STAT_INVALID_RNDIS_PKT,
+  RNDIS_MSG_PACKET,
   NVSP_STAT_SUCCESS,
   TCPIP_CHKSUM_PKTINFO,
 } from '@hvemu/net';
@@ -75,6 +76,21 @@ async function rawRndisPacket(
 }
 
 describe('netvsp against a hostile guest', () => {
+  it('a send whose later message is malformed fails whole: its earlier, well-formed frames are not sent either', async () => {
+    // Found by the 100k-run fuzz: a frame went out and the send was still completed with an error (a retrying guest duplicates it).
+    const sim = await nicSim();
+    await sim.guest.connect();
+    const good = rndisDataMessage(ethernetFrame(PEER_MAC, GUEST_MAC, 120), []);
+    const batch = new Uint8Array(good.length + 20);
+    batch.set(good);
+    batch.set([RNDIS_MSG_PACKET, 0, 0, 0, 0xff, 0xff, 0, 0], good.length); // a second message whose length runs past the send
+    const frames = sim.peerSink.frames.length;
+    expect(await sim.guest.sendRaw(batch)).toBe(NVSP_STAT_INVALID_RNDIS_PKT);
+    expect(sim.peerSink.frames.length).toBe(frames);
+    expect(await sim.guest.sendRaw(good)).toBe(NVSP_STAT_SUCCESS);
+    expect(sim.peerSink.frames.length).toBe(frames + 1);
+  });
+
   it('mutated RNDIS data messages: an error status and a counter, or a well-formed frame; the channel keeps working', async () => {
     const sim = await nicSim();
     await sim.guest.connect();
