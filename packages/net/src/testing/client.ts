@@ -630,25 +630,8 @@ export class NetvscClient {
     this.opts.memory.write(at + headerLength, first);
     writeRndisPacketHeader(this.headerView, 0, second.length, NO_PPIS);
     this.opts.memory.write(at + firstLength, this.header.subarray(0, headerLength));
-    const ranges: { byteCount: number; byteOffset: number; pfns: number[] }[] = [];
-    for (let off = 0, page = 0; off < second.length; page++) {
-      const n = Math.min(PAGE_SIZE, second.length - off);
-      this.opts.memory.write(q.txPfns[page] * PAGE_SIZE, second.subarray(off, off + n));
-      ranges.push({ byteCount: n, byteOffset: 0, pfns: [q.txPfns[page]] });
-      off += n;
-    }
     const tid = this.nextTid++;
-    const ok = q.channel.rings.outbound.write({
-      type: VM_PKT_DATA_USING_GPA_DIRECT,
-      flags: VMBUS_DATA_PACKET_FLAG_COMPLETION_REQUESTED,
-      transactionId: tid,
-      header: encodeGpaDirectHeader(ranges),
-      payload: encodeNvsp(NVSP_MSG1_TYPE_SEND_RNDIS_PKT, nvsp_1_message_send_rndis_packet, {
-        channel_type: NVSP_RNDIS_CHANNEL_DATA,
-        send_buf_section_index: section,
-        send_buf_section_size: sectionLength,
-      }),
-    });
+    const ok = this.postPageBuffers(q, tid, this.writePageBuffers(q, second), NVSP_RNDIS_CHANNEL_DATA, section, sectionLength);
     if (!ok) {
       this.freeSections.push(section);
       return false;
@@ -673,27 +656,44 @@ export class NetvscClient {
   /** The message in this queue's page-buffer pages, described one PFN per range as Linux's page buffers are. */
   private sendViaPages(q: GuestQueue, message: Uint8Array, channelType: number): boolean {
     if (q.txBusy !== null || message.length > q.txPfns.length * PAGE_SIZE) return false;
+    const tid = this.nextTid++;
+    const ok = this.postPageBuffers(q, tid, this.writePageBuffers(q, message), channelType, NETVSC_INVALID_INDEX, 0);
+    if (ok) q.txBusy = tid;
+    return ok;
+  }
+
+  /** `bytes` into this queue's page-buffer pages, one PFN per range as Linux's page buffers are. */
+  private writePageBuffers(q: GuestQueue, bytes: Uint8Array): { byteCount: number; byteOffset: number; pfns: number[] }[] {
     const ranges: { byteCount: number; byteOffset: number; pfns: number[] }[] = [];
-    for (let at = 0, page = 0; at < message.length; page++) {
-      const n = Math.min(PAGE_SIZE, message.length - at);
-      this.opts.memory.write(q.txPfns[page] * PAGE_SIZE, message.subarray(at, at + n));
+    for (let at = 0, page = 0; at < bytes.length; page++) {
+      const n = Math.min(PAGE_SIZE, bytes.length - at);
+      this.opts.memory.write(q.txPfns[page] * PAGE_SIZE, bytes.subarray(at, at + n));
       ranges.push({ byteCount: n, byteOffset: 0, pfns: [q.txPfns[page]] });
       at += n;
     }
-    const tid = this.nextTid++;
-    const ok = q.channel.rings.outbound.write({
+    return ranges;
+  }
+
+  /** NVSP SEND_RNDIS_PKT as a GPA-direct packet naming `ranges` (and a send section, or NETVSC_INVALID_INDEX). */
+  private postPageBuffers(
+    q: GuestQueue,
+    tid: number,
+    ranges: { byteCount: number; byteOffset: number; pfns: number[] }[],
+    channelType: number,
+    section: number,
+    sectionSize: number,
+  ): boolean {
+    return q.channel.rings.outbound.write({
       type: VM_PKT_DATA_USING_GPA_DIRECT,
       flags: VMBUS_DATA_PACKET_FLAG_COMPLETION_REQUESTED,
       transactionId: tid,
       header: encodeGpaDirectHeader(ranges),
       payload: encodeNvsp(NVSP_MSG1_TYPE_SEND_RNDIS_PKT, nvsp_1_message_send_rndis_packet, {
         channel_type: channelType,
-        send_buf_section_index: NETVSC_INVALID_INDEX,
-        send_buf_section_size: 0,
+        send_buf_section_index: section,
+        send_buf_section_size: sectionSize,
       }),
     });
-    if (ok) q.txBusy = tid;
-    return ok;
   }
 
   /** Completes transfer-page packets held while holdCompletions was set. */
