@@ -73,12 +73,14 @@ channel alone; --json prints one JSON object`,
   },
   run: {
     usage:
-      'hvemu run --kernel FILE [--cmdline TEXT] [--initrd FILE] [--memory SIZE] [--cpus N] [--timeout SECONDS] [--disk PATH[,ro][,sector=4096]]... [--devices LIST] [--trace FILE] [--events]',
+      'hvemu run --kernel FILE [--cmdline TEXT] [--initrd FILE] [--memory SIZE] [--cpus N] [--timeout SECONDS] [--disk PATH[,ro][,sector=4096]]... [--net tap=NAME[,mac=MAC]]... [--devices LIST] [--trace FILE] [--events]',
     help: `boots a Linux kernel (an uncompressed vmlinux through its PVH entry, or a bzImage)
 on KVM with hvemu's Hyper-V, VMBus and integration components, ACPI and a COM1 console on
 stdout; --memory takes QEMU-style sizes (256M, 8G; default 256M), --cpus (default 1),
 --timeout in seconds (default 600), --disk a raw image on the synthetic SCSI controller
 (repeatable: /dev/sda, /dev/sdb, ...; ro: read-only; sector=4096: 4 KiB logical sectors),
+--net a synthetic NIC on a Linux TAP (repeatable: eth0, eth1, ...; the TAP is created if
+missing and needs CAP_NET_ADMIN; mac= its address, default 00:15:5d:00:00:01, :02, ...),
 --devices the VMBus devices to offer, comma-separated
 (default: every integration component), --trace records the session for hvemu replay,
 --events logs the host's side (offers, VMBus actions, the end) on stderr; exit code 0
@@ -88,6 +90,7 @@ stderr), 8 stopped (a second SIGINT/SIGTERM; the first asks the guest to shut do
 through the shutdown IC), 1 failed otherwise, 2 a command line or file hvemu cannot use`,
     options: {
       disk: { type: 'string', multiple: true },
+      net: { type: 'string', multiple: true },
       devices: { type: 'string' },
       trace: { type: 'string' },
       events: { type: 'boolean' },
@@ -182,11 +185,11 @@ function parseCommandLine(verb: Verb, args: string[]): { values: Values; positio
   }
   const seen = new Set<string>();
   for (const token of result.tokens ?? []) {
-    if (token.kind !== 'option') continue;
+    if (token.kind !== 'option' || verb.options[token.name]?.multiple) continue;
     if (seen.has(token.name)) throw new UsageError(`option --${token.name} given twice`);
     seen.add(token.name);
   }
-  const values = result.values as Values; // no option is declared `multiple`
+  const values = result.values as Values;
   if (values.help) return { values, positionals: [] };
   const { positionals } = result;
   if (positionals.length < verb.positionals.length) throw new UsageError(`missing ${verb.positionals[positionals.length]}`);
@@ -276,6 +279,31 @@ function parseDisk(text: string): { path: string; readOnly: boolean; sectorSize:
   return { path, readOnly, sectorSize };
 }
 
+/** Linux's IFNAMSIZ less the NUL: the longest interface name. */
+const MAX_IFNAME = 15;
+
+/**
+ * `--net tap=NAME[,mac=MAC]`: one NIC (eth0, eth1, ... in order) on the TAP NAME. The default
+ * MAC is Hyper-V's OUI 00:15:5d with the NIC's number, so two NICs never share one.
+ */
+function parseNic(text: string, index: number): { tap: string; mac: string } {
+  const [first, ...flags] = text.split(',');
+  const tap = first.startsWith('tap=') ? first.slice(4) : '';
+  if (!tap) throw new UsageError(`--net ${text}: the TAP comes first (tap=NAME[,mac=MAC])`);
+  if (tap.length > MAX_IFNAME || !/^[A-Za-z0-9_.-]+$/.test(tap) || tap === '.' || tap === '..')
+    throw new UsageError(`--net ${text}: '${tap}' is not an interface name (1-${MAX_IFNAME} of A-Z a-z 0-9 _ . -)`);
+  let mac = `00:15:5d:00:00:${(index + 1).toString(16).padStart(2, '0')}`;
+  for (const flag of flags) {
+    if (!flag.startsWith('mac=')) throw new UsageError(`--net ${text}: '${flag}' is not mac=MAC`);
+    mac = flag.slice(4);
+    const octets = mac.split(':');
+    if (octets.length !== 6 || !octets.every((o) => /^[0-9a-fA-F]{2}$/.test(o)))
+      throw new UsageError(`--net ${text}: '${mac}' is not a MAC address (six hex octets with ':')`);
+    if (parseInt(octets[0], 16) & 1) throw new UsageError(`--net ${text}: ${mac} is a multicast address, not a NIC's`);
+  }
+  return { tap, mac };
+}
+
 async function runVerb(values: Values): Promise<number> {
   const { parseSize, runLinux } = await import('./run.js');
   const kernel = values.kernel as string | undefined;
@@ -291,13 +319,21 @@ async function runVerb(values: Values): Promise<number> {
   if (!(timeoutSeconds > 0 && Number.isFinite(timeoutSeconds)))
     throw new UsageError(`--timeout ${String(values.timeout)} is not a positive number of seconds`);
   const disks = ((values.disk as string[] | undefined) ?? []).map(parseDisk);
+  const nics = ((values.net as string[] | undefined) ?? []).map(parseNic);
+  const taps = nics.map((n) => n.tap);
+  if (new Set(taps).size !== taps.length) throw new UsageError(`--net names a TAP twice (${taps.join(', ')})`);
+  const macs = nics.map((n) => n.mac.toLowerCase());
+  if (new Set(macs).size !== macs.length) throw new UsageError(`--net gives two NICs one MAC (${macs.join(', ')})`);
   const devices = await parseDeviceList(values.devices as string | undefined, disks.length > 0);
   const trace = values.trace as string | undefined;
+  if (trace !== undefined && nics.length > 0)
+    throw new UsageError('--trace with --net: NIC channels are not recorded for replay yet (their frames come from the TAP)');
   if (trace !== undefined) await checkTraceWritable(trace);
   return runLinux({
     kernel,
     devices,
     disks,
+    nics,
     trace,
     events: values.events === true,
     initrd: values.initrd as string | undefined,

@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { HvemuError, MonotonicClock } from '@hvemu/common';
 import { TraceRecorder } from '@hvemu/trace';
 import type { IcDevice, ShutdownService } from '@hvemu/util';
-import { defaultDevices, deviceTraceHeader, describeCpuidDifferences, LinuxVm, type LinuxVmEnd } from '@hvemu/vm';
+import { defaultDevices, deviceTraceHeader, describeCpuidDifferences, LinuxVm, type LinuxVmEnd, type NicSpec } from '@hvemu/vm';
 
 /** A file named on the command line that cannot be read. */
 export class RunInputError extends HvemuError {
@@ -36,6 +36,8 @@ export interface RunOptions {
   devices?: readonly string[];
   /** Raw images on the synthetic SCSI controller, in target order. */
   disks?: readonly { path: string; readOnly: boolean; sectorSize: 512 | 4096 }[];
+  /** Synthetic NICs (eth0, eth1, ...): a TAP by name, or (tests, embedders) a backend object. */
+  nics?: readonly NicSpec[];
   /** Record the session here for `hvemu replay`. */
   trace?: string;
   /** Log the host's side (offers, VMBus actions, the end) through `log`. */
@@ -80,6 +82,7 @@ export async function runLinux(o: RunOptions): Promise<number> {
       initrd,
       devices: o.devices,
       storage,
+      nics: o.nics,
       clock,
       trace: recorder,
       onEvent: o.events ? (e) => o.log(`[host ${(e.timeMs / 1000).toFixed(3).padStart(9)}] ${e.text}`) : undefined,

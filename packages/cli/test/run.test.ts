@@ -1,11 +1,12 @@
 /** `hvemu run`: a Linux kernel's VMM path from the command line, with synthetic PVH kernels. */
-import { execFile, spawn } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { KvmPartition } from '@hvemu/accel';
+import { tapUnavailableReason } from '@hvemu/net';
 import { parseSize } from '../src/run.js';
 import { makeVmlinux } from '../../../test/linux-images.js';
 
@@ -38,6 +39,31 @@ function kernelFile(name: string, text: string, port: number, value: number): st
 }
 
 describe('hvemu run: the command line', () => {
+  it('refuses every malformed --net in one line (exit 2) before anything starts', async () => {
+    const notKernel = join(dir, 'not-a-kernel-net');
+    writeFileSync(notKernel, new Uint8Array(4096));
+    const net = (...specs: string[]): string[] => ['run', '--kernel', notKernel, ...specs.flatMap((s) => ['--net', s])];
+    const cases: [string[], string][] = [
+      [net('hvt0'), 'the TAP comes first (tap=NAME[,mac=MAC])'],
+      [net('tap='), 'the TAP comes first'],
+      [net('tap=a-name-longer-than-15'), "'a-name-longer-than-15' is not an interface name"],
+      [net('tap=../x'), "'../x' is not an interface name"],
+      [net('tap=ok,mac=00:15:5d:00:00'), "'00:15:5d:00:00' is not a MAC address"],
+      [net('tap=ok,mac=zz:15:5d:00:00:01'), "'zz:15:5d:00:00:01' is not a MAC address"],
+      [net('tap=ok,mac=01:00:5e:00:00:01'), 'is a multicast address'],
+      [net('tap=ok,speed=10'), "'speed=10' is not mac=MAC"],
+      [net('tap=a', 'tap=a'), '--net names a TAP twice (a, a)'],
+      [net('tap=a,mac=00:15:5d:00:00:09', 'tap=b,mac=00:15:5D:00:00:09'), 'gives two NICs one MAC'],
+      [[...net('tap=a'), '--trace', join(dir, 'n.hvtrace')], 'NIC channels are not recorded'],
+    ];
+    const results = await Promise.all(cases.map(([args]) => hvemu(args)));
+    for (const [i, r] of results.entries()) {
+      expect(r.code, cases[i][1]).toBe(2);
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+      expect(r.stderr).toContain(cases[i][1]);
+    }
+  });
+
   it('parses QEMU-style sizes', () => {
     expect([parseSize('256M'), parseSize('8G'), parseSize('64k'), parseSize('4096'), parseSize('1GiB')]).toEqual([
       256 << 20,
@@ -152,6 +178,57 @@ const kvm = KvmPartition.probe();
     const r = await hvemu(['run', '--kernel', kernelFile('disk', '', 0x600, 0x34), '--memory', '64M', '--events', '--disk', `${image},ro`]);
     expect(r.code).toBe(0);
     expect(r.stderr).toMatch(/offered kvp as relid 4\n.*offered scsi as relid 5/);
+  });
+
+  it('--disk is repeatable: both images are on the controller (a missing second one is refused, naming it)', async () => {
+    const first = join(dir, 'disk-a.img');
+    writeFileSync(first, new Uint8Array(1 << 20));
+    const second = join(dir, 'disk-b.img');
+    writeFileSync(second, new Uint8Array(1 << 20));
+    const both = await hvemu([
+      'run',
+      '--kernel',
+      kernelFile('disks', '', 0x600, 0x34),
+      '--memory',
+      '64M',
+      '--disk',
+      first,
+      '--disk',
+      `${second},ro`,
+    ]);
+    expect(both.code, both.stderr).toBe(0);
+    const missing = await hvemu([
+      'run',
+      '--kernel',
+      kernelFile('disks2', '', 0x600, 0x34),
+      '--disk',
+      first,
+      '--disk',
+      join(dir, 'no-b.img'),
+    ]);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain('no-b.img');
+  });
+
+  it('--net offers one NIC per TAP after the other devices; a name the kernel refuses is exit 2 in one line', async () => {
+    const reason = tapUnavailableReason();
+    if (reason) return console.warn(`skipping --net on a TAP: ${reason}`);
+    const tap = `hvr${process.pid % 1_000_000}`;
+    try {
+      const r = await hvemu(['run', '--kernel', kernelFile('net', '', 0x600, 0x34), '--memory', '64M', '--events', '--net', `tap=${tap}`]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).toMatch(/offered kvp as relid 4\n.*offered nic0 as relid 5/);
+      // `lo` exists and is no TAP: TUNSETIFF says EINVAL.
+      const lo = await hvemu(['run', '--kernel', kernelFile('net-lo', '', 0x600, 0x34), '--memory', '64M', '--net', 'tap=lo']);
+      expect(lo.code).toBe(2);
+      expect(lo.stderr.trim().split('\n')).toEqual([expect.stringContaining('TUNSETIFF lo failed')]);
+    } finally {
+      try {
+        execFileSync('ip', ['link', 'del', tap], { stdio: 'ignore' });
+      } catch {
+        // a non-persistent TAP is gone with its last fd
+      }
+    }
   });
 
   it('SIGTERM with no shutdown IC to ask stops the guest at once: exit 8', async () => {

@@ -28,4 +28,7 @@ export { replayTrace, ReplayError, type ReplayOptions, type ReplayResult, type R
 export { describeCpuidDifferences, type CpuidDifference, type CpuidProbeResult } from '@hvemu/accel';
 export { buildVm, deviceTraceHeader, openPartition, type BackendChoice, type PartitionSpec, type Vm, type VmSpec } from './builder.js';
 export { withNics, nicsOf } from './net-devices.js';
+/** The NIC and storage specs VmSpec and LinuxVmOptions take (from the device packages). */
+export type { NicSpec } from '@hvemu/net';
+export type { StorageControllerSpec } from '@hvemu/storage';
 export { LinuxVm, type LinuxVmEnd, type LinuxVmEvent, type LinuxVmOptions } from './linux-vm.js';

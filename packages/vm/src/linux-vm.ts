@@ -20,6 +20,7 @@ import {
   writeAcpiTables,
   type LinuxBoot,
 } from '@hvemu/platform';
+import type { NicSpec } from '@hvemu/net';
 import type { StorageControllerSpec } from '@hvemu/storage';
 import type { TraceSink } from '@hvemu/trace';
 import { buildVm, openPartition, type Vm } from './builder.js';
@@ -46,6 +47,8 @@ export interface LinuxVmOptions {
   devices?: readonly string[];
   /** A synthetic SCSI controller (storvsp) with these disks, offered as `scsi` after the ICs. */
   storage?: StorageControllerSpec;
+  /** Synthetic NICs (netvsp), offered as `nic0`, `nic1`, ... after the other devices: a TAP by name, or a backend object. */
+  nics?: readonly NicSpec[];
   /** Each byte the guest writes to its console (COM1). */
   console?: (byte: number) => void;
   clock?: Clock;
@@ -117,6 +120,7 @@ export class LinuxVm {
         partition: this.partition,
         devices: options.devices,
         storage: options.storage,
+        nics: options.nics,
         wallClockMs: options.wallClockMs,
         clock: options.clock ?? new MonotonicClock(),
         logger,
