@@ -114,7 +114,9 @@ export async function benchStorage(log: (line: string) => void = console.log): P
       `Storage: storvsc (TypeScript, simulated partition) -> storvsp -> raw file (libuv pool) vs C pread/pwrite threads, ${IMAGE_BYTES >> 20} MiB cached image`,
     );
     const figures: Record<string, number> = {};
-    for (const c of CASES) {
+    // HVEMU_BENCH_CASES=1m_seqread_qd1,4k_randread_qd32 runs only those (while working on one).
+    const only = process.env['HVEMU_BENCH_CASES']?.split(',');
+    for (const c of CASES.filter((k) => !only || only.includes(k.key))) {
       await runHvemu(image, { ...c, ops: Math.ceil(c.ops / 10) }); // warm-up
       const hv = await runHvemu(image, c);
       const base = runBaseline(binary, image, c);

@@ -32,6 +32,36 @@ describe('FileBackend', () => {
     await b.close();
   });
 
+  it('readCached fills scattered views (guest pages) from the page cache in order; the rest is left to read()', async () => {
+    const path = image();
+    const content = Uint8Array.from({ length: 1 << 20 }, (_, i) => (i * 7 + (i >> 12)) & 0xff);
+    writeFileSync(path, content); // just written: in the page cache
+    const b = FileBackend.open(path);
+    // Pages of a SharedArrayBuffer (as guest RAM is): two adjacent (one iovec after merging), one elsewhere, one in another buffer.
+    const ram = new Uint8Array(new SharedArrayBuffer(16 * 4096));
+    const other = new Uint8Array(4096);
+    const views = [
+      new Uint8Array(ram.buffer, 4096, 4096),
+      new Uint8Array(ram.buffer, 8192, 4096),
+      new Uint8Array(ram.buffer, 40960, 100),
+      other,
+    ];
+    const total = 3 * 4096 + 100;
+    const got = b.readCached(12288, views);
+    // preadv2(RWF_NOWAIT) on a file just written (Linux >= 4.14 and ext4 here).
+    expect(got).toBe(total);
+    const joined = Buffer.concat(views.map((v) => Buffer.from(v.buffer, v.byteOffset, v.byteLength)));
+    expect(joined.equals(Buffer.from(content.subarray(12288, 12288 + total)))).toBe(true);
+    expect(b.stats.cachedReadBytes).toBe(total);
+    expect(ram.subarray(0, 4096).every((x) => x === 0)).toBe(true); // nothing outside the views
+    expect(() => b.readCached((1 << 20) - 4096, [new Uint8Array(8192)])).toThrow(BackendIoError); // past the end
+    const off = FileBackend.open(path, { cachedReads: false });
+    expect(off.readCached(0, [new Uint8Array(4096)])).toBe(0);
+    await b.close();
+    expect(b.readCached(0, [new Uint8Array(4096)])).toBe(0); // closed: the pool path reports it
+    await off.close();
+  });
+
   it('UNMAP punches a hole (fallocate PUNCH_HOLE | KEEP_SIZE): blocks freed, zeros read, size kept', async () => {
     const path = image();
     const b = FileBackend.open(path, { createSize: 8 << 20 });

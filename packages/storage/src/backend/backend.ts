@@ -18,6 +18,12 @@ export interface DiskBackend {
   readonly readOnly: boolean;
   /** Fills `target` with the bytes at `offset`. */
   read(offset: number, target: Uint8Array): Promise<void>;
+  /**
+   * Optional fast path: fills `targets` (in order, as one run from `offset`) synchronously, as
+   * far as it can without blocking (the host's page cache); the bytes filled, 0 when none.
+   * Errors are not reported here: the caller reads what is left through read().
+   */
+  readCached?(offset: number, targets: readonly Uint8Array[]): number;
   /** Stores `source` at `offset`. The caller keeps `source` unchanged until the promise settles. */
   write(offset: number, source: Uint8Array, options?: WriteOptions): Promise<void>;
   /** Everything written before the call is on stable storage when it resolves. */

@@ -5,6 +5,10 @@
  *
  * - Flush and FUA writes call fdatasync before they resolve: the data is on stable storage
  *   (the metadata a later read needs, such as a grown size, included; atime is not).
+ * - Reads try the page cache first: preadv2(RWF_NOWAIT) straight into the request's pages, on
+ *   the event loop (it never blocks: data not cached is EAGAIN and goes to the pool). A 4 KiB
+ *   hit costs ~1 us instead of a pool round trip (~35 us); a 1 MiB hit saves a copy. Through
+ *   koffi; where koffi or preadv2 is missing (ENOSYS, EOPNOTSUPP), reads use the pool only.
  * - UNMAP punches a hole (fallocate(PUNCH_HOLE | KEEP_SIZE)) so a sparse image stays sparse.
  *   Node has no fallocate, so libc's is called through koffi (already hvemu's FFI for MSHV and
  *   WHPX) on koffi's worker thread; where that is unavailable or the file system refuses
@@ -20,22 +24,34 @@ export interface FileBackendOptions {
   createSize?: number;
   /** Hole punching through libc fallocate (default true); false always writes zeros. */
   punchHoles?: boolean;
+  /** Reads from the page cache on the event loop first (preadv2 RWF_NOWAIT; default true). */
+  cachedReads?: boolean;
 }
 
 const FALLOC_FL_KEEP_SIZE = 0x01;
+/** preadv2's flag: fail with EAGAIN rather than wait for the disk (include/uapi/linux/fs.h). */
+const RWF_NOWAIT = 0x08;
+/** The most iovecs one preadv2 takes (IOV_MAX). */
+const IOV_MAX = 1024;
 const FALLOC_FL_PUNCH_HOLE = 0x02;
 /** Zeros written per call where a hole cannot be punched. */
 const ZERO_CHUNK = 1 << 20;
 
 type Fallocate = (fd: number, mode: number, offset: bigint, length: bigint) => Promise<number>;
+/** preadv2 over an array of {iov_base, iov_len}: bytes read, or -1 (errno through koffi). */
+interface Preadv2 {
+  call(fd: number, iov: { iov_base: Uint8Array; iov_len: number }[], count: number, offset: number, flags: number): number;
+  errno(): number;
+}
 
 export class FileBackend implements DiskBackend {
   readonly byteLength: number;
   readonly readOnly: boolean;
   private fd: number | null;
   private readonly fallocate: Fallocate | null;
-  /** How UNMAPs were served (tests and diagnostics). */
-  readonly stats = { holesPunched: 0, zeroFilled: 0, syncs: 0 };
+  private preadv2: Preadv2 | null;
+  /** How UNMAPs and reads were served (tests and diagnostics). */
+  readonly stats = { holesPunched: 0, zeroFilled: 0, syncs: 0, cachedReadBytes: 0 };
 
   private constructor(
     readonly path: string,
@@ -46,6 +62,34 @@ export class FileBackend implements DiskBackend {
     this.readOnly = options.readOnly ?? false;
     this.byteLength = fstatSync(fd).size;
     this.fallocate = options.punchHoles === false || this.readOnly ? null : loadFallocate();
+    this.preadv2 = options.cachedReads === false ? null : loadPreadv2();
+  }
+
+  readCached(offset: number, targets: readonly Uint8Array[]): number {
+    const p = this.preadv2;
+    if (!p || this.fd === null) return 0;
+    let length = 0;
+    for (const t of targets) length += t.length;
+    checkRange(this.byteLength, offset, length);
+    const runs = coalesce(targets);
+    let done = 0;
+    for (let first = 0; first < runs.length; first += IOV_MAX) {
+      const group = runs.slice(first, first + IOV_MAX);
+      const iov = group.map((t) => ({ iov_base: t, iov_len: t.length }));
+      let want = 0;
+      for (const t of group) want += t.length;
+      const n = p.call(this.fd, iov, iov.length, offset + done, RWF_NOWAIT);
+      if (n < 0) {
+        const errno = p.errno();
+        // Not in the page cache (EAGAIN), or this kernel or file system has no RWF_NOWAIT.
+        if (errno !== EAGAIN) this.preadv2 = null;
+        break;
+      }
+      done += n;
+      if (n < want) break; // partly cached: the pool reads the rest
+    }
+    this.stats.cachedReadBytes += done;
+    return done;
   }
 
   /** Opens `path` (synchronously, so a bad path fails where the VM is configured). BackendConfigError if it cannot. */
@@ -138,6 +182,48 @@ export class FileBackend implements DiskBackend {
 
 function ioError(op: string, e: NodeJS.ErrnoException): BackendIoError {
   return new BackendIoError(`${op} failed: ${e.code ?? e.message}`, { cause: e });
+}
+
+const EAGAIN = 11;
+
+/**
+ * Adjacent views of one buffer merged into one (guest pages that are contiguous in host memory
+ * arrive as one view per page): fewer iovecs for koffi to marshal (256 of them took twice as
+ * long as one for a 1 MiB read).
+ */
+function coalesce(views: readonly Uint8Array[]): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  let run: Uint8Array | null = null;
+  for (const v of views) {
+    if (run && v.buffer === run.buffer && run.byteOffset + run.byteLength === v.byteOffset) {
+      run = new Uint8Array(run.buffer, run.byteOffset, run.byteLength + v.byteLength);
+      out[out.length - 1] = run;
+    } else {
+      run = v;
+      out.push(v);
+    }
+  }
+  return out;
+}
+
+/** libc preadv2 through koffi (synchronous: with RWF_NOWAIT it never blocks); null where either is missing. */
+function loadPreadv2(): Preadv2 | null {
+  // Bound once per process: koffi refuses a second struct type of the same name.
+  preadv2Binding ??= { value: bindPreadv2() };
+  return preadv2Binding.value;
+}
+let preadv2Binding: { value: Preadv2 | null } | undefined;
+
+function bindPreadv2(): Preadv2 | null {
+  if (process.platform !== 'linux') return null;
+  try {
+    const koffi = createRequire(import.meta.url)('koffi');
+    const iovec = koffi.struct('hvemu_iovec', { iov_base: 'void *', iov_len: 'size_t' });
+    const fn = koffi.load('libc.so.6').func('preadv2', 'intptr_t', ['int', koffi.pointer(iovec), 'int', 'int64_t', 'int']);
+    return { call: fn, errno: () => koffi.errno() };
+  } catch {
+    return null;
+  }
 }
 
 /** libc fallocate through koffi, run on koffi's worker thread; null where koffi or libc is missing. */

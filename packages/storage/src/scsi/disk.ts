@@ -16,6 +16,11 @@ export interface DataBuffer {
   readonly length: number;
   read(offset: number, target: Uint8Array, targetOffset?: number, length?: number): void;
   write(offset: number, source: Uint8Array, sourceOffset?: number, length?: number): void;
+  /**
+   * Optional: zero-copy views of `[offset, offset + length)` in order (GuestData.views), for a
+   * backend's synchronous fast path; used within one synchronous call only, never kept.
+   */
+  views?(offset: number, length: number): Uint8Array[];
 }
 
 /** Which way the guest said the data flows (SRB data_in). */
@@ -141,12 +146,23 @@ export class ScsiDisk {
     const refused = this.checkTransfer(cmd, range.bytes, 'in');
     if (refused) return refused;
     if (range.bytes === 0) return GOOD;
-    const bounce = new Uint8Array(range.bytes);
-    await this.backend.read(range.offset, bounce);
-    // A bounce buffer, not a view of guest RAM: the backend's thread never writes guest pages,
-    // and the copy into them is checked against the request's pages (and revoked at a close).
-    cmd.data.write(0, bounce);
+    // Data already in the host's page cache goes straight into the request's pages, on this
+    // thread, without blocking (a synchronous call: no lease can be revoked meanwhile).
+    const cached = this.readCachedInto(cmd.data, range.offset, range.bytes);
+    if (cached === range.bytes) return { ...GOOD, transferred: range.bytes };
+    // The rest through a bounce buffer, not a view of guest RAM: the backend's thread never
+    // writes guest pages, and the copy into them is checked against the request's pages (and
+    // revoked at a close).
+    const bounce = new Uint8Array(range.bytes - cached);
+    await this.backend.read(range.offset + cached, bounce);
+    cmd.data.write(cached, bounce);
     return { ...GOOD, transferred: range.bytes };
+  }
+
+  /** Bytes of `[offset, +bytes)` the backend filled from its cache into `data`'s pages (0 when it has no fast path). */
+  private readCachedInto(data: DataBuffer, offset: number, bytes: number): number {
+    if (!this.backend.readCached || !data.views) return 0;
+    return this.backend.readCached(offset, data.views(0, bytes));
   }
 
   async writeBlocks(cmd: ScsiCommand, lba: bigint | number, blocks: number, fua: boolean): Promise<ScsiResult> {
