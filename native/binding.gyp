@@ -20,6 +20,7 @@
             "src/addon.cc",
             "src/eventfd_watcher.cc",
             "src/exit_channel.cc",
+            "src/frame_io.cc",
             "src/guest_ram.cc",
             "src/kvm_partition.cc",
             "src/kvm_vcpu.cc",

@@ -10,6 +10,7 @@
 
 #include "eventfd_watcher.h"
 #include "exit_slot.h"
+#include "frame_io.h"
 #include "host_error.h"
 #include "kvm_partition.h"
 #include "kvm_vcpu.h"
@@ -884,6 +885,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("unmapPages", Napi::Function::New(env, UnmapPages));
   exports.Set("KvmPartition", PartitionWrap::Init(env));
   exports.Set("EventfdWatcher", WatcherWrap::Init(env));
+  RegisterFrameIo(env, exports);
   Napi::Object layout = Napi::Object::New(env);
   layout.Set("headerSize", Napi::Number::New(env, kHeaderSize));
   layout.Set("slotSize", Napi::Number::New(env, kSlotSize));

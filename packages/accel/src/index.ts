@@ -64,6 +64,7 @@ export {
 } from './errors.js';
 export { ExitRouter, fatalError } from './exit-router.js';
 export { createFdWatcher, type FdWatcher } from './native/fd-watcher.js';
+export { nativeFrameIo, type FrameIo } from './native/frame-io.js';
 export type {
   AccelPartition,
   AccelVcpu,

@@ -227,12 +227,25 @@ export class GuestMemory {
   /** Copies guest bytes at `gpa` into `target`. The range may span RAM regions, not holes. */
   read(gpa: number, target: Uint8Array): void {
     checkBytes(target, 'GuestMemory.read target');
+    // The common case, one region: no segment list (this is on every packet's path).
+    const i = isAddressLike(gpa) ? this.findRegionIndex(gpa, target.length) : -1;
+    if (i >= 0) {
+      const r = this.regions[i];
+      target.set(r.bytes.subarray(gpa - r.gpa, gpa - r.gpa + target.length));
+      return;
+    }
     this.forEachSegment(gpa, target.length, (bytes, done) => target.set(bytes, done));
   }
 
   /** Copies `source` into guest memory at `gpa`. The range may span RAM regions, not holes. */
   write(gpa: number, source: Uint8Array): void {
     checkBytes(source, 'GuestMemory.write source');
+    const i = isAddressLike(gpa) ? this.findRegionIndex(gpa, source.length) : -1;
+    if (i >= 0) {
+      const r = this.regions[i];
+      r.bytes.set(source, gpa - r.gpa);
+      return;
+    }
     this.forEachSegment(gpa, source.length, (bytes, done) => bytes.set(source.subarray(done, done + bytes.length)));
   }
 

@@ -75,6 +75,9 @@ export interface NativeAddon {
   /** Absent where the addon was built as a stub (no backend for this platform yet). */
   KvmPartition?: new (config: NativePartitionConfig, onExitsPending: () => void) => NativePartition;
   EventfdWatcher?: new (onReady: (fds: number[]) => void) => NativeEventfdWatcher;
+  /** Batched frame I/O on an fd (native/src/frame_io.cc); absent in the stub. */
+  readFrames?(fd: number, buffer: Uint8Array, lengths: Uint32Array, maxFrame: number): number;
+  writeFrames?(fd: number, buffer: Uint8Array, lengths: Uint32Array, count: number, status: Int32Array): number;
   layout: { headerSize: number; slotSize: number; slotDataOffset: number };
 }
 

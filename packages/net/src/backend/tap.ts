@@ -2,22 +2,28 @@
  * A Linux TAP device as a NetBackend: /dev/net/tun opened non-blocking, TUNSETIFF with
  * IFF_TAP | IFF_NO_PI (plain Ethernet frames, no packet-info prefix), then read/write.
  *
- * Why koffi and the addon's fd watcher: open/ioctl/read/write are four libc calls, which koffi
- * (already hvemu's FFI for MSHV and WHPX) declares from their C prototypes; nothing needs new
- * C++. A blocking read would stop the event loop, and koffi's async calls would hold a libuv
+ * Why koffi and the addon: open/ioctl/close are libc calls koffi (already hvemu's FFI for MSHV
+ * and WHPX) declares from their C prototypes; the per-frame path is native (below). A blocking read would stop the event loop, and koffi's async calls would hold a libuv
  * pool thread per TAP for as long as the network is quiet; instead the fd is non-blocking and
  * the native addon's epoll thread (@hvemu/accel createFdWatcher, edge-triggered) says when it
  * became readable, so reads happen on the JS thread only when a frame is there.
  *
+ * Frames move in batches: the addon's readFrames/writeFrames (@hvemu/accel nativeFrameIo) do one
+ * read(2) or write(2) per frame but cross from JavaScript once per batch (an FFI call per frame
+ * was most of a small frame's cost). Guest frames are copied into the write batch when sent (the
+ * guest's buffer is free once its send completes) and written after the current turn's sends.
+ * Without the addon's calls, koffi's read and write serve one frame per call.
+ *
  * Edge-triggered means: after a report, read until EAGAIN. When the device refuses a frame
- * (no receive section free), the frame is held and reading stops; resume() delivers it and
- * drains the rest. Writes that the kernel refuses with EAGAIN are copied and retried on a
- * 1 ms timer (tun rarely does this: it drops on its own queue limit instead).
+ * (no receive section free), it and the rest of its batch are held and reading stops;
+ * resume() delivers them and drains the rest. Writes that the kernel refuses with EAGAIN are
+ * copied and retried on a 1 ms timer (tun rarely does this: it drops on its own queue limit
+ * instead).
  */
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { HostUsageError, HvemuError, silentLogger, type Logger } from '@hvemu/common';
-import { createFdWatcher, type FdWatcher } from '@hvemu/accel';
+import { createFdWatcher, nativeFrameIo, type FdWatcher, type FrameIo } from '@hvemu/accel';
 import { gather, type NetBackend, type NetBackendSink } from './backend.js';
 
 const O_RDWR = 2;
@@ -33,6 +39,9 @@ const EINTR = 4;
 const CAP_NET_ADMIN = 12;
 /** Frames read per turn before other work on the event loop gets one. */
 const READ_BUDGET = 256;
+/** Frames per native read or write call, and the bytes of each batch buffer (at least 4 maximum frames). */
+const BATCH_FRAMES = 256;
+const BATCH_BYTES = 512 << 10;
 /** Frames (copied) waiting for the kernel to take them; more are dropped and counted. */
 const MAX_PENDING_WRITES = 256;
 
@@ -55,6 +64,8 @@ export interface TapOptions {
   watcher?: (onReady: (fds: number[]) => void) => FdWatcher;
   /** Largest frame read (default 65535 + 18). */
   maxFrame?: number;
+  /** How frames are read and written (default: the addon's batched calls, else koffi per frame; null forces koffi). */
+  frameIo?: FrameIo | null;
 }
 
 export interface TapStats {
@@ -103,12 +114,23 @@ export class TapBackend implements NetBackend {
   private sink: NetBackendSink | null = null;
   private readonly watcher: FdWatcher;
   private readonly logger: Logger;
-  private readonly readBuffer: Uint8Array;
-  private readonly gatherBuffer: Uint8Array;
-  /** A frame the sink refused, held in readBuffer[0, heldLength) until resume(). */
-  private heldLength = 0;
+  private readonly io: FrameIo;
+  private readonly maxFrame: number;
+  /** Frames read in one call, back to back; rxIndex/rxAt: the next one not yet delivered. */
+  private readonly rxBatch: Uint8Array;
+  private readonly rxLengths = new Uint32Array(BATCH_FRAMES);
+  private rxCount = 0;
+  private rxIndex = 0;
+  private rxAt = 0;
   private paused = false;
   private reading: ReturnType<typeof setImmediate> | null = null;
+  /** Guest frames copied in, written together once the current turn's sends are done. */
+  private readonly txBatch: Uint8Array;
+  private readonly txLengths = new Uint32Array(BATCH_FRAMES);
+  private readonly txStatus = new Int32Array(2);
+  private txCount = 0;
+  private txBytes = 0;
+  private txFlushQueued = false;
   private readonly pendingWrites: Uint8Array[] = [];
   private retry: ReturnType<typeof setTimeout> | null = null;
   private full = false;
@@ -124,9 +146,12 @@ export class TapBackend implements NetBackend {
     }
     this.name = `tap ${options.name}`;
     this.logger = options.logger ?? silentLogger;
-    const maxFrame = options.maxFrame ?? 65535 + 18;
-    this.readBuffer = new Uint8Array(maxFrame);
-    this.gatherBuffer = new Uint8Array(maxFrame);
+    this.maxFrame = options.maxFrame ?? 65535 + 18;
+    this.io = (options.frameIo === undefined ? nativeFrameIo() : options.frameIo) ?? koffiFrameIo();
+    // Room for at least a few maximum frames, and for BATCH_FRAMES typical ones.
+    const batchBytes = Math.max(BATCH_BYTES, 4 * this.maxFrame);
+    this.rxBatch = new Uint8Array(batchBytes);
+    this.txBatch = new Uint8Array(batchBytes);
     this.fd = openTap(options.name);
     try {
       this.watcher = (options.watcher ?? createFdWatcher)(() => this.onReadable());
@@ -144,14 +169,31 @@ export class TapBackend implements NetBackend {
     this.scheduleRead();
   }
 
+  /**
+   * Copies the frame into the write batch (the segments are the guest's memory, valid during
+   * the call only); the batch goes out in one native call after this turn's sends. False once
+   * frames wait for the kernel (EAGAIN): the device stops reading the guest until writable().
+   */
   send(segments: readonly Uint8Array[]): boolean {
     if (this.fd < 0) return true;
-    if (this.pendingWrites.length > 0) return this.queueWrite(gather(segments, new Uint8Array(total(segments))));
-    // One buffer for write(2): a single segment as it is, several gathered into a reused one.
-    const frame = gather(segments, segments.length === 1 ? undefined : this.gatherBuffer);
-    const n = this.writeOnce(frame);
-    if (n === -EAGAIN) return this.queueWrite(frame.slice());
-    return true;
+    const length = total(segments);
+    if (this.pendingWrites.length > 0) return this.queueWrite(gather(segments, new Uint8Array(length)));
+    if (this.txCount === BATCH_FRAMES || this.txBytes + length > this.txBatch.length) {
+      this.flushTx();
+      if (this.pendingWrites.length > 0) return this.queueWrite(gather(segments, new Uint8Array(length)));
+    }
+    let at = this.txBytes;
+    for (const s of segments) {
+      this.txBatch.set(s, at);
+      at += s.length;
+    }
+    this.txLengths[this.txCount++] = length;
+    this.txBytes = at;
+    if (!this.txFlushQueued) {
+      this.txFlushQueued = true;
+      queueMicrotask(() => this.flushTx());
+    }
+    return !this.full;
   }
 
   resume(): void {
@@ -162,6 +204,7 @@ export class TapBackend implements NetBackend {
 
   close(): void {
     if (this.fd < 0) return;
+    this.flushTx();
     this.watcher.remove(this.fd);
     this.watcher.close();
     if (this.reading) clearImmediate(this.reading);
@@ -183,57 +226,65 @@ export class TapBackend implements NetBackend {
     });
   }
 
-  /** Delivers the held frame, then reads until EAGAIN, a refusal or the budget. */
+  /** Delivers the held frames, then reads batches until EAGAIN, a refusal or the budget. */
   private readFrames(): void {
     if (this.fd < 0 || !this.sink || this.paused) return;
-    if (this.heldLength > 0 && !this.deliver(this.heldLength)) return;
-    const { read, koffi } = libc();
-    for (let i = 0; i < READ_BUDGET; i++) {
-      const n = read(this.fd, this.readBuffer, this.readBuffer.length);
+    if (!this.deliverBatch()) return;
+    for (let read = 0; read < READ_BUDGET;) {
+      const n = this.io.readFrames(this.fd, this.rxBatch, this.rxLengths, this.maxFrame);
       if (n < 0) {
-        const errno = koffi.errno();
-        if (errno === EINTR) continue;
-        if (errno !== EAGAIN) {
-          this.stats.readErrors++;
-          this.logger.warn(`${this.name}: read failed, errno ${errno}`);
-        }
+        this.stats.readErrors++;
+        this.logger.warn(`${this.name}: read failed, errno ${-n}`);
         return;
       }
       if (n === 0) return;
-      this.stats.framesIn++;
-      if (!this.deliver(n)) return;
+      this.stats.framesIn += n;
+      this.rxCount = n;
+      this.rxIndex = 0;
+      this.rxAt = 0;
+      if (!this.deliverBatch()) return;
+      read += n;
     }
     // Budget spent with frames possibly left: the edge will not be reported again.
     this.scheduleRead();
   }
 
-  /** Hands readBuffer[0, length) to the sink; holds it and pauses when refused. */
-  private deliver(length: number): boolean {
-    if (this.sink!.receive(this.readBuffer.subarray(0, length))) {
-      this.heldLength = 0;
-      return true;
+  /** Hands the batch's frames to the sink in order; on a refusal keeps the rest and pauses. */
+  private deliverBatch(): boolean {
+    while (this.rxIndex < this.rxCount) {
+      const length = this.rxLengths[this.rxIndex];
+      if (!this.sink!.receive(this.rxBatch.subarray(this.rxAt, this.rxAt + length))) {
+        this.paused = true;
+        return false;
+      }
+      this.rxAt += length;
+      this.rxIndex++;
     }
-    this.heldLength = length;
-    this.paused = true;
-    return false;
+    return true;
   }
 
-  /** write(2) once: bytes written, or -errno. */
-  private writeOnce(frame: Uint8Array): number {
-    const { write, koffi } = libc();
-    for (;;) {
-      const n = write(this.fd, frame, frame.length);
-      if (n >= 0) {
-        this.stats.framesOut++;
-        return n;
-      }
-      const errno = koffi.errno();
-      if (errno === EINTR) continue;
-      if (errno !== EAGAIN) {
-        this.stats.writeErrors++;
-        this.logger.debug(`${this.name}: write failed, errno ${errno}`);
-      }
-      return -errno;
+  /** Writes the batch; what EAGAIN left is copied to the pending queue (retried on a timer). */
+  private flushTx(): void {
+    this.txFlushQueued = false;
+    if (this.txCount === 0 || this.fd < 0) return;
+    const count = this.txCount;
+    const done = this.io.writeFrames(this.fd, this.txBatch, this.txLengths, count, this.txStatus);
+    this.countWrites(done, this.txStatus);
+    let at = 0;
+    for (let i = 0; i < done; i++) at += this.txLengths[i];
+    for (let i = done; i < count; i++) {
+      this.queueWrite(this.txBatch.slice(at, at + this.txLengths[i]));
+      at += this.txLengths[i];
+    }
+    this.txCount = 0;
+    this.txBytes = 0;
+  }
+
+  private countWrites(consumed: number, status: Int32Array): void {
+    this.stats.framesOut += consumed - status[0];
+    if (status[0] > 0) {
+      this.stats.writeErrors += status[0];
+      this.logger.debug(`${this.name}: ${status[0]} write(s) failed, errno ${status[1]}`);
     }
   }
 
@@ -248,11 +299,17 @@ export class TapBackend implements NetBackend {
 
   private flushWrites(): void {
     this.retry = null;
+    const status = new Int32Array(2);
+    const lengths = new Uint32Array(1);
     while (this.pendingWrites.length > 0 && this.fd >= 0) {
-      if (this.writeOnce(this.pendingWrites[0]) === -EAGAIN) {
+      const frame = this.pendingWrites[0];
+      lengths[0] = frame.length;
+      const done = this.io.writeFrames(this.fd, frame, lengths, 1, status);
+      if (done === 0) {
         this.retry = setTimeout(() => this.flushWrites(), 1);
         return;
       }
+      this.countWrites(done, status);
       this.pendingWrites.shift();
     }
     if (this.full) {
@@ -260,6 +317,50 @@ export class TapBackend implements NetBackend {
       this.sink?.writable();
     }
   }
+}
+
+/** FrameIo over koffi's read and write, one call per frame: where the addon has none. */
+function koffiFrameIo(): FrameIo {
+  return {
+    readFrames(fd, buffer, lengths, maxFrame) {
+      const { read, koffi } = libc();
+      let count = 0;
+      let at = 0;
+      while (count < lengths.length && buffer.length - at >= maxFrame) {
+        const n = read(fd, buffer.subarray(at), maxFrame);
+        if (n < 0) {
+          const errno = koffi.errno();
+          if (errno === EINTR) continue;
+          if (errno !== EAGAIN && count === 0) return -errno;
+          break;
+        }
+        if (n === 0) break;
+        lengths[count++] = n;
+        at += n;
+      }
+      return count;
+    },
+    writeFrames(fd, buffer, lengths, count, status) {
+      const { write, koffi } = libc();
+      status[0] = 0;
+      status[1] = 0;
+      let at = 0;
+      let done = 0;
+      while (done < count) {
+        const n = write(fd, buffer.subarray(at, at + lengths[done]), lengths[done]);
+        if (n < 0) {
+          const errno = koffi.errno();
+          if (errno === EINTR) continue;
+          if (errno === EAGAIN) break;
+          status[0]++;
+          status[1] = errno;
+        }
+        at += lengths[done];
+        done++;
+      }
+      return done;
+    },
+  };
 }
 
 function total(segments: readonly Uint8Array[]): number {
