@@ -169,6 +169,13 @@ export async function benchNet(): Promise<Figures> {
     sh('ip', 'link', 'set', tapName, 'netns', ns);
     inNs(ns, 'ip', 'link', 'set', tapName, 'up');
     const { guest } = await connectedGuest(tap);
+    // HVEMU_BENCH_TX_ONLY=1: hvemu's tx alone, for profiling (no baseline, no ratios).
+    if (process.env['HVEMU_BENCH_TX_ONLY']) {
+      for (const c of CASES)
+        figures[`net_${c.size}B_tx_fps`] = Math.round((c.txFrames * 3) / (await hvemuTx(guest, tap, c.size, c.txFrames * 3)));
+      tap.close();
+      return figures;
+    }
     const hv: Record<string, number> = {};
     for (const c of CASES) {
       await hvemuTx(guest, tap, c.size, 20_000); // warm-up
