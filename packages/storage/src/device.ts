@@ -146,6 +146,13 @@ export class StorvspDevice implements VmbusDevice {
     return this.inFlight;
   }
 
+  /** The open channels (primary first, then subchannels) and the SRBs each has carried: which queues the guest uses. */
+  get openChannels(): { relid: number; subchannelIndex: number; srbs: number }[] {
+    return [...this.channels.values()]
+      .map((s) => ({ relid: s.channel.relid, subchannelIndex: s.channel.subChannelIndex, srbs: s.srbs }))
+      .sort((a, b) => a.subchannelIndex - b.subchannelIndex);
+  }
+
   /** The agreed protocol version (0 before negotiation). */
   get version(): number {
     return this.primary?.session.version ?? 0;
@@ -255,6 +262,7 @@ export class StorvspDevice implements VmbusDevice {
 
   private executeSrb(state: ChannelState, p: PacketView, request: P.VstorRequest): void {
     this.stats.srbs++;
+    state.srbs++;
     const transactionId = p.transactionId;
     const version = state.session.version;
     const srb = new Srb(transactionId, request, version);
@@ -409,6 +417,7 @@ export class StorvspDevice implements VmbusDevice {
 
 class ChannelState {
   outstanding = 0;
+  srbs = 0;
   draining = false;
   drainScheduled = false;
   closed = false;

@@ -11,9 +11,10 @@ import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, truncateSync, write
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect, it } from 'vitest';
+import { FileBackend, ScsiDisk, type StorvspDevice } from '@hvemu/storage';
 import { LinuxVm, type LinuxVmEnd } from '@hvemu/vm';
 import { describeKvm } from './helpers/hv-guest.js';
-import { TEST_CMDLINE_BASE, testKernel } from './helpers/linux.js';
+import { TEST_CMDLINE_BASE, testKernel, until } from './helpers/linux.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'hvemu-linux-disk-'));
 
@@ -110,5 +111,53 @@ describeKvm("Linux's hv_storvsc on hvemu's storvsp", () => {
     expect(log).toMatch(/VFS: Mounted root \(ext4 filesystem\) readonly on device 8:0/);
     expect(end.kind).toBe('crash');
     expect(sha256(root)).toBe(before);
+  });
+
+  it('with 2 vCPUs opens a subchannel, and sees a LUN the host hot-adds and then hot-removes', async () => {
+    const first = ext4Image('hp0', 16);
+    const extra = partitionedImage('hp1', 16, 512);
+    let log = '';
+    // One subchannel per vCPU beyond the first (Linux's default is one per 4); root=/dev/sdz never
+    // appears, so the kernel waits, alive, for the host's changes.
+    const vm = new LinuxVm({
+      kernel: readFileSync(testKernel()),
+      commandLine: `${TEST_CMDLINE_BASE} root=/dev/sdz rootwait hv_storvsc.storvsc_vcpus_per_sub_channel=1`,
+      cpus: 2,
+      storage: { disks: [{ path: first }] },
+      console: (b) => (log += String.fromCharCode(b)),
+    });
+    const ended = vm.run(25 * 60_000);
+    const backend = FileBackend.open(extra);
+    try {
+      const storvsp = vm.vm.devices.get('scsi')!.device as StorvspDevice;
+      await until(() => log.includes('Waiting for root device'), 20 * 60_000);
+      expect(log, log.slice(-4000)).toMatch(/smp: Brought up 1 node, 2 CPUs/);
+      expect(log).toMatch(/sd 0:0:0:0: \[sda\] Attached SCSI disk/);
+      expect(storvsp.openChannels.map((c) => c.subchannelIndex)).toEqual([0, 1]);
+
+      const rescans = storvsp.stats.rescans;
+      storvsp.controller.attach({ target: 0, lun: 1 }, new ScsiDisk(backend));
+      await until(() => /\[sdb\] Attached SCSI disk/.test(log), 5 * 60_000);
+      expect(storvsp.stats.rescans).toBe(rescans + 1);
+      expect(log, log.slice(-3000)).toMatch(/sd 0:0:0:1: \[sdb\] 32768 512-byte logical blocks/);
+      expect(log).toMatch(/ sdb: sdb1/);
+
+      const before = log.length;
+      storvsp.controller.detach({ target: 0, lun: 1 });
+      // storvsc_host_scan's TEST UNIT READY gets INVALID_LUN, and Linux removes the device:
+      // sd_remove's last flush (to a LUN already gone, so it fails) is its trace in the log.
+      await until(() => /sd 0:0:0:1: \[sdb\] Synchronizing SCSI cache/.test(log.slice(before)), 5 * 60_000);
+      expect(log.slice(before), log.slice(-3000)).toMatch(/sd 0:0:0:1: \[sdb\] Synchronizing SCSI cache/);
+      expect(storvsp.stats.rescans).toBe(rescans + 2);
+      // Linux sends each SRB on the channel of the CPU issuing it: both queues carried I/O.
+      const [primary, sub] = storvsp.openChannels;
+      expect(primary.srbs).toBeGreaterThan(0);
+      expect(sub.srbs, JSON.stringify(storvsp.openChannels)).toBeGreaterThan(0);
+    } finally {
+      vm.stop();
+      await ended;
+      await vm.close();
+      await backend.close();
+    }
   });
 });
