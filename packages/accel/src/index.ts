@@ -77,6 +77,7 @@ export type {
   PageListMapping,
   PageLists,
   MemoryControl,
+  RamUsage,
 } from './backends/types.js';
 export {
   OffloadedSynicPort,
