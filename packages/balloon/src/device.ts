@@ -156,6 +156,8 @@ export class BalloonDevice implements VmbusDevice, HostCallable {
   private statusReports = 0;
   private readonly ballooned = new PageSet();
   private ram: RamSpan[] = [];
+  /** RAM as maximal runs of adjacent regions. */
+  private spans: RamSpan[] = [];
   private target: number | null = null;
   /** Set when the guest gave less than asked: no new request until a status report or a new target. */
   private stalled = false;
@@ -469,10 +471,10 @@ export class BalloonDevice implements VmbusDevice, HostCallable {
     }
     if (n === 0) return null;
     op.received += pages;
-    // Pages to bytes in place: one batched release for the message.
-    for (let i = 0; i < ranges.length; i++) ranges[i] *= PAGE;
+    // One batched release for the message, in bytes, split where a range crosses from one RAM region into the next.
+    const bytePairs = this.toRegionPairs(ranges);
     try {
-      this.counters.releasedBytes += this.memory.release(ranges);
+      this.counters.releasedBytes += this.memory.release(bytePairs);
     } catch (e) {
       // The host could not release them: they stay in the balloon (the guest gave them), unreleased.
       this.logger.error('balloon: releasing pages failed', { error: String(e) });
@@ -585,16 +587,49 @@ export class BalloonDevice implements VmbusDevice, HostCallable {
 
   // ---- helpers
 
+  /** True when [start, start + count) is RAM (it may run across adjacent regions: hot-added chunks). */
   private inRam(start: number, count: number): boolean {
     const gpa = start * PAGE;
     const end = (start + count) * PAGE;
-    // Few regions: a linear scan.
-    for (const r of this.ram) if (gpa >= r.gpa && end <= r.gpa + r.size) return true;
+    // Few spans: a linear scan.
+    for (const r of this.spans) if (gpa >= r.gpa && end <= r.gpa + r.size) return true;
     return false;
+  }
+
+  /** (startPage, pageCount) pairs, all RAM, as (gpa, size) byte pairs each inside one region. */
+  private toRegionPairs(ranges: Float64Array): Float64Array {
+    let out = new Float64Array(ranges.length);
+    let k = 0;
+    let r = 0;
+    for (let i = 0; i < ranges.length; i += 2) {
+      let gpa = ranges[i] * PAGE;
+      const end = gpa + ranges[i + 1] * PAGE;
+      while (gpa < end) {
+        // Regions are sorted; ranges are not: search from the start when the range lies before the cursor.
+        if (r >= this.ram.length || this.ram[r].gpa > gpa) r = 0;
+        while (this.ram[r].gpa + this.ram[r].size <= gpa) r++;
+        const stop = Math.min(end, this.ram[r].gpa + this.ram[r].size);
+        if (k + 2 > out.length) {
+          const grown = new Float64Array(out.length * 2 + 2);
+          grown.set(out);
+          out = grown;
+        }
+        out[k++] = gpa;
+        out[k++] = stop - gpa;
+        gpa = stop;
+      }
+    }
+    return k === out.length ? out : out.subarray(0, k);
   }
 
   private refreshRam(): void {
     this.ram = [...this.memory.regions()].sort((a, b) => a.gpa - b.gpa);
+    this.spans = [];
+    for (const r of this.ram) {
+      const last = this.spans[this.spans.length - 1];
+      if (last && last.gpa + last.size === r.gpa) this.spans[this.spans.length - 1] = { gpa: last.gpa, size: last.size + r.size };
+      else this.spans.push({ gpa: r.gpa, size: r.size });
+    }
     const top = this.ram.reduce((m, r) => Math.max(m, r.gpa + r.size), 0);
     this.ballooned.grow(top / PAGE);
   }

@@ -335,6 +335,16 @@ export function encodeHotAddRequest(
   return out;
 }
 
+/** A guest's BALLOON_RESPONSE with (startPage, pageCount) pairs (the test client; fuzzers). */
+export function encodeBalloonResponse(transId: number, morePages: boolean, pairs: ArrayLike<number>): Uint8Array {
+  const count = pairs.length / 2;
+  const out = new Uint8Array(dm_balloon_response.size + count * 8);
+  const dv = header(out, DM_BALLOON_RESPONSE, transId);
+  dv.setUint32(12, ((count << 1) | (morePages ? 1 : 0)) >>> 0, true);
+  for (let i = 0; i < count; i++) writePageRange(dv, 16 + i * 8, pairs[2 * i], pairs[2 * i + 1]);
+  return out;
+}
+
 /** INFO_MESSAGE carrying INFO_TYPE_MAX_PAGE_CNT (the guest logs the dynamic memory maximum). */
 export function encodeInfoMaxPageCount(transId: number, maxPageCount: number): Uint8Array {
   const out = new Uint8Array(dm_info_msg.size + dm_info_header.size + 8);

@@ -168,6 +168,24 @@ describe('balloon on the simulated partition', () => {
     expect(s.model.lostPages()).toEqual([]);
   });
 
+  it('a guest range across two adjacent hot-added regions is taken, released region by region (found by the model test)', async () => {
+    const released: number[][] = [];
+    const s = createBalloonSim({
+      client: { hotAddAlignmentLog2: 0 },
+      wrapMemory: (m) => ({ ...m, release: (pairs) => (released.push([...pairs]), m.release(pairs)) }),
+    });
+    await s.connect();
+    await s.device.hotAdd(MiB);
+    await s.device.hotAdd(MiB);
+    s.device.setTarget(0);
+    await s.device.idle();
+    expect(s.device.stats().protocolErrors).toBe(0);
+    expect(s.device.balloonedRanges()).toEqual(s.model.balloonRuns());
+    // The 512-page run at 4 GiB spans both 1 MiB regions: two pairs, one per region.
+    const high = released.flat().filter((_, i, a) => i % 2 === 0 && a[i] >= 2 ** 32);
+    expect(high).toEqual([2 ** 32, 2 ** 32 + MiB]);
+  });
+
   it('hot add the guest refuses: the RAM is removed again', async () => {
     const s = createBalloonSim({ client: { hotAddAlignmentLog2: 0, refuseHotAdd: true } });
     await s.connect();

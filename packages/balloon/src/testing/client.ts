@@ -179,13 +179,7 @@ export class BalloonClient {
     do {
       const n = Math.min(P.DM_MAX_RANGES_PER_MESSAGE, total - at);
       const more = at + n < total;
-      const out = new Uint8Array(P.dm_balloon_response.size + n * 8);
-      const dv = new DataView(out.buffer);
-      dv.setUint16(0, P.DM_BALLOON_RESPONSE, true);
-      dv.setUint16(2, out.length, true);
-      dv.setUint32(4, this.nextTransId(), true);
-      dv.setUint32(12, (n << 1) | (more ? 1 : 0), true);
-      for (let i = 0; i < n; i++) P.writePageRange(dv, 16 + i * 8, runs[2 * (at + i)], runs[2 * (at + i) + 1]);
+      const out = P.encodeBalloonResponse(this.nextTransId(), more, runs.slice(2 * at, 2 * (at + n)));
       this.sendRaw(out);
       this.counts.balloonMessages++;
       at += n;

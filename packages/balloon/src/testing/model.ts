@@ -51,13 +51,18 @@ export class GuestPageModel {
     return i >= 0 && i < this.state.length ? this.state[i] : NOT_POOL;
   }
 
-  /** Takes `pages` free pages into use (the guest's own allocations), lowest first. Returns how many. */
-  use(pages: number): number {
+  /**
+   * Takes `pages` free pages into use (the guest's own allocations), lowest first, every
+   * `stride`-th page per pass (a stride > 1 fragments what stays free). Returns how many.
+   */
+  use(pages: number, stride = 1): number {
     let n = 0;
-    for (let i = 0; i < this.state.length && n < pages; i++) {
-      if (this.state[i] === FREE) {
-        this.set(i, USED);
-        n++;
+    for (let phase = 0; phase < stride && n < pages; phase++) {
+      for (let i = phase; i < this.state.length && n < pages; i += stride) {
+        if (this.state[i] === FREE) {
+          this.set(i, USED);
+          n++;
+        }
       }
     }
     return n;
