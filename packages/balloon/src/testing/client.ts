@@ -35,6 +35,8 @@ export interface BalloonClientOptions {
   floor?: number;
   /** Answer hot-add requests with page_count 0, result 0 (a guest whose add_memory fails). */
   refuseHotAdd?: boolean;
+  /** Answer hot-add requests (false: a guest that never answers). Default true. */
+  answerHotAdd?: boolean;
   /** Answer balloon requests (false: a guest that never answers). Default true. */
   answerBalloon?: boolean;
   ringPages?: number;
@@ -206,6 +208,7 @@ export class BalloonClient {
 
   private hotAdd(bytes: Uint8Array): void {
     this.counts.hotAdds++;
+    if (this.options.answerHotAdd === false) return;
     const { startPage, pageCount } = P.decodePageRange(
       new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getBigUint64(8, true),
     );
