@@ -26,6 +26,15 @@ export { createSimulatedBus, SIM_BUS_LAYOUT, type SimulatedBusOptions } from './
 export { replayTrace, ReplayError, type ReplayOptions, type ReplayResult, type ReplayDivergence } from './replay.js';
 /** Names the CPUID registers a guest sees differently from hvemu's model (KvmVm.probeCpuid). */
 export { describeCpuidDifferences, type CpuidDifference, type CpuidProbeResult } from '@hvemu/accel';
-export { buildVm, deviceTraceHeader, openPartition, type BackendChoice, type PartitionSpec, type Vm, type VmSpec } from './builder.js';
+export {
+  balloonOf,
+  buildVm,
+  deviceTraceHeader,
+  openPartition,
+  type BackendChoice,
+  type PartitionSpec,
+  type Vm,
+  type VmSpec,
+} from './builder.js';
 export { withNics, nicsOf } from './net-devices.js';
 export { LinuxVm, type LinuxVmEnd, type LinuxVmEvent, type LinuxVmOptions } from './linux-vm.js';

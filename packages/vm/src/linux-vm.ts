@@ -21,8 +21,9 @@ import {
   type LinuxBoot,
 } from '@hvemu/platform';
 import type { StorageControllerSpec } from '@hvemu/storage';
+import type { BalloonDevice, BalloonSpec } from '@hvemu/balloon';
 import type { TraceSink } from '@hvemu/trace';
-import { buildVm, openPartition, type Vm } from './builder.js';
+import { balloonOf, buildVm, openPartition, type Vm } from './builder.js';
 import { enlightenedPartitionOptions } from './enlighten.js';
 
 /** Where the ACPI tables go: the legacy RSDP scan area, so a kernel that ignores the boot pointer finds them too. */
@@ -46,6 +47,11 @@ export interface LinuxVmOptions {
   devices?: readonly string[];
   /** A synthetic SCSI controller (storvsp) with these disks, offered as `scsi` after the ICs. */
   storage?: StorageControllerSpec;
+  /**
+   * Dynamic memory (hv_balloon), offered as `balloon` after the other devices: `true` or its
+   * options; `balloonOf(vm.vm)` / `linuxVm.balloon` is the host controller.
+   */
+  balloon?: boolean | Omit<BalloonSpec, 'memory'>;
   /** Each byte the guest writes to its console (COM1). */
   console?: (byte: number) => void;
   clock?: Clock;
@@ -93,6 +99,11 @@ export class LinuxVm {
   readonly boot: LinuxBoot;
   private ended: LinuxVmEnd | undefined;
 
+  /** The dynamic memory host controller (options.balloon), or null. */
+  get balloon(): BalloonDevice | null {
+    return balloonOf(this.vm);
+  }
+
   constructor(options: LinuxVmOptions) {
     if (typeof options !== 'object' || options === null || !(options.kernel instanceof Uint8Array)) {
       throw new HostUsageError('LinuxVm: options.kernel must be the kernel image bytes (Uint8Array)');
@@ -117,6 +128,7 @@ export class LinuxVm {
         partition: this.partition,
         devices: options.devices,
         storage: options.storage,
+        balloon: options.balloon,
         wallClockMs: options.wallClockMs,
         clock: options.clock ?? new MonotonicClock(),
         logger,
