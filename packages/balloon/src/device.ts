@@ -29,6 +29,8 @@ import * as P from './protocol.js';
 const PAGE = P.DM_PAGE_SIZE;
 const GiB4 = 2 ** 32;
 const MiB = 1 << 20;
+/** UNBALLOON_REQUEST messages per transaction: 64 x 4 KiB may wait for ring space at most. */
+const MAX_UNBALLOON_MESSAGES = 64;
 
 /** The guest did not answer a transaction in time: it is abandoned (late answers are dropped). */
 export class BalloonTimeoutError extends HvemuError {
@@ -547,15 +549,18 @@ export class BalloonDevice implements VmbusDevice, HostCallable {
 
   private startUnballoon(pages: number): void {
     const transId = this.transId();
-    this.op = { kind: 'unballoon', transId, pages };
+    const op = { kind: 'unballoon' as const, transId, pages: 0 };
+    this.op = op;
+    // At most MAX_UNBALLOON_MESSAGES per transaction (what waits for ring space stays bounded); pursue() does the rest.
     let left = pages;
-    while (left > 0) {
+    for (let m = 0; left > 0 && m < MAX_UNBALLOON_MESSAGES; m++) {
       const pairs = this.ballooned.take(left, P.DM_MAX_RANGES_PER_MESSAGE, P.DM_RANGE_MAX_PAGES);
       let n = 0;
       for (let i = 1; i < pairs.length; i += 2) n += pairs[i];
       left -= n;
+      op.pages += n;
       this.counters.returnedBytes += n * PAGE;
-      this.send(P.encodeUnballoonRequest(transId, left > 0, pairs));
+      this.send(P.encodeUnballoonRequest(transId, left > 0 && m + 1 < MAX_UNBALLOON_MESSAGES, pairs));
     }
     this.armTimer();
   }
