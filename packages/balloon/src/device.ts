@@ -460,11 +460,10 @@ export class BalloonDevice implements VmbusDevice, HostCallable {
         );
         break;
       }
-      if (!this.ballooned.noneIn(start, count)) {
+      if (!this.ballooned.tryAdd(start, count)) {
         fault = new P.BalloonProtocolError(`BALLOON_RESPONSE: pages ${start}+${count} are in the balloon already`, 'range-repeated');
         break;
       }
-      this.ballooned.add(start, count);
       pages += count;
     }
     if (fault) {

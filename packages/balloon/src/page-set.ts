@@ -61,9 +61,23 @@ export class PageSet {
     return ok;
   }
 
-  /** Adds [start, start + count), none of which may be in the set (check with noneIn first). */
+  /** Adds [start, start + count), none of which may be in the set (HostUsageError otherwise, nothing added). */
   add(start: number, count: number): void {
     if (!this.noneIn(start, count)) throw new HostUsageError(`pages ${start}+${count} are in the set already or past its limit`);
+    this.addChecked(start, count);
+  }
+
+  /**
+   * Adds [start, start + count) if none of it is in the set (and it is below the limit), in one
+   * pass; false (nothing added) otherwise.
+   */
+  tryAdd(start: number, count: number): boolean {
+    if (!this.noneIn(start, count)) return false;
+    this.addChecked(start, count);
+    return true;
+  }
+
+  private addChecked(start: number, count: number): void {
     this.forWords(start, count, (i, mask) => {
       this.words[i] |= mask;
       return true;
