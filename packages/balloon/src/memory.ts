@@ -52,14 +52,7 @@ export function balloonMemory(memory: GuestMemory, control?: MemoryControlLike):
   }
   return {
     regions,
-    release(pairs) {
-      let total = 0;
-      for (let i = 0; i < pairs.length; i += 2) {
-        memory.bytes(pairs[i], pairs[i + 1]).fill(0);
-        total += pairs[i + 1];
-      }
-      return total;
-    },
+    release: (pairs) => memory.zeroRanges(pairs),
     addRam(region) {
       if (memory.regions.some((r) => region.gpa < r.end && r.gpa < region.gpa + region.size)) {
         throw new HostUsageError(`RAM at 0x${region.gpa.toString(16)}+0x${region.size.toString(16)} overlaps guest RAM`);
