@@ -139,6 +139,23 @@ describe('balloon on the simulated partition', () => {
     expect(s.device.balloonedRanges()).toEqual(s.model.balloonRuns());
   });
 
+  it('periodic status reports (as Linux: every interval after a delay) drive the policy', async () => {
+    const s = createBalloonSim({
+      client: { statusIntervalMs: 1000, statusDelayMs: 45_000 },
+      device: { policy: followCommitted({ headroomBytes: 20 * MiB }) },
+    });
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    await s.connect();
+    vi.advanceTimersByTime(44_999);
+    expect(s.device.stats().statusReports).toBe(0);
+    vi.advanceTimersByTime(3000);
+    await turnsUntil(() => s.device.stats().statusReports === 3);
+    await s.device.idle();
+    expect(s.device.stats()).toMatchObject({ statusReports: 3, targetBytes: 20 * MiB, guestBytes: 20 * MiB });
+    expect(s.device.balloonedRanges()).toEqual(s.model.balloonRuns());
+    await s.client.close();
+  });
+
   it('with no policy and no target nothing is ballooned', async () => {
     const s = createBalloonSim();
     await s.connect();

@@ -40,6 +40,13 @@ export interface BalloonClientOptions {
   /** Answer balloon requests (false: a guest that never answers). Default true. */
   answerBalloon?: boolean;
   ringPages?: number;
+  /**
+   * Send a status report every this many ms once connected, as Linux does (every second, after
+   * pressure_report_delay, 45 s by default). Default: none (sendStatus() by hand).
+   */
+  statusIntervalMs?: number;
+  /** Delay before the first periodic report, ms. Default 0. */
+  statusDelayMs?: number;
   /** Event-loop turns to wait for a host answer before giving up. Default 100000. */
   maxWaits?: number;
 }
@@ -63,6 +70,7 @@ export class BalloonClient {
   private polling = false;
   private stopped = false;
   private unballoonedInTxn = 0;
+  private statusTimer: ReturnType<typeof setTimeout> | null = null;
 
   constructor(private readonly options: BalloonClientOptions) {}
 
@@ -105,6 +113,7 @@ export class BalloonClient {
     const resp = await this.expect(P.DM_CAPABILITIES_RESPONSE);
     if ((resp.bytes[8] & 1) !== 1) throw new BalloonClientError('the host refused the capabilities');
     this.startPolling();
+    if (this.options.statusIntervalMs !== undefined) this.scheduleStatus(this.options.statusDelayMs ?? 0);
     return this.version;
   }
 
@@ -139,13 +148,15 @@ export class BalloonClient {
     ch.rings.inbound.drain((p) => this.onPacket(p));
   }
 
-  /** Stops polling (the channel stays open). */
+  /** Stops polling and periodic reports (the channel stays open). */
   stop(): void {
     this.stopped = true;
+    this.clearStatusTimer();
   }
 
   async close(): Promise<void> {
     this.stopped = true;
+    this.clearStatusTimer();
     if (this.channel) await this.options.vmbus.closeChannel(this.channel);
     this.channel = null;
   }
@@ -233,6 +244,25 @@ export class BalloonClient {
       if (waits > (this.options.maxWaits ?? 100_000)) throw new BalloonClientError(`no ${P.DM_MESSAGE_NAMES[type]} from the host`);
       await new Promise((r) => setImmediate(r));
     }
+  }
+
+  private scheduleStatus(delay: number): void {
+    this.statusTimer = setTimeout(() => {
+      this.statusTimer = null;
+      if (this.stopped || !this.channel) return;
+      try {
+        this.sendStatus();
+      } catch {
+        // A full ring: this report is skipped, as Linux skips one it cannot post.
+      }
+      this.scheduleStatus(this.options.statusIntervalMs!);
+    }, delay);
+    this.statusTimer.unref?.();
+  }
+
+  private clearStatusTimer(): void {
+    if (this.statusTimer) clearTimeout(this.statusTimer);
+    this.statusTimer = null;
   }
 
   private startPolling(): void {
