@@ -174,12 +174,10 @@ export type BalloonFault =
   | 'range-count'
   | 'range-empty'
   | 'range-outside-ram'
-  | 'range-overlap'
   | 'range-repeated'
   | 'not-requested'
   | 'too-many-pages'
-  | 'hot-add-count'
-  | 'bad-version';
+  | 'hot-add-count';
 
 /** Guest-to-host messages, decoded. */
 export type GuestMessage =
