@@ -13,6 +13,7 @@ export default defineConfig({
       { find: '@hvemu/accel/testing', replacement: pkg('accel/src/testing/index.ts') },
       { find: '@hvemu/net/testing', replacement: pkg('net/src/testing/index.ts') },
       { find: '@hvemu/storage/testing', replacement: pkg('storage/src/testing/index.ts') },
+      { find: '@hvemu/balloon/testing', replacement: pkg('balloon/src/testing/index.ts') },
       { find: /^@hvemu\/([a-z-]+)$/, replacement: pkg('$1/src/index.ts') },
     ],
   },

@@ -10,6 +10,7 @@ import { benchVmbus, benchVmbusKvm } from './vmbus.js';
 import { benchTrace } from './trace.js';
 import { benchNet } from './net.js';
 import { benchStorage } from './storage.js';
+import { benchBalloon } from './balloon.js';
 
 const SUITES: Record<string, () => Record<string, number | string> | Promise<Record<string, number | string>>> = {
   ring: benchRing,
@@ -20,6 +21,7 @@ const SUITES: Record<string, () => Record<string, number | string> | Promise<Rec
   trace: benchTrace,
   net: benchNet,
   storage: benchStorage,
+  balloon: benchBalloon,
 };
 
 // `npm run bench -- synic vmbus-kvm` runs only the named suites (default: all, in this order).

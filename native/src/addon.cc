@@ -24,6 +24,8 @@ constexpr uint32_t kCpuidWords = 7;  // function, index, flags, eax, ebx, ecx, e
 // promise of memory): more than KVM takes anyway.
 constexpr uint32_t kMaxRamRegions = 1024;
 constexpr uint32_t kMaxUserMsrs = 1024;
+// Most ranges one discardRanges call takes (a balloon response has at most 510; a batch of many).
+constexpr size_t kMaxDiscardRanges = 1u << 20;
 constexpr size_t kMaxCpuidEntries = 1024;
 constexpr uint32_t kRegWords = 18;
 constexpr uint32_t kSregWords = 35;
@@ -220,6 +222,8 @@ class PartitionWrap : public Napi::ObjectWrap<PartitionWrap>, public Notifier {
                            InstanceMethod<&PartitionWrap::AddRam>("addRam"),
                            InstanceMethod<&PartitionWrap::RemoveRam>("removeRam"),
                            InstanceMethod<&PartitionWrap::DiscardRam>("discardRam"),
+                           InstanceMethod<&PartitionWrap::DiscardRanges>("discardRanges"),
+                           InstanceMethod<&PartitionWrap::RamUsage>("ramUsage"),
                            InstanceMethod<&PartitionWrap::Close>("close"),
                        });
   }
@@ -417,6 +421,46 @@ class PartitionWrap : public Napi::ObjectWrap<PartitionWrap>, public Notifier {
     uint64_t size = ToU64(env, info[1], "discard size");
     Guard(env, [&] { Part(env).DiscardRam(gpa, size); });
     return env.Undefined();
+  }
+
+  // discardRanges(Float64Array [gpa0, size0, gpa1, size1, ...]) -> bytes discarded: one call
+  // for a batch (a balloon response's ranges); all checked before any is punched.
+  Napi::Value DiscardRanges(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
+      Usage(env, "discardRanges(Float64Array of gpa, size pairs)");
+    }
+    auto a = info[0].As<Napi::Float64Array>();
+    const size_t n = a.ElementLength();
+    if (n == 0 || n % 2 != 0 || n / 2 > kMaxDiscardRanges) {
+      Usage(env, "discardRanges takes 1.." + std::to_string(kMaxDiscardRanges) + " (gpa, size) pairs, not " + std::to_string(n) + " numbers");
+    }
+    std::vector<std::pair<uint64_t, uint64_t>> ranges(n / 2);
+    for (size_t i = 0; i < n; i++) {
+      double d = a[i];
+      if (!(d >= 0 && d <= 9007199254740991.0) || d != static_cast<double>(static_cast<uint64_t>(d))) {
+        Usage(env, "discardRanges: element " + std::to_string(i) + " is not a non-negative integer");
+      }
+      if (i % 2 == 0) ranges[i / 2].first = static_cast<uint64_t>(d);
+      else ranges[i / 2].second = static_cast<uint64_t>(d);
+    }
+    uint64_t total = Guard(env, [&] { return Part(env).DiscardRanges(ranges); });
+    return Napi::Number::New(env, static_cast<double>(total));
+  }
+
+  // ramUsage() -> [{ gpa, size, allocated }]: host bytes each RAM region's memfd holds now.
+  Napi::Value RamUsage(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto usage = Guard(env, [&] { return Part(env).RamUsageNow(); });
+    Napi::Array out = Napi::Array::New(env, usage.size());
+    for (uint32_t i = 0; i < usage.size(); i++) {
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("gpa", Napi::Number::New(env, static_cast<double>(usage[i].gpa)));
+      o.Set("size", Napi::Number::New(env, static_cast<double>(usage[i].size)));
+      o.Set("allocated", Napi::Number::New(env, static_cast<double>(usage[i].allocated)));
+      out.Set(i, o);
+    }
+    return out;
   }
 
   Napi::Value ExitBuffer(const Napi::CallbackInfo& info) {

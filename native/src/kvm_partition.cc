@@ -5,6 +5,7 @@
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -445,6 +446,45 @@ void KvmPartition::DiscardRam(uint64_t gpa, uint64_t size) {
     }
   }
   throw HostError(kErrUsage, "discard range is not inside one RAM region");
+}
+
+uint64_t KvmPartition::DiscardRanges(const std::vector<std::pair<uint64_t, uint64_t>>& ranges) {
+  // Validate all before punching any: a bad range in the batch changes nothing.
+  std::vector<const GuestRam*> owner(ranges.size(), nullptr);
+  uint64_t total = 0;
+  for (size_t i = 0; i < ranges.size(); i++) {
+    const uint64_t gpa = ranges[i].first;
+    const uint64_t size = ranges[i].second;
+    if (gpa % kPageSize != 0 || size % kPageSize != 0 || size == 0) {
+      throw HostError(kErrUsage, "discard range " + std::to_string(i) + " is not a non-empty, page-aligned range");
+    }
+    for (const auto& r : ram_) {
+      if (r->Contains(gpa, size)) {
+        owner[i] = r.get();
+        break;
+      }
+    }
+    if (owner[i] == nullptr) throw HostError(kErrUsage, "discard range " + std::to_string(i) + " is not inside one RAM region");
+    total += size;
+  }
+  for (size_t i = 0; i < ranges.size(); i++) {
+    const GuestRam* r = owner[i];
+    if (fallocate(r->memfd(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(ranges[i].first - r->gpa()),
+                  static_cast<off_t>(ranges[i].second)) != 0) {
+      ThrowErrno("fallocate(PUNCH_HOLE) of guest RAM");
+    }
+  }
+  return total;
+}
+
+std::vector<KvmPartition::RamUsage> KvmPartition::RamUsageNow() const {
+  std::vector<RamUsage> out;
+  for (const auto& r : ram_) {
+    struct stat st = {};
+    if (fstat(r->memfd(), &st) != 0) ThrowErrno("fstat of guest RAM memfd");
+    out.push_back({r->gpa(), r->size(), static_cast<uint64_t>(st.st_blocks) * 512u});
+  }
+  return out;
 }
 
 bool KvmPartition::ReadGuest(uint64_t gpa, void* out, uint64_t len) const {

@@ -94,6 +94,17 @@ class KvmPartition {
   std::shared_ptr<GuestRam> AddRam(uint64_t gpa, uint64_t size);
   std::shared_ptr<GuestRam> RemoveRam(uint64_t gpa);
   void DiscardRam(uint64_t gpa, uint64_t size);
+  // Batched discard (ballooning): every (gpa, size) range is checked first (non-empty,
+  // page-aligned, inside one RAM region); if any is not, nothing is punched. Then one
+  // fallocate(PUNCH_HOLE) per range. Returns the bytes discarded.
+  uint64_t DiscardRanges(const std::vector<std::pair<uint64_t, uint64_t>>& ranges);
+  // Host memory each RAM region holds now: (gpa, size, allocated bytes = st_blocks * 512 of its memfd).
+  struct RamUsage {
+    uint64_t gpa;
+    uint64_t size;
+    uint64_t allocated;
+  };
+  std::vector<RamUsage> RamUsageNow() const;
 
   void StopAll();  // asks every vCPU thread to stop and joins them
 

@@ -78,6 +78,7 @@ export type {
   PageListMapping,
   PageLists,
   MemoryControl,
+  RamUsage,
 } from './backends/types.js';
 export {
   OffloadedSynicPort,

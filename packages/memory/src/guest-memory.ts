@@ -271,6 +271,27 @@ export class GuestMemory {
     }
   }
 
+  /**
+   * The simulated side of a discard (ballooning): every (gpa, size) pair of `pairs` becomes
+   * zero. All pairs are checked first (each inside one RAM region); if one is not, nothing is
+   * zeroed (GuestMemoryError, or HostUsageError for a value that is no address). Returns the
+   * bytes zeroed. Partitions release the host memory too (memoryControl.discardRanges).
+   */
+  zeroRanges(pairs: Float64Array): number {
+    if (!(pairs instanceof Float64Array) || pairs.length % 2 !== 0) {
+      throw new HostUsageError('GuestMemory.zeroRanges takes a Float64Array of (gpa, size) pairs');
+    }
+    const views: Uint8Array[] = [];
+    let total = 0;
+    for (let i = 0; i < pairs.length; i += 2) {
+      const { region, offset } = this.locate(pairs[i], pairs[i + 1]);
+      views.push(region.bytes.subarray(offset, offset + pairs[i + 1]));
+      total += pairs[i + 1];
+    }
+    for (const v of views) v.fill(0);
+    return total;
+  }
+
   /** A zero-copy view of `[gpa, gpa+length)`, which must lie in one RAM region. */
   bytes(gpa: number, length: number): Uint8Array {
     const { region, offset } = this.locate(gpa, length);

@@ -26,6 +26,7 @@ import { attachHyperV, type Enlightenments } from './enlighten.js';
 import { defaultDevices } from './ic-devices.js';
 import { withNics } from './net-devices.js';
 import type { NicSpec } from '@hvemu/net';
+import { balloonMemory, type BalloonDevice, type BalloonSpec } from '@hvemu/balloon';
 import { recordingEnvironment, traceHooks, type TraceHooks } from './trace-capture.js';
 
 export interface VmSpec {
@@ -49,6 +50,14 @@ export interface VmSpec {
    * (register storageDeviceKind(spec) on it instead).
    */
   storage?: StorageControllerSpec;
+  /**
+   * Dynamic memory (hv_balloon's host end), offered as device kind 'balloon' after storage:
+   * `true` or its options. Its memory is the VM's: on a partition, released pages go back to the
+   * host through `partition.memoryControl` (KVM: a hole punched in the memfd) and hot add maps
+   * new memslots; simulated, they are zero-filled. Not with `registry` (register
+   * balloonDeviceKind there). `balloonOf(vm)` is the device.
+   */
+  balloon?: boolean | Omit<BalloonSpec, 'memory'>;
   /** Network adapters (netvsp), offered after `devices` as nic0, nic1, ...: `{ tap: 'tap0', mac }` or `{ backend, mac }`. */
   nics?: readonly NicSpec[];
   clock?: Clock;
@@ -120,7 +129,10 @@ export function buildVm(spec: VmSpec = {}): Vm {
     },
     onPacket: hooks.onPacket,
   }));
-  const devices = offerDevices(vmbus, spec, { clock, logger, wallClockMs: spec.wallClockMs ?? Date.now }, hooks);
+  const balloon = spec.balloon
+    ? { ...(spec.balloon === true ? {} : spec.balloon), memory: () => balloonMemory(memory, partition?.memoryControl) }
+    : undefined;
+  const devices = offerDevices(vmbus, spec, balloon, { clock, logger, wallClockMs: spec.wallClockMs ?? Date.now }, hooks);
   return {
     backend: partition ? partition.backend : 'simulated',
     partition,
@@ -183,16 +195,24 @@ function simulatedSide(spec: VmSpec, memory: GuestMemory, clock: Clock, logger: 
   return { synic: hyperv, hyperv, enlightenments: null, hypercalls };
 }
 
+/** The VM's dynamic memory device (VmSpec.balloon), or null when it has none. */
+export function balloonOf(vm: Pick<Vm, 'devices'>): BalloonDevice | null {
+  return (vm.devices.get('balloon')?.device as BalloonDevice | undefined) ?? null;
+}
+
 /** Offers the named device kinds in order; host-API calls of each are traced with their relid. */
 function offerDevices(
   vmbus: VmbusHost,
   spec: VmSpec,
+  balloon: BalloonSpec | undefined,
   env: { clock: Clock; logger: Logger; wallClockMs: () => number },
   hooks: TraceHooks,
 ): Map<string, AttachedDevice> {
   if (spec.registry && spec.storage)
     throw new HostUsageError('buildVm: give storage in the registry (storageDeviceKind) or as spec.storage, not both');
-  const base = spec.registry ?? defaultDevices({ storage: spec.storage });
+  if (spec.registry && balloon)
+    throw new HostUsageError('buildVm: give the balloon in the registry (balloonDeviceKind) or as spec.balloon, not both');
+  const base = spec.registry ?? defaultDevices({ storage: spec.storage, balloon });
   const listed = spec.devices ?? base.names;
   if (!Array.isArray(listed)) throw new HostUsageError('buildVm: devices must be a list of device kind names');
   const { registry, names: nics } = withNics(base, spec.nics ?? []);

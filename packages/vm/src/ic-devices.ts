@@ -7,6 +7,7 @@ import { HostUsageError } from '@hvemu/common';
 import { attachDevice, DeviceRegistry, type DeviceEnvironment, type VmbusHost } from '@hvemu/vmbus';
 import type { TraceDevice } from '@hvemu/trace';
 import { storageDeviceKind, type StorageControllerSpec } from '@hvemu/storage';
+import { balloonDeviceKind, type BalloonSpec } from '@hvemu/balloon';
 import { deviceTraceHeader, type Vm } from './builder.js';
 import {
   IC_DEVICE_KINDS,
@@ -33,11 +34,13 @@ export type IcEnvironment = DeviceEnvironment;
 
 /**
  * The device kinds every hvemu VM knows: the integration components, in offer order, then a
- * SCSI controller (kind 'scsi', @hvemu/storage) when `storage` names one.
+ * SCSI controller (kind 'scsi', @hvemu/storage) when `storage` names one, then the dynamic memory
+ * device (kind 'balloon', @hvemu/balloon) when `balloon` is given.
  */
-export function defaultDevices(options: { storage?: StorageControllerSpec } = {}): DeviceRegistry {
+export function defaultDevices(options: { storage?: StorageControllerSpec; balloon?: BalloonSpec } = {}): DeviceRegistry {
   const registry = new DeviceRegistry().register(...IC_DEVICE_KINDS);
   if (options.storage) registry.register(storageDeviceKind(options.storage));
+  if (options.balloon) registry.register(balloonDeviceKind(options.balloon));
   return registry;
 }
 

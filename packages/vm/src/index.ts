@@ -26,7 +26,16 @@ export { createSimulatedBus, SIM_BUS_LAYOUT, type SimulatedBusOptions } from './
 export { replayTrace, ReplayError, type ReplayOptions, type ReplayResult, type ReplayDivergence } from './replay.js';
 /** Names the CPUID registers a guest sees differently from hvemu's model (KvmVm.probeCpuid). */
 export { describeCpuidDifferences, type CpuidDifference, type CpuidProbeResult } from '@hvemu/accel';
-export { buildVm, deviceTraceHeader, openPartition, type BackendChoice, type PartitionSpec, type Vm, type VmSpec } from './builder.js';
+export {
+  balloonOf,
+  buildVm,
+  deviceTraceHeader,
+  openPartition,
+  type BackendChoice,
+  type PartitionSpec,
+  type Vm,
+  type VmSpec,
+} from './builder.js';
 export { withNics, nicsOf } from './net-devices.js';
 /** The NIC and storage specs VmSpec and LinuxVmOptions take (from the device packages). */
 export type { NicSpec } from '@hvemu/net';

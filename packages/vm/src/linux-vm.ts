@@ -22,8 +22,9 @@ import {
 } from '@hvemu/platform';
 import type { NicSpec } from '@hvemu/net';
 import type { StorageControllerSpec } from '@hvemu/storage';
+import type { BalloonDevice, BalloonSpec } from '@hvemu/balloon';
 import type { TraceSink } from '@hvemu/trace';
-import { buildVm, openPartition, type Vm } from './builder.js';
+import { balloonOf, buildVm, openPartition, type Vm } from './builder.js';
 import { enlightenedPartitionOptions } from './enlighten.js';
 
 /** Where the ACPI tables go: the legacy RSDP scan area, so a kernel that ignores the boot pointer finds them too. */
@@ -49,6 +50,11 @@ export interface LinuxVmOptions {
   storage?: StorageControllerSpec;
   /** Synthetic NICs (netvsp), offered as `nic0`, `nic1`, ... after the other devices: a TAP by name, or a backend object. */
   nics?: readonly NicSpec[];
+  /**
+   * Dynamic memory (hv_balloon), offered as `balloon` after the other devices: `true` or its
+   * options; `balloonOf(vm.vm)` / `linuxVm.balloon` is the host controller.
+   */
+  balloon?: boolean | Omit<BalloonSpec, 'memory'>;
   /** Each byte the guest writes to its console (COM1). */
   console?: (byte: number) => void;
   clock?: Clock;
@@ -96,6 +102,11 @@ export class LinuxVm {
   readonly boot: LinuxBoot;
   private ended: LinuxVmEnd | undefined;
 
+  /** The dynamic memory host controller (options.balloon), or null. */
+  get balloon(): BalloonDevice | null {
+    return balloonOf(this.vm);
+  }
+
   constructor(options: LinuxVmOptions) {
     if (typeof options !== 'object' || options === null || !(options.kernel instanceof Uint8Array)) {
       throw new HostUsageError('LinuxVm: options.kernel must be the kernel image bytes (Uint8Array)');
@@ -121,6 +132,7 @@ export class LinuxVm {
         devices: options.devices,
         storage: options.storage,
         nics: options.nics,
+        balloon: options.balloon,
         wallClockMs: options.wallClockMs,
         clock: options.clock ?? new MonotonicClock(),
         logger,

@@ -10,9 +10,11 @@ import { AccelUsageError, MemoryMapError } from '../errors.js';
 import type { ExitRouter } from '../exit-router.js';
 import type { ExitHandler, HypercallExit } from '../exits.js';
 import { checkInt, describeValue, MAX_GPA } from '../validate.js';
-import type { MemoryControl } from './types.js';
+import type { MemoryControl, RamUsage } from './types.js';
 
 const PAGE = 4096;
+/** Most (gpa, size) pairs one discardRanges call takes (the addon's bound too). */
+export const MAX_DISCARD_RANGES = 1 << 20;
 
 export abstract class RoutedPartition {
   abstract readonly memory: GuestMemory;
@@ -26,6 +28,8 @@ export abstract class RoutedPartition {
     addRam: (region) => this.addRam(region),
     removeRam: (gpa) => this.removeRam(gpa),
     discardRam: (gpa, size) => this.discardRam(gpa, size),
+    discardRanges: (ranges) => this.discardRanges(ranges),
+    ramUsage: () => this.ramUsage(),
   };
 
   /** Maps new zeroed RAM at [gpa, gpa + size) into the guest; returns it as GuestMemory regions. */
@@ -34,6 +38,16 @@ export abstract class RoutedPartition {
   protected abstract unmapRam(gpa: number, size: number): void;
   /** The pages of [gpa, gpa + size) (inside one region) become zero. */
   protected abstract discardPages(gpa: number, size: number): void;
+
+  /** The pages of each (gpa, size) pair (checked already) become zero; KVM overrides with one native call. */
+  protected discardPageRanges(pairs: Float64Array): void {
+    for (let i = 0; i < pairs.length; i += 2) this.discardPages(pairs[i], pairs[i + 1]);
+  }
+
+  /** Host bytes behind each region; backends that cannot release pages report the whole region. */
+  protected regionUsage(): RamUsage[] {
+    return [...this.ramRegions].sort((a, b) => a[0] - b[0]).map(([gpa, size]) => ({ gpa, size, allocatedBytes: size }));
+  }
 
   /** Records a region mapped at creation. */
   protected noteRam(gpa: number, size: number): void {
@@ -82,6 +96,49 @@ export abstract class RoutedPartition {
       throw new AccelUsageError(`memoryControl.discardRam: ${where} is not inside one RAM region`);
     }
     this.discardPages(gpa, size);
+  }
+
+  private discardRanges(ranges: Float64Array): number {
+    this.checkOpen('memoryControl.discardRanges');
+    if (!(ranges instanceof Float64Array)) {
+      throw new AccelUsageError(
+        `memoryControl.discardRanges: ranges must be a Float64Array of (gpa, size) pairs, not ${describeValue(ranges)}`,
+      );
+    }
+    if (ranges.length === 0 || ranges.length % 2 !== 0 || ranges.length / 2 > MAX_DISCARD_RANGES) {
+      throw new AccelUsageError(`memoryControl.discardRanges: 1..${MAX_DISCARD_RANGES} (gpa, size) pairs, not ${ranges.length} numbers`);
+    }
+    // Sorted regions once, then each pair located by binary search: all checked before any discard.
+    const regions = [...this.ramRegions].sort((a, b) => a[0] - b[0]);
+    let total = 0;
+    for (let i = 0; i < ranges.length; i += 2) {
+      const gpa = ranges[i];
+      const size = ranges[i + 1];
+      const where = `pair ${i / 2} (0x${Number(gpa).toString(16)}+0x${Number(size).toString(16)})`;
+      if (!Number.isInteger(gpa) || !Number.isInteger(size) || gpa < 0 || size < PAGE || gpa + size > MAX_GPA) {
+        throw new AccelUsageError(`memoryControl.discardRanges: ${where} is not a non-empty range of guest-physical addresses`);
+      }
+      if (gpa % PAGE !== 0 || size % PAGE !== 0) throw new AccelUsageError(`memoryControl.discardRanges: ${where} is not page-aligned`);
+      let lo = 0;
+      let hi = regions.length - 1;
+      while (lo < hi) {
+        const mid = (lo + hi + 1) >> 1;
+        if (regions[mid][0] <= gpa) lo = mid;
+        else hi = mid - 1;
+      }
+      const [start, n] = regions[lo] ?? [0, 0];
+      if (!(gpa >= start && gpa + size <= start + n)) {
+        throw new AccelUsageError(`memoryControl.discardRanges: ${where} is not inside one RAM region`);
+      }
+      total += size;
+    }
+    this.discardPageRanges(ranges);
+    return total;
+  }
+
+  private ramUsage(): RamUsage[] {
+    this.checkOpen('memoryControl.ramUsage');
+    return this.regionUsage();
   }
 
   protected checkOpen(call: string): void {

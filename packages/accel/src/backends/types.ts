@@ -105,6 +105,26 @@ export interface MemoryControl {
   removeRam(gpa: number): void;
   /** The guest's pages in [gpa, gpa + size) become zero; where the backend can, their host memory is released. */
   discardRam(gpa: number, size: number): void;
+  /**
+   * Many discards in one call (ballooning): `ranges` holds (gpa, size) pairs. Every pair is
+   * checked first (page-aligned, non-empty, inside one RAM region); if one is not, nothing is
+   * discarded (AccelUsageError). Returns the bytes discarded. On KVM one addon call punches
+   * them all.
+   */
+  discardRanges(ranges: Float64Array): number;
+  /**
+   * Host memory each RAM region holds now: `allocatedBytes` is what the host has backing it
+   * (KVM: the memfd's allocated blocks, which drop when pages are discarded); a backend that
+   * cannot tell reports the region's size.
+   */
+  ramUsage(): RamUsage[];
+}
+
+/** One RAM region's host memory (MemoryControl.ramUsage). */
+export interface RamUsage {
+  readonly gpa: number;
+  readonly size: number;
+  readonly allocatedBytes: number;
 }
 
 export interface AccelPartition {

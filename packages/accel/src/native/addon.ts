@@ -58,6 +58,10 @@ export interface NativePartition {
   removeRam(gpa: number): void;
   /** FALLOC_FL_PUNCH_HOLE on the memfd: the pages read as zero, their host memory is freed. */
   discardRam(gpa: number, size: number): void;
+  /** Batched discardRam over (gpa, size) pairs, all checked before any is punched; returns the bytes discarded. */
+  discardRanges(pairs: Float64Array): number;
+  /** Host bytes each RAM region's memfd holds now (st_blocks * 512). */
+  ramUsage(): { gpa: number; size: number; allocated: number }[];
   close(): void;
 }
 

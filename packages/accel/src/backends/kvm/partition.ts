@@ -16,7 +16,17 @@ import { GuestMemory, type RamRegionSpec } from '@hvemu/memory';
 import { buildCpuidModel, decodeCpuid, encodeCpuid, type CpuidEntry } from '../../cpuid.js';
 import type { MsrDevice } from '../../devices.js';
 import { ExitRouter, fatalError, isPromise } from '../../exit-router.js';
-import type { AccelPartition, AccelVcpu, Doorbells, GuestTsc, InterruptTriggers, PageLists, VcpuOutcome, VcpuStatus } from '../types.js';
+import type {
+  AccelPartition,
+  AccelVcpu,
+  Doorbells,
+  GuestTsc,
+  InterruptTriggers,
+  PageLists,
+  RamUsage,
+  VcpuOutcome,
+  VcpuStatus,
+} from '../types.js';
 import { AccelUsageError, ExitHandlerError, HostSystemError, HypervisorUnavailableError, native } from '../../errors.js';
 import { decodeExit, encodeResponse } from '../../exit-decode.js';
 import { RoutedPartition } from '../routed-partition.js';
@@ -534,6 +544,16 @@ export class KvmPartition extends RoutedPartition implements AccelPartition {
   /** FALLOC_FL_PUNCH_HOLE on the memfd: zeros for the guest and JS, the host pages freed. */
   protected discardPages(gpa: number, size: number): void {
     native(() => this.nativePartition.discardRam(gpa, size));
+  }
+
+  /** One addon call for the whole batch (the addon checks every pair again before punching any). */
+  protected override discardPageRanges(pairs: Float64Array): void {
+    native(() => this.nativePartition.discardRanges(pairs));
+  }
+
+  /** fstat of each region's memfd: the bytes the host really holds. */
+  protected override regionUsage(): RamUsage[] {
+    return native(() => this.nativePartition.ramUsage()).map((r) => ({ gpa: r.gpa, size: r.size, allocatedBytes: r.allocated }));
   }
 
   mapPageList(pfns: ArrayLike<number>): PageListView {
