@@ -3,14 +3,15 @@
  * of 510 ranges) through hvemu's whole host path (parse -> check every range against RAM, the
  * request and the balloon bitmap -> one batched native discard per message: fallocate
  * PUNCH_HOLE on the KVM partition's memfd), against a C loop making the same fallocate calls
- * on the same kind of memfd (built now with gcc -O2), every page touched before each trial. Two
+ * on the same memfd (opened through /proc/PID/fd; built now with gcc -O2), every page touched
+ * before each trial. Two
  * shapes: single 4 KiB pages (every other page, Linux's fallback when 2 MiB allocations fail:
  * one range per page) and 2 MiB ranges (Linux's allocation unit). The ratio is hvemu's rate over
  * C's (goal >= 0.5). Then an inflate end to end in-process: the TypeScript hv_balloon client
  * on the simulated partition (ring, device, zero-fill release), MiB/s released.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -103,9 +104,21 @@ function hvemuRate(p: KvmPartition, shape: Shape): number {
   return pages / seconds;
 }
 
-function baselineRate(binary: string, shape: Shape): number {
+/** The partition's guest-RAM memfd as a path another process can open (/proc/PID/fd/N). */
+function guestRamMemfd(): string {
+  for (const fd of readdirSync('/proc/self/fd')) {
+    try {
+      if (readlinkSync(`/proc/self/fd/${fd}`).startsWith('/memfd:hvemu-guest-ram')) return `/proc/${process.pid}/fd/${fd}`;
+    } catch {
+      // closed meanwhile
+    }
+  }
+  throw new Error('bench: the KVM partition has no guest-RAM memfd in /proc/self/fd');
+}
+
+function baselineRate(binary: string, shape: Shape, memfd: string): number {
   const out = JSON.parse(
-    execFileSync(binary, [String(RAM_MIB), String(shape.run), String(shape.stride), String(TRIALS)], { encoding: 'utf8' }),
+    execFileSync(binary, [String(RAM_MIB), String(shape.run), String(shape.stride), String(TRIALS), memfd], { encoding: 'utf8' }),
   ) as {
     pages: number;
     seconds: number;
@@ -137,11 +150,11 @@ export async function benchBalloon(log: (line: string) => void = console.log): P
       const binary = join(dir, 'balloon_baseline');
       execFileSync('gcc', ['-O2', '-o', binary, fileURLToPath(new URL('../c/balloon_baseline.c', import.meta.url))]);
       log(
-        `Balloon: release (BALLOON_RESPONSE -> checks -> batched PUNCH_HOLE on the KVM memfd) vs C fallocate loop, ${RAM_MIB} MiB touched`,
+        `Balloon: release (BALLOON_RESPONSE -> checks -> batched PUNCH_HOLE on the KVM memfd) vs C fallocate loop on the same memfd, ${RAM_MIB} MiB touched`,
       );
       for (const shape of SHAPES) {
         const hv = hvemuRate(p, shape);
-        const base = baselineRate(binary, shape);
+        const base = baselineRate(binary, shape, guestRamMemfd());
         const ratio = hv / base;
         log(
           `  ${shape.key} ranges: hvemu ${Math.round(hv / 1000)}k pages/s, C ${Math.round(base / 1000)}k pages/s, ratio ${ratio.toFixed(3)}${shape.key === '4k' ? ' (goal 0.5)' : ''}`,

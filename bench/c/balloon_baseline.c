@@ -1,9 +1,10 @@
 /*
  * The balloon release baseline: the same fallocate(FALLOC_FL_PUNCH_HOLE) calls hvemu's
- * batched discard makes, on the same kind of memory (a memfd, MAP_SHARED, every page touched
- * first), in a plain C loop. Usage: balloon_baseline MiB run_pages stride_pages trials
- * (a range of run_pages pages every stride_pages pages). Prints {"pages":N,"seconds":S} summed
- * over the trials (only the punching is timed).
+ * batched discard makes, on the same memory (the KVM partition's memfd, opened through
+ * /proc/PID/fd/N, so every punch also runs KVM's invalidation of that memslot; or a memfd of
+ * its own), MAP_SHARED, every page touched first, in a plain C loop. Usage: balloon_baseline MiB
+ * run_pages stride_pages trials [memfd-path] (a range of run_pages pages every stride_pages
+ * pages). Prints {"pages":N,"seconds":S} summed over the trials (only the punching is timed).
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -25,8 +26,8 @@ int main(int argc, char **argv) {
   size_t bytes = (size_t)atol(argv[1]) << 20;
   long run = atol(argv[2]), stride = atol(argv[3]), trials = atol(argv[4]);
   const long page = 4096;
-  int fd = memfd_create("balloon-baseline", MFD_CLOEXEC);
-  if (fd < 0 || ftruncate(fd, (off_t)bytes) != 0) return perror("memfd"), 1;
+  int fd = argc > 5 ? open(argv[5], O_RDWR | O_CLOEXEC) : memfd_create("balloon-baseline", MFD_CLOEXEC);
+  if (fd < 0 || (argc <= 5 && ftruncate(fd, (off_t)bytes) != 0)) return perror("memfd"), 1;
   unsigned char *mem = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (mem == MAP_FAILED) return perror("mmap"), 1;
   long pages_total = 0;

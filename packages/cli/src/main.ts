@@ -73,7 +73,7 @@ channel alone; --json prints one JSON object`,
   },
   run: {
     usage:
-      'hvemu run --kernel FILE [--cmdline TEXT] [--initrd FILE] [--memory SIZE] [--cpus N] [--timeout SECONDS] [--disk PATH[,ro][,sector=4096]]... [--net tap=NAME[,mac=MAC]]... [--devices LIST] [--trace FILE] [--events]',
+      'hvemu run --kernel FILE [--cmdline TEXT] [--initrd FILE] [--memory SIZE] [--cpus N] [--timeout SECONDS] [--disk PATH[,ro][,sector=4096]]... [--net tap=NAME[,mac=MAC]]... [--balloon] [--control SOCKET] [--devices LIST] [--trace FILE] [--events]',
     help: `boots a Linux kernel (an uncompressed vmlinux through its PVH entry, or a bzImage)
 on KVM with hvemu's Hyper-V, VMBus and integration components, ACPI and a COM1 console on
 stdout; --memory takes QEMU-style sizes (256M, 8G; default 256M), --cpus (default 1),
@@ -81,6 +81,9 @@ stdout; --memory takes QEMU-style sizes (256M, 8G; default 256M), --cpus (defaul
 (repeatable: /dev/sda, /dev/sdb, ...; ro: read-only; sector=4096: 4 KiB logical sectors),
 --net a synthetic NIC on a Linux TAP (repeatable: eth0, eth1, ...; the TAP is created if
 missing and needs CAP_NET_ADMIN; mac= its address, default 00:15:5d:00:00:01, :02, ...),
+--balloon offers dynamic memory (hv_balloon; it does nothing until given a target),
+--control a Unix socket taking one command per line while the VM runs (balloon SIZE|none,
+hot-add SIZE, stats, shutdown, help; one JSON answer per line),
 --devices the VMBus devices to offer, comma-separated
 (default: every integration component), --trace records the session for hvemu replay,
 --events logs the host's side (offers, VMBus actions, the end) on stderr; exit code 0
@@ -91,6 +94,8 @@ through the shutdown IC), 1 failed otherwise, 2 a command line or file hvemu can
     options: {
       disk: { type: 'string', multiple: true },
       net: { type: 'string', multiple: true },
+      balloon: { type: 'boolean' },
+      control: { type: 'string' },
       devices: { type: 'string' },
       trace: { type: 'string' },
       events: { type: 'boolean' },
@@ -328,12 +333,21 @@ async function runVerb(values: Values): Promise<number> {
   const trace = values.trace as string | undefined;
   if (trace !== undefined && nics.length > 0)
     throw new UsageError('--trace with --net: NIC channels are not recorded for replay yet (their frames come from the TAP)');
+  if (trace !== undefined && values.balloon === true)
+    throw new UsageError(
+      '--trace with --balloon: the dynamic memory channel is not replayable yet (replay has no RAM map to release from)',
+    );
+  const control = values.control as string | undefined;
+  if (control !== undefined && (control === '' || Buffer.byteLength(control) > 107))
+    throw new UsageError(`--control ${control}: a Unix socket path is 1-107 bytes`);
   if (trace !== undefined) await checkTraceWritable(trace);
   return runLinux({
     kernel,
     devices,
     disks,
     nics,
+    balloon: values.balloon === true,
+    control,
     trace,
     events: values.events === true,
     initrd: values.initrd as string | undefined,

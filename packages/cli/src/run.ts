@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { HvemuError, MonotonicClock } from '@hvemu/common';
 import { TraceRecorder } from '@hvemu/trace';
+import { startControlServer } from './control.js';
 import type { IcDevice, ShutdownService } from '@hvemu/util';
 import { defaultDevices, deviceTraceHeader, describeCpuidDifferences, LinuxVm, type LinuxVmEnd, type NicSpec } from '@hvemu/vm';
 
@@ -38,6 +39,10 @@ export interface RunOptions {
   disks?: readonly { path: string; readOnly: boolean; sectorSize: 512 | 4096 }[];
   /** Synthetic NICs (eth0, eth1, ...): a TAP by name, or (tests, embedders) a backend object. */
   nics?: readonly NicSpec[];
+  /** Offer dynamic memory (hv_balloon); the control socket changes its target. */
+  balloon?: boolean;
+  /** A Unix socket for control commands while the VM runs (control.ts). */
+  control?: string;
   /** Record the session here for `hvemu replay`. */
   trace?: string;
   /** Log the host's side (offers, VMBus actions, the end) through `log`. */
@@ -83,6 +88,7 @@ export async function runLinux(o: RunOptions): Promise<number> {
       devices: o.devices,
       storage,
       nics: o.nics,
+      balloon: o.balloon,
       clock,
       trace: recorder,
       onEvent: o.events ? (e) => o.log(`[host ${(e.timeMs / 1000).toFixed(3).padStart(9)}] ${e.text}`) : undefined,
@@ -102,7 +108,19 @@ export async function runLinux(o: RunOptions): Promise<number> {
     for (const line of describeCpuidDifferences((await LinuxVm.probeCpuid()).differences)) o.log(`hvemu run: warning: cpuid: ${line}`);
     o.log(`hvemu run: ${vm.boot.kind === 'pvh' ? 'PVH vmlinux' : 'bzImage'}, ${o.memoryBytes >> 20} MiB, ${o.cpus} vCPU(s)`);
     const stopRequests = onStopRequests(vm, o.signals ?? process, o.log);
-    const end = await vm.run(o.timeoutSeconds * 1000).finally(stopRequests);
+    const control = o.control
+      ? await startControlServer(
+          o.control,
+          { balloon: vm.balloon, shutdown: () => askShutdown(vm, 'control socket', o.log) },
+          parseSize,
+          o.log,
+        )
+      : null;
+    if (control) o.log(`hvemu run: control socket ${control.path} (commands: help)`);
+    const end = await vm.run(o.timeoutSeconds * 1000).finally(async () => {
+      stopRequests();
+      await control?.close();
+    });
     for (const line of describeEnd(end).split('\n')) o.log(`hvemu run: ${line}`);
     return RUN_EXIT[end.kind];
   } finally {
@@ -146,6 +164,15 @@ function crashMessageTail(message: string, lines = 20): string {
   return `the guest's crash message (${what}):\n${shown.join('\n')}`;
 }
 
+/** Asks the guest to shut down through the shutdown IC; false when there is none ready (--devices may leave it out). */
+function askShutdown(vm: LinuxVm, who: string, log: (line: string) => void, more = ''): boolean {
+  const shutdownIc = vm.vm.devices.get('shutdown')?.device as IcDevice<ShutdownService> | undefined;
+  if (shutdownIc?.service.state !== 'ready') return false;
+  log(`hvemu run: ${who}: asking the guest to shut down (the shutdown IC)${more}`);
+  void shutdownIc.host.shutdown({ kind: 'poweroff', message: `hvemu run: ${who}` });
+  return true;
+}
+
 /**
  * SIGINT / SIGTERM as a VMM's power button: the first asks the guest to shut down through the
  * shutdown IC (Linux then powers off through ACPI, exit 0), the next stops the vCPUs at once.
@@ -153,13 +180,9 @@ function crashMessageTail(message: string, lines = 20): string {
  */
 function onStopRequests(vm: LinuxVm, signals: NodeJS.EventEmitter, log: (line: string) => void): () => void {
   let asked = false;
-  // The shutdown IC as offered (--devices may leave it out).
-  const shutdownIc = vm.vm.devices.get('shutdown')?.device as IcDevice<ShutdownService> | undefined;
   const onSignal = (signal: string): void => {
-    if (!asked && shutdownIc?.service.state === 'ready') {
+    if (!asked && askShutdown(vm, signal, log, `; ${signal} again stops it at once`)) {
       asked = true;
-      log(`hvemu run: ${signal}: asking the guest to shut down (the shutdown IC); ${signal} again stops it at once`);
-      void shutdownIc.host.shutdown({ kind: 'poweroff', message: `hvemu run: ${signal}` });
       return;
     }
     log(`hvemu run: ${signal}: stopping the guest`);

@@ -1,6 +1,7 @@
 /** `hvemu run`: a Linux kernel's VMM path from the command line, with synthetic PVH kernels. */
 import { execFile, execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -55,6 +56,10 @@ describe('hvemu run: the command line', () => {
       [net('tap=a', 'tap=a'), '--net names a TAP twice (a, a)'],
       [net('tap=a,mac=00:15:5d:00:00:09', 'tap=b,mac=00:15:5D:00:00:09'), 'gives two NICs one MAC'],
       [[...net('tap=a'), '--trace', join(dir, 'n.hvtrace')], 'NIC channels are not recorded'],
+      [['run', '--kernel', notKernel, '--balloon', '--trace', join(dir, 'b.hvtrace')], 'the dynamic memory channel is not replayable'],
+      [['run', '--kernel', notKernel, '--control', ''], '--control needs a non-empty value'],
+      [['run', '--kernel', notKernel, '--control', `/tmp/${'x'.repeat(120)}`], 'a Unix socket path is 1-107 bytes'],
+      [['run', '--kernel', notKernel, '--balloon=yes'], "option '--balloon' does not take an argument"],
     ];
     const results = await Promise.all(cases.map(([args]) => hvemu(args)));
     for (const [i, r] of results.entries()) {
@@ -229,6 +234,54 @@ const kvm = KvmPartition.probe();
         // a non-persistent TAP is gone with its last fd
       }
     }
+  });
+
+  it('--balloon offers dynamic memory after the other devices; --control takes commands while the guest runs, and goes away with it', async () => {
+    const offered = await hvemu(['run', '--kernel', kernelFile('balloon', '', 0x600, 0x34), '--memory', '64M', '--events', '--balloon']);
+    expect(offered.code, offered.stderr).toBe(0);
+    expect(offered.stderr).toMatch(/offered kvp as relid 4\n.*offered balloon as relid 5/);
+
+    const socket = join(dir, 'control.sock');
+    const child = spawn('node', [
+      MAIN,
+      'run',
+      '--kernel',
+      kernelFile('control', 'up\n', 0x80, 0),
+      '--memory',
+      '64M',
+      '--balloon',
+      '--control',
+      socket,
+    ]);
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    await new Promise<void>((resolve) => child.stdout.on('data', () => resolve()));
+    const ask = (line: string): Promise<Record<string, unknown>> =>
+      new Promise((resolve, reject) => {
+        const c = connect(socket, () => c.write(`${line}\n`));
+        c.on('data', (d) => {
+          resolve(JSON.parse(d.toString()) as Record<string, unknown>);
+          c.destroy();
+        });
+        c.on('error', reject);
+      });
+    // No guest driver ever connects here: the balloon takes the target and waits.
+    expect(await ask('stats')).toMatchObject({ ok: true, balloon: { phase: 'closed', balloonedPages: 0, targetBytes: null } });
+    expect(await ask('balloon 32M')).toEqual({ ok: true, target: 32 << 20 });
+    expect(await ask('stats')).toMatchObject({ ok: true, balloon: { targetBytes: 32 << 20 } });
+    expect(await ask('shutdown')).toEqual({ ok: false, error: 'the guest has no shutdown IC up to ask' });
+    expect(await ask('eject')).toMatchObject({ ok: false, error: expect.stringContaining("unknown command 'eject'") });
+    child.kill('SIGTERM');
+    const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+    expect(code).toBe(8);
+    expect(stderr).toContain(`control socket ${socket}`);
+    expect(existsSync(socket)).toBe(false);
+
+    // A path that exists is refused in one line.
+    writeFileSync(socket, '');
+    const taken = await hvemu(['run', '--kernel', kernelFile('control2', '', 0x600, 0x34), '--memory', '64M', '--control', socket]);
+    expect(taken.code).toBe(2);
+    expect(taken.stderr).toContain('the path exists');
   });
 
   it('SIGTERM with no shutdown IC to ask stops the guest at once: exit 8', async () => {
