@@ -53,6 +53,8 @@ export class ReceiveBuffer {
 
 export class SendBuffer {
   readonly count: number;
+  /** The whole buffer as one host view, when its pages are contiguous in host memory (the fast path). */
+  private readonly flat: Uint8Array | null;
 
   constructor(
     readonly gpadl: number,
@@ -60,12 +62,25 @@ export class SendBuffer {
     readonly sectionSize: number,
   ) {
     this.count = Math.floor(data.length / sectionSize);
+    const views = data.views(0, data.length);
+    this.flat = views.length === 1 ? views[0] : null;
   }
 
   /** Bytes [0, length) of section `index`, or null when the guest named a section that is not there. */
   section(index: number, length: number): GuestData | null {
     if (!(index >= 0 && index < this.count) || length > this.sectionSize) return null;
     return this.data.slice(index * this.sectionSize, length);
+  }
+
+  /**
+   * The same bytes as a plain view when the buffer is contiguous in host memory (else null:
+   * use section()). The lease is checked here, so a view is only made while the GPADL lives;
+   * the caller uses it within the packet's synchronous handling only.
+   */
+  sectionView(index: number, length: number): Uint8Array | null {
+    if (!this.flat || !(index >= 0 && index < this.count) || length > this.sectionSize) return null;
+    if (this.data.revoked) this.data.read(0, new Uint8Array(0)); // throws the lease's GuestDataRevokedError
+    return new Uint8Array(this.flat.buffer, this.flat.byteOffset + index * this.sectionSize, length);
   }
 }
 
@@ -77,13 +92,23 @@ export class SendBuffer {
  */
 export class TxSource {
   private readonly parts: GuestData[] = [];
+  /** Set instead of parts when the bytes are one plain view (a section of a contiguous send buffer). */
+  private flat: Uint8Array | null = null;
   length = 0;
 
   reset(first: GuestData | null, second: GuestData | null): void {
     this.parts.length = 0;
+    this.flat = null;
     this.length = 0;
     this.add(first);
     this.add(second);
+  }
+
+  /** The bytes are `view` alone. */
+  resetFlat(view: Uint8Array): void {
+    this.parts.length = 0;
+    this.flat = view;
+    this.length = view.length;
   }
 
   private add(part: GuestData | null): void {
@@ -94,6 +119,13 @@ export class TxSource {
 
   /** Copies [offset, offset + length) into `target` at 0. */
   read(offset: number, target: Uint8Array, length: number): void {
+    const flat = this.flat;
+    if (flat) {
+      if (!(offset >= 0 && length >= 0 && offset + length <= flat.length))
+        throw new RangeError(`tx bytes [${offset}, +${length}) outside ${flat.length}`);
+      for (let i = 0; i < length; i++) target[i] = flat[offset + i]; // short headers: a loop beats set() on a fresh subarray
+      return;
+    }
     let done = 0;
     this.each(offset, length, (p, at, n) => {
       p.read(at, target, done, n);
@@ -101,8 +133,24 @@ export class TxSource {
     });
   }
 
+  /** A zero-copy view of [offset, offset + length) when the bytes are one plain view; else null (use views()). */
+  view(offset: number, length: number): Uint8Array | null {
+    const flat = this.flat;
+    if (!flat) return null;
+    if (!(offset >= 0 && length >= 0 && offset + length <= flat.length))
+      throw new RangeError(`tx bytes [${offset}, +${length}) outside ${flat.length}`);
+    return new Uint8Array(flat.buffer, flat.byteOffset + offset, length);
+  }
+
   /** Zero-copy views of [offset, offset + length), appended to `out`. */
   views(offset: number, length: number, out: Uint8Array[]): void {
+    const flat = this.flat;
+    if (flat) {
+      if (!(offset >= 0 && length >= 0 && offset + length <= flat.length))
+        throw new RangeError(`tx bytes [${offset}, +${length}) outside ${flat.length}`);
+      out.push(new Uint8Array(flat.buffer, flat.byteOffset + offset, length));
+      return;
+    }
     this.each(offset, length, (p, at, n) => {
       for (const v of p.views(at, n)) out.push(v);
     });

@@ -228,6 +228,10 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
    * guest that retries it never duplicates a frame (found by the 100k-run fuzz).
    */
   private readonly pendingFrames: number[] = [];
+  /** Entries used in pendingFrames (offset, length, vlan per frame): a count, not .length, on the per-frame path. */
+  private pendingCount = 0;
+  /** One-segment frames (the common case) go to the backend in this reused array. */
+  private readonly oneSegment: Uint8Array[] = [new Uint8Array(0)];
   private readonly rxHeader = new Uint8Array(RNDIS_PACKET_HEADER_SIZE + 4 * NDIS_U32_PPI_SIZE);
   private readonly rxHeaderView = new DataView(this.rxHeader.buffer);
   private readonly rxPpis: number[] = [];
@@ -604,6 +608,14 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
     }
     const index = p.u32(p.payloadOffset + 8);
     const size = p.u32(p.payloadOffset + 12);
+    // The common case: whole messages in one section of a send buffer contiguous in host memory.
+    if (index !== NETVSC_INVALID_INDEX && p.type !== VM_PKT_DATA_USING_GPA_DIRECT) {
+      const view = s.send?.sectionView(index, size) ?? null;
+      if (view) {
+        this.txSource.resetFlat(view);
+        return this.rndisMessages(q);
+      }
+    }
     let section: GuestData | null = null;
     if (index !== NETVSC_INVALID_INDEX) {
       section = s.send?.section(index, size) ?? null;
@@ -630,7 +642,7 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
     const src = this.txSource;
     if (src.length === 0) return this.rndisFault('short'); // a send that names no message at all
     const frames = this.pendingFrames;
-    frames.length = 0;
+    this.pendingCount = 0;
     let at = 0;
     while (at < src.length) {
       if (src.length - at < RNDIS_HEADER_SIZE) return this.rndisFault('short');
@@ -642,8 +654,9 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
       if (status !== NVSP_STAT_SUCCESS) return status;
       at += msgLen;
     }
-    for (let i = 0; i < frames.length; i += 3) this.transmit(frames[i], frames[i + 1], frames[i + 2]);
-    frames.length = 0;
+    const count = this.pendingCount;
+    this.pendingCount = 0;
+    for (let i = 0; i < count; i += 3) this.transmit(frames[i], frames[i + 1], frames[i + 2]);
     return NVSP_STAT_SUCCESS;
   }
 
@@ -679,12 +692,26 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
       this.stats.txBadSize++;
       return NVSP_STAT_SUCCESS; // a defined drop: the message was well formed, the frame is not sendable
     }
-    this.pendingFrames.push(at + dataOffset, dataLength, vlan);
+    const frames = this.pendingFrames;
+    const n = this.pendingCount;
+    frames[n] = at + dataOffset;
+    frames[n + 1] = dataLength;
+    frames[n + 2] = vlan;
+    this.pendingCount = n + 3;
     return NVSP_STAT_SUCCESS;
   }
 
   /** Hands the frame to the backend: zero-copy views, or one copy when a VLAN tag must go in. */
   private transmit(offset: number, length: number, vlan: number): void {
+    const view = vlan < 0 ? this.txSource.view(offset, length) : null;
+    if (view) {
+      // One contiguous view (a section of a contiguous send buffer): no segment list to build.
+      this.oneSegment[0] = view;
+      this.stats.txFrames++;
+      this.stats.txBytes += length;
+      if (!this.backend.send(this.oneSegment)) this.txBlocked = true;
+      return;
+    }
     const segments = this.segments;
     segments.length = 0;
     if (vlan >= 0) {

@@ -228,6 +228,8 @@ export class NetvscClient {
   // Reused on the data path: the ring copies each packet as it is written.
   private readonly header = new Uint8Array(RNDIS_HEADER_SIZE + 36 + 8 * 16);
   private readonly headerView = new DataView(this.header.buffer);
+  /** The RNDIS_MSG_PACKET header without PPIs, as a view made once (it is on the per-frame path). */
+  private readonly plainHeader = this.header.subarray(0, RNDIS_HEADER_SIZE + 36);
   private readonly sectionPayload = encodeNvsp(NVSP_MSG1_TYPE_SEND_RNDIS_PKT, nvsp_1_message_send_rndis_packet, {
     channel_type: NVSP_RNDIS_CHANNEL_DATA,
   });
@@ -599,7 +601,7 @@ export class NetvscClient {
       const padded = i === frames.length - 1 ? length : Math.ceil(length / align) * align;
       writeRndisPacketHeader(this.headerView, 0, frame.length, NO_PPIS);
       this.headerView.setUint32(4, padded, true);
-      this.opts.memory.write(at, this.header.subarray(0, headerLength));
+      this.opts.memory.write(at, this.plainHeader);
       this.opts.memory.write(at + headerLength, frame);
       at += padded;
     }
