@@ -12,7 +12,7 @@
  * guest that has used its memory (pages it never touched would cost the host nothing to begin
  * with). Opt-in (`npm run test:linux`).
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -22,35 +22,12 @@ import { expect, it } from 'vitest';
 import { buildInitramfs } from '@hvemu/platform';
 import { LinuxVm } from '@hvemu/vm';
 import { describeKvm } from './helpers/hv-guest.js';
-import { TEST_CMDLINE_BASE, testKernel, until } from './helpers/linux.js';
+import { buildStaticInit, TEST_CMDLINE_BASE, testKernel, until } from './helpers/linux.js';
 
 const MiB = 1 << 20;
 const RAM = 512 * MiB;
 const N = 128 * MiB;
 const HOT_ADD = 128 * MiB;
-
-function buildMeminfoInit(): Uint8Array {
-  const dir = mkdtempSync(join(tmpdir(), 'hvemu-meminit-'));
-  try {
-    const out = join(dir, 'init');
-    const source = fileURLToPath(new URL('./userspace/meminfo-init.c', import.meta.url));
-    const flags = ['-O2', '-static', '-nostdlib', '-ffreestanding', '-fno-pic', '-no-pie', '-fno-stack-protector'];
-    execFileSync('gcc', [
-      ...flags,
-      '-fcf-protection=none',
-      '-mgeneral-regs-only',
-      '-Wall',
-      '-Werror',
-      '-Wl,--build-id=none',
-      '-o',
-      out,
-      source,
-    ]);
-    return readFileSync(out);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
 
 /** This process's resident shared memory (guest RAM is a MAP_SHARED memfd), bytes. */
 function rssShmem(): number {
@@ -68,7 +45,7 @@ describeKvm("Linux's hv_balloon on hvemu", () => {
   it('inflates by 128 MiB with the host memory really released, deflates, and onlines 128 MiB hot-added', async () => {
     const initrd = buildInitramfs([
       { kind: 'chardev', path: 'dev/console', major: 5, minor: 1 },
-      { kind: 'file', path: 'init', data: buildMeminfoInit() },
+      { kind: 'file', path: 'init', data: buildStaticInit('meminfo-init.c') },
     ]);
     let log = '';
     const started = performance.now();
@@ -152,7 +129,7 @@ describeKvm("Linux's hv_balloon on hvemu", () => {
       initrd,
       buildInitramfs([
         { kind: 'chardev', path: 'dev/console', major: 5, minor: 1 },
-        { kind: 'file', path: 'init', data: buildMeminfoInit() },
+        { kind: 'file', path: 'init', data: buildStaticInit('meminfo-init.c') },
       ]),
     );
     const socket = join(dir, 'control.sock');

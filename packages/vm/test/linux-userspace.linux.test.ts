@@ -5,47 +5,18 @@
  * the way in and out of user space is covered: execve, SYSCALL/SYSRETQ (hvemu completes the
  * SYSCALLs this kind of KVM leaves at CPL 3), the console, reboot(POWER_OFF) through ACPI.
  */
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { readFileSync } from 'node:fs';
 import { expect, it } from 'vitest';
 import { buildInitramfs } from '@hvemu/platform';
 import { LinuxVm } from '@hvemu/vm';
 import { describeKvm } from './helpers/hv-guest.js';
-import { TEST_CMDLINE_BASE as TEST_CMDLINE, testKernel } from './helpers/linux.js';
-
-const INIT_SOURCE = fileURLToPath(new URL('./userspace/init.c', import.meta.url));
-
-/** Compiles userspace/init.c into a temp dir: static, no libc, no PIE, integer registers only. */
-function buildInit(): Uint8Array {
-  const dir = mkdtempSync(join(tmpdir(), 'hvemu-init-'));
-  try {
-    const out = join(dir, 'init');
-    const flags = ['-O2', '-static', '-nostdlib', '-ffreestanding', '-fno-pic', '-no-pie', '-fno-stack-protector'];
-    execFileSync('gcc', [
-      ...flags,
-      '-fcf-protection=none',
-      '-mgeneral-regs-only',
-      '-Wall',
-      '-Werror',
-      '-Wl,--build-id=none',
-      '-o',
-      out,
-      INIT_SOURCE,
-    ]);
-    return readFileSync(out);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
+import { buildStaticInit, TEST_CMDLINE_BASE as TEST_CMDLINE, testKernel } from './helpers/linux.js';
 
 describeKvm('Linux user space on hvemu', () => {
   it('runs a static 64-bit /init from an initramfs: it prints a line and powers the VM off', async () => {
     const initrd = buildInitramfs([
       { kind: 'chardev', path: 'dev/console', major: 5, minor: 1 },
-      { kind: 'file', path: 'init', data: buildInit() },
+      { kind: 'file', path: 'init', data: buildStaticInit('init.c') },
     ]);
     let log = '';
     const vm = new LinuxVm({

@@ -1,6 +1,7 @@
 /** What the real-kernel tests (`*.linux.test.ts`, `npm run test:linux`) share: the test kernel, its command line, polling. */
 import { execFileSync } from 'node:child_process';
-import { homedir } from 'node:os';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -28,4 +29,31 @@ export const KERNEL_SOURCE_TREE = join(process.env['HVEMU_KERNEL_CACHE'] ?? join
 export async function until(done: () => boolean, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!done() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+}
+
+/**
+ * Compiles test/userspace/<name> (a static /init without libc, with nolibc.h) into a temp dir:
+ * static, no PIE, integer registers only. The bytes of the program.
+ */
+export function buildStaticInit(name: string): Uint8Array {
+  const source = fileURLToPath(new URL(`../userspace/${name}`, import.meta.url));
+  const dir = mkdtempSync(join(tmpdir(), 'hvemu-init-'));
+  try {
+    const out = join(dir, 'init');
+    const flags = ['-O2', '-static', '-nostdlib', '-ffreestanding', '-fno-pic', '-no-pie', '-fno-stack-protector'];
+    execFileSync('gcc', [
+      ...flags,
+      '-fcf-protection=none',
+      '-mgeneral-regs-only',
+      '-Wall',
+      '-Werror',
+      '-Wl,--build-id=none',
+      '-o',
+      out,
+      source,
+    ]);
+    return readFileSync(out);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }

@@ -6,7 +6,8 @@
  * and a poweroff right after write() would lose it), and powers the machine off. Every kernel entry is a
  * SYSCALL from CPL 3, which this kind of KVM needs hvemu to complete (syscall_entry.cc).
  */
-#define SYS_write 1
+#include "nolibc.h"
+
 #define SYS_ioctl 16
 #define SYS_getpid 39
 #define TCSBRK 0x5409 /* with a non-zero argument: tcdrain() */
@@ -15,34 +16,9 @@
 #define LINUX_REBOOT_MAGIC2 672274793L
 #define LINUX_REBOOT_CMD_POWER_OFF 0x4321fedcL
 
-static long sys3(long nr, long a, long b, long c) {
-  long ret;
-  __asm__ volatile("syscall" : "=a"(ret) : "a"(nr), "D"(a), "S"(b), "d"(c) : "rcx", "r11", "memory");
-  return ret;
-}
-
-static unsigned long length(const char *s) {
-  unsigned long n = 0;
-  while (s[n]) n++;
-  return n;
-}
-
-static void say(const char *s) { sys3(SYS_write, 1, (long)s, (long)length(s)); }
-
-static void say_number(long v) {
-  char digits[24];
-  int i = sizeof digits - 1;
-  digits[i] = 0;
-  do {
-    digits[--i] = (char)('0' + v % 10);
-    v /= 10;
-  } while (v > 0 && i > 0);
-  say(&digits[i]);
-}
-
 void _start(void) {
   say("hvemu-userspace: hello from /init, pid ");
-  say_number(sys3(SYS_getpid, 0, 0, 0));
+  say_number((unsigned long)sys3(SYS_getpid, 0, 0, 0));
   say("\n");
   sys3(SYS_ioctl, 1, TCSBRK, 1);
   sys3(SYS_reboot, LINUX_REBOOT_MAGIC1, LINUX_REBOOT_MAGIC2, LINUX_REBOOT_CMD_POWER_OFF);

@@ -4,7 +4,8 @@
  * pages it gives the host and raises by hot-added memory it onlines) whenever it changes,
  * checking once a second, forever. fd 1 is /dev/console, opened by the kernel for init.
  */
-#define SYS_write 1
+#include "nolibc.h"
+
 #define SYS_nanosleep 35
 #define SYS_sysinfo 99
 
@@ -30,31 +31,6 @@ struct sysinfo {
   unsigned int mem_unit;
   char _f[20 - 2 * sizeof(long) - sizeof(int)];
 };
-
-static long sys3(long nr, long a, long b, long c) {
-  long ret;
-  __asm__ volatile("syscall" : "=a"(ret) : "a"(nr), "D"(a), "S"(b), "d"(c) : "rcx", "r11", "memory");
-  return ret;
-}
-
-static unsigned long length(const char *s) {
-  unsigned long n = 0;
-  while (s[n]) n++;
-  return n;
-}
-
-static void say(const char *s) { sys3(SYS_write, 1, (long)s, (long)length(s)); }
-
-static void say_number(unsigned long v) {
-  char digits[24];
-  int i = sizeof digits - 1;
-  digits[i] = 0;
-  do {
-    digits[--i] = (char)('0' + v % 10);
-    v /= 10;
-  } while (v > 0 && i > 0);
-  say(&digits[i]);
-}
 
 void _start(void) {
   unsigned long last = 0;
