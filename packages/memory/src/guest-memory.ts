@@ -340,20 +340,23 @@ export class GuestMemory {
     if (needed > pfns.length) {
       throw new GuestMemoryError(`page list of ${pfns.length} pages cannot hold ${byteOffset}+${length} bytes`, NaN, length);
     }
-    const pages: Uint8Array[] = [];
-    for (let i = 0; i < needed; i++) pages.push(this.page(pfns[i]));
     if (needed === 0) return new FlatGuestBuffer(new Uint8Array(0));
+    // The fast path first (a run of pages checked as one range): no view per page.
     if (this.isHostContiguous(pfns, needed)) {
       const start = pfns[0] * PAGE_SIZE + byteOffset;
       return new FlatGuestBuffer(this.bytes(start, length));
     }
+    const pages: Uint8Array[] = [];
+    for (let i = 0; i < needed; i++) pages.push(this.page(pfns[i]));
     return new PagedGuestBuffer(pages, byteOffset, length);
   }
 
-  /** True when the first `count` PFNs are consecutive and inside one region. */
+  /** True when the first `count` PFNs are valid, consecutive and inside one region. */
   private isHostContiguous(pfns: ArrayLike<number>, count: number): boolean {
-    for (let i = 1; i < count; i++) if (pfns[i] !== pfns[0] + i) return false;
-    return this.contains(pfns[0] * PAGE_SIZE, count * PAGE_SIZE);
+    const first = pfns[0];
+    if (!Number.isSafeInteger(first) || first < 0) return false;
+    for (let i = 1; i < count; i++) if (pfns[i] !== first + i) return false;
+    return this.contains(first * PAGE_SIZE, count * PAGE_SIZE);
   }
 }
 
