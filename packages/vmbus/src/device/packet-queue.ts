@@ -81,6 +81,10 @@ export class PacketQueue {
    * Calls `fn` for every packet the guest has written, up to `max`, the way Linux drains: with
    * interrupt_mask set, then cleared and checked again. Throws RingCorruptError (the channel
    * must be failed) if the guest broke the ring. The view is valid during the call only.
+   *
+   * Stopping at `max` leaves packets in the ring that no signal will announce again (a guest
+   * signals only when the ring goes from empty to non-empty): a device that reads with a budget
+   * must come back by itself, e.g. on the next event-loop turn, while the result equals `max`.
    */
   read(fn: (packet: PacketView) => void, max = Infinity): number {
     const inbound = this.rings.inbound;
