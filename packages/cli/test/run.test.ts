@@ -270,6 +270,7 @@ const kvm = KvmPartition.probe();
     expect(await ask('balloon 32M')).toEqual({ ok: true, target: 32 << 20 });
     expect(await ask('stats')).toMatchObject({ ok: true, balloon: { targetBytes: 32 << 20 } });
     expect(await ask('shutdown')).toEqual({ ok: false, error: 'the guest has no shutdown IC up to ask' });
+    expect(await ask('hot-add 128M')).toEqual({ ok: false, error: 'hotAdd: the guest has not offered hot add' });
     expect(await ask('eject')).toMatchObject({ ok: false, error: expect.stringContaining("unknown command 'eject'") });
     child.kill('SIGTERM');
     const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
