@@ -17,12 +17,16 @@ export class ReceiveBuffer {
   private freeCount: number;
   /** Per section: the queue (subchannel index) it was sent on, or -1 while free. */
   private readonly owner: Int16Array;
+  /** The whole buffer as one host view, when its pages are contiguous in host memory (the fast path). */
+  private readonly flat: Uint8Array | null;
 
   constructor(
     readonly gpadl: number,
     readonly data: GuestData,
     readonly sectionSize: number,
   ) {
+    const views = data.views(0, data.length);
+    this.flat = views.length === 1 ? views[0] : null;
     this.count = Math.min(MAX_RECV_SECTIONS, Math.floor(data.length / sectionSize));
     this.free = new Int32Array(this.count);
     for (let i = 0; i < this.count; i++) this.free[i] = this.count - 1 - i;
@@ -32,6 +36,22 @@ export class ReceiveBuffer {
 
   get available(): number {
     return this.freeCount;
+  }
+
+  /**
+   * Copies `header[0, headerLength)` then `frame` to `offset` (a section's start): through the
+   * plain view when the buffer is contiguous in host memory (the lease checked first), else
+   * through the GuestData. GuestDataRevokedError once the guest tore the buffer down.
+   */
+  writeFrame(offset: number, header: Uint8Array, headerLength: number, frame: Uint8Array): void {
+    const flat = this.flat;
+    if (flat && !this.data.revoked && offset + headerLength + frame.length <= flat.length) {
+      for (let i = 0; i < headerLength; i++) flat[offset + i] = header[i];
+      flat.set(frame, offset + headerLength);
+      return;
+    }
+    this.data.write(offset, header, 0, headerLength);
+    this.data.write(offset + headerLength, frame);
   }
 
   /** A free section for queue `owner`, or -1 when all are with the guest. */

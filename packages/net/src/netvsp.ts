@@ -799,8 +799,7 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
     const headerLength = writeRndisPacketHeader(this.rxHeaderView, 0, frame.length, this.rxPpis);
     const base = section * s.recv.sectionSize;
     try {
-      s.recv.data.write(base, this.rxHeader, 0, headerLength);
-      s.recv.data.write(base + headerLength, frame);
+      s.recv.writeFrame(base, this.rxHeader, headerLength, frame);
     } catch (error) {
       // The guest tore down the receive buffer's GPADL without revoking it first: no more receives.
       if (!(error instanceof GuestDataRevokedError)) throw error;

@@ -230,6 +230,12 @@ export class NetvscClient {
   private readonly headerView = new DataView(this.header.buffer);
   /** The RNDIS_MSG_PACKET header without PPIs, as a view made once (it is on the per-frame path). */
   private readonly plainHeader = this.header.subarray(0, RNDIS_HEADER_SIZE + 36);
+  /** The hash PPI of the frame being received (onRxPpi is made once: no closure per frame). */
+  private rxHash: number | null = null;
+  private rxPpiArea: Uint8Array = new Uint8Array(0);
+  private readonly onRxPpi = (type: number, internal: boolean, at: number): void => {
+    if (type === NBL_HASH_VALUE && !internal) this.rxHash = u32(this.rxPpiArea, at);
+  };
   private readonly sectionPayload = encodeNvsp(NVSP_MSG1_TYPE_SEND_RNDIS_PKT, nvsp_1_message_send_rndis_packet, {
     channel_type: NVSP_RNDIS_CHANNEL_DATA,
   });
@@ -801,10 +807,10 @@ export class NetvscClient {
     let hash: number | null = null;
     if (ppiLength > 0) {
       const area = msg.subarray(ppiOffset, ppiOffset + ppiLength);
-      const fault = forEachPpi(area, (type, internal, at) => {
-        if (type === NBL_HASH_VALUE && !internal) hash = u32(area, at);
-      });
-      if (fault) this.hostErrors++;
+      this.rxHash = null;
+      this.rxPpiArea = area;
+      if (forEachPpi(area, this.onRxPpi)) this.hostErrors++;
+      hash = this.rxHash;
     }
     q.received.push({ frame: msg.slice(dataOffset, dataOffset + dataLength), hash });
   }
