@@ -1,5 +1,6 @@
 /** `hvemu run`: a Linux kernel's VMM path from the command line, with synthetic PVH kernels. */
 import { execFile, execFileSync, spawn } from 'node:child_process';
+import { EventEmitter } from 'node:events';
 import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -7,8 +8,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { KvmPartition } from '@hvemu/accel';
-import { tapUnavailableReason } from '@hvemu/net';
-import { parseSize } from '../src/run.js';
+import { createPortPair, tapUnavailableReason } from '@hvemu/net';
+import { parseSize, runLinux } from '../src/run.js';
 import { makeVmlinux } from '../../../test/linux-images.js';
 
 const MAIN = fileURLToPath(new URL('../dist/main.js', import.meta.url));
@@ -283,6 +284,25 @@ const kvm = KvmPartition.probe();
     const taken = await hvemu(['run', '--kernel', kernelFile('control2', '', 0x600, 0x34), '--memory', '64M', '--control', socket]);
     expect(taken.code).toBe(2);
     expect(taken.stderr).toContain('the path exists');
+  });
+
+  it('runLinux takes an in-process backend for a NIC (tests, embedders): offered as nic0 after the other devices', async () => {
+    const [guestSide, hostSide] = createPortPair();
+    const lines: string[] = [];
+    const code = await runLinux({
+      kernel: kernelFile('pair', '', 0x600, 0x34),
+      memoryBytes: 64 << 20,
+      cpus: 1,
+      timeoutSeconds: 60,
+      events: true,
+      nics: [{ backend: guestSide, mac: '00:15:5d:00:00:42' }],
+      signals: new EventEmitter(),
+      console: () => {},
+      log: (line) => lines.push(line),
+    });
+    expect(code).toBe(0);
+    expect(lines.join('\n')).toMatch(/offered kvp as relid 4\n.*offered nic0 as relid 5/);
+    hostSide.close();
   });
 
   it('SIGTERM with no shutdown IC to ask stops the guest at once: exit 8', async () => {
