@@ -121,4 +121,14 @@ for (const mode of ['native batches', 'koffi per frame'] as const)
       }
       expect(sim.nic.stats.rxBadSize + sim.nic.stats.txBadSize).toBe(0);
     });
+
+    it('a frame over the TAP limit is dropped and counted, and the next frames still go out', async () => {
+      const errors = tap.stats.writeErrors;
+      const out = tap.stats.framesOut;
+      expect(tap.send([new Uint8Array(70_000), new Uint8Array(10)])).toBe(true);
+      expect(tap.stats.writeErrors).toBe(errors + 1);
+      expect(tap.send([arpRequest()])).toBe(true);
+      await sim.guest.until(() => tap.stats.framesOut > out);
+      expect(tap.stats.framesOut).toBe(out + 1);
+    });
   });

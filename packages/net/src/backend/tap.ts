@@ -177,6 +177,12 @@ export class TapBackend implements NetBackend {
   send(segments: readonly Uint8Array[]): boolean {
     if (this.fd < 0) return true;
     const length = total(segments);
+    if (length > this.maxFrame) {
+      // Larger than any frame this TAP takes (the kernel would refuse it too): dropped, counted.
+      this.stats.writeErrors++;
+      this.logger.debug(`${this.name}: a ${length}-byte frame is over the ${this.maxFrame}-byte limit, dropped`);
+      return true;
+    }
     if (this.pendingWrites.length > 0) return this.queueWrite(gather(segments, new Uint8Array(length)));
     if (this.txCount === BATCH_FRAMES || this.txBytes + length > this.txBatch.length) {
       this.flushTx();
