@@ -13,7 +13,7 @@ import { describeKvm } from './helpers/hv-guest.js';
 import { buildStaticInit, TEST_CMDLINE_BASE as TEST_CMDLINE, testKernel } from './helpers/linux.js';
 
 describeKvm('Linux user space on hvemu', () => {
-  it('runs a static 64-bit /init from an initramfs: it prints a line and powers the VM off', async () => {
+  it.each([1, 2])('runs a static 64-bit /init from an initramfs on %i vCPU(s): it prints a line and powers the VM off', async (cpus) => {
     const initrd = buildInitramfs([
       { kind: 'chardev', path: 'dev/console', major: 5, minor: 1 },
       { kind: 'file', path: 'init', data: buildStaticInit('init.c') },
@@ -23,6 +23,7 @@ describeKvm('Linux user space on hvemu', () => {
       kernel: readFileSync(testKernel()),
       initrd,
       commandLine: TEST_CMDLINE,
+      cpus,
       console: (b) => (log += String.fromCharCode(b)),
     });
     try {
