@@ -25,8 +25,7 @@ export class ReceiveBuffer {
     readonly data: GuestData,
     readonly sectionSize: number,
   ) {
-    const views = data.views(0, data.length);
-    this.flat = views.length === 1 ? views[0] : null;
+    this.flat = contiguousView(data);
     this.count = Math.min(MAX_RECV_SECTIONS, Math.floor(data.length / sectionSize));
     this.free = new Int32Array(this.count);
     for (let i = 0; i < this.count; i++) this.free[i] = this.count - 1 - i;
@@ -82,8 +81,7 @@ export class SendBuffer {
     readonly sectionSize: number,
   ) {
     this.count = Math.floor(data.length / sectionSize);
-    const views = data.views(0, data.length);
-    this.flat = views.length === 1 ? views[0] : null;
+    this.flat = contiguousView(data);
   }
 
   /** Bytes [0, length) of section `index`, or null when the guest named a section that is not there. */
@@ -99,7 +97,7 @@ export class SendBuffer {
    */
   sectionView(index: number, length: number): Uint8Array | null {
     if (!this.flat || !(index >= 0 && index < this.count) || length > this.sectionSize) return null;
-    if (this.data.revoked) this.data.read(0, new Uint8Array(0)); // throws the lease's GuestDataRevokedError
+    this.data.assertLive();
     return new Uint8Array(this.flat.buffer, this.flat.byteOffset + index * this.sectionSize, length);
   }
 }
@@ -141,8 +139,7 @@ export class TxSource {
   read(offset: number, target: Uint8Array, length: number): void {
     const flat = this.flat;
     if (flat) {
-      if (!(offset >= 0 && length >= 0 && offset + length <= flat.length))
-        throw new RangeError(`tx bytes [${offset}, +${length}) outside ${flat.length}`);
+      checkFlatRange(flat, offset, length);
       for (let i = 0; i < length; i++) target[i] = flat[offset + i]; // short headers: a loop beats set() on a fresh subarray
       return;
     }
@@ -157,20 +154,14 @@ export class TxSource {
   view(offset: number, length: number): Uint8Array | null {
     const flat = this.flat;
     if (!flat) return null;
-    if (!(offset >= 0 && length >= 0 && offset + length <= flat.length))
-      throw new RangeError(`tx bytes [${offset}, +${length}) outside ${flat.length}`);
+    checkFlatRange(flat, offset, length);
     return new Uint8Array(flat.buffer, flat.byteOffset + offset, length);
   }
 
   /** Zero-copy views of [offset, offset + length), appended to `out`. */
   views(offset: number, length: number, out: Uint8Array[]): void {
-    const flat = this.flat;
-    if (flat) {
-      if (!(offset >= 0 && length >= 0 && offset + length <= flat.length))
-        throw new RangeError(`tx bytes [${offset}, +${length}) outside ${flat.length}`);
-      out.push(new Uint8Array(flat.buffer, flat.byteOffset + offset, length));
-      return;
-    }
+    const view = this.view(offset, length);
+    if (view) return void out.push(view);
     this.each(offset, length, (p, at, n) => {
       for (const v of p.views(at, n)) out.push(v);
     });
@@ -190,4 +181,16 @@ export class TxSource {
       base += p.length;
     }
   }
+}
+
+/** All of `data` as one host view when its pages are contiguous in host memory (the fast path), else null. */
+function contiguousView(data: GuestData): Uint8Array | null {
+  const views = data.views(0, data.length);
+  return views.length === 1 ? views[0] : null;
+}
+
+/** Callers validated the range against the message already: a miss here is a bug, not guest input. */
+function checkFlatRange(flat: Uint8Array, offset: number, length: number): void {
+  if (!(offset >= 0 && length >= 0 && offset + length <= flat.length))
+    throw new RangeError(`tx bytes [${offset}, +${length}) outside ${flat.length}`);
 }

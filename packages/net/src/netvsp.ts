@@ -703,21 +703,20 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
 
   /** Hands the frame to the backend: zero-copy views, or one copy when a VLAN tag must go in. */
   private transmit(offset: number, length: number, vlan: number): void {
+    // One contiguous view (a section of a contiguous send buffer): no segment list to build.
     const view = vlan < 0 ? this.txSource.view(offset, length) : null;
+    let segments: Uint8Array[];
     if (view) {
-      // One contiguous view (a section of a contiguous send buffer): no segment list to build.
-      this.oneSegment[0] = view;
-      this.stats.txFrames++;
-      this.stats.txBytes += length;
-      if (!this.backend.send(this.oneSegment)) this.txBlocked = true;
-      return;
+      segments = this.oneSegment;
+      segments[0] = view;
+    } else {
+      segments = this.segments;
+      segments.length = 0;
+      if (vlan >= 0) {
+        this.stats.txVlanTagged++;
+        segments.push(insertVlanTag(this.txSource, offset, length, vlan));
+      } else this.txSource.views(offset, length, segments);
     }
-    const segments = this.segments;
-    segments.length = 0;
-    if (vlan >= 0) {
-      this.stats.txVlanTagged++;
-      segments.push(insertVlanTag(this.txSource, offset, length, vlan));
-    } else this.txSource.views(offset, length, segments);
     this.stats.txFrames++;
     this.stats.txBytes += length;
     if (!this.backend.send(segments)) this.txBlocked = true;

@@ -37,7 +37,7 @@ describe('FileBackend', () => {
     const content = Uint8Array.from({ length: 1 << 20 }, (_, i) => (i * 7 + (i >> 12)) & 0xff);
     writeFileSync(path, content); // just written: in the page cache
     const b = FileBackend.open(path);
-    // Pages of a SharedArrayBuffer (as guest RAM is): two adjacent (one iovec after merging), one elsewhere, one in another buffer.
+    // Pages of a SharedArrayBuffer (as guest RAM is): two adjacent, one elsewhere, one in another buffer (one iovec each).
     const ram = new Uint8Array(new SharedArrayBuffer(16 * 4096));
     const other = new Uint8Array(4096);
     const views = [

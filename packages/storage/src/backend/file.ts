@@ -71,10 +71,9 @@ export class FileBackend implements DiskBackend {
     let length = 0;
     for (const t of targets) length += t.length;
     checkRange(this.byteLength, offset, length);
-    const runs = coalesce(targets);
     let done = 0;
-    for (let first = 0; first < runs.length; first += IOV_MAX) {
-      const group = runs.slice(first, first + IOV_MAX);
+    for (let first = 0; first < targets.length; first += IOV_MAX) {
+      const group = targets.slice(first, first + IOV_MAX);
       const iov = group.map((t) => ({ iov_base: t, iov_len: t.length }));
       let want = 0;
       for (const t of group) want += t.length;
@@ -185,26 +184,6 @@ function ioError(op: string, e: NodeJS.ErrnoException): BackendIoError {
 }
 
 const EAGAIN = 11;
-
-/**
- * Adjacent views of one buffer merged into one (guest pages that are contiguous in host memory
- * arrive as one view per page): fewer iovecs for koffi to marshal (256 of them took twice as
- * long as one for a 1 MiB read).
- */
-function coalesce(views: readonly Uint8Array[]): Uint8Array[] {
-  const out: Uint8Array[] = [];
-  let run: Uint8Array | null = null;
-  for (const v of views) {
-    if (run && v.buffer === run.buffer && run.byteOffset + run.byteLength === v.byteOffset) {
-      run = new Uint8Array(run.buffer, run.byteOffset, run.byteLength + v.byteLength);
-      out[out.length - 1] = run;
-    } else {
-      run = v;
-      out.push(v);
-    }
-  }
-  return out;
-}
 
 /** libc preadv2 through koffi (synchronous: with RWF_NOWAIT it never blocks); null where either is missing. */
 function loadPreadv2(): Preadv2 | null {

@@ -99,6 +99,12 @@ export class GuestData {
     return this.lease.revoked;
   }
 
+  /** Throws the lease's GuestDataRevokedError once it was revoked (before using views() kept from earlier). */
+  assertLive(): void {
+    const revoked = this.lease.reason();
+    if (revoked) throw revoked;
+  }
+
   /** Bytes `[offset, offset + length)` as a GuestData of their own (zero-copy, same lease). */
   slice(offset: number, length: number = this.length - offset): GuestData {
     this.check(offset, length);
