@@ -822,8 +822,8 @@ class WatcherWrap : public Napi::ObjectWrap<WatcherWrap> {
  public:
   static Napi::Function Init(Napi::Env env) {
     return DefineClass(env, "EventfdWatcher",
-                       {InstanceMethod<&WatcherWrap::Add>("add"), InstanceMethod<&WatcherWrap::Remove>("remove"),
-                        InstanceMethod<&WatcherWrap::Close>("close")});
+                       {InstanceMethod<&WatcherWrap::Add>("add"), InstanceMethod<&WatcherWrap::Rearm>("rearm"),
+                        InstanceMethod<&WatcherWrap::Remove>("remove"), InstanceMethod<&WatcherWrap::Close>("close")});
   }
 
   explicit WatcherWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<WatcherWrap>(info) {
@@ -864,8 +864,22 @@ class WatcherWrap : public Napi::ObjectWrap<WatcherWrap> {
     Napi::Env env = info.Env();
     if (released_) Usage(env, "the eventfd watcher is closed");
     int fd = static_cast<int>(ToU32(env, info[0], "eventfd"));
+    if (info.Length() > 1 && !info[1].IsUndefined() && !info[1].IsBoolean()) Usage(env, "add(fd, oneShot): oneShot must be a boolean");
+    bool one_shot = info.Length() > 1 && info[1].IsBoolean() && info[1].As<Napi::Boolean>().Value();
     try {
-      ctx_->watcher->Add(fd);
+      ctx_->watcher->Add(fd, one_shot);
+    } catch (const HostError& e) {
+      ThrowJs(env, e);
+    }
+    return env.Undefined();
+  }
+
+  Napi::Value Rearm(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (released_) Usage(env, "the eventfd watcher is closed");
+    int fd = static_cast<int>(ToU32(env, info[0], "fd"));
+    try {
+      ctx_->watcher->Rearm(fd);
     } catch (const HostError& e) {
       ThrowJs(env, e);
     }

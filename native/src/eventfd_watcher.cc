@@ -28,14 +28,23 @@ EventfdWatcher::EventfdWatcher(std::function<void()> notify) : notify_(std::move
 
 EventfdWatcher::~EventfdWatcher() { Stop(); }
 
-void EventfdWatcher::Add(int fd) {
+void EventfdWatcher::Add(int fd, bool one_shot) {
   // Edge-triggered: every write to an eventfd wakes its waiters, so each guest doorbell
   // write after JS drained the counter produces a new event; level-triggered would spin
-  // until JS got round to reading.
+  // until JS got round to reading. A packet fd (a TAP) wakes its waiters for every packet
+  // queued, so it is watched one-shot: the owner re-arms it when a read finds it empty.
   epoll_event ev = {};
-  ev.events = EPOLLIN | EPOLLET;
+  ev.events = EPOLLIN | EPOLLET | (one_shot ? EPOLLONESHOT : 0u);
   ev.data.fd = fd;
   if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) != 0) throw HostError(kErrSystem, "epoll_ctl(ADD) failed", errno);
+}
+
+void EventfdWatcher::Rearm(int fd) {
+  // EPOLL_CTL_MOD polls the fd: data that arrived after the owner's last read is reported now.
+  epoll_event ev = {};
+  ev.events = EPOLLIN | EPOLLET | EPOLLONESHOT;
+  ev.data.fd = fd;
+  if (epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, fd, &ev) != 0) throw HostError(kErrSystem, "epoll_ctl(MOD) failed", errno);
 }
 
 void EventfdWatcher::Remove(int fd) {

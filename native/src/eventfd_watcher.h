@@ -22,7 +22,11 @@ class EventfdWatcher {
   EventfdWatcher(const EventfdWatcher&) = delete;
   EventfdWatcher& operator=(const EventfdWatcher&) = delete;
 
-  void Add(int fd);
+  // one_shot: reported once, then silent until Rearm(fd) (a busy reader is not woken for
+  // every packet that arrives while it is still draining the fd).
+  void Add(int fd, bool one_shot = false);
+  // Arms a one-shot fd again; if it is readable already, that is reported at once.
+  void Rearm(int fd);
   void Remove(int fd);
   // The fds that were signalled since the last call (each once), in ascending order.
   std::vector<int> TakeReady();

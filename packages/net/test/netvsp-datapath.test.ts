@@ -49,6 +49,25 @@ describe('netvsp data path', () => {
     });
   });
 
+  it('onFrame: frames reach the guest as views of its receive buffer (no copy), in order, and nothing is kept', async () => {
+    const seen: { bytes: Uint8Array; inRecvBuffer: boolean; queue: number }[] = [];
+    let sim: NicSim | null = null;
+    sim = await nicSim({
+      guest: {
+        onFrame: (frame, _hash, queue) => {
+          // A view of guest RAM (the receive buffer), not a fresh copy; copied here only to check it later.
+          seen.push({ bytes: frame.slice(), inRecvBuffer: frame.buffer === sim!.memory.bytes(0, 1).buffer, queue });
+        },
+      },
+    });
+    await sim.guest.connect();
+    const back = [60, 61, 1514, 200].map((n) => ethernetFrame(GUEST_MAC, PEER_MAC, n, (i) => (i * 5 + n) & 0xff));
+    await peerSends(sim, back);
+    await sim.guest.until(() => seen.length === back.length);
+    expect(seen.every((r, i) => sameBytes(r.bytes, back[i]) && r.inRecvBuffer && r.queue === 0)).toBe(true);
+    expect(sim.guest.received(0)).toHaveLength(0);
+  });
+
   it('jumbo frames (MTU 9000): up to 9014 bytes both ways, in page buffers and 9.1 KiB receive sections', async () => {
     const sim = await nicSim({ nic: { mtu: 9000 }, guest: { mtu: 9000, recvBufferBytes: 1 << 20 } });
     const info = await sim.guest.connect();

@@ -67,7 +67,8 @@ export interface NativePartition {
 
 /** An epoll thread reporting readable eventfds to JS (native/src/eventfd_watcher.h). */
 export interface NativeEventfdWatcher {
-  add(fd: number): void;
+  add(fd: number, oneShot?: boolean): void;
+  rearm(fd: number): void;
   remove(fd: number): void;
   close(): void;
 }

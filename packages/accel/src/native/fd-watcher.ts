@@ -5,11 +5,17 @@
  * eventfds; any pollable fd works the same way (a non-blocking TAP fd, for @hvemu/net). Edge
  * triggered: after a report the owner reads until EAGAIN, or remembers that it did not.
  */
-import { NativeAddonError } from '../errors.js';
+import { NativeAddonError, native } from '../errors.js';
 import { loadAddon } from './addon.js';
 
 export interface FdWatcher {
-  add(fd: number): void;
+  /**
+   * Watches `fd`. One-shot: reported once, then silent until rearm(fd), for a packet fd (a TAP)
+   * that would otherwise wake the watcher for every packet queued while its owner is draining it.
+   */
+  add(fd: number, oneShot?: boolean): void;
+  /** Arms a one-shot fd again (after a read found it empty); a readable fd is reported at once. */
+  rearm(fd: number): void;
   remove(fd: number): void;
   /** Stops the epoll thread (idempotent). */
   close(): void;
@@ -22,5 +28,12 @@ export interface FdWatcher {
 export function createFdWatcher(onReady: (fds: number[]) => void): FdWatcher {
   const Watcher = loadAddon().EventfdWatcher;
   if (!Watcher) throw new NativeAddonError('this hvemu native addon has no fd watcher (built as a stub for this platform)');
-  return new Watcher(onReady);
+  const watcher = native(() => new Watcher(onReady));
+  // Native errors (a bad fd, rearm of an fd never added, use after close) as typed AccelErrors.
+  return {
+    add: (fd, oneShot) => native(() => watcher.add(fd, oneShot)),
+    rearm: (fd) => native(() => watcher.rearm(fd)),
+    remove: (fd) => native(() => watcher.remove(fd)),
+    close: () => native(() => watcher.close()),
+  };
 }

@@ -14,7 +14,9 @@
  * guest's buffer is free once its send completes) and written after the current turn's sends.
  * Without the addon's calls, koffi's read and write serve one frame per call.
  *
- * Edge-triggered means: after a report, read until EAGAIN. When the device refuses a frame
+ * The fd is watched one-shot (a TAP wakes its waiters for every frame queued; an armed watcher
+ * would wake for each while the JS thread is still reading): after a report, read until EAGAIN,
+ * then re-arm. When the device refuses a frame
  * (no receive section free), it and the rest of its batch are held and reading stops;
  * resume() delivers them and drains the rest. Writes that the kernel refuses with EAGAIN are
  * copied and retried on a 1 ms timer (tun rarely does this: it drops on its own queue limit
@@ -39,6 +41,8 @@ const EINTR = 4;
 const CAP_NET_ADMIN = 12;
 /** Frames read per turn before other work on the event loop gets one. */
 const READ_BUDGET = 256;
+/** How long reading pauses after a read error before the fd is watched again. */
+const READ_ERROR_PAUSE_MS = 100;
 /** Frames per native read or write call, and the bytes of each batch buffer (at least 4 maximum frames). */
 const BATCH_FRAMES = 256;
 const BATCH_BYTES = 512 << 10;
@@ -133,6 +137,7 @@ export class TapBackend implements NetBackend {
   private txFlushQueued = false;
   private readonly pendingWrites: Uint8Array[] = [];
   private retry: ReturnType<typeof setTimeout> | null = null;
+  private rearmTimer: ReturnType<typeof setTimeout> | null = null;
   private full = false;
 
   /** Opens (creating if needed) the TAP `options.name`. TapError when the host does not allow it. */
@@ -155,7 +160,7 @@ export class TapBackend implements NetBackend {
     this.fd = openTap(options.name);
     try {
       this.watcher = (options.watcher ?? createFdWatcher)(() => this.onReadable());
-      this.watcher.add(this.fd);
+      this.watcher.add(this.fd, true);
     } catch (error) {
       libc().close(this.fd);
       throw error;
@@ -215,6 +220,7 @@ export class TapBackend implements NetBackend {
     this.watcher.close();
     if (this.reading) clearImmediate(this.reading);
     if (this.retry) clearTimeout(this.retry);
+    if (this.rearmTimer) clearTimeout(this.rearmTimer);
     libc().close(this.fd);
     this.fd = -1;
     this.pendingWrites.length = 0;
@@ -222,6 +228,11 @@ export class TapBackend implements NetBackend {
 
   private onReadable(): void {
     if (!this.paused) this.readFrames();
+  }
+
+  private rearmAfterError(): void {
+    this.rearmTimer = null;
+    if (this.fd >= 0) this.watcher.rearm(this.fd);
   }
 
   private scheduleRead(): void {
@@ -241,9 +252,15 @@ export class TapBackend implements NetBackend {
       if (n < 0) {
         this.stats.readErrors++;
         this.logger.warn(`${this.name}: read failed, errno ${-n}`);
+        // Watched again after a pause: an fd that keeps failing must not spin the event loop.
+        if (!this.rearmTimer) this.rearmTimer = setTimeout(() => this.rearmAfterError(), READ_ERROR_PAUSE_MS);
         return;
       }
-      if (n === 0) return;
+      if (n === 0) {
+        // Drained (EAGAIN): only now may the watcher report the fd again.
+        this.watcher.rearm(this.fd);
+        return;
+      }
       this.stats.framesIn += n;
       this.rxCount = n;
       this.rxIndex = 0;

@@ -149,6 +149,12 @@ export interface NetvscClientOptions {
   yieldTurn?: () => Promise<void>;
   /** Turns a wait may take before it gives up, default 20000. */
   maxTurns?: number;
+  /**
+   * Where received frames go instead of received(): each as a view of the receive buffer, valid
+   * during the call only (no copy, no allocation: a guest that consumes frames in place, as a
+   * benchmark's reader does).
+   */
+  onFrame?: (frame: Uint8Array, hash: number | null, queue: number) => void;
 }
 
 /** What the guest learned while connecting. */
@@ -247,7 +253,8 @@ export class NetvscClient {
     payload: this.sectionPayload,
   };
   private readonly completionPacket: OutgoingPacket = { type: VM_PKT_COMP, transactionId: 0, payload: RX_COMPLETE };
-  private readonly opts: Required<Omit<NetvscClientOptions, 'vmbus' | 'memory' | 'pages' | 'relid' | 'versions'>> & NetvscClientOptions;
+  private readonly opts: Required<Omit<NetvscClientOptions, 'vmbus' | 'memory' | 'pages' | 'relid' | 'versions' | 'onFrame'>> &
+    NetvscClientOptions;
 
   constructor(options: NetvscClientOptions) {
     this.opts = {
@@ -812,7 +819,9 @@ export class NetvscClient {
       if (forEachPpi(area, this.onRxPpi)) this.hostErrors++;
       hash = this.rxHash;
     }
-    q.received.push({ frame: msg.slice(dataOffset, dataOffset + dataLength), hash });
+    const onFrame = this.opts.onFrame;
+    if (onFrame) onFrame(msg.subarray(dataOffset, dataOffset + dataLength), hash, q.index);
+    else q.received.push({ frame: msg.slice(dataOffset, dataOffset + dataLength), hash });
   }
 
   private flushCompletions(q: GuestQueue): void {
