@@ -21,6 +21,7 @@
             "src/eventfd_watcher.cc",
             "src/exit_channel.cc",
             "src/frame_io.cc",
+            "src/frame_writer.cc",
             "src/guest_ram.cc",
             "src/kvm_partition.cc",
             "src/kvm_vcpu.cc",

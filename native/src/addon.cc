@@ -11,6 +11,7 @@
 #include "eventfd_watcher.h"
 #include "exit_slot.h"
 #include "frame_io.h"
+#include "frame_writer.h"
 #include "host_error.h"
 #include "kvm_partition.h"
 #include "kvm_vcpu.h"
@@ -944,6 +945,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("KvmPartition", PartitionWrap::Init(env));
   exports.Set("EventfdWatcher", WatcherWrap::Init(env));
   RegisterFrameIo(env, exports);
+  RegisterFrameWriter(env, exports);
   Napi::Object layout = Napi::Object::New(env);
   layout.Set("headerSize", Napi::Number::New(env, kHeaderSize));
   layout.Set("slotSize", Napi::Number::New(env, kSlotSize));

@@ -65,6 +65,15 @@ export {
 export { ExitRouter, fatalError } from './exit-router.js';
 export { createFdWatcher, type FdWatcher } from './native/fd-watcher.js';
 export { nativeFrameIo, type FrameIo } from './native/frame-io.js';
+export {
+  createFrameWriter,
+  FRAME_SLOT_DONE,
+  FRAME_SLOT_IDLE,
+  FRAME_SLOT_QUEUED,
+  type FrameSlot,
+  type FrameSlotResult,
+  type FrameWriter,
+} from './native/frame-writer.js';
 export type {
   AccelPartition,
   AccelVcpu,

@@ -386,7 +386,11 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
       q.again = null;
     }
     if (this.txBlocked || this.queues[q.index] !== q) return;
-    const n = q.channel.queue.read((p) => this.onPacket(q, p), READ_BATCH);
+    // A full backend stops the read (the rest waits in the ring; writable() comes back for it).
+    const n = q.channel.queue.read((p) => {
+      this.onPacket(q, p);
+      return !this.txBlocked;
+    }, READ_BATCH);
     // The guest signals only when its ring goes from empty to non-empty: come back for the rest.
     if (n === READ_BATCH && !this.txBlocked) q.again = setImmediate(() => this.drainLater(q));
   }

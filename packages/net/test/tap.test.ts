@@ -9,6 +9,7 @@
 import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TapBackend, tapUnavailableReason } from '@hvemu/net';
+import { ethernetFrame } from '@hvemu/net/testing';
 import { GUEST_MAC, nicSim, type NicSim } from './helpers/sim.js';
 
 function ipUnavailable(): string | null {
@@ -69,8 +70,14 @@ function echoRequest(dstMac: Uint8Array, id: number, payload: number): Uint8Arra
   return f;
 }
 
-// Both ways frames move: the addon's batched calls (the default) and koffi one frame per call.
-for (const mode of ['native batches', 'koffi per frame'] as const)
+// Every way frames move: the addon's batched reads and its writer thread (the default), the
+// addon's batched calls with writes on the JS thread, and koffi one frame per call.
+const MODES = {
+  'writer thread': {},
+  'native batches on the JS thread': { writerThread: false },
+  'koffi per frame': { frameIo: null },
+} as const;
+for (const mode of Object.keys(MODES) as (keyof typeof MODES)[])
   describe.skipIf(reason !== null)(`netvsp on a TAP in its own network namespace, ${mode}${reason ? ` (skipped: ${reason})` : ''}`, () => {
     let sim: NicSim;
     let tap: TapBackend;
@@ -78,7 +85,7 @@ for (const mode of ['native batches', 'koffi per frame'] as const)
 
     beforeAll(async () => {
       ip('netns', 'add', ns);
-      tap = TapBackend.open({ name: tapName, ...(mode === 'koffi per frame' ? { frameIo: null } : {}) });
+      tap = TapBackend.open({ name: tapName, ...MODES[mode] });
       ip('link', 'set', tapName, 'netns', ns);
       inNs('link', 'set', 'lo', 'up');
       inNs('addr', 'add', '10.77.0.1/24', 'dev', tapName);
@@ -120,6 +127,19 @@ for (const mode of ['native batches', 'koffi per frame'] as const)
         expect(Buffer.from(reply.frame.subarray(42)).equals(Buffer.from(request.subarray(42)))).toBe(true);
       }
       expect(sim.nic.stats.rxBadSize + sim.nic.stats.txBadSize).toBe(0);
+    });
+
+    it('a burst of 3000 guest frames (more than the batches hold) reaches the kernel whole: none lost, none doubled', async () => {
+      const rxPackets = (): number =>
+        (JSON.parse(inNs('-s', '-j', 'link', 'show', tapName)) as { stats64: { rx: { packets: number } } }[])[0].stats64.rx.packets;
+      const before = rxPackets();
+      const out = tap.stats.framesOut;
+      const frame = ethernetFrame(Uint8Array.of(2, 0, 0, 0, 0, 9), GUEST_MAC, 1500);
+      for (let i = 0; i < 3000; i++) await sim.guest.until(() => sim.guest.send(frame));
+      await sim.guest.until(() => tap.stats.framesOut - out === 3000);
+      expect(tap.stats.writeDrops + tap.stats.writeErrors).toBe(0);
+      await sim.guest.until(() => rxPackets() - before >= 3000);
+      expect(rxPackets() - before).toBe(3000);
     });
 
     it('a frame over the TAP limit is dropped and counted, and the next frames still go out', async () => {

@@ -155,6 +155,20 @@ describe('PacketQueue', () => {
     expect(queue.read(() => {})).toBe(0);
   });
 
+  it('a callback that answers false stops the read after that packet; the rest stays for the next read', () => {
+    const { toHost, queue } = queuePair();
+    for (let i = 1; i <= 5; i++) toHost.writer.write(inband(i, 24));
+    const tids: number[] = [];
+    const take = (p: PacketView): boolean => {
+      tids.push(Number(p.transactionId));
+      return tids.length !== 2; // full after the second
+    };
+    expect(queue.read(take)).toBe(2);
+    expect(tids).toEqual([1, 2]);
+    expect(queue.read(take)).toBe(3);
+    expect(tids).toEqual([1, 2, 3, 4, 5]);
+  });
+
   it('sends with backpressure: what does not fit waits, in order, and goes when the guest frees space', async () => {
     const { toGuest, queue, received } = queuePair();
     const sent: number[] = [];

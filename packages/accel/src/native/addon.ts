@@ -73,6 +73,11 @@ export interface NativeEventfdWatcher {
   close(): void;
 }
 
+export interface NativeFrameWriter {
+  submit(slot: number, count: number): void;
+  close(): void;
+}
+
 export interface NativeAddon {
   probeKvm(): { ok: boolean; code: string; message: string };
   /** Detaches a mapPages() buffer, unmapping it now. */
@@ -83,6 +88,14 @@ export interface NativeAddon {
   /** Batched frame I/O on an fd (native/src/frame_io.cc); absent in the stub. */
   readFrames?(fd: number, buffer: Uint8Array, lengths: Uint32Array, maxFrame: number): number;
   writeFrames?(fd: number, buffer: Uint8Array, lengths: Uint32Array, count: number, status: Int32Array): number;
+  /** A writer thread for packet fds (native/src/frame_writer.cc); absent in the stub. */
+  FrameWriter?: new (
+    fd: number,
+    buffers: Uint8Array[],
+    lengths: Uint32Array[],
+    status: Int32Array,
+    onDone: () => void,
+  ) => NativeFrameWriter;
   layout: { headerSize: number; slotSize: number; slotDataOffset: number };
 }
 

@@ -8,25 +8,27 @@
  * the native addon's epoll thread (@hvemu/accel createFdWatcher, edge-triggered) says when it
  * became readable, so reads happen on the JS thread only when a frame is there.
  *
- * Frames move in batches: the addon's readFrames/writeFrames (@hvemu/accel nativeFrameIo) do one
- * read(2) or write(2) per frame but cross from JavaScript once per batch (an FFI call per frame
- * was most of a small frame's cost). Guest frames are copied into the write batch when sent (the
- * guest's buffer is free once its send completes) and written after the current turn's sends.
- * Without the addon's calls, koffi's read and write serve one frame per call.
+ * Frames move in batches: the addon's readFrames (@hvemu/accel nativeFrameIo) does one read(2)
+ * per frame but crosses from JavaScript once per batch (an FFI call per frame was most of a small
+ * frame's cost). Guest frames are copied into a batch when sent (the guest's buffer is free once
+ * its send completes) and written by the addon's writer thread, which overlaps the write(2)s
+ * with the JS thread's work (tap-tx.ts). Without the addon's calls, koffi's read and write serve
+ * one frame per call on the JS thread.
  *
  * The fd is watched one-shot (a TAP wakes its waiters for every frame queued; an armed watcher
  * would wake for each while the JS thread is still reading): after a report, read until EAGAIN,
  * then re-arm. When the device refuses a frame
  * (no receive section free), it and the rest of its batch are held and reading stops;
- * resume() delivers them and drains the rest. Writes that the kernel refuses with EAGAIN are
- * copied and retried on a 1 ms timer (tun rarely does this: it drops on its own queue limit
- * instead).
+ * resume() delivers them and drains the rest. Writes that the kernel refuses with EAGAIN wait
+ * (on the writer thread, or a 1 ms timer without it; tun rarely does this: it drops on its own
+ * queue limit instead).
  */
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { HostUsageError, HvemuError, silentLogger, type Logger } from '@hvemu/common';
 import { createFdWatcher, nativeFrameIo, type FdWatcher, type FrameIo } from '@hvemu/accel';
-import { gather, type NetBackend, type NetBackendSink } from './backend.js';
+import type { NetBackend, NetBackendSink } from './backend.js';
+import { BATCH_BYTES, BATCH_FRAMES, syncTx, threadTx, type TxPath } from './tap-tx.js';
 
 const O_RDWR = 2;
 const O_NONBLOCK = 0x800;
@@ -43,11 +45,6 @@ const CAP_NET_ADMIN = 12;
 const READ_BUDGET = 256;
 /** How long reading pauses after a read error before the fd is watched again. */
 const READ_ERROR_PAUSE_MS = 100;
-/** Frames per native read or write call, and the bytes of each batch buffer (at least 4 maximum frames). */
-const BATCH_FRAMES = 256;
-const BATCH_BYTES = 512 << 10;
-/** Frames (copied) waiting for the kernel to take them; more are dropped and counted. */
-const MAX_PENDING_WRITES = 256;
 
 /** The TAP could not be opened or configured (no /dev/net/tun, no CAP_NET_ADMIN, a bad name). */
 export class TapError extends HvemuError {
@@ -70,6 +67,11 @@ export interface TapOptions {
   maxFrame?: number;
   /** How frames are read and written (default: the addon's batched calls, else koffi per frame; null forces koffi). */
   frameIo?: FrameIo | null;
+  /**
+   * Writes on the addon's writer thread (default: true unless `frameIo` is given; false, or an
+   * addon without one, writes on the JS thread through `frameIo`).
+   */
+  writerThread?: boolean;
 }
 
 export interface TapStats {
@@ -77,7 +79,7 @@ export interface TapStats {
   framesOut: number;
   /** Writes the kernel refused for good (not EAGAIN): the frame is dropped. */
   writeErrors: number;
-  /** Frames dropped because MAX_PENDING_WRITES were already waiting for EAGAIN to clear. */
+  /** Frames dropped because too many were already held (no batch free, or EAGAIN), or held at close. */
   writeDrops: number;
   readErrors: number;
 }
@@ -113,7 +115,7 @@ function libc(): Libc {
 
 export class TapBackend implements NetBackend {
   readonly name: string;
-  readonly stats: TapStats = { framesIn: 0, framesOut: 0, writeErrors: 0, writeDrops: 0, readErrors: 0 };
+  private readonly counters: TapStats = { framesIn: 0, framesOut: 0, writeErrors: 0, writeDrops: 0, readErrors: 0 };
   private fd: number;
   private sink: NetBackendSink | null = null;
   private readonly watcher: FdWatcher;
@@ -128,17 +130,14 @@ export class TapBackend implements NetBackend {
   private rxAt = 0;
   private paused = false;
   private reading: ReturnType<typeof setImmediate> | null = null;
-  /** Guest frames copied in, written together once the current turn's sends are done. */
-  private readonly txBatch: Uint8Array;
-  private readonly txLengths = new Uint32Array(BATCH_FRAMES);
-  private readonly txStatus = new Int32Array(2);
-  private txCount = 0;
-  private txBytes = 0;
-  private txFlushQueued = false;
-  private readonly pendingWrites: Uint8Array[] = [];
-  private retry: ReturnType<typeof setTimeout> | null = null;
+  private readonly tx: TxPath;
   private rearmTimer: ReturnType<typeof setTimeout> | null = null;
-  private full = false;
+
+  /** The counters, with every batch the writer thread finished counted. */
+  get stats(): TapStats {
+    if (this.fd >= 0) this.tx.settle();
+    return this.counters;
+  }
 
   /** Opens (creating if needed) the TAP `options.name`. TapError when the host does not allow it. */
   static open(options: TapOptions): TapBackend {
@@ -156,9 +155,18 @@ export class TapBackend implements NetBackend {
     // Room for at least a few maximum frames, and for BATCH_FRAMES typical ones.
     const batchBytes = Math.max(BATCH_BYTES, 4 * this.maxFrame);
     this.rxBatch = new Uint8Array(batchBytes);
-    this.txBatch = new Uint8Array(batchBytes);
     this.fd = openTap(options.name);
     try {
+      const ctx = {
+        fd: this.fd,
+        name: this.name,
+        stats: this.counters,
+        logger: this.logger,
+        batchBytes,
+        writable: () => this.sink?.writable(),
+      };
+      const thread = (options.writerThread ?? options.frameIo === undefined) ? threadTx(ctx) : null;
+      this.tx = thread ?? syncTx(ctx, this.io);
       this.watcher = (options.watcher ?? createFdWatcher)(() => this.onReadable());
       this.watcher.add(this.fd, true);
     } catch (error) {
@@ -175,36 +183,20 @@ export class TapBackend implements NetBackend {
   }
 
   /**
-   * Copies the frame into the write batch (the segments are the guest's memory, valid during
-   * the call only); the batch goes out in one native call after this turn's sends. False once
-   * frames wait for the kernel (EAGAIN): the device stops reading the guest until writable().
+   * Copies the frame into a write batch (the segments are the guest's memory, valid during the
+   * call only). False once frames are held (no batch free, or EAGAIN): the device stops reading
+   * the guest until writable().
    */
   send(segments: readonly Uint8Array[]): boolean {
     if (this.fd < 0) return true;
     const length = total(segments);
     if (length > this.maxFrame) {
       // Larger than any frame this TAP takes (the kernel would refuse it too): dropped, counted.
-      this.stats.writeErrors++;
+      this.counters.writeErrors++;
       this.logger.debug(`${this.name}: a ${length}-byte frame is over the ${this.maxFrame}-byte limit, dropped`);
       return true;
     }
-    if (this.pendingWrites.length > 0) return this.queueWrite(gather(segments, new Uint8Array(length)));
-    if (this.txCount === BATCH_FRAMES || this.txBytes + length > this.txBatch.length) {
-      this.flushTx();
-      if (this.pendingWrites.length > 0) return this.queueWrite(gather(segments, new Uint8Array(length)));
-    }
-    let at = this.txBytes;
-    for (const s of segments) {
-      this.txBatch.set(s, at);
-      at += s.length;
-    }
-    this.txLengths[this.txCount++] = length;
-    this.txBytes = at;
-    if (!this.txFlushQueued) {
-      this.txFlushQueued = true;
-      queueMicrotask(() => this.flushTx());
-    }
-    return !this.full;
+    return this.tx.send(segments, length);
   }
 
   resume(): void {
@@ -215,15 +207,13 @@ export class TapBackend implements NetBackend {
 
   close(): void {
     if (this.fd < 0) return;
-    this.flushTx();
+    this.tx.close(); // writes what is batched (the writer thread is joined before the fd closes)
     this.watcher.remove(this.fd);
     this.watcher.close();
     if (this.reading) clearImmediate(this.reading);
-    if (this.retry) clearTimeout(this.retry);
     if (this.rearmTimer) clearTimeout(this.rearmTimer);
     libc().close(this.fd);
     this.fd = -1;
-    this.pendingWrites.length = 0;
   }
 
   private onReadable(): void {
@@ -250,7 +240,7 @@ export class TapBackend implements NetBackend {
     for (let read = 0; read < READ_BUDGET;) {
       const n = this.io.readFrames(this.fd, this.rxBatch, this.rxLengths, this.maxFrame);
       if (n < 0) {
-        this.stats.readErrors++;
+        this.counters.readErrors++;
         this.logger.warn(`${this.name}: read failed, errno ${-n}`);
         // Watched again after a pause: an fd that keeps failing must not spin the event loop.
         if (!this.rearmTimer) this.rearmTimer = setTimeout(() => this.rearmAfterError(), READ_ERROR_PAUSE_MS);
@@ -261,7 +251,7 @@ export class TapBackend implements NetBackend {
         this.watcher.rearm(this.fd);
         return;
       }
-      this.stats.framesIn += n;
+      this.counters.framesIn += n;
       this.rxCount = n;
       this.rxIndex = 0;
       this.rxAt = 0;
@@ -284,61 +274,6 @@ export class TapBackend implements NetBackend {
       this.rxIndex++;
     }
     return true;
-  }
-
-  /** Writes the batch; what EAGAIN left is copied to the pending queue (retried on a timer). */
-  private flushTx(): void {
-    this.txFlushQueued = false;
-    if (this.txCount === 0 || this.fd < 0) return;
-    const count = this.txCount;
-    const done = this.io.writeFrames(this.fd, this.txBatch, this.txLengths, count, this.txStatus);
-    this.countWrites(done, this.txStatus);
-    let at = 0;
-    for (let i = 0; i < done; i++) at += this.txLengths[i];
-    for (let i = done; i < count; i++) {
-      this.queueWrite(this.txBatch.slice(at, at + this.txLengths[i]));
-      at += this.txLengths[i];
-    }
-    this.txCount = 0;
-    this.txBytes = 0;
-  }
-
-  private countWrites(consumed: number, status: Int32Array): void {
-    this.stats.framesOut += consumed - status[0];
-    if (status[0] > 0) {
-      this.stats.writeErrors += status[0];
-      this.logger.debug(`${this.name}: ${status[0]} write(s) failed, errno ${status[1]}`);
-    }
-  }
-
-  private queueWrite(copy: Uint8Array): boolean {
-    if (this.pendingWrites.length >= MAX_PENDING_WRITES) {
-      this.stats.writeDrops++;
-    } else this.pendingWrites.push(copy);
-    if (!this.retry) this.retry = setTimeout(() => this.flushWrites(), 1);
-    this.full = this.pendingWrites.length >= MAX_PENDING_WRITES / 2;
-    return !this.full;
-  }
-
-  private flushWrites(): void {
-    this.retry = null;
-    const status = new Int32Array(2);
-    const lengths = new Uint32Array(1);
-    while (this.pendingWrites.length > 0 && this.fd >= 0) {
-      const frame = this.pendingWrites[0];
-      lengths[0] = frame.length;
-      const done = this.io.writeFrames(this.fd, frame, lengths, 1, status);
-      if (done === 0) {
-        this.retry = setTimeout(() => this.flushWrites(), 1);
-        return;
-      }
-      this.countWrites(done, status);
-      this.pendingWrites.shift();
-    }
-    if (this.full) {
-      this.full = false;
-      this.sink?.writable();
-    }
   }
 }
 

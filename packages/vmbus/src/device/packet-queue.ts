@@ -82,17 +82,20 @@ export class PacketQueue {
    * interrupt_mask set, then cleared and checked again. Throws RingCorruptError (the channel
    * must be failed) if the guest broke the ring. The view is valid during the call only.
    *
-   * Stopping at `max` leaves packets in the ring that no signal will announce again (a guest
-   * signals only when the ring goes from empty to non-empty): a device that reads with a budget
-   * must come back by itself, e.g. on the next event-loop turn, while the result equals `max`.
+   * `fn` may return false to stop after that packet (a device that cannot take more now).
+   *
+   * Stopping at `max`, or at a false, leaves packets in the ring that no signal will announce
+   * again (a guest signals only when the ring goes from empty to non-empty): a device that reads
+   * with a budget must come back by itself, e.g. on the next event-loop turn, while the result
+   * equals `max`, or when it can take packets again.
    */
-  read(fn: (packet: PacketView) => void, max = Infinity): number {
+  read(fn: (packet: PacketView) => boolean | void, max = Infinity): number {
     const inbound = this.rings.inbound;
     let n = 0;
     for (;;) {
       inbound.mask();
       n += inbound.readBatch(fn, max - n);
-      if (n >= max) {
+      if (n >= max || inbound.stopped) {
         // Stopped early: leave the interrupt unmasked so the guest's next write signals.
         inbound.unmask();
         break;

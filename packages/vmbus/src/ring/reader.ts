@@ -179,6 +179,8 @@ export class RingReader extends RingEnd {
   private readonly flatBase: number;
   packetsRead = 0;
   signals = 0;
+  /** The last readBatch stopped because its callback returned false. */
+  stopped = false;
 
   constructor(ring: RingBuffer, options: RingEndOptions) {
     super(ring, options);
@@ -323,20 +325,26 @@ export class RingReader extends RingEnd {
   /**
    * Reads up to `max` packets, calling `fn` for each, then commits once. If `fn` throws, the
    * packets before it stay consumed and committed and the error propagates; the throwing
-   * packet is not consumed.
+   * packet is not consumed. If `fn` returns false, that packet is consumed and reading stops
+   * there (`stopped` is then true until the next batch): a consumer that cannot take more.
    */
-  readBatch(fn: (packet: PacketView) => void, max = Infinity): number {
+  readBatch(fn: (packet: PacketView) => boolean | void, max = Infinity): number {
     let n = 0;
     this.checkUsable();
+    this.stopped = false;
     try {
       this.refreshWriteIndex();
       while (n < max) {
         const p = this.peekKnown();
         if (p === null) break;
         this.tap?.read?.(p);
-        fn(p);
+        const go = fn(p);
         this.advance();
         n++;
+        if (go === false) {
+          this.stopped = true;
+          break;
+        }
       }
     } finally {
       if (!this.brokenBy && !this.closedBy) this.commit();

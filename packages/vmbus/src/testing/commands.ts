@@ -242,7 +242,7 @@ export function hvemuRingSystem(geometry: Partial<RingGeometry>): RingSystem {
     writeBatch: (ps) => t.writer.batch((w) => ps.map((p) => w.write(p))),
     read: (max) => {
       const out: ReceivedPacket[] = [];
-      t.reader.readBatch((v) => out.push(receivedFromView(v)), max);
+      t.reader.readBatch((v) => void out.push(receivedFromView(v)), max);
       return out;
     },
     peek: () => {
