@@ -122,6 +122,11 @@ export class TxSource {
     this.add(second);
   }
 
+  /** The bytes as one plain view (guest memory: read each field once), or null when they are in parts. */
+  get flatView(): Uint8Array | null {
+    return this.flat;
+  }
+
   /** The bytes are `view` alone. */
   resetFlat(view: Uint8Array): void {
     this.parts.length = 0;

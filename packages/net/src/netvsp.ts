@@ -647,12 +647,16 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
     if (src.length === 0) return this.rndisFault('short'); // a send that names no message at all
     const frames = this.pendingFrames;
     this.pendingCount = 0;
+    // One plain view (a contiguous send buffer's section): headers are read in place, each field
+    // once (the guest may rewrite them meanwhile: only the values read are used). Else copied.
+    const flat = src.flatView;
+    const head = flat ?? this.scratch;
     let at = 0;
     while (at < src.length) {
       if (src.length - at < RNDIS_HEADER_SIZE) return this.rndisFault('short');
-      src.read(at, this.scratch, RNDIS_HEADER_SIZE);
-      const type = u32(this.scratch, 0);
-      const msgLen = u32(this.scratch, 4);
+      if (!flat) src.read(at, this.scratch, RNDIS_HEADER_SIZE);
+      const type = u32(head, flat ? at : 0);
+      const msgLen = u32(head, flat ? at + 4 : 4);
       if (msgLen < RNDIS_HEADER_SIZE || msgLen > src.length - at) return this.rndisFault('bad-length');
       const status = type === RNDIS_MSG_PACKET ? this.dataMessage(at, msgLen) : this.controlMessage(q, at, msgLen);
       if (status !== NVSP_STAT_SUCCESS) return status;
@@ -675,8 +679,9 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
     const src = this.txSource;
     if (this.rndis.state !== 'initialized') return this.rndisFault('not initialized');
     if (msgLen < RNDIS_PACKET_HEADER_SIZE) return this.rndisFault('short');
-    src.read(at, this.scratch, RNDIS_PACKET_HEADER_SIZE);
-    const fault = parseRndisPacket(this.scratch, msgLen, this.layout);
+    const flat = src.flatView;
+    if (!flat) src.read(at, this.scratch, RNDIS_PACKET_HEADER_SIZE);
+    const fault = flat ? parseRndisPacket(flat, msgLen, this.layout, at) : parseRndisPacket(this.scratch, msgLen, this.layout);
     if (fault) return this.rndisFault(fault);
     const { dataOffset, dataLength, ppiOffset, ppiLength } = this.layout;
     let vlan = -1;
@@ -707,6 +712,14 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
 
   /** Hands the frame to the backend: zero-copy views, or one copy when a VLAN tag must go in. */
   private transmit(offset: number, length: number, vlan: number): void {
+    const flat = this.txSource.flatView;
+    if (flat && vlan < 0 && this.backend.sendFrom) {
+      // The backend copies the bytes straight from the section: no view, no segment list.
+      this.stats.txFrames++;
+      this.stats.txBytes += length;
+      if (!this.backend.sendFrom(flat, offset, length)) this.txBlocked = true;
+      return;
+    }
     // One contiguous view (a section of a contiguous send buffer): no segment list to build.
     const view = vlan < 0 ? this.txSource.view(offset, length) : null;
     let segments: Uint8Array[];

@@ -378,15 +378,15 @@ function u32(b: Uint8Array, at: number): number {
 }
 
 /**
- * Validates the rndis_packet at byte 0 of `head` (at least RNDIS_PACKET_HEADER_SIZE bytes of
- * the message) against the message's `msgLen` (already checked against what the guest sent)
+ * Validates the rndis_packet message at byte `at` of `head` (at least RNDIS_PACKET_HEADER_SIZE
+ * bytes of it there) against the message's `msgLen` (already checked against what the guest sent)
  * and fills `out`. Returns the fault or null. The frame and PPI area must lie inside the
  * message past the rndis_packet body; out-of-band data (never used by netvsc) is refused.
  */
-export function parseRndisPacket(head: Uint8Array, msgLen: number, out: RndisPacketLayout): RndisFault | null {
-  if (head.length < RNDIS_PACKET_HEADER_SIZE || msgLen < RNDIS_PACKET_HEADER_SIZE) return 'short';
-  const body = RNDIS_HEADER_SIZE;
-  const bodyLen = msgLen - body;
+export function parseRndisPacket(head: Uint8Array, msgLen: number, out: RndisPacketLayout, at = 0): RndisFault | null {
+  if (!(at >= 0) || head.length - at < RNDIS_PACKET_HEADER_SIZE || msgLen < RNDIS_PACKET_HEADER_SIZE) return 'short';
+  const body = at + RNDIS_HEADER_SIZE;
+  const bodyLen = msgLen - RNDIS_HEADER_SIZE;
   const dataOffset = u32(head, body);
   const dataLen = u32(head, body + 4);
   if (u32(head, body + 12) !== 0 || u32(head, body + 16) !== 0) return 'bad-oob';
@@ -398,9 +398,10 @@ export function parseRndisPacket(head: Uint8Array, msgLen: number, out: RndisPac
     if (ppiOffset < rndis_packet.size || ppiOffset > bodyLen) return 'bad-ppi-offset';
     if (ppiLen > bodyLen - ppiOffset) return 'bad-ppi-length';
   }
-  out.dataOffset = body + dataOffset;
+  // Offsets in the layout are from the message's start, wherever `at` put it in `head`.
+  out.dataOffset = RNDIS_HEADER_SIZE + dataOffset;
   out.dataLength = dataLen;
-  out.ppiOffset = ppiLen === 0 ? 0 : body + ppiOffset;
+  out.ppiOffset = ppiLen === 0 ? 0 : RNDIS_HEADER_SIZE + ppiOffset;
   out.ppiLength = ppiLen;
   return null;
 }

@@ -149,6 +149,29 @@ describe('RNDIS data message parser', () => {
     );
   });
 
+  it('parsing a message in place at any offset of a larger buffer gives what parsing a copy gives', () => {
+    fc.assert(
+      fc.property(
+        fc.uint8Array({ minLength: 0, maxLength: 200 }),
+        fc.integer({ min: 0, max: 260 }),
+        fc.integer({ min: 0, max: 64 }),
+        fc.uint8Array({ minLength: 0, maxLength: 16 }),
+        (bytes, msgLen, at, tail) => {
+          const big = new Uint8Array(at + bytes.length + tail.length).fill(0xa5);
+          big.set(bytes, at);
+          big.set(tail, at + bytes.length);
+          const copy = new RndisPacketLayout();
+          const inPlace = new RndisPacketLayout();
+          // The copy holds the message only (what the scratch copy did): the in-place parse must not see past it either.
+          const viewOfMessage = big.subarray(0, at + bytes.length);
+          expect(parseRndisPacket(viewOfMessage, msgLen, inPlace, at)).toBe(parseRndisPacket(bytes, msgLen, copy));
+          expect(inPlace).toEqual(copy);
+        },
+      ),
+      { numRuns: fuzzRuns(3000) },
+    );
+  });
+
   it('refuses PPI elements that lie about their size or offset', () => {
     const m = rndisDataMessage(new Uint8Array(20), [TCPIP_CHKSUM_PKTINFO, 1, NBL_HASH_VALUE, 7]);
     const area = m.subarray(44, 44 + 32);

@@ -26,6 +26,11 @@ export interface NetBackend {
   attach(sink: NetBackendSink): void;
   /** Takes one frame (its segments in order). False: taken, but the backend is full now. */
   send(segments: readonly Uint8Array[]): boolean;
+  /**
+   * Optional, the same as send([bytes.subarray(offset, offset + length)]) without making the
+   * view: for a frame that is one run of a buffer (the device checked the range is inside it).
+   */
+  sendFrom?(bytes: Uint8Array, offset: number, length: number): boolean;
   /** The sink takes frames again after refusing one. */
   resume(): void;
   /** Releases the backend (the fd, the peer); frames after this are dropped. */

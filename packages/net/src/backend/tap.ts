@@ -199,6 +199,12 @@ export class TapBackend implements NetBackend {
     return this.tx.send(segments, length);
   }
 
+  sendFrom(bytes: Uint8Array, offset: number, length: number): boolean {
+    if (this.fd < 0) return true;
+    if (length > this.maxFrame) return this.send([bytes.subarray(offset, offset + length)]); // dropped and counted there
+    return this.tx.sendFrom(bytes, offset, length);
+  }
+
   resume(): void {
     if (!this.paused) return;
     this.paused = false;

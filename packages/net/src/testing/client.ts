@@ -227,6 +227,8 @@ export class NetvscClient {
   private recvGpa = 0;
   private recvBytes = 0;
   private sendGpa = 0;
+  /** The send buffer as one view when it is contiguous in host memory (the data path writes it directly). */
+  private sendView: Uint8Array | null = null;
   private freeSections: number[] = [];
   /** Send-buffer section per outstanding transaction. */
   private readonly sectionOf = new Map<number, number>();
@@ -359,6 +361,11 @@ export class NetvscClient {
     const pages = Math.ceil(this.opts.sendBufferBytes / PAGE_SIZE);
     const pfns = this.opts.pages.allocate(pages);
     this.sendGpa = pfns[0] * PAGE_SIZE;
+    try {
+      this.sendView = this.opts.memory.bytes(this.sendGpa, pages * PAGE_SIZE);
+    } catch {
+      this.sendView = null; // across RAM regions: written through GuestMemory
+    }
     const gpadl = await this.opts.vmbus.createGpadl(primary.channel.relid, pfns);
     this.sendGpadl = gpadl;
     const m = await this.request(
@@ -607,15 +614,21 @@ export class NetvscClient {
     if (frames.length === 0 || frames.length > this.info.maxPktPerMsg || total > this.info.sendSectionSize) return false;
     const section = this.freeSections.pop();
     if (section === undefined) return false;
-    let at = this.sendGpa + section * this.info.sendSectionSize;
+    const view = this.sendView;
+    let at = (view ? 0 : this.sendGpa) + section * this.info.sendSectionSize;
     for (let i = 0; i < frames.length; i++) {
       const frame = frames[i];
       const length = headerLength + frame.length;
       const padded = i === frames.length - 1 ? length : Math.ceil(length / align) * align;
       writeRndisPacketHeader(this.headerView, 0, frame.length, NO_PPIS);
       this.headerView.setUint32(4, padded, true);
-      this.opts.memory.write(at, this.plainHeader);
-      this.opts.memory.write(at + headerLength, frame);
+      if (view) {
+        view.set(this.plainHeader, at);
+        view.set(frame, at + headerLength);
+      } else {
+        this.opts.memory.write(at, this.plainHeader);
+        this.opts.memory.write(at + headerLength, frame);
+      }
       at += padded;
     }
     if (!this.postSection(this.queues[queue], section, total)) {
