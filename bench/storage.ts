@@ -106,7 +106,13 @@ export async function benchStorage(log: (line: string) => void = console.log): P
     execFileSync('gcc', ['-O2', '-pthread', '-o', binary, fileURLToPath(new URL('../c/storage_baseline.c', import.meta.url))]);
     const image = join(dir, 'disk.img');
     // Written out in full, so every read hits the page cache (no holes, no disk).
-    writeFileSync(image, Buffer.alloc(IMAGE_BYTES, Uint8Array.from({ length: 256 }, (_, i) => i)));
+    writeFileSync(
+      image,
+      Buffer.alloc(
+        IMAGE_BYTES,
+        Uint8Array.from({ length: 256 }, (_, i) => i),
+      ),
+    );
     log(
       `Storage: storvsc (TypeScript, simulated partition) -> storvsp -> raw file (libuv pool) vs C pread/pwrite threads, ${IMAGE_BYTES >> 20} MiB cached image`,
     );

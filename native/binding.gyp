@@ -20,6 +20,7 @@
             "src/addon.cc",
             "src/eventfd_watcher.cc",
             "src/exit_channel.cc",
+            "src/file_io.cc",
             "src/frame_io.cc",
             "src/frame_writer.cc",
             "src/guest_ram.cc",

@@ -10,6 +10,7 @@
 
 #include "eventfd_watcher.h"
 #include "exit_slot.h"
+#include "file_io.h"
 #include "frame_io.h"
 #include "frame_writer.h"
 #include "host_error.h"
@@ -944,6 +945,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("unmapPages", Napi::Function::New(env, UnmapPages));
   exports.Set("KvmPartition", PartitionWrap::Init(env));
   exports.Set("EventfdWatcher", WatcherWrap::Init(env));
+  RegisterFileIo(env, exports);
   RegisterFrameIo(env, exports);
   RegisterFrameWriter(env, exports);
   Napi::Object layout = Napi::Object::New(env);

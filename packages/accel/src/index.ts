@@ -65,6 +65,7 @@ export {
 export { ExitRouter, fatalError } from './exit-router.js';
 export { createFdWatcher, type FdWatcher } from './native/fd-watcher.js';
 export { nativeFrameIo, type FrameIo } from './native/frame-io.js';
+export { nativeFileIo, type FileIo } from './native/file-io.js';
 export {
   createFrameWriter,
   FRAME_SLOT_DONE,

@@ -88,6 +88,8 @@ export interface NativeAddon {
   /** Batched frame I/O on an fd (native/src/frame_io.cc); absent in the stub. */
   readFrames?(fd: number, buffer: Uint8Array, lengths: Uint32Array, maxFrame: number): number;
   writeFrames?(fd: number, buffer: Uint8Array, lengths: Uint32Array, count: number, status: Int32Array): number;
+  /** preadv2(RWF_NOWAIT) into the targets (native/src/file_io.cc); absent in the stub. */
+  readNowait?(fd: number, offset: number, targets: readonly Uint8Array[]): number;
   /** A writer thread for packet fds (native/src/frame_writer.cc); absent in the stub. */
   FrameWriter?: new (
     fd: number,

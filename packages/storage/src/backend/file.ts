@@ -8,7 +8,9 @@
  * - Reads try the page cache first: preadv2(RWF_NOWAIT) straight into the request's pages, on
  *   the event loop (it never blocks: data not cached is EAGAIN and goes to the pool). A 4 KiB
  *   hit costs ~1 us instead of a pool round trip (~35 us); a 1 MiB hit saves a copy. Through
- *   koffi; where koffi or preadv2 is missing (ENOSYS, EOPNOTSUPP), reads use the pool only.
+ *   the native addon (@hvemu/accel nativeFileIo: one crossing; koffi's marshalling of the iovec
+ *   array cost ~9 us per call); where the addon or preadv2 is missing (ENOSYS, EOPNOTSUPP),
+ *   reads use the pool only.
  * - UNMAP punches a hole (fallocate(PUNCH_HOLE | KEEP_SIZE)) so a sparse image stays sparse.
  *   Node has no fallocate, so libc's is called through koffi (already hvemu's FFI for MSHV and
  *   WHPX) on koffi's worker thread; where that is unavailable or the file system refuses
@@ -16,6 +18,7 @@
  */
 import { closeSync, constants, fstatSync, ftruncateSync, openSync, fdatasync, read, write } from 'node:fs';
 import { createRequire } from 'node:module';
+import { nativeFileIo } from '@hvemu/accel';
 import { BackendConfigError, BackendIoError, checkRange, type DiskBackend, type WriteOptions } from './backend.js';
 
 export interface FileBackendOptions {
@@ -29,8 +32,6 @@ export interface FileBackendOptions {
 }
 
 const FALLOC_FL_KEEP_SIZE = 0x01;
-/** preadv2's flag: fail with EAGAIN rather than wait for the disk (include/uapi/linux/fs.h). */
-const RWF_NOWAIT = 0x08;
 /** The most iovecs one preadv2 takes (IOV_MAX). */
 const IOV_MAX = 1024;
 const FALLOC_FL_PUNCH_HOLE = 0x02;
@@ -38,18 +39,15 @@ const FALLOC_FL_PUNCH_HOLE = 0x02;
 const ZERO_CHUNK = 1 << 20;
 
 type Fallocate = (fd: number, mode: number, offset: bigint, length: bigint) => Promise<number>;
-/** preadv2 over an array of {iov_base, iov_len}: bytes read, or -1 (errno through koffi). */
-interface Preadv2 {
-  call(fd: number, iov: { iov_base: Uint8Array; iov_len: number }[], count: number, offset: number, flags: number): number;
-  errno(): number;
-}
+/** preadv2(RWF_NOWAIT) into `targets`: bytes read, or -errno. */
+type ReadNowait = (fd: number, offset: number, targets: readonly Uint8Array[]) => number;
 
 export class FileBackend implements DiskBackend {
   readonly byteLength: number;
   readonly readOnly: boolean;
   private fd: number | null;
   private readonly fallocate: Fallocate | null;
-  private preadv2: Preadv2 | null;
+  private readNowait: ReadNowait | null;
   /** How UNMAPs and reads were served (tests and diagnostics). */
   readonly stats = { holesPunched: 0, zeroFilled: 0, syncs: 0, cachedReadBytes: 0 };
 
@@ -62,26 +60,24 @@ export class FileBackend implements DiskBackend {
     this.readOnly = options.readOnly ?? false;
     this.byteLength = fstatSync(fd).size;
     this.fallocate = options.punchHoles === false || this.readOnly ? null : loadFallocate();
-    this.preadv2 = options.cachedReads === false ? null : loadPreadv2();
+    this.readNowait = options.cachedReads === false ? null : loadReadNowait();
   }
 
   readCached(offset: number, targets: readonly Uint8Array[]): number {
-    const p = this.preadv2;
-    if (!p || this.fd === null) return 0;
+    const readNowait = this.readNowait;
+    if (!readNowait || this.fd === null) return 0;
     let length = 0;
     for (const t of targets) length += t.length;
     checkRange(this.byteLength, offset, length);
     let done = 0;
     for (let first = 0; first < targets.length; first += IOV_MAX) {
-      const group = targets.slice(first, first + IOV_MAX);
-      const iov = group.map((t) => ({ iov_base: t, iov_len: t.length }));
+      const group = targets.length <= IOV_MAX ? targets : targets.slice(first, first + IOV_MAX);
       let want = 0;
       for (const t of group) want += t.length;
-      const n = p.call(this.fd, iov, iov.length, offset + done, RWF_NOWAIT);
+      const n = readNowait(this.fd, offset + done, group);
       if (n < 0) {
-        const errno = p.errno();
         // Not in the page cache (EAGAIN), or this kernel or file system has no RWF_NOWAIT.
-        if (errno !== EAGAIN) this.preadv2 = null;
+        if (n !== -EAGAIN) this.readNowait = null;
         break;
       }
       done += n;
@@ -185,24 +181,10 @@ function ioError(op: string, e: NodeJS.ErrnoException): BackendIoError {
 
 const EAGAIN = 11;
 
-/** libc preadv2 through koffi (synchronous: with RWF_NOWAIT it never blocks); null where either is missing. */
-function loadPreadv2(): Preadv2 | null {
-  // Bound once per process: koffi refuses a second struct type of the same name.
-  preadv2Binding ??= { value: bindPreadv2() };
-  return preadv2Binding.value;
-}
-let preadv2Binding: { value: Preadv2 | null } | undefined;
-
-function bindPreadv2(): Preadv2 | null {
-  if (process.platform !== 'linux') return null;
-  try {
-    const koffi = createRequire(import.meta.url)('koffi');
-    const iovec = koffi.struct('hvemu_iovec', { iov_base: 'void *', iov_len: 'size_t' });
-    const fn = koffi.load('libc.so.6').func('preadv2', 'intptr_t', ['int', koffi.pointer(iovec), 'int', 'int64_t', 'int']);
-    return { call: fn, errno: () => koffi.errno() };
-  } catch {
-    return null;
-  }
+/** The addon's preadv2(RWF_NOWAIT); null where it has none (reads then use the pool only). */
+function loadReadNowait(): ReadNowait | null {
+  const io = process.platform === 'linux' ? nativeFileIo() : null;
+  return io ? (fd, offset, targets) => io.readNowait(fd, offset, targets) : null;
 }
 
 /** libc fallocate through koffi, run on koffi's worker thread; null where koffi or libc is missing. */
