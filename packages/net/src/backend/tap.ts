@@ -156,6 +156,7 @@ export class TapBackend implements NetBackend {
     const batchBytes = Math.max(BATCH_BYTES, 4 * this.maxFrame);
     this.rxBatch = new Uint8Array(batchBytes);
     this.fd = openTap(options.name);
+    let tx: TxPath | null = null;
     try {
       const ctx = {
         fd: this.fd,
@@ -166,10 +167,12 @@ export class TapBackend implements NetBackend {
         writable: () => this.sink?.writable(),
       };
       const thread = (options.writerThread ?? options.frameIo === undefined) ? threadTx(ctx) : null;
-      this.tx = thread ?? syncTx(ctx, this.io);
+      tx = thread ?? syncTx(ctx, this.io);
+      this.tx = tx;
       this.watcher = (options.watcher ?? createFdWatcher)(() => this.onReadable());
       this.watcher.add(this.fd, true);
     } catch (error) {
+      tx?.close(); // the writer thread is joined before its fd closes
       libc().close(this.fd);
       throw error;
     }
