@@ -16,6 +16,7 @@
 #include "host_error.h"
 #include "kvm_partition.h"
 #include "kvm_vcpu.h"
+#include "napi_util.h"
 #include "page_map.h"
 
 namespace hvemu {
@@ -251,24 +252,18 @@ class PartitionWrap : public Napi::ObjectWrap<PartitionWrap>, public Notifier {
     // must be stopped and joined and the threadsafe function released before Node tears the
     // threadsafe function down; hooks run in reverse order of registration, so this one runs
     // before the threadsafe function's own.
-    env_ = env;
-    if (napi_add_env_cleanup_hook(env, OnEnvCleanup, this) == napi_ok) hooked_ = true;
+    cleanup_.Register(env, this);
   }
 
   ~PartitionWrap() override {
-    if (hooked_) napi_remove_env_cleanup_hook(env_, OnEnvCleanup, this);
-    hooked_ = false;
+    cleanup_.Unregister();
     Shutdown();
   }
 
   void NotifyJs() override { tsfn_.NonBlockingCall(); }
 
  private:
-  static void OnEnvCleanup(void* arg) {
-    auto* self = static_cast<PartitionWrap*>(arg);
-    self->hooked_ = false;
-    self->Shutdown();
-  }
+  friend class EnvCleanupHook<PartitionWrap>;
 
   static PartitionConfig ParseConfig(Napi::Env env, Napi::Object o) {
     PartitionConfig c;
@@ -792,8 +787,7 @@ class PartitionWrap : public Napi::ObjectWrap<PartitionWrap>, public Notifier {
   ExitTsfn tsfn_;
   bool refd_ = false;
   bool released_ = false;
-  napi_env env_ = nullptr;
-  bool hooked_ = false;
+  EnvCleanupHook<PartitionWrap> cleanup_;
 };
 
 
@@ -843,24 +837,18 @@ class WatcherWrap : public Napi::ObjectWrap<WatcherWrap> {
       tsfn_.Release();
       ThrowJs(env, e);
     }
-    env_ = env;
-    if (napi_add_env_cleanup_hook(env, OnEnvCleanup, this) == napi_ok) hooked_ = true;
+    // As PartitionWrap: the epoll thread is joined and the threadsafe function released before
+    // Node tears the environment down.
+    cleanup_.Register(env, this);
   }
 
   ~WatcherWrap() {
-    if (hooked_) napi_remove_env_cleanup_hook(env_, OnEnvCleanup, this);
-    hooked_ = false;
+    cleanup_.Unregister();
     Shutdown();
   }
 
  private:
-  // As PartitionWrap: the epoll thread is joined and the threadsafe function released before
-  // Node tears the environment down.
-  static void OnEnvCleanup(void* arg) {
-    auto* self = static_cast<WatcherWrap*>(arg);
-    self->hooked_ = false;
-    self->Shutdown();
-  }
+  friend class EnvCleanupHook<WatcherWrap>;
 
   Napi::Value Add(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
@@ -912,8 +900,7 @@ class WatcherWrap : public Napi::ObjectWrap<WatcherWrap> {
   WatcherContext* ctx_ = nullptr;
   WatcherTsfn tsfn_;
   bool released_ = false;
-  napi_env env_ = nullptr;
-  bool hooked_ = false;
+  EnvCleanupHook<WatcherWrap> cleanup_;
 };
 
 Napi::Value Probe(const Napi::CallbackInfo& info) {

@@ -4,6 +4,8 @@
 // hit costs ~1 us here (through koffi it cost ~9 us, most of it marshalling the iovec array).
 #include "file_io.h"
 
+#include "napi_util.h"
+
 #include <sys/uio.h>
 
 #include <cerrno>
@@ -20,30 +22,22 @@ namespace {
 
 constexpr uint32_t kMaxIov = 1024;  // IOV_MAX
 
-[[noreturn]] void FileUsage(Napi::Env env, const std::string& msg) {
-  Napi::Error err = Napi::Error::New(env, msg);
-  err.Set("code", Napi::String::New(env, "HVEMU_USAGE"));
-  throw err;
-}
-
 // readNowait(fd, offset, targets: Uint8Array[]): bytes read into the targets in order (short at
 // end of file or where the cache stops), or -errno (-EAGAIN: nothing cached at `offset`).
 Napi::Value ReadNowait(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const std::string call = "readNowait(fd, offset, targets)";
-  if (info.Length() < 3) FileUsage(env, call + ": three arguments");
-  if (!info[0].IsNumber()) FileUsage(env, call + ": fd must be a number");
-  double fd = info[0].As<Napi::Number>().DoubleValue();
-  if (!(fd >= 0 && fd <= 0x7fffffff) || fd != static_cast<double>(static_cast<int64_t>(fd))) FileUsage(env, call + ": fd must be a non-negative integer");
-  if (!info[1].IsNumber()) FileUsage(env, call + ": offset must be a number");
+  if (info.Length() < 3) ThrowUsage(env, call + ": three arguments");
+  int fd = FdArg(env, info[0], call);
+  if (!info[1].IsNumber()) ThrowUsage(env, call + ": offset must be a number");
   double offset = info[1].As<Napi::Number>().DoubleValue();
   if (!(offset >= 0 && offset <= 9007199254740991.0) || offset != static_cast<double>(static_cast<int64_t>(offset))) {
-    FileUsage(env, call + ": offset must be a non-negative safe integer");
+    ThrowUsage(env, call + ": offset must be a non-negative safe integer");
   }
-  if (!info[2].IsArray()) FileUsage(env, call + ": targets must be an array of Uint8Array");
+  if (!info[2].IsArray()) ThrowUsage(env, call + ": targets must be an array of Uint8Array");
   Napi::Array targets = info[2].As<Napi::Array>();
   uint32_t count = targets.Length();
-  if (count > kMaxIov) FileUsage(env, call + ": at most 1024 targets");
+  if (count > kMaxIov) ThrowUsage(env, call + ": at most 1024 targets");
   iovec stack_iov[16];
   std::vector<iovec> heap_iov;
   iovec* iov = stack_iov;
@@ -53,14 +47,14 @@ Napi::Value ReadNowait(const Napi::CallbackInfo& info) {
   }
   for (uint32_t i = 0; i < count; i++) {
     Napi::Value t = targets.Get(i);
-    if (!t.IsTypedArray() || t.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) FileUsage(env, call + ": targets[" + std::to_string(i) + "] must be a Uint8Array");
+    if (!t.IsTypedArray() || t.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) ThrowUsage(env, call + ": targets[" + std::to_string(i) + "] must be a Uint8Array");
     Napi::Uint8Array bytes = t.As<Napi::Uint8Array>();
     iov[i].iov_base = bytes.Data();
     iov[i].iov_len = bytes.ByteLength();
   }
   if (count == 0) return Napi::Number::New(env, 0);
   for (;;) {
-    ssize_t n = preadv2(static_cast<int>(fd), iov, static_cast<int>(count), static_cast<off_t>(offset), RWF_NOWAIT);
+    ssize_t n = preadv2(fd, iov, static_cast<int>(count), static_cast<off_t>(offset), RWF_NOWAIT);
     if (n >= 0) return Napi::Number::New(env, static_cast<double>(n));
     if (errno != EINTR) return Napi::Number::New(env, -errno);
   }

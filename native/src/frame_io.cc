@@ -4,6 +4,8 @@
 // one caller buffer with their lengths in a Uint32Array.
 #include "frame_io.h"
 
+#include "napi_util.h"
+
 #include <unistd.h>
 
 #include <cerrno>
@@ -13,34 +15,21 @@
 namespace hvemu {
 namespace {
 
-[[noreturn]] void FrameUsage(Napi::Env env, const std::string& msg) {
-  Napi::Error err = Napi::Error::New(env, msg);
-  err.Set("code", Napi::String::New(env, "HVEMU_USAGE"));
-  throw err;
-}
-
-int FdArg(Napi::Env env, const Napi::Value& v, const char* call) {
-  if (!v.IsNumber()) FrameUsage(env, std::string(call) + ": fd must be a number");
-  double d = v.As<Napi::Number>().DoubleValue();
-  if (!(d >= 0 && d <= 0x7fffffff) || d != static_cast<double>(static_cast<int64_t>(d))) FrameUsage(env, std::string(call) + ": fd must be a non-negative integer");
-  return static_cast<int>(d);
-}
-
 Napi::Uint8Array BytesArg(Napi::Env env, const Napi::Value& v, const char* call) {
-  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) FrameUsage(env, std::string(call) + ": buffer must be a Uint8Array");
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) ThrowUsage(env, std::string(call) + ": buffer must be a Uint8Array");
   return v.As<Napi::Uint8Array>();
 }
 
 Napi::Uint32Array LengthsArg(Napi::Env env, const Napi::Value& v, const char* call) {
-  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array) FrameUsage(env, std::string(call) + ": lengths must be a Uint32Array");
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array) ThrowUsage(env, std::string(call) + ": lengths must be a Uint32Array");
   return v.As<Napi::Uint32Array>();
 }
 
 uint32_t CountArg(Napi::Env env, const Napi::Value& v, const char* call, const char* what, uint64_t max) {
-  if (!v.IsNumber()) FrameUsage(env, std::string(call) + ": " + what + " must be a number");
+  if (!v.IsNumber()) ThrowUsage(env, std::string(call) + ": " + what + " must be a number");
   double d = v.As<Napi::Number>().DoubleValue();
   if (!(d >= 0 && d <= static_cast<double>(max)) || d != static_cast<double>(static_cast<uint64_t>(d))) {
-    FrameUsage(env, std::string(call) + ": " + what + " must be an integer from 0 to " + std::to_string(max));
+    ThrowUsage(env, std::string(call) + ": " + what + " must be an integer from 0 to " + std::to_string(max));
   }
   return static_cast<uint32_t>(d);
 }
@@ -52,12 +41,12 @@ uint32_t CountArg(Napi::Env env, const Napi::Value& v, const char* call, const c
 Napi::Value ReadFrames(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const char* call = "readFrames(fd, buffer, lengths, maxFrame)";
-  if (info.Length() < 4) FrameUsage(env, std::string(call) + ": four arguments");
+  if (info.Length() < 4) ThrowUsage(env, std::string(call) + ": four arguments");
   int fd = FdArg(env, info[0], call);
   Napi::Uint8Array buffer = BytesArg(env, info[1], call);
   Napi::Uint32Array lengths = LengthsArg(env, info[2], call);
   uint32_t max_frame = CountArg(env, info[3], call, "maxFrame", 1 << 20);
-  if (max_frame == 0) FrameUsage(env, std::string(call) + ": maxFrame must be positive");
+  if (max_frame == 0) ThrowUsage(env, std::string(call) + ": maxFrame must be positive");
   uint8_t* base = buffer.Data();
   size_t left = buffer.ByteLength();
   size_t at = 0;
@@ -82,18 +71,18 @@ Napi::Value ReadFrames(const Napi::CallbackInfo& info) {
 Napi::Value WriteFrames(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const char* call = "writeFrames(fd, buffer, lengths, count, status)";
-  if (info.Length() < 5) FrameUsage(env, std::string(call) + ": five arguments");
+  if (info.Length() < 5) ThrowUsage(env, std::string(call) + ": five arguments");
   int fd = FdArg(env, info[0], call);
   Napi::Uint8Array buffer = BytesArg(env, info[1], call);
   Napi::Uint32Array lengths = LengthsArg(env, info[2], call);
   uint32_t count = CountArg(env, info[3], call, "count", lengths.ElementLength());
   if (!info[4].IsTypedArray() || info[4].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array || info[4].As<Napi::Int32Array>().ElementLength() < 2) {
-    FrameUsage(env, std::string(call) + ": status must be an Int32Array of at least 2");
+    ThrowUsage(env, std::string(call) + ": status must be an Int32Array of at least 2");
   }
   Napi::Int32Array status = info[4].As<Napi::Int32Array>();
   uint64_t total = 0;
   for (uint32_t i = 0; i < count; i++) total += lengths[i];
-  if (total > buffer.ByteLength()) FrameUsage(env, std::string(call) + ": the lengths add up to more than the buffer");
+  if (total > buffer.ByteLength()) ThrowUsage(env, std::string(call) + ": the lengths add up to more than the buffer");
   const uint8_t* base = buffer.Data();
   size_t at = 0;
   int32_t failed = 0;

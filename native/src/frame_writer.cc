@@ -12,6 +12,8 @@
 // the event loop. close() writes what is queued (without waiting on EAGAIN) and joins.
 #include "frame_writer.h"
 
+#include "napi_util.h"
+
 #include <poll.h>
 #include <unistd.h>
 
@@ -39,12 +41,6 @@ constexpr int kPollMs = 50;
 // After a batch, the thread naps this long up to kNaps times before it sleeps until woken.
 constexpr useconds_t kNapUs = 50;
 constexpr int kNaps = 40;
-
-[[noreturn]] void WriterUsage(Napi::Env env, const std::string& msg) {
-  Napi::Error err = Napi::Error::New(env, msg);
-  err.Set("code", Napi::String::New(env, "HVEMU_USAGE"));
-  throw err;
-}
 
 struct Slot {
   const uint8_t* data;
@@ -201,28 +197,26 @@ class FrameWriterWrap : public Napi::ObjectWrap<FrameWriterWrap> {
   explicit FrameWriterWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<FrameWriterWrap>(info) {
     Napi::Env env = info.Env();
     const std::string call = "new FrameWriter(fd, buffers, lengths, status, onDone)";
-    if (info.Length() < 5) WriterUsage(env, call + ": five arguments");
-    if (!info[0].IsNumber()) WriterUsage(env, call + ": fd must be a number");
-    double fd = info[0].As<Napi::Number>().DoubleValue();
-    if (!(fd >= 0 && fd <= 0x7fffffff) || fd != static_cast<double>(static_cast<int64_t>(fd))) WriterUsage(env, call + ": fd must be a non-negative integer");
-    if (!info[1].IsArray() || !info[2].IsArray()) WriterUsage(env, call + ": buffers and lengths must be arrays");
+    if (info.Length() < 5) ThrowUsage(env, call + ": five arguments");
+    int fd = FdArg(env, info[0], call);
+    if (!info[1].IsArray() || !info[2].IsArray()) ThrowUsage(env, call + ": buffers and lengths must be arrays");
     Napi::Array buffers = info[1].As<Napi::Array>();
     Napi::Array lengths = info[2].As<Napi::Array>();
     uint32_t count = buffers.Length();
     if (count == 0 || count > kMaxSlots || lengths.Length() != count) {
-      WriterUsage(env, call + ": buffers and lengths must have the same length, 1 to " + std::to_string(kMaxSlots));
+      ThrowUsage(env, call + ": buffers and lengths must have the same length, 1 to " + std::to_string(kMaxSlots));
     }
     if (!info[3].IsTypedArray() || info[3].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array ||
         info[3].As<Napi::Int32Array>().ElementLength() < count * kStatusWords) {
-      WriterUsage(env, call + ": status must be an Int32Array of 4 words per slot");
+      ThrowUsage(env, call + ": status must be an Int32Array of 4 words per slot");
     }
-    if (!info[4].IsFunction()) WriterUsage(env, call + ": onDone must be a function");
+    if (!info[4].IsFunction()) ThrowUsage(env, call + ": onDone must be a function");
     std::vector<Slot> slots;
     for (uint32_t i = 0; i < count; i++) {
       Napi::Value b = buffers.Get(i);
       Napi::Value l = lengths.Get(i);
-      if (!b.IsTypedArray() || b.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) WriterUsage(env, call + ": buffers[" + std::to_string(i) + "] must be a Uint8Array");
-      if (!l.IsTypedArray() || l.As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array) WriterUsage(env, call + ": lengths[" + std::to_string(i) + "] must be a Uint32Array");
+      if (!b.IsTypedArray() || b.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) ThrowUsage(env, call + ": buffers[" + std::to_string(i) + "] must be a Uint8Array");
+      if (!l.IsTypedArray() || l.As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array) ThrowUsage(env, call + ": lengths[" + std::to_string(i) + "] must be a Uint32Array");
       Napi::Uint8Array buffer = b.As<Napi::Uint8Array>();
       Napi::Uint32Array length = l.As<Napi::Uint32Array>();
       slots.push_back(Slot{buffer.Data(), buffer.ByteLength(), length.Data(), static_cast<uint32_t>(length.ElementLength())});
@@ -244,50 +238,18 @@ class FrameWriterWrap : public Napi::ObjectWrap<FrameWriterWrap> {
     tsfn_.Unref(env);  // queued frames alone do not keep the process alive
     DoneTsfn* tsfn = &tsfn_;
     try {
-      writer_ = std::make_unique<Writer>(static_cast<int>(fd), std::move(slots), status_, [tsfn] { tsfn->NonBlockingCall(); });
+      writer_ = std::make_unique<Writer>(fd, std::move(slots), status_, [tsfn] { tsfn->NonBlockingCall(); });
     } catch (const std::exception& e) {
       released_ = true;
       tsfn_.Release();
-      WriterUsage(env, std::string("FrameWriter: cannot start its thread: ") + e.what());
+      ThrowUsage(env, std::string("FrameWriter: cannot start its thread: ") + e.what());
     }
-    env_ = env;
-    if (napi_add_env_cleanup_hook(env, OnEnvCleanup, this) == napi_ok) hooked_ = true;
+    cleanup_.Register(env, this);
   }
 
   ~FrameWriterWrap() {
-    if (hooked_) napi_remove_env_cleanup_hook(env_, OnEnvCleanup, this);
-    hooked_ = false;
+    cleanup_.Unregister();
     Shutdown();
-  }
-
- private:
-  static void OnEnvCleanup(void* arg) {
-    auto* self = static_cast<FrameWriterWrap*>(arg);
-    self->hooked_ = false;
-    self->Shutdown();
-  }
-
-  // submit(slot, count): queues slot `slot` with its first `count` frames.
-  Napi::Value Submit(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    const std::string call = "submit(slot, count)";
-    if (released_) WriterUsage(env, "the frame writer is closed");
-    if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsNumber()) WriterUsage(env, call + ": two numbers");
-    double slot = info[0].As<Napi::Number>().DoubleValue();
-    double count = info[1].As<Napi::Number>().DoubleValue();
-    if (!(slot >= 0 && slot < slot_count_) || slot != static_cast<double>(static_cast<uint32_t>(slot))) WriterUsage(env, call + ": no such slot");
-    uint32_t k = static_cast<uint32_t>(slot);
-    if (!(count >= 0 && count <= max_counts_[k]) || count != static_cast<double>(static_cast<uint32_t>(count))) {
-      WriterUsage(env, call + ": count must be an integer from 0 to the slot's lengths");
-    }
-    if (__atomic_load_n(&status_[k * kStatusWords], __ATOMIC_ACQUIRE) == kSlotQueued) WriterUsage(env, call + ": the slot is still queued");
-    writer_->Submit(k, static_cast<uint32_t>(count));
-    return env.Undefined();
-  }
-
-  Napi::Value Close(const Napi::CallbackInfo& info) {
-    Shutdown();
-    return info.Env().Undefined();
   }
 
   // Joins the thread first (it may still read the slots), then lets the slots go.
@@ -302,6 +264,31 @@ class FrameWriterWrap : public Napi::ObjectWrap<FrameWriterWrap> {
     for (auto& r : refs_) r.Reset();
   }
 
+ private:
+
+  // submit(slot, count): queues slot `slot` with its first `count` frames.
+  Napi::Value Submit(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const std::string call = "submit(slot, count)";
+    if (released_) ThrowUsage(env, "the frame writer is closed");
+    if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsNumber()) ThrowUsage(env, call + ": two numbers");
+    double slot = info[0].As<Napi::Number>().DoubleValue();
+    double count = info[1].As<Napi::Number>().DoubleValue();
+    if (!(slot >= 0 && slot < slot_count_) || slot != static_cast<double>(static_cast<uint32_t>(slot))) ThrowUsage(env, call + ": no such slot");
+    uint32_t k = static_cast<uint32_t>(slot);
+    if (!(count >= 0 && count <= max_counts_[k]) || count != static_cast<double>(static_cast<uint32_t>(count))) {
+      ThrowUsage(env, call + ": count must be an integer from 0 to the slot's lengths");
+    }
+    if (__atomic_load_n(&status_[k * kStatusWords], __ATOMIC_ACQUIRE) == kSlotQueued) ThrowUsage(env, call + ": the slot is still queued");
+    writer_->Submit(k, static_cast<uint32_t>(count));
+    return env.Undefined();
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    Shutdown();
+    return info.Env().Undefined();
+  }
+
   std::unique_ptr<Writer> writer_;
   std::vector<Napi::ObjectReference> refs_;
   std::vector<uint32_t> max_counts_;
@@ -311,8 +298,7 @@ class FrameWriterWrap : public Napi::ObjectWrap<FrameWriterWrap> {
   WriterContext* ctx_ = nullptr;
   DoneTsfn tsfn_;
   bool released_ = false;
-  napi_env env_ = nullptr;
-  bool hooked_ = false;
+  EnvCleanupHook<FrameWriterWrap> cleanup_;
 };
 
 }  // namespace

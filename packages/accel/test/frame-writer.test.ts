@@ -9,6 +9,7 @@ import { closeSync, constants, mkdtempSync, openSync, readSync, writeSync } from
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { describeChild, runChild } from './helpers/child.js';
 import {
   AccelUsageError,
   createFrameWriter,
@@ -172,5 +173,17 @@ async function until(cond: () => boolean): Promise<void> {
     expect(() => writer.submit(0, 1)).toThrow(AccelUsageError);
     writer.close(); // idempotent
     closeSync(fd);
+  });
+
+  it('a writer busy on EAGAIN when its program ends or its worker is terminated is stopped and joined (environment cleanup)', () => {
+    for (const scenario of ['main-end', 'terminate']) {
+      const r = runChild('frame-writer-teardown.mjs', [scenario]);
+      expect(r.signal, describeChild(r)).toBeNull();
+      expect(r.status, describeChild(r)).toBe(0);
+      // The worker may end by itself before terminate() (nothing keeps its loop alive): either way its environment goes.
+      const json = r.json as { workerExit?: number; queued: boolean };
+      expect(json.queued, describeChild(r)).toBe(true);
+      if (scenario === 'terminate') expect([0, 1], describeChild(r)).toContain(json.workerExit);
+    }
   });
 });
