@@ -87,6 +87,8 @@ class ThreadTx implements TxPath {
   private readonly queued: number[] = [];
   private readonly free: number[] = [];
   private readonly held: Uint8Array[] = [];
+  /** Frames submitted per slot (what the writer's result is measured against). */
+  private readonly submitted: number[];
   private flushQueued = false;
   private full = false;
   private closed = false;
@@ -103,6 +105,7 @@ class ThreadTx implements TxPath {
     private readonly slots: { buffer: Uint8Array; lengths: Uint32Array }[],
   ) {
     for (let k = slots.length - 1; k > 0; k--) this.free.push(k);
+    this.submitted = slots.map(() => 0);
     this.maxFrames = slots[0].lengths.length;
     this.maxBytes = slots[0].buffer.length;
   }
@@ -147,6 +150,7 @@ class ThreadTx implements TxPath {
   /** Queues the filling slot for the writer and takes a free one (after reclaiming finished slots). */
   private submit(): void {
     this.writer.submit(this.filling, this.count);
+    this.submitted[this.filling] = this.count;
     this.queued.push(this.filling);
     this.count = 0;
     this.bytes = 0;
@@ -170,6 +174,8 @@ class ThreadTx implements TxPath {
       const slot = this.queued.shift()!;
       const r = this.writer.take(slot);
       countWrites(this.ctx, r.consumed, r.failed, r.errno);
+      // Frames the writer gave up on (closed while waiting out EAGAIN) are dropped.
+      this.ctx.stats.writeDrops += this.submitted[slot] - r.consumed;
       this.free.push(slot);
     }
   }
