@@ -38,9 +38,11 @@ constexpr uint32_t kStatusWords = 4;
 constexpr uint32_t kMaxSlots = 64;
 // How long one poll for POLLOUT waits before the stop flag is looked at again.
 constexpr int kPollMs = 50;
-// After a batch, the thread naps this long up to kNaps times before it sleeps until woken.
+// After a batch of at least kBusyBatch frames (busy traffic), the thread naps this long up to
+// kNaps times before it sleeps until woken; after a smaller one (a quiet link) it sleeps at once.
 constexpr useconds_t kNapUs = 50;
 constexpr int kNaps = 40;
+constexpr uint32_t kBusyBatch = 32;
 
 struct Slot {
   const uint8_t* data;
@@ -89,18 +91,18 @@ class Writer {
 
  private:
   void Loop() {
-    int naps = 0;
+    int naps_left = 0;
     for (;;) {
       uint32_t slot;
       {
         std::unique_lock<std::mutex> lock(mutex_);
-        if (queue_.empty() && !stopping_ && naps < kNaps) {
+        if (queue_.empty() && !stopping_ && naps_left > 0) {
           // Busy traffic: nap instead of sleeping on the condition variable, so the JS thread's
           // next submit finds this thread awake and need not wake it (a wake-up costs the JS
           // thread an IPI, and often its CPU: the woken thread tends to land there).
           lock.unlock();
           usleep(kNapUs);
-          naps++;
+          naps_left--;
           continue;
         }
         sleeping_ = true;
@@ -110,8 +112,8 @@ class Writer {
         slot = queue_.front();
         queue_.pop_front();
       }
-      naps = 0;
       WriteSlot(slot);
+      naps_left = slots_[slot].count >= kBusyBatch ? kNaps : 0;
       notify_();
     }
   }
