@@ -1,5 +1,6 @@
 #include "eventfd_watcher.h"
 
+#include <pthread.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -61,6 +62,7 @@ std::vector<int> EventfdWatcher::TakeReady() {
 }
 
 void EventfdWatcher::Loop() {
+  pthread_setname_np(pthread_self(), "hvemu-epoll");  // for top -H, /proc/*/task/*/comm
   epoll_event events[32];
   for (;;) {
     int n = epoll_wait(epoll_fd_, events, 32, -1);

@@ -15,6 +15,7 @@
 #include "napi_util.h"
 
 #include <poll.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -91,6 +92,7 @@ class Writer {
 
  private:
   void Loop() {
+    pthread_setname_np(pthread_self(), "hvemu-frames");  // for top -H, /proc/*/task/*/comm
     int naps_left = 0;
     for (;;) {
       uint32_t slot;

@@ -5,13 +5,14 @@
  * /dev/null; every misuse a typed AccelUsageError, never a crash.
  */
 import { execFileSync } from 'node:child_process';
-import { closeSync, constants, mkdtempSync, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, constants, mkdtempSync, openSync, readdirSync, readFileSync, readSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { describeChild, runChild } from './helpers/child.js';
 import {
   AccelUsageError,
+  createFdWatcher,
   createFrameWriter,
   FRAME_SLOT_DONE,
   FRAME_SLOT_IDLE,
@@ -184,6 +185,27 @@ async function until(cond: () => boolean): Promise<void> {
       const json = r.json as { workerExit?: number; queued: boolean };
       expect(json.queued, describeChild(r)).toBe(true);
       if (scenario === 'terminate') expect([0, 1], describeChild(r)).toContain(json.workerExit);
+    }
+  });
+
+  it('names its thread (hvemu-frames), as the fd watcher names its own (hvemu-epoll), for top -H and /proc', async () => {
+    const threadNames = (): string[] =>
+      readdirSync('/proc/self/task').map((t) => {
+        try {
+          return readFileSync(`/proc/self/task/${t}/comm`, 'utf8').trim();
+        } catch {
+          return ''; // the thread ended meanwhile
+        }
+      });
+    const fd = openSync('/dev/null', 'w');
+    const writer = createFrameWriter(fd, slots(1), () => {})!;
+    const watcher = createFdWatcher(() => {});
+    try {
+      await until(() => threadNames().includes('hvemu-frames') && threadNames().includes('hvemu-epoll'));
+    } finally {
+      writer.close();
+      watcher.close();
+      closeSync(fd);
     }
   });
 });
