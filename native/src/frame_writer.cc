@@ -114,8 +114,10 @@ class Writer {
         slot = queue_.front();
         queue_.pop_front();
       }
+      // Read before WriteSlot publishes DONE: from then on the JS thread may submit the slot again.
+      bool busy = slots_[slot].count >= kBusyBatch;
       WriteSlot(slot);
-      naps_left = slots_[slot].count >= kBusyBatch ? kNaps : 0;
+      naps_left = busy ? kNaps : 0;
       notify_();
     }
   }
