@@ -5,6 +5,7 @@
 #include "frame_io.h"
 
 #include "napi_util.h"
+#include "packed_write.h"
 
 #include <unistd.h>
 
@@ -83,25 +84,10 @@ Napi::Value WriteFrames(const Napi::CallbackInfo& info) {
   uint64_t total = 0;
   for (uint32_t i = 0; i < count; i++) total += lengths[i];
   if (total > buffer.ByteLength()) ThrowUsage(env, std::string(call) + ": the lengths add up to more than the buffer");
-  const uint8_t* base = buffer.Data();
-  size_t at = 0;
-  int32_t failed = 0;
-  int32_t last_errno = 0;
-  uint32_t done = 0;
-  while (done < count) {
-    ssize_t n = write(fd, base + at, lengths[done]);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN) break;
-      failed++;
-      last_errno = errno;
-    }
-    at += lengths[done];
-    done++;
-  }
-  status[0] = failed;
-  status[1] = last_errno;
-  return Napi::Number::New(env, done);
+  PackedWriteResult r = WritePacked(fd, buffer.Data(), buffer.ByteLength(), lengths.Data(), count, [] { return false; });
+  status[0] = r.failed;
+  status[1] = r.last_errno;
+  return Napi::Number::New(env, r.consumed);
 }
 
 }  // namespace

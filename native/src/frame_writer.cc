@@ -13,6 +13,7 @@
 #include "frame_writer.h"
 
 #include "napi_util.h"
+#include "packed_write.h"
 
 #include <poll.h>
 #include <pthread.h>
@@ -125,35 +126,11 @@ class Writer {
   void WriteSlot(uint32_t index) {
     const Slot& s = slots_[index];
     int32_t* st = &status_[index * kStatusWords];
-    size_t at = 0;
-    uint32_t done = 0;
-    int32_t failed = 0;
-    int32_t last_errno = 0;
-    while (done < s.count) {
-      uint32_t length = s.lengths[done];
-      // JS owns the lengths: one that reaches past the buffer ends the batch (refused, counted).
-      if (length > s.bytes - at) {
-        failed += static_cast<int32_t>(s.count - done);
-        last_errno = EINVAL;
-        done = s.count;
-        break;
-      }
-      ssize_t n = write(fd_, s.data + at, length);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN) {
-          if (WaitWritable()) continue;
-          break;  // stopping: the rest is not consumed
-        }
-        failed++;
-        last_errno = errno;
-      }
-      at += length;
-      done++;
-    }
-    st[1] = static_cast<int32_t>(done);
-    st[2] = failed;
-    st[3] = last_errno;
+    // EAGAIN: wait for room on this thread; once stopping, the rest is not consumed.
+    PackedWriteResult r = WritePacked(fd_, s.data, s.bytes, s.lengths, s.count, [this] { return WaitWritable(); });
+    st[1] = static_cast<int32_t>(r.consumed);
+    st[2] = r.failed;
+    st[3] = r.last_errno;
     __atomic_store_n(&st[0], kSlotDone, __ATOMIC_RELEASE);
   }
 
