@@ -91,14 +91,20 @@ export class SendBuffer {
   }
 
   /**
-   * The same bytes as a plain view when the buffer is contiguous in host memory (else null:
-   * use section()). The lease is checked here, so a view is only made while the GPADL lives;
-   * the caller uses it within the packet's synchronous handling only.
+   * Where section `index` starts in the plain view of the whole buffer (flatBytes), when the
+   * buffer is contiguous in host memory; -1 when it is not (use section()) or the guest named a
+   * section that is not there. The lease is checked here, so the view is only used while the
+   * GPADL lives; the caller uses it within the packet's synchronous handling only.
    */
-  sectionView(index: number, length: number): Uint8Array | null {
-    if (!this.flat || !(index >= 0 && index < this.count) || length > this.sectionSize) return null;
+  sectionStart(index: number, length: number): number {
+    if (!this.flat || !(index >= 0 && index < this.count) || length > this.sectionSize) return -1;
     this.data.assertLive();
-    return new Uint8Array(this.flat.buffer, this.flat.byteOffset + index * this.sectionSize, length);
+    return index * this.sectionSize;
+  }
+
+  /** The whole buffer as one plain view, or null when its pages are not contiguous in host memory. */
+  get flatBytes(): Uint8Array | null {
+    return this.flat;
   }
 }
 
@@ -110,28 +116,44 @@ export class SendBuffer {
  */
 export class TxSource {
   private readonly parts: GuestData[] = [];
-  /** Set instead of parts when the bytes are one plain view (a section of a contiguous send buffer). */
+  /**
+   * Set instead of parts when the bytes are one plain view: [flatBase, flatBase + length) of
+   * `flat` (a section of a contiguous send buffer, in the view of the whole buffer, so a packet
+   * costs no view of its own).
+   */
   private flat: Uint8Array | null = null;
+  private base = 0;
   length = 0;
 
   reset(first: GuestData | null, second: GuestData | null): void {
     this.parts.length = 0;
     this.flat = null;
+    this.base = 0;
     this.length = 0;
     this.add(first);
     this.add(second);
   }
 
-  /** The bytes as one plain view (guest memory: read each field once), or null when they are in parts. */
+  /**
+   * The plain view the bytes are in, from flatBase on (guest memory: read each field once), or
+   * null when they are in parts.
+   */
   get flatView(): Uint8Array | null {
     return this.flat;
   }
 
-  /** The bytes are `view` alone. */
-  resetFlat(view: Uint8Array): void {
+  /** Where the bytes start in flatView. */
+  get flatBase(): number {
+    return this.base;
+  }
+
+  /** The bytes are [base, base + length) of `view` alone. */
+  resetFlat(view: Uint8Array, base = 0, length = view.length - base): void {
+    checkFlatRange(view, base, length);
     this.parts.length = 0;
     this.flat = view;
-    this.length = view.length;
+    this.base = base;
+    this.length = length;
   }
 
   private add(part: GuestData | null): void {
@@ -144,8 +166,9 @@ export class TxSource {
   read(offset: number, target: Uint8Array, length: number): void {
     const flat = this.flat;
     if (flat) {
-      checkFlatRange(flat, offset, length);
-      for (let i = 0; i < length; i++) target[i] = flat[offset + i]; // short headers: a loop beats set() on a fresh subarray
+      this.checkRange(offset, length);
+      const from = this.base + offset;
+      for (let i = 0; i < length; i++) target[i] = flat[from + i]; // short headers: a loop beats set() on a fresh subarray
       return;
     }
     let done = 0;
@@ -159,8 +182,14 @@ export class TxSource {
   view(offset: number, length: number): Uint8Array | null {
     const flat = this.flat;
     if (!flat) return null;
-    checkFlatRange(flat, offset, length);
-    return new Uint8Array(flat.buffer, flat.byteOffset + offset, length);
+    this.checkRange(offset, length);
+    return new Uint8Array(flat.buffer, flat.byteOffset + this.base + offset, length);
+  }
+
+  /** Callers validated the range against the message already: a miss here is a bug, not guest input. */
+  private checkRange(offset: number, length: number): void {
+    if (!(offset >= 0 && length >= 0 && offset + length <= this.length))
+      throw new RangeError(`tx bytes [${offset}, +${length}) outside ${this.length}`);
   }
 
   /** Zero-copy views of [offset, offset + length), appended to `out`. */
@@ -194,7 +223,6 @@ function contiguousView(data: GuestData): Uint8Array | null {
   return views.length === 1 ? views[0] : null;
 }
 
-/** Callers validated the range against the message already: a miss here is a bug, not guest input. */
 function checkFlatRange(flat: Uint8Array, offset: number, length: number): void {
   if (!(offset >= 0 && length >= 0 && offset + length <= flat.length))
     throw new RangeError(`tx bytes [${offset}, +${length}) outside ${flat.length}`);

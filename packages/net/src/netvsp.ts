@@ -614,9 +614,9 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
     const size = p.u32(p.payloadOffset + 12);
     // The common case: whole messages in one section of a send buffer contiguous in host memory.
     if (index !== NETVSC_INVALID_INDEX && p.type !== VM_PKT_DATA_USING_GPA_DIRECT) {
-      const view = s.send?.sectionView(index, size) ?? null;
-      if (view) {
-        this.txSource.resetFlat(view);
+      const start = s.send?.sectionStart(index, size) ?? -1;
+      if (start >= 0) {
+        this.txSource.resetFlat(s.send!.flatBytes!, start, size);
         return this.rndisMessages(q);
       }
     }
@@ -651,12 +651,13 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
     // once (the guest may rewrite them meanwhile: only the values read are used). Else copied.
     const flat = src.flatView;
     const head = flat ?? this.scratch;
+    const base = src.flatBase;
     let at = 0;
     while (at < src.length) {
       if (src.length - at < RNDIS_HEADER_SIZE) return this.rndisFault('short');
       if (!flat) src.read(at, this.scratch, RNDIS_HEADER_SIZE);
-      const type = u32(head, flat ? at : 0);
-      const msgLen = u32(head, flat ? at + 4 : 4);
+      const type = u32(head, flat ? base + at : 0);
+      const msgLen = u32(head, flat ? base + at + 4 : 4);
       if (msgLen < RNDIS_HEADER_SIZE || msgLen > src.length - at) return this.rndisFault('bad-length');
       const status = type === RNDIS_MSG_PACKET ? this.dataMessage(at, msgLen) : this.controlMessage(q, at, msgLen);
       if (status !== NVSP_STAT_SUCCESS) return status;
@@ -681,7 +682,9 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
     if (msgLen < RNDIS_PACKET_HEADER_SIZE) return this.rndisFault('short');
     const flat = src.flatView;
     if (!flat) src.read(at, this.scratch, RNDIS_PACKET_HEADER_SIZE);
-    const fault = flat ? parseRndisPacket(flat, msgLen, this.layout, at) : parseRndisPacket(this.scratch, msgLen, this.layout);
+    const fault = flat
+      ? parseRndisPacket(flat, msgLen, this.layout, src.flatBase + at)
+      : parseRndisPacket(this.scratch, msgLen, this.layout);
     if (fault) return this.rndisFault(fault);
     const { dataOffset, dataLength, ppiOffset, ppiLength } = this.layout;
     let vlan = -1;
@@ -717,7 +720,7 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
       // The backend copies the bytes straight from the section: no view, no segment list.
       this.stats.txFrames++;
       this.stats.txBytes += length;
-      if (!this.backend.sendFrom(flat, offset, length)) this.txBlocked = true;
+      if (!this.backend.sendFrom(flat, this.txSource.flatBase + offset, length)) this.txBlocked = true;
       return;
     }
     // One contiguous view (a section of a contiguous send buffer): no segment list to build.
@@ -759,7 +762,7 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
   /** SEND_RNDIS_PKT_COMPLETE: written at once when the ring has room (no promise per packet), else queued in order. */
   private completeTx(q: Queue, p: PacketView, status: number): void {
     const c = this.txCompletion;
-    c.transactionId = p.transactionId;
+    c.transactionId = p.transactionIdEcho;
     c.payload = this.txComplete[status === NVSP_STAT_SUCCESS ? 0 : status === NVSP_STAT_FAIL ? 1 : 2];
     if (!q.channel.queue.trySend(c)) void q.channel.queue.send(c).catch(() => {});
   }

@@ -139,6 +139,23 @@ describe('netvsp against a hostile guest', () => {
     await stillWorks(sim);
   });
 
+  it('a message is read within the bytes its send names, never on into the rest of the send buffer', async () => {
+    const sim = await nicSim();
+    const info = await sim.guest.connect();
+    const frame = ethernetFrame(PEER_MAC, GUEST_MAC, 150, (i) => i & 0xff);
+    const message = rndisDataMessage(frame);
+    const sendGpa = (sim.guest as unknown as { sendGpa: number }).sendGpa;
+    sim.memory.write(sendGpa + 2 * info.sendSectionSize, message);
+    // The send names fewer bytes than the message's msg_len: refused, though the buffer goes on.
+    expect(await rawRndisPacket(sim, 2, message.length - 1)).toBe(NVSP_STAT_INVALID_RNDIS_PKT);
+    expect(sim.peerSink.frames).toEqual([]);
+    // The same bytes named whole: sent.
+    expect(await rawRndisPacket(sim, 2, message.length)).toBe(NVSP_STAT_SUCCESS);
+    expect(sim.peerSink.frames.length).toBe(1);
+    expect(sameBytes(sim.peerSink.frames[0], frame)).toBe(true);
+    await stillWorks(sim);
+  });
+
   it('page buffers outside guest RAM: NVSP_STAT_FAIL, counted, nothing touched', async () => {
     const sim = await nicSim();
     await sim.guest.connect();

@@ -47,6 +47,32 @@ describe('wire structures', () => {
   });
 });
 
+describe('trans_id', () => {
+  it('reads back as a bigint, a number when safe (else NaN), and an echo value that round-trips unchanged', () => {
+    fc.assert(
+      fc.property(
+        fc.oneof(fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }), fc.constantFrom(0n, 2n ** 32n, 2n ** 53n - 1n, 2n ** 53n, 2n ** 64n - 1n)),
+        (tid) => {
+          const t = createTestRing({ dataSize: 256 });
+          expect(t.writer.write({ type: VM_PKT_COMP, transactionId: tid })).toBe(true);
+          let echo: number | bigint = -1;
+          t.reader.readBatch((p) => {
+            expect(p.transactionId).toBe(tid);
+            const safe = tid <= BigInt(Number.MAX_SAFE_INTEGER);
+            expect(p.transactionIdNumber).toBe(safe ? Number(tid) : NaN);
+            echo = p.transactionIdEcho;
+            expect(typeof echo).toBe(safe ? 'number' : 'bigint');
+          });
+          // The echo written into a completion carries the same 64 bits.
+          expect(t.writer.write({ type: VM_PKT_COMP, transactionId: echo })).toBe(true);
+          t.reader.readBatch((p) => expect(p.transactionId).toBe(tid));
+        },
+      ),
+      { numRuns: fuzzRuns(300) },
+    );
+  });
+});
+
 describe('ring model (fast-check, model-based)', () => {
   it('agrees with the reference model on every write, read, peek, mask and signal', () => {
     fc.assert(ringModelProperty(ringGeometry()), { numRuns: fuzzRuns(300) });

@@ -204,6 +204,8 @@ interface GuestQueue {
 
 const NO_ID = 0;
 const NO_PPIS: readonly number[] = [];
+/** Transaction IDs from here on name a send-buffer section; the others (requests, page-buffer sends) stay below. */
+const SECTION_TID = 0x4000_0000;
 
 export class NetvscClient {
   info!: NetvscInfo;
@@ -230,8 +232,12 @@ export class NetvscClient {
   /** The send buffer as one view when it is contiguous in host memory (the data path writes it directly). */
   private sendView: Uint8Array | null = null;
   private freeSections: number[] = [];
-  /** Send-buffer section per outstanding transaction. */
-  private readonly sectionOf = new Map<number, number>();
+  /**
+   * Sends through a section carry the transaction ID SECTION_TID + section (a section is out
+   * once at a time, as Linux's send_buf_index): the completion names its section without a
+   * lookup table. sectionOut marks the sections out, so a completion for a free one is refused.
+   */
+  private sectionOut = new Uint8Array(0);
   private readonly layout = new RndisPacketLayout();
   // Reused on the data path: the ring copies each packet as it is written.
   private readonly header = new Uint8Array(RNDIS_HEADER_SIZE + 36 + 8 * 16);
@@ -376,6 +382,7 @@ export class NetvscClient {
     info.sendSectionSize = m.section_size;
     info.sendSections = Math.floor((pages * PAGE_SIZE) / m.section_size);
     this.freeSections = Array.from({ length: info.sendSections }, (_, i) => info.sendSections - 1 - i);
+    this.sectionOut = new Uint8Array(info.sendSections);
   }
 
   private async rndisInit(info: NetvscInfo): Promise<void> {
@@ -586,14 +593,20 @@ export class NetvscClient {
   }
 
   /** SEND_RNDIS_PKT naming `length` bytes of `section` (one reused payload: the ring copies it). */
+  /** A transaction ID for a request or a page-buffer send: below SECTION_TID, wrapping back to 1. */
+  private takeTid(): number {
+    const tid = this.nextTid;
+    this.nextTid = tid + 1 === SECTION_TID ? 1 : tid + 1;
+    return tid;
+  }
+
   private postSection(q: GuestQueue, section: number, length: number): boolean {
-    const tid = this.nextTid++;
     const dv = this.sectionPayloadView;
     dv.setUint32(8, section, true);
     dv.setUint32(12, length, true);
-    this.sectionPacket.transactionId = tid;
+    this.sectionPacket.transactionId = SECTION_TID + section;
     if (!q.channel.rings.outbound.write(this.sectionPacket)) return false;
-    this.sectionOf.set(tid, section);
+    this.sectionOut[section] = 1;
     return true;
   }
 
@@ -658,13 +671,13 @@ export class NetvscClient {
     this.opts.memory.write(at + headerLength, first);
     writeRndisPacketHeader(this.headerView, 0, second.length, NO_PPIS);
     this.opts.memory.write(at + firstLength, this.header.subarray(0, headerLength));
-    const tid = this.nextTid++;
+    const tid = SECTION_TID + section;
     const ok = this.postPageBuffers(q, tid, this.writePageBuffers(q, second), NVSP_RNDIS_CHANNEL_DATA, section, sectionLength);
     if (!ok) {
       this.freeSections.push(section);
       return false;
     }
-    this.sectionOf.set(tid, section);
+    this.sectionOut[section] = 1;
     q.txBusy = tid;
     return true;
   }
@@ -684,7 +697,7 @@ export class NetvscClient {
   /** The message in this queue's page-buffer pages, described one PFN per range as Linux's page buffers are. */
   private sendViaPages(q: GuestQueue, message: Uint8Array, channelType: number): boolean {
     if (q.txBusy !== null || message.length > q.txPfns.length * PAGE_SIZE) return false;
-    const tid = this.nextTid++;
+    const tid = this.takeTid();
     const ok = this.postPageBuffers(q, tid, this.writePageBuffers(q, message), channelType, NETVSC_INVALID_INDEX, 0);
     if (ok) q.txBusy = tid;
     return ok;
@@ -762,10 +775,10 @@ export class NetvscClient {
   private onCompletion(q: GuestQueue, p: PacketView): void {
     const tid = p.transactionIdNumber;
     if (q.txBusy === tid) q.txBusy = null;
-    const section = this.sectionOf.get(tid);
-    if (section !== undefined) {
+    const section = tid - SECTION_TID;
+    if (section >= 0 && section < this.sectionOut.length && this.sectionOut[section] === 1) {
       // A data send's completion: its section is free again (the status is not looked at, as Linux).
-      this.sectionOf.delete(tid);
+      this.sectionOut[section] = 0;
       this.freeSections.push(section);
       return;
     }
@@ -869,7 +882,7 @@ export class NetvscClient {
 
   /** An NVSP request with completion requested; resolves with the host's completion message. */
   async request(q: GuestQueue, payload: Uint8Array): Promise<NvspHostMessage | null> {
-    const tid = this.nextTid++;
+    const tid = this.takeTid();
     await this.until(() =>
       q.channel.rings.outbound.write({
         type: VM_PKT_DATA_INBAND,

@@ -81,6 +81,13 @@ export class PacketView {
   get transactionId(): bigint {
     return (BigInt(this.transactionIdHigh) << 32n) | BigInt(this.transactionIdLow);
   }
+  /**
+   * trans_id to echo back in a completion: a number when it is a safe integer (the guests'
+   * request ids; no allocation), else the bigint.
+   */
+  get transactionIdEcho(): number | bigint {
+    return this.transactionIdHigh < 0x20_0000 ? this.transactionIdHigh * TWO_POW_32 + this.transactionIdLow : this.transactionId;
+  }
   /** trans_id as a number when it is a safe integer (the guest's small request ids), else NaN. */
   get transactionIdNumber(): number {
     return this.transactionIdHigh < 0x20_0000 ? this.transactionIdHigh * TWO_POW_32 + this.transactionIdLow : NaN;
