@@ -7,7 +7,7 @@ import { HvemuError, MonotonicClock } from '@hvemu/common';
 import { TraceRecorder } from '@hvemu/trace';
 import { startControlServer } from './control.js';
 import type { IcDevice, ShutdownService } from '@hvemu/util';
-import { defaultDevices, deviceTraceHeader, describeCpuidDifferences, LinuxVm, type LinuxVmEnd, type NicSpec } from '@hvemu/vm';
+import { defaultDevices, deviceTraceHeader, describeCpuidDifferences, LinuxVm, nicsOf, type LinuxVmEnd, type NicSpec } from '@hvemu/vm';
 
 /** A file named on the command line that cannot be read. */
 export class RunInputError extends HvemuError {
@@ -107,6 +107,7 @@ export async function runLinux(o: RunOptions): Promise<number> {
     // register); after the VM is built, so unusable input fails first, in one line.
     for (const line of describeCpuidDifferences((await LinuxVm.probeCpuid()).differences)) o.log(`hvemu run: warning: cpuid: ${line}`);
     o.log(`hvemu run: ${vm.boot.kind === 'pvh' ? 'PVH vmlinux' : 'bzImage'}, ${o.memoryBytes >> 20} MiB, ${o.cpus} vCPU(s)`);
+    for (const line of describeNics(vm, o.nics ?? [])) o.log(`hvemu run: ${line}`);
     const stopRequests = onStopRequests(vm, o.signals ?? process, o.log);
     const control = o.control
       ? await startControlServer(
@@ -130,6 +131,18 @@ export async function runLinux(o: RunOptions): Promise<number> {
       o.log(`hvemu run: trace: ${recorder.eventsRecorded} events written to ${o.trace}`);
     }
   }
+}
+
+/**
+ * One line per NIC with the MAC its device holds (what the guest's OID_802_3_PERMANENT_ADDRESS
+ * query gets), read back from the device rather than the command line, and its TAP.
+ */
+function describeNics(vm: LinuxVm, specs: readonly NicSpec[]): string[] {
+  return nicsOf(vm.vm).map((nic, i) => {
+    const mac = [...nic.mac].map((b) => b.toString(16).padStart(2, '0')).join(':');
+    const tap = specs[i]?.tap;
+    return `nic${i}: MAC ${mac}${tap === undefined ? '' : `, TAP ${tap}`}`;
+  });
 }
 
 function describeEnd(end: LinuxVmEnd): string {

@@ -6,7 +6,7 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KvmPartition } from '@hvemu/accel';
 import { createPortPair, tapUnavailableReason } from '@hvemu/net';
 import { parseSize, runLinux } from '../src/run.js';
@@ -21,6 +21,35 @@ function hvemu(args: string[]): Promise<{ code: number; stdout: string; stderr: 
       resolve({ code: error ? ((error as { code?: number }).code ?? -1) : 0, stdout, stderr }),
     );
   });
+}
+
+function ipUnavailable(): string | null {
+  try {
+    execFileSync('ip', ['-V'], { stdio: 'ignore' });
+    return null;
+  } catch {
+    return 'the ip command (iproute2) is missing';
+  }
+}
+
+/** Why the TAP tests cannot run here, decided up front: they are skipped saying so, never passed without asserting. */
+const tapReason = tapUnavailableReason() ?? ipUnavailable();
+const skipNote = tapReason ? ` [skipped: ${tapReason}]` : '';
+/** The TAP tests' own network namespace: their TAPs live and die with it. */
+const ns = `hvemu-cli-${process.pid}`;
+
+/** hvemu inside the tests' network namespace (its TAPs are created there). */
+function hvemuInNs(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile('ip', ['netns', 'exec', ns, 'node', MAIN, ...args], { encoding: 'utf8' }, (error, stdout, stderr) =>
+      resolve({ code: error ? ((error as { code?: number }).code ?? -1) : 0, stdout, stderr }),
+    );
+  });
+}
+
+/** The `hvemu run: nicN: MAC ..., TAP ...` lines, as [name, mac, tap]. */
+function nicLines(stderr: string): string[][] {
+  return [...stderr.matchAll(/^hvemu run: (nic\d+): MAC ([0-9a-f:]{17})(?:, TAP (\S+))?$/gm)].map((m) => m.slice(1, 4));
 }
 
 /** A PVH "kernel" of raw 32-bit code. */
@@ -216,27 +245,6 @@ const kvm = KvmPartition.probe();
     expect(missing.stderr).toContain('no-b.img');
   });
 
-  it('--net offers one NIC per TAP after the other devices; a name the kernel refuses is exit 2 in one line', async () => {
-    const reason = tapUnavailableReason();
-    if (reason) return console.warn(`skipping --net on a TAP: ${reason}`);
-    const tap = `hvr${process.pid % 1_000_000}`;
-    try {
-      const r = await hvemu(['run', '--kernel', kernelFile('net', '', 0x600, 0x34), '--memory', '64M', '--events', '--net', `tap=${tap}`]);
-      expect(r.code, r.stderr).toBe(0);
-      expect(r.stderr).toMatch(/offered kvp as relid 4\n.*offered nic0 as relid 5/);
-      // `lo` exists and is no TAP: TUNSETIFF says EINVAL.
-      const lo = await hvemu(['run', '--kernel', kernelFile('net-lo', '', 0x600, 0x34), '--memory', '64M', '--net', 'tap=lo']);
-      expect(lo.code).toBe(2);
-      expect(lo.stderr.trim().split('\n')).toEqual([expect.stringContaining('TUNSETIFF lo failed')]);
-    } finally {
-      try {
-        execFileSync('ip', ['link', 'del', tap], { stdio: 'ignore' });
-      } catch {
-        // a non-persistent TAP is gone with its last fd
-      }
-    }
-  });
-
   it('--balloon offers dynamic memory after the other devices; --control takes commands while the guest runs, and goes away with it', async () => {
     const offered = await hvemu(['run', '--kernel', kernelFile('balloon', '', 0x600, 0x34), '--memory', '64M', '--events', '--balloon']);
     expect(offered.code, offered.stderr).toBe(0);
@@ -286,8 +294,8 @@ const kvm = KvmPartition.probe();
     expect(taken.stderr).toContain('the path exists');
   });
 
-  it('runLinux takes an in-process backend for a NIC (tests, embedders): offered as nic0 after the other devices', async () => {
-    const [guestSide, hostSide] = createPortPair();
+  it('runLinux takes in-process backends for NICs (tests, embedders): offered as nic0, nic1 after the other devices, each with its MAC', async () => {
+    const pairs = [createPortPair(), createPortPair()];
     const lines: string[] = [];
     const code = await runLinux({
       kernel: kernelFile('pair', '', 0x600, 0x34),
@@ -295,14 +303,99 @@ const kvm = KvmPartition.probe();
       cpus: 1,
       timeoutSeconds: 60,
       events: true,
-      nics: [{ backend: guestSide, mac: '00:15:5d:00:00:42' }],
+      nics: [
+        { backend: pairs[0][0], mac: '00:15:5d:00:00:42' },
+        { backend: pairs[1][0], mac: '02:00:00:AB:CD:EF' },
+      ],
       signals: new EventEmitter(),
       console: () => {},
       log: (line) => lines.push(line),
     });
     expect(code).toBe(0);
-    expect(lines.join('\n')).toMatch(/offered kvp as relid 4\n.*offered nic0 as relid 5/);
-    hostSide.close();
+    expect(lines.join('\n')).toMatch(/offered kvp as relid 4\n.*offered nic0 as relid 5\n.*offered nic1 as relid 6/);
+    // The MACs the devices hold (lower case: read back from the device, not echoed from the options).
+    expect(nicLines(lines.join('\n'))).toEqual([
+      ['nic0', '00:15:5d:00:00:42', undefined],
+      ['nic1', '02:00:00:ab:cd:ef', undefined],
+    ]);
+    for (const [, hostSide] of pairs) hostSide.close();
+  });
+
+  describe("--net on TAPs, in a network namespace of the test's own", () => {
+    const ip = (...args: string[]): string => execFileSync('ip', args, { encoding: 'utf8' });
+    const addTap = (name: string): string => ip('netns', 'exec', ns, 'ip', 'tuntap', 'add', 'dev', name, 'mode', 'tap');
+
+    beforeAll(() => {
+      if (!tapReason) ip('netns', 'add', ns);
+    });
+    afterAll(() => {
+      // The namespace takes its TAPs with it.
+      if (!tapReason) ip('netns', 'del', ns);
+    });
+
+    it.skipIf(tapReason)(
+      `--net offers one NIC per TAP after the other devices (creating the TAP); a name the kernel refuses is exit 2 in one line${skipNote}`,
+      async () => {
+        const r = await hvemuInNs([
+          'run',
+          '--kernel',
+          kernelFile('net', '', 0x600, 0x34),
+          '--memory',
+          '64M',
+          '--events',
+          '--net',
+          'tap=hvr0',
+        ]);
+        expect(r.code, r.stderr).toBe(0);
+        expect(r.stderr).toMatch(/offered kvp as relid 4\n.*offered nic0 as relid 5/);
+        expect(nicLines(r.stderr)).toEqual([['nic0', '00:15:5d:00:00:01', 'hvr0']]);
+        // `lo` exists (in every namespace) and is no TAP: TUNSETIFF says EINVAL.
+        const lo = await hvemuInNs(['run', '--kernel', kernelFile('net-lo', '', 0x600, 0x34), '--memory', '64M', '--net', 'tap=lo']);
+        expect(lo.code).toBe(2);
+        expect(lo.stderr.trim().split('\n')).toEqual([expect.stringContaining('TUNSETIFF lo failed')]);
+      },
+    );
+
+    it.skipIf(tapReason)(`two --net options: nic0 and nic1, each on its TAP, with distinct default MACs${skipNote}`, async () => {
+      addTap('hvra');
+      addTap('hvrb');
+      const r = await hvemuInNs([
+        'run',
+        '--kernel',
+        kernelFile('net2', '', 0x600, 0x34),
+        '--memory',
+        '64M',
+        '--events',
+        '--net',
+        'tap=hvra',
+        '--net',
+        'tap=hvrb',
+      ]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).toMatch(/offered kvp as relid 4\n.*offered nic0 as relid 5\n.*offered nic1 as relid 6/);
+      const nics = nicLines(r.stderr);
+      expect(nics).toEqual([
+        ['nic0', '00:15:5d:00:00:01', 'hvra'],
+        ['nic1', '00:15:5d:00:00:02', 'hvrb'],
+      ]);
+      expect(new Set(nics.map((n) => n[1])).size).toBe(2);
+    });
+
+    it.skipIf(tapReason)(`--net tap=NAME,mac=MAC: the NIC's device holds that MAC${skipNote}`, async () => {
+      addTap('hvrc');
+      const r = await hvemuInNs([
+        'run',
+        '--kernel',
+        kernelFile('net-mac', '', 0x600, 0x34),
+        '--memory',
+        '64M',
+        '--net',
+        'tap=hvrc,mac=02:AB:cd:00:10:7E',
+      ]);
+      expect(r.code, r.stderr).toBe(0);
+      // Upper-case octets given, the device's bytes printed back in lower case: parsed, not echoed.
+      expect(nicLines(r.stderr)).toEqual([['nic0', '02:ab:cd:00:10:7e', 'hvrc']]);
+    });
   });
 
   it('SIGTERM with no shutdown IC to ask stops the guest at once: exit 8', async () => {

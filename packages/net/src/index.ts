@@ -4,10 +4,13 @@ export {
   RndisControl,
   MAX_PKT_PER_MSG,
   MAXIMUM_LIST_SIZE,
+  NETWORK_ADDRESS_PARAMETER,
   PKT_ALIGNMENT_FACTOR,
   RSS_TABLE_ENTRIES,
   type NicIdentity,
   type OffloadRequest,
+  type RndisControlOptions,
+  type RndisControlStats,
   type RndisState,
   type RssState,
 } from './rndis-control.js';

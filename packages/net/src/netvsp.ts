@@ -43,6 +43,7 @@ import {
   nvsp_5_send_indirect_table,
   nvsp_5_subchannel_complete,
   nvsp_message_init_complete,
+  NDIS_CONFIG_IEEE8021Q,
   NVSP_INDIRECTION_TABLE_OFFSET,
   NVSP_MESSAGE_SIZE,
   NVSP_MSG_TYPE_INIT,
@@ -125,8 +126,23 @@ export interface NetvspOptions {
   backend: NetBackend;
   /** 6 bytes, or "aa:bb:cc:dd:ee:ff". */
   mac: Uint8Array | string;
-  /** Default 1500 (68..65521); frames of up to mtu + 14 (+4 with a VLAN tag) pass. */
+  /**
+   * Default 1500 (68..65521); frames of up to mtu + 14 pass, + 4 for one carrying an 802.1Q /
+   * 802.1ad tag (or a guest frame whose VLAN PPI adds one). The guest's NDIS config may lower it for rx.
+   */
   mtu?: number;
+  /**
+   * Default true: to a guest that announced ieee8021q in its NDIS config (Linux always does), a
+   * backend frame with an 802.1Q tag is delivered untagged with the tag in an IEEE_8021Q_INFO
+   * PPI, as Hyper-V's switch delivers a trunk port's frames. False: tags stay in the frame.
+   */
+  rxVlanOffload?: boolean;
+  /**
+   * Default false, as Hyper-V refuses MAC spoofing unless it is enabled: whether the guest may
+   * change its current address (OID_GEN_RNDIS_CONFIG_PARAMETER "NetworkAddress", Linux's
+   * `ip link set address`). The permanent address stays `mac` either way.
+   */
+  allowMacChange?: boolean;
   /** Queues (primary + subchannels) the guest may open for vRSS; default 4, at most 64. */
   maxQueues?: number;
   /** Default 10 Gbit/s. */
@@ -151,6 +167,10 @@ export interface NetvspStats {
   nvspErrors: number;
   /** Guest RNDIS messages refused: lengths, offsets, PPI chains. */
   rndisErrors: number;
+  /** RNDIS control requests answered with an error status (malformed, refused, not initialized). */
+  rndisControlErrors: number;
+  /** RNDIS QUERY/SET of an OID the host does not implement (answered NOT_SUPPORTED). */
+  rndisUnsupportedOids: number;
   /** SEND_RNDIS_PKT naming a send-buffer section that is not there (or past the section). */
   badSections: number;
   /** Packets whose page buffers (GPA ranges) are outside guest RAM. */
@@ -159,6 +179,10 @@ export interface NetvspStats {
   txBadSize: number;
   /** Backend frames dropped: the wrong size, or the guest is not ready, or the packet filter says no. */
   rxBadSize: number;
+  /** Backend frames the host's MTU allows but the guest's (NDIS config) does not: dropped. */
+  rxOverMtu: number;
+  /** Backend frames delivered with their 802.1Q tag moved into an IEEE_8021Q_INFO PPI. */
+  rxVlanOffloaded: number;
   rxNotReady: number;
   rxFiltered: number;
   /** Times a backend frame waited because no receive section (or no ring space) was free. */
@@ -191,7 +215,10 @@ interface Queue {
 interface Session {
   stage: Stage;
   version: number;
-  ndisConfigMtu: number;
+  /** Largest untagged frame the guest takes: the host's, or less after the guest's NDIS config. */
+  rxFrameLimit: number;
+  /** The guest's NDIS config announced ieee8021q: tags go to it as PPIs (with rxVlanOffload). */
+  rxVlanPpi: boolean;
   recv: ReceiveBuffer | null;
   send: SendBuffer | null;
   subchannelsOffered: number;
@@ -207,7 +234,13 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
   private readonly backend: NetBackend;
   private readonly logger: Logger;
   private readonly sendSectionSize: number;
+  /** Largest untagged frame either way (mtu + 14). */
+  private readonly hostFrame: number;
+  /** Largest frame with a tag: what a receive section must hold. */
   private readonly maxFrame: number;
+  private readonly rxVlanOffload: boolean;
+  /** Where a tagged backend frame is copied without its tag (rxVlanOffload). */
+  private readonly rxUntagged: Uint8Array;
   /** Open queues by subchannel index (0 = the primary). */
   private readonly queues: (Queue | undefined)[] = [];
   private session: Session | null = null;
@@ -277,8 +310,11 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
       linkSpeedBps: options.linkSpeedBps ?? 10e9,
       friendlyName: options.friendlyName,
     };
-    this.maxFrame = mtu + ETH_HLEN + VLAN_HLEN;
-    this.rndis = new RndisControl(nic);
+    this.hostFrame = mtu + ETH_HLEN;
+    this.maxFrame = this.hostFrame + VLAN_HLEN;
+    this.rxVlanOffload = options.rxVlanOffload ?? true;
+    this.rxUntagged = new Uint8Array(this.maxFrame);
+    this.rndis = new RndisControl(nic, { stats: this.stats, logger: options.logger, allowMacChange: options.allowMacChange });
     this.rndis.linkUp = options.linkUp ?? true;
     this.backend = options.backend;
     this.logger = options.logger ?? silentLogger;
@@ -303,6 +339,11 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
   /** Transfer-page packets the guest has not completed yet. */
   get receivesInFlight(): number {
     return this.inflight.size;
+  }
+
+  /** Largest untagged frame delivered to the guest now (its NDIS config's MTU or the host's, the smaller). */
+  get rxFrameLimit(): number {
+    return this.session?.rxFrameLimit ?? this.hostFrame;
   }
 
   /** Queues open now (primary and subchannels). */
@@ -344,8 +385,17 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
 
   open(channel: DeviceChannel): void {
     const index = channel.subChannelIndex;
-    if (index === 0) this.session = { stage: 'init', version: 0, ndisConfigMtu: 0, recv: null, send: null, subchannelsOffered: 0 };
-    else if (!this.session || index > this.session.subchannelsOffered)
+    if (index === 0) {
+      this.session = {
+        stage: 'init',
+        version: 0,
+        rxFrameLimit: this.hostFrame,
+        rxVlanPpi: false,
+        recv: null,
+        send: null,
+        subchannelsOffered: 0,
+      };
+    } else if (!this.session || index > this.session.subchannelsOffered)
       throw new HostUsageError(`netvsp: subchannel ${index} was not offered`);
     this.queues[index] = { index, channel, ringBlocked: false, again: null, batch: [], batchLengths: [] };
   }
@@ -435,8 +485,7 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
     }
     switch (m.msg_type) {
       case NVSP_MSG2_TYPE_SEND_NDIS_CONFIG:
-        s.ndisConfigMtu = m.mtu;
-        return;
+        return this.onNdisConfig(s, m.mtu, m.capability);
       case NVSP_MSG1_TYPE_SEND_NDIS_VER:
         // No answer; a guest of NVSP 4+ hears that no VF comes with this NIC.
         if (s.version >= NVSP_PROTOCOL_VERSION_4)
@@ -469,7 +518,8 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
     // The newest version inside the guest's range; Linux asks for one at a time.
     const version = NVSP_PROTOCOL_VERSIONS.find((v) => v >= min && v <= max) ?? 0;
     if (version !== 0) {
-      Object.assign(s, { stage: 'ready', version, recv: null, send: null });
+      // The guest sends its NDIS config again after each INIT (netvsc_init): the old one goes.
+      Object.assign(s, { stage: 'ready', version, recv: null, send: null, rxFrameLimit: this.hostFrame, rxVlanPpi: false });
       this.forgetReceives();
       this.rndis.reset();
       this.rndis.nvspVersion = version;
@@ -484,6 +534,23 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
         status: version === 0 ? NVSP_STAT_FAIL : NVSP_STAT_SUCCESS,
       }),
     );
+  }
+
+  /**
+   * SEND_NDIS_CONFIG's mtu is the guest's MTU + ETH_HLEN (Linux netvsc_init; sent again, in a
+   * new session, when the MTU changes): backend frames longer than that (+ 4 when tagged) are
+   * not delivered. Linux's MTU is at least 68, so a value below 68 + 14 (0 included) is no
+   * guest's: ignored (the limit stays) and counted. A value above the host's frame size (a guest
+   * MTU past the OID_GEN_MAXIMUM_FRAME_SIZE it was told) is clamped to it.
+   */
+  private onNdisConfig(s: Session, value: number, capability: bigint): void {
+    s.rxVlanPpi = this.rxVlanOffload && (capability & NDIS_CONFIG_IEEE8021Q) !== 0n;
+    if (value < NETVSC_MTU_MIN + ETH_HLEN) {
+      this.stats.nvspErrors++;
+      this.logger.debug(`netvsp: NDIS config mtu ${value} ignored`);
+      return;
+    }
+    s.rxFrameLimit = Math.min(value, this.hostFrame);
   }
 
   private onReceiveBuffer(q: Queue, gpadl: number, id: number, tid: bigint): void {
@@ -700,7 +767,7 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
       });
       if (ppiFault) return this.rndisFault(ppiFault);
     }
-    if (dataLength < ETH_HLEN || dataLength > this.maxFrame - (vlan >= 0 ? VLAN_HLEN : 0)) {
+    if (dataLength < ETH_HLEN || (dataLength > this.hostFrame && !this.txTagFits(at + dataOffset, dataLength, vlan))) {
       this.stats.txBadSize++;
       return NVSP_STAT_SUCCESS; // a defined drop: the message was well formed, the frame is not sendable
     }
@@ -711,6 +778,18 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
     frames[n + 2] = vlan;
     this.pendingCount = n + 3;
     return NVSP_STAT_SUCCESS;
+  }
+
+  /**
+   * A guest frame past mtu + 14 passes only with its own 802.1Q / 802.1ad tag, and no VLAN PPI
+   * (that adds a second tag). Read once here: a guest rewriting it later changes only its own frame.
+   */
+  private txTagFits(offset: number, length: number, vlan: number): boolean {
+    if (vlan >= 0 || length > this.hostFrame + VLAN_HLEN) return false;
+    const flat = this.txSource.flatView;
+    if (flat) return isVlanEthertype(flat[this.txSource.flatBase + offset + 12], flat[this.txSource.flatBase + offset + 13]);
+    this.txSource.read(offset + 12, this.scratch, 2);
+    return isVlanEthertype(this.scratch[0], this.scratch[1]);
   }
 
   /** Hands the frame to the backend: zero-copy views, or one copy when a VLAN tag must go in. */
@@ -801,8 +880,12 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
       this.stats.rxNotReady++;
       return true; // dropped: a guest that is not listening must not stall the backend
     }
-    if (frame.length < ETH_HLEN || frame.length > this.maxFrame) {
+    if (frame.length < ETH_HLEN || tooLong(frame, this.hostFrame)) {
       this.stats.rxBadSize++;
+      return true;
+    }
+    if (tooLong(frame, s.rxFrameLimit)) {
+      this.stats.rxOverMtu++;
       return true;
     }
     if (!this.passesFilter(frame)) {
@@ -815,6 +898,11 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
     if (section < 0) return this.refuse();
     this.rxPpis.length = 0;
     if (hash !== null) this.rxPpis.push(NBL_HASH_VALUE, hash);
+    if (s.rxVlanPpi && hasCtag(frame)) {
+      this.rxPpis.push(IEEE_8021Q_INFO, ndisVlanInfo(frame));
+      frame = this.untagged(frame);
+      this.stats.rxVlanOffloaded++;
+    }
     const headerLength = writeRndisPacketHeader(this.rxHeaderView, 0, frame.length, this.rxPpis);
     const base = section * s.recv.sectionSize;
     try {
@@ -831,6 +919,14 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
     this.stats.rxBytes += frame.length;
     this.addToBatch(queue, section, headerLength + frame.length);
     return true;
+  }
+
+  /** `frame` without its 4 tag bytes, in a scratch buffer (valid until the next call). */
+  private untagged(frame: Uint8Array): Uint8Array {
+    const out = this.rxUntagged;
+    out.set(frame.subarray(0, 12), 0);
+    out.set(frame.subarray(12 + VLAN_HLEN), 12);
+    return out.subarray(0, frame.length - VLAN_HLEN);
   }
 
   /** Frames delivered in one burst (the backend's synchronous loop) leave in one packet per queue. */
@@ -982,6 +1078,27 @@ function u32(b: Uint8Array, at: number): number {
   return (b[at] | (b[at + 1] << 8) | (b[at + 2] << 16) | (b[at + 3] << 24)) >>> 0;
 }
 
+/** An 802.1Q customer tag (0x8100) after the MACs: what IEEE_8021Q_INFO carries (802.1ad stays in the frame). */
+function hasCtag(frame: Uint8Array): boolean {
+  return frame.length >= ETH_HLEN + VLAN_HLEN && frame[12] === 0x81 && frame[13] === 0x00;
+}
+
+/** The frame's TCI as ndis_pkt_8021q_info (Linux's bit layout: pri 0-2, cfi 3, vlanid 4-15). */
+function ndisVlanInfo(frame: Uint8Array): number {
+  const tci = (frame[14] << 8) | frame[15];
+  return (tci >>> 13) | (((tci >>> 12) & 1) << 3) | ((tci & 0xfff) << 4);
+}
+
+/** 802.1Q (0x8100) or 802.1ad (0x88a8): the frame carries a 4-byte tag after the MACs. */
+function isVlanEthertype(hi: number, lo: number): boolean {
+  return (hi === 0x81 && lo === 0x00) || (hi === 0x88 && lo === 0xa8);
+}
+
+/** Longer than `limit` (an untagged frame size), with room for one tag when it carries one. */
+function tooLong(frame: Uint8Array, limit: number): boolean {
+  return frame.length > limit && (frame.length > limit + VLAN_HLEN || !isVlanEthertype(frame[12], frame[13]));
+}
+
 /** The frame with an 802.1Q tag (from the guest's IEEE_8021Q_INFO PPI: pri 0-2, cfi 3, vlanid 4-15) after the MACs. */
 function insertVlanTag(src: TxSource, offset: number, length: number, info: number): Uint8Array {
   const out = new Uint8Array(length + VLAN_HLEN);
@@ -1027,10 +1144,14 @@ function newStats(): NetvspStats {
     rxBytes: 0,
     nvspErrors: 0,
     rndisErrors: 0,
+    rndisControlErrors: 0,
+    rndisUnsupportedOids: 0,
     badSections: 0,
     badPageBuffers: 0,
     txBadSize: 0,
     rxBadSize: 0,
+    rxOverMtu: 0,
+    rxVlanOffloaded: 0,
     rxNotReady: 0,
     rxFiltered: 0,
     rxBackpressure: 0,

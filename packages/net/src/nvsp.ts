@@ -125,6 +125,7 @@ export const nvsp_1_message_send_rndis_packet_complete = defineStruct('nvsp_1_me
   [0, 'status', 'u32'],
 ]);
 /** capability bits: 0 vmq, 1 chimney, 2 sriov, 3 ieee8021q, 4 correlation_id, 5 teaming, 6 vsubnetid, 7 rsc. */
+export const NDIS_CONFIG_IEEE8021Q = 1n << 3n;
 export const nvsp_2_send_ndis_config = defineStruct('nvsp_2_send_ndis_config', 16, [
   [0, 'mtu', 'u32'],
   [4, 'reserved', 'u32'],

@@ -32,6 +32,8 @@ export const RNDIS_STATUS_FAILURE = 0xc0000001;
 export const RNDIS_STATUS_NOT_SUPPORTED = 0xc00000bb;
 export const RNDIS_STATUS_INVALID_DATA = 0xc0010015;
 export const RNDIS_STATUS_INVALID_LENGTH = 0xc0010014;
+export const RNDIS_STATUS_MULTICAST_FULL = 0xc0010009;
+export const RNDIS_STATUS_ADAPTER_NOT_READY = 0xc0010011;
 export const RNDIS_STATUS_MEDIA_CONNECT = 0x4001000b;
 export const RNDIS_STATUS_MEDIA_DISCONNECT = 0x4001000c;
 export const RNDIS_STATUS_LINK_SPEED_CHANGE = 0x40010013;
@@ -59,6 +61,9 @@ export const OID_GEN_MAXIMUM_SEND_PACKETS = 0x00010115;
 export const OID_GEN_VENDOR_DRIVER_VERSION = 0x00010116;
 export const OID_GEN_NETWORK_LAYER_ADDRESSES = 0x00010118;
 export const OID_GEN_PHYSICAL_MEDIUM = 0x00010202;
+/** NDIS 6 (ntddndis.h): NDIS_LINK_SPEED and NDIS_LINK_STATE objects. */
+export const OID_GEN_MAX_LINK_SPEED = 0x00010206;
+export const OID_GEN_LINK_STATE = 0x00010207;
 export const OID_GEN_RNDIS_CONFIG_PARAMETER = 0x0001021b;
 export const OID_GEN_FRIENDLY_NAME = 0x00020216;
 export const OID_GEN_XMIT_OK = 0x00020101;
@@ -84,6 +89,9 @@ export const NDIS_OBJECT_TYPE_DEFAULT = 0x80;
 export const NDIS_OBJECT_TYPE_RSS_CAPABILITIES = 0x88;
 export const NDIS_OBJECT_TYPE_RSS_PARAMETERS = 0x89;
 export const NDIS_OBJECT_TYPE_OFFLOAD = 0xa7;
+export const NDIS_OBJECT_TYPE_OFFLOAD_ENCAPSULATION = 0xa8;
+export const NDIS_OFFLOAD_ENCAPSULATION_REVISION_1 = 1;
+export const NDIS_LINK_STATE_REVISION_1 = 1;
 export const NDIS_RECEIVE_SCALE_CAPABILITIES_REVISION_2 = 2;
 export const NDIS_RECEIVE_SCALE_PARAMETERS_REVISION_2 = 2;
 export const NDIS_OFFLOAD_PARAMETERS_REVISION_1 = 1;
@@ -202,6 +210,10 @@ export const rndis_per_packet_info = defineStruct('rndis_per_packet_info', 12, [
 ]);
 /** A PPI element with a u32 of data (checksum, LSO, VLAN, hash): NDIS_*_PPI_SIZE in Linux. */
 export const NDIS_U32_PPI_SIZE = rndis_per_packet_info.size + 4;
+/**
+ * OID_GEN_RNDIS_CONFIG_PARAMETER's information buffer: a named parameter, its name (UTF-16LE,
+ * no terminator) and value at offsets from the start of this structure, lengths in bytes.
+ */
 export const rndis_config_parameter_info = defineStruct('rndis_config_parameter_info', 20, [
   [0, 'parameter_name_offset', 'u32'],
   [4, 'parameter_name_length', 'u32'],
@@ -209,6 +221,9 @@ export const rndis_config_parameter_info = defineStruct('rndis_config_parameter_
   [12, 'parameter_value_offset', 'u32'],
   [16, 'parameter_value_length', 'u32'],
 ]);
+/** parameter_type: a u32 value, or a UTF-16LE string (Linux sends NetworkAddress as one). */
+export const RNDIS_CONFIG_PARAM_TYPE_INTEGER = 0;
+export const RNDIS_CONFIG_PARAM_TYPE_STRING = 2;
 
 export const ndis_object_header = defineStruct('ndis_object_header', 4, [
   [0, 'type', 'u8'],
@@ -306,6 +321,36 @@ export const ndis_offload_params = defineStruct('ndis_offload_params', 28, [
   [26, 'pad1', 'u16'],
 ]);
 export const VERSION_4_OFFLOAD_SIZE = 22;
+/** NDIS_OFFLOAD_ENCAPSULATION (OID_OFFLOAD_ENCAPSULATION, ntddndis.h): 28 bytes, its revision 1 size. */
+export const ndis_offload_encapsulation = defineStruct('ndis_offload_encapsulation', 28, [
+  [0, 'hdr_type', 'u8'],
+  [1, 'hdr_rev', 'u8'],
+  [2, 'hdr_size', 'u16'],
+  [4, 'ipv4_enabled', 'u32'],
+  [8, 'ipv4_encapsulation_type', 'u32'],
+  [12, 'ipv4_header_size', 'u32'],
+  [16, 'ipv6_enabled', 'u32'],
+  [20, 'ipv6_encapsulation_type', 'u32'],
+  [24, 'ipv6_header_size', 'u32'],
+]);
+/** NDIS_LINK_SPEED (OID_GEN_MAX_LINK_SPEED): bits/s each way. */
+export const ndis_link_speed = defineStruct('ndis_link_speed', 16, [
+  [0, 'xmit_link_speed', 'u64'],
+  [8, 'rcv_link_speed', 'u64'],
+]);
+/** NDIS_LINK_STATE (OID_GEN_LINK_STATE), natural alignment: the speeds start at 16. */
+export const ndis_link_state = defineStruct('ndis_link_state', 40, [
+  [0, 'hdr_type', 'u8'],
+  [1, 'hdr_rev', 'u8'],
+  [2, 'hdr_size', 'u16'],
+  [4, 'media_connect_state', 'u32'],
+  [8, 'media_duplex_state', 'u32'],
+  [12, 'pad', 'u32'],
+  [16, 'xmit_link_speed', 'u64'],
+  [24, 'rcv_link_speed', 'u64'],
+  [32, 'pause_functions', 'u32'],
+  [36, 'auto_negotiation_flags', 'u32'],
+]);
 export const NDIS_OFFLOAD_PARAMETERS_NO_CHANGE = 0;
 export const NDIS_OFFLOAD_PARAMETERS_TX_RX_DISABLED = 1;
 export const NDIS_OFFLOAD_PARAMETERS_TX_ENABLED_RX_DISABLED = 2;
@@ -314,6 +359,15 @@ export const NDIS_OFFLOAD_PARAMETERS_TX_RX_ENABLED = 4;
 export const NDIS_OFFLOAD_PARAMETERS_LSOV2_DISABLED = 1;
 export const NDIS_OFFLOAD_PARAMETERS_LSOV2_ENABLED = 2;
 export const NDIS_OFFLOAD_ENCAP_8023 = 0x2;
+/** NDIS_OFFLOAD_ENCAPSULATION's Enabled and EncapsulationType values (ntddndis.h). */
+export const NDIS_OFFLOAD_SET_NO_CHANGE = 0;
+export const NDIS_OFFLOAD_SET_ON = 1;
+export const NDIS_OFFLOAD_SET_OFF = 2;
+export const NDIS_ENCAPSULATION_IEEE_802_3 = 2;
+/** NDIS_LINK_STATE's MediaConnectState (NET_IF_MEDIA_CONNECT_STATE) and MediaDuplexState. */
+export const MEDIA_CONNECT_STATE_CONNECTED = 1;
+export const MEDIA_CONNECT_STATE_DISCONNECTED = 2;
+export const MEDIA_DUPLEX_STATE_FULL = 2;
 export const NDIS_TXCSUM_CAP_TCP4OPT = 0x004;
 export const NDIS_TXCSUM_CAP_TCP4 = 0x010;
 export const NDIS_TXCSUM_CAP_UDP4 = 0x040;

@@ -62,6 +62,7 @@ import {
 import {
   encodeRndisMessage,
   forEachPpi,
+  IEEE_8021Q_INFO,
   NBL_HASH_VALUE,
   ndis_offload,
   ndis_recv_scale_cap,
@@ -104,6 +105,8 @@ import {
   rndis_initialize_request,
   rndis_query_complete,
   rndis_query_request,
+  rndis_reset_complete,
+  rndis_reset_request,
   rndis_set_complete,
   rndis_set_request,
   RNDIS_HEADER_SIZE,
@@ -111,6 +114,8 @@ import {
   RNDIS_MSG_INIT,
   RNDIS_MSG_PACKET,
   RNDIS_MSG_QUERY,
+  RNDIS_MSG_RESET,
+  RNDIS_MSG_RESET_C,
   RNDIS_MSG_SET,
   RNDIS_STATUS_MEDIA_CONNECT,
   RNDIS_STATUS_MEDIA_DISCONNECT,
@@ -154,7 +159,7 @@ export interface NetvscClientOptions {
    * during the call only (no copy, no allocation: a guest that consumes frames in place, as a
    * benchmark's reader does).
    */
-  onFrame?: (frame: Uint8Array, hash: number | null, queue: number) => void;
+  onFrame?: (frame: Uint8Array, hash: number | null, queue: number, vlan: number | null) => void;
 }
 
 /** What the guest learned while connecting. */
@@ -176,10 +181,11 @@ export interface NetvscInfo {
   rssQueues: number;
 }
 
-/** A frame the guest received, with its hash PPI if any. */
+/** A frame the guest received, with its hash PPI and its IEEE_8021Q_INFO PPI (the tag the host took out) if any. */
 export interface ReceivedFrame {
   frame: Uint8Array;
   hash: number | null;
+  vlan: number | null;
 }
 
 export interface SendOptions {
@@ -224,6 +230,8 @@ export class NetvscClient {
   private readonly queues: GuestQueue[] = [];
   private readonly completions = new Map<number, NvspHostMessage | null>();
   private readonly rndisAnswers = new Map<number, Uint8Array>();
+  /** RESET_C messages not taken yet: they carry no request id. */
+  private readonly resetAnswers: Uint8Array[] = [];
   private nextTid = 1;
   private nextReqId = 1;
   private recvGpa = 0;
@@ -246,9 +254,12 @@ export class NetvscClient {
   private readonly plainHeader = this.header.subarray(0, RNDIS_HEADER_SIZE + 36);
   /** The hash PPI of the frame being received (onRxPpi is made once: no closure per frame). */
   private rxHash: number | null = null;
+  private rxVlan: number | null = null;
   private rxPpiArea: Uint8Array = new Uint8Array(0);
   private readonly onRxPpi = (type: number, internal: boolean, at: number): void => {
-    if (type === NBL_HASH_VALUE && !internal) this.rxHash = u32(this.rxPpiArea, at);
+    if (internal) return;
+    if (type === NBL_HASH_VALUE) this.rxHash = u32(this.rxPpiArea, at);
+    else if (type === IEEE_8021Q_INFO) this.rxVlan = u32(this.rxPpiArea, at);
   };
   private readonly sectionPayload = encodeNvsp(NVSP_MSG1_TYPE_SEND_RNDIS_PKT, nvsp_1_message_send_rndis_packet, {
     channel_type: NVSP_RNDIS_CHANNEL_DATA,
@@ -531,7 +542,24 @@ export class NetvscClient {
   /** Sends a control message (page buffers, control channel) and waits for the completion naming `reqId`. */
   async rndisRequest(message: Uint8Array, reqId: number): Promise<Uint8Array> {
     await this.until(() => this.sendViaPages(this.queues[0], message, NVSP_RNDIS_CHANNEL_CONTROL));
+    return this.rndisAnswer(reqId);
+  }
+
+  /** Waits for (and takes) the control completion naming `reqId`: a request sent with sendRaw, say. */
+  async rndisAnswer(reqId: number): Promise<Uint8Array> {
     return this.until(() => this.takeAnswer(reqId));
+  }
+
+  /**
+   * RNDIS RESET (control channel); resolves with the first RESET_C that arrives (RESET has no
+   * request id): its status and addressing_reset (1: set the packet filter and multicast list again).
+   */
+  async rndisReset(): Promise<{ status: number; addressingReset: number }> {
+    const message = encodeRndisMessage(RNDIS_MSG_RESET, rndis_reset_request, { reserved: 0 });
+    await this.until(() => this.sendViaPages(this.queues[0], message, NVSP_RNDIS_CHANNEL_CONTROL));
+    const answer = await this.until(() => this.resetAnswers.shift());
+    const c = rndis_reset_complete.decode(answer, RNDIS_HEADER_SIZE);
+    return { status: c.status, addressingReset: c.addressing_reset };
   }
 
   private takeAnswer(reqId: number): Uint8Array | undefined {
@@ -830,7 +858,8 @@ export class NetvscClient {
       if (s.status === RNDIS_STATUS_MEDIA_DISCONNECT) this.info.linkUp = false;
       return;
     }
-    if (type & 0x80000000) this.rndisAnswers.set(u32(msg, 8), msg.slice(0, msgLen));
+    if (type === RNDIS_MSG_RESET_C) this.resetAnswers.push(msg.slice(0, msgLen));
+    else if (type & 0x80000000) this.rndisAnswers.set(u32(msg, 8), msg.slice(0, msgLen));
     else this.hostErrors++;
   }
 
@@ -838,16 +867,19 @@ export class NetvscClient {
     if (parseRndisPacket(msg, msgLen, this.layout) !== null) return void this.hostErrors++;
     const { dataOffset, dataLength, ppiOffset, ppiLength } = this.layout;
     let hash: number | null = null;
+    let vlan: number | null = null;
     if (ppiLength > 0) {
       const area = msg.subarray(ppiOffset, ppiOffset + ppiLength);
       this.rxHash = null;
+      this.rxVlan = null;
       this.rxPpiArea = area;
       if (forEachPpi(area, this.onRxPpi)) this.hostErrors++;
       hash = this.rxHash;
+      vlan = this.rxVlan;
     }
     const onFrame = this.opts.onFrame;
-    if (onFrame) onFrame(msg.subarray(dataOffset, dataOffset + dataLength), hash, q.index);
-    else q.received.push({ frame: msg.slice(dataOffset, dataOffset + dataLength), hash });
+    if (onFrame) onFrame(msg.subarray(dataOffset, dataOffset + dataLength), hash, q.index, vlan);
+    else q.received.push({ frame: msg.slice(dataOffset, dataOffset + dataLength), hash, vlan });
   }
 
   private flushCompletions(q: GuestQueue): void {

@@ -10,6 +10,7 @@ export {
 export {
   ETH_HEADER,
   ethernetFrame,
+  withVlanTag,
   frameArbitrary,
   tcp4Frame,
   tcp4FlowArbitrary,
@@ -20,3 +21,4 @@ export {
   applyRndisMutation,
   type RndisMutation,
 } from './arbitraries.js';
+export { createNicTestbed, PeerSink, TESTBED_GUEST_MAC, type NicTestbed, type NicTestbedOptions } from './testbed.js';
