@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KvmPartition } from '@hvemu/accel';
-import { createPortPair, tapUnavailableReason } from '@hvemu/net';
+import { createPortPair } from '@hvemu/net';
+import { tapTestUnavailableReason } from '@hvemu/net/testing';
 import { parseSize, runLinux } from '../src/run.js';
 import { makeVmlinux } from '../../../test/linux-images.js';
 
@@ -23,17 +24,8 @@ function hvemu(args: string[]): Promise<{ code: number; stdout: string; stderr: 
   });
 }
 
-function ipUnavailable(): string | null {
-  try {
-    execFileSync('ip', ['-V'], { stdio: 'ignore' });
-    return null;
-  } catch {
-    return 'the ip command (iproute2) is missing';
-  }
-}
-
 /** Why the TAP tests cannot run here, decided up front: they are skipped saying so, never passed without asserting. */
-const tapReason = tapUnavailableReason() ?? ipUnavailable();
+const tapReason = tapTestUnavailableReason();
 const skipNote = tapReason ? ` [skipped: ${tapReason}]` : '';
 /** The TAP tests' own network namespace: their TAPs live and die with it. */
 const ns = `hvemu-cli-${process.pid}`;

@@ -38,7 +38,6 @@ import {
   OID_TCP_OFFLOAD_CURRENT_CONFIG,
   OID_TCP_OFFLOAD_HARDWARE_CAPABILITIES,
   OID_TCP_OFFLOAD_PARAMETERS,
-  rndis_config_parameter_info,
   RndisControl,
   RndisProtocolError,
   RNDIS_HEADER_SIZE,
@@ -58,7 +57,7 @@ import {
 } from '@hvemu/net';
 import { fuzzRuns, sameBytes } from '../../../test/helpers.js';
 import { GUEST_MAC } from './helpers/sim.js';
-import { answerStatus, initMessage, queryAnswer, queryMessage, u32, utf16 } from './helpers/rndis-messages.js';
+import { answerStatus, configParameter, initMessage, queryAnswer, queryMessage, u32, utf16 } from './helpers/rndis-messages.js';
 
 /** Body sizes of the requests a host takes (rndis_*_request): a shorter body is dropped. */
 const BODY: ReadonlyMap<number, number> = new Map([
@@ -175,23 +174,8 @@ const configInfo = fc
     fields: sometimes(fc.array(fc.tuple(fc.integer({ min: 0, max: 4 }), edge(80)), { minLength: 1, maxLength: 2 })),
   })
   .map(({ name, value, type, raw, fields }) => {
-    const n = utf16(name);
-    const v = raw ?? utf16(value);
-    const head = rndis_config_parameter_info.size;
-    const info = new Uint8Array(head + n.length + v.length);
-    rndis_config_parameter_info.encode(
-      {
-        parameter_name_offset: head,
-        parameter_name_length: n.length,
-        parameter_type: type,
-        parameter_value_offset: head + n.length,
-        parameter_value_length: v.length,
-      },
-      info,
-    );
-    info.set(n, head);
-    info.set(v, head + n.length);
-    for (const [field, value] of fields ?? []) setU32(info, field * 4, value);
+    const info = configParameter(name, raw ?? utf16(value), type);
+    for (const [field, moved] of fields ?? []) setU32(info, field * 4, moved);
     return info;
   });
 

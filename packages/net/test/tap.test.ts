@@ -8,20 +8,11 @@
  */
 import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { TapBackend, tapUnavailableReason } from '@hvemu/net';
-import { ethernetFrame } from '@hvemu/net/testing';
+import { TapBackend } from '@hvemu/net';
+import { ethernetFrame, tapTestUnavailableReason } from '@hvemu/net/testing';
 import { GUEST_MAC, nicSim, type NicSim } from './helpers/sim.js';
 
-function ipUnavailable(): string | null {
-  try {
-    execFileSync('ip', ['-V'], { stdio: 'ignore' });
-    return null;
-  } catch {
-    return 'the ip command (iproute2) is missing';
-  }
-}
-
-const reason = tapUnavailableReason() ?? ipUnavailable();
+const reason = tapTestUnavailableReason();
 const ns = `hvemu-net-${process.pid}`;
 const tapName = `hvt${process.pid % 1_000_000}`;
 const HOST_IP = [10, 77, 0, 1];

@@ -21,4 +21,11 @@ export {
   applyRndisMutation,
   type RndisMutation,
 } from './arbitraries.js';
-export { createNicTestbed, PeerSink, TESTBED_GUEST_MAC, type NicTestbed, type NicTestbedOptions } from './testbed.js';
+export {
+  createNicTestbed,
+  PeerSink,
+  tapTestUnavailableReason,
+  TESTBED_GUEST_MAC,
+  type NicTestbed,
+  type NicTestbedOptions,
+} from './testbed.js';

@@ -10,12 +10,14 @@
  * Without a backend, the NIC gets one port of an in-process pair and the test holds the other
  * (`peer`, with what it heard in `peerSink`).
  */
+import { execFileSync } from 'node:child_process';
 import { MemoryLogger } from '@hvemu/common';
 import type { GuestMemory } from '@hvemu/memory';
 import { attachDevice, BumpPageAllocator, type AttachedDevice, type VmbusClient, type VmbusHost } from '@hvemu/vmbus';
 import { createSimulatedVmbus } from '@hvemu/vmbus/testing';
 import type { NetBackend, NetBackendSink } from '../backend/backend.js';
 import { createPortPair, type PairPort } from '../backend/pair.js';
+import { tapUnavailableReason } from '../backend/tap.js';
 import { NetvspDevice, type NetvspOptions } from '../netvsp.js';
 import { NetvscClient, type NetvscClientOptions } from './client.js';
 
@@ -78,4 +80,20 @@ export async function createNicTestbed(options: NicTestbedOptions = {}): Promise
   await sim.client.requestOffers();
   const guest = new NetvscClient({ vmbus: sim.client, memory: sim.memory, pages, relid: attached.channel.relid, ...options.guest });
   return { memory: sim.memory, host: sim.host, vmbus: sim.client, nic, attached, guest, peer, peerSink, logger };
+}
+
+/**
+ * Why tests that make their own network namespace and TAP (with iproute2's `ip`) cannot run
+ * here, or null: no usable /dev/net/tun or CAP_NET_ADMIN, or no `ip` command. Such tests skip
+ * with this reason instead of passing without asserting.
+ */
+export function tapTestUnavailableReason(): string | null {
+  const tap = tapUnavailableReason();
+  if (tap) return tap;
+  try {
+    execFileSync('ip', ['-V'], { stdio: 'ignore' });
+    return null;
+  } catch {
+    return 'the ip command (iproute2) is missing';
+  }
 }
