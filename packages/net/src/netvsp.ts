@@ -35,6 +35,7 @@ import {
   encodeNvsp,
   NETVSC_INVALID_INDEX,
   NETVSC_RECEIVE_BUFFER_ID,
+  NETVSC_SEND_BUFFER_ID,
   nvsp_1_message_send_receive_buffer_complete,
   nvsp_1_message_send_rndis_packet,
   nvsp_1_message_send_rndis_packet_complete,
@@ -496,10 +497,13 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
       case NVSP_MSG1_TYPE_SEND_SEND_BUF:
         return this.onSendBuffer(q, m.gpadl_handle, tid);
       case NVSP_MSG1_TYPE_REVOKE_RECV_BUF:
+        // Linux revokes before it tears the GPADL down: frames stop reaching that buffer.
+        if (m.id !== NETVSC_RECEIVE_BUFFER_ID || !s.recv) return this.refuseRevoke('receive', m.id);
         s.recv = null;
         this.forgetReceives();
         return;
       case NVSP_MSG1_TYPE_REVOKE_SEND_BUF:
+        if (m.id !== NETVSC_SEND_BUFFER_ID || !s.send) return this.refuseRevoke('send', m.id);
         s.send = null;
         return;
       case NVSP_MSG5_TYPE_SUBCHANNEL:
@@ -534,6 +538,12 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
         status: version === 0 ? NVSP_STAT_FAIL : NVSP_STAT_SUCCESS,
       }),
     );
+  }
+
+  /** A revoke naming no buffer the guest gave (another id, or none given): nothing changes. */
+  private refuseRevoke(which: string, id: number): void {
+    this.stats.nvspErrors++;
+    this.logger.debug(`netvsp: revoke of ${which} buffer ${id} refused: no such buffer`);
   }
 
   /**
