@@ -19,17 +19,14 @@ export { ReceiveBuffer, SendBuffer, TxSource, MAX_RECV_SECTIONS } from './buffer
 export {
   NetvspDevice,
   HV_NIC_GUID,
-  ETH_HLEN,
-  VLAN_HLEN,
   NETVSC_MTU_MAX,
   NETVSC_MTU_MIN,
   DEFAULT_SEND_SECTION_SIZE,
-  parseMac,
-  formatMac,
   nicOffer,
   type NetvspOptions,
   type NetvspStats,
 } from './netvsp.js';
+export { ETH_HLEN, VLAN_HLEN, parseMac, formatMac, ndisVlanInfo, vlanTci } from './ethernet.js';
 export { gather, type NetBackend, type NetBackendSink } from './backend/backend.js';
 export { createPortPair, PairPort, type PortStats } from './backend/pair.js';
 export { TapBackend, TapError, tapUnavailableReason, type TapOptions, type TapStats } from './backend/tap.js';

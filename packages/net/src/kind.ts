@@ -7,7 +7,8 @@ import { HostUsageError } from '@hvemu/common';
 import type { DeviceKind } from '@hvemu/vmbus';
 import type { NetBackend } from './backend/backend.js';
 import { TapBackend } from './backend/tap.js';
-import { NetvspDevice, nicOffer, parseMac, type NetvspOptions } from './netvsp.js';
+import { parseMac } from './ethernet.js';
+import { NetvspDevice, nicOffer, type NetvspOptions } from './netvsp.js';
 
 export interface NicSpec extends Omit<NetvspOptions, 'backend' | 'logger'> {
   /** A TAP interface to open (created if missing). */

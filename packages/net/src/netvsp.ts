@@ -30,7 +30,7 @@ import {
   type VmbusDevice,
 } from '@hvemu/vmbus';
 import type { NetBackend, NetBackendSink } from './backend/backend.js';
-import { ReceiveBuffer, SendBuffer, TxSource } from './buffers.js';
+import { ReceiveBuffer, SendBuffer } from './buffers.js';
 import {
   encodeNvsp,
   NETVSC_INVALID_INDEX,
@@ -77,7 +77,6 @@ import {
   type NvspGuestMessage,
 } from './nvsp.js';
 import {
-  forEachPpi,
   IEEE_8021Q_INFO,
   NBL_HASH_VALUE,
   NDIS_PACKET_TYPE_ALL_MULTICAST,
@@ -86,33 +85,21 @@ import {
   NDIS_PACKET_TYPE_MULTICAST,
   NDIS_PACKET_TYPE_PROMISCUOUS,
   NDIS_U32_PPI_SIZE,
-  parseRndisPacket,
-  RNDIS_HEADER_SIZE,
-  RNDIS_MSG_PACKET,
   RNDIS_PACKET_HEADER_SIZE,
-  RndisPacketLayout,
-  RndisProtocolError,
-  TCP_LARGESEND_PKTINFO,
-  TCPIP_CHKSUM_PKTINFO,
   writeRndisPacketHeader,
 } from './rndis.js';
 import { RndisControl, type NicIdentity } from './rndis-control.js';
+import { RndisTx } from './rndis-tx.js';
 import { rssHash } from './toeplitz.js';
+import { ETH_HLEN, hasCtag, ndisVlanInfo, parseMac, tooLong, VLAN_HLEN } from './ethernet.js';
 
 /** The synthetic network class GUID (include/linux/hyperv.h HV_NIC_GUID). */
 export const HV_NIC_GUID = 'f8615163-df3e-46c5-913f-f2d2f965ed0e';
-export const ETH_HLEN = 14;
-/** Room for one 802.1Q tag inside a frame (a guest's VLAN PPI becomes one). */
-export const VLAN_HLEN = 4;
 /** Linux's netvsc limits (NETVSC_MTU, ETH_MIN_MTU). */
 export const NETVSC_MTU_MAX = 65535 - ETH_HLEN;
 export const NETVSC_MTU_MIN = 68;
 /** The send-buffer section size the host chooses (Linux's NETVSC_SEND_SECTION_SIZE). */
 export const DEFAULT_SEND_SECTION_SIZE = 6144;
-/** Most bytes of one RNDIS control message (the largest Linux sends is the RSS SET, ~600). */
-const MAX_CONTROL_MESSAGE = 4096;
-/** Most PPI bytes of one data message the host reads (Linux sends at most 64). */
-const MAX_PPI_BYTES = 512;
 /** Packets read from one ring before other work gets a turn. */
 const READ_BATCH = 64;
 /**
@@ -247,25 +234,10 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
   private session: Session | null = null;
   /** The backend holds a frame we refused; it waits for resume(). */
   private rxPaused = false;
-  /** The backend refused to take more guest frames; reading the rings waits for writable(). */
-  private txBlocked = false;
   private readonly pendingControl: Uint8Array[] = [];
   private hostCallObserver: HostCallObserver | undefined;
-  // Reused per packet: the data path allocates little.
-  private readonly txSource = new TxSource();
-  private readonly layout = new RndisPacketLayout();
-  private readonly scratch = new Uint8Array(MAX_CONTROL_MESSAGE);
-  private readonly segments: Uint8Array[] = [];
-  /**
-   * The frames of the send being walked (offset, length, VLAN per frame), transmitted only once
-   * every message of it proved well formed: a send completed with an error sent nothing, so a
-   * guest that retries it never duplicates a frame (found by the 100k-run fuzz).
-   */
-  private readonly pendingFrames: number[] = [];
-  /** Entries used in pendingFrames (offset, length, vlan per frame): a count, not .length, on the per-frame path. */
-  private pendingCount = 0;
-  /** One-segment frames (the common case) go to the backend in this reused array. */
-  private readonly oneSegment: Uint8Array[] = [new Uint8Array(0)];
+  /** Guest to network: the RNDIS walk; its backendFull stops reading rings until writable(). */
+  private readonly tx: RndisTx;
   private readonly rxHeader = new Uint8Array(RNDIS_PACKET_HEADER_SIZE + 4 * NDIS_U32_PPI_SIZE);
   private readonly rxHeaderView = new DataView(this.rxHeader.buffer);
   private readonly rxPpis: number[] = [];
@@ -319,6 +291,14 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
     this.rndis.linkUp = options.linkUp ?? true;
     this.backend = options.backend;
     this.logger = options.logger ?? silentLogger;
+    this.tx = new RndisTx({
+      stats: this.stats,
+      rndis: this.rndis,
+      backend: this.backend,
+      logger: this.logger,
+      hostFrame: this.hostFrame,
+      sendControl: (answer) => this.sendControl(answer),
+    });
     this.offer = nicOffer(nic.mac, options.instanceId);
     this.backend.attach(this);
   }
@@ -436,14 +416,14 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
       clearImmediate(q.again);
       q.again = null;
     }
-    if (this.txBlocked || this.queues[q.index] !== q) return;
+    if (this.tx.backendFull || this.queues[q.index] !== q) return;
     // A full backend stops the read (the rest waits in the ring; writable() comes back for it).
     const n = q.channel.queue.read((p) => {
       this.onPacket(q, p);
-      return !this.txBlocked;
+      return !this.tx.backendFull;
     }, READ_BATCH);
     // The guest signals only when its ring goes from empty to non-empty: come back for the rest.
-    if (n === READ_BATCH && !this.txBlocked) q.again = setImmediate(() => this.drainLater(q));
+    if (n === READ_BATCH && !this.tx.backendFull) q.again = setImmediate(() => this.drainLater(q));
   }
 
   /** drain() outside a signal: a ring the guest broke fails that channel, as a throw from onSignal would. */
@@ -693,8 +673,7 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
     if (index !== NETVSC_INVALID_INDEX && p.type !== VM_PKT_DATA_USING_GPA_DIRECT) {
       const start = s.send?.sectionStart(index, size) ?? -1;
       if (start >= 0) {
-        this.txSource.resetFlat(s.send!.flatBytes!, start, size);
-        return this.rndisMessages(q);
+        return this.tx.sendFlat(s.send!.flatBytes!, start, size, q.index);
       }
     }
     let section: GuestData | null = null;
@@ -714,138 +693,7 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
         return NVSP_STAT_FAIL;
       }
     }
-    this.txSource.reset(section, external);
-    return this.rndisMessages(q);
-  }
-
-  /** Walks the RNDIS messages of txSource (several when the guest batched them in a section). */
-  private rndisMessages(q: Queue): number {
-    const src = this.txSource;
-    if (src.length === 0) return this.rndisFault('short'); // a send that names no message at all
-    const frames = this.pendingFrames;
-    this.pendingCount = 0;
-    // One plain view (a contiguous send buffer's section): headers are read in place, each field
-    // once (the guest may rewrite them meanwhile: only the values read are used). Else copied.
-    const flat = src.flatView;
-    const head = flat ?? this.scratch;
-    const base = src.flatBase;
-    let at = 0;
-    while (at < src.length) {
-      if (src.length - at < RNDIS_HEADER_SIZE) return this.rndisFault('short');
-      if (!flat) src.read(at, this.scratch, RNDIS_HEADER_SIZE);
-      const type = u32(head, flat ? base + at : 0);
-      const msgLen = u32(head, flat ? base + at + 4 : 4);
-      if (msgLen < RNDIS_HEADER_SIZE || msgLen > src.length - at) return this.rndisFault('bad-length');
-      const status = type === RNDIS_MSG_PACKET ? this.dataMessage(at, msgLen) : this.controlMessage(q, at, msgLen);
-      if (status !== NVSP_STAT_SUCCESS) return status;
-      at += msgLen;
-    }
-    const count = this.pendingCount;
-    this.pendingCount = 0;
-    for (let i = 0; i < count; i += 3) this.transmit(frames[i], frames[i + 1], frames[i + 2]);
-    return NVSP_STAT_SUCCESS;
-  }
-
-  private rndisFault(fault: string): number {
-    this.stats.rndisErrors++;
-    this.logger.debug(`netvsp: RNDIS message refused (${fault})`);
-    return NVSP_STAT_INVALID_RNDIS_PKT;
-  }
-
-  /** One RNDIS_MSG_PACKET: validated, its PPIs read, its frame handed to the backend as views. */
-  private dataMessage(at: number, msgLen: number): number {
-    const src = this.txSource;
-    if (this.rndis.state !== 'initialized') return this.rndisFault('not initialized');
-    if (msgLen < RNDIS_PACKET_HEADER_SIZE) return this.rndisFault('short');
-    const flat = src.flatView;
-    if (!flat) src.read(at, this.scratch, RNDIS_PACKET_HEADER_SIZE);
-    const fault = flat
-      ? parseRndisPacket(flat, msgLen, this.layout, src.flatBase + at)
-      : parseRndisPacket(this.scratch, msgLen, this.layout);
-    if (fault) return this.rndisFault(fault);
-    const { dataOffset, dataLength, ppiOffset, ppiLength } = this.layout;
-    let vlan = -1;
-    if (ppiLength > 0) {
-      if (ppiLength > MAX_PPI_BYTES) return this.rndisFault('bad-ppi-length');
-      src.read(at + ppiOffset, this.scratch, ppiLength);
-      const area = this.scratch.subarray(0, ppiLength);
-      const ppiFault = forEachPpi(area, (type, internal, dataAt, dataLen) => {
-        if (internal || dataLen < 4) return;
-        if (type === TCPIP_CHKSUM_PKTINFO && u32(area, dataAt) !== 0) this.stats.txChecksumRequests++;
-        else if (type === TCP_LARGESEND_PKTINFO && u32(area, dataAt) !== 0) this.stats.txLsoRequests++;
-        else if (type === IEEE_8021Q_INFO) vlan = u32(area, dataAt);
-      });
-      if (ppiFault) return this.rndisFault(ppiFault);
-    }
-    if (dataLength < ETH_HLEN || (dataLength > this.hostFrame && !this.txTagFits(at + dataOffset, dataLength, vlan))) {
-      this.stats.txBadSize++;
-      return NVSP_STAT_SUCCESS; // a defined drop: the message was well formed, the frame is not sendable
-    }
-    const frames = this.pendingFrames;
-    const n = this.pendingCount;
-    frames[n] = at + dataOffset;
-    frames[n + 1] = dataLength;
-    frames[n + 2] = vlan;
-    this.pendingCount = n + 3;
-    return NVSP_STAT_SUCCESS;
-  }
-
-  /**
-   * A guest frame past mtu + 14 passes only with its own 802.1Q / 802.1ad tag, and no VLAN PPI
-   * (that adds a second tag). Read once here: a guest rewriting it later changes only its own frame.
-   */
-  private txTagFits(offset: number, length: number, vlan: number): boolean {
-    if (vlan >= 0 || length > this.hostFrame + VLAN_HLEN) return false;
-    const flat = this.txSource.flatView;
-    if (flat) return isVlanEthertype(flat[this.txSource.flatBase + offset + 12], flat[this.txSource.flatBase + offset + 13]);
-    this.txSource.read(offset + 12, this.scratch, 2);
-    return isVlanEthertype(this.scratch[0], this.scratch[1]);
-  }
-
-  /** Hands the frame to the backend: zero-copy views, or one copy when a VLAN tag must go in. */
-  private transmit(offset: number, length: number, vlan: number): void {
-    const flat = this.txSource.flatView;
-    if (flat && vlan < 0 && this.backend.sendFrom) {
-      // The backend copies the bytes straight from the section: no view, no segment list.
-      this.stats.txFrames++;
-      this.stats.txBytes += length;
-      if (!this.backend.sendFrom(flat, this.txSource.flatBase + offset, length)) this.txBlocked = true;
-      return;
-    }
-    // One contiguous view (a section of a contiguous send buffer): no segment list to build.
-    const view = vlan < 0 ? this.txSource.view(offset, length) : null;
-    let segments: Uint8Array[];
-    if (view) {
-      segments = this.oneSegment;
-      segments[0] = view;
-    } else {
-      segments = this.segments;
-      segments.length = 0;
-      if (vlan >= 0) {
-        this.stats.txVlanTagged++;
-        segments.push(insertVlanTag(this.txSource, offset, length, vlan));
-      } else this.txSource.views(offset, length, segments);
-    }
-    this.stats.txFrames++;
-    this.stats.txBytes += length;
-    if (!this.backend.send(segments)) this.txBlocked = true;
-  }
-
-  /** A control message (INIT, QUERY, SET, ...): the primary's; its answer goes through the receive buffer. */
-  private controlMessage(q: Queue, at: number, msgLen: number): number {
-    if (q.index !== 0) return this.rndisFault('control message on a subchannel');
-    if (msgLen > MAX_CONTROL_MESSAGE) return this.rndisFault('bad-length');
-    const msg = new Uint8Array(msgLen);
-    this.txSource.read(at, msg, msgLen);
-    let answer: Uint8Array | null;
-    try {
-      answer = this.rndis.handle(msg);
-    } catch (error) {
-      if (!(error instanceof RndisProtocolError)) throw error;
-      return this.rndisFault(error.fault);
-    }
-    if (answer) this.sendControl(answer);
-    return NVSP_STAT_SUCCESS;
+    return this.tx.sendParts(section, external, q.index);
   }
 
   /** SEND_RNDIS_PKT_COMPLETE: written at once when the ring has room (no promise per packet), else queued in order. */
@@ -909,7 +757,7 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
     this.rxPpis.length = 0;
     if (hash !== null) this.rxPpis.push(NBL_HASH_VALUE, hash);
     if (s.rxVlanPpi && hasCtag(frame)) {
-      this.rxPpis.push(IEEE_8021Q_INFO, ndisVlanInfo(frame));
+      this.rxPpis.push(IEEE_8021Q_INFO, ndisVlanInfo((frame[14] << 8) | frame[15]));
       frame = this.untagged(frame);
       this.stats.rxVlanOffloaded++;
     }
@@ -966,8 +814,8 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
 
   /** NetBackendSink: the backend takes frames again. */
   writable(): void {
-    if (!this.txBlocked) return;
-    this.txBlocked = false;
+    if (!this.tx.backendFull) return;
+    this.tx.backendFull = false;
     for (const q of this.queues) if (q && !q.again) q.again = setImmediate(() => this.drainLater(q));
   }
 
@@ -1082,62 +930,6 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
     const queue = this.queues[rss.table[hash % rss.table.length]] ?? primary;
     return { queue, hash };
   }
-}
-
-function u32(b: Uint8Array, at: number): number {
-  return (b[at] | (b[at + 1] << 8) | (b[at + 2] << 16) | (b[at + 3] << 24)) >>> 0;
-}
-
-/** An 802.1Q customer tag (0x8100) after the MACs: what IEEE_8021Q_INFO carries (802.1ad stays in the frame). */
-function hasCtag(frame: Uint8Array): boolean {
-  return frame.length >= ETH_HLEN + VLAN_HLEN && frame[12] === 0x81 && frame[13] === 0x00;
-}
-
-/** The frame's TCI as ndis_pkt_8021q_info (Linux's bit layout: pri 0-2, cfi 3, vlanid 4-15). */
-function ndisVlanInfo(frame: Uint8Array): number {
-  const tci = (frame[14] << 8) | frame[15];
-  return (tci >>> 13) | (((tci >>> 12) & 1) << 3) | ((tci & 0xfff) << 4);
-}
-
-/** 802.1Q (0x8100) or 802.1ad (0x88a8): the frame carries a 4-byte tag after the MACs. */
-function isVlanEthertype(hi: number, lo: number): boolean {
-  return (hi === 0x81 && lo === 0x00) || (hi === 0x88 && lo === 0xa8);
-}
-
-/** Longer than `limit` (an untagged frame size), with room for one tag when it carries one. */
-function tooLong(frame: Uint8Array, limit: number): boolean {
-  return frame.length > limit && (frame.length > limit + VLAN_HLEN || !isVlanEthertype(frame[12], frame[13]));
-}
-
-/** The frame with an 802.1Q tag (from the guest's IEEE_8021Q_INFO PPI: pri 0-2, cfi 3, vlanid 4-15) after the MACs. */
-function insertVlanTag(src: TxSource, offset: number, length: number, info: number): Uint8Array {
-  const out = new Uint8Array(length + VLAN_HLEN);
-  src.read(offset, out, 12);
-  const tci = ((info & 0x7) << 13) | (((info >> 3) & 1) << 12) | ((info >> 4) & 0xfff);
-  out[12] = 0x81;
-  out[13] = 0x00;
-  out[14] = tci >> 8;
-  out[15] = tci & 0xff;
-  const rest = new Uint8Array(length - 12);
-  src.read(offset + 12, rest, length - 12);
-  out.set(rest, 16);
-  return out;
-}
-
-/** A MAC from 6 bytes or "aa:bb:cc:dd:ee:ff" (a unicast address: multicast bit clear). */
-export function parseMac(mac: Uint8Array | string): Uint8Array {
-  let bytes: Uint8Array;
-  if (typeof mac === 'string') {
-    const parts = mac.split(/[:-]/);
-    if (parts.length !== 6 || !parts.every((p) => /^[0-9a-fA-F]{2}$/.test(p))) throw new HostUsageError(`netvsp: bad MAC address ${mac}`);
-    bytes = Uint8Array.from(parts.map((p) => parseInt(p, 16)));
-  } else bytes = mac.slice();
-  if (bytes.length !== 6 || bytes[0] & 1) throw new HostUsageError('netvsp: a MAC is 6 bytes of a unicast address');
-  return bytes;
-}
-
-export function formatMac(mac: Uint8Array): string {
-  return [...mac].map((b) => b.toString(16).padStart(2, '0')).join(':');
 }
 
 /** A NIC's offer: the network class, and an instance GUID derived from the MAC unless given (stable across runs). */

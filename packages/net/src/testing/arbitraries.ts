@@ -13,27 +13,24 @@ import {
   TCPIP_CHKSUM_PKTINFO,
   writeRndisPacketHeader,
 } from '../rndis.js';
+import { VLAN_HLEN, vlanTci, writeCtag } from '../ethernet.js';
 
 export const ETH_HEADER = 14;
 
-/** A frame of exactly `length` bytes (>= 14) to `dst` from `src`, ethertype 0x88b5 (local experimental), payload `fill`. */
 /**
  * `frame` with the 802.1Q tag an IEEE_8021Q_INFO PPI value names (ndis_pkt_8021q_info: pri
  * bits 0-2, cfi 3, vlanid 4-15) put back after the MACs: the frame as it was on the wire, as
  * Linux's stack sees it after netvsc hands the tag over out of band.
  */
 export function withVlanTag(frame: Uint8Array, info: number): Uint8Array {
-  const tci = ((info & 7) << 13) | (((info >>> 3) & 1) << 12) | ((info >>> 4) & 0xfff);
-  const out = new Uint8Array(frame.length + 4);
+  const out = new Uint8Array(frame.length + VLAN_HLEN);
   out.set(frame.subarray(0, 12), 0);
-  out[12] = 0x81;
-  out[13] = 0x00;
-  out[14] = tci >>> 8;
-  out[15] = tci & 0xff;
-  out.set(frame.subarray(12), 16);
+  writeCtag(out, 12, vlanTci(info));
+  out.set(frame.subarray(12), 12 + VLAN_HLEN);
   return out;
 }
 
+/** A frame of exactly `length` bytes (>= 14) to `dst` from `src`, ethertype 0x88b5 (local experimental), payload `fill`. */
 export function ethernetFrame(dst: Uint8Array, src: Uint8Array, length: number, fill: (i: number) => number = (i) => i & 0xff): Uint8Array {
   const f = new Uint8Array(length);
   f.set(dst, 0);
