@@ -316,6 +316,15 @@ const kvm = KvmPartition.probe();
   describe("--net on TAPs, in a network namespace of the test's own", () => {
     const ip = (...args: string[]): string => execFileSync('ip', args, { encoding: 'utf8' });
     const addTap = (name: string): string => ip('netns', 'exec', ns, 'ip', 'tuntap', 'add', 'dev', name, 'mode', 'tap');
+    /** `hvemu run` of a kernel that powers off at once, with 64M and `options`. */
+    const runArgs = (kernel: string, ...options: string[]): string[] => [
+      'run',
+      '--kernel',
+      kernelFile(kernel, '', 0x600, 0x34),
+      '--memory',
+      '64M',
+      ...options,
+    ];
 
     beforeAll(() => {
       if (!tapReason) ip('netns', 'add', ns);
@@ -328,21 +337,12 @@ const kvm = KvmPartition.probe();
     it.skipIf(tapReason)(
       `--net offers one NIC per TAP after the other devices (creating the TAP); a name the kernel refuses is exit 2 in one line${skipNote}`,
       async () => {
-        const r = await hvemuInNs([
-          'run',
-          '--kernel',
-          kernelFile('net', '', 0x600, 0x34),
-          '--memory',
-          '64M',
-          '--events',
-          '--net',
-          'tap=hvr0',
-        ]);
+        const r = await hvemuInNs(runArgs('net', '--events', '--net', 'tap=hvr0'));
         expect(r.code, r.stderr).toBe(0);
         expect(r.stderr).toMatch(/offered kvp as relid 4\n.*offered nic0 as relid 5/);
         expect(nicLines(r.stderr)).toEqual([['nic0', '00:15:5d:00:00:01', 'hvr0']]);
         // `lo` exists (in every namespace) and is no TAP: TUNSETIFF says EINVAL.
-        const lo = await hvemuInNs(['run', '--kernel', kernelFile('net-lo', '', 0x600, 0x34), '--memory', '64M', '--net', 'tap=lo']);
+        const lo = await hvemuInNs(runArgs('net-lo', '--net', 'tap=lo'));
         expect(lo.code).toBe(2);
         expect(lo.stderr.trim().split('\n')).toEqual([expect.stringContaining('TUNSETIFF lo failed')]);
       },
@@ -351,18 +351,7 @@ const kvm = KvmPartition.probe();
     it.skipIf(tapReason)(`two --net options: nic0 and nic1, each on its TAP, with distinct default MACs${skipNote}`, async () => {
       addTap('hvra');
       addTap('hvrb');
-      const r = await hvemuInNs([
-        'run',
-        '--kernel',
-        kernelFile('net2', '', 0x600, 0x34),
-        '--memory',
-        '64M',
-        '--events',
-        '--net',
-        'tap=hvra',
-        '--net',
-        'tap=hvrb',
-      ]);
+      const r = await hvemuInNs(runArgs('net2', '--events', '--net', 'tap=hvra', '--net', 'tap=hvrb'));
       expect(r.code, r.stderr).toBe(0);
       expect(r.stderr).toMatch(/offered kvp as relid 4\n.*offered nic0 as relid 5\n.*offered nic1 as relid 6/);
       const nics = nicLines(r.stderr);
@@ -375,15 +364,7 @@ const kvm = KvmPartition.probe();
 
     it.skipIf(tapReason)(`--net tap=NAME,mac=MAC: the NIC's device holds that MAC${skipNote}`, async () => {
       addTap('hvrc');
-      const r = await hvemuInNs([
-        'run',
-        '--kernel',
-        kernelFile('net-mac', '', 0x600, 0x34),
-        '--memory',
-        '64M',
-        '--net',
-        'tap=hvrc,mac=02:AB:cd:00:10:7E',
-      ]);
+      const r = await hvemuInNs(runArgs('net-mac', '--net', 'tap=hvrc,mac=02:AB:cd:00:10:7E'));
       expect(r.code, r.stderr).toBe(0);
       // Upper-case octets given, the device's bytes printed back in lower case: parsed, not echoed.
       expect(nicLines(r.stderr)).toEqual([['nic0', '02:ab:cd:00:10:7e', 'hvrc']]);
