@@ -125,7 +125,18 @@ export const nvsp_1_message_send_rndis_packet_complete = defineStruct('nvsp_1_me
   [0, 'status', 'u32'],
 ]);
 /** capability bits: 0 vmq, 1 chimney, 2 sriov, 3 ieee8021q, 4 correlation_id, 5 teaming, 6 vsubnetid, 7 rsc. */
+export const NDIS_CONFIG_SRIOV = 1n << 2n;
 export const NDIS_CONFIG_IEEE8021Q = 1n << 3n;
+export const NDIS_CONFIG_TEAMING = 1n << 5n;
+export const NDIS_CONFIG_RSC = 1n << 7n;
+
+/** The capability bits Linux's netvsc_init announces at `version`: ieee8021q; + sriov, teaming from NVSP 5; + rsc from 6.1. */
+export function linuxNdisCapabilities(version: number): bigint {
+  let bits = NDIS_CONFIG_IEEE8021Q;
+  if (version >= NVSP_PROTOCOL_VERSION_5) bits |= NDIS_CONFIG_SRIOV | NDIS_CONFIG_TEAMING;
+  if (version >= NVSP_PROTOCOL_VERSION_61) bits |= NDIS_CONFIG_RSC;
+  return bits;
+}
 export const nvsp_2_send_ndis_config = defineStruct('nvsp_2_send_ndis_config', 16, [
   [0, 'mtu', 'u32'],
   [4, 'reserved', 'u32'],

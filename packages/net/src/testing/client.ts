@@ -56,6 +56,7 @@ import {
   NVSP_SUBCHANNEL_ALLOCATE,
   NvspProtocolError,
   parseNvspHostMessage,
+  linuxNdisCapabilities,
   ndisVersionFor,
   type NvspHostMessage,
 } from '../nvsp.js';
@@ -307,7 +308,10 @@ export class NetvscClient {
     if (version >= NVSP_PROTOCOL_VERSION_2) {
       this.sendNvsp(
         primary,
-        encodeNvsp(NVSP_MSG2_TYPE_SEND_NDIS_CONFIG, nvsp_2_send_ndis_config, { mtu: this.opts.mtu + 14, capability: 1n << 3n }),
+        encodeNvsp(NVSP_MSG2_TYPE_SEND_NDIS_CONFIG, nvsp_2_send_ndis_config, {
+          mtu: this.opts.mtu + 14,
+          capability: linuxNdisCapabilities(version),
+        }),
       );
     }
     const ndis = ndisVersionFor(version);
