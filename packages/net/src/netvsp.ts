@@ -276,11 +276,14 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
     if (!Number.isInteger(this.sendSectionSize) || this.sendSectionSize < NETVSC_MTU_MIN) {
       throw new HostUsageError(`netvsp: send section size ${this.sendSectionSize} is below ${NETVSC_MTU_MIN}`);
     }
+    const linkSpeedBps = options.linkSpeedBps ?? 10e9;
+    if (!Number.isSafeInteger(linkSpeedBps) || linkSpeedBps < 0)
+      throw new HostUsageError(`netvsp: linkSpeedBps ${linkSpeedBps} is not a whole number of bit/s (0..2^53)`);
     const nic: NicIdentity = {
       mac: parseMac(options.mac),
       mtu,
       maxQueues,
-      linkSpeedBps: options.linkSpeedBps ?? 10e9,
+      linkSpeedBps,
       friendlyName: options.friendlyName,
     };
     this.hostFrame = mtu + ETH_HLEN;
@@ -381,7 +384,7 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
     this.queues[index] = { index, channel, ringBlocked: false, again: null, batch: [], batchLengths: [] };
   }
 
-  close(channel: DeviceChannel, _reason: ChannelCloseReason): void {
+  close(channel: DeviceChannel, reason: ChannelCloseReason): void {
     const q = this.queues[channel.subChannelIndex];
     if (q?.channel !== channel) return;
     if (q.again) clearImmediate(q.again);
@@ -393,6 +396,8 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
       if (this.session && this.session.subchannelsOffered > 0) queueMicrotask(() => channel.rescindSubchannels());
       this.session = null;
       this.rndis.reset();
+      // A guest that unloaded VMBus (a reboot, kexec) comes back knowing only the permanent address.
+      if (reason === 'disconnect') this.rndis.restorePermanentMac();
       this.pendingControl.length = 0;
       this.forgetReceives();
     }
@@ -892,7 +897,17 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
       const section = recv.allocate(0);
       if (section < 0) return;
       this.pendingControl.shift();
-      recv.data.write(section * recv.sectionSize, message);
+      try {
+        recv.data.write(section * recv.sectionSize, message);
+      } catch (error) {
+        // The guest tore the receive buffer's GPADL down without revoking it: no more receives.
+        if (!(error instanceof GuestDataRevokedError)) throw error;
+        this.stats.controlDrops += 1 + this.pendingControl.length;
+        this.pendingControl.length = 0;
+        this.session!.recv = null;
+        this.forgetReceives();
+        return;
+      }
       this.flushQueue(q); // frames already written for the primary go first
       this.sendSections(q, [section], [message.length]);
     }
@@ -915,9 +930,9 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
       return (filter & (NDIS_PACKET_TYPE_MULTICAST | NDIS_PACKET_TYPE_ALL_MULTICAST)) !== 0;
     }
     if (!(filter & NDIS_PACKET_TYPE_DIRECTED)) return false;
-    const mac = this.rndis.nic.mac;
-    for (let i = 0; i < 6; i++) if (frame[i] !== mac[i]) return false;
-    return true;
+    // The permanent address too: a guest's driver reloaded (rmmod, modprobe) asks only for that
+    // one, and its close looks like an MTU change's, after which Linux keeps the address it set.
+    return sameMac(frame, this.rndis.nic.mac) || sameMac(frame, this.rndis.permanentMac);
   }
 
   /** vRSS: the queue the indirection table gives the frame's hash (the primary when RSS is off or the queue is closed). */
@@ -930,6 +945,12 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
     const queue = this.queues[rss.table[hash % rss.table.length]] ?? primary;
     return { queue, hash };
   }
+}
+
+/** The frame's destination is `mac`. */
+function sameMac(frame: Uint8Array, mac: Uint8Array): boolean {
+  for (let i = 0; i < 6; i++) if (frame[i] !== mac[i]) return false;
+  return true;
 }
 
 /** A NIC's offer: the network class, and an instance GUID derived from the MAC unless given (stable across runs). */

@@ -5,8 +5,8 @@
  * here. No I/O: the device carries the answers to the guest through the receive buffer.
  *
  * What it answers: INITIALIZE (a fresh RNDIS session each time; 8 packets per message, 8-byte
- * alignment), QUERY of the OIDs in QUERY_OIDS (OID_GEN_SUPPORTED_LIST lists exactly the ones
- * answered in the current configuration), SET of the packet filter, multicast list, RSS
+ * alignment), QUERY of the OIDs in QUERY_OIDS (OID_GEN_SUPPORTED_LIST lists the ones answered
+ * in the current configuration, then the set-only ones), SET of the packet filter, multicast list, RSS
  * parameters, offload parameters, offload encapsulation, config parameters (NetworkAddress
  * changes the MAC when the host allows it) and network layer addresses, RESET (addressing
  * lost: filter and multicast list cleared, addressing_reset = 1), KEEPALIVE; HALT is answered
@@ -15,7 +15,7 @@
  * message too short for its body or of an unknown type throws RndisProtocolError (the device
  * drops it and counts it in rndisErrors).
  */
-import { silentLogger, type Logger } from '@hvemu/common';
+import { HostUsageError, silentLogger, type Logger } from '@hvemu/common';
 import {
   encodeRndisMessage,
   MEDIA_CONNECT_STATE_CONNECTED,
@@ -211,13 +211,20 @@ export const NETWORK_ADDRESS_PARAMETER = 'NetworkAddress';
 /**
  * The OIDs QUERY answers, in OID_GEN_SUPPORTED_LIST order. The list a guest gets is the subset
  * answered in the current configuration (RSS capabilities from NVSP 5, RSS parameters with 2+
- * queues, the friendly name when the VMM gave one): every OID listed answers.
- *
- * SET also takes OID_TCP_OFFLOAD_PARAMETERS, OID_GEN_RNDIS_CONFIG_PARAMETER,
- * OID_OFFLOAD_ENCAPSULATION and OID_GEN_NETWORK_LAYER_ADDRESSES: set-only here (NDIS defines
- * the first, second and last set-only; the host reports no encapsulation of its own), so they
- * are not listed, the list being what QUERY answers.
+ * queues, the friendly name when the VMM gave one), then SET_ONLY_OIDS: NDIS's supported list
+ * names the OIDs a miniport handles "for a query or set request".
  */
+/**
+ * OIDs SET takes and QUERY does not: NDIS defines the offload parameters, config parameters
+ * and network layer addresses as set-only, and the host reports no encapsulation of its own.
+ */
+const SET_ONLY_OIDS: readonly number[] = [
+  OID_TCP_OFFLOAD_PARAMETERS,
+  OID_GEN_RNDIS_CONFIG_PARAMETER,
+  OID_OFFLOAD_ENCAPSULATION,
+  OID_GEN_NETWORK_LAYER_ADDRESSES,
+];
+
 const QUERY_OIDS: readonly number[] = [
   OID_GEN_SUPPORTED_LIST,
   OID_GEN_HARDWARE_STATUS,
@@ -289,6 +296,13 @@ export class RndisControl {
     this.stats = options.stats ?? { txFrames: 0, rxFrames: 0, rndisControlErrors: 0, rndisUnsupportedOids: 0 };
     this.logger = options.logger ?? silentLogger;
     this.allowMacChange = options.allowMacChange ?? false;
+    if (!Number.isSafeInteger(nic.linkSpeedBps) || nic.linkSpeedBps < 0)
+      throw new HostUsageError(`RndisControl: linkSpeedBps ${nic.linkSpeedBps} is not a whole number of bit/s (0..2^53)`);
+  }
+
+  /** The current address back to the permanent one (a guest that starts over knows only that). */
+  restorePermanentMac(): void {
+    this.nic.mac.set(this.permanentMac);
   }
 
   get multicastCount(): number {
@@ -341,8 +355,13 @@ export class RndisControl {
     return encodeRndisMessage(RNDIS_MSG_INDICATE, rndis_indicate_status, { status, status_buflen: 0, status_buf_offset: 0 });
   }
 
-  /** The OIDs QUERY answers now (OID_GEN_SUPPORTED_LIST): each of QUERY_OIDS whose answer exists. */
+  /** OID_GEN_SUPPORTED_LIST now: the OIDs QUERY answers, then the set-only ones. */
   supportedOids(): number[] {
+    return [...this.queryableOids(), ...SET_ONLY_OIDS];
+  }
+
+  /** The OIDs QUERY answers now: each of QUERY_OIDS whose answer exists in this configuration. */
+  queryableOids(): number[] {
     return QUERY_OIDS.filter((oid) => oid === OID_GEN_SUPPORTED_LIST || this.queryInfo(oid, 0) !== null);
   }
 
@@ -352,6 +371,9 @@ export class RndisControl {
     this.multicastList = new Uint8Array(0);
     this.rss.enabled = false;
     this.rss.table = new Uint32Array(0);
+    // A new session's SET may say HASH_KEY_UNCHANGED: nothing of the old session's is left to reuse.
+    this.rss.key = new Uint8Array(40);
+    this.rss.hashInfo = 0;
     this.offloads.params = null;
     this.offloads.encapsulation = null;
   }
@@ -513,7 +535,7 @@ export class RndisControl {
   }
 
   private linkBps(): bigint {
-    return BigInt(Math.max(0, Math.floor(this.nic.linkSpeedBps)));
+    return BigInt(this.nic.linkSpeedBps);
   }
 
   /** NDIS_LINK_STATE: the link as OID_GEN_MEDIA_CONNECT_STATUS says, full duplex, no pause frames. */

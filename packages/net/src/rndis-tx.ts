@@ -71,12 +71,11 @@ export class RndisTx {
   private readonly segments: Uint8Array[] = [];
   /** One-segment frames (the common case) go to the backend in this reused array. */
   private readonly oneSegment: Uint8Array[] = [new Uint8Array(0)];
-  /** The PPI walk's state (onPpi is made once: no closure per frame). */
-  private ppiArea = new Uint8Array(0);
+  /** The PPI walk's state (onPpi is made once: no closure per frame; the PPIs are in scratch). */
   private ppiVlan = -1;
   private readonly onPpi = (type: number, internal: boolean, at: number, length: number): void => {
     if (internal || length < 4) return;
-    const value = u32(this.ppiArea, at);
+    const value = u32(this.scratch, at);
     if (type === TCPIP_CHKSUM_PKTINFO && value !== 0) this.ctx.stats.txChecksumRequests++;
     else if (type === TCP_LARGESEND_PKTINFO && value !== 0) this.ctx.stats.txLsoRequests++;
     else if (type === IEEE_8021Q_INFO) this.ppiVlan = value;
@@ -147,9 +146,8 @@ export class RndisTx {
     if (ppiLength > 0) {
       if (ppiLength > MAX_PPI_BYTES) return this.fault('bad-ppi-length');
       src.read(at + ppiOffset, this.scratch, ppiLength);
-      this.ppiArea = this.scratch.subarray(0, ppiLength);
       this.ppiVlan = -1;
-      const ppiFault = forEachPpi(this.ppiArea, this.onPpi);
+      const ppiFault = forEachPpi(this.scratch, this.onPpi, ppiLength);
       if (ppiFault) return this.fault(ppiFault);
       vlan = this.ppiVlan;
     }

@@ -461,7 +461,8 @@ export function parseRndisPacket(head: Uint8Array, msgLen: number, out: RndisPac
 }
 
 /**
- * Walks the PPI chain in `area` (the bytes [ppiOffset, +ppiLength) of a data message): calls
+ * Walks the PPI chain in `area` up to `end` (the bytes [ppiOffset, +ppiLength) of a data
+ * message, copied to the start of a reused buffer: no view per message): calls
  * `fn(type, internal, dataAt, dataLength)` per element with the element's data position in
  * `area`. Every element must be at least rndis_per_packet_info long, fit in what is left, and
  * have its data inside itself; the first that does not stops the walk with 'bad-ppi-element'.
@@ -470,10 +471,12 @@ export function parseRndisPacket(head: Uint8Array, msgLen: number, out: RndisPac
 export function forEachPpi(
   area: Uint8Array,
   fn: (type: number, internal: boolean, dataAt: number, dataLength: number) => void,
+  end = area.length,
 ): RndisFault | null {
+  if (!(end >= 0 && end <= area.length)) throw new RangeError(`PPI area end ${end} outside ${area.length} bytes`);
   let at = 0;
-  while (at < area.length) {
-    const left = area.length - at;
+  while (at < end) {
+    const left = end - at;
     if (left < rndis_per_packet_info.size) return 'bad-ppi-element';
     const size = u32(area, at);
     const type = u32(area, at + 4);

@@ -230,8 +230,7 @@ describe('netvsp data path', () => {
     await sim.guest.connect();
     expect(sim.nic.rxFrameLimit).toBe(1514);
     await sim.guest.close();
-    const pages = (sim.guest as unknown as { opts: { pages: never } }).opts.pages;
-    sim.guest = new NetvscClient({ vmbus: sim.vmbus, memory: sim.memory, pages, relid: sim.attached.channel.relid, mtu: 4000 });
+    sim.guest = new NetvscClient({ vmbus: sim.vmbus, memory: sim.memory, pages: sim.pages, relid: sim.attached.channel.relid, mtu: 4000 });
     await sim.guest.connect();
     expect(sim.nic.rxFrameLimit).toBe(4014);
     await peerSends(sim, [ethernetFrame(GUEST_MAC, PEER_MAC, 4015), ethernetFrame(GUEST_MAC, PEER_MAC, 4014)]);
@@ -555,9 +554,7 @@ describe('netvsp sessions', () => {
     await sim.guest.close();
     // The old subchannels were rescinded; the guest released them.
     await sim.guest.until(() => [...sim.vmbus.offers.values()].filter((o) => o.sub_channel_index > 0 && !o.rescinded).length === 0);
-    const { NetvscClient } = await import('@hvemu/net/testing');
-    const pages = (sim.guest as unknown as { opts: { pages: never } }).opts.pages;
-    sim.guest = new NetvscClient({ vmbus: sim.vmbus, memory: sim.memory, pages, relid: sim.attached.channel.relid, queues: 3 });
+    sim.guest = new NetvscClient({ vmbus: sim.vmbus, memory: sim.memory, pages: sim.pages, relid: sim.attached.channel.relid, queues: 3 });
     const info = await sim.guest.connect();
     expect(info.queues).toBe(3);
     const live = [...sim.vmbus.offers.values()].filter((o) => o.sub_channel_index > 0 && !o.rescinded).map((o) => o.sub_channel_index);

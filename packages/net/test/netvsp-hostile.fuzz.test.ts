@@ -23,11 +23,13 @@ import {
   NVSP_STAT_INVALID_RNDIS_PKT,
   RNDIS_MSG_PACKET,
   NVSP_STAT_SUCCESS,
+  OID_GEN_MAXIMUM_FRAME_SIZE,
   TCPIP_CHKSUM_PKTINFO,
 } from '@hvemu/net';
 import { applyRndisMutation, ethernetFrame, NetvscClient, rndisDataMessage, rndisMutationArbitrary } from '@hvemu/net/testing';
 import { fuzzRuns } from '../../../test/helpers.js';
 import { GUEST_MAC, nicSim, PEER_MAC, sameBytes, type NicSim } from './helpers/sim.js';
+import { queryMessage } from './helpers/rndis-messages.js';
 
 /** One good frame each way still passes. */
 async function stillWorks(sim: NicSim): Promise<void> {
@@ -217,6 +219,19 @@ describe('netvsp against a hostile guest', () => {
     expect(sim.logger.records.filter((r) => r.level === 'error')).toEqual([]);
   });
 
+  it('a control answer for a receive buffer torn down under the device: dropped and counted, the send itself succeeds', async () => {
+    const sim = await nicSim();
+    await sim.guest.connect();
+    await sim.vmbus.teardownGpadl(sim.attached.channel.relid, sim.guest.recvGpadl);
+    // A QUERY whose answer has nowhere to go (sent as raw RNDIS bytes: nothing waits for the answer).
+    expect(await sim.guest.sendRaw(queryMessage(0x77, OID_GEN_MAXIMUM_FRAME_SIZE))).toBe(NVSP_STAT_SUCCESS);
+    expect(sim.nic.stats).toMatchObject({ controlDrops: 1, badSections: 0 });
+    sim.peer.send([ethernetFrame(GUEST_MAC, PEER_MAC, 60)]);
+    expect(sim.nic.stats.rxNotReady).toBe(1);
+    expect(sim.attached.openChannels()).toHaveLength(1);
+    expect(sim.logger.records.filter((r) => r.level === 'error')).toEqual([]);
+  });
+
   it('a ring the guest breaks under work deferred past a signal fails that channel (DeviceChannel.fail), nothing throws', async () => {
     const sim = await nicSim();
     await sim.guest.connect();
@@ -282,7 +297,7 @@ describe('netvsp against a hostile guest', () => {
     sim.guest = new NetvscClient({
       vmbus: sim.vmbus,
       memory: sim.memory,
-      pages: (sim.guest as unknown as { opts: { pages: never } }).opts.pages,
+      pages: sim.pages,
       relid: sim.attached.channel.relid,
     });
     await sim.guest.connect();

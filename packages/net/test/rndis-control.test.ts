@@ -1,13 +1,15 @@
 /**
  * The RNDIS control side: RESET, KEEPALIVE and HALT, the OIDs QUERY answers (and that
- * OID_GEN_SUPPORTED_LIST lists exactly those), the SETs Windows and Linux send (config
+ * OID_GEN_SUPPORTED_LIST lists those, then the set-only ones), the SETs Windows and Linux send (config
  * parameters with NetworkAddress, offload encapsulation, network layer addresses), and the
  * counters of refused requests. Through RndisControl alone, and through the device with the
  * TypeScript netvsc guest where the outcome is observable on the wire.
  */
-import { MemoryLogger } from '@hvemu/common';
+import { HostUsageError, MemoryLogger } from '@hvemu/common';
 import { describe, expect, it } from 'vitest';
 import {
+  createPortPair,
+  NetvspDevice,
   MAXIMUM_LIST_SIZE,
   ndis_link_speed,
   ndis_link_state,
@@ -20,6 +22,9 @@ import {
   NDIS_PACKET_TYPE_BROADCAST,
   NDIS_PACKET_TYPE_DIRECTED,
   NDIS_RSS_PARAM_FLAG_DISABLE_RSS,
+  NDIS_RSS_PARAM_FLAG_HASH_INFO_UNCHANGED,
+  NDIS_RSS_PARAM_FLAG_HASH_KEY_UNCHANGED,
+  NDIS_RSS_PARAM_FLAG_ITABLE_UNCHANGED,
   NVSP_PROTOCOL_VERSION_4,
   NVSP_PROTOCOL_VERSION_61,
   NVSP_RNDIS_CHANNEL_CONTROL,
@@ -61,7 +66,7 @@ import {
   type NicIdentity,
   type RndisControlOptions,
 } from '@hvemu/net';
-import { DEFAULT_RSS_KEY, ethernetFrame, rndisDataMessage } from '@hvemu/net/testing';
+import { DEFAULT_RSS_KEY, ethernetFrame, NetvscClient, rndisDataMessage } from '@hvemu/net/testing';
 import { GUEST_MAC, nicSim, PEER_MAC, sameBytes, type NicSim } from './helpers/sim.js';
 import {
   answerStatus,
@@ -80,6 +85,7 @@ import {
 
 const NIC: NicIdentity = { mac: GUEST_MAC, mtu: 1500, maxQueues: 4, linkSpeedBps: 10e9 };
 const NEW_MAC = Uint8Array.from([0x00, 0x15, 0x5d, 0xab, 0xcd, 0xef]);
+const OTHER_MAC = Uint8Array.from([0x00, 0x15, 0x5d, 0x01, 0x02, 0x03]);
 const MULTICAST = Uint8Array.from([0x01, 0x00, 0x5e, 0x00, 0x00, 0xfb]);
 
 /** An initialized RndisControl at NVSP 6.1. */
@@ -173,7 +179,7 @@ describe('RndisControl: QUERY', () => {
   it.each([
     ['NVSP 6.1, 4 queues, a friendly name', NVSP_PROTOCOL_VERSION_61, 4, 'eth-test'],
     ['NVSP 4, 1 queue, no name', NVSP_PROTOCOL_VERSION_4, 1, undefined],
-  ])('OID_GEN_SUPPORTED_LIST (%s) lists exactly the OIDs QUERY answers', (_name, version, maxQueues, friendlyName) => {
+  ])('OID_GEN_SUPPORTED_LIST (%s) lists the OIDs QUERY answers, then the set-only ones', (_name, version, maxQueues, friendlyName) => {
     const c = new RndisControl({ ...NIC, maxQueues, friendlyName });
     c.nvspVersion = version;
     c.handle(initMessage(1));
@@ -181,7 +187,16 @@ describe('RndisControl: QUERY', () => {
     expect(list.status).toBe(RNDIS_STATUS_SUCCESS);
     const oids = Array.from({ length: list.data.length / 4 }, (_, i) => u32(list.data, i * 4));
     expect(new Set(oids).size).toBe(oids.length);
-    for (const oid of oids) expect([oid, query(c, oid).status]).toEqual([oid, RNDIS_STATUS_SUCCESS]);
+    // Set-only OIDs come last (NDIS: the list names what a miniport handles for a query or set).
+    const setOnly = [
+      OID_TCP_OFFLOAD_PARAMETERS,
+      OID_GEN_RNDIS_CONFIG_PARAMETER,
+      OID_OFFLOAD_ENCAPSULATION,
+      OID_GEN_NETWORK_LAYER_ADDRESSES,
+    ];
+    expect(oids.slice(-setOnly.length)).toEqual(setOnly);
+    const queryable = oids.slice(0, -setOnly.length);
+    for (const oid of queryable) expect([oid, query(c, oid).status]).toEqual([oid, RNDIS_STATUS_SUCCESS]);
     expect(c.stats.rndisUnsupportedOids).toBe(0);
     for (const oid of [OID_802_3_CURRENT_ADDRESS, OID_802_3_MULTICAST_LIST, OID_802_3_MAXIMUM_LIST_SIZE, OID_GEN_XMIT_OK, OID_GEN_RCV_OK])
       expect(oids).toContain(oid);
@@ -189,17 +204,8 @@ describe('RndisControl: QUERY', () => {
     expect(oids.includes(OID_GEN_RECEIVE_SCALE_CAPABILITIES)).toBe(version >= 0x50000);
     expect(oids.includes(OID_GEN_RECEIVE_SCALE_PARAMETERS)).toBe(maxQueues >= 2);
     expect(oids.includes(OID_GEN_FRIENDLY_NAME)).toBe(friendlyName !== undefined);
-    // Set-only OIDs are not listed, and a QUERY of one is not supported (counted as such).
-    const setOnly = [
-      OID_TCP_OFFLOAD_PARAMETERS,
-      OID_GEN_RNDIS_CONFIG_PARAMETER,
-      OID_OFFLOAD_ENCAPSULATION,
-      OID_GEN_NETWORK_LAYER_ADDRESSES,
-    ];
-    for (const oid of setOnly) {
-      expect(oids).not.toContain(oid);
-      expect(query(c, oid).status).toBe(RNDIS_STATUS_NOT_SUPPORTED);
-    }
+    // A QUERY of a set-only OID is not supported (counted as such).
+    for (const oid of setOnly) expect(query(c, oid).status).toBe(RNDIS_STATUS_NOT_SUPPORTED);
     expect(c.stats.rndisUnsupportedOids).toBe(setOnly.length);
   });
 
@@ -230,7 +236,41 @@ describe('RndisControl: QUERY', () => {
 });
 
 /** NDIS_RECEIVE_SCALE_PARAMETERS as Linux lays it out, with `table` and `key`. */
-function rssParameters(table: readonly number[], key: Uint8Array): Uint8Array {
+describe('RndisControl: RSS parameters flagged unchanged', () => {
+  const OTHER_KEY = Uint8Array.from({ length: 40 }, (_, i) => (i * 7 + 1) & 0xff);
+  const table = Array.from({ length: 16 }, (_, i) => i % 4);
+
+  it('keep the key, table or hash info of this session; a new session has none to keep', () => {
+    const c = control();
+    expect(set(c, OID_GEN_RECEIVE_SCALE_PARAMETERS, rssParameters(table, DEFAULT_RSS_KEY))).toBe(RNDIS_STATUS_SUCCESS);
+    // New key and table given, both flagged unchanged: the session's stay.
+    const flags = NDIS_RSS_PARAM_FLAG_HASH_KEY_UNCHANGED | NDIS_RSS_PARAM_FLAG_ITABLE_UNCHANGED;
+    expect(set(c, OID_GEN_RECEIVE_SCALE_PARAMETERS, rssParameters([3, 3], OTHER_KEY, flags))).toBe(RNDIS_STATUS_SUCCESS);
+    expect(sameBytes(c.rss.key, DEFAULT_RSS_KEY)).toBe(true);
+    expect([...c.rss.table]).toEqual(table);
+    // A hash info of zero flagged unchanged: the session's Toeplitz hash info stays.
+    const hashInfo = c.rss.hashInfo;
+    expect(set(c, OID_GEN_RECEIVE_SCALE_PARAMETERS, rssParameters(table, OTHER_KEY, NDIS_RSS_PARAM_FLAG_HASH_INFO_UNCHANGED, 0))).toBe(
+      RNDIS_STATUS_SUCCESS,
+    );
+    expect(c.rss.hashInfo).toBe(hashInfo);
+    expect(sameBytes(c.rss.key, OTHER_KEY)).toBe(true);
+    // A new RNDIS session: nothing of the old one is reused.
+    c.handle(initMessage(9));
+    expect(set(c, OID_GEN_RECEIVE_SCALE_PARAMETERS, rssParameters([], OTHER_KEY, NDIS_RSS_PARAM_FLAG_ITABLE_UNCHANGED))).toBe(
+      RNDIS_STATUS_INVALID_DATA,
+    );
+    expect(set(c, OID_GEN_RECEIVE_SCALE_PARAMETERS, rssParameters(table, OTHER_KEY, NDIS_RSS_PARAM_FLAG_HASH_INFO_UNCHANGED, 0))).toBe(
+      RNDIS_STATUS_INVALID_DATA,
+    );
+    expect(set(c, OID_GEN_RECEIVE_SCALE_PARAMETERS, rssParameters(table, OTHER_KEY, NDIS_RSS_PARAM_FLAG_HASH_KEY_UNCHANGED))).toBe(
+      RNDIS_STATUS_SUCCESS,
+    );
+    expect(c.rss.key.every((b) => b === 0)).toBe(true);
+  });
+});
+
+function rssParameters(table: readonly number[], key: Uint8Array, flag = 0, hashinfo = 0x1 | 0x100 | 0x200 | 0x400 | 0x1000): Uint8Array {
   const head = ndis_recv_scale_param.size;
   const info = new Uint8Array(head + table.length * 4 + key.length);
   ndis_recv_scale_param.encode(
@@ -238,7 +278,8 @@ function rssParameters(table: readonly number[], key: Uint8Array): Uint8Array {
       hdr_type: 0x89,
       hdr_rev: 2,
       hdr_size: head,
-      hashinfo: 0x1 | 0x100 | 0x200 | 0x400 | 0x1000,
+      flag,
+      hashinfo,
       indirect_tabsize: table.length * 4,
       indirect_taboffset: head,
       hashkey_size: key.length,
@@ -502,9 +543,32 @@ describe('RNDIS control through the device', () => {
     expect([...(await sim.guest.query(OID_802_3_PERMANENT_ADDRESS)).data]).toEqual([...GUEST_MAC]);
     expect([...sim.nic.mac]).toEqual([...NEW_MAC]);
     expect(await delivered(sim, NEW_MAC)).toBe(true);
+    // The permanent address still passes (a reloaded driver knows only that one); others do not.
+    expect(await delivered(sim, GUEST_MAC)).toBe(true);
     const filtered = sim.nic.stats.rxFiltered;
-    expect(await delivered(sim, GUEST_MAC)).toBe(false);
+    expect(await delivered(sim, OTHER_MAC)).toBe(false);
     expect(sim.nic.stats.rxFiltered).toBe(filtered + 1);
+  });
+
+  it('a link speed that is not a whole number of bit/s is refused when the NIC is made (a typed error, not a throw on a guest QUERY)', () => {
+    for (const linkSpeedBps of [NaN, -1, 1.5, 2 ** 64, Infinity]) {
+      expect(() => new RndisControl({ ...NIC, linkSpeedBps })).toThrow(HostUsageError);
+      expect(() => new NetvspDevice({ backend: createPortPair()[0], mac: GUEST_MAC, linkSpeedBps })).toThrow(HostUsageError);
+    }
+  });
+
+  it('a guest that unloads VMBus (a reboot) gets the permanent address back as its current one', async () => {
+    const sim = await connected({ nic: { allowMacChange: true } });
+    expect(await sim.guest.set(OID_GEN_RNDIS_CONFIG_PARAMETER, networkAddress('00155dabcdef'))).toBe(RNDIS_STATUS_SUCCESS);
+    expect([...sim.nic.mac]).toEqual([...NEW_MAC]);
+    // A new NVSP session (Linux's MTU change) keeps it ...
+    await sim.guest.close();
+    const again = new NetvscClient({ vmbus: sim.vmbus, memory: sim.memory, pages: sim.pages, relid: sim.attached.channel.relid });
+    await again.connect();
+    expect([...sim.nic.mac]).toEqual([...NEW_MAC]);
+    // ... a VMBus unload does not.
+    await sim.vmbus.unload();
+    expect([...sim.nic.mac]).toEqual([...GUEST_MAC]);
   });
 
   it('NetworkAddress: the NetvspOptions allowMacChange lets the guest change its address from the start', async () => {

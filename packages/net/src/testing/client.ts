@@ -624,7 +624,6 @@ export class NetvscClient {
     return true;
   }
 
-  /** SEND_RNDIS_PKT naming `length` bytes of `section` (one reused payload: the ring copies it). */
   /** A transaction ID for a request or a page-buffer send: below SECTION_TID, wrapping back to 1. */
   private takeTid(): number {
     const tid = this.nextTid;
@@ -632,6 +631,7 @@ export class NetvscClient {
     return tid;
   }
 
+  /** SEND_RNDIS_PKT naming `length` bytes of `section` (one reused payload: the ring copies it). */
   private postSection(q: GuestQueue, section: number, length: number): boolean {
     const dv = this.sectionPayloadView;
     dv.setUint32(8, section, true);

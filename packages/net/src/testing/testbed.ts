@@ -58,6 +58,8 @@ export interface NicTestbed {
   attached: AttachedDevice;
   /** The guest; call connect() first. */
   guest: NetvscClient;
+  /** Where the guest's rings and buffers come from (a second client, after close(), takes its own from it). */
+  pages: BumpPageAllocator;
   /** The test's end of the in-process pair (unused when a backend was given). */
   peer: PairPort;
   peerSink: PeerSink;
@@ -79,7 +81,7 @@ export async function createNicTestbed(options: NicTestbedOptions = {}): Promise
   await sim.client.connect();
   await sim.client.requestOffers();
   const guest = new NetvscClient({ vmbus: sim.client, memory: sim.memory, pages, relid: attached.channel.relid, ...options.guest });
-  return { memory: sim.memory, host: sim.host, vmbus: sim.client, nic, attached, guest, peer, peerSink, logger };
+  return { memory: sim.memory, host: sim.host, vmbus: sim.client, nic, attached, guest, pages, peer, peerSink, logger };
 }
 
 /**
