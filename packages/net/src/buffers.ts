@@ -42,6 +42,22 @@ export class ReceiveBuffer {
    * plain view when the buffer is contiguous in host memory (the lease checked first), else
    * through the GuestData. GuestDataRevokedError once the guest tore the buffer down.
    */
+  /**
+   * writeFrame for a frame whose 802.1Q tag (bytes 12-15) goes into a PPI: the frame is written
+   * without it, straight from the backend's bytes (no untagged copy first).
+   */
+  writeFrameUntagged(offset: number, header: Uint8Array, headerLength: number, frame: Uint8Array): void {
+    const at = offset + headerLength;
+    this.writeFrame(offset, header, headerLength, frame.subarray(0, 12));
+    if (frame.length > 16) this.writeAt(at + 12, frame.subarray(16));
+  }
+
+  private writeAt(offset: number, bytes: Uint8Array): void {
+    const flat = this.flat;
+    if (flat && !this.data.revoked && offset + bytes.length <= flat.length) flat.set(bytes, offset);
+    else this.data.write(offset, bytes);
+  }
+
   writeFrame(offset: number, header: Uint8Array, headerLength: number, frame: Uint8Array): void {
     const flat = this.flat;
     if (flat && !this.data.revoked && offset + headerLength + frame.length <= flat.length) {

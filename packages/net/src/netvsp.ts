@@ -227,8 +227,6 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
   /** Largest frame with a tag: what a receive section must hold. */
   private readonly maxFrame: number;
   private readonly rxVlanOffload: boolean;
-  /** Where a tagged backend frame is copied without its tag (rxVlanOffload). */
-  private readonly rxUntagged: Uint8Array;
   /** Open queues by subchannel index (0 = the primary). */
   private readonly queues: (Queue | undefined)[] = [];
   private session: Session | null = null;
@@ -289,7 +287,6 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
     this.hostFrame = mtu + ETH_HLEN;
     this.maxFrame = this.hostFrame + VLAN_HLEN;
     this.rxVlanOffload = options.rxVlanOffload ?? true;
-    this.rxUntagged = new Uint8Array(this.maxFrame);
     this.rndis = new RndisControl(nic, { stats: this.stats, logger: options.logger, allowMacChange: options.allowMacChange });
     this.rndis.linkUp = options.linkUp ?? true;
     this.backend = options.backend;
@@ -761,15 +758,15 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
     if (section < 0) return this.refuse();
     this.rxPpis.length = 0;
     if (hash !== null) this.rxPpis.push(NBL_HASH_VALUE, hash);
-    if (s.rxVlanPpi && hasCtag(frame)) {
-      this.rxPpis.push(IEEE_8021Q_INFO, ndisVlanInfo((frame[14] << 8) | frame[15]));
-      frame = this.untagged(frame);
-      this.stats.rxVlanOffloaded++;
-    }
-    const headerLength = writeRndisPacketHeader(this.rxHeaderView, 0, frame.length, this.rxPpis);
+    // The tag of a guest that takes it out of band goes in a PPI, the frame without it.
+    const untag = s.rxVlanPpi && hasCtag(frame);
+    if (untag) this.rxPpis.push(IEEE_8021Q_INFO, ndisVlanInfo((frame[14] << 8) | frame[15]));
+    const length = untag ? frame.length - VLAN_HLEN : frame.length;
+    const headerLength = writeRndisPacketHeader(this.rxHeaderView, 0, length, this.rxPpis);
     const base = section * s.recv.sectionSize;
     try {
-      s.recv.writeFrame(base, this.rxHeader, headerLength, frame);
+      if (untag) s.recv.writeFrameUntagged(base, this.rxHeader, headerLength, frame);
+      else s.recv.writeFrame(base, this.rxHeader, headerLength, frame);
     } catch (error) {
       // The guest tore down the receive buffer's GPADL without revoking it first: no more receives.
       if (!(error instanceof GuestDataRevokedError)) throw error;
@@ -779,17 +776,10 @@ export class NetvspDevice implements VmbusDevice, HostCallable, NetBackendSink {
       return true;
     }
     this.stats.rxFrames++;
-    this.stats.rxBytes += frame.length;
-    this.addToBatch(queue, section, headerLength + frame.length);
+    if (untag) this.stats.rxVlanOffloaded++;
+    this.stats.rxBytes += length;
+    this.addToBatch(queue, section, headerLength + length);
     return true;
-  }
-
-  /** `frame` without its 4 tag bytes, in a scratch buffer (valid until the next call). */
-  private untagged(frame: Uint8Array): Uint8Array {
-    const out = this.rxUntagged;
-    out.set(frame.subarray(0, 12), 0);
-    out.set(frame.subarray(12 + VLAN_HLEN), 12);
-    return out.subarray(0, frame.length - VLAN_HLEN);
   }
 
   /** Frames delivered in one burst (the backend's synchronous loop) leave in one packet per queue. */
