@@ -17,6 +17,7 @@
  */
 import { HostUsageError, silentLogger, type Logger } from '@hvemu/common';
 import {
+  readU32le,
   encodeRndisMessage,
   MEDIA_CONNECT_STATE_CONNECTED,
   MEDIA_CONNECT_STATE_DISCONNECTED,
@@ -626,7 +627,7 @@ export class RndisControl {
     switch (oid) {
       case OID_GEN_CURRENT_PACKET_FILTER:
         if (info.length < 4) return this.refuse(RNDIS_STATUS_INVALID_LENGTH, `packet filter of ${info.length} bytes`);
-        this.packetFilter = u32(info, 0);
+        this.packetFilter = readU32le(info, 0);
         return RNDIS_STATUS_SUCCESS;
       case OID_802_3_MULTICAST_LIST:
         return this.setMulticastList(info);
@@ -722,7 +723,7 @@ export class RndisControl {
       return null;
     const table = new Uint32Array(size / 4);
     for (let i = 0; i < table.length; i++) {
-      table[i] = u32(info, offset + i * 4);
+      table[i] = readU32le(info, offset + i * 4);
       if (table[i] >= this.nic.maxQueues) return null;
     }
     return table;
@@ -829,10 +830,6 @@ function counter(value: number, requestLength: number): Uint8Array {
   if (out.length === 4) dv.setUint32(0, value >>> 0, true);
   else dv.setBigUint64(0, BigInt(Math.max(0, Math.floor(value))), true);
   return out;
-}
-
-function u32(b: Uint8Array, at: number): number {
-  return (b[at] | (b[at + 1] << 8) | (b[at + 2] << 16) | (b[at + 3] << 24)) >>> 0;
 }
 
 function u32s(...values: number[]): Uint8Array {

@@ -15,6 +15,7 @@ import { TxSource } from './buffers.js';
 import { ETH_HLEN, isVlanEthertype, VLAN_HLEN, vlanTci, writeCtag } from './ethernet.js';
 import { NVSP_STAT_INVALID_RNDIS_PKT, NVSP_STAT_SUCCESS } from './nvsp.js';
 import {
+  readU32le,
   forEachPpi,
   IEEE_8021Q_INFO,
   parseRndisPacket,
@@ -75,7 +76,7 @@ export class RndisTx {
   private ppiVlan = -1;
   private readonly onPpi = (type: number, internal: boolean, at: number, length: number): void => {
     if (internal || length < 4) return;
-    const value = u32(this.scratch, at);
+    const value = readU32le(this.scratch, at);
     if (type === TCPIP_CHKSUM_PKTINFO && value !== 0) this.ctx.stats.txChecksumRequests++;
     else if (type === TCP_LARGESEND_PKTINFO && value !== 0) this.ctx.stats.txLsoRequests++;
     else if (type === IEEE_8021Q_INFO) this.ppiVlan = value;
@@ -110,8 +111,8 @@ export class RndisTx {
     while (at < src.length) {
       if (src.length - at < RNDIS_HEADER_SIZE) return this.fault('short');
       if (!flat) src.read(at, this.scratch, RNDIS_HEADER_SIZE);
-      const type = u32(head, flat ? base + at : 0);
-      const msgLen = u32(head, flat ? base + at + 4 : 4);
+      const type = readU32le(head, flat ? base + at : 0);
+      const msgLen = readU32le(head, flat ? base + at + 4 : 4);
       if (msgLen < RNDIS_HEADER_SIZE || msgLen > src.length - at) return this.fault('bad-length');
       const status = type === RNDIS_MSG_PACKET ? this.dataMessage(at, msgLen) : this.controlMessage(queue, at, msgLen);
       if (status !== NVSP_STAT_SUCCESS) return status;
@@ -223,10 +224,6 @@ export class RndisTx {
     if (answer) this.ctx.sendControl(answer);
     return NVSP_STAT_SUCCESS;
   }
-}
-
-function u32(b: Uint8Array, at: number): number {
-  return (b[at] | (b[at + 1] << 8) | (b[at + 2] << 16) | (b[at + 3] << 24)) >>> 0;
 }
 
 /** The frame with an 802.1Q tag (from the guest's IEEE_8021Q_INFO PPI) after the MACs. */

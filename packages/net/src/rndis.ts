@@ -427,7 +427,8 @@ export class RndisPacketLayout {
   ppiLength = 0;
 }
 
-function u32(b: Uint8Array, at: number): number {
+/** A little-endian u32 at `at` of `b` (the caller checked the range): the data path's read, no DataView per buffer. */
+export function readU32le(b: Uint8Array, at: number): number {
   return (b[at] | (b[at + 1] << 8) | (b[at + 2] << 16) | (b[at + 3] << 24)) >>> 0;
 }
 
@@ -441,13 +442,13 @@ export function parseRndisPacket(head: Uint8Array, msgLen: number, out: RndisPac
   if (!(at >= 0) || head.length - at < RNDIS_PACKET_HEADER_SIZE || msgLen < RNDIS_PACKET_HEADER_SIZE) return 'short';
   const body = at + RNDIS_HEADER_SIZE;
   const bodyLen = msgLen - RNDIS_HEADER_SIZE;
-  const dataOffset = u32(head, body);
-  const dataLen = u32(head, body + 4);
-  if (u32(head, body + 12) !== 0 || u32(head, body + 16) !== 0) return 'bad-oob';
+  const dataOffset = readU32le(head, body);
+  const dataLen = readU32le(head, body + 4);
+  if (readU32le(head, body + 12) !== 0 || readU32le(head, body + 16) !== 0) return 'bad-oob';
   if (dataOffset < rndis_packet.size || dataOffset > bodyLen) return 'bad-data-offset';
   if (dataLen > bodyLen - dataOffset) return 'bad-data-length';
-  const ppiOffset = u32(head, body + 20);
-  const ppiLen = u32(head, body + 24);
+  const ppiOffset = readU32le(head, body + 20);
+  const ppiLen = readU32le(head, body + 24);
   if (ppiLen !== 0) {
     if (ppiOffset < rndis_packet.size || ppiOffset > bodyLen) return 'bad-ppi-offset';
     if (ppiLen > bodyLen - ppiOffset) return 'bad-ppi-length';
@@ -478,9 +479,9 @@ export function forEachPpi(
   while (at < end) {
     const left = end - at;
     if (left < rndis_per_packet_info.size) return 'bad-ppi-element';
-    const size = u32(area, at);
-    const type = u32(area, at + 4);
-    const ppiOffset = u32(area, at + 8);
+    const size = readU32le(area, at);
+    const type = readU32le(area, at + 4);
+    const ppiOffset = readU32le(area, at + 8);
     if (size < rndis_per_packet_info.size || size > left) return 'bad-ppi-element';
     if (ppiOffset < rndis_per_packet_info.size || ppiOffset > size) return 'bad-ppi-element';
     fn(type & 0x7fffffff, (type & RNDIS_PPI_INTERNAL) !== 0, at + ppiOffset, size - ppiOffset);

@@ -61,6 +61,7 @@ import {
   type NvspHostMessage,
 } from '../nvsp.js';
 import {
+  readU32le,
   encodeRndisMessage,
   forEachPpi,
   IEEE_8021Q_INFO,
@@ -259,8 +260,8 @@ export class NetvscClient {
   private rxPpiArea: Uint8Array = new Uint8Array(0);
   private readonly onRxPpi = (type: number, internal: boolean, at: number): void => {
     if (internal) return;
-    if (type === NBL_HASH_VALUE) this.rxHash = u32(this.rxPpiArea, at);
-    else if (type === IEEE_8021Q_INFO) this.rxVlan = u32(this.rxPpiArea, at);
+    if (type === NBL_HASH_VALUE) this.rxHash = readU32le(this.rxPpiArea, at);
+    else if (type === IEEE_8021Q_INFO) this.rxVlan = readU32le(this.rxPpiArea, at);
   };
   private readonly sectionPayload = encodeNvsp(NVSP_MSG1_TYPE_SEND_RNDIS_PKT, nvsp_1_message_send_rndis_packet, {
     channel_type: NVSP_RNDIS_CHANNEL_DATA,
@@ -415,7 +416,7 @@ export class NetvscClient {
   /** rndis_filter_device_add's queries and sets, in its order. */
   private async queries(info: NetvscInfo): Promise<void> {
     const mtu = await this.query(OID_GEN_MAXIMUM_FRAME_SIZE);
-    info.mtu = mtu.status === RNDIS_STATUS_SUCCESS && mtu.data.length === 4 ? u32(mtu.data, 0) : this.opts.mtu;
+    info.mtu = mtu.status === RNDIS_STATUS_SUCCESS && mtu.data.length === 4 ? readU32le(mtu.data, 0) : this.opts.mtu;
     const mac = await this.query(OID_802_3_PERMANENT_ADDRESS);
     if (mac.status !== RNDIS_STATUS_SUCCESS || mac.data.length !== 6) throw new NetvscClientError('no MAC address');
     info.mac = mac.data;
@@ -442,11 +443,11 @@ export class NetvscClient {
     });
     await this.set(OID_TCP_OFFLOAD_PARAMETERS, info.version <= 0x40000 ? params.subarray(0, 22) : params);
     const link = await this.query(OID_GEN_MEDIA_CONNECT_STATUS);
-    info.linkUp = link.status === RNDIS_STATUS_SUCCESS && u32(link.data, 0) === 0;
+    info.linkUp = link.status === RNDIS_STATUS_SUCCESS && readU32le(link.data, 0) === 0;
     info.rssQueues = 1;
     if (info.version < NVSP_PROTOCOL_VERSION_5) return;
     const speed = await this.query(OID_GEN_LINK_SPEED);
-    info.linkSpeed = speed.status === RNDIS_STATUS_SUCCESS ? u32(speed.data, 0) : 0;
+    info.linkSpeed = speed.status === RNDIS_STATUS_SUCCESS ? readU32le(speed.data, 0) : 0;
     const rss = await this.query(
       OID_GEN_RECEIVE_SCALE_CAPABILITIES,
       ndis_recv_scale_cap.encodeNew({
@@ -829,7 +830,7 @@ export class NetvscClient {
     if (m.msg_type === NVSP_MSG4_TYPE_SEND_VF_ASSOCIATION) this.vfAssociations++;
     else if (m.msg_type === NVSP_MSG5_TYPE_SEND_INDIRECTION_TABLE) {
       if (m.count * 4 + m.offset > bytes.length) return void this.hostErrors++;
-      this.sendTable = Array.from({ length: m.count }, (_, i) => u32(bytes, m.offset + i * 4));
+      this.sendTable = Array.from({ length: m.count }, (_, i) => readU32le(bytes, m.offset + i * 4));
     } else this.hostErrors++;
   }
 
@@ -851,9 +852,9 @@ export class NetvscClient {
   }
 
   private onRndisMessage(q: GuestQueue, msg: Uint8Array): void {
-    if (msg.length < RNDIS_HEADER_SIZE || u32(msg, 4) > msg.length) return void this.hostErrors++;
-    const type = u32(msg, 0);
-    const msgLen = u32(msg, 4);
+    if (msg.length < RNDIS_HEADER_SIZE || readU32le(msg, 4) > msg.length) return void this.hostErrors++;
+    const type = readU32le(msg, 0);
+    const msgLen = readU32le(msg, 4);
     if (type === RNDIS_MSG_PACKET) return this.onDataMessage(q, msg, msgLen);
     if (type === RNDIS_MSG_INDICATE) {
       const s = rndis_indicate_status.decode(msg, RNDIS_HEADER_SIZE);
@@ -863,7 +864,7 @@ export class NetvscClient {
       return;
     }
     if (type === RNDIS_MSG_RESET_C) this.resetAnswers.push(msg.slice(0, msgLen));
-    else if (type & 0x80000000) this.rndisAnswers.set(u32(msg, 8), msg.slice(0, msgLen));
+    else if (type & 0x80000000) this.rndisAnswers.set(readU32le(msg, 8), msg.slice(0, msgLen));
     else this.hostErrors++;
   }
 
@@ -953,7 +954,3 @@ export const DEFAULT_RSS_KEY = Uint8Array.from([
   0x6d, 0x5a, 0x56, 0xda, 0x25, 0x5b, 0x0e, 0xc2, 0x41, 0x67, 0x25, 0x3d, 0x43, 0xa3, 0x8f, 0xb0, 0xd0, 0xca, 0x2b, 0xcb, 0xae, 0x7b, 0x30,
   0xb4, 0x77, 0xcb, 0x2d, 0xa3, 0x80, 0x30, 0xf2, 0x0c, 0x6a, 0x42, 0xb7, 0x3b, 0xbe, 0xac, 0x01, 0xfa,
 ]);
-
-function u32(b: Uint8Array, at: number): number {
-  return (b[at] | (b[at + 1] << 8) | (b[at + 2] << 16) | (b[at + 3] << 24)) >>> 0;
-}
